@@ -1,0 +1,143 @@
+//! What every Strata component shares: log set-up (logfmt-like lines by default, JSON on
+//! request) and the flag types that several subcommands take.
+
+use clap::{Args, ValueEnum};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// `ts=… level=… target=… msg=…` lines
+    #[default]
+    Logfmt,
+    /// one JSON object per line
+    Json,
+}
+
+/// Logging flags, shared by every subcommand (`--log.level`, `--log.format` as in Thanos).
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log filtering level: error, warn, info, debug, or a tracing filter directive.
+    #[arg(long = "log.level", default_value = "info", global = true)]
+    pub level: String,
+    /// Log format.
+    #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Logfmt, global = true)]
+    pub format: LogFormat,
+}
+
+/// Install the global tracing subscriber; logs go to stderr so stdout stays for output
+/// that tools print. Safe to call twice (the second call is ignored).
+pub fn init_tracing(args: &LogArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    let _ = match args.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Logfmt => builder.compact().try_init(),
+    };
+}
+
+/// Parse a Prometheus duration (`1y2w3d4h5m6s7ms`, units y w d h m s ms) into
+/// milliseconds; also accepts a plain number of seconds. Used by flags such as
+/// `--max-block-duration` and `--tsdb.block-duration`.
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let bad = || format!("invalid duration {s:?}: expected e.g. 2h, 90m, 1d12h, 500ms");
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok((secs * 1000.0).round() as i64);
+        }
+        return Err(bad());
+    }
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut total: i64 = 0;
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if start == i {
+            return Err(bad());
+        }
+        let n: i64 = s[start..i].parse().map_err(|_| bad())?;
+        let ustart = i;
+        while i < b.len() && b[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let unit = match &s[ustart..i] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+/// Format milliseconds as Go's `time.Duration` prints them (`2h0m0s`, `30.002s`, `1ms`),
+/// as promtool's tables show block durations.
+pub fn format_duration_ms(ms: i64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    let neg = ms < 0;
+    let ms = ms.unsigned_abs();
+    let sign = if neg { "-" } else { "" };
+    if ms < 1000 {
+        return format!("{sign}{ms}ms");
+    }
+    let h = ms / 3_600_000;
+    let m = (ms / 60_000) % 60;
+    let s = (ms / 1000) % 60;
+    let frac = ms % 1000;
+    let secs = if frac == 0 {
+        format!("{s}s")
+    } else {
+        let f = format!("{frac:03}");
+        format!("{s}.{}s", f.trim_end_matches('0'))
+    };
+    if h > 0 {
+        format!("{sign}{h}h{m}m{secs}")
+    } else if m > 0 {
+        format!("{sign}{m}m{secs}")
+    } else {
+        format!("{sign}{secs}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
+        assert_eq!(parse_duration_ms("1d12h"), Ok(129_600_000));
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("30"), Ok(30_000));
+        assert!(parse_duration_ms("2x").is_err());
+        assert!(parse_duration_ms("h").is_err());
+        assert!(parse_duration_ms("").is_err());
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(format_duration_ms(7_200_000), "2h0m0s");
+        assert_eq!(format_duration_ms(30_002), "30.002s");
+        assert_eq!(format_duration_ms(1), "1ms");
+        assert_eq!(format_duration_ms(90_500), "1m30.5s");
+    }
+}

@@ -1,0 +1,102 @@
+//! The one error type of the `objstore` crate.
+
+use std::path::PathBuf;
+
+/// Every failure the object-store layer reports. Object errors name the object path
+/// (relative to the bucket and its configured `prefix`); config errors name the YAML
+/// field, e.g. `config.bucket`, so an operator knows which line to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The object (or, for [`crate::Bucket::download_dir`], any object under the
+    /// prefix) does not exist.
+    #[error("object not found: {path}")]
+    NotFound { path: String },
+
+    /// A path that cannot name an object: empty, an empty `a//b` segment, `.` or `..`.
+    #[error("invalid object path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: String },
+
+    /// A range read whose range is reversed or reaches past the end of the object.
+    #[error("invalid range {start}..{end} for object {path}: {reason}")]
+    InvalidRange {
+        path: String,
+        start: u64,
+        end: u64,
+        reason: String,
+    },
+
+    /// Any other failure of the backing store (network, permissions, server errors).
+    #[error("{op} {path}: {source}")]
+    Store {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// Reading or writing a local file during an upload or download.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A field of the objstore YAML is missing, has a bad value or is not supported.
+    #[error("objstore config field {field}: {message}")]
+    Config { field: String, message: String },
+
+    /// The objstore YAML does not parse.
+    #[error("objstore config: {message}")]
+    ConfigSyntax { message: String },
+
+    /// The objstore config file could not be read.
+    #[error("objstore config file {}: {source}", path.display())]
+    ConfigFileRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The objstore config file was read but its content is not a valid config.
+    #[error("objstore config file {}: {source}", path.display())]
+    ConfigFile {
+        path: PathBuf,
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// True when the object does not exist, so a caller can tell "absent" from "failed".
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+
+    pub(crate) fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Wraps an `object_store` error from operation `op` on `path`, keeping
+    /// `NotFound` distinct.
+    pub(crate) fn store(op: &'static str, path: impl std::fmt::Display) -> impl FnOnce(object_store::Error) -> Self {
+        let path = path.to_string();
+        move |source| match source {
+            object_store::Error::NotFound { .. } => Error::NotFound { path },
+            source => Error::Store { op, path, source },
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The `strata` binary: flags, subcommands and wiring. The only `anyhow` edge.
+
+mod tools;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use strata_kit::LogArgs;
+
+/// Long-term, highly available storage for Prometheus metrics.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every component in one process on a local filesystem bucket (not built yet).
+    All,
+    /// Receive remote_write, keep a WAL and head, ship blocks to the bucket (not built yet).
+    Ingester,
+    /// Answer PromQL over ingesters, sidecars and the bucket (not built yet).
+    Querier,
+    /// Compact, deduplicate and downsample blocks in the bucket (not built yet).
+    Compactor,
+    /// Ship a Prometheus's blocks and serve its recent data (not built yet).
+    Sidecar,
+    /// Offline tools for blocks and buckets, shaped like promtool's.
+    Tools(tools::ToolsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    strata_kit::init_tracing(&cli.log);
+    let name = match &cli.command {
+        Command::All => "all",
+        Command::Ingester => "ingester",
+        Command::Querier => "querier",
+        Command::Compactor => "compactor",
+        Command::Sidecar => "sidecar",
+        Command::Tools(args) => {
+            return match tools::run(args) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+    };
+    eprintln!("strata {name}: not built yet");
+    ExitCode::from(2)
+}

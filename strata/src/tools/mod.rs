@@ -1,0 +1,30 @@
+//! `strata tools …`: offline work on blocks and buckets, shaped like promtool's and
+//! Thanos's tools so users know them.
+
+mod bucket;
+mod tsdb;
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
+pub struct ToolsArgs {
+    #[command(subcommand)]
+    command: ToolsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ToolsCommand {
+    /// Work on local TSDB blocks (as `promtool tsdb`).
+    Tsdb(tsdb::TsdbArgs),
+    /// Inspect a bucket (as `thanos tools bucket`).
+    Bucket(bucket::BucketArgs),
+}
+
+pub fn run(args: &ToolsArgs) -> anyhow::Result<ExitCode> {
+    match &args.command {
+        ToolsCommand::Tsdb(a) => tsdb::run(a),
+        ToolsCommand::Bucket(a) => bucket::run(a),
+    }
+}

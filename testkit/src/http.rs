@@ -1,0 +1,56 @@
+//! Tiny blocking HTTP helpers for tests.
+
+use std::time::{Duration, Instant};
+
+/// GET `url`; returns (status, body). Transport errors are returned as `Err`.
+pub fn get(url: &str) -> Result<(u16, String), String> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent();
+    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(256 << 20)
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    Ok((status, body))
+}
+
+/// GET `url` and parse the JSON body, panicking on anything but 200.
+pub fn get_json(url: &str) -> serde_json::Value {
+    let (status, body) = get(url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(status, 200, "GET {url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: bad JSON {e}: {body}"))
+}
+
+/// Poll `url` until it answers 200 or `timeout` passes; panics with `what` on time-out.
+pub fn wait_ready(url: &str, timeout: Duration, what: &str, mut alive: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok((200, _)) = get(url) {
+            return;
+        }
+        if let Err(e) = alive() {
+            panic!("{what} exited before it was ready: {e}");
+        }
+        assert!(Instant::now() < deadline, "{what} not ready at {url} after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Percent-encode a query parameter value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,351 @@
+//! Label sets and the string interner behind them.
+//!
+//! A series is identified by its sorted label set (`__name__` included). Names and
+//! values are `Arc<str>` handed out by an [`Interner`], so a million series that share
+//! `job="node"` hold one copy of each string.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+/// The label that carries the metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+/// An interned string.
+pub type Symbol = Arc<str>;
+
+/// Hands out one shared copy of each distinct string.
+#[derive(Debug, Default)]
+pub struct Interner {
+    set: HashSet<Symbol>,
+}
+
+impl Interner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The shared copy of `s`, made on first sight.
+    pub fn intern(&mut self, s: &str) -> Symbol {
+        if let Some(sym) = self.set.get(s) {
+            return sym.clone();
+        }
+        let sym: Symbol = Arc::from(s);
+        self.set.insert(sym.clone());
+        sym
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// Drop strings no label set holds any more.
+    pub fn gc(&mut self) {
+        self.set.retain(|s| Arc::strong_count(s) > 1);
+    }
+}
+
+/// One name/value pair.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Label {
+    pub name: Symbol,
+    pub value: Symbol,
+}
+
+impl Label {
+    pub fn new(name: impl Into<Symbol>, value: impl Into<Symbol>) -> Self {
+        Label {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// A label set sorted by name, with unique names and no empty values. Ordering is
+/// Prometheus's `labels.Compare`: pairwise by name then value, then by length.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Labels(Vec<Label>);
+
+impl Labels {
+    pub fn new() -> Self {
+        Labels(Vec::new())
+    }
+
+    /// Build from pairs in any order; empty values are dropped (Prometheus treats an
+    /// empty value as an absent label) and a repeated name keeps its last value.
+    pub fn from_pairs<N: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
+        let mut v: Vec<Label> = pairs
+            .into_iter()
+            .filter(|(_, val)| !val.as_ref().is_empty())
+            .map(|(n, val)| Label::new(n.as_ref(), val.as_ref()))
+            .collect();
+        Self::normalise(&mut v);
+        Labels(v)
+    }
+
+    /// Build from labels already interned; sorts and de-duplicates.
+    pub fn from_vec(mut v: Vec<Label>) -> Self {
+        v.retain(|l| !l.value.is_empty());
+        Self::normalise(&mut v);
+        Labels(v)
+    }
+
+    /// Build from labels the caller guarantees are sorted by name, unique and non-empty
+    /// (as read from a block index).
+    pub fn from_sorted_unchecked(v: Vec<Label>) -> Self {
+        debug_assert!(v.windows(2).all(|w| w[0].name < w[1].name));
+        Labels(v)
+    }
+
+    fn normalise(v: &mut Vec<Label>) {
+        // stable sort keeps insertion order among equal names, so "last wins" below
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out: Vec<Label> = Vec::with_capacity(v.len());
+        for l in v.drain(..) {
+            match out.last_mut() {
+                Some(last) if last.name == l.name => *last = l,
+                _ => out.push(l),
+            }
+        }
+        *v = out;
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|l| (*l.name).cmp(name))
+            .ok()
+            .map(|i| &*self.0[i].value)
+    }
+
+    /// The metric name, if any.
+    pub fn metric_name(&self) -> Option<&str> {
+        self.get(METRIC_NAME)
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn as_slice(&self) -> &[Label] {
+        &self.0
+    }
+
+    pub fn into_vec(self) -> Vec<Label> {
+        self.0
+    }
+
+    /// A copy with `name` set to `value` (removed when `value` is empty).
+    pub fn with(&self, name: &str, value: &str) -> Labels {
+        let mut v: Vec<Label> = self.0.iter().filter(|l| &*l.name != name).cloned().collect();
+        if !value.is_empty() {
+            v.push(Label::new(name, value));
+        }
+        Self::normalise(&mut v);
+        Labels(v)
+    }
+
+    /// A copy without the named labels.
+    pub fn without(&self, names: &[&str]) -> Labels {
+        Labels(
+            self.0
+                .iter()
+                .filter(|l| !names.contains(&&*l.name))
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = &'a Label;
+    type IntoIter = std::slice::Iter<'a, Label>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// Prometheus's `labels.Labels.String()`: `{__name__="up", job="node"}` with values
+/// quoted as Go's `strconv.Quote` does.
+impl fmt::Display for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, l) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(&l.name)?;
+            f.write_str("=")?;
+            go_quote(f, &l.value)?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// Write `s` quoted as Go's `strconv.Quote` does, so our output matches promtool's.
+pub fn go_quote(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    out.write_char('"')?;
+    for c in s.chars() {
+        match c {
+            '"' => out.write_str("\\\"")?,
+            '\\' => out.write_str("\\\\")?,
+            '\u{07}' => out.write_str("\\a")?,
+            '\u{08}' => out.write_str("\\b")?,
+            '\u{0c}' => out.write_str("\\f")?,
+            '\n' => out.write_str("\\n")?,
+            '\r' => out.write_str("\\r")?,
+            '\t' => out.write_str("\\t")?,
+            '\u{0b}' => out.write_str("\\v")?,
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => write!(out, "\\x{:02x}", c as u32)?,
+            c if c.is_control() => {
+                if (c as u32) < 0x10000 {
+                    write!(out, "\\u{:04x}", c as u32)?
+                } else {
+                    write!(out, "\\U{:08x}", c as u32)?
+                }
+            }
+            c => out.write_char(c)?,
+        }
+    }
+    out.write_char('"')
+}
+
+/// Format a float as Go's `%g` verb does (`strconv.FormatFloat(v, 'g', -1, 64)`):
+/// shortest round-trip digits, exponent form when the decimal exponent is < -4 or >= 6
+/// (Go fixes the cut-off at 6 for the shortest precision). promtool prints values so.
+pub fn go_format_g(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-7".
+    let e = format!("{:e}", v);
+    let (mantissa, exp) = e.split_once('e').expect("exponent form");
+    let exp: i32 = exp.parse().expect("exponent");
+    let (neg, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let mut out = String::new();
+    if neg {
+        out.push('-');
+    }
+    if !(-4..6).contains(&exp) {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if exp < 0 { '-' } else { '+' });
+        let a = exp.unsigned_abs();
+        if a < 10 {
+            out.push('0');
+        }
+        out.push_str(&a.to_string());
+    } else if exp < 0 {
+        out.push_str("0.");
+        for _ in 0..(-exp - 1) {
+            out.push('0');
+        }
+        out.push_str(&digits);
+    } else {
+        let int_len = (exp + 1) as usize;
+        if digits.len() <= int_len {
+            out.push_str(&digits);
+            for _ in digits.len()..int_len {
+                out.push('0');
+            }
+        } else {
+            out.push_str(&digits[..int_len]);
+            out.push('.');
+            out.push_str(&digits[int_len..]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_unique_and_empty_dropped() {
+        let l = Labels::from_pairs([("b", "2"), ("a", "1"), ("c", ""), ("a", "3")]);
+        assert_eq!(l.to_string(), r#"{a="3", b="2"}"#);
+        assert_eq!(l.get("a"), Some("3"));
+        assert_eq!(l.get("c"), None);
+    }
+
+    #[test]
+    fn ordering_matches_prometheus_compare() {
+        let a = Labels::from_pairs([("__name__", "a"), ("x", "1")]);
+        let b = Labels::from_pairs([("__name__", "a"), ("x", "2")]);
+        let c = Labels::from_pairs([("__name__", "a")]);
+        assert!(c < a && a < b);
+        // uppercase sorts before "__name__" bytewise, as in Go
+        let u = Labels::from_pairs([("A", "1"), ("__name__", "m")]);
+        assert_eq!(u.as_slice()[0].name.as_ref(), "A");
+    }
+
+    #[test]
+    fn interner_shares() {
+        let mut i = Interner::new();
+        let a = i.intern("job");
+        let b = i.intern("job");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(i.len(), 1);
+        drop((a, b));
+        i.gc();
+        assert!(i.is_empty());
+    }
+
+    #[test]
+    fn go_quote_escapes() {
+        let mut s = String::new();
+        go_quote(&mut s, "a\"b\\c\nd\u{1}é").unwrap();
+        assert_eq!(s, r#""a\"b\\c\nd\x01é""#);
+    }
+
+    #[test]
+    fn go_g_format() {
+        let cases = [
+            (0.0, "0"),
+            (1.0, "1"),
+            (123456.0, "123456"),
+            (1e6, "1e+06"),
+            (1234567.0, "1.234567e+06"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5, "1.5"),
+            (-2.25e-7, "-2.25e-07"),
+            (1e21, "1e+21"),
+            (1e100, "1e+100"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (100000.5, "100000.5"),
+            (0.1 + 0.2, "0.30000000000000004"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(go_format_g(v), want, "{v}");
+        }
+    }
+}
