@@ -92,7 +92,10 @@ impl Error {
 
     /// Wraps an `object_store` error from operation `op` on `path`, keeping
     /// `NotFound` distinct.
-    pub(crate) fn store(op: &'static str, path: impl std::fmt::Display) -> impl FnOnce(object_store::Error) -> Self {
+    pub(crate) fn store(
+        op: &'static str,
+        path: impl std::fmt::Display,
+    ) -> impl FnOnce(object_store::Error) -> Self {
         let path = path.to_string();
         move |source| match source {
             object_store::Error::NotFound { .. } => Error::NotFound { path },

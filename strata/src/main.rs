@@ -46,7 +46,7 @@ fn main() -> ExitCode {
             return match tools::run(args) {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", error_chain(&e));
                     ExitCode::from(1)
                 }
             };
@@ -54,4 +54,21 @@ fn main() -> ExitCode {
     };
     eprintln!("strata {name}: not built yet");
     ExitCode::from(2)
+}
+
+/// The error and its causes joined by ": ", skipping a cause whose text the message
+/// before it already contains (our errors embed their source's text).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

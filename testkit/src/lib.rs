@@ -5,3 +5,4 @@
 pub mod gen;
 pub mod http;
 pub mod procs;
+pub mod s3;

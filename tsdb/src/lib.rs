@@ -13,6 +13,8 @@
 //! assert_eq!(series.to_string(), r#"{__name__="up", job="node"}"#);
 //! ```
 
+pub mod analyze;
+pub mod backfill;
 pub mod block;
 pub mod chunkenc;
 pub mod chunks;

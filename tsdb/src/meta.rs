@@ -96,7 +96,11 @@ pub struct BlockStats {
     pub num_samples: u64,
     #[serde(rename = "numFloatSamples", default, skip_serializing_if = "is_zero")]
     pub num_float_samples: u64,
-    #[serde(rename = "numHistogramSamples", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "numHistogramSamples",
+        default,
+        skip_serializing_if = "is_zero"
+    )]
     pub num_histogram_samples: u64,
     #[serde(rename = "numSeries", default, skip_serializing_if = "is_zero")]
     pub num_series: u64,
@@ -121,11 +125,7 @@ pub struct BlockDesc {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockMetaCompaction {
     pub level: u32,
-    #[serde(
-        with = "ulid_vec",
-        default,
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(with = "ulid_vec", default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<Ulid>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub deletable: bool,
@@ -381,7 +381,10 @@ mod tests {
 
         fs::write(dir.path().join("meta.json"), b"{\"ulid\": 5}").unwrap();
         let s = BlockMeta::read(dir.path()).unwrap_err().to_string();
-        assert!(s.contains("meta.json") && s.contains("invalid meta.json"), "{s}");
+        assert!(
+            s.contains("meta.json") && s.contains("invalid meta.json"),
+            "{s}"
+        );
 
         let mut m = BlockMeta::new(Ulid::new(), 0, 1);
         m.version = 2;

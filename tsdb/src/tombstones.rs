@@ -80,7 +80,10 @@ impl Tombstones {
 
     /// The deleted intervals of a series, sorted and disjoint (empty when none).
     pub fn get(&self, series_ref: u64) -> &[Interval] {
-        self.by_ref.get(&series_ref).map(Vec::as_slice).unwrap_or(&[])
+        self.by_ref
+            .get(&series_ref)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// Every series with deletions, in reference order.
@@ -125,7 +128,11 @@ impl Tombstones {
         }
         let magic = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         if magic != MAGIC_TOMBSTONE {
-            return Err(Error::corrupt(file, 0, format!("invalid magic number {magic:#x}")));
+            return Err(Error::corrupt(
+                file,
+                0,
+                format!("invalid magic number {magic:#x}"),
+            ));
         }
         if b[4] != TOMBSTONE_FORMAT_V1 {
             return Err(Error::corrupt(
@@ -205,10 +212,7 @@ mod tests {
         t.add(16, Interval::new(100, 200));
         t.add(3, Interval::new(-5, -1));
         t.add(3, Interval::new(7, 3)); // inverted: ignored
-        assert_eq!(
-            t.get(16),
-            &[Interval::new(10, 30), Interval::new(100, 200)]
-        );
+        assert_eq!(t.get(16), &[Interval::new(10, 30), Interval::new(100, 200)]);
         assert_eq!(t.total(), 3);
         let dir = tempfile::tempdir().unwrap();
         t.write(dir.path()).unwrap();

@@ -1,6 +1,5 @@
 //! `strata tools tsdb create-blocks-from openmetrics | dump | analyze`.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -151,7 +150,7 @@ fn dump(a: &DumpArgs) -> anyhow::Result<ExitCode> {
     let blocks = open_db(&a.db_path)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut line = String::new();
-    for s in block::merged_series(&blocks, &matchers, a.min_time, a.max_time)? {
+    for s in block::merged_series_iter(&blocks, &matchers, a.min_time, a.max_time)? {
         let (labels, samples) = s?;
         let prefix = labels.to_string();
         for (t, v) in samples {
@@ -194,7 +193,7 @@ fn analyze(a: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("block {id} not found in {}", a.db_path.display()))?,
         None => blocks.last().expect("non-empty"),
     };
-    let stats = block::analyze(b)?;
+    let stats = strata_tsdb::analyze::analyze(b)?;
     let meta: &BlockMeta = b.meta();
     let mut out = std::io::stdout().lock();
     writeln!(out, "Block ID: {}", meta.ulid)?;
@@ -276,13 +275,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-#[allow(dead_code)]
-fn count_map(m: HashMap<String, u64>) -> Vec<(u64, String)> {
-    let mut v: Vec<(u64, String)> = m.into_iter().map(|(k, n)| (n, k)).collect();
-    v.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    v
 }
 
 #[cfg(test)]

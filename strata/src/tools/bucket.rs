@@ -1,0 +1,153 @@
+//! `strata tools bucket ls`: the blocks in a bucket, per tenant.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use strata_objstore::Bucket;
+use strata_tsdb::meta::BlockMeta;
+
+use super::tsdb::fmt_ms;
+
+#[derive(Debug, Args)]
+pub struct BucketArgs {
+    /// Path to a YAML file with the object store configuration (Thanos's format).
+    #[arg(long = "objstore.config-file", global = true)]
+    config_file: Option<PathBuf>,
+    /// Object store configuration as YAML text (instead of a file).
+    #[arg(long = "objstore.config", global = true, conflicts_with = "config_file")]
+    config: Option<String>,
+    #[command(subcommand)]
+    command: BucketCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BucketCommand {
+    /// List the blocks in the bucket: tenant, time range, level, resolution, labels.
+    Ls(LsArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+    Wide,
+}
+
+#[derive(Debug, Args)]
+struct LsArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Only this tenant's blocks.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Also list blocks marked for deletion.
+    #[arg(long)]
+    include_marked: bool,
+}
+
+pub fn run(args: &BucketArgs) -> anyhow::Result<ExitCode> {
+    let bucket = match (&args.config_file, &args.config) {
+        (Some(f), _) => Bucket::from_config_file(f)?,
+        (None, Some(y)) => Bucket::from_yaml(y)?,
+        (None, None) => anyhow::bail!("one of --objstore.config-file or --objstore.config is required"),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match &args.command {
+        BucketCommand::Ls(a) => rt.block_on(ls(&bucket, a)),
+    }
+}
+
+struct Row {
+    tenant: String,
+    meta: BlockMeta,
+    marked: bool,
+}
+
+async fn ls(bucket: &Bucket, a: &LsArgs) -> anyhow::Result<ExitCode> {
+    // Blocks live at `<tenant>/<ULID>/`; a Thanos bucket without tenants has them at the
+    // root, shown with tenant "-".
+    let tenants: Vec<String> = match &a.tenant {
+        Some(t) => vec![t.clone()],
+        None => {
+            let mut t: Vec<String> = bucket
+                .list_dirs("")
+                .await?
+                .into_iter()
+                .filter(|d| d.parse::<ulid::Ulid>().is_err())
+                .collect();
+            t.insert(0, String::new());
+            t
+        }
+    };
+    let mut rows = Vec::new();
+    for tenant in tenants {
+        for b in bucket.list_blocks(&tenant).await? {
+            if b.deletion_marked && !a.include_marked {
+                continue;
+            }
+            let path = PathBuf::from(format!("{tenant}/{}/meta.json", b.ulid));
+            let meta = BlockMeta::from_json(&b.meta_json, &path)
+                .with_context(|| format!("block {} of tenant {tenant:?}", b.ulid))?;
+            rows.push(Row {
+                tenant: if tenant.is_empty() { "-".into() } else { tenant.clone() },
+                meta,
+                marked: b.deletion_marked,
+            });
+        }
+    }
+    rows.sort_by(|x, y| (&x.tenant, x.meta.min_time, x.meta.ulid).cmp(&(&y.tenant, y.meta.min_time, y.meta.ulid)));
+    match a.output {
+        Output::Json => {
+            for r in &rows {
+                let mut v = serde_json::to_value(&r.meta)?;
+                v["tenant"] = serde_json::Value::String(r.tenant.clone());
+                if r.marked {
+                    v["markedForDeletion"] = serde_json::Value::Bool(true);
+                }
+                println!("{v}");
+            }
+        }
+        Output::Table | Output::Wide => {
+            let wide = a.output == Output::Wide;
+            println!(
+                "{:<12} {:<26} {:<24} {:<24} {:<12} {:<5} {:<10} {:<10} {:<12} {}",
+                "TENANT", "ULID", "FROM", "UNTIL", "RANGE", "LEVEL", "RESOLUTION", "SERIES", "SAMPLES",
+                if wide { "LABELS / SOURCE / SOURCES" } else { "LABELS" }
+            );
+            for r in &rows {
+                let m = &r.meta;
+                let th = m.thanos.clone().unwrap_or_default();
+                let labels: Vec<String> = th.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let res = match th.downsample.resolution {
+                    0 => "raw".to_string(),
+                    r => strata_kit::format_duration_ms(r),
+                };
+                let mut last = labels.join(",");
+                if wide {
+                    let sources: Vec<String> = m.compaction.sources.iter().map(|u| u.to_string()).collect();
+                    last = format!("{last} / {} / {}", th.source, sources.join(","));
+                }
+                if r.marked {
+                    last.push_str(" (marked for deletion)");
+                }
+                println!(
+                    "{:<12} {:<26} {:<24} {:<24} {:<12} {:<5} {:<10} {:<10} {:<12} {}",
+                    r.tenant,
+                    m.ulid.to_string(),
+                    fmt_ms(m.min_time),
+                    fmt_ms(m.max_time),
+                    strata_kit::format_duration_ms(m.max_time - m.min_time),
+                    m.compaction.level,
+                    res,
+                    m.stats.num_series,
+                    m.stats.num_samples,
+                    last
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
