@@ -1,7 +1,16 @@
 //! What every Strata component shares: log set-up (logfmt-like lines by default, JSON on
-//! request) and the flag types that several subcommands take.
+//! request), the flag types that several subcommands take, the HTTP skeleton
+//! ([`http`]: `/metrics`, `/-/healthy`, `/-/ready`), the metrics registry ([`metrics`])
+//! and the shutdown token ([`shutdown`]).
+
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+
+pub mod http;
+pub mod metrics;
+pub mod shutdown;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -17,11 +26,54 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
     /// Log filtering level: error, warn, info, debug, or a tracing filter directive.
-    #[arg(long = "log.level", default_value = "info", global = true)]
+    #[arg(
+        long = "log.level",
+        default_value = "info",
+        global = true,
+        display_order = 900
+    )]
     pub level: String,
     /// Log format.
-    #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Logfmt, global = true)]
+    #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Logfmt, global = true, display_order = 901)]
     pub format: LogFormat,
+}
+
+/// HTTP server flags (`--http-address`, `--http-grace-period`, as in Thanos). `PORT` is
+/// the component's default port; Thanos components all default to 10902.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs<const PORT: u16 = 10902> {
+    /// Listen host:port for HTTP endpoints.
+    #[arg(long = "http-address", value_name = "ADDRESS", default_value_t = SocketAddr::from(([0, 0, 0, 0], PORT)))]
+    pub http_address: SocketAddr,
+    /// Time to wait after an interrupt received for HTTP Server.
+    #[arg(long = "http-grace-period", value_name = "DURATION", default_value = "2m", value_parser = parse_duration_ms)]
+    pub http_grace_period_ms: i64,
+}
+
+impl<const PORT: u16> HttpArgs<PORT> {
+    /// `--http-grace-period` as a [`Duration`].
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_millis(self.http_grace_period_ms.max(0) as u64)
+    }
+}
+
+/// gRPC server flags (`--grpc-address`, `--grpc-grace-period`, as in Thanos). `PORT` is
+/// the component's default port; Thanos components all default to 10901.
+#[derive(Debug, Clone, Args)]
+pub struct GrpcArgs<const PORT: u16 = 10901> {
+    /// Listen host:port for gRPC endpoints.
+    #[arg(long = "grpc-address", value_name = "ADDRESS", default_value_t = SocketAddr::from(([0, 0, 0, 0], PORT)))]
+    pub grpc_address: SocketAddr,
+    /// Time to wait after an interrupt received for GRPC Server.
+    #[arg(long = "grpc-grace-period", value_name = "DURATION", default_value = "2m", value_parser = parse_duration_ms)]
+    pub grpc_grace_period_ms: i64,
+}
+
+impl<const PORT: u16> GrpcArgs<PORT> {
+    /// `--grpc-grace-period` as a [`Duration`].
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_millis(self.grpc_grace_period_ms.max(0) as u64)
+    }
 }
 
 /// Install the global tracing subscriber; logs go to stderr so stdout stays for output
@@ -131,6 +183,37 @@ mod tests {
         assert!(parse_duration_ms("2x").is_err());
         assert!(parse_duration_ms("h").is_err());
         assert!(parse_duration_ms("").is_err());
+    }
+
+    #[test]
+    fn server_flags() {
+        use clap::Parser;
+
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            http: HttpArgs,
+            #[command(flatten)]
+            grpc: GrpcArgs<19091>,
+        }
+
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(cli.http.http_address, "0.0.0.0:10902".parse().unwrap());
+        assert_eq!(cli.grpc.grpc_address, "0.0.0.0:19091".parse().unwrap());
+        assert_eq!(cli.http.grace_period(), Duration::from_secs(120));
+
+        let cli = Cli::try_parse_from([
+            "x",
+            "--http-address=127.0.0.1:9090",
+            "--grpc-address",
+            "[::1]:9091",
+            "--grpc-grace-period=5s",
+        ])
+        .unwrap();
+        assert_eq!(cli.http.http_address, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(cli.grpc.grpc_address, "[::1]:9091".parse().unwrap());
+        assert_eq!(cli.grpc.grace_period(), Duration::from_secs(5));
+        assert!(Cli::try_parse_from(["x", "--http-address=nope"]).is_err());
     }
 
     #[test]

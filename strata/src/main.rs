@@ -1,5 +1,6 @@
 //! The `strata` binary: flags, subcommands and wiring. The only `anyhow` edge.
 
+mod ingester;
 mod tools;
 
 use std::process::ExitCode;
@@ -19,10 +20,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run every component in one process on a local filesystem bucket (not built yet).
-    All,
-    /// Receive remote_write, keep a WAL and head, ship blocks to the bucket (not built yet).
-    Ingester,
+    /// Run every component in one process on a local filesystem bucket (today: the
+    /// ingester; the querier and compactor join as they land).
+    All(ingester::AllCmd),
+    /// Receive remote_write, keep a WAL and head, ship blocks to the bucket.
+    Ingester(ingester::IngesterCmd),
     /// Answer PromQL over ingesters, sidecars and the bucket (not built yet).
     Querier,
     /// Compact, deduplicate and downsample blocks in the bucket (not built yet).
@@ -36,24 +38,27 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     strata_kit::init_tracing(&cli.log);
-    let name = match &cli.command {
-        Command::All => "all",
-        Command::Ingester => "ingester",
-        Command::Querier => "querier",
-        Command::Compactor => "compactor",
-        Command::Sidecar => "sidecar",
-        Command::Tools(args) => {
-            return match tools::run(args) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("error: {}", error_chain(&e));
-                    ExitCode::from(1)
-                }
-            };
-        }
+    let result = match cli.command {
+        Command::All(cmd) => ingester::run_all(cmd),
+        Command::Ingester(cmd) => ingester::run_ingester(cmd),
+        Command::Tools(args) => tools::run(&args),
+        Command::Querier => not_built("querier"),
+        Command::Compactor => not_built("compactor"),
+        Command::Sidecar => not_built("sidecar"),
     };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{}", error_chain(&e));
+            eprintln!("error: {}", error_chain(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn not_built(name: &str) -> anyhow::Result<ExitCode> {
     eprintln!("strata {name}: not built yet");
-    ExitCode::from(2)
+    Ok(ExitCode::from(2))
 }
 
 /// The error and its causes joined by ": ", skipping a cause whose text the message

@@ -122,10 +122,15 @@ impl Prometheus {
     /// Start `prometheus` with `config` (YAML text) on `data_dir`, plus `extra` flags, and
     /// wait until `/-/ready` answers.
     pub fn start(data_dir: &Path, config: &str, extra: &[&str]) -> Prometheus {
+        Self::start_on(data_dir, config, extra, free_port())
+    }
+
+    /// As [`Prometheus::start`] on a given port; `{port}` in `config` is replaced by it
+    /// (for a Prometheus that scrapes itself).
+    pub fn start_on(data_dir: &Path, config: &str, extra: &[&str], port: u16) -> Prometheus {
         std::fs::create_dir_all(data_dir).unwrap();
         let cfg = data_dir.join("prometheus-test.yml");
-        std::fs::write(&cfg, config).unwrap();
-        let port = free_port();
+        std::fs::write(&cfg, config.replace("{port}", &port.to_string())).unwrap();
         let log = std::fs::File::create(data_dir.join("prometheus.log")).unwrap();
         let mut cmd = Command::new(prometheus_bin());
         cmd.arg(format!("--config.file={}", cfg.display()))
@@ -143,6 +148,13 @@ impl Prometheus {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM and wait for a clean exit (Prometheus flushes remote-write queues then).
+    pub fn stop(&mut self) {
+        let pid = self.proc.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.proc.child.wait();
     }
 
     /// `/api/v1/query` at `time` (ms); returns the `data.result` array.

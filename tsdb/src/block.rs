@@ -27,7 +27,7 @@ use crate::index::{ChunkMeta, IndexReader, IndexWriter, INDEX_FILENAME};
 use crate::labels::{Interner, Label, Labels};
 use crate::matcher::Matcher;
 use crate::meta::{
-    sync_dir, BlockMeta, BlockMetaCompaction, BlockStats, ThanosMeta, META_FILENAME,
+    sync_dir, BlockMeta, BlockMetaCompaction, BlockStats, ThanosMeta,
 };
 use crate::postings::postings_for_matchers;
 use crate::tombstones::{is_deleted, Tombstones};
@@ -445,8 +445,9 @@ impl Iterator for Select<'_> {
     }
 }
 
-/// Open every block directory (`<ULID>/` holding a `meta.json`) in `dir`, skipping
-/// temporary directories (`*.tmp*`) and anything else; sorted by minTime, then ULID.
+/// Open every block directory (`<ULID>/`) in `dir`, skipping temporary directories
+/// (`*.tmp*`) and names that are not ULIDs; sorted by minTime, then ULID. A ULID
+/// directory without a readable `meta.json` is an error naming it.
 pub fn open_blocks(dir: &Path) -> Result<Vec<Block>> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
@@ -457,7 +458,9 @@ pub fn open_blocks(dir: &Path) -> Result<Vec<Block>> {
             continue;
         }
         let path = e.path();
-        if !path.is_dir() || !path.join(META_FILENAME).is_file() {
+        // A block directory without meta.json is damage to report, not to skip: a
+        // silent skip would make `tools tsdb dump` print less than the data holds.
+        if !path.is_dir() {
             continue;
         }
         out.push(Block::open(&path)?);
@@ -1024,9 +1027,14 @@ mod tests {
                 .join("01ARZ3NDEKTSV4RRFFQ69G5FAV.tmp-for-creation"),
         )
         .unwrap();
-        fs::create_dir_all(dir.path().join("01ARZ3NDEKTSV4RRFFQ69G5FAW")).unwrap(); // no meta.json
         fs::create_dir_all(dir.path().join("wal")).unwrap();
         fs::write(dir.path().join("lock"), b"").unwrap();
+        // A ULID directory without meta.json is reported, naming the file.
+        let broken = dir.path().join("01ARZ3NDEKTSV4RRFFQ69G5FAW");
+        fs::create_dir_all(&broken).unwrap();
+        let err = open_blocks(dir.path()).err().expect("missing meta.json is an error");
+        assert!(err.to_string().contains("01ARZ3NDEKTSV4RRFFQ69G5FAW/meta.json"), "{err}");
+        fs::remove_dir(&broken).unwrap();
 
         let blocks = open_blocks(dir.path()).unwrap();
         assert_eq!(blocks.len(), 2);

@@ -90,9 +90,9 @@ pub fn is_stale_nan(v: f64) -> bool {
 /// count + bit stream) and the appender state, so appends never re-scan the chunk.
 #[derive(Clone)]
 pub struct XorChunk {
-    /// The chunk data in `buf[..len]`; everything after it is zero, and at least
-    /// `SLACK` bytes past the last written bit exist, so bits are written with
-    /// fixed-size 8-byte read-modify-writes.
+    /// The chunk data in `buf[..len]`; everything after it is zero, and before an
+    /// append at least `SLACK` bytes exist past the current bit, so bits are written
+    /// with fixed-size 8- or 16-byte read-modify-writes.
     buf: Vec<u8>,
     len: usize,
     /// Bits written so far, the 16 header bits included.
@@ -106,9 +106,9 @@ pub struct XorChunk {
     trailing: u32,
 }
 
-/// Room a single append may need past the current bit position: a sample is at most
-/// 4+64 + 13+64 bits (18 bytes), plus the 8-byte write window.
-const SLACK: usize = 32;
+/// Room a single append may need past the byte of the current bit position: a sample
+/// is at most 4+64 + 13+64 bits (19 bytes), plus a 16-byte write window.
+const SLACK: usize = 40;
 
 impl Default for XorChunk {
     fn default() -> Self {
@@ -151,6 +151,11 @@ impl XorChunk {
         &self.buf[..self.len]
     }
 
+    /// Heap bytes the chunk holds (its buffer's capacity), for memory accounting.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     pub fn into_bytes(mut self) -> Vec<u8> {
         self.buf.truncate(self.len);
         self.buf
@@ -183,7 +188,6 @@ impl XorChunk {
             t_delta = t.wrapping_sub(self.t) as u64;
             let d = t_delta.wrapping_sub(self.t_delta);
             let dod = d as i64;
-            // The delta-of-delta code goes out with the value in one write when it fits.
             let (code, n) = if dod == 0 {
                 (0, 1)
             } else if bit_range(dod, 14) {
@@ -193,25 +197,29 @@ impl XorChunk {
             } else if bit_range(dod, 20) {
                 ((0b1110 << 20) | (d & mask(20)), 24)
             } else {
-                self.put(0b1111, 4);
-                self.put_long(d, 64);
+                self.put128((0b1111 << 64) | d as u128, 68);
                 (0, 0)
             };
-            last_write = self.write_vdelta(vb, code, n);
+            // Delta-of-delta and value in one write: at most 24 + 77 bits.
+            let (vcode, vn, last) = self.vdelta_code(vb);
+            self.put128(((code as u128) << vn) | vcode, n + vn);
+            last_write = last;
         } else if self.num == 0 {
             self.write_uvarint(zigzag(t));
-            self.put_long(vb, 64);
+            self.put128(vb as u128, 64);
             last_write = 64;
         } else {
             t_delta = t.wrapping_sub(self.t) as u64;
             self.write_uvarint(t_delta);
-            last_write = self.write_vdelta(vb, 0, 0);
+            let (vcode, vn, last) = self.vdelta_code(vb);
+            self.put128(vcode, vn);
+            last_write = last;
         }
         // Go's `writeByte` always appends a byte after the one it fills, so a
         // `writeBits` call of a multiple of 8 bits that ends on a byte boundary leaves
         // an extra zero byte (with 8 free bits) at the end of the stream.
         self.len = (self.bits + 7) >> 3;
-        if last_write % 8 == 0 && self.bits % 8 == 0 {
+        if last_write & 7 == 0 && self.bits & 7 == 0 {
             self.len += 1;
         }
         self.t = t;
@@ -228,38 +236,31 @@ impl XorChunk {
         self.buf.resize(want, 0);
     }
 
-    /// Writes `pn` (0..=24) bits `pcode`, then the XOR of `vb` with the previous
-    /// value; returns the width of the last field written (what Go's last
-    /// `writeBit`/`writeBits` call wrote).
+    /// The code for the XOR of `vb` with the previous value: (bits, their number, the
+    /// width of the last field, i.e. of Go's last `writeBit`/`writeBits` call).
     #[inline(always)]
-    fn write_vdelta(&mut self, vb: u64, pcode: u64, pn: u32) -> u32 {
+    fn vdelta_code(&mut self, vb: u64) -> (u128, u32, u32) {
         let x = vb ^ self.v;
         if x == 0 {
-            self.put(pcode << 1, pn + 1);
-            return 1;
+            return (0, 1, 1);
         }
         let leading = x.leading_zeros().min(31);
         let trailing = x.trailing_zeros();
         // `self.leading` is 0xff before the first window, failing the comparison.
-        let (head, hn, n, sig) = if leading >= self.leading && trailing >= self.trailing {
+        if leading >= self.leading && trailing >= self.trailing {
             // '10' + the bits inside the current window.
             let n = 64 - self.leading - self.trailing;
-            ((pcode << 2) | 0b10, pn + 2, n, x >> self.trailing)
+            let sig = (x >> self.trailing) as u128;
+            ((0b10 << n) | sig, n + 2, n)
         } else {
             self.leading = leading;
             self.trailing = trailing;
             let n = 64 - leading - trailing;
             // '11' + 5 bits leading + 6 bits significant-bit count (64 wraps to 0).
-            let ctrl = (0b11 << 11) | ((leading as u64) << 6) | (n as u64 & 63);
-            ((pcode << 13) | ctrl, pn + 13, n, x >> trailing)
-        };
-        if hn + n <= 57 {
-            self.put((head << n) | sig, hn + n);
-        } else {
-            self.put(head, hn);
-            self.put_long(sig, n);
+            let ctrl = (0b11 << 11) | ((leading as u128) << 6) | (n as u128 & 63);
+            let sig = (x >> trailing) as u128;
+            ((ctrl << n) | sig, n + 13, n)
         }
-        n
     }
 
     /// Go's `binary.PutUvarint`, each byte written as 8 bits.
@@ -289,15 +290,25 @@ impl XorChunk {
         self.bits += n as usize;
     }
 
-    /// Appends `v`, which has at most `n` (1..=64) significant bits, as `n` bits.
+    /// Appends `v`, which has at most `n` (1..=121) significant bits, as `n` bits.
     #[inline(always)]
-    fn put_long(&mut self, v: u64, n: u32) {
+    fn put128(&mut self, v: u128, n: u32) {
+        debug_assert!((1..=121).contains(&n));
+        debug_assert!(v >> n == 0);
         if n <= 57 {
-            self.put(v, n);
-        } else {
-            self.put(v >> 32, n - 32);
-            self.put(v & 0xffff_ffff, 32);
+            self.put(v as u64, n);
+            return;
         }
+        let i = self.bits >> 3;
+        let off = (self.bits & 7) as u32;
+        let Some(window) = self.buf.get_mut(i..i + 16) else {
+            unreachable!("append keeps SLACK bytes");
+        };
+        let mut w = [0u8; 16];
+        w.copy_from_slice(window);
+        let cur = u128::from_be_bytes(w);
+        window.copy_from_slice(&(cur | (v << (128 - n - off))).to_be_bytes());
+        self.bits += n as usize;
     }
 }
 
@@ -346,18 +357,20 @@ struct BitReader<'a> {
 
 impl BitReader<'_> {
     /// Reads `n` (1..=64) bits; `None` if the data ends first.
+    #[inline]
     fn read(&mut self, n: u32) -> Option<u64> {
         let end = self.pos + n as usize;
         if end > self.data.len() * 8 {
             return None;
         }
         let i = self.pos >> 3;
-        let len = (self.data.len() - i).min(16);
-        let mut w = [0u8; 16];
-        w[..len].copy_from_slice(&self.data[i..i + len]);
-        let v = (u128::from_be_bytes(w) << (self.pos & 7)) >> (128 - n);
+        let (a, b) = match self.data.get(i..i + 16) {
+            Some(w) => (be64(&w[..8]), be64(&w[8..])),
+            None => tail_words(self.data, i),
+        };
+        let w = ((a as u128) << 64 | b as u128) << (self.pos & 7);
         self.pos = end;
-        Some(v as u64)
+        Some((w >> (128 - n)) as u64)
     }
 
     /// Go's `binary.ReadUvarint` over bytes read from the bit stream.
@@ -365,7 +378,14 @@ impl BitReader<'_> {
         let mut x = 0u64;
         let mut s = 0u32;
         for i in 0..10 {
-            let b = self.read(8).ok_or(ERR_EOF)?;
+            let b = if self.pos & 7 == 0 {
+                // The varints of the first two samples are byte-aligned.
+                let b = *self.data.get(self.pos >> 3).ok_or(ERR_EOF)? as u64;
+                self.pos += 8;
+                b
+            } else {
+                self.read(8).ok_or(ERR_EOF)?
+            };
             if b < 0x80 {
                 if i == 9 && b > 1 {
                     return Err(ERR_VARINT);
@@ -380,17 +400,15 @@ impl BitReader<'_> {
 }
 
 /// A new XOR window from its 5-bit leading-zero count and 6-bit size (0 = 64): the
-/// significant bits and their shift. Like Go, a window wider than 64 bits (malformed)
-/// shifts its bits out entirely (shift 64).
+/// significant bits and their shift. `None` for a window wider than 64 bits, which no
+/// encoder writes (Go's decoder would silently shift the bits out; we report it).
 #[inline(always)]
-fn window(leading: u32, mbits: u32) -> (u32, u32) {
+fn window(leading: u32, mbits: u32) -> Option<(u32, u32)> {
     let mbits = if mbits == 0 { 64 } else { mbits };
-    let shift = if leading + mbits > 64 {
-        64
-    } else {
-        64 - leading - mbits
-    };
-    (mbits, shift)
+    if leading + mbits > 64 {
+        return None;
+    }
+    Some((mbits, 64 - leading - mbits))
 }
 
 #[inline(always)]
@@ -405,34 +423,38 @@ fn be64(b: &[u8]) -> u64 {
 #[inline(never)]
 fn tail_words(data: &[u8], i: usize) -> (u64, u64) {
     let mut w = [0u8; 16];
-    let rest = data.get(i..).unwrap_or(&[]);
-    let n = rest.len().min(16);
-    w[..n].copy_from_slice(&rest[..n]);
+    for (d, s) in w.iter_mut().zip(data.get(i..).unwrap_or(&[])) {
+        *d = *s;
+    }
     (be64(&w[..8]), be64(&w[8..]))
 }
 
 const ERR_EOF: &str = "unexpected end of XOR chunk data";
 const ERR_VARINT: &str = "varint overflows a 64-bit integer";
+const ERR_WINDOW: &str = "XOR value window wider than 64 bits";
 const ERR_HEADER: &str = "XOR chunk shorter than its 2-byte header";
 
 /// Iterates over the samples of XOR chunk data (as stored in a block) without copying.
 ///
 /// Malformed or truncated data ends the iteration early; [`XorIter::err`] then says why.
-/// Decoding follows Prometheus's `xorIterator` exactly, including on odd input.
+/// Decoding follows Prometheus's `xorIterator`, with one difference on corrupt input: a
+/// value window wider than 64 bits (which no encoder writes) is reported as an error,
+/// where Go silently shifts its bits out.
 #[derive(Clone)]
 pub struct XorIter<'a> {
     r: BitReader<'a>,
     total: u32,
+    /// Samples read as of the last checked-path call (or the error); see `samples_read`.
     read: u32,
-    /// Samples left for the fast path: `total - read` once two samples are read, else 0.
+    /// Samples left for the fast path: 0 until two samples are read, then
+    /// `total - samples_read()` (the fast path only counts this down).
     fast_left: u32,
     t: i64,
     v: u64,
     t_delta: u64,
     /// Significant bits of the current XOR window (1..=64).
     mbits: u32,
-    /// Trailing zeros of the current window; 64 for a malformed window wider than 64
-    /// bits, whose bits Go shifts out entirely.
+    /// Trailing zeros of the current window (0..=63).
     shift: u32,
     err: Option<&'static str>,
 }
@@ -441,7 +463,7 @@ impl fmt::Debug for XorIter<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("XorIter")
             .field("num_samples", &self.total)
-            .field("read", &self.read)
+            .field("read", &self.samples_read())
             .field("err", &self.err)
             .finish()
     }
@@ -485,7 +507,7 @@ impl<'a> XorIter<'a> {
         if self.err.is_some() {
             return None;
         }
-        if self.read > 0 && self.t >= t {
+        if self.samples_read() > 0 && self.t >= t {
             return Some((self.t, f64::from_bits(self.v)));
         }
         loop {
@@ -496,24 +518,34 @@ impl<'a> XorIter<'a> {
         }
     }
 
-    #[cold]
-    fn fail(&mut self, reason: &'static str) -> Option<(i64, f64)> {
-        self.err = Some(reason);
-        self.total = self.read;
-        self.fast_left = 0;
-        None
+    #[inline]
+    fn samples_read(&self) -> u32 {
+        if self.read >= 2 && self.err.is_none() {
+            self.total - self.fast_left
+        } else {
+            self.read
+        }
     }
 
-    /// Decodes the next sample with every read checked: the first two samples, 64-bit
+    #[cold]
+    fn fail(&mut self, reason: &'static str) -> bool {
+        self.read = self.samples_read();
+        self.err = Some(reason);
+        self.fast_left = 0;
+        false
+    }
+
+    /// Decodes the next sample into `t`/`v` with every read checked: the first two samples, 64-bit
     /// delta-of-deltas, the last bytes of the data, and malformed input. Mirrors Go's
     /// `xorIterator.Next`.
     #[cold]
     #[inline(never)]
-    fn next_slow(&mut self) -> Option<(i64, f64)> {
-        if self.read >= self.total {
-            return None;
+    fn step_slow(&mut self) -> bool {
+        let read = self.samples_read();
+        if read >= self.total || self.err.is_some() {
+            return false;
         }
-        match self.read {
+        match read {
             0 => {
                 let ux = match self.r.read_uvarint() {
                     Ok(x) => x,
@@ -532,8 +564,8 @@ impl<'a> XorIter<'a> {
                 };
                 self.t_delta = d;
                 self.t = self.t.wrapping_add(d as i64);
-                if self.read_value_slow().is_none() {
-                    return self.fail(ERR_EOF);
+                if let Err(e) = self.read_value_slow() {
+                    return self.fail(e);
                 }
             }
             _ => {
@@ -542,16 +574,16 @@ impl<'a> XorIter<'a> {
                 };
                 self.t_delta = self.t_delta.wrapping_add(dod);
                 self.t = self.t.wrapping_add(self.t_delta as i64);
-                if self.read_value_slow().is_none() {
-                    return self.fail(ERR_EOF);
+                if let Err(e) = self.read_value_slow() {
+                    return self.fail(e);
                 }
             }
         }
-        self.read += 1;
+        self.read = read + 1;
         if self.read >= 2 {
             self.fast_left = self.total - self.read;
         }
-        Some((self.t, f64::from_bits(self.v)))
+        true
     }
 
     fn read_dod_slow(&mut self) -> Option<u64> {
@@ -577,17 +609,18 @@ impl<'a> XorIter<'a> {
         Some(bits)
     }
 
-    fn read_value_slow(&mut self) -> Option<()> {
-        if self.r.read(1)? == 0 {
-            return Some(());
+    fn read_value_slow(&mut self) -> Result<(), &'static str> {
+        if self.r.read(1).ok_or(ERR_EOF)? == 0 {
+            return Ok(());
         }
-        if self.r.read(1)? == 1 {
-            let h = self.r.read(11)?;
-            (self.mbits, self.shift) = window((h >> 6) as u32, (h & 63) as u32);
+        if self.r.read(1).ok_or(ERR_EOF)? == 1 {
+            let h = self.r.read(11).ok_or(ERR_EOF)?;
+            (self.mbits, self.shift) =
+                window((h >> 6) as u32, (h & 63) as u32).ok_or(ERR_WINDOW)?;
         }
-        let bits = self.r.read(self.mbits)?;
-        self.v ^= bits.checked_shl(self.shift).unwrap_or(0);
-        Some(())
+        let bits = self.r.read(self.mbits).ok_or(ERR_EOF)?;
+        self.v ^= bits << self.shift;
+        Ok(())
     }
 }
 
@@ -599,28 +632,56 @@ impl Iterator for XorIter<'_> {
     /// and the first two samples, errors included, go through the checked path.
     #[inline]
     fn next(&mut self) -> Option<(i64, f64)> {
-        if self.fast_left == 0 {
-            return self.next_slow();
-        }
-        let data = self.r.data;
-        let pos = self.r.pos;
-        let i = pos >> 3;
-        let (a, b) = match data.get(i..i + 16) {
-            Some(w) => (be64(&w[..8]), be64(&w[8..])),
-            None => tail_words(data, i),
+        let ok = if self.fast_left == 0 {
+            self.step_slow()
+        } else {
+            let i = self.r.pos >> 3;
+            match self.r.data.get(i..i + 16) {
+                Some(w) => self.decode_window::<false>(be64(&w[..8]), be64(&w[8..])),
+                None => self.step_tail(),
+            }
         };
-        // The window from bit `pos` on: `hi` then `lo`.
+        if ok {
+            Some((self.t, f64::from_bits(self.v)))
+        } else {
+            None
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.err.is_some() {
+            return (0, Some(0));
+        }
+        (0, Some((self.total - self.samples_read()) as usize))
+    }
+}
+
+impl XorIter<'_> {
+    /// The fast path over the last 15 bytes, zero-padded.
+    #[cold]
+    #[inline(never)]
+    fn step_tail(&mut self) -> bool {
+        let (a, b) = tail_words(self.r.data, self.r.pos >> 3);
+        self.decode_window::<true>(a, b)
+    }
+
+    /// Decodes a sample (not one of the first two) from `a` and `b`, the 16 bytes at
+    /// the byte of the current bit position; `TAIL` when they are zero-padded.
+    #[inline(always)]
+    fn decode_window<const TAIL: bool>(&mut self, a: u64, b: u64) -> bool {
+        // The window from the current bit on: `hi` then `lo`.
+        let pos = self.r.pos;
         let off = (pos & 7) as u32;
         let hi = (a << off) | ((b >> 1) >> (63 - off));
         let lo = b << off;
 
         // Delta of delta: '0', or '10' + 14 bits, '110' + 17 bits, '1110' + 20 bits.
-        let ones = (!hi).leading_zeros();
         let mut used = 1;
         let mut t_delta = self.t_delta;
-        if ones != 0 {
+        if (hi as i64) < 0 {
+            let ones = (!hi).leading_zeros();
             if ones >= 4 {
-                return self.next_slow();
+                return self.step_slow();
             }
             let sz = 11 + 3 * ones;
             // Go reads the field as unsigned and subtracts 2^sz above 2^(sz-1), so
@@ -634,39 +695,37 @@ impl Iterator for XorIter<'_> {
         // Value: '0' unchanged, '10' + bits in the current window, '11' + new window.
         let vh = hi << used;
         let mut v = self.v;
-        let (mut mbits, mut shift) = (self.mbits, self.shift);
         if (vh as i64) >= 0 {
             used += 1;
         } else {
             if vh & (1 << 62) != 0 {
-                (mbits, shift) = window(((vh >> 57) & 31) as u32, ((vh >> 51) & 63) as u32);
+                // Storing the window early is harmless: the checked path re-reads it
+                // if this sample is handed over.
+                match window(((vh >> 57) & 31) as u32, ((vh >> 51) & 63) as u32) {
+                    Some(w) => (self.mbits, self.shift) = w,
+                    None => return self.step_slow(),
+                }
                 used += 13;
             } else {
                 used += 2;
             }
+            let (mbits, shift) = (self.mbits, self.shift);
             // 3 <= used <= 37: the 64 bits from `used` on are in the window.
             let bits = ((hi << used) | (lo >> (64 - used))) >> (64 - mbits);
             used += mbits;
-            v ^= bits.checked_shl(shift).unwrap_or(0);
+            v ^= bits << shift;
         }
         let end = pos + used as usize;
-        if end > data.len() * 8 {
+        if TAIL && end > self.r.data.len() * 8 {
             // Ran into the zero padding past the data: let the checked path report it.
-            return self.next_slow();
+            return self.step_slow();
         }
         self.r.pos = end;
         self.t_delta = t_delta;
         self.t = self.t.wrapping_add(t_delta as i64);
         self.v = v;
-        self.mbits = mbits;
-        self.shift = shift;
-        self.read += 1;
         self.fast_left -= 1;
-        Some((self.t, f64::from_bits(v)))
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, Some((self.total - self.read) as usize))
+        true
     }
 }
 
@@ -952,6 +1011,16 @@ mod tests {
         c
     }
 
+    /// Decodes with the checked path only.
+    fn decode_checked(data: &[u8]) -> Vec<(i64, u64)> {
+        let mut it = XorIter::new(data);
+        let mut out = Vec::new();
+        while it.step_slow() {
+            out.push((it.t, it.v));
+        }
+        out
+    }
+
     fn bits(samples: &[(i64, f64)]) -> Vec<(i64, u64)> {
         samples.iter().map(|&(t, v)| (t, v.to_bits())).collect()
     }
@@ -1062,6 +1131,12 @@ mod tests {
             assert!(got.len() < s.len());
             assert_eq!(bits(&got), bits(&s[..got.len()]));
             assert!(it.err().is_some(), "cut at {cut}");
+            assert_eq!(it.next(), None);
+            assert_eq!(it.seek(i64::MIN), None);
+            assert_eq!(it.size_hint(), (0, Some(0)));
+            if cut >= 2 {
+                assert_eq!(it.num_samples(), 120);
+            }
         }
     }
 
@@ -1140,12 +1215,14 @@ mod tests {
 
         #[test]
         fn roundtrip_bits_and_model(s in series()) {
-            let c = encode(&s);
+            // Byte-identical to the Go model after every append, not just at the end.
+            let mut c = XorChunk::new();
             let mut m = GoModel::new();
             for &(t, v) in &s {
+                c.append(t, v);
                 m.append(t, v);
+                prop_assert_eq!(c.bytes(), &m.stream[..]);
             }
-            prop_assert_eq!(c.bytes(), &m.stream[..]);
             prop_assert_eq!(c.num_samples(), s.len());
             let mut it = c.iter();
             let got: Vec<_> = it.by_ref().collect();
@@ -1171,6 +1248,26 @@ mod tests {
                     prop_assert_eq!(it.next().map(|(t, v)| (t, v.to_bits())), after);
                 }
             }
+        }
+
+        #[test]
+        fn fast_and_checked_paths_agree(
+            s in series(),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut data = encode(&s).into_bytes();
+            for (i, x) in flips {
+                let i = i.index(data.len());
+                data[i] ^= x;
+            }
+            data.truncate(cut.index(data.len() + 1));
+            let mut fast = XorIter::new(&data);
+            let got: Vec<_> = fast.by_ref().map(|(t, v)| (t, v.to_bits())).collect();
+            prop_assert_eq!(got, decode_checked(&data));
+            let mut slow = XorIter::new(&data);
+            while slow.step_slow() {}
+            prop_assert_eq!(fast.err(), slow.err());
         }
 
         #[test]

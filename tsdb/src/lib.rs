@@ -19,6 +19,7 @@ pub mod block;
 pub mod chunkenc;
 pub mod chunks;
 pub mod error;
+pub mod head;
 pub mod index;
 pub mod labels;
 pub mod matcher;
@@ -26,5 +27,6 @@ pub mod meta;
 pub mod openmetrics;
 pub mod postings;
 pub mod tombstones;
+pub mod wal;
 
 pub use error::{Error, Result};

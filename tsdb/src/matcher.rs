@@ -317,7 +317,8 @@ mod tests {
 
     #[test]
     fn set_matches() {
-        let mut s = m(MatchOp::RegexMatch, "b|a").set_matches().unwrap();
+        let ba = m(MatchOp::RegexMatch, "b|a");
+        let mut s = ba.set_matches().unwrap();
         s.sort();
         assert_eq!(s, vec!["a", "b"]);
         assert!(m(MatchOp::RegexMatch, "a.*").set_matches().is_none());

@@ -1,0 +1,229 @@
+//! The ingester's Store API (gRPC): the head and the local blocks of a tenant, so a
+//! querier sees samples the moment they are acknowledged, before any block reaches the
+//! bucket. The tenant comes from the `x-scope-orgid` metadata (default `anonymous`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use strata_proto::prometheus::{label_matcher, Label, LabelMatcher};
+use strata_proto::store::store_server::{Store, StoreServer};
+use strata_proto::store::{
+    chunk, series_response, AggrChunk, Chunk, InfoRequest, InfoResponse, LabelNamesRequest,
+    LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, Series, SeriesRequest,
+    SeriesResponse, StoreType,
+};
+use strata_tsdb::block::open_blocks;
+use strata_tsdb::chunkenc::Encoding;
+use strata_tsdb::labels::Labels;
+use strata_tsdb::matcher::{MatchOp, Matcher};
+use tonic::{Request, Response, Status};
+
+use crate::Ingester;
+
+pub struct StoreService {
+    ing: Arc<Ingester>,
+}
+
+impl StoreService {
+    pub fn new(ing: Arc<Ingester>) -> Self {
+        StoreService { ing }
+    }
+
+    pub fn into_server(self) -> StoreServer<StoreService> {
+        StoreServer::new(self)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+}
+
+fn tenant_of<T>(req: &Request<T>) -> Result<String, Status> {
+    let md = req.metadata();
+    let v = md.get("x-scope-orgid").or_else(|| md.get("thanos-tenant"));
+    match v {
+        None => Ok(crate::DEFAULT_TENANT.to_string()),
+        Some(v) => {
+            let s = v
+                .to_str()
+                .map_err(|_| Status::invalid_argument("tenant ID metadata is not valid text"))?;
+            crate::validate::validate_tenant(s).map_err(Status::invalid_argument)?;
+            Ok(s.to_string())
+        }
+    }
+}
+
+/// Proto matchers → ours, with a clear error for a bad regex.
+pub fn matchers_from_proto(ms: &[LabelMatcher]) -> Result<Vec<Matcher>, Status> {
+    ms.iter()
+        .map(|m| {
+            let op = match label_matcher::Type::try_from(m.r#type) {
+                Ok(label_matcher::Type::Eq) => MatchOp::Equal,
+                Ok(label_matcher::Type::Neq) => MatchOp::NotEqual,
+                Ok(label_matcher::Type::Re) => MatchOp::RegexMatch,
+                Ok(label_matcher::Type::Nre) => MatchOp::RegexNoMatch,
+                Err(_) => return Err(Status::invalid_argument(format!("unknown matcher type {}", m.r#type))),
+            };
+            Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| Status::invalid_argument(e.to_string()))
+        })
+        .collect()
+}
+
+fn labels_to_proto(l: &Labels) -> Vec<Label> {
+    l.iter()
+        .map(|l| Label {
+            name: l.name.to_string(),
+            value: l.value.to_string(),
+        })
+        .collect()
+}
+
+fn raw_chunk(min_time: i64, max_time: i64, enc: Encoding, data: bytes::Bytes) -> AggrChunk {
+    let t = match enc {
+        Encoding::Histogram => chunk::Encoding::Histogram,
+        Encoding::FloatHistogram => chunk::Encoding::FloatHistogram,
+        _ => chunk::Encoding::Xor,
+    };
+    AggrChunk {
+        min_time,
+        max_time,
+        raw: Some(Chunk {
+            r#type: t as i32,
+            data,
+            hash: 0,
+        }),
+        ..AggrChunk::default()
+    }
+}
+
+/// Every series of the tenant matching the request, head and local blocks merged, sorted
+/// by labels, chunks sorted by min time.
+pub fn select(ing: &Ingester, tenant: &str, req: &SeriesRequest) -> Result<Vec<Series>, Status> {
+    let matchers = matchers_from_proto(&req.matchers)?;
+    let Some(t) = ing.existing_tenant(tenant) else {
+        return Ok(Vec::new());
+    };
+    let (mint, maxt) = (req.min_time, req.max_time);
+    let mut out: BTreeMap<Labels, Vec<AggrChunk>> = BTreeMap::new();
+    let blocks = open_blocks(&t.blocks_dir()).map_err(|e| Status::internal(e.to_string()))?;
+    for b in &blocks {
+        if b.meta().max_time <= mint || b.meta().min_time > maxt {
+            continue;
+        }
+        for s in b.select(&matchers, mint, maxt).map_err(|e| Status::internal(e.to_string()))? {
+            let s = s.map_err(|e| Status::internal(e.to_string()))?;
+            let entry = out.entry(s.labels.clone()).or_default();
+            if req.skip_chunks {
+                continue;
+            }
+            for c in &s.chunks {
+                let (enc, data) = b.chunks().chunk(c.chunk_ref).map_err(|e| Status::internal(e.to_string()))?;
+                entry.push(raw_chunk(c.min_time, c.max_time, enc, bytes::Bytes::copy_from_slice(data)));
+            }
+        }
+    }
+    for s in t.head.select(&matchers, mint, maxt) {
+        let entry = out.entry(s.labels).or_default();
+        if req.skip_chunks {
+            continue;
+        }
+        for c in s.chunks {
+            entry.push(raw_chunk(c.min_time, c.max_time, c.encoding, bytes::Bytes::from(c.data)));
+        }
+    }
+    Ok(out
+        .into_iter()
+        .filter(|(_, c)| req.skip_chunks || !c.is_empty())
+        .map(|(l, mut chunks)| {
+            chunks.sort_by_key(|c| (c.min_time, c.max_time));
+            Series {
+                labels: labels_to_proto(&l),
+                chunks,
+            }
+        })
+        .collect())
+}
+
+type SeriesStream = tokio_stream::Iter<std::vec::IntoIter<Result<SeriesResponse, Status>>>;
+
+#[tonic::async_trait]
+impl Store for StoreService {
+    async fn info(&self, _req: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        let mut min = i64::MAX;
+        let mut max = i64::MIN;
+        for t in self.ing.tenants() {
+            if t.head.num_series() > 0 {
+                min = min.min(t.head.min_time());
+                max = max.max(t.head.max_time());
+            }
+            if let Ok(bs) = open_blocks(&t.blocks_dir()) {
+                for b in bs {
+                    min = min.min(b.meta().min_time);
+                    max = max.max(b.meta().max_time);
+                }
+            }
+        }
+        let labels: Vec<Label> = self
+            .ing
+            .config
+            .labels
+            .iter()
+            .map(|(n, v)| Label { name: n.clone(), value: v.clone() })
+            .collect();
+        Ok(Response::new(InfoResponse {
+            labels: labels.clone(),
+            // an ingester accepts new data at any moment: advertise an open range
+            min_time: if min == i64::MAX { i64::MIN } else { min },
+            max_time: i64::MAX,
+            store_type: StoreType::Receive as i32,
+            label_sets: vec![strata_proto::store::LabelSet { labels }],
+            supports_without_replica_labels: false,
+        }))
+    }
+
+    type SeriesStream = SeriesStream;
+
+    async fn series(&self, req: Request<SeriesRequest>) -> Result<Response<Self::SeriesStream>, Status> {
+        let tenant = tenant_of(&req)?;
+        let r = req.into_inner();
+        let ing = self.ing.clone();
+        let series = tokio::task::spawn_blocking(move || select(&ing, &tenant, &r))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        let frames: Vec<Result<SeriesResponse, Status>> = series
+            .into_iter()
+            .map(|s| {
+                Ok(SeriesResponse {
+                    result: Some(series_response::Result::Series(s)),
+                })
+            })
+            .collect();
+        Ok(Response::new(tokio_stream::iter(frames)))
+    }
+
+    async fn label_names(&self, req: Request<LabelNamesRequest>) -> Result<Response<LabelNamesResponse>, Status> {
+        let tenant = tenant_of(&req)?;
+        let r = req.into_inner();
+        let matchers = matchers_from_proto(&r.matchers)?;
+        let mut names = std::collections::BTreeSet::new();
+        if let Some(t) = self.ing.existing_tenant(&tenant) {
+            names.extend(t.head.label_names(&matchers));
+            let sr = SeriesRequest { min_time: r.start, max_time: r.end, matchers: r.matchers.clone(), skip_chunks: true, ..Default::default() };
+            for s in select(&self.ing, &tenant, &sr)? {
+                names.extend(s.labels.into_iter().map(|l| l.name));
+            }
+        }
+        Ok(Response::new(LabelNamesResponse { names: names.into_iter().collect(), ..Default::default() }))
+    }
+
+    async fn label_values(&self, req: Request<LabelValuesRequest>) -> Result<Response<LabelValuesResponse>, Status> {
+        let tenant = tenant_of(&req)?;
+        let r = req.into_inner();
+        let sr = SeriesRequest { min_time: r.start, max_time: r.end, matchers: r.matchers.clone(), skip_chunks: true, ..Default::default() };
+        let mut values = std::collections::BTreeSet::new();
+        for s in select(&self.ing, &tenant, &sr)? {
+            if let Some(l) = s.labels.into_iter().find(|l| l.name == r.label) {
+                values.insert(l.value);
+            }
+        }
+        Ok(Response::new(LabelValuesResponse { values: values.into_iter().collect(), ..Default::default() }))
+    }
+}

@@ -1,0 +1,342 @@
+//! The ingester: receives Prometheus remote write for many tenants, makes every
+//! acknowledged sample durable in a per-tenant WAL, keeps recent data in an in-memory
+//! head that queries read through the Store API, cuts the head into Prometheus-format
+//! blocks every `--tsdb.block-duration`, and ships them to the bucket under
+//! `<tenant>/<ULID>/` (meta.json last).
+//!
+//! On disk, under `--tsdb.path`: `tenants/<tenant>/wal/` (segments and checkpoints),
+//! `tenants/<tenant>/blocks/<ULID>/` (local blocks, kept `--tsdb.retention` after upload)
+//! and `tenants/<tenant>/shipper.json` (what is uploaded).
+
+pub mod grpc;
+mod metrics;
+pub mod push;
+pub mod ratelimit;
+pub mod status;
+pub mod tenant;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use clap::{Args, ValueEnum};
+use strata_kit::metrics::Registry;
+use strata_kit::shutdown::Shutdown;
+use strata_objstore::Bucket;
+use strata_tsdb::wal::{FsyncPolicy, WalOptions};
+
+pub use metrics::IngesterMetrics;
+use tenant::{Tenant, TenantDb};
+pub use validate::Limits;
+
+/// The tenant of requests without a tenant header.
+pub const DEFAULT_TENANT: &str = "anonymous";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Tsdb(#[from] strata_tsdb::Error),
+    #[error(transparent)]
+    Objstore(#[from] strata_objstore::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// When the WAL is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WalFsync {
+    /// Before a push is acknowledged (group-committed per request): acknowledged samples
+    /// survive power loss.
+    Always,
+    /// Never on the write path: acknowledged samples survive a process crash (the OS has
+    /// them), not necessarily power loss.
+    Never,
+}
+
+/// Ingester flags (Thanos/Mimir names).
+#[derive(Debug, Clone, Args)]
+pub struct IngesterArgs {
+    /// Data directory: per-tenant WAL, head and local blocks (and the default bucket).
+    #[arg(long = "tsdb.path", visible_alias = "data-dir", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Length of a block cut from the head.
+    #[arg(long = "tsdb.block-duration", default_value = "2h", value_parser = strata_kit::parse_duration_ms)]
+    pub block_duration_ms: i64,
+    /// How long local blocks are kept after upload (they keep serving queries).
+    #[arg(long = "tsdb.retention", default_value = "6h", value_parser = strata_kit::parse_duration_ms)]
+    pub retention_ms: i64,
+    /// When the WAL is fsynced: `always` (survives power loss) or `never` (survives a
+    /// process crash).
+    #[arg(long = "tsdb.wal-fsync", value_enum, default_value_t = WalFsync::Always)]
+    pub wal_fsync: WalFsync,
+    /// Maximum size of a WAL segment file.
+    #[arg(long = "tsdb.wal-segment-size", default_value_t = 128 << 20)]
+    pub wal_segment_size: u64,
+    /// How often the head is checked for blocks to cut and local blocks are shipped.
+    #[arg(long = "tsdb.ship-interval", default_value = "30s", value_parser = strata_kit::parse_duration_ms)]
+    pub ship_interval_ms: i64,
+    /// Path to a YAML file with the object store configuration (Thanos's format).
+    /// Default: a FILESYSTEM bucket in `<tsdb.path>/bucket`.
+    #[arg(long = "objstore.config-file")]
+    pub objstore_config_file: Option<PathBuf>,
+    /// External label `name="value"` added to the meta.json of every block (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// `name="value"` (Thanos's `--label` syntax).
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (n, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label {s:?} must look like name=\"value\""))?;
+    let v = v.trim();
+    let v = v
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v);
+    if !validate::valid_label_name(n) {
+        return Err(format!("invalid label name {n:?} in {s:?}"));
+    }
+    Ok((n.to_string(), v.to_string()))
+}
+
+impl IngesterArgs {
+    pub fn wal_options(&self) -> WalOptions {
+        WalOptions {
+            segment_size: self.wal_segment_size,
+            fsync: match self.wal_fsync {
+                WalFsync::Always => FsyncPolicy::Always,
+                WalFsync::Never => FsyncPolicy::Never,
+            },
+        }
+    }
+
+    /// The bucket: the configured one, or a FILESYSTEM bucket under the data dir.
+    pub fn bucket(&self) -> Result<Bucket> {
+        match &self.objstore_config_file {
+            Some(f) => Ok(Bucket::from_config_file(f)?),
+            None => Ok(Bucket::filesystem(self.data_dir.join("bucket"))?),
+        }
+    }
+}
+
+pub struct Ingester {
+    pub config: IngesterArgs,
+    pub metrics: IngesterMetrics,
+    pub bucket: Bucket,
+    tenants: RwLock<HashMap<String, Tenant>>,
+}
+
+impl Ingester {
+    /// Open the data directory and replay every tenant's WAL.
+    pub fn open(config: IngesterArgs, bucket: Bucket, registry: &Registry) -> Result<Arc<Ingester>> {
+        if config.block_duration_ms <= 0 {
+            return Err(Error::Invalid("--tsdb.block-duration must be positive".into()));
+        }
+        let tenants_dir = config.data_dir.join("tenants");
+        std::fs::create_dir_all(&tenants_dir).map_err(|e| Error::io(&tenants_dir, e))?;
+        let ing = Arc::new(Ingester {
+            metrics: IngesterMetrics::new(registry),
+            config,
+            bucket,
+            tenants: RwLock::new(HashMap::new()),
+        });
+        for e in std::fs::read_dir(&tenants_dir).map_err(|e| Error::io(&tenants_dir, e))? {
+            let e = e.map_err(|e| Error::io(&tenants_dir, e))?;
+            let name = e.file_name().to_string_lossy().to_string();
+            if validate::validate_tenant(&name).is_ok() && e.path().is_dir() {
+                ing.tenant(&name)?;
+            }
+        }
+        Ok(ing)
+    }
+
+    /// The tenant's storage, opened (WAL replayed) on first use.
+    pub fn tenant(&self, id: &str) -> Result<Tenant> {
+        if let Some(t) = self.tenants.read().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(t.clone());
+        }
+        let mut g = self.tenants.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = g.get(id) {
+            return Ok(t.clone());
+        }
+        let dir = self.config.data_dir.join("tenants").join(id);
+        let limiter = ratelimit::TokenBucket::new(
+            self.config.limits.ingestion_rate,
+            self.config.limits.ingestion_burst,
+        );
+        let (db, stats) = TenantDb::open(
+            id,
+            &dir,
+            self.config.block_duration_ms,
+            self.config.wal_options(),
+            limiter,
+            self.config.labels.clone(),
+        )?;
+        if let Some((file, offset)) = &stats.truncated {
+            tracing::warn!(tenant = id, file = %file.display(), offset, "WAL had a torn last record (crash mid-write); truncated it");
+        }
+        tracing::info!(
+            tenant = id,
+            series = stats.series,
+            samples = stats.samples,
+            local_blocks = stats.local_blocks,
+            took_ms = stats.took.as_millis() as u64,
+            "opened tenant"
+        );
+        self.metrics.head_series.with(&[id]).set(db.head.num_series() as f64);
+        let t = Arc::new(db);
+        g.insert(id.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// Tenants opened so far.
+    pub fn tenants(&self) -> Vec<Tenant> {
+        let mut v: Vec<Tenant> = self
+            .tenants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// The tenant if it has been opened (queries for unknown tenants see nothing).
+    pub fn existing_tenant(&self, id: &str) -> Option<Tenant> {
+        self.tenants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Cut blocks (all of the head when `all`) and upload pending blocks, every tenant.
+    /// Upload errors are returned after every tenant was tried; cut blocks stay on disk
+    /// and are retried by the background loop.
+    pub async fn cut_and_ship(self: &Arc<Self>, all: bool) -> Result<usize> {
+        let mut shipped = 0;
+        let mut first_err = None;
+        for t in self.tenants() {
+            let t2 = t.clone();
+            let cut = tokio::task::spawn_blocking(move || t2.cut_blocks(all))
+                .await
+                .map_err(|e| Error::Invalid(format!("cut task failed: {e}")))??;
+            self.metrics.blocks_cut.inc_by(cut.len() as u64);
+            for m in &cut {
+                tracing::info!(tenant = %t.id, ulid = %m.ulid, min_time = m.min_time, max_time = m.max_time, series = m.stats.num_series, samples = m.stats.num_samples, "cut block");
+            }
+            self.metrics.head_series.with(&[&t.id]).set(t.head.num_series() as f64);
+            match t.ship(&self.bucket).await {
+                Ok(u) => {
+                    for ulid in &u {
+                        tracing::info!(tenant = %t.id, %ulid, "uploaded block");
+                    }
+                    self.metrics.blocks_shipped.inc_by(u.len() as u64);
+                    shipped += u.len();
+                }
+                Err(e) => {
+                    self.metrics.upload_failures.inc();
+                    tracing::warn!(tenant = %t.id, error = %e, "block upload failed; will retry");
+                    first_err.get_or_insert(e);
+                }
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            if let Err(e) = t.apply_retention(self.config.retention_ms, now) {
+                tracing::warn!(tenant = %t.id, error = %e, "local retention failed");
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(shipped),
+        }
+    }
+
+    /// The background loop: cut and ship every `--tsdb.ship-interval`, retrying failed
+    /// uploads with backoff, until shutdown.
+    pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
+        let base = Duration::from_millis(self.config.ship_interval_ms.max(100) as u64);
+        let mut wait = base;
+        let mut failures = 0u32;
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            // While the bucket is down, retry with backoff (1 s doubling to 1 min); the
+            // WAL and the local blocks hold the data meanwhile.
+            wait = match self.cut_and_ship(false).await {
+                Ok(_) => {
+                    failures = 0;
+                    base
+                }
+                Err(_) => {
+                    failures = (failures + 1).min(6);
+                    Duration::from_secs(1 << failures).min(Duration::from_secs(60))
+                }
+            };
+        }
+    }
+
+    /// Fsync every tenant's WAL (on shutdown).
+    pub fn sync_all(&self) {
+        for t in self.tenants() {
+            if let Err(e) = t.lock_write().wal.sync() {
+                tracing::error!(tenant = %t.id, error = %e, "WAL fsync at shutdown failed");
+            }
+        }
+    }
+
+    /// HTTP routes of the ingester, to merge into the component's router.
+    pub fn routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/api/v1/push", post(push::push))
+            .route("/api/v1/receive", post(push::push))
+            .route("/ingester/flush", post(flush).get(flush))
+            .route("/api/v1/status/tsdb", get(status::tsdb_status))
+            .route("/prometheus/api/v1/status/tsdb", get(status::tsdb_status))
+            .with_state(self.clone())
+    }
+}
+
+/// `POST /ingester/flush`: cut everything in every head into blocks and upload them.
+async fn flush(State(ing): State<Arc<Ingester>>) -> Response {
+    match ing.cut_and_ship(true).await {
+        Ok(n) => (StatusCode::OK, format!("flushed; {n} blocks uploaded\n")).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("flush cut the head into local blocks but the upload failed (retried in the background): {e}\n"),
+        )
+            .into_response(),
+    }
+}

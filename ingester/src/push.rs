@@ -1,0 +1,273 @@
+//! Remote write: `POST /api/v1/push` (Mimir) and `POST /api/v1/receive` (Thanos).
+//!
+//! Status codes follow Prometheus's retry rules: 5xx and 429 are retried by the sender,
+//! other 4xx are dropped. So anything a retry cannot fix (bad encoding, invalid series,
+//! limits on cardinality, out-of-order samples) is a 400 naming the first offender, and
+//! the valid part of the same request is stored all the same.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use strata_proto::prometheus::WriteRequest;
+use strata_tsdb::head::AppendError;
+use strata_tsdb::labels::Labels;
+use strata_tsdb::wal::Record;
+
+use crate::validate::{validate_labels, validate_tenant, SeriesError};
+use crate::Ingester;
+
+/// The tenant of a request: `X-Scope-OrgID` (Mimir), else `THANOS-TENANT`, else
+/// `anonymous`.
+pub fn tenant_of(headers: &HeaderMap) -> Result<String, String> {
+    let raw = headers
+        .get("x-scope-orgid")
+        .or_else(|| headers.get("thanos-tenant"));
+    let Some(raw) = raw else {
+        return Ok(crate::DEFAULT_TENANT.to_string());
+    };
+    let id = raw
+        .to_str()
+        .map_err(|_| "tenant ID header is not valid text".to_string())?;
+    validate_tenant(id)?;
+    Ok(id.to_string())
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+    let mut m = msg.into();
+    if !m.ends_with('\n') {
+        m.push('\n');
+    }
+    (status, m).into_response()
+}
+
+pub async fn push(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Body) -> Response {
+    let tenant = match tenant_of(&headers) {
+        Ok(t) => t,
+        Err(e) => {
+            ing.metrics.rejected_requests.with(&["bad_tenant"]).inc();
+            return text(StatusCode::BAD_REQUEST, e);
+        }
+    };
+    let limit = ing.config.limits.max_recv_msg_size;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            ing.metrics.rejected_requests.with(&["too_large"]).inc();
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the incoming push request has been rejected because its message size is larger than the allowed limit of {limit} bytes (err-mimir-distributor-max-write-message-size); raise the limit with -distributor.max-recv-msg-size"
+                ),
+            );
+        }
+    };
+    if let Some(enc) = headers.get("content-encoding") {
+        if !enc.as_bytes().eq_ignore_ascii_case(b"snappy") {
+            ing.metrics.rejected_requests.with(&["bad_encoding"]).inc();
+            return text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported content encoding {enc:?}: remote write 1.0 is snappy-compressed"),
+            );
+        }
+    }
+    let req = match strata_proto::decode_write_request(&body, limit) {
+        Ok(r) => r,
+        Err(e) => {
+            ing.metrics.rejected_requests.with(&["bad_body"]).inc();
+            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return text(status, format!("failed to decode the remote write request: {e}"));
+        }
+    };
+    let ing2 = ing.clone();
+    let res = tokio::task::spawn_blocking(move || ingest(&ing2, &tenant, req)).await;
+    match res {
+        Ok(Ok(outcome)) => outcome.into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "push failed");
+            text(StatusCode::INTERNAL_SERVER_ERROR, format!("push failed: {e}"))
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("push failed: {e}")),
+    }
+}
+
+/// What happened to a request that was read and decoded.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub series: usize,
+    pub samples: usize,
+    pub accepted_samples: usize,
+    pub rate_limited: Option<String>,
+    /// Rejected series/samples by reason, with the first message for each.
+    pub rejected: BTreeMap<&'static str, (usize, String)>,
+    pub first_error: Option<String>,
+}
+
+impl Outcome {
+    fn reject(&mut self, err: &SeriesError, labels: &dyn std::fmt::Display, n: usize) {
+        let e = self.rejected.entry(err.reason()).or_insert_with(|| (0, String::new()));
+        e.0 += n;
+        if e.1.is_empty() {
+            e.1 = format!("{err}. The affected series is {labels}");
+        }
+        if self.first_error.is_none() {
+            self.first_error = Some(e.1.clone());
+        }
+    }
+
+    pub fn into_response(self) -> Response {
+        if let Some(msg) = self.rate_limited {
+            return text(StatusCode::TOO_MANY_REQUESTS, msg);
+        }
+        let Some(first) = self.first_error else {
+            return StatusCode::OK.into_response();
+        };
+        let mut msg = first;
+        let total: usize = self.rejected.values().map(|v| v.0).sum();
+        let _ = write!(
+            msg,
+            "\n{total} of {} samples in {} series were rejected (",
+            self.samples, self.series
+        );
+        for (i, (reason, (n, _))) in self.rejected.iter().enumerate() {
+            if i > 0 {
+                msg.push_str(", ");
+            }
+            let _ = write!(msg, "{n} {reason}");
+        }
+        let _ = write!(msg, "); the other {} samples were stored", self.accepted_samples);
+        text(StatusCode::BAD_REQUEST, msg)
+    }
+}
+
+fn append_error(e: AppendError) -> SeriesError {
+    match e {
+        AppendError::TooOld { t, min_valid_t } => SeriesError::TooOld { t, min_valid: min_valid_t },
+        AppendError::OutOfOrder { t, last_t } => SeriesError::OutOfOrder { t, last: last_t },
+        AppendError::DuplicateTimestamp { t, .. } => SeriesError::DuplicateTimestamp { t },
+        // the series was garbage-collected between lookup and append: treat as too old
+        AppendError::UnknownSeries(_) => SeriesError::TooOld { t: 0, min_valid: 0 },
+    }
+}
+
+/// Validate, append to the head, log to the WAL, fsync. Runs on a blocking thread.
+pub fn ingest(ing: &Ingester, tenant_id: &str, req: WriteRequest) -> crate::Result<Outcome> {
+    let tenant = ing.tenant(tenant_id)?;
+    let limits = &ing.config.limits;
+    let mut out = Outcome {
+        series: req.timeseries.len(),
+        samples: req.timeseries.iter().map(|s| s.samples.len()).sum(),
+        ..Outcome::default()
+    };
+    let m = &ing.metrics;
+    m.received_series.inc_by(out.series as u64);
+    m.received_samples.inc_by(out.samples as u64);
+
+    let mut w = tenant.lock_write();
+    if !w.limiter.try_take(out.samples as u64) {
+        m.rejected_samples.with(&["rate_limited"]).inc_by(out.samples as u64);
+        out.rate_limited = Some(format!(
+            "the request has been rejected because the tenant exceeded the ingestion rate limit, set to {} samples/s with a maximum allowed burst of {}; this limit is applied on the total number of samples received across all ingesters (err-mimir-tenant-max-ingestion-rate); raise it with -distributor.ingestion-rate-limit",
+            w.limiter.rate(),
+            w.limiter.burst()
+        ));
+        return Ok(out);
+    }
+    let head = &tenant.head;
+    let mut series_buf = std::mem::take(&mut w.series_buf);
+    let mut samples_buf = std::mem::take(&mut w.samples_buf);
+    series_buf.clear();
+    samples_buf.clear();
+
+    for ts in &req.timeseries {
+        let pairs = ts.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()));
+        let metric = match validate_labels(pairs.clone(), limits) {
+            Ok(m) => m,
+            Err(e) => {
+                let shown = Labels::from_pairs(pairs);
+                out.reject(&e, &shown, ts.samples.len());
+                m.rejected_samples.with(&[e.reason()]).inc_by(ts.samples.len() as u64);
+                continue;
+            }
+        };
+        if ts.samples.is_empty() {
+            continue;
+        }
+        let labels = Labels::from_pairs(pairs);
+        let r = match head.get(&labels) {
+            Some(r) => r,
+            None => {
+                // Don't create a series none of whose samples can be stored.
+                let min_valid = head.min_valid_time();
+                if let Some(newest) = ts.samples.iter().map(|s| s.timestamp).max() {
+                    if newest < min_valid {
+                        let e = SeriesError::TooOld { t: newest, min_valid };
+                        out.reject(&e, &labels, ts.samples.len());
+                        m.rejected_samples.with(&[e.reason()]).inc_by(ts.samples.len() as u64);
+                        continue;
+                    }
+                }
+                let limit_err = if limits.max_series_per_user > 0 && head.num_series() >= limits.max_series_per_user {
+                    Some(SeriesError::PerUserSeriesLimit)
+                } else if limits.max_series_per_metric > 0
+                    && head.series_count_for_metric(metric) >= limits.max_series_per_metric
+                {
+                    Some(SeriesError::PerMetricSeriesLimit)
+                } else {
+                    None
+                };
+                if let Some(e) = limit_err {
+                    out.reject(&e, &labels, ts.samples.len());
+                    m.rejected_samples.with(&[e.reason()]).inc_by(ts.samples.len() as u64);
+                    continue;
+                }
+                let (r, created) = head.get_or_create(&labels);
+                if created {
+                    series_buf.push((r.0, labels));
+                    m.series_created.inc();
+                }
+                r
+            }
+        };
+        for s in &ts.samples {
+            match head.append(r, s.timestamp, s.value) {
+                Ok(()) => {
+                    samples_buf.push((r.0, s.timestamp, s.value));
+                }
+                Err(e) => {
+                    let e = append_error(e);
+                    let shown = Labels::from_pairs(ts.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
+                    out.reject(&e, &shown, 1);
+                    m.rejected_samples.with(&[e.reason()]).inc();
+                }
+            }
+        }
+    }
+    out.accepted_samples = samples_buf.len();
+
+    let series_entries: Vec<(u64, &Labels)> = series_buf.iter().map(|(r, l)| (*r, l)).collect();
+    let mut recs: Vec<Record<'_>> = Vec::with_capacity(2);
+    if !series_entries.is_empty() {
+        recs.push(Record::Series { entries: &series_entries });
+    }
+    if !samples_buf.is_empty() {
+        recs.push(Record::Samples { entries: &samples_buf });
+    }
+    let logged = if recs.is_empty() { Ok(()) } else { w.wal.log_batch(&recs) };
+    let stats = w.wal.stats();
+    drop(recs);
+    drop(series_entries);
+    w.series_buf = series_buf;
+    w.samples_buf = samples_buf;
+    drop(w);
+    m.wal_fsync_duration.observe(stats.last_fsync.as_secs_f64());
+    m.wal_size.with(&[tenant_id]).set(stats.size as f64);
+    logged?;
+    m.accepted_samples.inc_by(out.accepted_samples as u64);
+    m.head_series.with(&[tenant_id]).set(head.num_series() as f64);
+    Ok(out)
+}

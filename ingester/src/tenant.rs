@@ -1,0 +1,303 @@
+//! One tenant's storage inside an ingester: WAL, head, local blocks and shipper state,
+//! under `<data-dir>/tenants/<tenant>/`.
+//!
+//! Write order for a push: samples go into the head (which decides what is accepted),
+//! then the accepted series and samples into the WAL, then the WAL is fsynced (per the
+//! policy), and only then is the request acknowledged. A crash before the WAL write loses
+//! only an unacknowledged request, which the client retries.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use strata_tsdb::block::{open_blocks, MetaExtra};
+use strata_tsdb::head::{Head, HeadOptions, HeadSeriesRef};
+use strata_tsdb::labels::{Interner, Labels};
+use strata_tsdb::meta::{BlockMeta, ThanosMeta};
+use strata_tsdb::wal::{Record, RecordOwned, Wal, WalOptions};
+use ulid::Ulid;
+
+use crate::ratelimit::TokenBucket;
+use crate::{Error, Result};
+
+/// Thanos's shipper state file, so nothing is uploaded twice or skipped across restarts.
+pub const SHIPPER_FILE: &str = "shipper.json";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ShipperState {
+    version: u32,
+    #[serde(default)]
+    uploaded: Vec<String>,
+}
+
+/// Mutable write-side state, behind one lock per tenant: appends, WAL writes and block
+/// cuts are serialised so a cut never races an append into the range it writes.
+pub struct WriteState {
+    pub wal: Wal,
+    /// Reused record buffers.
+    pub series_buf: Vec<(u64, Labels)>,
+    pub samples_buf: Vec<(u64, i64, f64)>,
+    pub limiter: TokenBucket,
+}
+
+pub struct TenantDb {
+    pub id: String,
+    pub dir: PathBuf,
+    pub head: Head,
+    pub write: Mutex<WriteState>,
+    /// Local blocks not yet known to be in the bucket are listed in `shipper.json` once
+    /// uploaded; this lock serialises shipping.
+    pub ship_lock: tokio::sync::Mutex<()>,
+    pub block_duration_ms: i64,
+    pub external_labels: Vec<(String, String)>,
+    /// End (exclusive) of the newest block cut so far: a block of the same range cut
+    /// later (after a flush) starts here, so block ranges never overlap.
+    last_cut_end: std::sync::atomic::AtomicI64,
+}
+
+/// What replay found, for the log line.
+#[derive(Debug, Default)]
+pub struct OpenStats {
+    pub series: u64,
+    pub samples: u64,
+    pub truncated: Option<(PathBuf, u64)>,
+    pub local_blocks: usize,
+    pub took: Duration,
+}
+
+impl TenantDb {
+    /// Open (or create) a tenant's directory: read local blocks, replay the WAL into a new
+    /// head (skipping samples already in a local block), then open the WAL for writing.
+    pub fn open(
+        id: &str,
+        dir: &Path,
+        block_duration_ms: i64,
+        wal_opts: WalOptions,
+        limiter: TokenBucket,
+        external_labels: Vec<(String, String)>,
+    ) -> Result<(TenantDb, OpenStats)> {
+        let start = Instant::now();
+        std::fs::create_dir_all(dir.join("blocks")).map_err(|e| Error::io(dir, e))?;
+        let head = Head::new(HeadOptions {
+            chunk_range_ms: block_duration_ms,
+            ..HeadOptions::default()
+        });
+        let blocks = open_blocks(&dir.join("blocks"))?;
+        let blocks_max = blocks.iter().map(|b| b.meta().max_time).max();
+        if let Some(maxt) = blocks_max {
+            // samples up to here are in local blocks already: replay must not re-add them
+            head.truncate(maxt);
+        }
+        let mut interner = Interner::new();
+        let mut stats = OpenStats {
+            local_blocks: blocks.len(),
+            ..OpenStats::default()
+        };
+        let (wal, rs) = Wal::replay_and_open(dir.join("wal"), wal_opts, &mut interner, |rec| {
+            match rec {
+                RecordOwned::Series(entries) => {
+                    for (r, labels) in entries {
+                        head.create_with_ref(HeadSeriesRef(r), &labels)?;
+                        stats.series += 1;
+                    }
+                }
+                RecordOwned::Samples(entries) => {
+                    for (r, t, v) in entries {
+                        // Duplicates (a checkpoint overlapping segments) and samples
+                        // already in a block are skipped by append_replay.
+                        if let Ok(true) = head.append_replay(HeadSeriesRef(r), t, v) {
+                            stats.samples += 1;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        stats.truncated = rs.truncated;
+        stats.took = start.elapsed();
+        let db = TenantDb {
+            id: id.to_string(),
+            dir: dir.to_path_buf(),
+            head,
+            write: Mutex::new(WriteState {
+                wal,
+                series_buf: Vec::new(),
+                samples_buf: Vec::new(),
+                limiter,
+            }),
+            ship_lock: tokio::sync::Mutex::new(()),
+            block_duration_ms,
+            external_labels,
+            last_cut_end: std::sync::atomic::AtomicI64::new(blocks_max.unwrap_or(i64::MIN)),
+        };
+        Ok((db, stats))
+    }
+
+    pub fn lock_write(&self) -> MutexGuard<'_, WriteState> {
+        // A panic while holding the lock leaves the WAL in a state we cannot vouch for,
+        // but the WAL itself poisons on I/O errors; recover the guard.
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn blocks_dir(&self) -> PathBuf {
+        self.dir.join("blocks")
+    }
+
+    fn meta_extra(&self) -> MetaExtra {
+        let labels = self.external_labels.iter().cloned().collect();
+        MetaExtra {
+            thanos: Some(ThanosMeta {
+                labels,
+                source: "receive".into(),
+                ..ThanosMeta::default()
+            }),
+            ..MetaExtra::default()
+        }
+    }
+
+    /// Cut the head into blocks. With `all`, everything in the head is cut (flush);
+    /// otherwise only block ranges the head has moved past by half a block (as
+    /// Prometheus does), so late samples still land. Returns the new blocks.
+    pub fn cut_blocks(&self, all: bool) -> Result<Vec<BlockMeta>> {
+        let mut out = Vec::new();
+        let bd = self.block_duration_ms;
+        // Holding the write lock: no append can slip into a range between its block
+        // being written and the head being truncated.
+        let mut w = self.lock_write();
+        loop {
+            let (mint, maxt) = (self.head.min_time(), self.head.max_time());
+            if mint == i64::MAX || maxt == i64::MIN || mint > maxt {
+                break;
+            }
+            let aligned = mint.div_euclid(bd) * bd;
+            let start = aligned.max(self.last_cut_end.load(std::sync::atomic::Ordering::Relaxed));
+            let mut end = aligned + bd;
+            if !all && maxt < end + bd / 2 {
+                break;
+            }
+            if all && maxt < end {
+                // A flush ends the block at the newest sample, not at the range end, so
+                // samples arriving after the flush are still accepted (they go in a
+                // later block of the same range; the compactor merges them).
+                end = maxt + 1;
+            }
+            if let Some(meta) = self.head.write_block(&self.blocks_dir(), start, end, Some(self.meta_extra()))? {
+                out.push(meta);
+            }
+            self.head.truncate(end);
+            self.last_cut_end.fetch_max(end, std::sync::atomic::Ordering::Relaxed);
+            if self.head.min_time() < end {
+                // nothing left below `end` can be cut (the head's min time is stale
+                // when it still reports a truncated range): stop rather than spin
+                break;
+            }
+        }
+        if !out.is_empty() {
+            self.checkpoint(&mut w)?;
+        }
+        Ok(out)
+    }
+
+    /// Rewrite the WAL as a checkpoint of what the head still holds; older segments go.
+    fn checkpoint(&self, w: &mut WriteState) -> Result<()> {
+        let series = self.head.series_snapshot();
+        let since = self.head.min_valid_time();
+        let mut samples: Vec<(u64, i64, f64)> = Vec::new();
+        self.head.for_each_sample_since(since, |r, s| {
+            samples.extend(s.iter().map(|(t, v)| (r.0, *t, *v)));
+        });
+        let series_entries: Vec<(u64, &Labels)> = series.iter().map(|(r, l)| (r.0, l)).collect();
+        let mut recs: Vec<Record<'_>> = Vec::new();
+        for chunk in series_entries.chunks(10_000) {
+            recs.push(Record::Series { entries: chunk });
+        }
+        for chunk in samples.chunks(100_000) {
+            recs.push(Record::Samples { entries: chunk });
+        }
+        w.wal.checkpoint(recs)?;
+        Ok(())
+    }
+
+    fn read_shipper(&self) -> Result<ShipperState> {
+        let p = self.dir.join(SHIPPER_FILE);
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ShipperState {
+                version: 1,
+                uploaded: Vec::new(),
+            }),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+
+    fn write_shipper(&self, st: &ShipperState) -> Result<()> {
+        let p = self.dir.join(SHIPPER_FILE);
+        let tmp = self.dir.join(format!("{SHIPPER_FILE}.tmp"));
+        let data = serde_json::to_vec_pretty(st).expect("shipper state serialises");
+        std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))?;
+        Ok(())
+    }
+
+    /// Local blocks not yet uploaded, oldest first.
+    pub fn pending_blocks(&self) -> Result<Vec<Ulid>> {
+        let st = self.read_shipper()?;
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(self.blocks_dir()).map_err(|e| Error::io(self.blocks_dir(), e))? {
+            let e = e.map_err(|e| Error::io(self.blocks_dir(), e))?;
+            let name = e.file_name().to_string_lossy().to_string();
+            let Ok(u) = name.parse::<Ulid>() else { continue };
+            if !e.path().join("meta.json").exists() || st.uploaded.contains(&name) {
+                continue;
+            }
+            out.push(u);
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Upload every pending block (`<tenant>/<ULID>/`, meta.json last) and record it in
+    /// `shipper.json`. Stops at the first failure; the caller retries later.
+    pub async fn ship(&self, bucket: &strata_objstore::Bucket) -> Result<Vec<Ulid>> {
+        let _g = self.ship_lock.lock().await;
+        let mut shipped = Vec::new();
+        for u in self.pending_blocks()? {
+            let dir = self.blocks_dir().join(u.to_string());
+            bucket
+                .upload_dir(&dir, &format!("{}/{}", self.id, u))
+                .await?;
+            let mut st = self.read_shipper()?;
+            st.version = 1;
+            st.uploaded.push(u.to_string());
+            self.write_shipper(&st)?;
+            shipped.push(u);
+        }
+        Ok(shipped)
+    }
+
+    /// Delete uploaded local blocks that ended more than `retention_ms` before the head's
+    /// newest sample (or before now when the head is empty).
+    pub fn apply_retention(&self, retention_ms: i64, now_ms: i64) -> Result<usize> {
+        let st = self.read_shipper()?;
+        let reference = if self.head.max_time() == i64::MIN { now_ms } else { self.head.max_time() };
+        let mut removed = 0;
+        for b in open_blocks(&self.blocks_dir())? {
+            let m = b.meta();
+            if st.uploaded.contains(&m.ulid.to_string()) && m.max_time < reference - retention_ms {
+                let dir = b.dir().to_path_buf();
+                drop(b);
+                std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Shared handle.
+pub type Tenant = Arc<TenantDb>;

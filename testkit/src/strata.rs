@@ -1,0 +1,125 @@
+//! Running the real `strata` binary as a server, and talking remote write to it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use strata_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
+
+use crate::http::{get, post, wait_ready};
+use crate::procs::{free_port, strata_bin, ChildGuard};
+
+/// A `strata <component>` process on loopback ports, killed on drop.
+pub struct StrataProc {
+    pub proc: ChildGuard,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub data_dir: PathBuf,
+    pub args: Vec<String>,
+    log: PathBuf,
+}
+
+impl StrataProc {
+    /// `strata all --data-dir DIR` plus `extra` flags; waits for `/-/ready`.
+    pub fn start_all(data_dir: &Path, extra: &[&str]) -> StrataProc {
+        let mut args = vec!["all".to_string(), format!("--data-dir={}", data_dir.display())];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start(data_dir, args, free_port(), free_port())
+    }
+
+    fn start(data_dir: &Path, args: Vec<String>, http_port: u16, grpc_port: u16) -> StrataProc {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log = data_dir.join(format!("strata-{http_port}.log"));
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let mut cmd = Command::new(strata_bin());
+        cmd.args(&args)
+            .arg(format!("--http-address=127.0.0.1:{http_port}"))
+            .arg(format!("--grpc-address=127.0.0.1:{grpc_port}"))
+            .stdout(Stdio::from(f.try_clone().unwrap()))
+            .stderr(Stdio::from(f));
+        let mut proc = ChildGuard::spawn("strata", &mut cmd);
+        let url = format!("http://127.0.0.1:{http_port}/-/ready");
+        let log2 = log.clone();
+        wait_ready(&url, Duration::from_secs(120), "strata", || {
+            proc.alive().map_err(|e| format!("{e}\n{}", std::fs::read_to_string(&log2).unwrap_or_default()))
+        });
+        StrataProc { proc, http_port, grpc_port, data_dir: data_dir.into(), args, log }
+    }
+
+    /// Start again with the same flags and ports (after `kill`).
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        let me = Self::start(&self.data_dir, self.args.clone(), self.http_port, self.grpc_port);
+        // the old process is already dead: dropping its guard only reaps it again
+        drop(std::mem::replace(self, me));
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        self.proc.kill();
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// POST a remote-write request; returns (status, body).
+    pub fn push(&self, tenant: Option<&str>, req: &WriteRequest) -> (u16, String) {
+        self.push_raw(tenant, &strata_proto::encode_write_request(req))
+    }
+
+    pub fn push_raw(&self, tenant: Option<&str>, body: &[u8]) -> (u16, String) {
+        let mut h = vec![
+            ("Content-Encoding", "snappy"),
+            ("Content-Type", "application/x-protobuf"),
+            ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+        ];
+        if let Some(t) = tenant {
+            h.push(("X-Scope-OrgID", t));
+        }
+        post(&format!("{}/api/v1/push", self.url()), &h, body).unwrap_or_else(|e| panic!("push: {e}"))
+    }
+
+    /// `POST /ingester/flush`.
+    pub fn flush(&self) -> (u16, String) {
+        post(&format!("{}/ingester/flush", self.url()), &[], b"").unwrap_or_else(|e| panic!("flush: {e}"))
+    }
+
+    /// The value of an unlabelled metric (or the sum over its series) on `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, body) = get(&format!("{}/metrics", self.url())).unwrap();
+        metric_sum(&body, name)
+    }
+}
+
+/// Sum of every sample of `name` in a text exposition (`name` or `name{...}`).
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let n = series.split('{').next()?;
+            (n == name).then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// A series for a write request.
+pub fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
+    TimeSeries {
+        labels: labels
+            .iter()
+            .map(|(n, v)| Label { name: n.to_string(), value: v.to_string() })
+            .collect(),
+        samples: samples.iter().map(|&(t, v)| Sample { value: v, timestamp: t }).collect(),
+        ..Default::default()
+    }
+}
+
+pub fn write_request(ts: Vec<TimeSeries>) -> WriteRequest {
+    WriteRequest { timeseries: ts, ..Default::default() }
+}

@@ -1,0 +1,203 @@
+//! The head: append throughput and memory per active series.
+//!
+//! * `memory` (printed before the timed benches): creates `STRATA_HEAD_BENCH_SERIES`
+//!   (default 1,000,000) series with realistic labels (8 labels, 50 metric names,
+//!   instance/job/pod/namespace/...), appends 250 samples to each at a 15 s interval
+//!   (two closed chunks and an open one, as an ingester holds ~1 h after a cut), and
+//!   prints the process RSS growth and `Head::approx_memory_bytes()` per series.
+//! * `head/append`: samples per second appending to 100k existing series, 10 samples
+//!   each per iteration, one thread.
+//! * `head/get_or_create`: series lookups per second for existing series.
+//!
+//! `cargo bench -p strata-tsdb --bench head -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{BatchSize, Criterion, Throughput};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use strata_tsdb::head::{Head, HeadOptions, HeadSeriesRef};
+use strata_tsdb::labels::Labels;
+
+const INTERVAL: i64 = 15_000;
+
+/// Labels of a Kubernetes-scraped series: 8 labels, 50 metric names.
+fn labels(i: usize) -> Labels {
+    let pod = i / 50;
+    Labels::from_pairs([
+        ("__name__", format!("app_metric_{}_total", i % 50)),
+        ("cluster", "prod-eu-west-1".to_string()),
+        ("namespace", format!("team-{}", pod % 40)),
+        ("job", format!("{}/service-{}", "team", pod % 200)),
+        (
+            "instance",
+            format!(
+                "10.{}.{}.{}:8080",
+                pod >> 16 & 255,
+                pod >> 8 & 255,
+                pod & 255
+            ),
+        ),
+        (
+            "pod",
+            format!("service-{}-7d9f8b{:05x}-x{:04}", pod % 200, pod, pod % 9973),
+        ),
+        ("container", "app".to_string()),
+        (
+            "code",
+            ["200", "404", "500", "503", "301"][i % 5].to_string(),
+        ),
+    ])
+}
+
+/// Per-series value model: busy counters (40%), slow counters (30%), 0/1 gauges (20%),
+/// two-decimal gauges (10%); half the series have a few ms of timestamp jitter.
+struct Gen {
+    kind: u8,
+    v: f64,
+    jitter: bool,
+}
+
+impl Gen {
+    fn new(i: usize) -> Gen {
+        Gen {
+            kind: match i % 10 {
+                0..=3 => 0,
+                4..=6 => 3,
+                7 | 8 => 1,
+                _ => 2,
+            },
+            v: 0.0,
+            jitter: i & 1 == 0,
+        }
+    }
+
+    fn next(&mut self, rng: &mut SmallRng, t: i64) -> (i64, f64) {
+        self.v = match self.kind {
+            0 => self.v + rng.random_range(0..20) as f64,
+            1 => f64::from(u8::from(rng.random_range(0..50) != 0)),
+            3 => self.v + f64::from(u8::from(rng.random_range(0..10) == 0)),
+            _ => (rng.random_range(0..100_000) as f64) / 100.0,
+        };
+        let t = if self.jitter {
+            t + rng.random_range(0..4)
+        } else {
+            t
+        };
+        (t, self.v)
+    }
+}
+
+fn rss_bytes() -> usize {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn memory_report() {
+    let n: usize = std::env::var("STRATA_HEAD_BENCH_SERIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    const SAMPLES: i64 = 250;
+    // The bench's own vectors are allocated first and subtracted below; each label set
+    // is built just before its lookup and freed right after (as a request's would be).
+    let mut rng = SmallRng::seed_from_u64(1);
+    let mut gens: Vec<Gen> = (0..n).map(Gen::new).collect();
+    let mut refs: Vec<HeadSeriesRef> = Vec::with_capacity(n);
+    let before = rss_bytes();
+    let start = Instant::now();
+    let head = Head::new(HeadOptions::default());
+    refs.extend((0..n).map(|i| head.get_or_create(&labels(i)).0));
+    let created = start.elapsed();
+    let start = Instant::now();
+    for k in 0..SAMPLES {
+        for (r, g) in refs.iter().zip(gens.iter_mut()) {
+            let (t, v) = g.next(&mut rng, k * INTERVAL);
+            head.append(*r, t, v).unwrap();
+        }
+    }
+    let appended = start.elapsed();
+    // `refs` was reserved untouched before `before`; its pages became resident since
+    let refs_bytes = refs.capacity() * std::mem::size_of::<HeadSeriesRef>();
+    let rss = rss_bytes()
+        .saturating_sub(before)
+        .saturating_sub(refs_bytes);
+    drop(gens);
+    let mem = head.memory_usage();
+    let stats = head.stats(1);
+    let per = |b: usize| b as f64 / n as f64;
+    println!(
+        "head memory: {n} series x {SAMPLES} samples ({} chunks): \
+         RSS delta {:.0} B/series, approx_memory_bytes {:.0} B/series \
+         (chunk data {:.0} = {:.2} B/sample, series {:.0}, index {:.0}); \
+         created {:.0} series/s, appended {:.2} M samples/s",
+        stats.chunk_count,
+        per(rss),
+        per(mem.total()),
+        per(mem.chunk_bytes),
+        mem.chunk_bytes as f64 / (n as f64 * SAMPLES as f64),
+        per(mem.series_bytes),
+        per(mem.index_bytes),
+        n as f64 / created.as_secs_f64(),
+        (n as f64 * SAMPLES as f64) / appended.as_secs_f64() / 1e6,
+    );
+    black_box(&head);
+}
+
+fn benches(c: &mut Criterion) {
+    const SERIES: usize = 100_000;
+    const PER_ITER: i64 = 10;
+    let mut g = c.benchmark_group("head");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(SERIES as u64 * PER_ITER as u64));
+    let all: Vec<Labels> = (0..SERIES).map(labels).collect();
+    // One head reused across iterations: each appends the next 10 samples per series.
+    let head = Head::new(HeadOptions::default());
+    let refs: Vec<HeadSeriesRef> = all.iter().map(|l| head.get_or_create(l).0).collect();
+    let mut gens: Vec<Gen> = (0..SERIES).map(Gen::new).collect();
+    let mut rng = SmallRng::seed_from_u64(2);
+    let mut k = 0i64;
+    g.bench_function("append/100k series x 10 samples", |b| {
+        b.iter(|| {
+            for _ in 0..PER_ITER {
+                for (r, gen) in refs.iter().zip(gens.iter_mut()) {
+                    let (t, v) = gen.next(&mut rng, k * INTERVAL);
+                    head.append(*r, t, v).unwrap();
+                }
+                k += 1;
+            }
+        })
+    });
+    g.throughput(Throughput::Elements(SERIES as u64));
+    g.bench_function("get_or_create/100k existing", |b| {
+        b.iter(|| {
+            for l in &all {
+                black_box(head.get_or_create(l));
+            }
+        })
+    });
+    g.bench_function("get_or_create/100k new", |b| {
+        b.iter_batched(
+            || Head::new(HeadOptions::default()),
+            |h| {
+                for l in &all {
+                    black_box(h.get_or_create(l));
+                }
+                h
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+fn main() {
+    memory_report();
+    let mut c = Criterion::default().configure_from_args();
+    benches(&mut c);
+    c.final_summary();
+}

@@ -1,0 +1,794 @@
+//! The head: a tenant's recent samples in memory, appended to by remote write (after
+//! the WAL), read by queries, and cut into 2 h Prometheus blocks.
+//!
+//! * Series live in `stripes` shards chosen by series ref, each behind its own `RwLock`,
+//!   with a per-series `Mutex` for the chunk state: appends to different series take
+//!   only shared locks on the shard. A second set of shards maps label-set hashes to
+//!   refs for [`Head::get_or_create`].
+//! * Each series holds its interned labels, its closed chunks as exact-size
+//!   `Box<[u8]>` (the bytes a block stores), and one open [`XorChunk`], cut as
+//!   Prometheus does (120 samples, the size limit, and never across a multiple of the
+//!   chunk range, so blocks cut cleanly).
+//! * The postings index (label name → value → sorted refs, plus all refs) sits behind
+//!   its own `RwLock`.
+//!
+//! Lock order: hash shard → ref shard → series. The postings and the interner are
+//! taken under at most a hash shard, never while a ref shard is held; readers take
+//! the postings, release them, then visit ref shards.
+//!
+//! ```
+//! use strata_tsdb::head::{Head, HeadOptions};
+//! use strata_tsdb::labels::Labels;
+//! use strata_tsdb::matcher::Matcher;
+//!
+//! let head = Head::new(HeadOptions::default());
+//! let (r, created) = head.get_or_create(&Labels::from_pairs([("__name__", "up"), ("job", "node")]));
+//! assert!(created);
+//! head.append(r, 1_000, 1.0).unwrap();
+//! let got = head.select(&[Matcher::equal("job", "node")], 0, 2_000);
+//! assert_eq!(got.len(), 1);
+//! assert_eq!(got[0].samples(), vec![(1_000, 1.0)]);
+//! ```
+//!
+//! [`XorChunk`]: crate::chunkenc::XorChunk
+
+mod postings;
+mod series;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use ulid::Ulid;
+
+use crate::block::{BlockWriter, MetaExtra};
+use crate::chunkenc::{EncodedChunk, XorIter};
+use crate::error::{Error, Result};
+use crate::labels::{Interner, Label, Labels, METRIC_NAME};
+use crate::matcher::Matcher;
+use crate::meta::BlockMeta;
+
+use postings::MemPostings;
+use series::{Appended, MemSeries, NO_SAMPLES};
+
+/// Prometheus's default block / chunk range: 2 h.
+pub const DEFAULT_CHUNK_RANGE_MS: i64 = 2 * 60 * 60 * 1000;
+
+/// Configuration of a [`Head`].
+#[derive(Debug, Clone)]
+pub struct HeadOptions {
+    /// Block length; chunks never straddle a multiple of it. Default 2 h.
+    pub chunk_range_ms: i64,
+    /// Number of series shards (rounded up to a power of two). Default 64.
+    pub stripes: usize,
+}
+
+impl Default for HeadOptions {
+    fn default() -> Self {
+        HeadOptions {
+            chunk_range_ms: DEFAULT_CHUNK_RANGE_MS,
+            stripes: 64,
+        }
+    }
+}
+
+/// A series' identity in the head (and in the WAL): assigned in increasing order,
+/// never reused within a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HeadSeriesRef(pub u64);
+
+impl fmt::Display for HeadSeriesRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Why a sample was rejected, with what a Mimir-style message needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// No series has this ref (never created, or garbage-collected by
+    /// [`Head::truncate`]: call [`Head::get_or_create`] again).
+    #[error("unknown series ref {0}")]
+    UnknownSeries(HeadSeriesRef),
+    /// Older than [`Head::min_valid_time`] (Prometheus's `ErrOutOfBounds`).
+    #[error("sample timestamp {t} is too old: the minimum valid timestamp is {min_valid_t}")]
+    TooOld { t: i64, min_valid_t: i64 },
+    /// Older than the series' newest sample (`ErrOutOfOrderSample`).
+    #[error("sample timestamp {t} is out of order: the series' last timestamp is {last_t}")]
+    OutOfOrder { t: i64, last_t: i64 },
+    /// Same timestamp as the series' newest sample, different value
+    /// (`ErrDuplicateSampleForTimestamp`).
+    #[error("duplicate sample for timestamp {t} with a different value")]
+    DuplicateTimestamp { t: i64, last_t: i64 },
+}
+
+impl AppendError {
+    /// Mimir's `cortex_discarded_samples_total` reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AppendError::UnknownSeries(_) => "unknown-series",
+            AppendError::TooOld { .. } => "sample-timestamp-too-old",
+            AppendError::OutOfOrder { .. } => "sample-out-of-order",
+            AppendError::DuplicateTimestamp { .. } => "new-value-for-timestamp",
+        }
+    }
+}
+
+/// A series selected from the head with copies of its chunks overlapping the query
+/// range (the open chunk included, as a snapshot), oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadSeriesData {
+    pub series_ref: HeadSeriesRef,
+    pub labels: Labels,
+    pub chunks: Vec<EncodedChunk>,
+}
+
+impl HeadSeriesData {
+    /// Every sample of the chunks (not filtered to the query range).
+    pub fn samples(&self) -> Vec<(i64, f64)> {
+        self.chunks
+            .iter()
+            .flat_map(|c| XorIter::new(&c.data))
+            .collect()
+    }
+}
+
+/// The head part of Prometheus's `/api/v1/status/tsdb`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeadStats {
+    pub num_series: u64,
+    pub num_label_pairs: u64,
+    pub chunk_count: u64,
+    pub min_time: i64,
+    pub max_time: i64,
+    /// Top `limit`, largest first (ties by name).
+    pub series_count_by_metric_name: Vec<(String, u64)>,
+    pub label_value_count_by_label_name: Vec<(String, u64)>,
+    /// Σ over the label's values of `len(value) × series with it`.
+    pub memory_in_bytes_by_label_name: Vec<(String, u64)>,
+    /// Named `name=value`.
+    pub series_count_by_label_value_pair: Vec<(String, u64)>,
+}
+
+/// Where a head's memory goes (estimates; allocator overhead not included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadMemory {
+    /// Encoded chunk data: closed chunks' bytes and the open chunks' used bytes.
+    pub chunk_bytes: usize,
+    /// Series structures, labels, chunk headers, open-chunk spare capacity, shard maps.
+    pub series_bytes: usize,
+    /// Postings lists, their hash tables and the label strings.
+    pub index_bytes: usize,
+}
+
+impl HeadMemory {
+    pub fn total(&self) -> usize {
+        self.chunk_bytes + self.series_bytes + self.index_bytes
+    }
+}
+
+/// splitmix64's finaliser: refs and label hashes as hash-map keys.
+#[derive(Default, Clone, Copy)]
+struct U64Hasher(u64);
+
+impl Hasher for U64Hasher {
+    fn finish(&self) -> u64 {
+        let mut z = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = i;
+    }
+}
+
+type U64Map<V> = HashMap<u64, V, BuildHasherDefault<U64Hasher>>;
+
+/// Label-set hash → ref, with the (rare) hash collisions kept aside.
+#[derive(Default)]
+struct HashShard {
+    refs: U64Map<u64>,
+    collisions: U64Map<Vec<u64>>,
+}
+
+impl HashShard {
+    fn candidates(&self, h: u64) -> impl Iterator<Item = u64> + '_ {
+        self.refs
+            .get(&h)
+            .copied()
+            .into_iter()
+            .chain(self.collisions.get(&h).into_iter().flatten().copied())
+    }
+
+    fn insert(&mut self, h: u64, r: u64) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.refs.entry(h) {
+            e.insert(r);
+        } else {
+            self.collisions.entry(h).or_default().push(r);
+        }
+    }
+
+    fn remove(&mut self, h: u64, r: u64) {
+        if self.refs.get(&h) == Some(&r) {
+            // promote a colliding series, if any
+            match self.collisions.get_mut(&h).and_then(|v| v.pop()) {
+                Some(other) => {
+                    self.refs.insert(h, other);
+                    if self.collisions.get(&h).is_some_and(|v| v.is_empty()) {
+                        self.collisions.remove(&h);
+                    }
+                }
+                None => {
+                    self.refs.remove(&h);
+                }
+            }
+        } else if let Some(v) = self.collisions.get_mut(&h) {
+            v.retain(|x| *x != r);
+            if v.is_empty() {
+                self.collisions.remove(&h);
+            }
+        }
+    }
+}
+
+fn hash_labels(labels: &[Label]) -> u64 {
+    // SipHash with fixed keys: stable within the process, which is all it needs.
+    let mut h = std::hash::DefaultHasher::new();
+    for l in labels {
+        h.write(l.name.as_bytes());
+        h.write_u8(0xff);
+        h.write(l.value.as_bytes());
+        h.write_u8(0xff);
+    }
+    h.finish()
+}
+
+fn rl<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn wl<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn ml<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+type SeriesShard = U64Map<Box<MemSeries>>;
+
+/// A tenant's in-memory recent data. Every method takes `&self`; share it in an `Arc`.
+pub struct Head {
+    chunk_range: i64,
+    mask: u64,
+    series: Box<[RwLock<SeriesShard>]>,
+    hashes: Box<[RwLock<HashShard>]>,
+    postings: RwLock<MemPostings>,
+    interner: Mutex<Interner>,
+    next_ref: AtomicU64,
+    num_series: AtomicU64,
+    num_chunks: AtomicU64,
+    min_time: AtomicI64,
+    max_time: AtomicI64,
+    /// No sample older than this is accepted: the end of the last cut block.
+    min_valid_block: AtomicI64,
+}
+
+impl fmt::Debug for Head {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Head")
+            .field("chunk_range", &self.chunk_range)
+            .field("num_series", &self.num_series())
+            .field("min_time", &self.min_time())
+            .field("max_time", &self.max_time())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Head {
+    /// # Panics
+    /// If `chunk_range_ms <= 0`.
+    pub fn new(opts: HeadOptions) -> Head {
+        assert!(
+            opts.chunk_range_ms > 0,
+            "chunk range must be positive, got {}",
+            opts.chunk_range_ms
+        );
+        let n = opts.stripes.clamp(1, 1 << 16).next_power_of_two();
+        Head {
+            chunk_range: opts.chunk_range_ms,
+            mask: n as u64 - 1,
+            series: (0..n).map(|_| RwLock::default()).collect(),
+            hashes: (0..n).map(|_| RwLock::default()).collect(),
+            postings: RwLock::default(),
+            interner: Mutex::new(Interner::new()),
+            next_ref: AtomicU64::new(1),
+            num_series: AtomicU64::new(0),
+            num_chunks: AtomicU64::new(0),
+            min_time: AtomicI64::new(i64::MAX),
+            max_time: AtomicI64::new(i64::MIN),
+            min_valid_block: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    pub fn chunk_range_ms(&self) -> i64 {
+        self.chunk_range
+    }
+
+    fn series_shard(&self, r: u64) -> &RwLock<SeriesShard> {
+        &self.series[(r & self.mask) as usize]
+    }
+
+    fn hash_shard(&self, h: u64) -> &RwLock<HashShard> {
+        // the low bits pick the ref shard of sequential refs; use high bits here
+        &self.hashes[((h >> 32) & self.mask) as usize]
+    }
+
+    /// The series with exactly these labels among `candidates`.
+    fn find(&self, shard: &HashShard, h: u64, labels: &[Label]) -> Option<u64> {
+        shard.candidates(h).find(|r| {
+            rl(self.series_shard(*r))
+                .get(r)
+                .is_some_and(|s| *s.labels == *labels)
+        })
+    }
+
+    /// The ref of the series with exactly these labels, without creating it (lets the
+    /// ingester apply series limits before a series exists).
+    pub fn get(&self, labels: &Labels) -> Option<HeadSeriesRef> {
+        let h = hash_labels(labels.as_slice());
+        self.find(&rl(self.hash_shard(h)), h, labels.as_slice())
+            .map(HeadSeriesRef)
+    }
+
+    /// The series with these labels, created if new (`true` when created). The label
+    /// set should be valid (non-empty; the distributor checks): a series without labels
+    /// is kept but never written to a block.
+    pub fn get_or_create(&self, labels: &Labels) -> (HeadSeriesRef, bool) {
+        let h = hash_labels(labels.as_slice());
+        let shard = self.hash_shard(h);
+        if let Some(r) = self.find(&rl(shard), h, labels.as_slice()) {
+            return (HeadSeriesRef(r), false);
+        }
+        let mut g = wl(shard);
+        if let Some(r) = self.find(&g, h, labels.as_slice()) {
+            return (HeadSeriesRef(r), false);
+        }
+        let r = self.next_ref.fetch_add(1, Ordering::Relaxed);
+        self.insert(&mut g, h, r, labels);
+        (HeadSeriesRef(r), true)
+    }
+
+    /// WAL replay of a series record: create the series under `series_ref`. If the
+    /// labels already exist (a repeated record) the existing ref is returned with
+    /// `false`; the caller maps `series_ref` to it for the samples that follow.
+    /// Later [`get_or_create`](Self::get_or_create) calls never reuse a replayed ref.
+    pub fn create_with_ref(
+        &self,
+        series_ref: HeadSeriesRef,
+        labels: &Labels,
+    ) -> Result<(HeadSeriesRef, bool)> {
+        let h = hash_labels(labels.as_slice());
+        let mut g = wl(self.hash_shard(h));
+        if let Some(r) = self.find(&g, h, labels.as_slice()) {
+            return Ok((HeadSeriesRef(r), false));
+        }
+        if let Some(s) = rl(self.series_shard(series_ref.0)).get(&series_ref.0) {
+            let other = Labels::from_sorted_unchecked(s.labels.to_vec());
+            return Err(Error::Invalid(format!(
+                "series ref {series_ref} is already {other}, cannot assign it to {labels}"
+            )));
+        }
+        self.next_ref
+            .fetch_max(series_ref.0.saturating_add(1), Ordering::Relaxed);
+        self.insert(&mut g, h, series_ref.0, labels);
+        Ok((series_ref, true))
+    }
+
+    /// Insert a new series; the caller holds its hash shard.
+    fn insert(&self, hashes: &mut HashShard, h: u64, r: u64, labels: &Labels) {
+        let interned: Box<[Label]> = {
+            let mut i = ml(&self.interner);
+            labels
+                .iter()
+                .map(|l| Label {
+                    name: i.intern(&l.name),
+                    value: i.intern(&l.value),
+                })
+                .collect()
+        };
+        wl(&self.postings).add(r, &interned);
+        wl(self.series_shard(r)).insert(r, Box::new(MemSeries::new(interned)));
+        hashes.insert(h, r);
+        self.num_series.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The oldest timestamp a new sample may have: the end of the last cut block, and
+    /// no older than half a chunk range before the newest sample (Prometheus's
+    /// `appendableMinValidTime`).
+    pub fn min_valid_time(&self) -> i64 {
+        let block = self.min_valid_block.load(Ordering::Relaxed);
+        let max = self.max_time.load(Ordering::Relaxed);
+        if max == i64::MIN {
+            return block;
+        }
+        block.max(max.saturating_sub(self.chunk_range / 2))
+    }
+
+    /// Append one sample, with Prometheus's checks (see [`AppendError`]). A sample equal
+    /// to the newest one (timestamp and value bits) is accepted and ignored.
+    #[inline]
+    pub fn append(&self, series_ref: HeadSeriesRef, t: i64, v: f64) -> Result<(), AppendError> {
+        let min_valid_t = self.min_valid_time();
+        if t < min_valid_t {
+            return Err(AppendError::TooOld { t, min_valid_t });
+        }
+        self.append_unchecked(series_ref, t, v).map(|_| ())
+    }
+
+    /// [`append`](Self::append) for WAL replay: samples older than the last cut block
+    /// are dropped and out-of-order or duplicate samples skipped, not errors (`false`).
+    /// The `chunk_range / 2` bound does not apply: the WAL already accepted them.
+    pub fn append_replay(
+        &self,
+        series_ref: HeadSeriesRef,
+        t: i64,
+        v: f64,
+    ) -> Result<bool, AppendError> {
+        if t < self.min_valid_block.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        match self.append_unchecked(series_ref, t, v) {
+            Ok(a) => Ok(matches!(a, Appended::Stored { .. })),
+            Err(AppendError::OutOfOrder { .. } | AppendError::DuplicateTimestamp { .. }) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn append_unchecked(
+        &self,
+        series_ref: HeadSeriesRef,
+        t: i64,
+        v: f64,
+    ) -> Result<Appended, AppendError> {
+        let shard = rl(self.series_shard(series_ref.0));
+        let s = shard
+            .get(&series_ref.0)
+            .ok_or(AppendError::UnknownSeries(series_ref))?;
+        let a = s.lock().append(t, v, self.chunk_range)?;
+        drop(shard);
+        if let Appended::Stored { new_chunk } = a {
+            if new_chunk {
+                self.num_chunks.fetch_add(1, Ordering::Relaxed);
+            }
+            if t > self.max_time.load(Ordering::Relaxed) {
+                self.max_time.fetch_max(t, Ordering::Relaxed);
+            }
+            if t < self.min_time.load(Ordering::Relaxed) {
+                self.min_time.fetch_min(t, Ordering::Relaxed);
+            }
+        }
+        Ok(a)
+    }
+
+    /// Oldest sample time in the head (`i64::MAX` when empty).
+    pub fn min_time(&self) -> i64 {
+        self.min_time.load(Ordering::Relaxed)
+    }
+
+    /// Newest sample time ever appended (`i64::MIN` before the first).
+    pub fn max_time(&self) -> i64 {
+        self.max_time.load(Ordering::Relaxed)
+    }
+
+    pub fn num_series(&self) -> usize {
+        self.num_series.load(Ordering::Relaxed) as usize
+    }
+
+    /// Active series with this metric name, O(1): for per-metric series limits.
+    pub fn series_count_for_metric(&self, name: &str) -> usize {
+        rl(&self.postings).get(METRIC_NAME, name).len()
+    }
+
+    fn refs_for(&self, matchers: &[Matcher]) -> Vec<u64> {
+        rl(&self.postings).for_matchers(matchers)
+    }
+
+    /// Visit the series `refs` (sorted or not), one shard lock at a time.
+    fn visit(&self, refs: &[u64], mut f: impl FnMut(u64, &MemSeries)) {
+        let mut by_shard: Vec<Vec<u64>> = vec![Vec::new(); self.series.len()];
+        for r in refs {
+            by_shard[(r & self.mask) as usize].push(*r);
+        }
+        for (i, rs) in by_shard.iter().enumerate() {
+            if rs.is_empty() {
+                continue;
+            }
+            let shard = rl(&self.series[i]);
+            for r in rs {
+                if let Some(s) = shard.get(r) {
+                    f(*r, s);
+                }
+            }
+        }
+    }
+
+    /// Series matching every matcher with chunks overlapping `[mint, maxt]` (both
+    /// inclusive), sorted by labels; each carries copies of those chunks.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<HeadSeriesData> {
+        if mint > maxt {
+            return Vec::new();
+        }
+        let refs = self.refs_for(matchers);
+        let mut out = Vec::new();
+        self.visit(&refs, |r, s| {
+            let mut chunks = Vec::new();
+            s.lock().chunks_overlapping(mint, maxt, &mut chunks);
+            if !chunks.is_empty() {
+                out.push(HeadSeriesData {
+                    series_ref: HeadSeriesRef(r),
+                    labels: Labels::from_sorted_unchecked(s.labels.to_vec()),
+                    chunks,
+                });
+            }
+        });
+        out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+
+    /// Label sets of the series matching `matchers` (every series for none), sorted.
+    pub fn series_labels(&self, matchers: &[Matcher]) -> Vec<Labels> {
+        let refs = self.refs_for(matchers);
+        let mut out = Vec::with_capacity(refs.len());
+        self.visit(&refs, |_, s| {
+            out.push(Labels::from_sorted_unchecked(s.labels.to_vec()))
+        });
+        out.sort_unstable();
+        out
+    }
+
+    /// Label names of the series matching `matchers` (all for none), sorted.
+    pub fn label_names(&self, matchers: &[Matcher]) -> Vec<String> {
+        if matchers.is_empty() {
+            return rl(&self.postings).label_names();
+        }
+        let refs = self.refs_for(matchers);
+        let mut names = std::collections::BTreeSet::new();
+        self.visit(&refs, |_, s| {
+            for l in s.labels.iter() {
+                if !names.contains(&*l.name) {
+                    names.insert(l.name.to_string());
+                }
+            }
+        });
+        names.into_iter().collect()
+    }
+
+    /// Values of label `name` among the series matching `matchers` (all for none),
+    /// sorted.
+    pub fn label_values(&self, name: &str, matchers: &[Matcher]) -> Vec<String> {
+        if matchers.is_empty() {
+            return rl(&self.postings).label_values(name);
+        }
+        let refs = self.refs_for(matchers);
+        let mut values = std::collections::BTreeSet::new();
+        self.visit(&refs, |_, s| {
+            if let Ok(i) = s.labels.binary_search_by(|l| (*l.name).cmp(name)) {
+                let v = &*s.labels[i].value;
+                if !values.contains(v) {
+                    values.insert(v.to_owned());
+                }
+            }
+        });
+        values.into_iter().collect()
+    }
+
+    /// The head statistics of `/api/v1/status/tsdb`, top `limit` of each list.
+    pub fn stats(&self, limit: usize) -> HeadStats {
+        let p = rl(&self.postings).stats(limit);
+        HeadStats {
+            num_series: self.num_series.load(Ordering::Relaxed),
+            num_label_pairs: p.num_label_pairs,
+            chunk_count: self.num_chunks.load(Ordering::Relaxed),
+            min_time: self.min_time(),
+            max_time: self.max_time(),
+            series_count_by_metric_name: p.series_count_by_metric_name,
+            label_value_count_by_label_name: p.label_value_count_by_label_name,
+            memory_in_bytes_by_label_name: p.memory_in_bytes_by_label_name,
+            series_count_by_label_value_pair: p.series_count_by_label_value_pair,
+        }
+    }
+
+    /// Write every series' samples with `mint <= t < maxt` as a Prometheus block under
+    /// `parent` (`meta.json` range `[mint, maxt)` unless `extra` says otherwise).
+    /// `None` when the range holds no sample (no block is written). The head is not
+    /// changed: call [`truncate`](Self::truncate) once the block is safe.
+    pub fn write_block(
+        &self,
+        parent: &Path,
+        mint: i64,
+        maxt: i64,
+        extra: Option<MetaExtra>,
+    ) -> Result<Option<BlockMeta>> {
+        if mint >= maxt {
+            return Err(Error::Invalid(format!(
+                "block range [{mint}, {maxt}) is empty"
+            )));
+        }
+        let mut w: Option<BlockWriter> = None;
+        let mut batch: Vec<(Labels, Vec<EncodedChunk>)> = Vec::new();
+        for shard in self.series.iter() {
+            {
+                let g = rl(shard);
+                for s in g.values() {
+                    if s.labels.is_empty() {
+                        continue;
+                    }
+                    let chunks = s.lock().chunks_for_block(mint, maxt);
+                    if !chunks.is_empty() {
+                        batch.push((Labels::from_sorted_unchecked(s.labels.to_vec()), chunks));
+                    }
+                }
+            }
+            for (labels, chunks) in batch.drain(..) {
+                let w = match &mut w {
+                    Some(w) => w,
+                    None => w.insert(BlockWriter::new(parent, Ulid::new())?),
+                };
+                w.add_series(labels, chunks)?;
+            }
+        }
+        let Some(w) = w else { return Ok(None) };
+        let mut extra = extra.unwrap_or_default();
+        extra.min_time.get_or_insert(mint);
+        extra.max_time.get_or_insert(maxt);
+        w.finish(Some(extra)).map(Some)
+    }
+
+    /// Drop every chunk that ends before `mint_keep`, refuse samples older than it from
+    /// now on, and garbage-collect series left without samples (a series created but
+    /// never appended to survives one truncation). Returns how many series were removed.
+    pub fn truncate(&self, mint_keep: i64) -> usize {
+        self.min_valid_block.fetch_max(mint_keep, Ordering::Relaxed);
+        // Pass 1: drop chunks, find empty series, compute the new minimum time.
+        let mut candidates: Vec<(u64, u64)> = Vec::new();
+        let mut new_min = i64::MAX;
+        let mut dropped = 0usize;
+        for shard in self.series.iter() {
+            let g = rl(shard);
+            for (r, s) in g.iter() {
+                let mut st = s.lock();
+                dropped += st.truncate_before(mint_keep);
+                if let Some(t) = st.min_t() {
+                    new_min = new_min.min(t);
+                } else if st.last_t() != NO_SAMPLES || st.gc_marked {
+                    candidates.push((*r, hash_labels(&s.labels)));
+                } else {
+                    st.gc_marked = true;
+                }
+            }
+        }
+        self.num_chunks.fetch_sub(dropped as u64, Ordering::Relaxed);
+        let _ = self
+            .min_time
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                (cur < mint_keep || new_min < cur).then_some(new_min)
+            });
+        // Pass 2: remove them, re-checking under the write locks.
+        let mut removed: Vec<(u64, Box<MemSeries>)> = Vec::new();
+        for (r, h) in candidates {
+            let mut hg = wl(self.hash_shard(h));
+            let mut sg = wl(self.series_shard(r));
+            let still_empty = sg.get(&r).is_some_and(|s| {
+                let st = s.lock();
+                st.is_empty() && (st.last_t() != NO_SAMPLES || st.gc_marked)
+            });
+            if still_empty {
+                if let Some(s) = sg.remove(&r) {
+                    hg.remove(h, r);
+                    removed.push((r, s));
+                }
+            }
+        }
+        if removed.is_empty() {
+            return 0;
+        }
+        wl(&self.postings).remove(removed.iter().map(|(r, s)| (*r, &*s.labels)));
+        self.num_series
+            .fetch_sub(removed.len() as u64, Ordering::Relaxed);
+        let n = removed.len();
+        drop(removed);
+        ml(&self.interner).gc();
+        n
+    }
+
+    /// Every series' ref and labels, by ref: what a WAL checkpoint writes.
+    pub fn series_snapshot(&self) -> Vec<(HeadSeriesRef, Labels)> {
+        let mut out = Vec::with_capacity(self.num_series());
+        for shard in self.series.iter() {
+            for (r, s) in rl(shard).iter() {
+                out.push((
+                    HeadSeriesRef(*r),
+                    Labels::from_sorted_unchecked(s.labels.to_vec()),
+                ));
+            }
+        }
+        out.sort_unstable_by_key(|(r, _)| *r);
+        out
+    }
+
+    /// Call `f(ref, samples)` for every series with samples at or after `since`, with
+    /// those samples in time order (for WAL checkpoint records). Series come in no
+    /// particular order; `f` runs without the series' lock.
+    pub fn for_each_sample_since(
+        &self,
+        since: i64,
+        mut f: impl FnMut(HeadSeriesRef, &[(i64, f64)]),
+    ) {
+        let mut buf = Vec::new();
+        for shard in self.series.iter() {
+            let g = rl(shard);
+            for (r, s) in g.iter() {
+                buf.clear();
+                s.lock().samples_since(since, &mut buf);
+                if !buf.is_empty() {
+                    f(HeadSeriesRef(*r), &buf);
+                }
+            }
+        }
+    }
+
+    /// Approximate bytes the head holds: chunks, series, shard tables, postings and
+    /// label strings. Walks every series (O(series)); meant for a gauge scraped every
+    /// few seconds, not for a hot path.
+    pub fn approx_memory_bytes(&self) -> usize {
+        self.memory_usage().total()
+    }
+
+    /// [`approx_memory_bytes`](Self::approx_memory_bytes) by part.
+    pub fn memory_usage(&self) -> HeadMemory {
+        use std::mem::size_of;
+        let mut m = HeadMemory {
+            series_bytes: size_of::<Head>(),
+            ..HeadMemory::default()
+        };
+        for shard in self.series.iter() {
+            let g = rl(shard);
+            m.series_bytes += g.capacity() * (size_of::<(u64, Box<MemSeries>)>() + 1);
+            for s in g.values() {
+                let st = s.lock();
+                m.chunk_bytes += st.chunk_bytes();
+                m.series_bytes += size_of::<MemSeries>()
+                    + s.labels.len() * size_of::<Label>()
+                    + st.overhead_bytes();
+            }
+        }
+        for shard in self.hashes.iter() {
+            let g = rl(shard);
+            m.series_bytes += g.refs.capacity() * (size_of::<(u64, u64)>() + 1);
+            m.series_bytes += g
+                .collisions
+                .values()
+                .map(|v| 40 + v.capacity() * 8)
+                .sum::<usize>();
+        }
+        m.index_bytes = rl(&self.postings).memory_bytes();
+        // the interner's table (its strings are counted with the postings keys)
+        m.index_bytes +=
+            ml(&self.interner).len() * (size_of::<crate::labels::Symbol>() + 1) * 8 / 7;
+        m
+    }
+}
