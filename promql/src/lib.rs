@@ -1,0 +1,173 @@
+//! PromQL evaluation for Strata. Expressions are parsed by the `promql-parser` crate and
+//! evaluated here over any [`Storage`]: the querier's fan-out over Store API endpoints
+//! and the bucket, or an in-memory storage in tests.
+//!
+//! The interface below is the contract between the engine and the querier; the engine
+//! lives in the modules it declares.
+
+use strata_tsdb::labels::Labels;
+use strata_tsdb::matcher::Matcher;
+
+/// One series as storage returns it: labels and samples sorted by time (milliseconds).
+/// Stale markers (`0x7ff0000000000002` NaN) are kept: the engine interprets them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageSeries {
+    pub labels: Labels,
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// Hints the engine passes to storage about one selector, so storage can pick
+/// downsampled data or skip work (Thanos's `SelectHints`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SelectHints {
+    /// Query range start/end in ms (after offset/@ and lookback/range widening).
+    pub start: i64,
+    pub end: i64,
+    /// Evaluation step in ms (0 for instant queries).
+    pub step: i64,
+    /// Range of the enclosing range-vector selector in ms (0 for instant selectors).
+    pub range: i64,
+    /// Function the selector is an argument of, e.g. `rate`, `max_over_time`.
+    pub func: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The data could not be read; the query fails with an `execution` error.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Too much data for the query's limits.
+    #[error("{0}")]
+    Limit(String),
+}
+
+/// Where the engine reads series from.
+pub trait Storage: Send + Sync {
+    /// Every series matching all `matchers` with samples in `[mint, maxt]` (inclusive),
+    /// sorted by labels, samples outside the range may be included (the engine trims).
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: &SelectHints,
+    ) -> Result<Vec<StorageSeries>, StorageError>;
+
+    /// Warnings gathered while answering (e.g. a store that did not answer under a
+    /// partial-response strategy); drained by the engine after evaluation.
+    fn take_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+mod engine;
+pub use engine::Engine;
+
+/// Engine settings (Prometheus's flag names in brackets).
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample [`--query.lookback-delta`].
+    pub lookback_delta_ms: i64,
+    /// Samples a query may hold in memory at once [`--query.max-samples`].
+    pub max_samples: usize,
+    /// Wall-clock limit for one query [`--query.timeout`].
+    pub timeout: std::time::Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_delta_ms: 5 * 60 * 1000,
+            max_samples: 50_000_000,
+            timeout: std::time::Duration::from_secs(120),
+        }
+    }
+}
+
+/// One element of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorSample {
+    pub labels: Labels,
+    pub t: i64,
+    pub v: f64,
+}
+
+/// One series of a range result (matrix).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    pub labels: Labels,
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// A query's result, in Prometheus's four result types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Scalar { t: i64, v: f64 },
+    String { t: i64, s: String },
+    Vector(Vec<VectorSample>),
+    Matrix(Vec<RangeSeries>),
+}
+
+impl Value {
+    /// Prometheus's `resultType`.
+    pub fn result_type(&self) -> &'static str {
+        match self {
+            Value::Scalar { .. } => "scalar",
+            Value::String { .. } => "string",
+            Value::Vector(_) => "vector",
+            Value::Matrix(_) => "matrix",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryResult {
+    pub value: Value,
+    pub warnings: Vec<String>,
+}
+
+/// Why a query failed, mapped to Prometheus's API error types.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The expression does not parse or is not valid (`bad_data`, 400).
+    #[error("{0}")]
+    BadData(String),
+    /// Evaluation failed, e.g. many-to-many matching (`execution`, 422).
+    #[error("{0}")]
+    Execution(String),
+    /// `--query.max-samples` was hit (`execution`, 422).
+    #[error("query processing would load too many samples into memory in query execution")]
+    TooManySamples,
+    /// `--query.timeout` was hit (`timeout`, 503).
+    #[error("query timed out in {0}")]
+    Timeout(&'static str),
+    /// The caller went away (`canceled`, 499).
+    #[error("query was canceled in {0}")]
+    Canceled(&'static str),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl QueryError {
+    /// Prometheus's `errorType`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            QueryError::BadData(_) => "bad_data",
+            QueryError::Execution(_) | QueryError::TooManySamples => "execution",
+            QueryError::Timeout(_) => "timeout",
+            QueryError::Canceled(_) => "canceled",
+            QueryError::Storage(StorageError::Limit(_)) => "execution",
+            QueryError::Storage(StorageError::Unavailable(_)) => "execution",
+        }
+    }
+
+    /// The HTTP status Prometheus answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            QueryError::BadData(_) => 400,
+            QueryError::Timeout(_) => 503,
+            QueryError::Canceled(_) => 499,
+            _ => 422,
+        }
+    }
+}
