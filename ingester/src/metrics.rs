@@ -31,7 +31,7 @@ impl IngesterMetrics {
             wal_size: r.gauge_vec("strata_ingester_wal_size_bytes", "Bytes of WAL segments and checkpoint on disk, per tenant.", &["tenant"]),
             wal_fsync_duration: r.histogram(
                 "strata_ingester_wal_fsync_duration_seconds",
-                "Duration of the last WAL fsync, observed per push.",
+                "Duration of WAL fsyncs (one per group commit).",
                 &[0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0],
             ),
             blocks_cut: r.counter("strata_ingester_blocks_cut_total", "Blocks cut from heads."),

@@ -257,16 +257,27 @@ pub fn ingest(ing: &Ingester, tenant_id: &str, req: WriteRequest) -> crate::Resu
     if !samples_buf.is_empty() {
         recs.push(Record::Samples { entries: &samples_buf });
     }
-    let logged = if recs.is_empty() { Ok(()) } else { w.wal.log_batch(&recs) };
+    // Write to the WAL under the lock; fsync after releasing it so concurrent pushes
+    // share one fsync (group commit). The head already has the samples: a failure
+    // here answers 500 and the client's retry is de-duplicated by the head.
+    let logged = if recs.is_empty() { Ok(()) } else { w.wal.append(&recs) };
+    if logged.is_ok() && !recs.is_empty() {
+        w.written_seq += 1;
+    }
+    let seq = w.written_seq;
     let stats = w.wal.stats();
     drop(recs);
     drop(series_entries);
     w.series_buf = series_buf;
     w.samples_buf = samples_buf;
     drop(w);
-    m.wal_fsync_duration.observe(stats.last_fsync.as_secs_f64());
-    m.wal_size.with(&[tenant_id]).set(stats.size as f64);
     logged?;
+    if ing.config.wal_fsync == crate::WalFsync::Always {
+        if let Some(d) = tenant.sync_up_to(seq)? {
+            m.wal_fsync_duration.observe(d.as_secs_f64());
+        }
+    }
+    m.wal_size.with(&[tenant_id]).set(stats.size as f64);
     m.accepted_samples.inc_by(out.accepted_samples as u64);
     m.head_series.with(&[tenant_id]).set(head.num_series() as f64);
     Ok(out)

@@ -35,6 +35,9 @@ struct ShipperState {
 /// cuts are serialised so a cut never races an append into the range it writes.
 pub struct WriteState {
     pub wal: Wal,
+    /// Count of WAL appends, for group commit: an append with sequence `n` is durable
+    /// once `TenantDb::synced_seq >= n`.
+    pub written_seq: u64,
     /// Reused record buffers.
     pub series_buf: Vec<(u64, Labels)>,
     pub samples_buf: Vec<(u64, i64, f64)>,
@@ -49,6 +52,9 @@ pub struct TenantDb {
     /// Local blocks not yet known to be in the bucket are listed in `shipper.json` once
     /// uploaded; this lock serialises shipping.
     pub ship_lock: tokio::sync::Mutex<()>,
+    /// Group commit: one fsync at a time; it covers every append made before it began.
+    sync_lock: Mutex<()>,
+    synced_seq: std::sync::atomic::AtomicU64,
     pub block_duration_ms: i64,
     pub external_labels: Vec<(String, String)>,
     /// End (exclusive) of the newest block cut so far: a block of the same range cut
@@ -122,11 +128,14 @@ impl TenantDb {
             head,
             write: Mutex::new(WriteState {
                 wal,
+                written_seq: 0,
                 series_buf: Vec::new(),
                 samples_buf: Vec::new(),
                 limiter,
             }),
             ship_lock: tokio::sync::Mutex::new(()),
+            sync_lock: Mutex::new(()),
+            synced_seq: std::sync::atomic::AtomicU64::new(0),
             block_duration_ms,
             external_labels,
             last_cut_end: std::sync::atomic::AtomicI64::new(blocks_max.unwrap_or(i64::MIN)),
@@ -138,6 +147,29 @@ impl TenantDb {
         // A panic while holding the lock leaves the WAL in a state we cannot vouch for,
         // but the WAL itself poisons on I/O errors; recover the guard.
         self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Make the append numbered `seq` durable: whoever fsyncs first covers every append
+    /// made before it started, so concurrent pushes share one fsync (group commit).
+    /// Returns the fsync duration when this call did one.
+    pub fn sync_up_to(&self, seq: u64) -> Result<Option<Duration>> {
+        use std::sync::atomic::Ordering;
+        if self.synced_seq.load(Ordering::Acquire) >= seq {
+            return Ok(None);
+        }
+        let _g = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.synced_seq.load(Ordering::Acquire) >= seq {
+            return Ok(None);
+        }
+        let (target, file) = {
+            let w = self.lock_write();
+            (w.written_seq, w.wal.sync_handle()?)
+        };
+        let start = Instant::now();
+        file.sync_data()
+            .map_err(|e| Error::io(self.dir.join("wal"), e))?;
+        self.synced_seq.fetch_max(target, Ordering::AcqRel);
+        Ok(Some(start.elapsed()))
     }
 
     pub fn blocks_dir(&self) -> PathBuf {

@@ -2,6 +2,7 @@
 //! Thanos's tools so users know them.
 
 mod bucket;
+mod loadgen;
 mod tsdb;
 
 use std::process::ExitCode;
@@ -20,11 +21,14 @@ enum ToolsCommand {
     Tsdb(tsdb::TsdbArgs),
     /// Inspect a bucket (as `thanos tools bucket`).
     Bucket(bucket::BucketArgs),
+    /// Send a deterministic remote-write load (avalanche-like) and report throughput.
+    Loadgen(loadgen::LoadgenArgs),
 }
 
 pub fn run(args: &ToolsArgs) -> anyhow::Result<ExitCode> {
     match &args.command {
         ToolsCommand::Tsdb(a) => tsdb::run(a),
         ToolsCommand::Bucket(a) => bucket::run(a),
+        ToolsCommand::Loadgen(a) => loadgen::run(a),
     }
 }

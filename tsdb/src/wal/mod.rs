@@ -257,6 +257,14 @@ impl Wal {
         self.write_out(n)
     }
 
+    /// A handle on the current segment for an `fdatasync` outside the writer's lock
+    /// (group commit): everything appended before this call is durable once
+    /// `sync_data` on the handle returns. Segments cut earlier were fsynced by the cut.
+    pub fn sync_handle(&self) -> Result<File> {
+        self.check_poisoned()?;
+        self.file.try_clone().map_err(|e| Error::io(&self.seg_path, e))
+    }
+
     /// `fdatasync` the current segment if anything was written since the last sync.
     pub fn sync(&mut self) -> Result<()> {
         self.check_poisoned()?;
