@@ -232,8 +232,13 @@ def main():
     a = ap.parse_args()
     if a.quick:
         a.series, a.scrapes = 2000, 3
-    strata_bin = os.path.join(ROOT, "target", "release", "strata")
-    if not a.quick or not os.path.exists(strata_bin):
+    if a.quick:
+        # the smoke run checks behaviour, not speed: the test command's debug build will do
+        strata_bin = os.path.join(ROOT, "target", "debug", "strata")
+        if not os.path.exists(strata_bin):
+            subprocess.run(["cargo", "build", "-p", "strata"], cwd=ROOT, check=True)
+    else:
+        strata_bin = os.path.join(ROOT, "target", "release", "strata")
         subprocess.run(["cargo", "build", "--release", "-p", "strata"], cwd=ROOT, check=True)
     base = ["--series", str(a.series), "--scrapes", str(a.scrapes), "--shards", "4"]
     sections = []
@@ -257,7 +262,8 @@ def main():
     }
     vm = which("victoria-metrics", "victoria-metrics-prod")
     if vm:
-        versions["victoriametrics"] = subprocess.run([vm, "-version"], capture_output=True, text=True).stdout.strip()
+        out = subprocess.run([vm, "-version"], capture_output=True, text=True)
+        versions["victoriametrics"] = (out.stdout + out.stderr).strip().splitlines()[0] if (out.stdout + out.stderr).strip() else "unknown"
     cpu = ""
     try:
         cpu = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read()).group(1)

@@ -1,25 +1,163 @@
-//! The evaluator (being written: until it lands every query fails with an execution
-//! error saying so).
+//! The public entry points: parse, evaluate step-vectorised, convert to API values.
 
-use crate::{EngineOptions, QueryError, QueryResult, Storage};
+use std::time::Instant;
+
+use promql_parser::parser::{self, Expr};
+
+use crate::eval::{drop_name_labels, Ctx, Evaluator, Series, Val};
+use crate::{EngineOptions, QueryError, QueryResult, RangeSeries, Storage, Value, VectorSample};
 
 pub struct Engine {
-    #[allow(dead_code)]
     opts: EngineOptions,
+    default_subquery_step_ms: i64,
 }
 
 impl Engine {
     pub fn new(opts: EngineOptions) -> Self {
-        Engine { opts }
+        Engine { opts, default_subquery_step_ms: 60_000 }
+    }
+
+    /// Step of subqueries written without one (`[30m:]`); Prometheus uses the global
+    /// evaluation interval, 1m by default.
+    pub fn with_default_subquery_step(mut self, step_ms: i64) -> Self {
+        self.default_subquery_step_ms = step_ms.max(1);
+        self
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    fn parse(query: &str) -> Result<Expr, QueryError> {
+        parser::parse(query).map_err(QueryError::BadData)
+    }
+
+    fn evaluator<'a>(&self, storage: &'a dyn Storage, start: i64, end: i64, step: i64) -> Evaluator<'a> {
+        Evaluator {
+            storage,
+            lookback: self.opts.lookback_delta_ms,
+            max_samples: self.opts.max_samples,
+            deadline: Instant::now() + self.opts.timeout,
+            query_start: start,
+            query_end: end,
+            query_step: step,
+            default_sub_step: self.default_subquery_step_ms,
+            ticks: 0,
+        }
     }
 
     /// Evaluate `query` at `t` (ms).
-    pub fn instant(&self, _storage: &dyn Storage, _query: &str, _t: i64) -> Result<QueryResult, QueryError> {
-        Err(QueryError::Execution("the PromQL engine is not built yet".into()))
+    pub fn instant(&self, storage: &dyn Storage, query: &str, t: i64) -> Result<QueryResult, QueryError> {
+        let expr = Self::parse(query)?;
+        let mut ev = self.evaluator(storage, t, t, 0);
+        let val = ev.eval(&expr, Ctx { start: t, end: t, step: 1 });
+        let warnings = storage.take_warnings();
+        let value = match val? {
+            Val::Scalar(v) => Value::Scalar { t, v: v[0] },
+            Val::Str(s) => Value::String { t, s },
+            Val::Vector(v) => {
+                let v = cleanup(v)?;
+                Value::Vector(
+                    v.into_iter()
+                        .filter_map(|s| s.pts.first().map(|p| VectorSample { labels: s.labels, t, v: p.1 }))
+                        .collect(),
+                )
+            }
+            Val::Matrix(m) => {
+                let mut m = cleanup(m)?;
+                m.sort_by(|a, b| a.labels.cmp(&b.labels));
+                Value::Matrix(m.into_iter().map(|s| RangeSeries { labels: s.labels, samples: s.pts }).collect())
+            }
+        };
+        Ok(QueryResult { value, warnings })
     }
 
     /// Evaluate `query` at every step from `start` to `end` (ms, inclusive).
-    pub fn range(&self, _storage: &dyn Storage, _query: &str, _start: i64, _end: i64, _step: i64) -> Result<QueryResult, QueryError> {
-        Err(QueryError::Execution("the PromQL engine is not built yet".into()))
+    pub fn range(
+        &self,
+        storage: &dyn Storage,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<QueryResult, QueryError> {
+        if step <= 0 {
+            return Err(QueryError::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end < start {
+            return Err(QueryError::BadData("end timestamp must not be before start time".into()));
+        }
+        let expr = Self::parse(query)?;
+        use promql_parser::parser::value::ValueType;
+        match expr.value_type() {
+            ValueType::Scalar | ValueType::Vector => {}
+            vt => {
+                let name = if vt == ValueType::Matrix { "range vector" } else { "string" };
+                return Err(QueryError::BadData(format!(
+                    "invalid expression type \"{name}\" for range query, must be Scalar or instant Vector"
+                )));
+            }
+        }
+        let ctx = Ctx { start, end, step };
+        let mut ev = self.evaluator(storage, start, end, step);
+        let val = ev.eval(&expr, ctx);
+        let warnings = storage.take_warnings();
+        let mut series = match val? {
+            Val::Scalar(v) => vec![RangeSeries {
+                labels: Default::default(),
+                samples: v.into_iter().enumerate().map(|(i, x)| (ctx.ts(i), x)).collect(),
+            }],
+            Val::Vector(v) => cleanup(v)?
+                .into_iter()
+                .map(|s| RangeSeries { labels: s.labels, samples: s.pts })
+                .collect(),
+            _ => return Err(QueryError::Execution("unexpected result type for range query".into())),
+        };
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(QueryResult { value: Value::Matrix(series), warnings })
     }
+}
+
+/// Apply delayed `__name__` removal; series that end up with the same label set are
+/// merged when their points do not collide.
+fn cleanup(v: Vec<Series>) -> Result<Vec<Series>, QueryError> {
+    if !v.iter().any(|s| s.drop_name) {
+        return Ok(v);
+    }
+    let mut idx: std::collections::HashMap<strata_tsdb::labels::Labels, usize> = Default::default();
+    let mut out: Vec<Series> = Vec::with_capacity(v.len());
+    for mut s in v {
+        if s.drop_name {
+            s.labels = drop_name_labels(&s.labels);
+            s.drop_name = false;
+        }
+        match idx.get(&s.labels) {
+            Some(&i) => {
+                let o = &mut out[i];
+                let mut merged = Vec::with_capacity(o.pts.len() + s.pts.len());
+                let (mut a, mut b) = (0, 0);
+                while a < o.pts.len() || b < s.pts.len() {
+                    if b == s.pts.len() || (a < o.pts.len() && o.pts[a].0 < s.pts[b].0) {
+                        merged.push(o.pts[a]);
+                        a += 1;
+                    } else if a == o.pts.len() || s.pts[b].0 < o.pts[a].0 {
+                        merged.push(s.pts[b]);
+                        b += 1;
+                    } else {
+                        return Err(QueryError::Execution(
+                            "vector cannot contain metrics with the same labelset".into(),
+                        ));
+                    }
+                }
+                o.pts = merged;
+            }
+            None => {
+                idx.insert(s.labels.clone(), out.len());
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
 }

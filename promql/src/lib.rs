@@ -61,6 +61,10 @@ pub trait Storage: Send + Sync {
 }
 
 mod engine;
+mod eval;
+pub mod functions;
+pub mod promqltest;
+pub mod testing;
 pub use engine::Engine;
 
 /// Engine settings (Prometheus's flag names in brackets).

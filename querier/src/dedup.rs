@@ -153,7 +153,10 @@ mod tests {
         assert!(out.windows(2).all(|w| w[0].0 < w[1].0), "{out:?}");
         let (min, max) = gaps(&out);
         // one sample per scrape: never two samples of one scrape from both replicas
-        assert!(min >= 10_000, "doubled samples: min interval {min}ms in {out:?}");
+        assert!(
+            min >= 10_000,
+            "doubled samples: min interval {min}ms in {out:?}"
+        );
         // the gaps of either replica are filled: at most a switch-over (penalty) apart
         assert!(max <= 45_000, "gap of {max}ms in {out:?}");
         assert!(out.first().unwrap().0 == 0 && out.last().unwrap().0 >= 585_000);
@@ -205,8 +208,14 @@ mod tests {
             false,
         );
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0].0, Labels::from_pairs([("__name__", "up"), ("job", "x")]));
+        assert_eq!(
+            out[0].0,
+            Labels::from_pairs([("__name__", "up"), ("job", "x")])
+        );
         assert_eq!(out[0].1, a);
-        assert_eq!(out[1].0, Labels::from_pairs([("__name__", "up"), ("job", "y")]));
+        assert_eq!(
+            out[1].0,
+            Labels::from_pairs([("__name__", "up"), ("job", "y")])
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The `strata` binary: flags, subcommands and wiring. The only `anyhow` edge.
 
 mod ingester;
+mod querier;
 mod tools;
 
 use std::process::ExitCode;
@@ -25,8 +26,8 @@ enum Command {
     All(ingester::AllCmd),
     /// Receive remote_write, keep a WAL and head, ship blocks to the bucket.
     Ingester(ingester::IngesterCmd),
-    /// Answer PromQL over ingesters, sidecars and the bucket (not built yet).
-    Querier,
+    /// Answer PromQL over ingesters, sidecars and the bucket, with HA replica dedup.
+    Querier(querier::QuerierCmd),
     /// Compact, deduplicate and downsample blocks in the bucket (not built yet).
     Compactor,
     /// Ship a Prometheus's blocks and serve its recent data (not built yet).
@@ -42,7 +43,7 @@ fn main() -> ExitCode {
         Command::All(cmd) => ingester::run_all(cmd),
         Command::Ingester(cmd) => ingester::run_ingester(cmd),
         Command::Tools(args) => tools::run(&args),
-        Command::Querier => not_built("querier"),
+        Command::Querier(cmd) => querier::run_querier(cmd),
         Command::Compactor => not_built("compactor"),
         Command::Sidecar => not_built("sidecar"),
     };

@@ -851,13 +851,13 @@ impl ChunkCutter {
 
 /// Prometheus's `rangeForTimestamp`: the end of the `width` window `t` falls in (Go's
 /// truncating division). Saturates instead of wrapping at the top of the `i64` range.
-fn range_for_timestamp(t: i64, width: i64) -> i64 {
+pub(crate) fn range_for_timestamp(t: i64, width: i64) -> i64 {
     (t / width * width).saturating_add(width)
 }
 
 /// Prometheus's `computeChunkEndTime(start, cur, maxT, 4)`: assuming the chunk is a
 /// quarter full, the end time that splits `[start, max_t)` into equal chunks.
-fn compute_chunk_end_time(start: i64, cur: i64, max_t: i64) -> i64 {
+pub(crate) fn compute_chunk_end_time(start: i64, cur: i64, max_t: i64) -> i64 {
     let span = max_t.wrapping_sub(start) as f64;
     let n = span / (cur.wrapping_sub(start).wrapping_add(1) as f64 * 4.0);
     if n <= 1.0 {

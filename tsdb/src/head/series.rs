@@ -4,7 +4,8 @@
 use std::sync::Mutex;
 
 use crate::chunkenc::{
-    EncodedChunk, Encoding, XorChunk, XorIter, MAX_BYTES_PER_XOR_CHUNK, SAMPLES_PER_CHUNK,
+    compute_chunk_end_time, range_for_timestamp, EncodedChunk, Encoding, XorChunk, XorIter,
+    MAX_BYTES_PER_XOR_CHUNK, SAMPLES_PER_CHUNK,
 };
 use crate::labels::Label;
 
@@ -279,19 +280,4 @@ fn xor_buf_capacity(len: usize) -> usize {
         cap *= 2;
     }
     cap
-}
-
-/// Prometheus's `rangeForTimestamp`: the end of the `width` window `t` falls in.
-fn range_for_timestamp(t: i64, width: i64) -> i64 {
-    (t / width * width).saturating_add(width)
-}
-
-/// Prometheus's `computeChunkEndTime(start, cur, maxT, 4)`.
-fn compute_chunk_end_time(start: i64, cur: i64, max_t: i64) -> i64 {
-    let span = max_t.wrapping_sub(start) as f64;
-    let n = span / (cur.wrapping_sub(start).wrapping_add(1) as f64 * 4.0);
-    if n <= 1.0 {
-        return max_t;
-    }
-    (start as f64 + span / n.floor()) as i64
 }

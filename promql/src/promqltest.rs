@@ -1,0 +1,721 @@
+//! A runner for Prometheus's data-driven PromQL tests (`promqltest/testdata/*.test`).
+//! See `shared/promqltest/README.md` for the format.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use promql_parser::parser::{self, Expr};
+use strata_tsdb::labels::Labels;
+
+use crate::eval::STALE_NAN_BITS;
+use crate::functions::almost_equal;
+use crate::testing::MemStorage;
+use crate::{Engine, EngineOptions, Value};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Pass,
+    Fail(String),
+    Skip(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub line: usize,
+    pub query: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Default)]
+pub struct FileReport {
+    pub cases: Vec<CaseResult>,
+}
+
+impl FileReport {
+    pub fn count(&self) -> (usize, usize, usize) {
+        let mut c = (0, 0, 0);
+        for r in &self.cases {
+            match r.outcome {
+                Outcome::Pass => c.0 += 1,
+                Outcome::Fail(_) => c.1 += 1,
+                Outcome::Skip(_) => c.2 += 1,
+            }
+        }
+        c
+    }
+}
+
+/// `file:line` → reason, from the checked-in skip file.
+pub fn parse_skip_file(text: &str) -> HashMap<(String, usize), String> {
+    let mut m = HashMap::new();
+    for l in text.lines() {
+        let l = l.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let (loc, reason) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
+        if let Some((f, n)) = loc.rsplit_once(':') {
+            if let Ok(n) = n.parse() {
+                m.insert((f.to_string(), n), reason.trim().to_string());
+            }
+        }
+    }
+    m
+}
+
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(0);
+    }
+    let (neg, body) = match s.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, s),
+    };
+    if body.trim_start_matches('0').chars().all(|c| c.is_ascii_alphabetic()) {
+        return Ok(0);
+    }
+    let d = promql_parser::util::duration::parse_duration(body)?;
+    let ms = d.as_millis() as i64;
+    Ok(if neg { -ms } else { ms })
+}
+
+pub fn parse_number(s: &str) -> Option<f64> {
+    parse_number_hex(s, false)
+}
+
+fn parse_number_hex(s: &str, hex: bool) -> Option<f64> {
+    let l = s.to_ascii_lowercase();
+    match l.as_str() {
+        "inf" | "+inf" => return Some(f64::INFINITY),
+        "-inf" => return Some(f64::NEG_INFINITY),
+        "nan" | "+nan" | "-nan" => return Some(f64::NAN),
+        _ => {}
+    }
+    let (neg, body) = match l.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, l.strip_prefix('+').unwrap_or(&l)),
+    };
+    if let Some(h) = body.strip_prefix("0x").filter(|_| hex) {
+        let v = i64::from_str_radix(h, 16).ok()? as f64;
+        return Some(if neg { -v } else { v });
+    }
+    if body.is_empty() || !body.chars().next().unwrap().is_ascii_digit() && !body.starts_with('.') {
+        return None;
+    }
+    let v: f64 = body.parse().ok()?;
+    Some(if neg { -v } else { v })
+}
+
+/// One value slot of a series description: a number, a stale marker or a gap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Slot {
+    Val(f64),
+    Gap,
+}
+
+/// Expand `1 2 _ 4 stale 6 _x3 7 0+10x100 1-1x3 5x2`.
+pub fn expand_values(tokens: &[&str]) -> Result<Vec<Slot>, String> {
+    let mut out = Vec::new();
+    for &tok in tokens {
+        if tok == "_" {
+            out.push(Slot::Gap);
+            continue;
+        }
+        if tok == "stale" {
+            out.push(Slot::Val(f64::from_bits(STALE_NAN_BITS)));
+            continue;
+        }
+        if let Some(v) = parse_number(tok) {
+            out.push(Slot::Val(v));
+            continue;
+        }
+        let (pre, n) = tok.rsplit_once('x').ok_or_else(|| format!("bad value {tok:?}"))?;
+        let n: usize = n.parse().map_err(|_| format!("bad value {tok:?}"))?;
+        if pre == "_" {
+            out.extend(std::iter::repeat_n(Slot::Gap, n));
+            continue;
+        }
+        if let Some(v) = parse_number(pre) {
+            out.extend(std::iter::repeat_n(Slot::Val(v), n + 1));
+            continue;
+        }
+        // a+b or a-b: the operator is the first +/- after position 0 not following an exponent
+        let bytes = pre.as_bytes();
+        let mut split = None;
+        for i in 1..bytes.len() {
+            if (bytes[i] == b'+' || bytes[i] == b'-') && !matches!(bytes[i - 1], b'e' | b'E') {
+                split = Some(i);
+                break;
+            }
+        }
+        let i = split.ok_or_else(|| format!("bad value {tok:?}"))?;
+        let a = parse_number(&pre[..i]).ok_or_else(|| format!("bad value {tok:?}"))?;
+        let mut b = parse_number(&pre[i + 1..]).ok_or_else(|| format!("bad value {tok:?}"))?;
+        if bytes[i] == b'-' {
+            b = -b;
+        }
+        let mut cur = a;
+        out.push(Slot::Val(cur));
+        for _ in 0..n {
+            cur += b;
+            out.push(Slot::Val(cur));
+        }
+    }
+    Ok(out)
+}
+
+/// Split a series line into its label set and the value tokens.
+pub fn parse_series_line(line: &str) -> Result<(Labels, Vec<String>), String> {
+    let line = line.trim();
+    // end of the selector part: after the matching `}` if any brace precedes whitespace
+    let first_ws = line.find(char::is_whitespace).unwrap_or(line.len());
+    let brace = line.find('{');
+    let end = match brace {
+        Some(b) if b < first_ws || line[..b].trim().is_empty() => {
+            let mut in_q: Option<char> = None;
+            let mut esc = false;
+            let mut endi = None;
+            for (i, c) in line.char_indices().skip_while(|(i, _)| *i < b) {
+                if let Some(q) = in_q {
+                    if esc {
+                        esc = false;
+                    } else if c == '\\' {
+                        esc = true;
+                    } else if c == q {
+                        in_q = None;
+                    }
+                    continue;
+                }
+                match c {
+                    '"' | '\'' | '`' => in_q = Some(c),
+                    '}' => {
+                        endi = Some(i + 1);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            endi.ok_or("unbalanced braces")?
+        }
+        _ => first_ws,
+    };
+    let sel = &line[..end];
+    let rest = &line[end..];
+    let labels = parse_labels(sel)?;
+    Ok((labels, rest.split_whitespace().map(str::to_string).collect()))
+}
+
+pub fn parse_labels(sel: &str) -> Result<Labels, String> {
+    if sel.trim() == "{}" {
+        return Ok(Labels::new());
+    }
+    match parser::parse(sel)? {
+        Expr::VectorSelector(vs) => {
+            let mut pairs: Vec<(String, String)> = Vec::new();
+            if let Some(n) = vs.name {
+                pairs.push(("__name__".into(), n));
+            }
+            for m in vs.matchers.matchers {
+                pairs.push((m.name, m.value));
+            }
+            Ok(Labels::from_pairs(pairs))
+        }
+        _ => Err(format!("not a series selector: {sel}")),
+    }
+}
+
+#[derive(Debug, Default)]
+struct EvalCase {
+    query: String,
+    range: Option<(i64, i64, i64)>,
+    at: i64,
+    fail: bool,
+    fail_msg: Option<String>,
+    fail_regex: Option<String>,
+    ordered: bool,
+    annotations: bool,
+    expect_string: Option<String>,
+    expect_range: Option<(i64, i64, i64)>,
+    results: Vec<(usize, String)>,
+}
+
+fn identifiers(q: &str) -> HashSet<String> {
+    let mut out = HashSet::new();
+    let mut cur = String::new();
+    for c in q.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            cur.push(c);
+        } else if !cur.is_empty() {
+            out.insert(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        out.insert(cur);
+    }
+    out
+}
+
+/// Skip rules for features this engine does not implement.
+fn rule_skip(c: &EvalCase, hist_names: &HashSet<String>, session_skip: &Option<String>) -> Option<String> {
+    if let Some(r) = session_skip {
+        return Some(r.clone());
+    }
+    let q = &c.query;
+    if c.results.iter().any(|(_, r)| r.contains("{{")) {
+        return Some("native histograms: expected histogram samples".into());
+    }
+    let ids = identifiers(q);
+    if let Some(n) = ids.iter().find(|i| hist_names.contains(*i)) {
+        let _ = n;
+        return Some("native histograms: query reads a series loaded with histogram samples".into());
+    }
+    for (f, why) in [
+        ("info", "info() function"),
+        ("fill", "binop fill modifiers"),
+        ("fill_left", "binop fill modifiers"),
+        ("fill_right", "binop fill modifiers"),
+        ("anchored", "extended range selectors (anchored)"),
+        ("smoothed", "extended range selectors (smoothed)"),
+        ("histogram_count", "native histograms: histogram_count"),
+        ("histogram_sum", "native histograms: histogram_sum"),
+        ("histogram_avg", "native histograms: histogram_avg"),
+        ("histogram_stddev", "native histograms: histogram_stddev"),
+        ("histogram_stdvar", "native histograms: histogram_stdvar"),
+        ("histogram_fraction", "native histograms: histogram_fraction"),
+        ("histogram_quantiles", "native histograms: histogram_quantiles"),
+        ("start_timestamp", "start timestamps"),
+        ("limit_ratio", "limit_ratio: result depends on Prometheus's label hash"),
+        ("__type__", "type_and_unit labels"),
+        ("__unit__", "type_and_unit labels"),
+        ("min_of", "duration expressions"),
+        ("max_of", "duration expressions"),
+    ] {
+        if ids.contains(f) {
+            return Some(f.to_string() + ": " + why);
+        }
+    }
+    if !c.fail && parser::parse(q).is_err() {
+        return Some("duration expressions: query not parseable by promql-parser 0.11".into());
+    }
+    if c.annotations {
+        return Some("annotations (expect warn/info) not implemented".into());
+    }
+    None
+}
+
+fn go_float_eq(exp: f64, act: f64) -> bool {
+    if exp.is_nan() && act.is_nan() {
+        return true;
+    }
+    almost_equal(exp, act, 1e-6)
+}
+
+fn compare_rows(
+    rows: &[(usize, String)],
+    got: &[(Labels, Vec<(i64, f64)>)],
+    times: Option<(i64, i64, i64)>,
+    ordered: bool,
+) -> Result<(), String> {
+    let mut exp: Vec<(Labels, Vec<Slot>)> = Vec::new();
+    for (ln, r) in rows {
+        let (l, toks) = parse_series_line(r).map_err(|e| format!("line {ln}: {e}"))?;
+        let t: Vec<&str> = toks.iter().map(|s| s.as_str()).collect();
+        exp.push((l, expand_values(&t).map_err(|e| format!("line {ln}: {e}"))?));
+    }
+    if exp.len() != got.len() {
+        return Err(format!(
+            "expected {} series, got {}: {}",
+            exp.len(),
+            got.len(),
+            got.iter().map(|g| format!("{} {:?}", g.0, g.1)).collect::<Vec<_>>().join("; ")
+        ));
+    }
+    let gm: HashMap<&Labels, (usize, &Vec<(i64, f64)>)> =
+        got.iter().enumerate().map(|(i, g)| (&g.0, (i, &g.1))).collect();
+    for (ei, (l, slots)) in exp.iter().enumerate() {
+        let Some(&(gi, pts)) = gm.get(l) else {
+            return Err(format!(
+                "expected series {l} not found; got {}",
+                got.iter().map(|g| g.0.to_string()).collect::<Vec<_>>().join(", ")
+            ));
+        };
+        if ordered && gi != ei {
+            return Err(format!("series {l} at position {gi}, expected {ei}"));
+        }
+        let expected: Vec<(i64, f64)> = match times {
+            None => slots
+                .iter()
+                .filter_map(|s| match s {
+                    Slot::Val(v) => Some((0, *v)),
+                    Slot::Gap => None,
+                })
+                .collect(),
+            Some((start, _end, step)) => slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| match s {
+                    Slot::Val(v) => Some((start + i as i64 * step, *v)),
+                    Slot::Gap => None,
+                })
+                .collect(),
+        };
+        if expected.len() != pts.len() {
+            return Err(format!("series {l}: expected {:?}, got {:?}", expected, pts));
+        }
+        for (e, g) in expected.iter().zip(pts.iter()) {
+            if (times.is_some() && e.0 != g.0) || !go_float_eq(e.1, g.1) {
+                return Err(format!("series {l}: expected {:?}, got {:?}", expected, pts));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_case(engine: &Engine, st: &MemStorage, c: &EvalCase) -> Result<(), String> {
+    let res = match c.range {
+        Some((s, e, step)) => engine.range(st, &c.query, s, e, step),
+        None => engine.instant(st, &c.query, c.at),
+    };
+    if c.fail {
+        return match res {
+            Ok(r) => Err(format!("expected error, got {:?}", r.value)),
+            Err(e) => {
+                let msg = e.to_string();
+                if let Some(m) = &c.fail_msg {
+                    if &msg != m {
+                        return Err(format!("expected error {m:?}, got {msg:?}"));
+                    }
+                }
+                if let Some(r) = &c.fail_regex {
+                    let re = regex::Regex::new(r).map_err(|e| e.to_string())?;
+                    if !re.is_match(&msg) {
+                        return Err(format!("expected error matching {r:?}, got {msg:?}"));
+                    }
+                }
+                Ok(())
+            }
+        };
+    }
+    let res = res.map_err(|e| format!("unexpected error: {e}"))?;
+    if let Some(s) = &c.expect_string {
+        return match res.value {
+            Value::String { s: got, .. } if &got == s => Ok(()),
+            v => Err(format!("expected string {s:?}, got {v:?}")),
+        };
+    }
+    match res.value {
+        Value::Scalar { v, .. } => {
+            if c.results.len() != 1 {
+                return Err(format!("got scalar {v}, expected {} rows", c.results.len()));
+            }
+            let e = parse_number(c.results[0].1.trim()).ok_or_else(|| format!("expected {}", c.results[0].1))?;
+            if !go_float_eq(e, v) {
+                return Err(format!("expected scalar {e}, got {v}"));
+            }
+            check_range_consistency(engine, st, c, &[(Labels::new(), vec![(0, v)])])
+        }
+        Value::String { s, .. } => Err(format!("unexpected string result {s:?}")),
+        Value::Vector(v) => {
+            if c.range.is_some() || c.expect_range.is_some() {
+                return Err("expected matrix, got vector".into());
+            }
+            if c.results.len() == 1 && parse_number(c.results[0].1.trim()).is_some() {
+                return Err(format!("expected scalar, got vector {v:?}"));
+            }
+            let got: Vec<(Labels, Vec<(i64, f64)>)> =
+                v.into_iter().map(|s| (s.labels, vec![(0, s.v)])).collect();
+            compare_rows(&c.results, &got, None, c.ordered)?;
+            check_range_consistency(engine, st, c, &got)
+        }
+        Value::Matrix(m) => {
+            let times = match (c.range, c.expect_range) {
+                (Some(r), _) => r,
+                (None, Some(r)) => r,
+                _ => return Err("expected vector, got matrix".into()),
+            };
+            for w in m.windows(2) {
+                if w[0].labels >= w[1].labels {
+                    return Err("matrix not sorted by labels".into());
+                }
+            }
+            let got: Vec<(Labels, Vec<(i64, f64)>)> = m.into_iter().map(|s| (s.labels, s.samples)).collect();
+            compare_rows(&c.results, &got, Some(times), false)
+        }
+    }
+}
+
+fn is_command(l: &str) -> bool {
+    matches!(
+        l.split_whitespace().next().unwrap_or(""),
+        "clear" | "load" | "load_with_nhcb" | "eval" | "eval_fail" | "eval_ordered" | "eval_warn" | "eval_info"
+    )
+}
+
+/// Like upstream's runner: re-run an instant query as a range query from `t-1m` to
+/// `t+1m` and check that its middle step equals the instant result.
+fn check_range_consistency(
+    engine: &Engine,
+    st: &MemStorage,
+    c: &EvalCase,
+    instant: &[(Labels, Vec<(i64, f64)>)],
+) -> Result<(), String> {
+    let ids = identifiers(&c.query);
+    if ["start", "end", "step", "range"].iter().any(|f| ids.contains(*f)) {
+        // these depend on the query's range, so the re-run legitimately differs
+        return Ok(());
+    }
+    let t = c.at;
+    let res = engine
+        .range(st, &c.query, t - 60_000, t + 60_000, 60_000)
+        .map_err(|e| format!("range re-run failed: {e}"))?;
+    let Value::Matrix(m) = res.value else {
+        return Err("range re-run did not return a matrix".into());
+    };
+    let mut mid: Vec<(Labels, f64)> = m
+        .into_iter()
+        .filter_map(|s| s.samples.iter().find(|p| p.0 == t).map(|p| (s.labels.clone(), p.1)))
+        .collect();
+    let mut inst: Vec<(Labels, f64)> = instant.iter().map(|(l, p)| (l.clone(), p[0].1)).collect();
+    mid.sort_by(|a, b| a.0.cmp(&b.0));
+    inst.sort_by(|a, b| a.0.cmp(&b.0));
+    let same = mid.len() == inst.len() && mid.iter().zip(inst.iter()).all(|(a, b)| a.0 == b.0 && go_float_eq(b.1, a.1));
+    if !same {
+        return Err(format!("range re-run middle step {mid:?} differs from instant result {inst:?}"));
+    }
+    Ok(())
+}
+
+/// Run every case of one test file's text.
+pub fn run_script(file: &str, text: &str, skips: &HashMap<(String, usize), String>) -> FileReport {
+    let opts = EngineOptions { max_samples: 10_000, ..Default::default() };
+    let engine = Engine::new(opts);
+    let st = MemStorage::new();
+    let mut report = FileReport::default();
+    let lines: Vec<(usize, String)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let t = l.trim();
+            (i + 1, if t.starts_with('#') { String::new() } else { t.to_string() })
+        })
+        .collect();
+    let mut hist_names: HashSet<String> = HashSet::new();
+    let mut session_skip: Option<String> = None;
+    let mut i = 0;
+    while i < lines.len() {
+        let (ln, ref l) = lines[i];
+        if l.is_empty() {
+            i += 1;
+            continue;
+        }
+        // block: this line plus following non-empty lines
+        let mut j = i + 1;
+        while j < lines.len() && !lines[j].1.is_empty() && !is_command(&lines[j].1) {
+            j += 1;
+        }
+        let block = &lines[i + 1..j];
+        let word = l.split_whitespace().next().unwrap_or("");
+        match word {
+            "clear" => {
+                st.clear();
+                hist_names.clear();
+                session_skip = None;
+            }
+            "load" | "load_with_nhcb" => {
+                let interval = l.split_whitespace().nth(1).map(parse_duration_ms);
+                let interval = match interval {
+                    Some(Ok(v)) => v,
+                    _ => {
+                        report.cases.push(CaseResult {
+                            line: ln,
+                            query: l.clone(),
+                            outcome: Outcome::Fail("bad load interval".into()),
+                        });
+                        i = j;
+                        continue;
+                    }
+                };
+                for (bln, bl) in block {
+                    if bl.contains("@st") || bl.split_whitespace().next().is_some_and(|w| w.ends_with("@st")) {
+                        session_skip = Some("start timestamps (@st) in load".into());
+                        continue;
+                    }
+                    if bl.contains("{{") {
+                        let name = bl.split(['{', ' ', '\t']).next().unwrap_or("").to_string();
+                        if let Ok(l) = parse_series_line(bl.split("{{").next().unwrap_or("")) {
+                            if let Some(n) = l.0.get("__name__") {
+                                hist_names.insert(n.to_string());
+                            }
+                        }
+                        if !name.is_empty() {
+                            hist_names.insert(name);
+                        }
+                        continue;
+                    }
+                    match parse_series_line(bl).and_then(|(labels, toks)| {
+                        let t: Vec<&str> = toks.iter().map(|s| s.as_str()).collect();
+                        expand_values(&t).map(|v| (labels, v))
+                    }) {
+                        Ok((labels, vals)) => {
+                            if labels.get("__type__").is_some() || labels.get("__unit__").is_some() {
+                                session_skip = Some("type_and_unit labels (__type__/__unit__)".into());
+                            }
+                            if word == "load_with_nhcb" {
+                                if let Some(n) = labels.get("__name__") {
+                                    if let Some(base) = n.strip_suffix("_bucket") {
+                                        hist_names.insert(base.to_string());
+                                    }
+                                }
+                            }
+                            let samples: Vec<(i64, f64)> = vals
+                                .iter()
+                                .enumerate()
+                                .filter_map(|(k, s)| match s {
+                                    Slot::Val(v) => Some((k as i64 * interval, *v)),
+                                    Slot::Gap => None,
+                                })
+                                .collect();
+                            st.add(labels, samples);
+                        }
+                        Err(e) => report.cases.push(CaseResult {
+                            line: *bln,
+                            query: bl.clone(),
+                            outcome: Outcome::Fail(format!("load: {e}")),
+                        }),
+                    }
+                }
+            }
+            w if w.starts_with("eval") => {
+                let mut c = EvalCase::default();
+                let rest = l[w.len()..].trim_start();
+                match w {
+                    "eval_fail" => c.fail = true,
+                    "eval_ordered" => c.ordered = true,
+                    "eval_warn" | "eval_info" => c.annotations = true,
+                    _ => {}
+                }
+                let parsed = (|| -> Result<(), String> {
+                    let toks: Vec<&str> = rest.splitn(2, ' ').collect();
+                    match toks[0] {
+                        "instant" => {
+                            let r = toks.get(1).ok_or("missing time")?.trim_start();
+                            let r = r.strip_prefix("at ").ok_or("expected 'at'")?.trim_start();
+                            let (t, q) = r.split_once(' ').ok_or("missing query")?;
+                            c.at = parse_duration_ms(t)?;
+                            c.query = q.trim().to_string();
+                        }
+                        "range" => {
+                            let r = toks.get(1).ok_or("missing range")?;
+                            let p: Vec<&str> = r.splitn(7, ' ').collect();
+                            if p.len() < 7 || p[0] != "from" || p[2] != "to" || p[4] != "step" {
+                                return Err("bad range eval".into());
+                            }
+                            c.range = Some((parse_duration_ms(p[1])?, parse_duration_ms(p[3])?, parse_duration_ms(p[5])?));
+                            c.query = p[6].trim().to_string();
+                        }
+                        _ => return Err("bad eval".into()),
+                    }
+                    for (bln, bl) in block {
+                        if let Some(e) = bl.strip_prefix("expect ") {
+                            let e = e.trim();
+                            if let Some(f) = e.strip_prefix("fail") {
+                                c.fail = true;
+                                let f = f.trim();
+                                if let Some(m) = f.strip_prefix("msg:") {
+                                    c.fail_msg = Some(m.trim().to_string());
+                                } else if let Some(r) = f.strip_prefix("regex:") {
+                                    c.fail_regex = Some(r.trim().to_string());
+                                }
+                            } else if e.starts_with("warn") || e.starts_with("info") {
+                                c.annotations = true;
+                            } else if e.starts_with("no_warn") || e.starts_with("no_info") {
+                            } else if e == "ordered" {
+                                c.ordered = true;
+                            } else if let Some(s) = e.strip_prefix("string") {
+                                c.expect_string =
+                                    Some(promql_parser::util::unquote_string(s.trim()).map_err(|e| e.to_string())?);
+                            } else if let Some(r) = e.strip_prefix("range vector from ") {
+                                let p: Vec<&str> = r.split_whitespace().collect();
+                                if p.len() != 5 || p[1] != "to" || p[3] != "step" {
+                                    return Err(format!("line {bln}: bad expect range"));
+                                }
+                                c.expect_range =
+                                    Some((parse_duration_ms(p[0])?, parse_duration_ms(p[2])?, parse_duration_ms(p[4])?));
+                            } else {
+                                return Err(format!("line {bln}: unknown expectation {e}"));
+                            }
+                        } else if let Some(m) = bl.strip_prefix("expected_fail_message") {
+                            c.fail_msg = Some(m.trim().to_string());
+                        } else if let Some(r) = bl.strip_prefix("expected_fail_regexp") {
+                            c.fail_regex = Some(r.trim().to_string());
+                        } else {
+                            c.results.push((*bln, bl.clone()));
+                        }
+                    }
+                    Ok(())
+                })();
+                let outcome = if let Err(e) = parsed {
+                    Outcome::Fail(format!("bad eval command: {e}"))
+                } else if let Some(r) = skips.get(&(file.to_string(), ln)) {
+                    Outcome::Skip(r.clone())
+                } else if let Some(r) = rule_skip(&c, &hist_names, &session_skip) {
+                    Outcome::Skip(r)
+                } else {
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&engine, &st, &c)));
+                    match r {
+                        Ok(Ok(())) => Outcome::Pass,
+                        Ok(Err(e)) => Outcome::Fail(e),
+                        Err(_) => Outcome::Fail("panic".into()),
+                    }
+                };
+                report.cases.push(CaseResult { line: ln, query: c.query.clone(), outcome });
+            }
+            _ => report.cases.push(CaseResult {
+                line: ln,
+                query: l.clone(),
+                outcome: Outcome::Fail(format!("unknown command {word}")),
+            }),
+        }
+        i = j;
+    }
+    report
+}
+
+/// Group skip reasons for the summary.
+pub fn skip_summary<'a>(reports: impl Iterator<Item = &'a FileReport>) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for r in reports {
+        for c in &r.cases {
+            if let Outcome::Skip(s) = &c.outcome {
+                *m.entry(s.clone()).or_insert(0) += 1;
+            }
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_values() {
+        let v = expand_values(&["1", "_", "0+10x2", "1-1x1", "5x1", "_x2", "-1+1x1"]).unwrap();
+        assert_eq!(v.len(), 1 + 1 + 3 + 2 + 2 + 2 + 2);
+        assert_eq!(v[2], Slot::Val(0.0));
+        assert_eq!(v[4], Slot::Val(20.0));
+        assert_eq!(v[6], Slot::Val(0.0));
+        assert_eq!(v[11], Slot::Val(-1.0));
+        assert_eq!(expand_values(&["0x10"]).unwrap().len(), 11);
+    }
+
+    #[test]
+    fn parses_series_lines() {
+        let (l, t) = parse_series_line(r#"http_requests{job="api", instance="0"}  0+10x100"#).unwrap();
+        assert_eq!(l.get("job"), Some("api"));
+        assert_eq!(t, vec!["0+10x100"]);
+        let (l, t) = parse_series_line(r#"{} 3"#).unwrap();
+        assert!(l.is_empty());
+        assert_eq!(t, vec!["3"]);
+    }
+}

@@ -1,0 +1,99 @@
+//! Engine-level tests: vector matching errors, limits, range/instant consistency.
+
+use std::time::Duration;
+
+use strata_promql::testing::MemStorage;
+use strata_promql::{Engine, EngineOptions, QueryError, Value};
+use strata_tsdb::labels::Labels;
+
+fn l(pairs: &[(&str, &str)]) -> Labels {
+    Labels::from_pairs(pairs.iter().copied())
+}
+
+fn storage() -> MemStorage {
+    let st = MemStorage::new();
+    let pts = |v: f64| (0..=10).map(move |i| (i * 60_000, v * i as f64));
+    st.add(l(&[("__name__", "a"), ("job", "x"), ("i", "0")]), pts(1.0));
+    st.add(l(&[("__name__", "a"), ("job", "x"), ("i", "1")]), pts(2.0));
+    st.add(l(&[("__name__", "b"), ("job", "x")]), pts(3.0));
+    st.add(l(&[("__name__", "b"), ("job", "y")]), pts(4.0));
+    st
+}
+
+#[test]
+fn many_to_many_is_an_error() {
+    let st = storage();
+    let e = Engine::new(EngineOptions::default());
+    let err = e.instant(&st, "b + on(job) a", 600_000).unwrap_err();
+    assert!(matches!(err, QueryError::Execution(_)));
+    let msg = err.to_string();
+    assert!(msg.contains("found duplicate series for the match group {job=\"x\"} on the right hand-side"), "{msg}");
+    assert!(msg.ends_with("many-to-many matching not allowed: matching labels must be unique on one side"));
+    assert_eq!(err.http_status(), 422);
+}
+
+#[test]
+fn one_to_one_needs_group_left() {
+    let st = storage();
+    let e = Engine::new(EngineOptions::default());
+    let err = e.instant(&st, "a + on(job) b", 600_000).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+    );
+    let r = e.instant(&st, "a + on(job) group_left b", 600_000).unwrap();
+    let Value::Vector(v) = r.value else { panic!() };
+    assert_eq!(v.len(), 2);
+    let v0 = v.iter().find(|s| s.labels.get("i") == Some("0")).unwrap();
+    assert_eq!(v0.v, 10.0 + 30.0);
+    assert_eq!(v0.labels.get("__name__"), None);
+}
+
+#[test]
+fn range_query_is_sorted_and_matches_instant() {
+    let st = storage();
+    let e = Engine::new(EngineOptions::default());
+    let q = "sum by (job) (rate(a[5m])) * 60 or rate(b[3m])";
+    let r = e.range(&st, q, 0, 600_000, 30_000).unwrap();
+    let Value::Matrix(m) = r.value else { panic!() };
+    assert!(m.windows(2).all(|w| w[0].labels < w[1].labels));
+    for s in &m {
+        for &(t, v) in &s.samples {
+            let Value::Vector(iv) = e.instant(&st, q, t).unwrap().value else { panic!() };
+            let x = iv.iter().find(|x| x.labels == s.labels).unwrap();
+            assert!((x.v - v).abs() < 1e-9);
+        }
+    }
+}
+
+#[test]
+fn too_many_samples() {
+    let st = storage();
+    let e = Engine::new(EngineOptions { max_samples: 5, ..Default::default() });
+    let err = e.range(&st, "a", 0, 600_000, 60_000).unwrap_err();
+    assert!(matches!(err, QueryError::TooManySamples));
+    let err = e.instant(&st, "a[10m]", 600_000).unwrap_err();
+    assert!(matches!(err, QueryError::TooManySamples));
+}
+
+#[test]
+fn timeout() {
+    let st = storage();
+    let e = Engine::new(EngineOptions { timeout: Duration::from_nanos(1), ..Default::default() });
+    let err = e
+        .range(&st, "max_over_time(rate(a[5m:1s])[1h:1s])", 0, 3_600_000, 1_000)
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Timeout("query execution")), "{err:?}");
+    assert_eq!(err.http_status(), 503);
+}
+
+#[test]
+fn bad_queries() {
+    let st = storage();
+    let e = Engine::new(EngineOptions::default());
+    assert!(matches!(e.instant(&st, "sum(", 0), Err(QueryError::BadData(_))));
+    assert!(matches!(e.range(&st, "a[5m]", 0, 60_000, 10_000), Err(QueryError::BadData(_))));
+    let r = e.instant(&st, "a[2m]", 600_000).unwrap();
+    let Value::Matrix(m) = r.value else { panic!() };
+    assert_eq!(m[0].samples, vec![(540_000, 9.0), (600_000, 10.0)]);
+}

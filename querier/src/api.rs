@@ -1,0 +1,1158 @@
+//! Prometheus's HTTP query API with its exact parameters, error messages and JSON, plus
+//! Thanos's query parameters (`dedup`, `replicaLabels[]`, `max_source_resolution`,
+//! `partial_response`). GET with a query string and POST with a form body both work;
+//! body values win, as in Go's `Request.FormValue`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use strata_promql::{Engine, QueryError, QueryResult, Value};
+use strata_tsdb::labels::Labels;
+use strata_tsdb::matcher::{parse_selector, Matcher};
+
+use crate::fanout::{FanoutStorage, FetchOptions};
+use crate::{validate_tenant, Querier, DEFAULT_TENANT};
+
+/// Prometheus's `MinTime` in ms: the earliest time `time.Time` round-trips through
+/// RFC 3339; the default `start` of the series and label APIs.
+pub const MIN_TIME_MS: i64 = (i64::MIN / 1000 + 62_135_596_801) * 1000;
+/// Prometheus's `MaxTime` in ms; the default `end`.
+pub const MAX_TIME_MS: i64 = (i64::MAX / 1000 - 62_135_596_801) * 1000 + 999;
+const MIN_TIME_FORMATTED: &str = "-292273086-05-16T16:47:06Z";
+const MAX_TIME_FORMATTED: &str = "292277025-08-18T07:12:54.999999999Z";
+
+/// Points per series a range query may ask for (Prometheus's limit).
+pub const MAX_POINTS: i64 = 11_000;
+
+/// The version `/api/v1/status/buildinfo` reports: the Prometheus API level Strata
+/// answers, so clients such as Grafana enable the matching features.
+pub const PROMETHEUS_API_VERSION: &str = "2.53.0";
+
+pub(crate) fn router(q: Arc<Querier>) -> Router {
+    Router::new()
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/labels", get(labels).post(labels))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/api/v1/metadata", get(metadata))
+        .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
+        .route("/api/v1/status/buildinfo", get(buildinfo))
+        .with_state(q)
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/// An API error: Prometheus's `errorType`, the HTTP status and the message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub error_type: &'static str,
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_data(message: impl Into<String>) -> Self {
+        ApiError {
+            error_type: "bad_data",
+            status: 400,
+            message: message.into(),
+        }
+    }
+
+    fn invalid_param(param: &str, err: impl std::fmt::Display) -> Self {
+        Self::bad_data(format!("invalid parameter {}: {err}", go_quote(param)))
+    }
+
+    fn from_query(e: &QueryError) -> Self {
+        let message = match e {
+            QueryError::BadData(m) if !m.starts_with("invalid parameter") => {
+                format!("invalid parameter \"query\": {m}")
+            }
+            other => other.to_string(),
+        };
+        ApiError {
+            error_type: e.error_type(),
+            status: e.http_status(),
+            message,
+        }
+    }
+
+    fn into_response(self) -> Response {
+        json_response(self.status, error_body(self.error_type, &self.message))
+    }
+}
+
+fn json_response(status: u16, body: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON, byte for byte as Prometheus writes it
+
+/// `{"status":"error","errorType":…,"error":…}`.
+pub fn error_body(error_type: &str, message: &str) -> String {
+    let mut out = String::from(r#"{"status":"error","errorType":"#);
+    write_str(&mut out, error_type);
+    out.push_str(r#","error":"#);
+    write_str(&mut out, message);
+    out.push('}');
+    out
+}
+
+/// `{"status":"success","data":<data>}` plus `"warnings"` when there are any.
+pub fn success_body(data: &str, warnings: &[String]) -> String {
+    let mut out = String::with_capacity(data.len() + 40);
+    out.push_str(r#"{"status":"success","data":"#);
+    out.push_str(data);
+    if !warnings.is_empty() {
+        out.push_str(r#","warnings":["#);
+        for (i, w) in warnings.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_str(&mut out, w);
+        }
+        out.push(']');
+    }
+    out.push('}');
+    out
+}
+
+/// A JSON string as Prometheus's encoder (jsoniter, standard-library compatible) writes
+/// it: `<`, `>`, `&`, U+2028 and U+2029 escaped, control characters as `\u00XX` except
+/// `\n`, `\r`, `\t`.
+pub fn write_str(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' | '>' | '&' | '\u{0}'..='\u{1f}' => {
+                let b = c as u8;
+                out.push_str("\\u00");
+                out.push(HEX[(b >> 4) as usize] as char);
+                out.push(HEX[(b & 0xf) as usize] as char);
+            }
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A sample value as Prometheus prints it (`jsonutil.MarshalValue`): Go's
+/// `strconv.FormatFloat(v, 'f', -1, 64)`, switching to `'e'` below 1e-6 and from 1e21
+/// in magnitude; `NaN`, `+Inf`, `-Inf`.
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    let abs = v.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        // Rust: "1.5e-7"; Go: "1.5e-07" (sign always, at least two exponent digits).
+        let s = format!("{v:e}");
+        let (mant, exp) = s.split_once('e').expect("exponent form");
+        let (sign, digits) = match exp.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', exp),
+        };
+        return format!("{mant}e{sign}{digits:0>2}");
+    }
+    // Rust's shortest round-trip Display never uses an exponent for f64, as Go's 'f'.
+    format!("{v}")
+}
+
+/// A timestamp (ms) as Prometheus prints it: seconds with the milliseconds as three
+/// decimals, none when whole (`jsonutil.MarshalTimestamp`).
+pub fn write_ts(out: &mut String, t: i64) {
+    use std::fmt::Write;
+    let neg = t < 0;
+    let t = t.unsigned_abs();
+    if neg {
+        out.push('-');
+    }
+    let _ = write!(out, "{}", t / 1000);
+    let frac = t % 1000;
+    if frac != 0 {
+        let _ = write!(out, ".{frac:03}");
+    }
+}
+
+fn write_point(out: &mut String, t: i64, v: f64) {
+    out.push('[');
+    write_ts(out, t);
+    out.push_str(",\"");
+    out.push_str(&format_value(v));
+    out.push_str("\"]");
+}
+
+/// `{"name":"value",…}` in label order.
+pub fn write_labels(out: &mut String, l: &Labels) {
+    out.push('{');
+    for (i, l) in l.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(out, &l.name);
+        out.push(':');
+        write_str(out, &l.value);
+    }
+    out.push('}');
+}
+
+/// `{"resultType":…,"result":…}` for a query result.
+pub fn value_json(v: &Value) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str(r#"{"resultType":""#);
+    out.push_str(v.result_type());
+    out.push_str(r#"","result":"#);
+    match v {
+        Value::Scalar { t, v } => write_point(&mut out, *t, *v),
+        Value::String { t, s } => {
+            out.push('[');
+            write_ts(&mut out, *t);
+            out.push(',');
+            write_str(&mut out, s);
+            out.push(']');
+        }
+        Value::Vector(samples) => {
+            out.push('[');
+            for (i, s) in samples.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(r#"{"metric":"#);
+                write_labels(&mut out, &s.labels);
+                out.push_str(r#","value":"#);
+                write_point(&mut out, s.t, s.v);
+                out.push('}');
+            }
+            out.push(']');
+        }
+        Value::Matrix(series) => {
+            out.push('[');
+            for (i, s) in series.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(r#"{"metric":"#);
+                write_labels(&mut out, &s.labels);
+                out.push_str(r#","values":["#);
+                for (j, &(t, v)) in s.samples.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    write_point(&mut out, t, v);
+                }
+                out.push_str("]}");
+            }
+            out.push(']');
+        }
+    }
+    out.push('}');
+    out
+}
+
+fn string_array(items: &[String]) -> String {
+    let mut out = String::from("[");
+    for (i, s) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(&mut out, s);
+    }
+    out.push(']');
+    out
+}
+
+/// Go's `strconv.Quote` for the ASCII parameter names used here.
+fn go_quote(s: &str) -> String {
+    let mut out = String::new();
+    let _ = strata_tsdb::labels::go_quote(&mut out, s);
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Parameters
+
+/// Form values of a request: the POST form body (if form-encoded) first, then the URL
+/// query, as Go's `Request.Form`.
+#[derive(Debug, Default, Clone)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn parse(
+        headers: &HeaderMap,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Result<Params, ApiError> {
+        let bad = |e: serde_urlencoded::de::Error| {
+            ApiError::bad_data(format!("error parsing form values: {e}"))
+        };
+        let mut v: Vec<(String, String)> = Vec::new();
+        let form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+        if form && !body.is_empty() {
+            v.extend(serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).map_err(bad)?);
+        }
+        if let Some(q) = query {
+            v.extend(serde_urlencoded::from_str::<Vec<(String, String)>>(q).map_err(bad)?);
+        }
+        Ok(Params(v))
+    }
+
+    /// The first value of `name`, "" when absent (Go's `FormValue`).
+    pub fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// Prometheus's `parseTime`: unix seconds (float, rounded to ms) or RFC 3339; → ms.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(f) = s.parse::<f64>() {
+        if f.is_finite() && f.abs() < 9.2e15 {
+            let secs = f.trunc();
+            let frac = ((f - secs) * 1000.0).round();
+            return Ok(secs as i64 * 1000 + frac as i64);
+        }
+    }
+    if let Some(t) = parse_rfc3339(s) {
+        return Ok(t);
+    }
+    match s {
+        MIN_TIME_FORMATTED => Ok(MIN_TIME_MS),
+        MAX_TIME_FORMATTED => Ok(MAX_TIME_MS),
+        _ => Err(format!("cannot parse {} to a valid timestamp", go_quote(s))),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` → ms (sub-ms digits truncated).
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let p = s.get(r)?;
+        p.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| p.parse().ok())?
+    };
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 59
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut ms = 0i64;
+    if b[i] == b'.' {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let digits = &s[start..i.min(start + 3)];
+        ms = digits.parse::<i64>().ok()? * 10i64.pow(3 - digits.len() as u32);
+    }
+    let offset_s = match &b[i..] {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let oh = num(i + 1..i + 3)?;
+            let om = num(i + 4..i + 6)?;
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let o = oh * 3600 + om * 60;
+            if *sign == b'-' {
+                -o
+            } else {
+                o
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo, d);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + se - offset_s;
+    Some(secs * 1000 + ms)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Prometheus's `parseDuration`: float seconds or a Prometheus duration; → ns.
+pub fn parse_duration_ns(s: &str) -> Result<i64, String> {
+    if let Ok(f) = s.parse::<f64>() {
+        let ns = f * 1e9;
+        if !(ns < 9.223_372_036_854_776e18 && ns >= -9.223_372_036_854_776e18) {
+            return Err(format!(
+                "cannot parse {} to a valid duration. It overflows int64",
+                go_quote(s)
+            ));
+        }
+        return Ok(ns as i64);
+    }
+    match strata_kit::parse_duration_ms(s) {
+        Ok(ms) if !s.is_empty() && !s.contains('.') => ms
+            .checked_mul(1_000_000)
+            .ok_or_else(|| format!("cannot parse {} to a valid duration", go_quote(s))),
+        _ => Err(format!("cannot parse {} to a valid duration", go_quote(s))),
+    }
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(param: &str, s: &str) -> Result<bool, ApiError> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(ApiError::bad_data(format!(
+            "'{param}' parameter: strconv.ParseBool: parsing {}: invalid syntax",
+            go_quote(s)
+        ))),
+    }
+}
+
+fn time_param(p: &Params, name: &str, default: i64) -> Result<i64, ApiError> {
+    let v = p.get(name);
+    if v.is_empty() {
+        return Ok(default);
+    }
+    parse_time(v)
+        .map_err(|e| ApiError::invalid_param(name, format!("Invalid time value for '{name}': {e}")))
+}
+
+fn limit_param(p: &Params) -> Result<usize, ApiError> {
+    let v = p.get("limit");
+    if v.is_empty() {
+        return Ok(0);
+    }
+    let n: i64 = v.parse().map_err(|_| {
+        ApiError::invalid_param(
+            "limit",
+            format!("strconv.Atoi: parsing {}: invalid syntax", go_quote(v)),
+        )
+    })?;
+    if n < 0 {
+        return Err(ApiError::invalid_param(
+            "limit",
+            "limit must be non-negative",
+        ));
+    }
+    Ok(n as usize)
+}
+
+fn matchers_param(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    let mut sets = Vec::new();
+    for m in p.all("match[]") {
+        let ms = parse_selector(m).map_err(|e| ApiError::invalid_param("match[]", e))?;
+        if ms.iter().all(|m| m.matches("")) {
+            return Err(ApiError::invalid_param(
+                "match[]",
+                "match[] must contain at least one non-empty matcher",
+            ));
+        }
+        sets.push(ms);
+    }
+    Ok(sets)
+}
+
+/// Prometheus's label name rule.
+pub fn valid_label_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// The tenant: `X-Scope-OrgID`, else `THANOS-TENANT`, else `anonymous`.
+pub fn tenant_of(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(raw) = headers
+        .get("x-scope-orgid")
+        .or_else(|| headers.get("thanos-tenant"))
+    else {
+        return Ok(DEFAULT_TENANT.to_string());
+    };
+    let id = raw
+        .to_str()
+        .map_err(|_| ApiError::bad_data("tenant ID header is not valid text"))?;
+    validate_tenant(id).map_err(ApiError::bad_data)?;
+    Ok(id.to_string())
+}
+
+impl Querier {
+    /// Tenant, partial response, dedup and resolution of a request.
+    fn fetch_options(
+        &self,
+        headers: &HeaderMap,
+        p: &Params,
+        default_resolution_ms: i64,
+    ) -> Result<FetchOptions, ApiError> {
+        let tenant = tenant_of(headers)?;
+        let partial_response = match p.get("partial_response") {
+            "" => self.config.partial_response,
+            v => parse_bool("partial_response", v)?,
+        };
+        let dedup = match p.get("dedup") {
+            "" => true,
+            v => parse_bool("dedup", v)?,
+        };
+        let asked: Vec<String> = p
+            .all("replicaLabels[]")
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let replica_labels = if !dedup {
+            None
+        } else if asked.is_empty() {
+            Some(self.config.replica_labels.clone())
+        } else {
+            Some(asked)
+        };
+        let max_resolution_ms = match p.get("max_source_resolution") {
+            "" => 0,
+            "auto" => default_resolution_ms,
+            v => {
+                let ns = parse_duration_ns(v).map_err(|e| {
+                    ApiError::bad_data(format!("'max_source_resolution' parameter: {e}"))
+                })?;
+                if ns < 0 {
+                    return Err(ApiError::bad_data(
+                        "negative 'max_source_resolution' is not accepted. Try a positive integer",
+                    ));
+                }
+                ns / 1_000_000
+            }
+        };
+        Ok(FetchOptions {
+            tenant,
+            partial_response,
+            replica_labels,
+            max_resolution_ms,
+            timeout: self.config.store_timeout.unwrap_or(self.config.timeout),
+        })
+    }
+
+    /// `timeout` parameter, bounded by `--query.timeout`.
+    fn query_timeout(&self, p: &Params) -> Result<Duration, ApiError> {
+        let v = p.get("timeout");
+        if v.is_empty() {
+            return Ok(self.config.timeout);
+        }
+        let ns = parse_duration_ns(v).map_err(|e| ApiError::invalid_param("timeout", e))?;
+        Ok(Duration::from_nanos(ns.max(0) as u64).min(self.config.timeout))
+    }
+
+    /// Evaluate on a blocking thread once a `--query.max-concurrent` slot is free.
+    async fn evaluate(
+        self: &Arc<Self>,
+        opts: FetchOptions,
+        timeout: Duration,
+        query: String,
+        range: Option<(i64, i64, i64)>,
+        at: i64,
+    ) -> Result<QueryResult, QueryError> {
+        if query.trim().is_empty() {
+            return Err(QueryError::BadData(
+                "1:1: parse error: no expression found in input".into(),
+            ));
+        }
+        let deadline = Instant::now() + timeout;
+        self.metrics.waiting.inc();
+        let permit = tokio::time::timeout(timeout, self.limiter.acquire()).await;
+        self.metrics.waiting.dec();
+        let Ok(Ok(_permit)) = permit else {
+            return Err(QueryError::Timeout("query queue"));
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let mut eopts = self.engine_options();
+        eopts.timeout = remaining;
+        let storage = Arc::new(FanoutStorage::new(
+            self.sources.clone(),
+            opts,
+            tokio::runtime::Handle::current(),
+        ));
+        let st = storage.clone();
+        self.metrics.in_flight.inc();
+        let task = tokio::task::spawn_blocking(move || {
+            let engine = Engine::new(eopts);
+            match range {
+                Some((start, end, step)) => engine.range(&*st, &query, start, end, step),
+                None => engine.instant(&*st, &query, at),
+            }
+        });
+        let res = tokio::time::timeout(remaining + Duration::from_millis(100), task).await;
+        self.metrics.in_flight.dec();
+        let mut res = match res {
+            Err(_) => return Err(QueryError::Timeout("query execution")),
+            Ok(Err(join)) => return Err(QueryError::Execution(format!("query panicked: {join}"))),
+            Ok(Ok(r)) => r?,
+        };
+        // The engine drains warnings itself; pick up any it left.
+        for w in strata_promql::Storage::take_warnings(&*storage) {
+            if !res.warnings.contains(&w) {
+                res.warnings.push(w);
+            }
+        }
+        Ok(res)
+    }
+
+    /// Run `f` on a blocking thread that drives the fan-out (CPU work stays off the
+    /// runtime's workers).
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Querier, &tokio::runtime::Handle) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let q = self.clone();
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || f(&q, &handle))
+            .await
+            .map_err(|e| ApiError {
+                error_type: "internal",
+                status: 500,
+                message: e.to_string(),
+            })
+    }
+
+    fn record(&self, endpoint: &str, start: Instant, r: &Result<Response, ApiError>) {
+        let status = match r {
+            Ok(_) => "success",
+            Err(e) => e.error_type,
+        };
+        self.metrics.queries.with(&[endpoint, status]).inc();
+        self.metrics.duration.with(&[endpoint]).observe_since(start);
+    }
+}
+
+fn finish(q: &Querier, endpoint: &str, start: Instant, r: Result<Response, ApiError>) -> Response {
+    q.record(endpoint, start, &r);
+    r.unwrap_or_else(ApiError::into_response)
+}
+
+fn ok(data: &str, warnings: &[String]) -> Response {
+    json_response(200, success_body(data, warnings))
+}
+
+// ---------------------------------------------------------------------------------------
+// Handlers
+
+async fn query(
+    State(q): State<Arc<Querier>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let start = Instant::now();
+    let r = query_inner(&q, &headers, raw.as_deref(), &body).await;
+    finish(&q, "query", start, r)
+}
+
+async fn query_inner(
+    q: &Arc<Querier>,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let p = Params::parse(headers, raw, body)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let ts = time_param(&p, "time", now)?;
+    let timeout = q.query_timeout(&p)?;
+    let opts = q.fetch_options(headers, &p, 0)?;
+    let res = q
+        .evaluate(opts, timeout, p.get("query").to_string(), None, ts)
+        .await
+        .map_err(|e| ApiError::from_query(&e))?;
+    Ok(ok(&value_json(&res.value), &res.warnings))
+}
+
+async fn query_range(
+    State(q): State<Arc<Querier>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let start = Instant::now();
+    let r = query_range_inner(&q, &headers, raw.as_deref(), &body).await;
+    finish(&q, "query_range", start, r)
+}
+
+async fn query_range_inner(
+    q: &Arc<Querier>,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let p = Params::parse(headers, raw, body)?;
+    let start = parse_time(p.get("start")).map_err(|e| ApiError::invalid_param("start", e))?;
+    let end = parse_time(p.get("end")).map_err(|e| ApiError::invalid_param("end", e))?;
+    if end < start {
+        return Err(ApiError::bad_data(
+            "end timestamp must not be before start time",
+        ));
+    }
+    let step_ns =
+        parse_duration_ns(p.get("step")).map_err(|e| ApiError::invalid_param("step", e))?;
+    if step_ns <= 0 {
+        return Err(ApiError::bad_data(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (i128::from(end - start) * 1_000_000) / i128::from(step_ns) > i128::from(MAX_POINTS) {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let timeout = q.query_timeout(&p)?;
+    let step_ms = (step_ns / 1_000_000).max(1);
+    let opts = q.fetch_options(headers, &p, step_ms / 5)?;
+    let res = q
+        .evaluate(
+            opts,
+            timeout,
+            p.get("query").to_string(),
+            Some((start, end, step_ms)),
+            0,
+        )
+        .await
+        .map_err(|e| ApiError::from_query(&e))?;
+    Ok(ok(&value_json(&res.value), &res.warnings))
+}
+
+async fn series(
+    State(q): State<Arc<Querier>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let start = Instant::now();
+    let r = series_inner(&q, &headers, raw.as_deref(), &body).await;
+    finish(&q, "series", start, r)
+}
+
+async fn series_inner(
+    q: &Arc<Querier>,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let p = Params::parse(headers, raw, body)?;
+    if p.all("match[]").is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    let limit = limit_param(&p)?;
+    let start = time_param(&p, "start", MIN_TIME_MS)?;
+    let end = time_param(&p, "end", MAX_TIME_MS)?;
+    let sets = matchers_param(&p)?;
+    let opts = q.fetch_options(headers, &p, 0)?;
+    let (mut all, mut warnings) = q
+        .blocking(move |q, h| -> Result<_, ApiError> {
+            let mut all = std::collections::BTreeSet::new();
+            let mut warnings = Vec::new();
+            for ms in &sets {
+                let f = h
+                    .block_on(q.sources.fetch(&opts, ms, start, end, None, true))
+                    .map_err(storage_error)?;
+                all.extend(f.series.into_iter().map(|(l, _)| l));
+                warnings.extend(f.warnings);
+            }
+            Ok((all.into_iter().collect::<Vec<Labels>>(), warnings))
+        })
+        .await??;
+    if limit > 0 && all.len() > limit {
+        all.truncate(limit);
+        warnings.push("results truncated due to limit".into());
+    }
+    let mut data = String::from("[");
+    for (i, l) in all.iter().enumerate() {
+        if i > 0 {
+            data.push(',');
+        }
+        write_labels(&mut data, l);
+    }
+    data.push(']');
+    Ok(ok(&data, &warnings))
+}
+
+fn storage_error(e: crate::fanout::FetchError) -> ApiError {
+    ApiError {
+        error_type: "execution",
+        status: 422,
+        message: e.0,
+    }
+}
+
+async fn labels(
+    State(q): State<Arc<Querier>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let start = Instant::now();
+    let r = labels_inner(&q, &headers, raw.as_deref(), &body, None).await;
+    finish(&q, "labels", start, r)
+}
+
+async fn label_values(
+    State(q): State<Arc<Querier>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let start = Instant::now();
+    let r = if valid_label_name(&name) {
+        labels_inner(&q, &headers, raw.as_deref(), &[], Some(name)).await
+    } else {
+        Err(ApiError::bad_data(format!(
+            "invalid label name: {}",
+            go_quote(&name)
+        )))
+    };
+    finish(&q, "label_values", start, r)
+}
+
+async fn labels_inner(
+    q: &Arc<Querier>,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    body: &[u8],
+    name: Option<String>,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(headers, raw, body)?;
+    let start = time_param(&p, "start", MIN_TIME_MS)?;
+    let end = time_param(&p, "end", MAX_TIME_MS)?;
+    let sets = matchers_param(&p)?;
+    let limit = limit_param(&p)?;
+    let opts = q.fetch_options(headers, &p, 0)?;
+    let (mut vals, mut warnings) = q
+        .blocking(move |q, h| -> Result<_, ApiError> {
+            let mut all = std::collections::BTreeSet::new();
+            let mut warnings = Vec::new();
+            let sets = if sets.is_empty() {
+                vec![Vec::new()]
+            } else {
+                sets
+            };
+            for ms in &sets {
+                let (v, w) = h
+                    .block_on(q.sources.labels(&opts, name.as_deref(), ms, start, end))
+                    .map_err(storage_error)?;
+                all.extend(v);
+                warnings.extend(w);
+            }
+            Ok((all.into_iter().collect::<Vec<String>>(), warnings))
+        })
+        .await??;
+    if limit > 0 && vals.len() > limit {
+        vals.truncate(limit);
+        warnings.push("results truncated due to limit".into());
+    }
+    Ok(ok(&string_array(&vals), &warnings))
+}
+
+async fn metadata() -> Response {
+    ok("{}", &[])
+}
+
+async fn exemplars(
+    State(q): State<Arc<Querier>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let start = Instant::now();
+    let r = (|| {
+        let p = Params::parse(&headers, raw.as_deref(), &body)?;
+        tenant_of(&headers)?;
+        if p.get("query").trim().is_empty() {
+            return Err(ApiError::invalid_param(
+                "query",
+                "1:1: parse error: no expression found in input",
+            ));
+        }
+        Ok(ok("[]", &[]))
+    })();
+    finish(&q, "query_exemplars", start, r)
+}
+
+async fn buildinfo() -> Response {
+    let mut data = String::from(r#"{"version":"#);
+    write_str(&mut data, PROMETHEUS_API_VERSION);
+    data.push_str(r#","revision":"","branch":"","buildUser":"","buildDate":"","goVersion":"","application":"strata","strataVersion":"#);
+    write_str(&mut data, env!("CARGO_PKG_VERSION"));
+    data.push('}');
+    ok(&data, &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_promql::{RangeSeries, VectorSample};
+
+    #[test]
+    fn values_format_like_prometheus() {
+        let cases = [
+            (1.0, "1"),
+            (0.1, "0.1"),
+            (-2.5, "-2.5"),
+            (1e20, "100000000000000000000"),
+            (1e21, "1e+21"),
+            (1.5e-7, "1.5e-07"),
+            (0.000001, "0.000001"),
+            (123456789.125, "123456789.125"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (1e300, "1e+300"),
+            (2.0f64.powi(60), "1152921504606847000"), // Go pads the shortest digits with zeros
+        ];
+        for (v, want) in cases {
+            assert_eq!(format_value(v), want, "{v:e}");
+        }
+    }
+
+    #[test]
+    fn timestamps_format_like_prometheus() {
+        let f = |t| {
+            let mut s = String::new();
+            write_ts(&mut s, t);
+            s
+        };
+        assert_eq!(f(1_700_000_000_123), "1700000000.123");
+        assert_eq!(f(1_700_000_000_000), "1700000000");
+        assert_eq!(f(1_700_000_000_120), "1700000000.120");
+        assert_eq!(f(1_700_000_000_005), "1700000000.005");
+        assert_eq!(f(-1500), "-1.500");
+        assert_eq!(f(0), "0");
+    }
+
+    #[test]
+    fn result_shapes_are_golden() {
+        let l = Labels::from_pairs([("__name__", "up"), ("job", "a<b>&\"c\"\n")]);
+        let v = Value::Vector(vec![VectorSample {
+            labels: l.clone(),
+            t: 1_700_000_000_123,
+            v: 1.0,
+        }]);
+        assert_eq!(
+            value_json(&v),
+            r#"{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"a\u003cb\u003e\u0026\"c\"\n"},"value":[1700000000.123,"1"]}]}"#
+        );
+        let m = Value::Matrix(vec![RangeSeries {
+            labels: Labels::from_pairs([("a", "b")]),
+            samples: vec![(1000, f64::NAN), (2500, f64::INFINITY)],
+        }]);
+        assert_eq!(
+            value_json(&m),
+            r#"{"resultType":"matrix","result":[{"metric":{"a":"b"},"values":[[1,"NaN"],[2.500,"+Inf"]]}]}"#
+        );
+        assert_eq!(
+            value_json(&Value::Scalar { t: 1000, v: -1e-7 }),
+            r#"{"resultType":"scalar","result":[1,"-1e-07"]}"#
+        );
+        assert_eq!(
+            value_json(&Value::String {
+                t: 1001,
+                s: "x\u{1}".into()
+            }),
+            r#"{"resultType":"string","result":[1.001,"x\u0001"]}"#
+        );
+        assert_eq!(
+            value_json(&Value::Vector(vec![])),
+            r#"{"resultType":"vector","result":[]}"#
+        );
+        assert_eq!(
+            value_json(&Value::Matrix(vec![])),
+            r#"{"resultType":"matrix","result":[]}"#
+        );
+        assert_eq!(
+            success_body("[]", &["w1".into()]),
+            r#"{"status":"success","data":[],"warnings":["w1"]}"#
+        );
+        assert_eq!(success_body("{}", &[]), r#"{"status":"success","data":{}}"#);
+        assert_eq!(
+            error_body("bad_data", "x \"y\""),
+            r#"{"status":"error","errorType":"bad_data","error":"x \"y\""}"#
+        );
+    }
+
+    #[test]
+    fn error_types_map_to_statuses() {
+        let cases = [
+            (
+                QueryError::BadData("1:3: parse error: x".into()),
+                "bad_data",
+                400,
+                "invalid parameter \"query\": 1:3: parse error: x",
+            ),
+            (
+                QueryError::Execution("many-to-many".into()),
+                "execution",
+                422,
+                "many-to-many",
+            ),
+            (
+                QueryError::TooManySamples,
+                "execution",
+                422,
+                "query processing would load too many samples into memory in query execution",
+            ),
+            (
+                QueryError::Timeout("query execution"),
+                "timeout",
+                503,
+                "query timed out in query execution",
+            ),
+            (
+                QueryError::Canceled("query execution"),
+                "canceled",
+                499,
+                "query was canceled in query execution",
+            ),
+        ];
+        for (e, typ, status, msg) in cases {
+            let a = ApiError::from_query(&e);
+            assert_eq!(
+                (a.error_type, a.status, a.message.as_str()),
+                (typ, status, msg)
+            );
+        }
+    }
+
+    #[test]
+    fn times_parse_like_prometheus() {
+        assert_eq!(parse_time("1700000000.123"), Ok(1_700_000_000_123));
+        assert_eq!(parse_time("1700000000"), Ok(1_700_000_000_000));
+        assert_eq!(parse_time("1700000000.1234"), Ok(1_700_000_000_123));
+        assert_eq!(parse_time("-1.5"), Ok(-1500));
+        assert_eq!(parse_time("2023-11-14T22:13:20Z"), Ok(1_700_000_000_000));
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20.123456Z"),
+            Ok(1_700_000_000_123)
+        );
+        assert_eq!(
+            parse_time("2023-11-15T00:13:20.5+02:00"),
+            Ok(1_700_000_000_500)
+        );
+        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse_time(MIN_TIME_FORMATTED), Ok(MIN_TIME_MS));
+        assert_eq!(parse_time(MAX_TIME_FORMATTED), Ok(MAX_TIME_MS));
+        assert_eq!(
+            parse_time("x").unwrap_err(),
+            "cannot parse \"x\" to a valid timestamp"
+        );
+        assert!(parse_time("2023-02-30T00:00:00Z").is_err());
+        assert!(parse_time("").is_err());
+    }
+
+    #[test]
+    fn durations_parse_like_prometheus() {
+        assert_eq!(parse_duration_ns("15"), Ok(15_000_000_000));
+        assert_eq!(parse_duration_ns("0.5"), Ok(500_000_000));
+        assert_eq!(parse_duration_ns("1m30s"), Ok(90_000_000_000));
+        assert_eq!(parse_duration_ns("5m"), Ok(300_000_000_000));
+        assert_eq!(parse_duration_ns("100ms"), Ok(100_000_000));
+        assert_eq!(parse_duration_ns("-1"), Ok(-1_000_000_000));
+        assert_eq!(
+            parse_duration_ns("x").unwrap_err(),
+            "cannot parse \"x\" to a valid duration"
+        );
+        assert!(parse_duration_ns("1e10")
+            .unwrap_err()
+            .contains("overflows int64"));
+        assert!(parse_duration_ns("").is_err());
+    }
+
+    #[test]
+    fn params_merge_body_first() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        let p = Params::parse(&h, Some("query=a&match[]=x"), b"query=b%2B1&match%5B%5D=y").unwrap();
+        assert_eq!(p.get("query"), "b+1");
+        assert_eq!(p.all("match[]"), vec!["y", "x"]);
+        assert_eq!(p.get("nope"), "");
+        // Not a form: the body is ignored.
+        let p = Params::parse(&HeaderMap::new(), None, b"query=b").unwrap();
+        assert_eq!(p.get("query"), "");
+    }
+
+    #[test]
+    fn label_names() {
+        assert!(valid_label_name("job"));
+        assert!(valid_label_name("__name__"));
+        assert!(!valid_label_name("1a"));
+        assert!(!valid_label_name("a-b"));
+        assert!(!valid_label_name(""));
+    }
+}

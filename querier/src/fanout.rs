@@ -1,0 +1,606 @@
+//! The global view: every `--endpoint` Store API server and the bucket, asked in
+//! parallel, merged per series, deduplicated by replica labels, and exposed to the
+//! engine as a [`promql::Storage`](strata_promql::Storage).
+//!
+//! Store API calls are async while `Storage::select` is sync: the engine runs on a
+//! blocking thread (`spawn_blocking`) and `select` drives the fan-out there with
+//! [`Handle::block_on`], so the runtime's worker threads only do I/O and a query never
+//! waits for a worker it occupies.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use strata_promql::{SelectHints, Storage, StorageError, StorageSeries};
+use strata_proto::prometheus::{label_matcher, LabelMatcher};
+use strata_proto::store::store_client::StoreClient;
+use strata_proto::store::{
+    chunk, series_response, Func, InfoRequest, LabelNamesRequest, LabelValuesRequest,
+    PartialResponseStrategy, QueryHints, Range, SeriesRequest,
+};
+use strata_tsdb::chunkenc::XorIter;
+use strata_tsdb::labels::Labels;
+use strata_tsdb::matcher::{MatchOp, Matcher};
+use tokio::runtime::Handle;
+use tonic::transport::Channel;
+
+use crate::bucket::{add_external, labels_match, BucketReader, SeriesData};
+use crate::dedup;
+use crate::metrics::QuerierMetrics;
+
+/// How long an endpoint's external labels (from `Info`) are reused.
+const INFO_TTL: Duration = Duration::from_secs(60);
+/// Largest gRPC message accepted from an endpoint.
+const MAX_MESSAGE: usize = 256 << 20;
+
+/// What one fan-out needs to know about the request it serves.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    pub tenant: String,
+    /// A failing source becomes a warning (true) or fails the request (false).
+    pub partial_response: bool,
+    /// Replica labels to deduplicate by; `None` when dedup is off.
+    pub replica_labels: Option<Vec<String>>,
+    /// Coarsest downsampling resolution accepted (ms), sent to the stores.
+    pub max_resolution_ms: i64,
+    /// Deadline for each source.
+    pub timeout: Duration,
+}
+
+/// Why a fan-out failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct FetchError(pub String);
+
+/// Series from every source, merged (and deduplicated when asked), plus warnings.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub series: Vec<SeriesData>,
+    pub warnings: Vec<String>,
+}
+
+/// One Store API endpoint, connected on first use.
+pub struct Endpoint {
+    addr: String,
+    client: OnceLock<Result<StoreClient<Channel>, String>>,
+    ext: Mutex<Option<(Instant, Vec<(String, String)>)>>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl Endpoint {
+    pub fn new(addr: impl Into<String>) -> Self {
+        Endpoint {
+            addr: addr.into(),
+            client: OnceLock::new(),
+            ext: Mutex::new(None),
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The client; must run inside the runtime (the channel spawns its worker).
+    fn client(&self, connect_timeout: Duration) -> Result<StoreClient<Channel>, String> {
+        self.client
+            .get_or_init(|| {
+                let uri = if self.addr.contains("://") {
+                    self.addr.clone()
+                } else {
+                    format!("http://{}", self.addr)
+                };
+                let ch = tonic::transport::Endpoint::from_shared(uri)
+                    .map_err(|e| format!("invalid address: {e}"))?
+                    .connect_timeout(connect_timeout)
+                    .connect_lazy();
+                Ok(StoreClient::new(ch)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE))
+            })
+            .clone()
+    }
+
+    fn request<T>(msg: T, tenant: &str, timeout: Duration) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        if let Ok(v) = tenant.parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>() {
+            req.metadata_mut().insert("x-scope-orgid", v.clone());
+            req.metadata_mut()
+                .insert(strata_proto::store::TENANT_METADATA_KEY, v);
+        }
+        req.set_timeout(timeout);
+        req
+    }
+
+    /// The endpoint's external labels: its single advertised label set (none when it
+    /// advertises zero or several), added to its series that lack them so they line up
+    /// with the blocks it uploaded (whose `meta.json` carries the same labels).
+    async fn external_labels(
+        &self,
+        client: &mut StoreClient<Channel>,
+        tenant: &str,
+        timeout: Duration,
+    ) -> Vec<(String, String)> {
+        if let Some((at, ext)) = &*self.ext.lock().unwrap_or_else(|e| e.into_inner()) {
+            if at.elapsed() < INFO_TTL {
+                return ext.clone();
+            }
+        }
+        let Ok(resp) = client
+            .info(Self::request(InfoRequest {}, tenant, timeout))
+            .await
+        else {
+            return Vec::new();
+        };
+        let info = resp.into_inner();
+        let sets = if info.label_sets.is_empty() && !info.labels.is_empty() {
+            vec![info.labels]
+        } else {
+            info.label_sets.into_iter().map(|s| s.labels).collect()
+        };
+        let ext: Vec<(String, String)> = match sets.as_slice() {
+            [one] => one
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        *self.ext.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), ext.clone()));
+        ext
+    }
+
+    async fn series(
+        &self,
+        req: SeriesRequest,
+        opts: &FetchOptions,
+    ) -> Result<(Vec<SeriesData>, Vec<String>), String> {
+        let mut client = self.client(opts.timeout)?;
+        let (mint, maxt) = (req.min_time, req.max_time);
+        let skip_chunks = req.skip_chunks;
+        let mut info_client = client.clone();
+        let ext_fut = self.external_labels(&mut info_client, &opts.tenant, opts.timeout);
+        let series_fut = async {
+            let mut stream = client
+                .series(Self::request(req, &opts.tenant, opts.timeout))
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            let mut out = Vec::new();
+            let mut warnings = Vec::new();
+            while let Some(msg) = stream.message().await.map_err(status_text)? {
+                match msg.result {
+                    Some(series_response::Result::Series(s)) => {
+                        let labels =
+                            Labels::from_pairs(s.labels.iter().map(|l| (&l.name, &l.value)));
+                        let mut samples = Vec::new();
+                        for c in &s.chunks {
+                            // Raw XOR chunks only: downsampled aggregates and histograms
+                            // have no float-sample reading here.
+                            let Some(raw) = &c.raw else { continue };
+                            if raw.r#type != chunk::Encoding::Xor as i32 {
+                                continue;
+                            }
+                            let mut it = XorIter::new(&raw.data);
+                            for (t, v) in it.by_ref() {
+                                if t > maxt {
+                                    break;
+                                }
+                                if t >= mint {
+                                    samples.push((t, v));
+                                }
+                            }
+                            if let Some(e) = it.err() {
+                                return Err(format!("series {labels}: chunk data: {e}"));
+                            }
+                        }
+                        if skip_chunks || !samples.is_empty() {
+                            out.push((labels, samples));
+                        }
+                    }
+                    Some(series_response::Result::Warning(w)) => warnings.push(w),
+                    Some(series_response::Result::Hints(_)) | None => {}
+                }
+            }
+            Ok((out, warnings))
+        };
+        let (ext, res) = futures::future::join(ext_fut, series_fut).await;
+        let (mut out, warnings) = res?;
+        if !ext.is_empty() {
+            for s in &mut out {
+                s.0 = add_external(std::mem::take(&mut s.0), &ext);
+            }
+        }
+        Ok((out, warnings))
+    }
+}
+
+fn status_text(s: tonic::Status) -> String {
+    let msg = s.message();
+    if msg.is_empty() {
+        format!("rpc error: code = {:?}", s.code())
+    } else {
+        format!("rpc error: code = {:?} desc = {msg}", s.code())
+    }
+}
+
+pub fn matchers_to_proto(ms: &[Matcher]) -> Vec<LabelMatcher> {
+    ms.iter()
+        .map(|m| LabelMatcher {
+            r#type: match m.op {
+                MatchOp::Equal => label_matcher::Type::Eq,
+                MatchOp::NotEqual => label_matcher::Type::Neq,
+                MatchOp::RegexMatch => label_matcher::Type::Re,
+                MatchOp::RegexNoMatch => label_matcher::Type::Nre,
+            } as i32,
+            name: m.name.clone(),
+            value: m.value.clone(),
+        })
+        .collect()
+}
+
+/// Merge series from several sources: same labels → samples merged by timestamp, the
+/// first source's sample kept on equal timestamps. Sorted by labels.
+pub fn merge_sources(parts: Vec<Vec<SeriesData>>, keep_empty: bool) -> Vec<SeriesData> {
+    let mut map: BTreeMap<Labels, Vec<Vec<(i64, f64)>>> = BTreeMap::new();
+    for part in parts {
+        for (l, s) in part {
+            map.entry(l).or_default().push(s);
+        }
+    }
+    map.into_iter()
+        .filter_map(|(l, mut lists)| {
+            let samples = if lists.len() == 1 {
+                let mut s = lists.pop().expect("one list");
+                if !s.windows(2).all(|w| w[0].0 < w[1].0) {
+                    s.sort_by_key(|p| p.0);
+                    s.dedup_by_key(|p| p.0);
+                }
+                s
+            } else {
+                let mut all: Vec<(i64, f64)> = lists.concat();
+                // stable: on equal timestamps the earlier source stays first
+                all.sort_by_key(|p| p.0);
+                all.dedup_by_key(|p| p.0);
+                all
+            };
+            (keep_empty || !samples.is_empty()).then_some((l, samples))
+        })
+        .collect()
+}
+
+/// The set of sources a querier reads.
+#[derive(Debug)]
+pub struct Sources {
+    pub endpoints: Vec<Arc<Endpoint>>,
+    pub bucket: Option<BucketReader>,
+    pub metrics: QuerierMetrics,
+}
+
+impl Sources {
+    /// Ask every source for series matching `matchers` in `[mint, maxt]`, in parallel.
+    pub async fn fetch(
+        &self,
+        opts: &FetchOptions,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: Option<&SelectHints>,
+        skip_chunks: bool,
+    ) -> Result<Fetched, FetchError> {
+        let req = SeriesRequest {
+            min_time: mint,
+            max_time: maxt,
+            matchers: matchers_to_proto(matchers),
+            max_resolution_window: opts.max_resolution_ms,
+            partial_response_disabled: !opts.partial_response,
+            partial_response_strategy: if opts.partial_response {
+                PartialResponseStrategy::Warn
+            } else {
+                PartialResponseStrategy::Abort
+            } as i32,
+            skip_chunks,
+            step: hints.map_or(0, |h| h.step),
+            range: hints.map_or(0, |h| h.range),
+            query_hints: hints.map(|h| QueryHints {
+                step_millis: h.step,
+                func: h.func.as_ref().map(|f| Func { name: f.clone() }),
+                grouping: None,
+                range: Some(Range { millis: h.range }),
+            }),
+            ..Default::default()
+        };
+        let eps = self.endpoints.iter().map(|ep| {
+            let req = req.clone();
+            async move {
+                let r = tokio::time::timeout(opts.timeout, ep.series(req, opts))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no response within {:?}", opts.timeout)));
+                (format!("endpoint {}", ep.addr), r)
+            }
+        });
+        let bucket = async {
+            let Some(b) = &self.bucket else { return None };
+            let r = tokio::time::timeout(
+                opts.timeout,
+                b.series(&opts.tenant, matchers, mint, maxt, skip_chunks),
+            )
+            .await
+            .unwrap_or_else(|_| Err(format!("no response within {:?}", opts.timeout)))
+            .map(|s| (s, Vec::new()));
+            Some((format!("bucket {}", b.bucket()), r))
+        };
+        let (results, bucket) = futures::future::join(futures::future::join_all(eps), bucket).await;
+        let mut parts = Vec::new();
+        let mut warnings = Vec::new();
+        for (name, r) in results.into_iter().chain(bucket) {
+            match r {
+                Ok((series, w)) => {
+                    parts.push(series);
+                    warnings.extend(w);
+                }
+                Err(e) => {
+                    self.metrics
+                        .store_failures
+                        .with(&[source_label(&name)])
+                        .inc();
+                    let msg = format!("{name}: {e}");
+                    if !opts.partial_response {
+                        return Err(FetchError(msg));
+                    }
+                    tracing::warn!(source = %name, error = %e, "store failed; answering with partial data");
+                    warnings.push(msg);
+                }
+            }
+        }
+        // Stores may ignore matchers they cannot apply: filter once more.
+        for p in &mut parts {
+            p.retain(|(l, _)| labels_match(l, matchers));
+        }
+        let merged = merge_sources(parts, skip_chunks);
+        let series = match &opts.replica_labels {
+            Some(rl) if !rl.is_empty() => {
+                let counter = dedup::is_counter_func(hints.and_then(|h| h.func.as_deref()));
+                dedup::dedup(merged, rl, counter)
+            }
+            _ => merged,
+        };
+        Ok(Fetched { series, warnings })
+    }
+
+    /// Label names (or the values of `name`) of series matching `matchers` in
+    /// `[mint, maxt]`. Without matchers the stores' label APIs and the block indexes
+    /// answer; with matchers, the matching series do.
+    pub async fn labels(
+        &self,
+        opts: &FetchOptions,
+        name: Option<&str>,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<(Vec<String>, Vec<String>), FetchError> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut warnings = Vec::new();
+        let replica: Vec<&str> = opts
+            .replica_labels
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        if !matchers.is_empty() {
+            let f = self.fetch(opts, matchers, mint, maxt, None, true).await?;
+            for (l, _) in &f.series {
+                match name {
+                    Some(n) => out.extend(l.get(n).map(str::to_string)),
+                    None => out.extend(l.iter().map(|l| l.name.to_string())),
+                }
+            }
+            return Ok((out.into_iter().collect(), f.warnings));
+        }
+        let eps = self.endpoints.iter().map(|ep| async move {
+            let r = tokio::time::timeout(opts.timeout, ep.labels(opts, name, mint, maxt))
+                .await
+                .unwrap_or_else(|_| Err(format!("no response within {:?}", opts.timeout)));
+            (format!("endpoint {}", ep.addr), r)
+        });
+        let bucket = async {
+            let b = self.bucket.as_ref()?;
+            let r = tokio::time::timeout(
+                opts.timeout,
+                bucket_labels(b, &opts.tenant, name, mint, maxt),
+            )
+            .await
+            .unwrap_or_else(|_| Err(format!("no response within {:?}", opts.timeout)));
+            Some((format!("bucket {}", b.bucket()), r.map(|v| (v, Vec::new()))))
+        };
+        let (results, bucket) = futures::future::join(futures::future::join_all(eps), bucket).await;
+        for (src, r) in results.into_iter().chain(bucket) {
+            match r {
+                Ok((v, w)) => {
+                    out.extend(v);
+                    warnings.extend(w);
+                }
+                Err(e) => {
+                    self.metrics
+                        .store_failures
+                        .with(&[source_label(&src)])
+                        .inc();
+                    let msg = format!("{src}: {e}");
+                    if !opts.partial_response {
+                        return Err(FetchError(msg));
+                    }
+                    warnings.push(msg);
+                }
+            }
+        }
+        if name.is_none() {
+            for r in replica {
+                out.remove(r);
+            }
+        }
+        Ok((out.into_iter().collect(), warnings))
+    }
+}
+
+fn source_label(name: &str) -> &str {
+    name.strip_prefix("endpoint ").unwrap_or("bucket")
+}
+
+impl Endpoint {
+    async fn labels(
+        &self,
+        opts: &FetchOptions,
+        name: Option<&str>,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<(Vec<String>, Vec<String>), String> {
+        let mut client = self.client(opts.timeout)?;
+        let mut info_client = client.clone();
+        let ext = self
+            .external_labels(&mut info_client, &opts.tenant, opts.timeout)
+            .await;
+        let (mut vals, warnings) = match name {
+            None => {
+                let r = client
+                    .label_names(Endpoint::request(
+                        LabelNamesRequest {
+                            start: mint,
+                            end: maxt,
+                            ..Default::default()
+                        },
+                        &opts.tenant,
+                        opts.timeout,
+                    ))
+                    .await
+                    .map_err(status_text)?
+                    .into_inner();
+                (r.names, r.warnings)
+            }
+            Some(n) => {
+                let r = client
+                    .label_values(Endpoint::request(
+                        LabelValuesRequest {
+                            label: n.to_string(),
+                            start: mint,
+                            end: maxt,
+                            ..Default::default()
+                        },
+                        &opts.tenant,
+                        opts.timeout,
+                    ))
+                    .await
+                    .map_err(status_text)?
+                    .into_inner();
+                (r.values, r.warnings)
+            }
+        };
+        // An endpoint with data has its external labels on every series.
+        if !vals.is_empty() {
+            for (n, v) in &ext {
+                match name {
+                    None => vals.push(n.clone()),
+                    Some(want) if want == n => vals = vec![v.clone()],
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok((vals, warnings))
+    }
+}
+
+async fn bucket_labels(
+    b: &BucketReader,
+    tenant: &str,
+    name: Option<&str>,
+    mint: i64,
+    maxt: i64,
+) -> Result<Vec<String>, String> {
+    // All series of the range: the index's label tables would also list series whose
+    // chunks lie outside it; reading series labels keeps the answer exact.
+    let all = Matcher::new(MatchOp::RegexMatch, "__name__", ".+").map_err(|e| e.to_string())?;
+    let series = b.series(tenant, &[all], mint, maxt, true).await?;
+    let mut out = std::collections::BTreeSet::new();
+    for (l, _) in series {
+        match name {
+            Some(n) => out.extend(l.get(n).map(str::to_string)),
+            None => out.extend(l.iter().map(|l| l.name.to_string())),
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// The engine's view of the sources for one query.
+pub struct FanoutStorage {
+    sources: Arc<Sources>,
+    opts: FetchOptions,
+    handle: Handle,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl FanoutStorage {
+    /// `handle`: the runtime the fan-out runs on; `select` must be called from a thread
+    /// that is not one of its workers (e.g. inside `spawn_blocking`).
+    pub fn new(sources: Arc<Sources>, opts: FetchOptions, handle: Handle) -> Self {
+        FanoutStorage {
+            sources,
+            opts,
+            handle,
+            warnings: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Storage for FanoutStorage {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: &SelectHints,
+    ) -> Result<Vec<StorageSeries>, StorageError> {
+        let fetched = self
+            .handle
+            .block_on(
+                self.sources
+                    .fetch(&self.opts, matchers, mint, maxt, Some(hints), false),
+            )
+            .map_err(|e| StorageError::Unavailable(e.0))?;
+        if !fetched.warnings.is_empty() {
+            let mut w = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+            for x in fetched.warnings {
+                if !w.contains(&x) {
+                    w.push(x);
+                }
+            }
+        }
+        Ok(fetched
+            .series
+            .into_iter()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(labels, samples)| StorageSeries { labels, samples })
+            .collect())
+    }
+
+    fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_never_double_counts() {
+        let l = Labels::from_pairs([("__name__", "up")]);
+        let a = vec![(l.clone(), vec![(1, 1.0), (2, 2.0), (3, 3.0)])];
+        let b = vec![(l.clone(), vec![(2, 20.0), (3, 30.0), (4, 4.0)])];
+        let m = merge_sources(vec![a, b], false);
+        assert_eq!(m, vec![(l, vec![(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)])]);
+    }
+}

@@ -1,0 +1,248 @@
+//! The querier: Prometheus's HTTP query API (`/api/v1/query`, `query_range`, `series`,
+//! `labels`, `label/<name>/values`, …, also under `/prometheus`) answered over the
+//! global view: every Store API endpoint (`--endpoint`: ingesters, sidecars) and the
+//! bucket, asked in parallel, merged per series, HA replicas deduplicated
+//! (`--query.replica-label`), evaluated by [`strata_promql::Engine`].
+//!
+//! * [`api`]: the HTTP handlers, parameter parsing and Prometheus's exact JSON.
+//! * [`fanout`]: the [`Storage`](strata_promql::Storage) over endpoints and bucket.
+//! * [`bucket`]: blocks read straight from the bucket by range reads.
+//! * [`dedup`]: Thanos's penalty-based replica deduplication.
+//!
+//! ```no_run
+//! use strata_kit::metrics::Registry;
+//! use strata_querier::{Querier, QuerierConfig};
+//!
+//! let registry = Registry::new();
+//! let cfg = QuerierConfig {
+//!     endpoints: vec!["127.0.0.1:10901".into()],
+//!     replica_labels: vec!["replica".into()],
+//!     ..QuerierConfig::default()
+//! };
+//! let querier = Querier::new(cfg, &registry).unwrap();
+//! let routes: axum::Router = querier.routes();
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_kit::metrics::Registry;
+use strata_objstore::Bucket;
+use strata_promql::EngineOptions;
+
+pub mod api;
+pub mod bucket;
+pub mod dedup;
+pub mod fanout;
+pub mod metrics;
+
+use fanout::{Endpoint, Sources};
+
+/// The tenant of requests that name none.
+pub const DEFAULT_TENANT: &str = "anonymous";
+
+/// Everything the querier is configured with (the `strata querier` flags).
+#[derive(Debug, Clone)]
+pub struct QuerierConfig {
+    /// Store API endpoints, `HOST:PORT` (or a URI) [`--endpoint`, `--store`].
+    pub endpoints: Vec<String>,
+    /// The bucket to read blocks from [`--objstore.config-file`]; `None`: endpoints only.
+    pub bucket: Option<Bucket>,
+    /// Labels that tell HA replicas apart [`--query.replica-label`].
+    pub replica_labels: Vec<String>,
+    /// Wall-clock limit per query [`--query.timeout`].
+    pub timeout: Duration,
+    /// Samples one query may hold [`--query.max-samples`].
+    pub max_samples: usize,
+    /// Queries evaluated at once; more wait [`--query.max-concurrent`].
+    pub max_concurrent: usize,
+    /// Lookback of instant selectors [`--query.lookback-delta`].
+    pub lookback_delta: Duration,
+    /// Default of the `partial_response` parameter [`--query.partial-response`].
+    pub partial_response: bool,
+    /// Deadline for one store's answer; `None`: the query timeout
+    /// [`--store.response-timeout`].
+    pub store_timeout: Option<Duration>,
+    /// Bytes of block indexes kept in memory.
+    pub index_cache_bytes: u64,
+}
+
+impl Default for QuerierConfig {
+    fn default() -> Self {
+        QuerierConfig {
+            endpoints: Vec::new(),
+            bucket: None,
+            replica_labels: Vec::new(),
+            timeout: Duration::from_secs(120),
+            max_samples: 50_000_000,
+            max_concurrent: 20,
+            lookback_delta: Duration::from_secs(300),
+            partial_response: true,
+            store_timeout: None,
+            index_cache_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Why the querier could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// The querier: configuration, sources, engine limits and metrics. Serve it with
+/// [`Querier::routes`].
+#[derive(Debug)]
+pub struct Querier {
+    pub(crate) config: QuerierConfig,
+    pub(crate) sources: Arc<Sources>,
+    pub(crate) limiter: tokio::sync::Semaphore,
+    pub(crate) metrics: metrics::QuerierMetrics,
+}
+
+impl Querier {
+    /// Check the configuration and register the querier's metrics in `registry`. No
+    /// connection is made: endpoints are dialled on first use.
+    pub fn new(config: QuerierConfig, registry: &Registry) -> Result<Arc<Querier>, Error> {
+        if config.max_concurrent == 0 {
+            return Err(Error::Config(
+                "--query.max-concurrent must be at least 1".into(),
+            ));
+        }
+        if config.timeout.is_zero() {
+            return Err(Error::Config("--query.timeout must be positive".into()));
+        }
+        for e in &config.endpoints {
+            if e.is_empty() {
+                return Err(Error::Config("--endpoint: empty address".into()));
+            }
+        }
+        for l in &config.replica_labels {
+            if !api::valid_label_name(l) {
+                return Err(Error::Config(format!(
+                    "--query.replica-label: invalid label name {l:?}"
+                )));
+            }
+        }
+        let metrics = metrics::QuerierMetrics::new(registry);
+        let sources = Arc::new(Sources {
+            endpoints: config
+                .endpoints
+                .iter()
+                .map(|a| Arc::new(Endpoint::new(a.clone())))
+                .collect(),
+            bucket: config
+                .bucket
+                .clone()
+                .map(|b| bucket::BucketReader::new(b, config.index_cache_bytes)),
+            metrics: metrics.clone(),
+        });
+        Ok(Arc::new(Querier {
+            limiter: tokio::sync::Semaphore::new(config.max_concurrent),
+            config,
+            sources,
+            metrics,
+        }))
+    }
+
+    pub fn config(&self) -> &QuerierConfig {
+        &self.config
+    }
+
+    /// The engine settings the flags give.
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            lookback_delta_ms: self.config.lookback_delta.as_millis() as i64,
+            max_samples: self.config.max_samples,
+            timeout: self.config.timeout,
+        }
+    }
+
+    /// What a request for `tenant` without query parameters gets: the flags' partial
+    /// response and replica labels, raw data.
+    pub fn default_fetch_options(&self, tenant: &str) -> fanout::FetchOptions {
+        fanout::FetchOptions {
+            tenant: tenant.to_string(),
+            partial_response: self.config.partial_response,
+            replica_labels: Some(self.config.replica_labels.clone()),
+            max_resolution_ms: 0,
+            timeout: self.config.store_timeout.unwrap_or(self.config.timeout),
+        }
+    }
+
+    /// The engine's [`Storage`](strata_promql::Storage) over every source for one
+    /// query (e.g. for rule evaluation). Call `select` off the runtime's worker threads
+    /// (`spawn_blocking`): it blocks on `handle`.
+    pub fn storage(
+        &self,
+        opts: fanout::FetchOptions,
+        handle: tokio::runtime::Handle,
+    ) -> fanout::FanoutStorage {
+        fanout::FanoutStorage::new(self.sources.clone(), opts, handle)
+    }
+
+    /// The API routes, at `/api/v1/…` and `/prometheus/api/v1/…`. Merge into the kit
+    /// router (which adds `/metrics`, `/-/healthy`, `/-/ready`) and instrument once.
+    pub fn routes(self: &Arc<Self>) -> axum::Router {
+        let api = api::router(self.clone());
+        axum::Router::new()
+            .merge(api.clone())
+            .nest("/prometheus", api)
+    }
+}
+
+/// Mimir's tenant ID rule (the ingester's `validate_tenant`): 1–150 characters of
+/// alphanumerics and `!-_.*'()`, not `.` or `..`.
+pub fn validate_tenant(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("tenant ID is empty".into());
+    }
+    if id.len() > 150 {
+        return Err(format!(
+            "tenant ID is {} characters long; the limit is 150",
+            id.len()
+        ));
+    }
+    if id == "." || id == ".." {
+        return Err(format!("tenant ID '{id}' is not allowed"));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()".contains(*c)))
+    {
+        return Err(format!(
+            "tenant ID '{id}' contains unsupported character '{c}'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_rule() {
+        assert!(validate_tenant("team-a").is_ok());
+        assert!(validate_tenant("anonymous").is_ok());
+        for bad in ["", "..", ".", "a/b", "a b", &"x".repeat(151)] {
+            assert!(validate_tenant(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn config_checks() {
+        let reg = Registry::new();
+        let bad = QuerierConfig {
+            max_concurrent: 0,
+            ..Default::default()
+        };
+        assert!(Querier::new(bad, &reg).is_err());
+        let bad = QuerierConfig {
+            replica_labels: vec!["a-b".into()],
+            ..Default::default()
+        };
+        assert!(Querier::new(bad, &reg).is_err());
+    }
+}

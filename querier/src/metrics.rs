@@ -1,0 +1,50 @@
+//! The querier's self-metrics, built from the registry it is handed.
+
+use strata_kit::metrics::{CounterVec, Gauge, HistogramVec, Registry, LATENCY_BUCKETS};
+
+#[derive(Clone, Debug)]
+pub struct QuerierMetrics {
+    /// `strata_querier_queries_total{endpoint,status}`: API requests by API endpoint
+    /// (`query`, `query_range`, `series`, ...) and outcome (`success` or the error type).
+    pub queries: CounterVec,
+    /// `strata_querier_query_duration_seconds{endpoint}`.
+    pub duration: HistogramVec,
+    /// `strata_querier_store_request_failures_total{store}`: failed requests to a Store
+    /// API endpoint (its address) or the bucket (`bucket`).
+    pub store_failures: CounterVec,
+    /// `strata_querier_queries_in_flight`: queries evaluating now.
+    pub in_flight: Gauge,
+    /// `strata_querier_queries_waiting`: queries waiting for `--query.max-concurrent`.
+    pub waiting: Gauge,
+}
+
+impl QuerierMetrics {
+    pub fn new(reg: &Registry) -> Self {
+        QuerierMetrics {
+            queries: reg.counter_vec(
+                "strata_querier_queries_total",
+                "Querier API requests, by API endpoint and status (success or the Prometheus error type).",
+                &["endpoint", "status"],
+            ),
+            duration: reg.histogram_vec(
+                "strata_querier_query_duration_seconds",
+                "Time to answer querier API requests, by API endpoint.",
+                LATENCY_BUCKETS,
+                &["endpoint"],
+            ),
+            store_failures: reg.counter_vec(
+                "strata_querier_store_request_failures_total",
+                "Failed requests to a Store API endpoint (by address) or the bucket (store=\"bucket\").",
+                &["store"],
+            ),
+            in_flight: reg.gauge(
+                "strata_querier_queries_in_flight",
+                "PromQL queries being evaluated.",
+            ),
+            waiting: reg.gauge(
+                "strata_querier_queries_waiting",
+                "PromQL queries waiting for a slot (--query.max-concurrent).",
+            ),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! `strata querier`: the Prometheus query API over Store API endpoints and the bucket.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{ArgAction, Args};
+use strata_kit::http::{instrument, router, Readiness, Server, ServerState};
+use strata_kit::metrics::Registry;
+use strata_kit::shutdown::Shutdown;
+use strata_kit::{parse_duration_ms, HttpArgs};
+use strata_objstore::Bucket;
+use strata_querier::{Querier, QuerierConfig};
+
+/// `strata querier`: Thanos's flag names and default port.
+#[derive(Debug, Args)]
+pub struct QuerierCmd {
+    #[command(flatten)]
+    http: HttpArgs<10902>,
+    #[command(flatten)]
+    querier: QuerierArgs,
+}
+
+/// The querier's own flags.
+#[derive(Debug, Clone, Args)]
+pub struct QuerierArgs {
+    /// Store API endpoint to query, HOST:PORT: an ingester, a sidecar (repeatable).
+    #[arg(long = "endpoint", visible_alias = "store", value_name = "HOST:PORT")]
+    pub endpoints: Vec<String>,
+    /// Object store configuration file (Thanos objstore YAML); without it only the
+    /// endpoints are queried.
+    #[arg(long = "objstore.config-file", value_name = "FILE")]
+    pub objstore_config_file: Option<PathBuf>,
+    /// Label that tells HA replicas apart; series equal but for it are deduplicated
+    /// (repeatable).
+    #[arg(long = "query.replica-label", value_name = "NAME")]
+    pub replica_labels: Vec<String>,
+    /// Maximum time to process a query.
+    #[arg(long = "query.timeout", value_name = "DURATION", default_value = "2m", value_parser = parse_duration_ms)]
+    pub timeout_ms: i64,
+    /// Maximum number of samples a single query can load into memory.
+    #[arg(
+        long = "query.max-samples",
+        value_name = "N",
+        default_value_t = 50_000_000
+    )]
+    pub max_samples: usize,
+    /// Maximum number of queries evaluated at once; more wait.
+    #[arg(long = "query.max-concurrent", value_name = "N", default_value_t = 20)]
+    pub max_concurrent: usize,
+    /// How far back an instant selector looks for a sample.
+    #[arg(long = "query.lookback-delta", value_name = "DURATION", default_value = "5m", value_parser = parse_duration_ms)]
+    pub lookback_delta_ms: i64,
+    /// Answer with the data available (and a warning) when a store fails; the
+    /// `partial_response` parameter overrides it per request.
+    #[arg(
+        long = "query.partial-response",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub partial_response: bool,
+    /// Maximum time to wait for one store's answer; 0 = the query timeout.
+    #[arg(long = "store.response-timeout", value_name = "DURATION", default_value = "0ms", value_parser = parse_duration_ms)]
+    pub store_response_timeout_ms: i64,
+}
+
+impl QuerierArgs {
+    /// The querier's configuration, reading the objstore file if given.
+    pub fn config(&self) -> anyhow::Result<QuerierConfig> {
+        let bucket = match &self.objstore_config_file {
+            Some(f) => Some(Bucket::from_config_file(f).context("--objstore.config-file")?),
+            None => None,
+        };
+        let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
+        Ok(QuerierConfig {
+            endpoints: self.endpoints.clone(),
+            bucket,
+            replica_labels: self.replica_labels.clone(),
+            timeout: ms(self.timeout_ms),
+            max_samples: self.max_samples,
+            max_concurrent: self.max_concurrent,
+            lookback_delta: ms(self.lookback_delta_ms),
+            partial_response: self.partial_response,
+            store_timeout: (self.store_response_timeout_ms > 0)
+                .then(|| ms(self.store_response_timeout_ms)),
+            ..QuerierConfig::default()
+        })
+    }
+}
+
+pub fn run_querier(cmd: QuerierCmd) -> anyhow::Result<ExitCode> {
+    let config = cmd.querier.config()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let registry = Registry::with_process_metrics();
+        let shutdown = Shutdown::with_signals();
+        let http = Server::bind(cmd.http.http_address)
+            .await?
+            .with_grace_period(cmd.http.grace_period());
+        tracing::info!(
+            endpoints = ?config.endpoints,
+            bucket = %config.bucket.as_ref().map_or("none".to_string(), |b| b.to_string()),
+            replica_labels = ?config.replica_labels,
+            "starting querier"
+        );
+        let querier = Querier::new(config, &registry).context("querier")?;
+        let readiness = Readiness::new();
+        let state = ServerState::new(&registry, readiness.clone());
+        let app = instrument(router(state.clone()).merge(querier.routes()), &state);
+        readiness.set_ready();
+        http.serve(app, shutdown).await?;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
