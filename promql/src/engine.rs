@@ -14,7 +14,10 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(opts: EngineOptions) -> Self {
-        Engine { opts, default_subquery_step_ms: 60_000 }
+        Engine {
+            opts,
+            default_subquery_step_ms: 60_000,
+        }
     }
 
     /// Step of subqueries written without one (`[30m:]`); Prometheus uses the global
@@ -32,12 +35,20 @@ impl Engine {
         parser::parse(query).map_err(QueryError::BadData)
     }
 
-    fn evaluator<'a>(&self, storage: &'a dyn Storage, start: i64, end: i64, step: i64) -> Evaluator<'a> {
+    fn evaluator<'a>(
+        &self,
+        storage: &'a dyn Storage,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Evaluator<'a> {
         Evaluator {
             storage,
             lookback: self.opts.lookback_delta_ms,
             max_samples: self.opts.max_samples,
-            deadline: Instant::now() + self.opts.timeout,
+            deadline: Instant::now()
+                .checked_add(self.opts.timeout)
+                .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(86_400 * 365)),
             query_start: start,
             query_end: end,
             query_step: step,
@@ -47,10 +58,24 @@ impl Engine {
     }
 
     /// Evaluate `query` at `t` (ms).
-    pub fn instant(&self, storage: &dyn Storage, query: &str, t: i64) -> Result<QueryResult, QueryError> {
+    pub fn instant(
+        &self,
+        storage: &dyn Storage,
+        query: &str,
+        t: i64,
+    ) -> Result<QueryResult, QueryError> {
         let expr = Self::parse(query)?;
         let mut ev = self.evaluator(storage, t, t, 0);
-        let val = ev.eval(&expr, Ctx { start: t, end: t, step: 1 });
+        let val = guarded(|| {
+            ev.eval(
+                &expr,
+                Ctx {
+                    start: t,
+                    end: t,
+                    step: 1,
+                },
+            )
+        });
         let warnings = storage.take_warnings();
         let value = match val? {
             Val::Scalar(v) => Value::Scalar { t, v: v[0] },
@@ -59,14 +84,27 @@ impl Engine {
                 let v = cleanup(v)?;
                 Value::Vector(
                     v.into_iter()
-                        .filter_map(|s| s.pts.first().map(|p| VectorSample { labels: s.labels, t, v: p.1 }))
+                        .filter_map(|s| {
+                            s.pts.first().map(|p| VectorSample {
+                                labels: s.labels,
+                                t,
+                                v: p.1,
+                            })
+                        })
                         .collect(),
                 )
             }
             Val::Matrix(m) => {
                 let mut m = cleanup(m)?;
                 m.sort_by(|a, b| a.labels.cmp(&b.labels));
-                Value::Matrix(m.into_iter().map(|s| RangeSeries { labels: s.labels, samples: s.pts }).collect())
+                Value::Matrix(
+                    m.into_iter()
+                        .map(|s| RangeSeries {
+                            labels: s.labels,
+                            samples: s.pts,
+                        })
+                        .collect(),
+                )
             }
         };
         Ok(QueryResult { value, warnings })
@@ -87,36 +125,59 @@ impl Engine {
             ));
         }
         if end < start {
-            return Err(QueryError::BadData("end timestamp must not be before start time".into()));
+            return Err(QueryError::BadData(
+                "end timestamp must not be before start time".into(),
+            ));
         }
         let expr = Self::parse(query)?;
         use promql_parser::parser::value::ValueType;
         match expr.value_type() {
             ValueType::Scalar | ValueType::Vector => {}
             vt => {
-                let name = if vt == ValueType::Matrix { "range vector" } else { "string" };
+                let name = if vt == ValueType::Matrix {
+                    "range vector"
+                } else {
+                    "string"
+                };
                 return Err(QueryError::BadData(format!(
                     "invalid expression type \"{name}\" for range query, must be Scalar or instant Vector"
                 )));
             }
         }
         let ctx = Ctx { start, end, step };
+        if ((end - start) / step) as u64 >= self.opts.max_samples as u64 {
+            return Err(QueryError::TooManySamples);
+        }
         let mut ev = self.evaluator(storage, start, end, step);
-        let val = ev.eval(&expr, ctx);
+        let val = guarded(|| ev.eval(&expr, ctx));
         let warnings = storage.take_warnings();
         let mut series = match val? {
             Val::Scalar(v) => vec![RangeSeries {
                 labels: Default::default(),
-                samples: v.into_iter().enumerate().map(|(i, x)| (ctx.ts(i), x)).collect(),
+                samples: v
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, x)| (ctx.ts(i), x))
+                    .collect(),
             }],
             Val::Vector(v) => cleanup(v)?
                 .into_iter()
-                .map(|s| RangeSeries { labels: s.labels, samples: s.pts })
+                .map(|s| RangeSeries {
+                    labels: s.labels,
+                    samples: s.pts,
+                })
                 .collect(),
-            _ => return Err(QueryError::Execution("unexpected result type for range query".into())),
+            _ => {
+                return Err(QueryError::Execution(
+                    "unexpected result type for range query".into(),
+                ))
+            }
         };
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(QueryResult { value: Value::Matrix(series), warnings })
+        Ok(QueryResult {
+            value: Value::Matrix(series),
+            warnings,
+        })
     }
 }
 
@@ -160,4 +221,21 @@ fn cleanup(v: Vec<Series>) -> Result<Vec<Series>, QueryError> {
         }
     }
     Ok(out)
+}
+
+/// Evaluation never takes the process down: a panic (a bug) becomes an execution error.
+fn guarded<T>(f: impl FnOnce() -> Result<T, QueryError>) -> Result<T, QueryError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(QueryError::Execution(format!(
+                "internal error during query evaluation: {msg}"
+            )))
+        }
+    }
 }

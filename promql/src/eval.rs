@@ -77,7 +77,7 @@ struct RangeData {
 }
 
 fn window(pts: &[(i64, f64)], end: i64, range: i64) -> &[(i64, f64)] {
-    let lo = pts.partition_point(|p| p.0 <= end - range);
+    let lo = pts.partition_point(|p| p.0 <= end.saturating_sub(range));
     let hi = pts.partition_point(|p| p.0 <= end);
     &pts[lo..hi.max(lo)]
 }
@@ -99,7 +99,11 @@ impl Out {
         }
         let i = self.series.len();
         self.idx.insert(labels.clone(), i);
-        self.series.push(Series { labels, drop_name, pts: Vec::new() });
+        self.series.push(Series {
+            labels,
+            drop_name,
+            pts: Vec::new(),
+        });
         i
     }
     fn push_at(&mut self, i: usize, t: i64, v: f64) -> Result<()> {
@@ -117,13 +121,17 @@ impl Out {
         self.push_at(i, t, v)
     }
     fn finish(self) -> Vec<Series> {
-        self.series.into_iter().filter(|s| !s.pts.is_empty()).collect()
+        self.series
+            .into_iter()
+            .filter(|s| !s.pts.is_empty())
+            .collect()
     }
 }
 
 /// Calls `f(step, t, samples)` with the samples `(series index, value)` present at
 /// each step.
 fn for_each_step(
+    deadline: Instant,
     series: &[Series],
     ctx: Ctx,
     mut func: impl FnMut(usize, i64, &[(usize, f64)]) -> Result<()>,
@@ -131,6 +139,9 @@ fn for_each_step(
     let mut cur = vec![0usize; series.len()];
     let mut buf = Vec::new();
     for i in 0..ctx.n() {
+        if i % 64 == 63 && Instant::now() > deadline {
+            return Err(QueryError::Timeout("query execution"));
+        }
         let t = ctx.ts(i);
         buf.clear();
         for (si, s) in series.iter().enumerate() {
@@ -190,7 +201,7 @@ pub struct Evaluator<'a> {
 impl<'a> Evaluator<'a> {
     fn check_time(&mut self) -> Result<()> {
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % 16 == 0 && Instant::now() > self.deadline {
+        if self.ticks % 16 == 1 && Instant::now() > self.deadline {
             return Err(QueryError::Timeout("query execution"));
         }
         Ok(())
@@ -219,7 +230,9 @@ impl<'a> Evaluator<'a> {
     fn refs(&self, ctx: Ctx, at: &Option<AtModifier>, offset: &Option<Offset>) -> Vec<i64> {
         let at = self.at_ms(at);
         let off = offset_ms(offset);
-        (0..ctx.n()).map(|i| at.unwrap_or(ctx.ts(i)) - off).collect()
+        (0..ctx.n())
+            .map(|i| at.unwrap_or(ctx.ts(i)).saturating_sub(off))
+            .collect()
     }
 
     pub fn eval(&mut self, e: &Expr, ctx: Ctx) -> Result<Val> {
@@ -241,7 +254,9 @@ impl<'a> Evaluator<'a> {
                 }
                 _ => exec("unary expression only allowed on expressions of type scalar or vector"),
             },
-            Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_vector_selector(vs, ctx, false, None)?)),
+            Expr::VectorSelector(vs) => Ok(Val::Vector(
+                self.eval_vector_selector(vs, ctx, false, None)?,
+            )),
             Expr::MatrixSelector(_) | Expr::Subquery(_) => {
                 let rd = self.eval_range(e, ctx, None)?;
                 // only meaningful for instant evaluation: the window at the (single) step
@@ -251,7 +266,11 @@ impl<'a> Evaluator<'a> {
                     let w = window(&s.pts, rd.refs[0], rd.range);
                     if !w.is_empty() {
                         total += w.len();
-                        out.push(Series { labels: s.labels, drop_name: s.drop_name, pts: w.to_vec() });
+                        out.push(Series {
+                            labels: s.labels,
+                            drop_name: s.drop_name,
+                            pts: w.to_vec(),
+                        });
                     }
                 }
                 self.check_samples(total)?;
@@ -293,7 +312,8 @@ impl<'a> Evaluator<'a> {
                 PMatchOp::Re(_) => MatchOp::RegexMatch,
                 PMatchOp::NotRe(_) => MatchOp::RegexNoMatch,
             };
-            Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| QueryError::BadData(e.to_string()))
+            Matcher::new(op, m.name.clone(), m.value.clone())
+                .map_err(|e| QueryError::BadData(e.to_string()))
         };
         let mut base = Vec::new();
         if let Some(n) = &vs.name {
@@ -315,7 +335,13 @@ impl<'a> Evaluator<'a> {
         Ok(out)
     }
 
-    fn select(&mut self, vs: &VectorSelector, mint: i64, maxt: i64, hints: &SelectHints) -> Result<Vec<Series>> {
+    fn select(
+        &mut self,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+        hints: &SelectHints,
+    ) -> Result<Vec<Series>> {
         let sets = self.matcher_sets(vs)?;
         let mut seen: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<Series> = Vec::new();
@@ -325,8 +351,16 @@ impl<'a> Evaluator<'a> {
                     continue;
                 }
                 seen.insert(s.labels.clone(), out.len());
-                let pts: Vec<(i64, f64)> = s.samples.into_iter().filter(|p| p.0 >= mint && p.0 <= maxt).collect();
-                out.push(Series { labels: s.labels, drop_name: false, pts });
+                let pts: Vec<(i64, f64)> = s
+                    .samples
+                    .into_iter()
+                    .filter(|p| p.0 >= mint && p.0 <= maxt)
+                    .collect();
+                out.push(Series {
+                    labels: s.labels,
+                    drop_name: false,
+                    pts,
+                });
             }
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -348,13 +382,13 @@ impl<'a> Evaluator<'a> {
         }
         let (lo, hi) = (*refs.iter().min().unwrap(), *refs.iter().max().unwrap());
         let hints = SelectHints {
-            start: lo - self.lookback + 1,
+            start: lo.saturating_sub(self.lookback).saturating_add(1),
             end: hi,
             step: if ctx.n() > 1 { ctx.step } else { 0 },
             range: 0,
             func: func.map(str::to_string),
         };
-        let raw = self.select(vs, lo - self.lookback + 1, hi, &hints)?;
+        let raw = self.select(vs, hints.start, hi, &hints)?;
         let mut out = Vec::with_capacity(raw.len());
         let mut total = 0;
         for s in raw {
@@ -366,7 +400,7 @@ impl<'a> Evaluator<'a> {
                     continue;
                 }
                 let (t, v) = s.pts[idx - 1];
-                if t <= r - self.lookback || is_stale(v) {
+                if t <= r.saturating_sub(self.lookback) || is_stale(v) {
                     continue;
                 }
                 pts.push((ctx.ts(i), if ts_mode { t as f64 / 1000.0 } else { v }));
@@ -374,7 +408,11 @@ impl<'a> Evaluator<'a> {
             if !pts.is_empty() {
                 total += pts.len();
                 self.check_samples(total)?;
-                out.push(Series { labels: s.labels, drop_name: false, pts });
+                out.push(Series {
+                    labels: s.labels,
+                    drop_name: false,
+                    pts,
+                });
             }
         }
         Ok(out)
@@ -386,22 +424,30 @@ impl<'a> Evaluator<'a> {
                 let range = ms.range.as_millis() as i64;
                 let refs = self.refs(ctx, &ms.vs.at, &ms.vs.offset);
                 if refs.is_empty() {
-                    return Ok(RangeData { series: vec![], range, refs });
+                    return Ok(RangeData {
+                        series: vec![],
+                        range,
+                        refs,
+                    });
                 }
                 let (lo, hi) = (*refs.iter().min().unwrap(), *refs.iter().max().unwrap());
                 let hints = SelectHints {
-                    start: lo - range + 1,
+                    start: lo.saturating_sub(range).saturating_add(1),
                     end: hi,
                     step: if ctx.n() > 1 { ctx.step } else { 0 },
                     range,
                     func: func.map(str::to_string),
                 };
-                let mut raw = self.select(&ms.vs, lo - range + 1, hi, &hints)?;
+                let mut raw = self.select(&ms.vs, hints.start, hi, &hints)?;
                 for s in &mut raw {
                     s.pts.retain(|p| !is_stale(p.1));
                 }
                 raw.retain(|s| !s.pts.is_empty());
-                Ok(RangeData { series: raw, range, refs })
+                Ok(RangeData {
+                    series: raw,
+                    range,
+                    refs,
+                })
             }
             Expr::Subquery(sq) => self.eval_subquery(sq, ctx),
             _ => exec("expected range vector"),
@@ -412,21 +458,40 @@ impl<'a> Evaluator<'a> {
         let range = sq.range.as_millis() as i64;
         let refs = self.refs(ctx, &sq.at, &sq.offset);
         if refs.is_empty() {
-            return Ok(RangeData { series: vec![], range, refs });
+            return Ok(RangeData {
+                series: vec![],
+                range,
+                refs,
+            });
         }
-        let step = sq.step.map(|d| d.as_millis() as i64).unwrap_or(self.default_sub_step).max(1);
+        let step = sq
+            .step
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(self.default_sub_step)
+            .max(1);
         let (lo, hi) = (*refs.iter().min().unwrap(), *refs.iter().max().unwrap());
         let mut start = (lo - range).div_euclid(step) * step;
         if start <= lo - range {
             start += step;
         }
-        let inner = Ctx { start, end: hi, step };
+        let inner = Ctx {
+            start,
+            end: hi,
+            step,
+        };
+        if (hi.saturating_sub(start) / step) as u64 >= self.max_samples as u64 {
+            return Err(QueryError::TooManySamples);
+        }
         let series = if inner.n() == 0 {
             Vec::new()
         } else {
             self.eval_vector(&sq.expr, inner)?
         };
-        Ok(RangeData { series, range, refs })
+        Ok(RangeData {
+            series,
+            range,
+            refs,
+        })
     }
 
     // ---------------------------------------------------------------- calls
@@ -436,16 +501,30 @@ impl<'a> Evaluator<'a> {
         let args: Vec<&Expr> = c.args.args.iter().map(|b| b.as_ref()).collect();
         let n = ctx.n();
         match name {
-            "time" => return Ok(Val::Scalar((0..n).map(|i| ctx.ts(i) as f64 / 1000.0).collect())),
+            "time" => {
+                return Ok(Val::Scalar(
+                    (0..n).map(|i| ctx.ts(i) as f64 / 1000.0).collect(),
+                ))
+            }
             "pi" => return Ok(Val::Scalar(vec![std::f64::consts::PI; n])),
             "start" => return Ok(Val::Scalar(vec![self.query_start as f64 / 1000.0; n])),
             "end" => return Ok(Val::Scalar(vec![self.query_end as f64 / 1000.0; n])),
             "step" => return Ok(Val::Scalar(vec![self.query_step as f64 / 1000.0; n])),
-            "range" => return Ok(Val::Scalar(vec![(self.query_end - self.query_start) as f64 / 1000.0; n])),
+            "range" => {
+                return Ok(Val::Scalar(vec![
+                    (self.query_end - self.query_start) as f64
+                        / 1000.0;
+                    n
+                ]))
+            }
             "vector" => {
                 let v = self.eval_scalar(args[0], ctx)?;
                 let pts = (0..n).map(|i| (ctx.ts(i), v[i])).collect();
-                return Ok(Val::Vector(vec![Series { labels: Labels::new(), drop_name: false, pts }]));
+                return Ok(Val::Vector(vec![Series {
+                    labels: Labels::new(),
+                    drop_name: false,
+                    pts,
+                }]));
             }
             "scalar" => {
                 let v = self.eval_vector(args[0], ctx)?;
@@ -488,9 +567,9 @@ impl<'a> Evaluator<'a> {
             return Ok(r);
         }
         match name {
-            "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sgn" | "acos" | "acosh"
-            | "asin" | "asinh" | "atan" | "atanh" | "cos" | "cosh" | "sin" | "sinh" | "tan" | "tanh" | "deg"
-            | "rad" => {
+            "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sgn"
+            | "acos" | "acosh" | "asin" | "asinh" | "atan" | "atanh" | "cos" | "cosh" | "sin"
+            | "sinh" | "tan" | "tanh" | "deg" | "rad" => {
                 let func: fn(f64) -> f64 = match name {
                     "abs" => f64::abs,
                     "ceil" => f64::ceil,
@@ -535,8 +614,10 @@ impl<'a> Evaluator<'a> {
             }
             "round" | "clamp" | "clamp_min" | "clamp_max" => {
                 let mut v = self.eval_vector(args[0], ctx)?;
-                let params: Vec<Vec<f64>> =
-                    args[1..].iter().map(|a| self.eval_scalar(a, ctx)).collect::<Result<_>>()?;
+                let params: Vec<Vec<f64>> = args[1..]
+                    .iter()
+                    .map(|a| self.eval_scalar(a, ctx))
+                    .collect::<Result<_>>()?;
                 for s in &mut v {
                     s.drop_name = true;
                     s.pts.retain_mut(|p| {
@@ -573,11 +654,17 @@ impl<'a> Evaluator<'a> {
                 v.retain(|s| !s.pts.is_empty());
                 Ok(Val::Vector(v))
             }
-            "year" | "month" | "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour"
-            | "minute" => {
+            "year" | "month" | "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month"
+            | "hour" | "minute" => {
                 if args.is_empty() {
-                    let pts = (0..n).map(|i| (ctx.ts(i), f::date_fn(name, (ctx.ts(i) / 1000) as f64))).collect();
-                    return Ok(Val::Vector(vec![Series { labels: Labels::new(), drop_name: false, pts }]));
+                    let pts = (0..n)
+                        .map(|i| (ctx.ts(i), f::date_fn(name, (ctx.ts(i) / 1000) as f64)))
+                        .collect();
+                    return Ok(Val::Vector(vec![Series {
+                        labels: Labels::new(),
+                        drop_name: false,
+                        pts,
+                    }]));
                 }
                 let mut v = self.eval_vector(args[0], ctx)?;
                 for s in &mut v {
@@ -593,7 +680,10 @@ impl<'a> Evaluator<'a> {
                 // ordering only matters for instant queries: order series by their value
                 let desc = name == "sort_desc";
                 v.sort_by(|a, b| {
-                    let (x, y) = (a.pts[0].1, b.pts[0].1);
+                    let (x, y) = (
+                        a.pts.first().map_or(f64::NAN, |p| p.1),
+                        b.pts.first().map_or(f64::NAN, |p| p.1),
+                    );
                     match (x.is_nan(), y.is_nan()) {
                         (true, true) => std::cmp::Ordering::Equal,
                         (true, false) => std::cmp::Ordering::Greater,
@@ -641,10 +731,14 @@ impl<'a> Evaluator<'a> {
                 let src = self.eval_string(args[3], ctx)?;
                 let re_s = self.eval_string(args[4], ctx)?;
                 let re = regex::Regex::new(&format!("^(?s:{re_s})$")).map_err(|e| {
-                    QueryError::Execution(format!("invalid regular expression in label_replace(): {re_s}: {e}"))
+                    QueryError::Execution(format!(
+                        "invalid regular expression in label_replace(): {re_s}: {e}"
+                    ))
                 })?;
                 if !valid_label_name(&dst) {
-                    return exec(format!("invalid destination label name in label_replace(): {dst}"));
+                    return exec(format!(
+                        "invalid destination label name in label_replace(): {dst}"
+                    ));
                 }
                 let mut out = Out::default();
                 for s in v {
@@ -652,7 +746,11 @@ impl<'a> Evaluator<'a> {
                     let (labels, drop) = if let Some(caps) = re.captures(sv) {
                         let mut res = String::new();
                         caps.expand(&repl, &mut res);
-                        let drop = if dst == METRIC_NAME { false } else { s.drop_name };
+                        let drop = if dst == METRIC_NAME {
+                            false
+                        } else {
+                            s.drop_name
+                        };
                         (s.labels.with(&dst, &res), drop)
                     } else {
                         (s.labels.clone(), s.drop_name)
@@ -673,13 +771,20 @@ impl<'a> Evaluator<'a> {
                     srcs.push(self.eval_string(a, ctx)?);
                 }
                 if !valid_label_name(&dst) {
-                    return exec(format!("invalid destination label name in label_join(): {dst}"));
+                    return exec(format!(
+                        "invalid destination label name in label_join(): {dst}"
+                    ));
                 }
                 let mut out = Out::default();
                 for s in v {
-                    let joined: Vec<&str> = srcs.iter().map(|l| s.labels.get(l).unwrap_or("")).collect();
+                    let joined: Vec<&str> =
+                        srcs.iter().map(|l| s.labels.get(l).unwrap_or("")).collect();
                     let joined = joined.join(&sep);
-                    let drop = if dst == METRIC_NAME { false } else { s.drop_name };
+                    let drop = if dst == METRIC_NAME {
+                        false
+                    } else {
+                        s.drop_name
+                    };
                     let i = out.slot(s.labels.with(&dst, &joined), drop);
                     for (t, x) in s.pts {
                         out.push_at(i, t, x)?;
@@ -696,11 +801,18 @@ impl<'a> Evaluator<'a> {
                     }
                 }
                 let labels = absent_labels(args[0]);
-                let pts: Vec<(i64, f64)> = (0..n).filter(|&i| !present[i]).map(|i| (ctx.ts(i), 1.0)).collect();
+                let pts: Vec<(i64, f64)> = (0..n)
+                    .filter(|&i| !present[i])
+                    .map(|i| (ctx.ts(i), 1.0))
+                    .collect();
                 Ok(Val::Vector(if pts.is_empty() {
                     vec![]
                 } else {
-                    vec![Series { labels, drop_name: false, pts }]
+                    vec![Series {
+                        labels,
+                        drop_name: false,
+                        pts,
+                    }]
                 }))
             }
             "histogram_quantile" => self.eval_histogram_quantile(&args, ctx),
@@ -712,12 +824,33 @@ impl<'a> Evaluator<'a> {
     fn eval_range_function(&mut self, name: &str, args: &[&Expr], ctx: Ctx) -> Result<Option<Val>> {
         let range_idx = match name {
             "quantile_over_time" => 1,
-            "rate" | "increase" | "delta" | "irate" | "idelta" | "deriv" | "predict_linear" | "changes"
-            | "resets" | "avg_over_time" | "sum_over_time" | "count_over_time" | "min_over_time"
-            | "max_over_time" | "last_over_time" | "first_over_time" | "present_over_time"
-            | "stddev_over_time" | "stdvar_over_time" | "mad_over_time" | "absent_over_time"
-            | "double_exponential_smoothing" | "holt_winters" | "ts_of_first_over_time"
-            | "ts_of_last_over_time" | "ts_of_min_over_time" | "ts_of_max_over_time" => 0,
+            "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "deriv"
+            | "predict_linear"
+            | "changes"
+            | "resets"
+            | "avg_over_time"
+            | "sum_over_time"
+            | "count_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "last_over_time"
+            | "first_over_time"
+            | "present_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+            | "mad_over_time"
+            | "absent_over_time"
+            | "double_exponential_smoothing"
+            | "holt_winters"
+            | "ts_of_first_over_time"
+            | "ts_of_last_over_time"
+            | "ts_of_min_over_time"
+            | "ts_of_max_over_time" => 0,
             _ => return Ok(None),
         };
         let mut params: Vec<Vec<f64>> = Vec::new();
@@ -731,7 +864,10 @@ impl<'a> Evaluator<'a> {
         if name == "absent_over_time" {
             let mut pts = Vec::new();
             for i in 0..n {
-                let any = rd.series.iter().any(|s| !window(&s.pts, rd.refs[i], rd.range).is_empty());
+                let any = rd
+                    .series
+                    .iter()
+                    .any(|s| !window(&s.pts, rd.refs[i], rd.range).is_empty());
                 if !any {
                     pts.push((ctx.ts(i), 1.0));
                 }
@@ -743,17 +879,25 @@ impl<'a> Evaluator<'a> {
             return Ok(Some(Val::Vector(if pts.is_empty() {
                 vec![]
             } else {
-                vec![Series { labels, drop_name: false, pts }]
+                vec![Series {
+                    labels,
+                    drop_name: false,
+                    pts,
+                }]
             })));
         }
         if name == "double_exponential_smoothing" || name == "holt_winters" {
             for i in 0..n {
                 let (sf, tf) = (params[0][i], params[1][i]);
                 if !(sf > 0.0 && sf < 1.0) {
-                    return exec(format!("invalid smoothing factor. Expected: 0 < sf < 1, got: {sf}"));
+                    return exec(format!(
+                        "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf}"
+                    ));
                 }
                 if !(tf > 0.0 && tf < 1.0) {
-                    return exec(format!("invalid trend factor. Expected: 0 < tf < 1, got: {tf}"));
+                    return exec(format!(
+                        "invalid trend factor. Expected: 0 < tf < 1, got: {tf}"
+                    ));
                 }
             }
         }
@@ -766,6 +910,9 @@ impl<'a> Evaluator<'a> {
             self.check_time()?;
             let mut pts = Vec::new();
             for i in 0..n {
+                if i % 64 == 63 {
+                    self.check_time()?;
+                }
                 let w = window(&s.pts, rd.refs[i], rd.range);
                 if w.is_empty() {
                     continue;
@@ -811,7 +958,11 @@ impl<'a> Evaluator<'a> {
                                 best = p;
                             }
                         }
-                        Some(if name == "min_over_time" { best.1 } else { best.0 as f64 / 1000.0 })
+                        Some(if name == "min_over_time" {
+                            best.1
+                        } else {
+                            best.0 as f64 / 1000.0
+                        })
                     }
                     "max_over_time" | "ts_of_max_over_time" => {
                         let mut best = w[0];
@@ -820,7 +971,11 @@ impl<'a> Evaluator<'a> {
                                 best = p;
                             }
                         }
-                        Some(if name == "max_over_time" { best.1 } else { best.0 as f64 / 1000.0 })
+                        Some(if name == "max_over_time" {
+                            best.1
+                        } else {
+                            best.0 as f64 / 1000.0
+                        })
                     }
                     "stdvar_over_time" => Some(f::variance_over_time(vals())),
                     "stddev_over_time" => Some(f::variance_over_time(vals()).sqrt()),
@@ -851,7 +1006,11 @@ impl<'a> Evaluator<'a> {
             if !pts.is_empty() {
                 total += pts.len();
                 self.check_samples(total)?;
-                out.push(Series { labels: s.labels.clone(), drop_name: s.drop_name || !keep_name, pts });
+                out.push(Series {
+                    labels: s.labels.clone(),
+                    drop_name: s.drop_name || !keep_name,
+                    pts,
+                });
             }
         }
         Ok(Some(Val::Vector(out)))
@@ -881,16 +1040,23 @@ impl<'a> Evaluator<'a> {
         }
         let mut out: Vec<Series> = group_labels
             .into_iter()
-            .map(|(labels, drop_name)| Series { labels, drop_name, pts: Vec::new() })
+            .map(|(labels, drop_name)| Series {
+                labels,
+                drop_name,
+                pts: Vec::new(),
+            })
             .collect();
         let mut buckets: Vec<Vec<f::Bucket>> = vec![Vec::new(); out.len()];
-        for_each_step(&v, ctx, |i, t, samples| {
+        for_each_step(self.deadline, &v, ctx, |i, t, samples| {
             for b in buckets.iter_mut() {
                 b.clear();
             }
             for &(si, x) in samples {
                 if let Some((gi, ub)) = member[si] {
-                    buckets[gi].push(f::Bucket { upper_bound: ub, count: x });
+                    buckets[gi].push(f::Bucket {
+                        upper_bound: ub,
+                        count: x,
+                    });
                 }
             }
             for (gi, b) in buckets.iter_mut().enumerate() {
@@ -966,7 +1132,9 @@ impl<'a> Evaluator<'a> {
             };
             let key = if by {
                 Labels::from_pairs(
-                    base.iter().filter(|l| names.iter().any(|n| **n == *l.name)).map(|l| (&*l.name, &*l.value)),
+                    base.iter()
+                        .filter(|l| names.iter().any(|n| **n == *l.name))
+                        .map(|l| (&*l.name, &*l.value)),
                 )
             } else {
                 let mut ex: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
@@ -995,7 +1163,7 @@ impl<'a> Evaluator<'a> {
             let mut outs: Vec<Vec<(i64, f64)>> = vec![Vec::new(); input.len()];
             let mut order: Vec<usize> = Vec::new(); // order of the instant result
             let mut per_group: Vec<Vec<(usize, f64)>> = vec![Vec::new(); ng];
-            for_each_step(&input, ctx, |i, t, samples| {
+            for_each_step(self.deadline, &input, ctx, |i, t, samples| {
                 for g in per_group.iter_mut() {
                     g.clear();
                 }
@@ -1006,7 +1174,11 @@ impl<'a> Evaluator<'a> {
                 for g in per_group.iter_mut() {
                     let sel: Vec<(usize, f64)> = match op {
                         T_LIMITK => {
-                            let k = if k < 1.0 { 0 } else { (k as i64).min(g.len() as i64) as usize };
+                            let k = if k < 1.0 {
+                                0
+                            } else {
+                                (k as i64).min(g.len() as i64) as usize
+                            };
                             g.iter().take(k).copied().collect()
                         }
                         T_LIMIT_RATIO => {
@@ -1024,7 +1196,11 @@ impl<'a> Evaluator<'a> {
                                 .collect()
                         }
                         _ => {
-                            let k = if k < 1.0 { 0 } else { (k as i64).min(g.len() as i64) as usize };
+                            let k = if k < 1.0 {
+                                0
+                            } else {
+                                (k as i64).min(g.len() as i64) as usize
+                            };
                             let top = op == T_TOPK;
                             let mut v = g.clone();
                             v.sort_by(|a, b| {
@@ -1067,7 +1243,11 @@ impl<'a> Evaluator<'a> {
             } else {
                 for (si, pts) in outs.into_iter().enumerate() {
                     if !pts.is_empty() {
-                        res.push(Series { labels: input[si].labels.clone(), drop_name: input[si].drop_name, pts });
+                        res.push(Series {
+                            labels: input[si].labels.clone(),
+                            drop_name: input[si].drop_name,
+                            pts,
+                        });
                     }
                 }
             }
@@ -1077,7 +1257,7 @@ impl<'a> Evaluator<'a> {
         if op == T_COUNT_VALUES {
             let label = count_label.unwrap_or_default();
             let mut out = Out::default();
-            for_each_step(&input, ctx, |_, t, samples| {
+            for_each_step(self.deadline, &input, ctx, |_, t, samples| {
                 let mut counts: Vec<(Labels, f64)> = Vec::new();
                 let mut cidx: HashMap<Labels, usize> = HashMap::new();
                 for &(si, x) in samples {
@@ -1109,10 +1289,14 @@ impl<'a> Evaluator<'a> {
         }
         let mut out: Vec<Series> = groups
             .iter()
-            .map(|(l, d)| Series { labels: l.clone(), drop_name: *d, pts: Vec::new() })
+            .map(|(l, d)| Series {
+                labels: l.clone(),
+                drop_name: *d,
+                pts: Vec::new(),
+            })
             .collect();
         let mut st: Vec<G> = vec![G::default(); ng];
-        for_each_step(&input, ctx, |i, t, samples| {
+        for_each_step(self.deadline, &input, ctx, |i, t, samples| {
             for g in st.iter_mut() {
                 g.n = 0.0;
                 g.v = 0.0;
@@ -1247,12 +1431,17 @@ impl<'a> Evaluator<'a> {
         rhs: Vec<Series>,
         ctx: Ctx,
     ) -> Result<Val> {
-        let (on, names): (bool, Vec<String>) = match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
-            Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
-            Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
-            None => (false, vec![]),
-        };
-        let card = b.modifier.as_ref().map(|m| m.card.clone()).unwrap_or(VectorMatchCardinality::OneToOne);
+        let (on, names): (bool, Vec<String>) =
+            match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
+                Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
+                Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+                None => (false, vec![]),
+            };
+        let card = b
+            .modifier
+            .as_ref()
+            .map(|m| m.card.clone())
+            .unwrap_or(VectorMatchCardinality::OneToOne);
         let sig = |l: &Labels| -> String {
             let mut s = String::new();
             for lab in l.iter() {
@@ -1286,12 +1475,14 @@ impl<'a> Evaluator<'a> {
                 let t = ctx.ts(i);
                 match op {
                     T_LAND | T_LUNLESS => {
-                        let rs: HashSet<&str> = rsteps[i].iter().map(|&(si, _)| rsig[si].as_str()).collect();
+                        let rs: HashSet<&str> =
+                            rsteps[i].iter().map(|&(si, _)| rsig[si].as_str()).collect();
                         for &(si, x) in &lsteps[i] {
                             let found = rs.contains(lsig[si].as_str());
                             if found == (op == T_LAND) {
-                                let slot = *lslot[si]
-                                    .get_or_insert_with(|| out.slot(lhs[si].labels.clone(), lhs[si].drop_name));
+                                let slot = *lslot[si].get_or_insert_with(|| {
+                                    out.slot(lhs[si].labels.clone(), lhs[si].drop_name)
+                                });
                                 out.push_at(slot, t, x)?;
                             }
                         }
@@ -1300,16 +1491,18 @@ impl<'a> Evaluator<'a> {
                         let mut ls: HashSet<&str> = HashSet::new();
                         for &(si, x) in &lsteps[i] {
                             ls.insert(lsig[si].as_str());
-                            let slot =
-                                *lslot[si].get_or_insert_with(|| out.slot(lhs[si].labels.clone(), lhs[si].drop_name));
+                            let slot = *lslot[si].get_or_insert_with(|| {
+                                out.slot(lhs[si].labels.clone(), lhs[si].drop_name)
+                            });
                             out.push_at(slot, t, x)?;
                         }
                         for &(si, x) in &rsteps[i] {
                             if ls.contains(rsig[si].as_str()) {
                                 continue;
                             }
-                            let slot =
-                                *rslot[si].get_or_insert_with(|| out.slot(rhs[si].labels.clone(), rhs[si].drop_name));
+                            let slot = *rslot[si].get_or_insert_with(|| {
+                                out.slot(rhs[si].labels.clone(), rhs[si].drop_name)
+                            });
                             out.push_at(slot, t, x)?;
                         }
                     }
@@ -1322,7 +1515,9 @@ impl<'a> Evaluator<'a> {
 
         let one_to_many = matches!(card, VectorMatchCardinality::OneToMany(_));
         let include: Option<Vec<String>> = match &card {
-            VectorMatchCardinality::ManyToOne(l) | VectorMatchCardinality::OneToMany(l) => Some(l.labels.clone()),
+            VectorMatchCardinality::ManyToOne(l) | VectorMatchCardinality::OneToMany(l) => {
+                Some(l.labels.clone())
+            }
             _ => None,
         };
         let one_to_one = include.is_none();
@@ -1331,7 +1526,8 @@ impl<'a> Evaluator<'a> {
         } else {
             (&lhs, &rhs, &lsig, &rsig, &lsteps, &rsteps)
         };
-        let drop_for_op = return_bool || !matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE);
+        let drop_for_op =
+            return_bool || !matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE);
         let mut pair_slot: HashMap<(usize, usize), usize> = HashMap::new();
         for i in 0..n {
             self.check_time()?;
@@ -1344,7 +1540,11 @@ impl<'a> Evaluator<'a> {
                 if let Some(&(dup, _)) = omap.get(osig[si].as_str()) {
                     let side = if one_to_many { "left" } else { "right" };
                     let ml = match_labels(&one[si].labels, on, &names);
-                    let (a, b) = if one[si].labels <= one[dup].labels { (si, dup) } else { (dup, si) };
+                    let (a, b) = if one[si].labels <= one[dup].labels {
+                        (si, dup)
+                    } else {
+                        (dup, si)
+                    };
                     return exec(format!(
                         "found duplicate series for the match group {} on the {} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
                         ml, side, one[a].labels, one[b].labels
@@ -1354,7 +1554,9 @@ impl<'a> Evaluator<'a> {
             }
             let mut matched: HashMap<&str, HashSet<usize>> = HashMap::new();
             for &(mi, mv) in &msteps[i] {
-                let Some(&(oi, ov)) = omap.get(msig[mi].as_str()) else { continue };
+                let Some(&(oi, ov)) = omap.get(msig[mi].as_str()) else {
+                    continue;
+                };
                 if one_to_one {
                     let set = matched.entry(msig[mi].as_str()).or_default();
                     if !set.is_empty() {
@@ -1393,7 +1595,8 @@ impl<'a> Evaluator<'a> {
                                 l = l.with(ln, v);
                             }
                         }
-                        let drop = (drop_for_op || many[mi].drop_name) && l.get(METRIC_NAME).is_some();
+                        let drop =
+                            (drop_for_op || many[mi].drop_name) && l.get(METRIC_NAME).is_some();
                         let s = out.slot(l, drop);
                         pair_slot.insert((mi, oi), s);
                         s
@@ -1401,7 +1604,9 @@ impl<'a> Evaluator<'a> {
                 };
                 let set = matched.entry(msig[mi].as_str()).or_default();
                 if !one_to_one && !set.insert(slot) {
-                    return exec("multiple matches for labels: grouping labels must ensure unique matches");
+                    return exec(
+                        "multiple matches for labels: grouping labels must ensure unique matches",
+                    );
                 }
                 out.push_at(slot, t, val)?;
             }

@@ -251,7 +251,11 @@ pub fn bucket_quantile(q: f64, buckets: &mut Vec<Bucket>) -> f64 {
     if buckets.is_empty() {
         return f64::NAN;
     }
-    buckets.sort_by(|a, b| a.upper_bound.partial_cmp(&b.upper_bound).unwrap_or(std::cmp::Ordering::Equal));
+    buckets.sort_by(|a, b| {
+        a.upper_bound
+            .partial_cmp(&b.upper_bound)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     if buckets[buckets.len() - 1].upper_bound != f64::INFINITY {
         return f64::NAN;
     }
@@ -339,7 +343,14 @@ pub fn civil(secs: i64) -> (i64, u32, u32, u32, u32, i64) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = if m <= 2 { y + 1 } else { y };
-    ((y), m, d, (sod / 3600) as u32, ((sod % 3600) / 60) as u32, days)
+    (
+        (y),
+        m,
+        d,
+        (sod / 3600) as u32,
+        ((sod % 3600) / 60) as u32,
+        days,
+    )
 }
 
 fn is_leap(y: i64) -> bool {
@@ -349,7 +360,11 @@ fn is_leap(y: i64) -> bool {
 /// The date functions (`year`, `month`, …) of Unix seconds `v`.
 pub fn date_fn(name: &str, v: f64) -> f64 {
     // Go converts with int64(f): saturating-ish behaviour differs, but NaN/Inf are rare.
-    let secs = if v.is_nan() { i64::MIN / 1000 } else { v as i64 };
+    let secs = if v.is_nan() {
+        i64::MIN / 1000
+    } else {
+        v as i64
+    };
     let (y, m, d, h, min, days) = civil(secs);
     match name {
         "year" => y as f64,
@@ -462,21 +477,45 @@ mod tests {
     #[test]
     fn histogram_quantile_classic() {
         let mut b = vec![
-            Bucket { upper_bound: 0.1, count: 10.0 },
-            Bucket { upper_bound: 0.2, count: 20.0 },
-            Bucket { upper_bound: f64::INFINITY, count: 20.0 },
+            Bucket {
+                upper_bound: 0.1,
+                count: 10.0,
+            },
+            Bucket {
+                upper_bound: 0.2,
+                count: 20.0,
+            },
+            Bucket {
+                upper_bound: f64::INFINITY,
+                count: 20.0,
+            },
         ];
         assert!((bucket_quantile(0.5, &mut b) - 0.1).abs() < 1e-12);
         let mut b = vec![
-            Bucket { upper_bound: 1.0, count: 5.0 },
-            Bucket { upper_bound: 2.0, count: 3.0 }, // non-monotonic, fixed to 5
-            Bucket { upper_bound: f64::INFINITY, count: 10.0 },
+            Bucket {
+                upper_bound: 1.0,
+                count: 5.0,
+            },
+            Bucket {
+                upper_bound: 2.0,
+                count: 3.0,
+            }, // non-monotonic, fixed to 5
+            Bucket {
+                upper_bound: f64::INFINITY,
+                count: 10.0,
+            },
         ];
         // rank 9 falls in +Inf bucket → upper bound of second-highest
         assert_eq!(bucket_quantile(0.9, &mut b), 2.0);
-        let mut no_inf = vec![Bucket { upper_bound: 1.0, count: 5.0 }];
+        let mut no_inf = vec![Bucket {
+            upper_bound: 1.0,
+            count: 5.0,
+        }];
         assert!(bucket_quantile(0.5, &mut no_inf).is_nan());
-        let mut b = vec![Bucket { upper_bound: f64::INFINITY, count: 5.0 }];
+        let mut b = vec![Bucket {
+            upper_bound: f64::INFINITY,
+            count: 5.0,
+        }];
         assert!(bucket_quantile(0.5, &mut b).is_nan());
         assert_eq!(bucket_quantile(2.0, &mut b), f64::INFINITY);
     }

@@ -71,7 +71,11 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
         Some(b) => (true, b),
         None => (false, s),
     };
-    if body.trim_start_matches('0').chars().all(|c| c.is_ascii_alphabetic()) {
+    if body
+        .trim_start_matches('0')
+        .chars()
+        .all(|c| c.is_ascii_alphabetic())
+    {
         return Ok(0);
     }
     let d = promql_parser::util::duration::parse_duration(body)?;
@@ -129,7 +133,9 @@ pub fn expand_values(tokens: &[&str]) -> Result<Vec<Slot>, String> {
             out.push(Slot::Val(v));
             continue;
         }
-        let (pre, n) = tok.rsplit_once('x').ok_or_else(|| format!("bad value {tok:?}"))?;
+        let (pre, n) = tok
+            .rsplit_once('x')
+            .ok_or_else(|| format!("bad value {tok:?}"))?;
         let n: usize = n.parse().map_err(|_| format!("bad value {tok:?}"))?;
         if pre == "_" {
             out.extend(std::iter::repeat_n(Slot::Gap, n));
@@ -202,7 +208,10 @@ pub fn parse_series_line(line: &str) -> Result<(Labels, Vec<String>), String> {
     let sel = &line[..end];
     let rest = &line[end..];
     let labels = parse_labels(sel)?;
-    Ok((labels, rest.split_whitespace().map(str::to_string).collect()))
+    Ok((
+        labels,
+        rest.split_whitespace().map(str::to_string).collect(),
+    ))
 }
 
 pub fn parse_labels(sel: &str) -> Result<Labels, String> {
@@ -256,7 +265,11 @@ fn identifiers(q: &str) -> HashSet<String> {
 }
 
 /// Skip rules for features this engine does not implement.
-fn rule_skip(c: &EvalCase, hist_names: &HashSet<String>, session_skip: &Option<String>) -> Option<String> {
+fn rule_skip(
+    c: &EvalCase,
+    hist_names: &HashSet<String>,
+    session_skip: &Option<String>,
+) -> Option<String> {
     if let Some(r) = session_skip {
         return Some(r.clone());
     }
@@ -267,7 +280,9 @@ fn rule_skip(c: &EvalCase, hist_names: &HashSet<String>, session_skip: &Option<S
     let ids = identifiers(q);
     if let Some(n) = ids.iter().find(|i| hist_names.contains(*i)) {
         let _ = n;
-        return Some("native histograms: query reads a series loaded with histogram samples".into());
+        return Some(
+            "native histograms: query reads a series loaded with histogram samples".into(),
+        );
     }
     for (f, why) in [
         ("info", "info() function"),
@@ -281,10 +296,19 @@ fn rule_skip(c: &EvalCase, hist_names: &HashSet<String>, session_skip: &Option<S
         ("histogram_avg", "native histograms: histogram_avg"),
         ("histogram_stddev", "native histograms: histogram_stddev"),
         ("histogram_stdvar", "native histograms: histogram_stdvar"),
-        ("histogram_fraction", "native histograms: histogram_fraction"),
-        ("histogram_quantiles", "native histograms: histogram_quantiles"),
+        (
+            "histogram_fraction",
+            "native histograms: histogram_fraction",
+        ),
+        (
+            "histogram_quantiles",
+            "native histograms: histogram_quantiles",
+        ),
         ("start_timestamp", "start timestamps"),
-        ("limit_ratio", "limit_ratio: result depends on Prometheus's label hash"),
+        (
+            "limit_ratio",
+            "limit_ratio: result depends on Prometheus's label hash",
+        ),
         ("__type__", "type_and_unit labels"),
         ("__unit__", "type_and_unit labels"),
         ("min_of", "duration expressions"),
@@ -327,16 +351,25 @@ fn compare_rows(
             "expected {} series, got {}: {}",
             exp.len(),
             got.len(),
-            got.iter().map(|g| format!("{} {:?}", g.0, g.1)).collect::<Vec<_>>().join("; ")
+            got.iter()
+                .map(|g| format!("{} {:?}", g.0, g.1))
+                .collect::<Vec<_>>()
+                .join("; ")
         ));
     }
-    let gm: HashMap<&Labels, (usize, &Vec<(i64, f64)>)> =
-        got.iter().enumerate().map(|(i, g)| (&g.0, (i, &g.1))).collect();
+    let gm: HashMap<&Labels, (usize, &Vec<(i64, f64)>)> = got
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (&g.0, (i, &g.1)))
+        .collect();
     for (ei, (l, slots)) in exp.iter().enumerate() {
         let Some(&(gi, pts)) = gm.get(l) else {
             return Err(format!(
                 "expected series {l} not found; got {}",
-                got.iter().map(|g| g.0.to_string()).collect::<Vec<_>>().join(", ")
+                got.iter()
+                    .map(|g| g.0.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         };
         if ordered && gi != ei {
@@ -360,11 +393,17 @@ fn compare_rows(
                 .collect(),
         };
         if expected.len() != pts.len() {
-            return Err(format!("series {l}: expected {:?}, got {:?}", expected, pts));
+            return Err(format!(
+                "series {l}: expected {:?}, got {:?}",
+                expected, pts
+            ));
         }
         for (e, g) in expected.iter().zip(pts.iter()) {
             if (times.is_some() && e.0 != g.0) || !go_float_eq(e.1, g.1) {
-                return Err(format!("series {l}: expected {:?}, got {:?}", expected, pts));
+                return Err(format!(
+                    "series {l}: expected {:?}, got {:?}",
+                    expected, pts
+                ));
             }
         }
     }
@@ -408,7 +447,8 @@ fn run_case(engine: &Engine, st: &MemStorage, c: &EvalCase) -> Result<(), String
             if c.results.len() != 1 {
                 return Err(format!("got scalar {v}, expected {} rows", c.results.len()));
             }
-            let e = parse_number(c.results[0].1.trim()).ok_or_else(|| format!("expected {}", c.results[0].1))?;
+            let e = parse_number(c.results[0].1.trim())
+                .ok_or_else(|| format!("expected {}", c.results[0].1))?;
             if !go_float_eq(e, v) {
                 return Err(format!("expected scalar {e}, got {v}"));
             }
@@ -438,7 +478,8 @@ fn run_case(engine: &Engine, st: &MemStorage, c: &EvalCase) -> Result<(), String
                     return Err("matrix not sorted by labels".into());
                 }
             }
-            let got: Vec<(Labels, Vec<(i64, f64)>)> = m.into_iter().map(|s| (s.labels, s.samples)).collect();
+            let got: Vec<(Labels, Vec<(i64, f64)>)> =
+                m.into_iter().map(|s| (s.labels, s.samples)).collect();
             compare_rows(&c.results, &got, Some(times), false)
         }
     }
@@ -447,7 +488,14 @@ fn run_case(engine: &Engine, st: &MemStorage, c: &EvalCase) -> Result<(), String
 fn is_command(l: &str) -> bool {
     matches!(
         l.split_whitespace().next().unwrap_or(""),
-        "clear" | "load" | "load_with_nhcb" | "eval" | "eval_fail" | "eval_ordered" | "eval_warn" | "eval_info"
+        "clear"
+            | "load"
+            | "load_with_nhcb"
+            | "eval"
+            | "eval_fail"
+            | "eval_ordered"
+            | "eval_warn"
+            | "eval_info"
     )
 }
 
@@ -460,7 +508,10 @@ fn check_range_consistency(
     instant: &[(Labels, Vec<(i64, f64)>)],
 ) -> Result<(), String> {
     let ids = identifiers(&c.query);
-    if ["start", "end", "step", "range"].iter().any(|f| ids.contains(*f)) {
+    if ["start", "end", "step", "range"]
+        .iter()
+        .any(|f| ids.contains(*f))
+    {
         // these depend on the query's range, so the re-run legitimately differs
         return Ok(());
     }
@@ -473,21 +524,35 @@ fn check_range_consistency(
     };
     let mut mid: Vec<(Labels, f64)> = m
         .into_iter()
-        .filter_map(|s| s.samples.iter().find(|p| p.0 == t).map(|p| (s.labels.clone(), p.1)))
+        .filter_map(|s| {
+            s.samples
+                .iter()
+                .find(|p| p.0 == t)
+                .map(|p| (s.labels.clone(), p.1))
+        })
         .collect();
     let mut inst: Vec<(Labels, f64)> = instant.iter().map(|(l, p)| (l.clone(), p[0].1)).collect();
     mid.sort_by(|a, b| a.0.cmp(&b.0));
     inst.sort_by(|a, b| a.0.cmp(&b.0));
-    let same = mid.len() == inst.len() && mid.iter().zip(inst.iter()).all(|(a, b)| a.0 == b.0 && go_float_eq(b.1, a.1));
+    let same = mid.len() == inst.len()
+        && mid
+            .iter()
+            .zip(inst.iter())
+            .all(|(a, b)| a.0 == b.0 && go_float_eq(b.1, a.1));
     if !same {
-        return Err(format!("range re-run middle step {mid:?} differs from instant result {inst:?}"));
+        return Err(format!(
+            "range re-run middle step {mid:?} differs from instant result {inst:?}"
+        ));
     }
     Ok(())
 }
 
 /// Run every case of one test file's text.
 pub fn run_script(file: &str, text: &str, skips: &HashMap<(String, usize), String>) -> FileReport {
-    let opts = EngineOptions { max_samples: 10_000, ..Default::default() };
+    let opts = EngineOptions {
+        max_samples: 10_000,
+        ..Default::default()
+    };
     let engine = Engine::new(opts);
     let st = MemStorage::new();
     let mut report = FileReport::default();
@@ -496,7 +561,14 @@ pub fn run_script(file: &str, text: &str, skips: &HashMap<(String, usize), Strin
         .enumerate()
         .map(|(i, l)| {
             let t = l.trim();
-            (i + 1, if t.starts_with('#') { String::new() } else { t.to_string() })
+            (
+                i + 1,
+                if t.starts_with('#') {
+                    String::new()
+                } else {
+                    t.to_string()
+                },
+            )
         })
         .collect();
     let mut hist_names: HashSet<String> = HashSet::new();
@@ -536,7 +608,12 @@ pub fn run_script(file: &str, text: &str, skips: &HashMap<(String, usize), Strin
                     }
                 };
                 for (bln, bl) in block {
-                    if bl.contains("@st") || bl.split_whitespace().next().is_some_and(|w| w.ends_with("@st")) {
+                    if bl.contains("@st")
+                        || bl
+                            .split_whitespace()
+                            .next()
+                            .is_some_and(|w| w.ends_with("@st"))
+                    {
                         session_skip = Some("start timestamps (@st) in load".into());
                         continue;
                     }
@@ -557,8 +634,10 @@ pub fn run_script(file: &str, text: &str, skips: &HashMap<(String, usize), Strin
                         expand_values(&t).map(|v| (labels, v))
                     }) {
                         Ok((labels, vals)) => {
-                            if labels.get("__type__").is_some() || labels.get("__unit__").is_some() {
-                                session_skip = Some("type_and_unit labels (__type__/__unit__)".into());
+                            if labels.get("__type__").is_some() || labels.get("__unit__").is_some()
+                            {
+                                session_skip =
+                                    Some("type_and_unit labels (__type__/__unit__)".into());
                             }
                             if word == "load_with_nhcb" {
                                 if let Some(n) = labels.get("__name__") {
@@ -610,7 +689,11 @@ pub fn run_script(file: &str, text: &str, skips: &HashMap<(String, usize), Strin
                             if p.len() < 7 || p[0] != "from" || p[2] != "to" || p[4] != "step" {
                                 return Err("bad range eval".into());
                             }
-                            c.range = Some((parse_duration_ms(p[1])?, parse_duration_ms(p[3])?, parse_duration_ms(p[5])?));
+                            c.range = Some((
+                                parse_duration_ms(p[1])?,
+                                parse_duration_ms(p[3])?,
+                                parse_duration_ms(p[5])?,
+                            ));
                             c.query = p[6].trim().to_string();
                         }
                         _ => return Err("bad eval".into()),
@@ -632,15 +715,20 @@ pub fn run_script(file: &str, text: &str, skips: &HashMap<(String, usize), Strin
                             } else if e == "ordered" {
                                 c.ordered = true;
                             } else if let Some(s) = e.strip_prefix("string") {
-                                c.expect_string =
-                                    Some(promql_parser::util::unquote_string(s.trim()).map_err(|e| e.to_string())?);
+                                c.expect_string = Some(
+                                    promql_parser::util::unquote_string(s.trim())
+                                        .map_err(|e| e.to_string())?,
+                                );
                             } else if let Some(r) = e.strip_prefix("range vector from ") {
                                 let p: Vec<&str> = r.split_whitespace().collect();
                                 if p.len() != 5 || p[1] != "to" || p[3] != "step" {
                                     return Err(format!("line {bln}: bad expect range"));
                                 }
-                                c.expect_range =
-                                    Some((parse_duration_ms(p[0])?, parse_duration_ms(p[2])?, parse_duration_ms(p[4])?));
+                                c.expect_range = Some((
+                                    parse_duration_ms(p[0])?,
+                                    parse_duration_ms(p[2])?,
+                                    parse_duration_ms(p[4])?,
+                                ));
                             } else {
                                 return Err(format!("line {bln}: unknown expectation {e}"));
                             }
@@ -661,14 +749,20 @@ pub fn run_script(file: &str, text: &str, skips: &HashMap<(String, usize), Strin
                 } else if let Some(r) = rule_skip(&c, &hist_names, &session_skip) {
                     Outcome::Skip(r)
                 } else {
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&engine, &st, &c)));
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_case(&engine, &st, &c)
+                    }));
                     match r {
                         Ok(Ok(())) => Outcome::Pass,
                         Ok(Err(e)) => Outcome::Fail(e),
                         Err(_) => Outcome::Fail("panic".into()),
                     }
                 };
-                report.cases.push(CaseResult { line: ln, query: c.query.clone(), outcome });
+                report.cases.push(CaseResult {
+                    line: ln,
+                    query: c.query.clone(),
+                    outcome,
+                });
             }
             _ => report.cases.push(CaseResult {
                 line: ln,
@@ -711,7 +805,8 @@ mod tests {
 
     #[test]
     fn parses_series_lines() {
-        let (l, t) = parse_series_line(r#"http_requests{job="api", instance="0"}  0+10x100"#).unwrap();
+        let (l, t) =
+            parse_series_line(r#"http_requests{job="api", instance="0"}  0+10x100"#).unwrap();
         assert_eq!(l.get("job"), Some("api"));
         assert_eq!(t, vec!["0+10x100"]);
         let (l, t) = parse_series_line(r#"{} 3"#).unwrap();

@@ -60,7 +60,10 @@ impl Storage for MemStorage {
         let g = self.series.lock().unwrap();
         let mut out = Vec::new();
         for (labels, samples) in g.iter() {
-            if !matchers.iter().all(|m| m.matches(labels.get(&m.name).unwrap_or(""))) {
+            if !matchers
+                .iter()
+                .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+            {
                 continue;
             }
             let lo = samples.partition_point(|p| p.0 < mint);
@@ -68,7 +71,10 @@ impl Storage for MemStorage {
             if lo >= hi {
                 continue;
             }
-            out.push(StorageSeries { labels: labels.clone(), samples: samples[lo..hi].to_vec() });
+            out.push(StorageSeries {
+                labels: labels.clone(),
+                samples: samples[lo..hi].to_vec(),
+            });
         }
         Ok(out)
     }

@@ -30,8 +30,11 @@ fn promql_conformance() {
         eprintln!("promqltest: testdata not found next to the repo; skipping");
         return;
     };
-    let skip_text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/promqltest-skips.txt"))
-        .unwrap_or_default();
+    let skip_text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/promqltest-skips.txt"
+    ))
+    .unwrap_or_default();
     let skips = parse_skip_file(&skip_text);
     let verbose = std::env::var_os("PROMQLTEST_VERBOSE").is_some();
     let only = std::env::var("PROMQLTEST_FILE").ok();
@@ -55,7 +58,9 @@ fn promql_conformance() {
         for c in &rep.cases {
             match &c.outcome {
                 Outcome::Fail(m) => println!("  FAIL {name}:{} {}\n       {}", c.line, c.query, m),
-                Outcome::Skip(r) if verbose => println!("  skip {name}:{} {} ({r})", c.line, c.query),
+                Outcome::Skip(r) if verbose => {
+                    println!("  skip {name}:{} {} ({r})", c.line, c.query)
+                }
                 _ => {}
             }
         }
