@@ -3,8 +3,6 @@
 //! ([`http`]: `/metrics`, `/-/healthy`, `/-/ready`), the metrics registry ([`metrics`])
 //! and the shutdown token ([`shutdown`]).
 
-use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
@@ -38,43 +36,67 @@ pub struct LogArgs {
     pub format: LogFormat,
 }
 
-/// HTTP server flags (`--http-address`, `--http-grace-period`, as in Thanos). `PORT` is
-/// the component's default port; Thanos components all default to 10902.
-#[derive(Debug, Clone, Args)]
-pub struct HttpArgs<const PORT: u16 = 10902> {
-    /// Listen host:port for HTTP endpoints.
-    #[arg(long = "http-address", value_name = "ADDRESS", default_value_t = SocketAddr::from(([0, 0, 0, 0], PORT)))]
-    pub http_address: SocketAddr,
-    /// Time to wait after an interrupt received for HTTP Server.
-    #[arg(long = "http-grace-period", value_name = "DURATION", default_value = "2m", value_parser = parse_duration_ms)]
-    pub http_grace_period_ms: i64,
+/// Define a clap `Args` struct with Thanos's HTTP server flags: `--http-address`
+/// (default `0.0.0.0:<port>`) and `--http-grace-period`. A macro rather than a
+/// const-generic struct: clap's derive keeps a default value in a static that every
+/// instantiation of a generic struct would share.
+#[macro_export]
+macro_rules! http_args {
+    ($(#[$m:meta])* $vis:vis $name:ident, $port:literal) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, clap::Args)]
+        $vis struct $name {
+            /// Listen host:port for HTTP endpoints.
+            #[arg(long = "http-address", value_name = "ADDRESS", default_value = concat!("0.0.0.0:", $port))]
+            pub http_address: std::net::SocketAddr,
+            /// Time to wait after an interrupt received for HTTP Server.
+            #[arg(long = "http-grace-period", value_name = "DURATION", default_value = "2m", value_parser = $crate::parse_duration_ms)]
+            pub http_grace_period_ms: i64,
+        }
+
+        #[allow(dead_code)]
+        impl $name {
+            /// `--http-grace-period` as a [`std::time::Duration`].
+            pub fn grace_period(&self) -> std::time::Duration {
+                std::time::Duration::from_millis(self.http_grace_period_ms.max(0) as u64)
+            }
+        }
+    };
 }
 
-impl<const PORT: u16> HttpArgs<PORT> {
-    /// `--http-grace-period` as a [`Duration`].
-    pub fn grace_period(&self) -> Duration {
-        Duration::from_millis(self.http_grace_period_ms.max(0) as u64)
-    }
+/// As [`http_args!`] for the gRPC server: `--grpc-address`, `--grpc-grace-period`.
+#[macro_export]
+macro_rules! grpc_args {
+    ($(#[$m:meta])* $vis:vis $name:ident, $port:literal) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, clap::Args)]
+        $vis struct $name {
+            /// Listen host:port for gRPC endpoints.
+            #[arg(long = "grpc-address", value_name = "ADDRESS", default_value = concat!("0.0.0.0:", $port))]
+            pub grpc_address: std::net::SocketAddr,
+            /// Time to wait after an interrupt received for GRPC Server.
+            #[arg(long = "grpc-grace-period", value_name = "DURATION", default_value = "2m", value_parser = $crate::parse_duration_ms)]
+            pub grpc_grace_period_ms: i64,
+        }
+
+        #[allow(dead_code)]
+        impl $name {
+            /// `--grpc-grace-period` as a [`std::time::Duration`].
+            pub fn grace_period(&self) -> std::time::Duration {
+                std::time::Duration::from_millis(self.grpc_grace_period_ms.max(0) as u64)
+            }
+        }
+    };
 }
 
-/// gRPC server flags (`--grpc-address`, `--grpc-grace-period`, as in Thanos). `PORT` is
-/// the component's default port; Thanos components all default to 10901.
-#[derive(Debug, Clone, Args)]
-pub struct GrpcArgs<const PORT: u16 = 10901> {
-    /// Listen host:port for gRPC endpoints.
-    #[arg(long = "grpc-address", value_name = "ADDRESS", default_value_t = SocketAddr::from(([0, 0, 0, 0], PORT)))]
-    pub grpc_address: SocketAddr,
-    /// Time to wait after an interrupt received for GRPC Server.
-    #[arg(long = "grpc-grace-period", value_name = "DURATION", default_value = "2m", value_parser = parse_duration_ms)]
-    pub grpc_grace_period_ms: i64,
-}
-
-impl<const PORT: u16> GrpcArgs<PORT> {
-    /// `--grpc-grace-period` as a [`Duration`].
-    pub fn grace_period(&self) -> Duration {
-        Duration::from_millis(self.grpc_grace_period_ms.max(0) as u64)
-    }
-}
+http_args!(
+    /// HTTP server flags with Thanos's default port, 10902.
+    pub HttpArgs, 10902
+);
+grpc_args!(
+    /// gRPC server flags with Thanos's default port, 10901.
+    pub GrpcArgs, 10901
+);
 
 /// Install the global tracing subscriber; logs go to stderr so stdout stays for output
 /// that tools print. Safe to call twice (the second call is ignored).
@@ -173,6 +195,7 @@ pub fn format_duration_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn durations() {
@@ -189,13 +212,25 @@ mod tests {
     fn server_flags() {
         use clap::Parser;
 
+        grpc_args!(OtherGrpc, 19091);
+
         #[derive(Parser)]
         struct Cli {
             #[command(flatten)]
             http: HttpArgs,
             #[command(flatten)]
-            grpc: GrpcArgs<19091>,
+            grpc: OtherGrpc,
         }
+
+        // a second command with other defaults must not change the first one's
+        http_args!(OtherHttp, 9009);
+        #[derive(Parser)]
+        struct Other {
+            #[command(flatten)]
+            http: OtherHttp,
+        }
+        let other = Other::try_parse_from(["y"]).unwrap();
+        assert_eq!(other.http.http_address, "0.0.0.0:9009".parse().unwrap());
 
         let cli = Cli::try_parse_from(["x"]).unwrap();
         assert_eq!(cli.http.http_address, "0.0.0.0:10902".parse().unwrap());

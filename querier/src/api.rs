@@ -450,7 +450,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 pub fn parse_duration_ns(s: &str) -> Result<i64, String> {
     if let Ok(f) = s.parse::<f64>() {
         let ns = f * 1e9;
-        if !(ns < 9.223_372_036_854_776e18 && ns >= -9.223_372_036_854_776e18) {
+        if !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&ns) {
             return Err(format!(
                 "cannot parse {} to a valid duration. It overflows int64",
                 go_quote(s)

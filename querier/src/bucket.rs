@@ -30,6 +30,12 @@ const RANGE_GAP: u64 = 64 * 1024;
 /// Range reads in flight per block.
 const RANGE_CONCURRENCY: usize = 8;
 
+/// A tenant's visible blocks and when they were listed.
+type Listing = (std::time::Instant, Arc<Vec<BlockMeta>>);
+
+/// A chunk as read from a segment: encoding byte and data.
+type RawChunk = (u8, bytes::Bytes);
+
 /// A series as a source returns it: labels and samples sorted by time.
 pub type SeriesData = (Labels, Vec<(i64, f64)>);
 
@@ -53,6 +59,9 @@ pub struct BucketReader {
     bucket: Bucket,
     cache: Mutex<IndexCache>,
     cache_limit: u64,
+    /// The visible blocks per tenant and when they were listed.
+    listings: Mutex<HashMap<String, Listing>>,
+    listing_ttl: std::time::Duration,
 }
 
 impl std::fmt::Debug for BucketReader {
@@ -135,12 +144,15 @@ pub fn labels_match(labels: &Labels, matchers: &[Matcher]) -> bool {
 }
 
 impl BucketReader {
-    /// `cache_limit`: bytes of parsed indexes kept in memory.
-    pub fn new(bucket: Bucket, cache_limit: u64) -> Self {
+    /// `cache_limit`: bytes of parsed indexes kept in memory; `listing_ttl`: how long a
+    /// tenant's block listing is reused (zero: list on every request).
+    pub fn new(bucket: Bucket, cache_limit: u64, listing_ttl: std::time::Duration) -> Self {
         BucketReader {
             bucket,
             cache: Mutex::new(IndexCache::default()),
             cache_limit,
+            listings: Mutex::new(HashMap::new()),
+            listing_ttl,
         }
     }
 
@@ -155,6 +167,23 @@ impl BucketReader {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<BlockMeta>, String> {
+        let listed = self.listing(tenant).await?;
+        Ok(listed
+            .iter()
+            .filter(|m| m.max_time > mint && m.min_time <= maxt)
+            .cloned()
+            .collect())
+    }
+
+    async fn listing(&self, tenant: &str) -> Result<Arc<Vec<BlockMeta>>, String> {
+        if !self.listing_ttl.is_zero() {
+            let l = self.listings.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, metas)) = l.get(tenant) {
+                if at.elapsed() < self.listing_ttl {
+                    return Ok(metas.clone());
+                }
+            }
+        }
         let refs = self
             .bucket
             .list_blocks(tenant)
@@ -171,10 +200,17 @@ impl BucketReader {
                 }
             }
         }
-        Ok(visible_blocks(metas)
-            .into_iter()
-            .filter(|m| m.max_time > mint && m.min_time <= maxt)
-            .collect())
+        let visible = Arc::new(visible_blocks(metas));
+        if !self.listing_ttl.is_zero() {
+            self.listings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    tenant.to_string(),
+                    (std::time::Instant::now(), visible.clone()),
+                );
+        }
+        Ok(visible)
     }
 
     async fn index(&self, tenant: &str, meta: &BlockMeta) -> Result<Arc<BlockIndex>, String> {
@@ -360,7 +396,7 @@ impl BucketReader {
         dir: &str,
         segments: &[u64],
         mut refs: Vec<u64>,
-    ) -> Result<HashMap<u64, (u8, bytes::Bytes)>, String> {
+    ) -> Result<HashMap<u64, RawChunk>, String> {
         refs.sort_unstable();
         refs.dedup();
         // Batch by segment: (segment, start, end, refs in it).
@@ -389,44 +425,43 @@ impl BucketReader {
                 _ => batches.push((seg, off, end, vec![r])),
             }
         }
-        let results: Vec<Result<Vec<(u64, (u8, bytes::Bytes))>, String>> =
-            futures::stream::iter(batches)
-                .map(|(seg, start, end, refs)| async move {
-                    let path = format!("{dir}/chunks/{}", segment_file_name(seg));
-                    let buf = self
-                        .bucket
-                        .get_range(&path, start..end)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let mut got = Vec::with_capacity(refs.len());
-                    for r in refs {
-                        let off = u64::from(unpack_ref(r).1);
-                        let rel = (off - start) as usize;
-                        let chunk = match parse_chunk(&buf[rel..], &path, off)? {
-                            Parsed::Chunk(enc, range) => {
-                                (enc, buf.slice(rel + range.start..rel + range.end))
-                            }
-                            Parsed::Needs(total) => {
-                                let one = self
-                                    .bucket
-                                    .get_range(&path, off..off + total)
-                                    .await
-                                    .map_err(|e| e.to_string())?;
-                                match parse_chunk(&one, &path, off)? {
-                                    Parsed::Chunk(enc, range) => (enc, one.slice(range)),
-                                    Parsed::Needs(_) => {
-                                        return Err(format!("{path}: chunk at {off} is truncated"))
-                                    }
+        let results: Vec<Result<Vec<(u64, RawChunk)>, String>> = futures::stream::iter(batches)
+            .map(|(seg, start, end, refs)| async move {
+                let path = format!("{dir}/chunks/{}", segment_file_name(seg));
+                let buf = self
+                    .bucket
+                    .get_range(&path, start..end)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut got = Vec::with_capacity(refs.len());
+                for r in refs {
+                    let off = u64::from(unpack_ref(r).1);
+                    let rel = (off - start) as usize;
+                    let chunk = match parse_chunk(&buf[rel..], &path, off)? {
+                        Parsed::Chunk(enc, range) => {
+                            (enc, buf.slice(rel + range.start..rel + range.end))
+                        }
+                        Parsed::Needs(total) => {
+                            let one = self
+                                .bucket
+                                .get_range(&path, off..off + total)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            match parse_chunk(&one, &path, off)? {
+                                Parsed::Chunk(enc, range) => (enc, one.slice(range)),
+                                Parsed::Needs(_) => {
+                                    return Err(format!("{path}: chunk at {off} is truncated"))
                                 }
                             }
-                        };
-                        got.push((r, chunk));
-                    }
-                    Ok(got)
-                })
-                .buffer_unordered(RANGE_CONCURRENCY)
-                .collect()
-                .await;
+                        }
+                    };
+                    got.push((r, chunk));
+                }
+                Ok(got)
+            })
+            .buffer_unordered(RANGE_CONCURRENCY)
+            .collect()
+            .await;
         let mut out = HashMap::new();
         for r in results {
             out.extend(r?);

@@ -59,11 +59,14 @@ pub struct Fetched {
     pub warnings: Vec<String>,
 }
 
+type ExternalLabels = Vec<(String, String)>;
+
 /// One Store API endpoint, connected on first use.
 pub struct Endpoint {
     addr: String,
     client: OnceLock<Result<StoreClient<Channel>, String>>,
-    ext: Mutex<Option<(Instant, Vec<(String, String)>)>>,
+    /// External labels from `Info` and when they were fetched.
+    ext: Mutex<Option<(Instant, ExternalLabels)>>,
 }
 
 impl std::fmt::Debug for Endpoint {

@@ -65,6 +65,9 @@ pub struct QuerierConfig {
     pub store_timeout: Option<Duration>,
     /// Bytes of block indexes kept in memory.
     pub index_cache_bytes: u64,
+    /// How long a tenant's listing of bucket blocks is reused before listing again
+    /// (zero: on every request).
+    pub block_listing_ttl: Duration,
 }
 
 impl Default for QuerierConfig {
@@ -80,6 +83,7 @@ impl Default for QuerierConfig {
             partial_response: true,
             store_timeout: None,
             index_cache_bytes: 256 << 20,
+            block_listing_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -132,10 +136,9 @@ impl Querier {
                 .iter()
                 .map(|a| Arc::new(Endpoint::new(a.clone())))
                 .collect(),
-            bucket: config
-                .bucket
-                .clone()
-                .map(|b| bucket::BucketReader::new(b, config.index_cache_bytes)),
+            bucket: config.bucket.clone().map(|b| {
+                bucket::BucketReader::new(b, config.index_cache_bytes, config.block_listing_ttl)
+            }),
             metrics: metrics.clone(),
         });
         Ok(Arc::new(Querier {

@@ -12,13 +12,22 @@ use strata_kit::metrics::Registry;
 use strata_kit::shutdown::Shutdown;
 use strata_kit::{GrpcArgs, HttpArgs};
 
+strata_kit::http_args!(
+    /// `strata all`: Mimir's monolithic HTTP port.
+    pub AllHttpArgs, 9009
+);
+strata_kit::grpc_args!(
+    /// `strata all`: Mimir's gRPC port.
+    pub AllGrpcArgs, 9095
+);
+
 /// `strata ingester`: Thanos's default ports.
 #[derive(Debug, Args)]
 pub struct IngesterCmd {
     #[command(flatten)]
-    http: HttpArgs<10902>,
+    http: HttpArgs,
     #[command(flatten)]
-    grpc: GrpcArgs<10901>,
+    grpc: GrpcArgs,
     #[command(flatten)]
     ingester: IngesterArgs,
 }
@@ -27,19 +36,21 @@ pub struct IngesterCmd {
 #[derive(Debug, Args)]
 pub struct AllCmd {
     #[command(flatten)]
-    http: HttpArgs<9009>,
+    http: AllHttpArgs,
     #[command(flatten)]
-    grpc: GrpcArgs<9095>,
+    grpc: AllGrpcArgs,
     #[command(flatten)]
     ingester: IngesterArgs,
+    #[command(flatten)]
+    query: crate::querier::QuerierArgs,
 }
 
 pub fn run_ingester(cmd: IngesterCmd) -> anyhow::Result<ExitCode> {
-    serve(cmd.http.http_address, cmd.http.grace_period(), cmd.grpc.grpc_address, cmd.ingester, "ingester")
+    serve(cmd.http.http_address, cmd.http.grace_period(), cmd.grpc.grpc_address, cmd.ingester, None)
 }
 
 pub fn run_all(cmd: AllCmd) -> anyhow::Result<ExitCode> {
-    serve(cmd.http.http_address, cmd.http.grace_period(), cmd.grpc.grpc_address, cmd.ingester, "all")
+    serve(cmd.http.http_address, cmd.http.grace_period(), cmd.grpc.grpc_address, cmd.ingester, Some(cmd.query))
 }
 
 fn serve(
@@ -47,8 +58,9 @@ fn serve(
     grace: std::time::Duration,
     grpc_addr: std::net::SocketAddr,
     args: IngesterArgs,
-    component: &str,
+    query: Option<crate::querier::QuerierArgs>,
 ) -> anyhow::Result<ExitCode> {
+    let component = if query.is_some() { "all" } else { "ingester" };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let registry = Registry::with_process_metrics();
@@ -61,13 +73,23 @@ fn serve(
             .with_context(|| format!("cannot listen on gRPC address {grpc_addr} (--grpc-address)"))?;
         let bucket = args.bucket().context("object store")?;
         tracing::info!(component, bucket = %bucket, data_dir = %args.data_dir.display(), "starting");
+        let querier_bucket = bucket.clone();
         let reg = registry.clone();
         let ing: Arc<Ingester> = tokio::task::spawn_blocking(move || Ingester::open(args, bucket, &reg))
             .await?
             .context("open ingester data")?;
         let readiness = Readiness::new();
         let state = ServerState::new(&registry, readiness.clone());
-        let app = instrument(router(state.clone()).merge(ing.routes()), &state);
+        let mut app = router(state.clone()).merge(ing.routes());
+        if let Some(q) = query {
+            // In one process the querier reads the ingester over its own gRPC port (the
+            // head and local blocks) and the bucket; overlaps are merged, not doubled.
+            let local = std::net::SocketAddr::from(([127, 0, 0, 1], grpc_listener.local_addr()?.port()));
+            let config = q.config(vec![local.to_string()], Some(querier_bucket))?;
+            let querier = strata_querier::Querier::new(config, &registry).context("querier")?;
+            app = app.merge(querier.routes());
+        }
+        let app = instrument(app, &state);
 
         let grpc_shutdown = shutdown.clone();
         let grpc = tokio::spawn(

@@ -8,8 +8,9 @@ use anyhow::Context;
 use clap::{ArgAction, Args};
 use strata_kit::http::{instrument, router, Readiness, Server, ServerState};
 use strata_kit::metrics::Registry;
+use strata_kit::parse_duration_ms;
 use strata_kit::shutdown::Shutdown;
-use strata_kit::{parse_duration_ms, HttpArgs};
+use strata_kit::HttpArgs;
 use strata_objstore::Bucket;
 use strata_querier::{Querier, QuerierConfig};
 
@@ -17,14 +18,7 @@ use strata_querier::{Querier, QuerierConfig};
 #[derive(Debug, Args)]
 pub struct QuerierCmd {
     #[command(flatten)]
-    http: HttpArgs<10902>,
-    #[command(flatten)]
-    querier: QuerierArgs,
-}
-
-/// The querier's own flags.
-#[derive(Debug, Clone, Args)]
-pub struct QuerierArgs {
+    http: HttpArgs,
     /// Store API endpoint to query, HOST:PORT: an ingester, a sidecar (repeatable).
     #[arg(long = "endpoint", visible_alias = "store", value_name = "HOST:PORT")]
     pub endpoints: Vec<String>,
@@ -32,6 +26,13 @@ pub struct QuerierArgs {
     /// endpoints are queried.
     #[arg(long = "objstore.config-file", value_name = "FILE")]
     pub objstore_config_file: Option<PathBuf>,
+    #[command(flatten)]
+    querier: QuerierArgs,
+}
+
+/// The query flags, shared by `strata querier` and `strata all`.
+#[derive(Debug, Clone, Args)]
+pub struct QuerierArgs {
     /// Label that tells HA replicas apart; series equal but for it are deduplicated
     /// (repeatable).
     #[arg(long = "query.replica-label", value_name = "NAME")]
@@ -69,15 +70,11 @@ pub struct QuerierArgs {
 }
 
 impl QuerierArgs {
-    /// The querier's configuration, reading the objstore file if given.
-    pub fn config(&self) -> anyhow::Result<QuerierConfig> {
-        let bucket = match &self.objstore_config_file {
-            Some(f) => Some(Bucket::from_config_file(f).context("--objstore.config-file")?),
-            None => None,
-        };
+    /// The querier's configuration over these endpoints and bucket.
+    pub fn config(&self, endpoints: Vec<String>, bucket: Option<Bucket>) -> anyhow::Result<QuerierConfig> {
         let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
         Ok(QuerierConfig {
-            endpoints: self.endpoints.clone(),
+            endpoints,
             bucket,
             replica_labels: self.replica_labels.clone(),
             timeout: ms(self.timeout_ms),
@@ -93,7 +90,11 @@ impl QuerierArgs {
 }
 
 pub fn run_querier(cmd: QuerierCmd) -> anyhow::Result<ExitCode> {
-    let config = cmd.querier.config()?;
+    let bucket = match &cmd.objstore_config_file {
+        Some(f) => Some(Bucket::from_config_file(f).context("--objstore.config-file")?),
+        None => None,
+    };
+    let config = cmd.querier.config(cmd.endpoints.clone(), bucket)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

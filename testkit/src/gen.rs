@@ -33,13 +33,17 @@ impl Default for GenSpec {
     }
 }
 
-/// Timestamps of one series: a regular grid with jitter, strictly increasing.
+/// Timestamps of one series: a regular grid with jitter, strictly increasing. Every
+/// timestamp is even (with an even `start_ms` and `interval_ms`), so queries evaluated at
+/// odd milliseconds never have a sample on a window edge, where Prometheus 2.42 (closed
+/// windows) and 3.x (left-open windows) differ.
 fn timestamps(spec: &GenSpec, rng: &mut SmallRng) -> Vec<i64> {
-    let offset = rng.random_range(0..spec.interval_ms);
+    let offset = rng.random_range(0..spec.interval_ms / 2) * 2;
     let mut out = Vec::new();
     let mut t = spec.start_ms + offset;
     while t < spec.start_ms + spec.duration_ms {
-        let j = if spec.jitter_ms > 0 { rng.random_range(-spec.jitter_ms..=spec.jitter_ms) } else { 0 };
+        let half = spec.jitter_ms / 2;
+        let j = if half > 0 { rng.random_range(-half..=half) * 2 } else { 0 };
         out.push(t + j);
         t += spec.interval_ms;
     }

@@ -27,15 +27,22 @@ impl StrataProc {
         Self::start(data_dir, args, free_port(), free_port())
     }
 
+    /// `strata <args…>` with `--http-address` only (components without gRPC).
+    pub fn start_http_only(data_dir: &Path, args: &[&str]) -> StrataProc {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Self::start(data_dir, args, free_port(), 0)
+    }
+
     fn start(data_dir: &Path, args: Vec<String>, http_port: u16, grpc_port: u16) -> StrataProc {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.join(format!("strata-{http_port}.log"));
         let f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let mut cmd = Command::new(strata_bin());
-        cmd.args(&args)
-            .arg(format!("--http-address=127.0.0.1:{http_port}"))
-            .arg(format!("--grpc-address=127.0.0.1:{grpc_port}"))
-            .stdout(Stdio::from(f.try_clone().unwrap()))
+        cmd.args(&args).arg(format!("--http-address=127.0.0.1:{http_port}"));
+        if grpc_port != 0 {
+            cmd.arg(format!("--grpc-address=127.0.0.1:{grpc_port}"));
+        }
+        cmd.stdout(Stdio::from(f.try_clone().unwrap()))
             .stderr(Stdio::from(f));
         let mut proc = ChildGuard::spawn("strata", &mut cmd);
         let url = format!("http://127.0.0.1:{http_port}/-/ready");
