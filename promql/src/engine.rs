@@ -32,7 +32,7 @@ impl Engine {
     }
 
     fn parse(query: &str) -> Result<Expr, QueryError> {
-        parser::parse(query).map_err(QueryError::BadData)
+        parser::parse(&rewrite_aliases(query)).map_err(QueryError::BadData)
     }
 
     fn evaluator<'a>(
@@ -237,5 +237,69 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, QueryError>) -> Result<T, QueryError
                 "internal error during query evaluation: {msg}"
             )))
         }
+    }
+}
+
+/// Function names our parser knows under their Prometheus 3 name: `holt_winters` (2.x)
+/// is `double_exponential_smoothing`. Rewritten only as a call outside string literals.
+fn rewrite_aliases(q: &str) -> std::borrow::Cow<'_, str> {
+    const OLD: &str = "holt_winters";
+    const NEW: &str = "double_exponential_smoothing";
+    if !q.contains(OLD) {
+        return std::borrow::Cow::Borrowed(q);
+    }
+    let b = q.as_bytes();
+    let mut out = String::with_capacity(q.len() + 20);
+    let mut i = 0;
+    let mut quote: Option<u8> = None;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(qc) = quote {
+            out.push(c as char);
+            if c == b'\\' && qc != b'`' && i + 1 < b.len() {
+                out.push(b[i + 1] as char);
+                i += 2;
+                continue;
+            }
+            if c == qc {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        if c == b'"' || c == b'\'' || c == b'`' {
+            quote = Some(c);
+            out.push(c as char);
+            i += 1;
+            continue;
+        }
+        let boundary = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b':');
+        if boundary && q[i..].starts_with(OLD) {
+            let rest = q[i + OLD.len()..].trim_start();
+            let after = b.get(i + OLD.len()).copied().unwrap_or(b' ');
+            if rest.starts_with('(') && !(after.is_ascii_alphanumeric() || after == b'_') {
+                out.push_str(NEW);
+                i += OLD.len();
+                continue;
+            }
+        }
+        // copy one UTF-8 character
+        let ch = q[i..].chars().next().expect("in bounds");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod alias_tests {
+    use super::rewrite_aliases;
+
+    #[test]
+    fn holt_winters_is_an_alias() {
+        assert_eq!(rewrite_aliases("holt_winters(x[5m], 0.5, 0.5)"), "double_exponential_smoothing(x[5m], 0.5, 0.5)");
+        assert_eq!(rewrite_aliases(r#"x{a="holt_winters("} + holt_winters (y[1m],1,1)"#), r#"x{a="holt_winters("} + double_exponential_smoothing (y[1m],1,1)"#);
+        assert_eq!(rewrite_aliases("my_holt_winters(x)"), "my_holt_winters(x)");
+        assert_eq!(rewrite_aliases("holt_winters_total"), "holt_winters_total");
     }
 }

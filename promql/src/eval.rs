@@ -634,10 +634,8 @@ impl<'a> Evaluator<'a> {
                                 if hi < lo {
                                     return false;
                                 }
-                                p.1 = p.1.max(lo).min(hi);
-                                if p.1.is_nan() {
-                                    p.1 = f64::NAN;
-                                }
+                                // Go's math.Max/Min: NaN in, NaN out
+                                p.1 = go_min(go_max(p.1, lo), hi);
                                 true
                             }
                             "clamp_min" => {

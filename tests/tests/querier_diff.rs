@@ -4,6 +4,9 @@
 //!
 //! Sample timestamps are even and evaluation times odd (see `testkit::gen`), so no sample
 //! sits on a window edge, where 2.42's closed windows and 3.x's left-open ones differ.
+//! Two other places where 2.42 and 3.x (our target) differ are kept out of the data:
+//! Kahan-sum overflow (NaN in 2.42, ±Inf in 3.x; no ±1e300 values) and rate()
+//! extrapolation at a series' first sample (no window reaches back to the data start).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -193,8 +196,12 @@ fn compare(what: &str, ours: &str, theirs: &str) -> Option<String> {
     None
 }
 
+fn spec() -> GenSpec {
+    GenSpec { extremes: false, ..GenSpec::default() }
+}
+
 fn load_blocks(tmp: &Path) -> std::path::PathBuf {
-    let spec = GenSpec::default();
+    let spec = spec();
     let (text, series) = openmetrics(&spec);
     assert!(series >= 1000);
     let input = tmp.join("in.om");
@@ -219,7 +226,7 @@ fn strata_answers_like_prometheus() {
         &["querier", &format!("--objstore.config-file={}", cfg.display())],
     );
 
-    let start = GenSpec::default().start_ms;
+    let start = spec().start_ms;
     // odd milliseconds: never on a sample (samples are at even ms)
     let times: Vec<i64> = [40 * 60_000 + 1, 95 * 60_000 + 13_457, 170 * 60_000 + 59_999].iter().map(|o| start + o).collect();
     let fmt = |ms: i64| format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
@@ -240,7 +247,9 @@ fn strata_answers_like_prometheus() {
         let path = format!(
             "/api/v1/query_range?query={}&start={}&end={}&step=97",
             encode(q),
-            fmt(start + 30 * 60_000 + 1),
+            // windows (even with `offset 30m`) start after the data does: at a series'
+            // start 2.42 and 3.x extrapolate rate() differently
+            fmt(start + 70 * 60_000 + 1),
             fmt(start + 175 * 60_000 + 1)
         );
         let (_, ours) = get(&format!("{}{path}", strata.url())).unwrap();
