@@ -84,6 +84,7 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 pub struct Metrics {
+    pub syncs: Counter,
     pub uploads: Counter,
     pub upload_failures: Counter,
     pub last_upload: Gauge,
@@ -93,6 +94,7 @@ pub struct Metrics {
 impl Metrics {
     fn new(r: &Registry) -> Self {
         Metrics {
+            syncs: r.counter("strata_sidecar_shipper_syncs_total", "Shipping rounds run (successful or not)."),
             uploads: r.counter("strata_sidecar_uploads_total", "Blocks uploaded to the bucket."),
             upload_failures: r.counter("strata_sidecar_upload_failures_total", "Failed shipping rounds (retried)."),
             last_upload: r.gauge(
@@ -169,6 +171,12 @@ impl Sidecar {
 
     /// One shipping round.
     pub async fn ship_once(&self, bucket: &Bucket) -> Result<usize> {
+        let r = self.ship_round(bucket).await;
+        self.metrics.syncs.inc();
+        r
+    }
+
+    async fn ship_round(&self, bucket: &Bucket) -> Result<usize> {
         match self.shipper().sync(bucket).await {
             Ok(done) => {
                 if !done.is_empty() {

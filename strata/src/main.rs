@@ -2,6 +2,7 @@
 
 mod ingester;
 mod querier;
+mod sidecar;
 mod tools;
 
 use std::process::ExitCode;
@@ -30,8 +31,8 @@ enum Command {
     Querier(querier::QuerierCmd),
     /// Compact, deduplicate and downsample blocks in the bucket (not built yet).
     Compactor,
-    /// Ship a Prometheus's blocks and serve its recent data (not built yet).
-    Sidecar,
+    /// Ship a Prometheus's blocks to the bucket and serve its recent data (Store API).
+    Sidecar(sidecar::SidecarCmd),
     /// Offline tools for blocks and buckets, shaped like promtool's.
     Tools(tools::ToolsArgs),
 }
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
         Command::Tools(args) => tools::run(&args),
         Command::Querier(cmd) => querier::run_querier(cmd),
         Command::Compactor => not_built("compactor"),
-        Command::Sidecar => not_built("sidecar"),
+        Command::Sidecar(cmd) => sidecar::run_sidecar(cmd),
     };
     match result {
         Ok(code) => code,

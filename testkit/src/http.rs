@@ -4,12 +4,21 @@ use std::time::{Duration, Instant};
 
 /// GET `url`; returns (status, body). Transport errors are returned as `Err`.
 pub fn get(url: &str) -> Result<(u16, String), String> {
+    get_with(url, &[])
+}
+
+/// GET `url` with extra request headers.
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> Result<(u16, String), String> {
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .new_agent();
-    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let mut req = agent.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.call().map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let body = resp
         .body_mut()

@@ -27,6 +27,13 @@ impl StrataProc {
         Self::start(data_dir, args, free_port(), free_port())
     }
 
+    /// `strata <args…>` with `--http-address` and `--grpc-address` on free ports; waits
+    /// for `/-/ready`.
+    pub fn start_with_grpc(data_dir: &Path, args: &[&str]) -> StrataProc {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Self::start(data_dir, args, free_port(), free_port())
+    }
+
     /// `strata <args…>` with `--http-address` only (components without gRPC).
     pub fn start_http_only(data_dir: &Path, args: &[&str]) -> StrataProc {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
