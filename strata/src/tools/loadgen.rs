@@ -64,19 +64,19 @@ pub struct LoadgenArgs {
 const BUCKETS: [&str; 8] = ["0.005", "0.01", "0.05", "0.1", "0.5", "1", "5", "+Inf"];
 
 /// The static description of one series slot.
-struct Slot {
-    metric: usize,
+pub(crate) struct Slot {
+    pub metric: usize,
     /// 0..10 for histograms (8 buckets, sum, count), 0 otherwise.
-    part: usize,
-    instance: usize,
-    pod: usize,
+    pub part: usize,
+    pub instance: usize,
+    pub pod: usize,
 }
 
-fn metric_kind(m: usize) -> usize {
+pub(crate) fn metric_kind(m: usize) -> usize {
     m % 3 // 0 counter, 1 gauge, 2 histogram
 }
 
-fn slots(n: usize, metrics: usize) -> Vec<Slot> {
+pub(crate) fn slots(n: usize, metrics: usize) -> Vec<Slot> {
     let mut v = Vec::with_capacity(n);
     let mut combo = 0usize;
     'outer: loop {
@@ -94,7 +94,7 @@ fn slots(n: usize, metrics: usize) -> Vec<Slot> {
     v
 }
 
-fn labels_for(s: &Slot, generation: usize) -> Vec<Label> {
+pub(crate) fn labels_for(s: &Slot, generation: usize) -> Vec<Label> {
     let l = |n: &str, v: String| Label { name: n.into(), value: v };
     let base = format!("loadgen_metric_{}", s.metric);
     let (name, extra) = match (metric_kind(s.metric), s.part) {

@@ -3,6 +3,7 @@
 
 mod bucket;
 mod loadgen;
+mod synth;
 mod tsdb;
 
 use std::process::ExitCode;

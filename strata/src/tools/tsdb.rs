@@ -26,6 +26,8 @@ enum TsdbCommand {
     Dump(DumpArgs),
     /// Block statistics: series, samples, chunks, bytes per sample, cardinality.
     Analyze(AnalyzeArgs),
+    /// Write synthetic blocks (loadgen's series) directly, for benchmarks.
+    Synth(super::synth::SynthArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +87,7 @@ pub fn run(args: &TsdbArgs) -> anyhow::Result<ExitCode> {
         TsdbCommand::CreateBlocksFrom(CreateFrom::Openmetrics(a)) => create_from_openmetrics(a),
         TsdbCommand::Dump(a) => dump(a),
         TsdbCommand::Analyze(a) => analyze(a),
+        TsdbCommand::Synth(a) => super::synth::run(a),
     }
 }
 
