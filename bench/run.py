@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
-"""Side-by-side ingest benchmark: Strata vs Prometheus 2.42 vs VictoriaMetrics 1.79.
+"""Side-by-side benchmark: Strata vs Prometheus 2.42 vs VictoriaMetrics 1.79.
 
 Each system runs alone on loopback with the same workload from `strata tools loadgen`
 (deterministic, pre-encoded, sharded). For each: sustained ingest samples/s, CPU seconds
-per million samples, peak and steady RSS per active series, and bytes per sample on disk
-after a flush. With --churn the same again with series churn.
+per million samples, peak and steady RSS per active series, bytes per sample on disk
+after a flush, and the median latency of a fixed query set over the ingested data. With
+--churn the same again with series churn.
 
     bench/run.py                # full run (100k series), updates BENCHMARKS.md
     bench/run.py --quick        # small smoke run: checks all three ingested, no timing claims
 
-Query latency joins the table when the querier lands (issue #4).
+`bench/query.py` measures query latency over days of data beside Prometheus.
 """
 
 import argparse
@@ -84,6 +85,35 @@ def which(*names):
     return None
 
 
+QUERY_SET = [
+    ("selector", 'loadgen_metric_1{namespace="ns-3"}'),
+    ("rate sum by", "sum by (namespace) (rate(loadgen_metric_0_total[2m]))"),
+    ("histogram_quantile", "histogram_quantile(0.9, sum by (le) (rate(loadgen_metric_2_bucket[2m])))"),
+    ("topk", "topk(5, rate(loadgen_metric_3_total[2m]))"),
+    ("count all series", 'count({job="loadgen"})'),
+]
+
+
+def query_latency(base, runs):
+    """Median seconds per query of QUERY_SET over the ingested data (instant, now)."""
+    import statistics
+    import urllib.parse
+    out = {}
+    now = time.time()
+    for name, q in QUERY_SET:
+        url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": q, "time": f"{now:.3f}"})
+        _, body = http("GET", url, timeout=600)  # warm-up
+        if json.loads(body).get("status") != "success" or not json.loads(body)["data"]["result"]:
+            sys.exit(f"{base}: {q}: no result: {body[:300]}")
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            http("GET", url, timeout=600)
+            times.append(time.perf_counter() - t)
+        out[name] = statistics.median(times)
+    return out
+
+
 class System:
     name = ""
 
@@ -112,6 +142,7 @@ class Strata(System):
             stdout=self.log, stderr=self.log)
         wait_ready(f"http://127.0.0.1:{self.port}/-/ready", self.proc, self.name)
         self.write_url = f"http://127.0.0.1:{self.port}/api/v1/push"
+        self.query_url = f"http://127.0.0.1:{self.port}"
 
     def flush_and_size(self):
         http("POST", f"http://127.0.0.1:{self.port}/ingester/flush", data=b"", timeout=600)
@@ -136,6 +167,7 @@ class Prometheus(System):
             stdout=self.log, stderr=self.log)
         wait_ready(f"http://127.0.0.1:{self.port}/-/ready", self.proc, self.name)
         self.write_url = f"http://127.0.0.1:{self.port}/api/v1/write"
+        self.query_url = f"http://127.0.0.1:{self.port}"
 
     def flush_and_size(self):
         # A snapshot writes the head as a block: the on-disk form of what was ingested.
@@ -157,10 +189,11 @@ class Victoria(System):
             sys.exit("victoria-metrics not found: apt-get install -y victoria-metrics")
         self.proc = subprocess.Popen(
             [binary, f"-storageDataPath={self.dir}/data", f"-httpListenAddr=127.0.0.1:{self.port}",
-             "-retentionPeriod=100y", "-search.disableCache"],
+             "-retentionPeriod=100y", "-search.disableCache", "-search.latencyOffset=0s"],
             stdout=self.log, stderr=self.log)
         wait_ready(f"http://127.0.0.1:{self.port}/health", self.proc, self.name)
         self.write_url = f"http://127.0.0.1:{self.port}/api/v1/write"
+        self.query_url = f"http://127.0.0.1:{self.port}"
 
     def flush_and_size(self):
         http("GET", f"http://127.0.0.1:{self.port}/internal/force_flush")
@@ -173,7 +206,7 @@ class Victoria(System):
         return json.loads(body)["data"][0]
 
 
-def run_one(cls, workdir, strata_bin, load):
+def run_one(cls, workdir, strata_bin, load, query_runs):
     s = cls(workdir)
     s.start(strata_bin)
     try:
@@ -186,6 +219,9 @@ def run_one(cls, workdir, strata_bin, load):
         time.sleep(5)  # steady state: background work after the last request settles
         r["steady_rss"] = rss(s.proc.pid)
         r["series_seen"] = s.count()
+        if cls is Victoria:
+            http("GET", f"http://127.0.0.1:{s.port}/internal/force_flush")  # make samples searchable
+        r["query_seconds"] = query_latency(s.query_url, query_runs)
         r["disk_bytes"] = s.flush_and_size()
         return r
     finally:
@@ -213,6 +249,8 @@ def table(results, churn):
         ("steady RSS bytes per active series", lambda r: r["steady_rss"] / max(r["series"], 1), 0),
         ("bytes per sample on disk after flush", lambda r: r["disk_bytes"] / max(r["samples_sent"], 1), 2),
     ]
+    for name, _ in QUERY_SET:
+        metrics.append((f"query latency ms: {name}", lambda r, n=name: r["query_seconds"][n] * 1000, 2))
     for label, f, d in metrics:
         vals = [f(results[n]) for n in ("strata", "prometheus", "victoriametrics")]
         rows.append([label] + [fmt(v, d) for v in vals] + [ratio(vals[0], vals[1]), ratio(vals[0], vals[2])])
@@ -241,14 +279,18 @@ def main():
         strata_bin = os.path.join(ROOT, "target", "release", "strata")
         subprocess.run(["cargo", "build", "--release", "-p", "strata"], cwd=ROOT, check=True)
     base = ["--series", str(a.series), "--scrapes", str(a.scrapes), "--shards", "4"]
-    sections = []
+    # the generator's own ceiling, against an endpoint that discards requests
+    out = subprocess.run([strata_bin, "tools", "loadgen", "--url", "null", "--json"] + base,
+                         capture_output=True, text=True, check=True)
+    ceiling = json.loads(out.stdout.strip().splitlines()[-1])["samples_per_second"]
+    sections = [f"Load generator ceiling (null endpoint): {ceiling:,.0f} samples/s."]
     with tempfile.TemporaryDirectory(prefix="strata-bench-") as work:
         for churn in ([0.0] if a.quick else [0.0, a.churn]):
             load = base + (["--churn", str(churn)] if churn else [])
             results = {}
             for cls in (Strata, Prometheus, Victoria):
                 print(f"== {cls.name}, churn {churn}", file=sys.stderr)
-                results[cls.name] = run_one(cls, os.path.join(work, f"c{churn}"), strata_bin, load)
+                results[cls.name] = run_one(cls, os.path.join(work, f"c{churn}"), strata_bin, load, 1 if a.quick else 5)
                 r = results[cls.name]
                 print(json.dumps(r), file=sys.stderr)
                 if r["samples_sent"] != a.series * a.scrapes or r["samples_failed"]:

@@ -96,7 +96,7 @@ fn serve(
             tonic::transport::Server::builder()
                 .add_service(StoreService::new(ing.clone()).into_server())
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                    crate::nodelay(grpc_listener),
                     grpc_shutdown.wait_owned(),
                 ),
         );

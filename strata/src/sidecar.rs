@@ -75,7 +75,7 @@ pub fn run_sidecar(cmd: SidecarCmd) -> anyhow::Result<ExitCode> {
             tonic::transport::Server::builder()
                 .add_service(StoreService::new(sc.clone()).into_server())
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                    crate::nodelay(grpc_listener),
                     shutdown.clone().wait_owned(),
                 ),
         );
