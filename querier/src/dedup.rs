@@ -18,85 +18,11 @@ use std::collections::BTreeMap;
 
 use strata_tsdb::labels::Labels;
 
-/// Penalty applied before a sample interval is known, in ms (Thanos's `initialPenalty`).
-pub const INITIAL_PENALTY_MS: i64 = 5000;
+pub use strata_tsdb::dedup::{merge_pair, INITIAL_PENALTY_MS};
 
 /// Functions whose argument is treated as a counter when switching replicas.
 pub fn is_counter_func(f: Option<&str>) -> bool {
     matches!(f, Some("increase" | "rate" | "irate" | "resets"))
-}
-
-/// Merge two replicas of one series (each sorted by time) with the penalty algorithm.
-pub fn merge_pair(a: &[(i64, f64)], b: &[(i64, f64)], counter: bool) -> Vec<(i64, f64)> {
-    let mut out = Vec::with_capacity(a.len().max(b.len()));
-    let (mut ia, mut ib) = (0usize, 0usize);
-    let (mut a_live, mut b_live) = (!a.is_empty(), !b.is_empty());
-    let mut last_t: Option<i64> = None;
-    let (mut pen_a, mut pen_b) = (0i64, 0i64);
-    let mut use_a = true;
-    // Counter correction per replica, added to its raw values.
-    let (mut adj_a, mut adj_b) = (0.0f64, 0.0f64);
-
-    let seek = |s: &[(i64, f64)], i: &mut usize, t: i64| {
-        while *i < s.len() && s[*i].0 < t {
-            *i += 1;
-        }
-        *i < s.len()
-    };
-
-    loop {
-        let prev_use_a = use_a;
-        let last_v = out.last().map(|&(_, v)| v);
-        let from = last_t.map_or(i64::MIN, |l| l.saturating_add(1));
-        if a_live {
-            a_live = seek(a, &mut ia, from.saturating_add(pen_a));
-        }
-        if b_live {
-            b_live = seek(b, &mut ib, from.saturating_add(pen_b));
-        }
-        match (a_live, b_live) {
-            (false, false) => break,
-            (false, true) => {
-                use_a = false;
-                pen_b = 0;
-            }
-            (true, false) => {
-                use_a = true;
-                pen_a = 0;
-            }
-            (true, true) => {
-                let (ta, tb) = (a[ia].0, b[ib].0);
-                use_a = ta <= tb;
-                let t = ta.min(tb);
-                let pen = last_t.map_or(INITIAL_PENALTY_MS, |l| 2 * (t - l));
-                if use_a {
-                    pen_b = pen;
-                    pen_a = 0;
-                } else {
-                    pen_a = pen;
-                    pen_b = 0;
-                }
-            }
-        }
-        if counter && use_a != prev_use_a {
-            if let Some(last) = last_v {
-                if a_live && last > a[ia].1 + adj_a {
-                    adj_a += last - (a[ia].1 + adj_a);
-                }
-                if b_live && last > b[ib].1 + adj_b {
-                    adj_b += last - (b[ib].1 + adj_b);
-                }
-            }
-        }
-        let (t, v) = if use_a {
-            (a[ia].0, a[ia].1 + adj_a)
-        } else {
-            (b[ib].0, b[ib].1 + adj_b)
-        };
-        last_t = Some(t);
-        out.push((t, v));
-    }
-    out
 }
 
 /// Group `series` (sorted by labels) by their labels without `replica_labels` and merge

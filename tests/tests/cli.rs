@@ -44,7 +44,9 @@ fn help_is_golden() {
 
 #[test]
 fn unbuilt_components_say_so_and_exit_2() {
-    for c in ["compactor"] {
+    // Every component is built today; the check stays for the next one.
+    let unbuilt: [&str; 0] = [];
+    for c in unbuilt {
         let out = run(strata().arg(c));
         assert_eq!(out.status.code(), Some(2), "strata {c}");
         let err = String::from_utf8_lossy(&out.stderr);

@@ -78,6 +78,9 @@ impl std::fmt::Debug for BlockWriter {
 }
 
 fn chunk_samples(c: &EncodedChunk) -> u64 {
+    if c.encoding == Encoding::Aggr {
+        return crate::downsample::aggr_num_samples(&c.data) as u64;
+    }
     // Every Prometheus chunk encoding starts with its sample count, 2 bytes BE.
     match c.data.as_slice() {
         [a, b, ..] => u64::from(u16::from_be_bytes([*a, *b])),
@@ -145,7 +148,7 @@ impl BlockWriter {
                 Encoding::Histogram | Encoding::FloatHistogram => {
                     self.stats.num_histogram_samples += n
                 }
-                Encoding::None => {}
+                Encoding::None | Encoding::Aggr => {}
             }
             self.min_time = self.min_time.min(c.min_time);
             self.max_time = self.max_time.max(c.max_time);

@@ -43,6 +43,9 @@ pub enum Encoding {
     Xor = 1,
     Histogram = 2,
     FloatHistogram = 3,
+    /// Thanos's downsampled aggregate chunk (`downsample.ChunkEncAggr`); see
+    /// [`crate::downsample`].
+    Aggr = 0xff,
 }
 
 impl Encoding {
@@ -52,6 +55,7 @@ impl Encoding {
             1 => Some(Encoding::Xor),
             2 => Some(Encoding::Histogram),
             3 => Some(Encoding::FloatHistogram),
+            0xff => Some(Encoding::Aggr),
             _ => None,
         }
     }
@@ -63,6 +67,7 @@ impl Encoding {
             Encoding::Xor => "XOR",
             Encoding::Histogram => "histogram",
             Encoding::FloatHistogram => "floathistogram",
+            Encoding::Aggr => "aggr",
         }
     }
 }

@@ -107,7 +107,6 @@ pub fn merge_pair(a: &[(i64, f64)], b: &[(i64, f64)], counter: bool) -> Vec<(i64
     out
 }
 
-
 #[cfg(test)]
 mod switch_tests {
     use super::merge_pair;
@@ -115,18 +114,35 @@ mod switch_tests {
     #[test]
     fn gaps_in_either_replica_are_filled_completely() {
         let full: Vec<(i64, f64)> = (0..200).map(|i| (i * 15_000, i as f64)).collect();
-        let a: Vec<_> = full.iter().copied().filter(|(t, _)| !(300_000..600_000).contains(t)).collect();
-        let b: Vec<_> = full.iter().copied().filter(|(t, _)| !(1_200_000..1_800_000).contains(t)).collect();
+        let a: Vec<_> = full
+            .iter()
+            .copied()
+            .filter(|(t, _)| !(300_000..600_000).contains(t))
+            .collect();
+        let b: Vec<_> = full
+            .iter()
+            .copied()
+            .filter(|(t, _)| !(1_200_000..1_800_000).contains(t))
+            .collect();
         assert_eq!(merge_pair(&a, &b, false), full);
         assert_eq!(merge_pair(&b, &a, true), full);
     }
 
     #[test]
     fn phase_shifted_replicas_never_double() {
-        let a: Vec<(i64, f64)> = (0..100).filter(|i| !(20..30).contains(i)).map(|i| (i * 15_000, i as f64)).collect();
+        let a: Vec<(i64, f64)> = (0..100)
+            .filter(|i| !(20..30).contains(i))
+            .map(|i| (i * 15_000, i as f64))
+            .collect();
         let b: Vec<(i64, f64)> = (0..100).map(|i| (i * 15_000 + 4_000, i as f64)).collect();
         let m = merge_pair(&a, &b, false);
-        assert!(m.windows(2).all(|w| w[1].0 - w[0].0 >= 7_500), "samples closer than half an interval");
-        assert!(m.windows(2).all(|w| w[1].0 - w[0].0 <= 22_500), "a hole where b had data");
+        assert!(
+            m.windows(2).all(|w| w[1].0 - w[0].0 >= 7_500),
+            "samples closer than half an interval"
+        );
+        assert!(
+            m.windows(2).all(|w| w[1].0 - w[0].0 <= 22_500),
+            "a hole where b had data"
+        );
     }
 }

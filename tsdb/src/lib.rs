@@ -18,6 +18,8 @@ pub mod backfill;
 pub mod block;
 pub mod chunkenc;
 pub mod chunks;
+pub mod dedup;
+pub mod downsample;
 pub mod error;
 pub mod head;
 pub mod index;
