@@ -43,6 +43,11 @@ pub struct AllCmd {
     ingester: IngesterArgs,
     #[command(flatten)]
     query: crate::querier::QuerierArgs,
+    #[command(flatten)]
+    compactor: crate::compactor::CompactorArgs,
+    /// How often the compactor runs inside `strata all`.
+    #[arg(long = "compactor.interval", value_name = "DURATION", default_value = "5m", value_parser = strata_kit::parse_duration_ms)]
+    compactor_interval_ms: i64,
 }
 
 pub fn run_ingester(cmd: IngesterCmd) -> anyhow::Result<ExitCode> {
@@ -50,7 +55,21 @@ pub fn run_ingester(cmd: IngesterCmd) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_all(cmd: AllCmd) -> anyhow::Result<ExitCode> {
-    serve(cmd.http.http_address, cmd.http.grace_period(), cmd.grpc.grpc_address, cmd.ingester, Some(cmd.query))
+    let compactor = cmd.compactor.config(
+        cmd.ingester.data_dir.join("compactor"),
+        std::time::Duration::from_millis(cmd.compactor_interval_ms.max(1000) as u64),
+    )?;
+    let all = AllExtras {
+        query: cmd.query,
+        compactor,
+    };
+    serve(cmd.http.http_address, cmd.http.grace_period(), cmd.grpc.grpc_address, cmd.ingester, Some(all))
+}
+
+/// What `strata all` runs beside the ingester.
+struct AllExtras {
+    query: crate::querier::QuerierArgs,
+    compactor: strata_compactor::CompactorConfig,
 }
 
 fn serve(
@@ -58,9 +77,9 @@ fn serve(
     grace: std::time::Duration,
     grpc_addr: std::net::SocketAddr,
     args: IngesterArgs,
-    query: Option<crate::querier::QuerierArgs>,
+    all: Option<AllExtras>,
 ) -> anyhow::Result<ExitCode> {
-    let component = if query.is_some() { "all" } else { "ingester" };
+    let component = if all.is_some() { "all" } else { "ingester" };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let registry = Registry::with_process_metrics();
@@ -81,7 +100,11 @@ fn serve(
         let readiness = Readiness::new();
         let state = ServerState::new(&registry, readiness.clone());
         let mut app = router(state.clone()).merge(ing.routes());
-        if let Some(q) = query {
+        let mut compactor_task = None;
+        if let Some(AllExtras { query: q, compactor }) = all {
+            let c = strata_compactor::Compactor::new(querier_bucket.clone(), compactor, &registry);
+            let sd = shutdown.clone();
+            compactor_task = Some(tokio::spawn(async move { c.run_forever(sd).await }));
             // In one process the querier reads the ingester over its own gRPC port (the
             // head and local blocks) and the bucket; overlaps are merged, not doubled.
             let local = std::net::SocketAddr::from(([127, 0, 0, 1], grpc_listener.local_addr()?.port()));
@@ -106,6 +129,9 @@ fn serve(
         let served = http.serve(app, shutdown.clone()).await;
         shutdown.trigger();
         let _ = bg.await;
+        if let Some(t) = compactor_task {
+            let _ = t.await;
+        }
         if let Ok(Err(e)) = grpc.await {
             tracing::error!(error = %e, "gRPC server failed");
         }
