@@ -23,8 +23,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run every component in one process on a local filesystem bucket (today: the
-    /// ingester; the querier and compactor join as they land).
+    /// Run the ingester, querier and compactor in one process, on a local filesystem
+    /// bucket by default.
     All(ingester::AllCmd),
     /// Receive remote_write, keep a WAL and head, ship blocks to the bucket.
     Ingester(ingester::IngesterCmd),
@@ -41,6 +41,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     strata_kit::init_tracing(&cli.log);
+    let is_tool = matches!(cli.command, Command::Tools(_));
     let result = match cli.command {
         Command::All(cmd) => ingester::run_all(cmd),
         Command::Ingester(cmd) => ingester::run_ingester(cmd),
@@ -52,17 +53,15 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{}", error_chain(&e));
-            eprintln!("error: {}", error_chain(&e));
+            // tools talk to a terminal; components log (logfmt or JSON, as configured)
+            if is_tool {
+                eprintln!("error: {}", error_chain(&e));
+            } else {
+                tracing::error!("{}", error_chain(&e));
+            }
             ExitCode::from(1)
         }
     }
-}
-
-#[allow(dead_code)] // every component is built today
-fn not_built(name: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("strata {name}: not built yet");
-    Ok(ExitCode::from(2))
 }
 
 /// The error and its causes joined by ": ", skipping a cause whose text the message
