@@ -304,8 +304,9 @@ def main():
     }
     vm = which("victoria-metrics", "victoria-metrics-prod")
     if vm:
-        out = subprocess.run([vm, "-version"], capture_output=True, text=True)
-        versions["victoriametrics"] = (out.stdout + out.stderr).strip().splitlines()[0] if (out.stdout + out.stderr).strip() else "unknown"
+        # Debian's build prints no version; ask the package manager
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "victoria-metrics"], capture_output=True, text=True)
+        versions["victoriametrics"] = out.stdout.strip() or "unknown"
     cpu = ""
     try:
         cpu = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read()).group(1)

@@ -102,12 +102,30 @@ pub fn select(ing: &Ingester, tenant: &str, req: &SeriesRequest) -> Result<Vec<S
         return Ok(Vec::new());
     };
     let (mint, maxt) = (req.min_time, req.max_time);
+    let mut blocks = open_blocks(&t.blocks_dir()).map_err(|e| Status::internal(e.to_string()))?;
+    blocks.retain(|b| !(b.meta().max_time <= mint || b.meta().min_time > maxt));
+    if blocks.is_empty() {
+        // Only the head: its series come sorted and unique, no merge map needed.
+        return Ok(t
+            .head
+            .select(&matchers, mint, maxt)
+            .into_iter()
+            .filter(|s| req.skip_chunks || !s.chunks.is_empty())
+            .map(|s| Series {
+                labels: labels_to_proto(&s.labels),
+                chunks: if req.skip_chunks {
+                    Vec::new()
+                } else {
+                    s.chunks
+                        .into_iter()
+                        .map(|c| raw_chunk(c.min_time, c.max_time, c.encoding, bytes::Bytes::from(c.data)))
+                        .collect()
+                },
+            })
+            .collect());
+    }
     let mut out: BTreeMap<Labels, Vec<AggrChunk>> = BTreeMap::new();
-    let blocks = open_blocks(&t.blocks_dir()).map_err(|e| Status::internal(e.to_string()))?;
     for b in &blocks {
-        if b.meta().max_time <= mint || b.meta().min_time > maxt {
-            continue;
-        }
         for s in b.select(&matchers, mint, maxt).map_err(|e| Status::internal(e.to_string()))? {
             let s = s.map_err(|e| Status::internal(e.to_string()))?;
             let entry = out.entry(s.labels.clone()).or_default();

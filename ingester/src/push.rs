@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use strata_proto::prometheus::WriteRequest;
+use strata_proto::WriteRequestRef;
 use strata_tsdb::head::AppendError;
 use strata_tsdb::labels::Labels;
 use strata_tsdb::wal::Record;
@@ -71,28 +72,72 @@ pub async fn push(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Bo
             ing.metrics.rejected_requests.with(&["bad_encoding"]).inc();
             return text(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported content encoding {enc:?}: remote write 1.0 is snappy-compressed"),
+                format!(
+                    "unsupported content encoding {enc:?}: remote write 1.0 is snappy-compressed"
+                ),
             );
         }
     }
-    let req = match strata_proto::decode_write_request(&body, limit) {
+    let ing2 = ing.clone();
+    let res =
+        tokio::task::spawn_blocking(move || decode_and_ingest(&ing2, &tenant, &body, limit)).await;
+    match res {
         Ok(r) => r,
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("push failed: {e}"),
+        ),
+    }
+}
+
+/// Decompressed bodies up to this size keep their buffer for the thread's next request.
+const KEEP_BUF: usize = 8 << 20;
+
+thread_local! {
+    static DECODE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Decompress and decode (borrowing label strings from the decompressed buffer), then
+/// [`ingest_ref`]. Runs on a blocking thread.
+fn decode_and_ingest(ing: &Ingester, tenant: &str, body: &[u8], limit: usize) -> Response {
+    let bad_body = |e: strata_proto::DecodeError| {
+        ing.metrics.rejected_requests.with(&["bad_body"]).inc();
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        text(
+            status,
+            format!("failed to decode the remote write request: {e}"),
+        )
+    };
+    let done = |res: crate::Result<Outcome>| match res {
+        Ok(outcome) => outcome.into_response(),
         Err(e) => {
-            ing.metrics.rejected_requests.with(&["bad_body"]).inc();
-            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-            return text(status, format!("failed to decode the remote write request: {e}"));
+            tracing::error!(error = %e, "push failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("push failed: {e}"),
+            )
         }
     };
-    let ing2 = ing.clone();
-    let res = tokio::task::spawn_blocking(move || ingest(&ing2, &tenant, req)).await;
-    match res {
-        Ok(Ok(outcome)) => outcome.into_response(),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "push failed");
-            text(StatusCode::INTERNAL_SERVER_ERROR, format!("push failed: {e}"))
+    DECODE_BUF.with(|cell| {
+        let mut buf = cell.take();
+        let resp = match strata_proto::decompress_snappy_into(body, limit, &mut buf) {
+            Err(e) => bad_body(e),
+            Ok(()) => match strata_proto::decode_write_request_ref(&buf) {
+                Ok(req) => done(ingest_ref(ing, tenant, &req)),
+                Err(strata_proto::DecodeError::Unsupported) => {
+                    match <WriteRequest as strata_proto::Message>::decode(buf.as_slice()) {
+                        Ok(req) => done(ingest(ing, tenant, req)),
+                        Err(e) => bad_body(strata_proto::DecodeError::Protobuf(e)),
+                    }
+                }
+                Err(e) => bad_body(e),
+            },
+        };
+        if buf.capacity() <= KEEP_BUF {
+            cell.replace(buf);
         }
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("push failed: {e}")),
-    }
+        resp
+    })
 }
 
 /// What happened to a request that was read and decoded.
@@ -109,7 +154,10 @@ pub struct Outcome {
 
 impl Outcome {
     fn reject(&mut self, err: &SeriesError, labels: &dyn std::fmt::Display, n: usize) {
-        let e = self.rejected.entry(err.reason()).or_insert_with(|| (0, String::new()));
+        let e = self
+            .rejected
+            .entry(err.reason())
+            .or_insert_with(|| (0, String::new()));
         e.0 += n;
         if e.1.is_empty() {
             e.1 = format!("{err}. The affected series is {labels}");
@@ -139,14 +187,21 @@ impl Outcome {
             }
             let _ = write!(msg, "{n} {reason}");
         }
-        let _ = write!(msg, "); the other {} samples were stored", self.accepted_samples);
+        let _ = write!(
+            msg,
+            "); the other {} samples were stored",
+            self.accepted_samples
+        );
         text(StatusCode::BAD_REQUEST, msg)
     }
 }
 
 fn append_error(e: AppendError) -> SeriesError {
     match e {
-        AppendError::TooOld { t, min_valid_t } => SeriesError::TooOld { t, min_valid: min_valid_t },
+        AppendError::TooOld { t, min_valid_t } => SeriesError::TooOld {
+            t,
+            min_valid: min_valid_t,
+        },
         AppendError::OutOfOrder { t, last_t } => SeriesError::OutOfOrder { t, last: last_t },
         AppendError::DuplicateTimestamp { t, .. } => SeriesError::DuplicateTimestamp { t },
         // the series was garbage-collected between lookup and append: treat as too old
@@ -156,11 +211,21 @@ fn append_error(e: AppendError) -> SeriesError {
 
 /// Validate, append to the head, log to the WAL, fsync. Runs on a blocking thread.
 pub fn ingest(ing: &Ingester, tenant_id: &str, req: WriteRequest) -> crate::Result<Outcome> {
+    ingest_ref(ing, tenant_id, &WriteRequestRef::from_owned(&req))
+}
+
+/// [`ingest`] of a request whose label strings are borrowed. Existing series are found
+/// from the raw pairs; [`Labels`] are only built for new or rejected series.
+pub fn ingest_ref(
+    ing: &Ingester,
+    tenant_id: &str,
+    req: &WriteRequestRef<'_>,
+) -> crate::Result<Outcome> {
     let tenant = ing.tenant(tenant_id)?;
     let limits = &ing.config.limits;
     let mut out = Outcome {
-        series: req.timeseries.len(),
-        samples: req.timeseries.iter().map(|s| s.samples.len()).sum(),
+        series: req.len(),
+        samples: req.num_samples(),
         ..Outcome::default()
     };
     let m = &ing.metrics;
@@ -169,7 +234,9 @@ pub fn ingest(ing: &Ingester, tenant_id: &str, req: WriteRequest) -> crate::Resu
 
     let mut w = tenant.lock_write();
     if !w.limiter.try_take(out.samples as u64) {
-        m.rejected_samples.with(&["rate_limited"]).inc_by(out.samples as u64);
+        m.rejected_samples
+            .with(&["rate_limited"])
+            .inc_by(out.samples as u64);
         out.rate_limited = Some(format!(
             "the request has been rejected because the tenant exceeded the ingestion rate limit, set to {} samples/s with a maximum allowed burst of {}; this limit is applied on the total number of samples received across all ingesters (err-mimir-tenant-max-ingestion-rate); raise it with -distributor.ingestion-rate-limit",
             w.limiter.rate(),
@@ -182,36 +249,60 @@ pub fn ingest(ing: &Ingester, tenant_id: &str, req: WriteRequest) -> crate::Resu
     let mut samples_buf = std::mem::take(&mut w.samples_buf);
     series_buf.clear();
     samples_buf.clear();
+    samples_buf.reserve(out.samples);
 
-    for ts in &req.timeseries {
-        let pairs = ts.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()));
-        let metric = match validate_labels(pairs.clone(), limits) {
+    // Look existing series up in one batch (see `Head::get_many_by_pairs`).
+    let all_pairs: Vec<&[(&str, &str)]> = req.iter().map(|(p, _)| p).collect();
+    let mut existing = Vec::new();
+    head.get_many_by_pairs(&all_pairs, &mut existing);
+    drop(all_pairs);
+
+    for ((pairs, samples), existing) in req.iter().zip(existing) {
+        let metric = match validate_labels(pairs.iter().copied(), limits) {
             Ok(m) => m,
             Err(e) => {
-                let shown = Labels::from_pairs(pairs);
-                out.reject(&e, &shown, ts.samples.len());
-                m.rejected_samples.with(&[e.reason()]).inc_by(ts.samples.len() as u64);
+                let shown = Labels::from_pairs(pairs.iter().copied());
+                out.reject(&e, &shown, samples.len());
+                m.rejected_samples
+                    .with(&[e.reason()])
+                    .inc_by(samples.len() as u64);
                 continue;
             }
         };
-        if ts.samples.is_empty() {
+        if samples.is_empty() {
             continue;
         }
-        let labels = Labels::from_pairs(pairs);
-        let r = match head.get(&labels) {
-            Some(r) => r,
+        let found = match existing {
+            Some(r) => Ok(r),
             None => {
+                let labels = Labels::from_pairs(pairs.iter().copied());
+                match head.get(&labels) {
+                    Some(r) => Ok(r),
+                    None => Err(labels),
+                }
+            }
+        };
+        let r = match found {
+            Ok(r) => r,
+            Err(labels) => {
                 // Don't create a series none of whose samples can be stored.
                 let min_valid = head.min_valid_time();
-                if let Some(newest) = ts.samples.iter().map(|s| s.timestamp).max() {
+                if let Some(newest) = samples.iter().map(|s| s.timestamp).max() {
                     if newest < min_valid {
-                        let e = SeriesError::TooOld { t: newest, min_valid };
-                        out.reject(&e, &labels, ts.samples.len());
-                        m.rejected_samples.with(&[e.reason()]).inc_by(ts.samples.len() as u64);
+                        let e = SeriesError::TooOld {
+                            t: newest,
+                            min_valid,
+                        };
+                        out.reject(&e, &labels, samples.len());
+                        m.rejected_samples
+                            .with(&[e.reason()])
+                            .inc_by(samples.len() as u64);
                         continue;
                     }
                 }
-                let limit_err = if limits.max_series_per_user > 0 && head.num_series() >= limits.max_series_per_user {
+                let limit_err = if limits.max_series_per_user > 0
+                    && head.num_series() >= limits.max_series_per_user
+                {
                     Some(SeriesError::PerUserSeriesLimit)
                 } else if limits.max_series_per_metric > 0
                     && head.series_count_for_metric(metric) >= limits.max_series_per_metric
@@ -221,8 +312,10 @@ pub fn ingest(ing: &Ingester, tenant_id: &str, req: WriteRequest) -> crate::Resu
                     None
                 };
                 if let Some(e) = limit_err {
-                    out.reject(&e, &labels, ts.samples.len());
-                    m.rejected_samples.with(&[e.reason()]).inc_by(ts.samples.len() as u64);
+                    out.reject(&e, &labels, samples.len());
+                    m.rejected_samples
+                        .with(&[e.reason()])
+                        .inc_by(samples.len() as u64);
                     continue;
                 }
                 let (r, created) = head.get_or_create(&labels);
@@ -233,14 +326,14 @@ pub fn ingest(ing: &Ingester, tenant_id: &str, req: WriteRequest) -> crate::Resu
                 r
             }
         };
-        for s in &ts.samples {
+        for s in samples {
             match head.append(r, s.timestamp, s.value) {
                 Ok(()) => {
                     samples_buf.push((r.0, s.timestamp, s.value));
                 }
                 Err(e) => {
                     let e = append_error(e);
-                    let shown = Labels::from_pairs(ts.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
+                    let shown = Labels::from_pairs(pairs.iter().copied());
                     out.reject(&e, &shown, 1);
                     m.rejected_samples.with(&[e.reason()]).inc();
                 }
@@ -252,15 +345,23 @@ pub fn ingest(ing: &Ingester, tenant_id: &str, req: WriteRequest) -> crate::Resu
     let series_entries: Vec<(u64, &Labels)> = series_buf.iter().map(|(r, l)| (*r, l)).collect();
     let mut recs: Vec<Record<'_>> = Vec::with_capacity(2);
     if !series_entries.is_empty() {
-        recs.push(Record::Series { entries: &series_entries });
+        recs.push(Record::Series {
+            entries: &series_entries,
+        });
     }
     if !samples_buf.is_empty() {
-        recs.push(Record::Samples { entries: &samples_buf });
+        recs.push(Record::Samples {
+            entries: &samples_buf,
+        });
     }
     // Write to the WAL under the lock; fsync after releasing it so concurrent pushes
     // share one fsync (group commit). The head already has the samples: a failure
     // here answers 500 and the client's retry is de-duplicated by the head.
-    let logged = if recs.is_empty() { Ok(()) } else { w.wal.append(&recs) };
+    let logged = if recs.is_empty() {
+        Ok(())
+    } else {
+        w.wal.append(&recs)
+    };
     if logged.is_ok() && !recs.is_empty() {
         w.written_seq += 1;
     }
@@ -279,6 +380,8 @@ pub fn ingest(ing: &Ingester, tenant_id: &str, req: WriteRequest) -> crate::Resu
     }
     m.wal_size.with(&[tenant_id]).set(stats.size as f64);
     m.accepted_samples.inc_by(out.accepted_samples as u64);
-    m.head_series.with(&[tenant_id]).set(head.num_series() as f64);
+    m.head_series
+        .with(&[tenant_id])
+        .set(head.num_series() as f64);
     Ok(out)
 }

@@ -343,19 +343,24 @@ impl<'a> Evaluator<'a> {
         hints: &SelectHints,
     ) -> Result<Vec<Series>> {
         let sets = self.matcher_sets(vs)?;
+        let several = sets.len() > 1;
+        // Only several matcher sets can return a series twice; one set needs no map
+        // (with 100k series the map's hashing was a tenth of a query).
         let mut seen: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<Series> = Vec::new();
         for ms in sets {
             for s in self.storage.select(&ms, mint, maxt, hints)? {
-                if seen.contains_key(&s.labels) {
-                    continue;
+                if several {
+                    if seen.contains_key(&s.labels) {
+                        continue;
+                    }
+                    seen.insert(s.labels.clone(), out.len());
                 }
-                seen.insert(s.labels.clone(), out.len());
-                let pts: Vec<(i64, f64)> = s
-                    .samples
-                    .into_iter()
-                    .filter(|p| p.0 >= mint && p.0 <= maxt)
-                    .collect();
+                let mut pts = s.samples;
+                // trim in place: no second allocation per series
+                if pts.first().is_some_and(|p| p.0 < mint) || pts.last().is_some_and(|p| p.0 > maxt) {
+                    pts.retain(|p| p.0 >= mint && p.0 <= maxt);
+                }
                 out.push(Series {
                     labels: s.labels,
                     drop_name: false,
@@ -363,7 +368,9 @@ impl<'a> Evaluator<'a> {
                 });
             }
         }
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        if several || !out.windows(2).all(|w| w[0].labels < w[1].labels) {
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        }
         Ok(out)
     }
 

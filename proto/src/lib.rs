@@ -75,6 +75,10 @@ pub enum DecodeError {
     /// The decompressed bytes are not a valid protobuf message.
     #[error("protobuf: {0}")]
     Protobuf(prost::DecodeError),
+    /// Valid protobuf that [`decode_write_request_ref`] does not read (deprecated
+    /// groups); decode it with [`decode_write_request`] instead.
+    #[error("protobuf: encoding not supported by the borrowing decoder")]
+    Unsupported,
 }
 
 impl DecodeError {
@@ -83,7 +87,7 @@ impl DecodeError {
     pub fn http_status(&self) -> u16 {
         match self {
             DecodeError::TooLarge { .. } => 413,
-            DecodeError::Snappy(_) | DecodeError::Protobuf(_) => 400,
+            DecodeError::Snappy(_) | DecodeError::Protobuf(_) | DecodeError::Unsupported => 400,
         }
     }
 }
@@ -129,6 +133,296 @@ pub fn decode_write_request(body: &[u8], max_decoded: usize) -> Result<WriteRequ
 /// Encode a remote write 1.0 request body: protobuf, then snappy block format.
 pub fn encode_write_request(req: &WriteRequest) -> Vec<u8> {
     encode_snappy_message(req)
+}
+
+/// One series of a [`WriteRequestRef`]: ranges into its flat label and sample lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeSeriesRef {
+    labels: (u32, u32),
+    samples: (u32, u32),
+}
+
+/// One sample of a [`WriteRequestRef`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRef {
+    pub value: f64,
+    pub timestamp: i64,
+}
+
+/// The series and samples of a remote write `WriteRequest` with label names and values
+/// borrowed from the decoded buffer: a handful of allocations per request instead of
+/// two per label. Exemplars, histograms and metadata are skipped.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct WriteRequestRef<'a> {
+    series: Vec<TimeSeriesRef>,
+    labels: Vec<(&'a str, &'a str)>,
+    samples: Vec<SampleRef>,
+}
+
+impl<'a> WriteRequestRef<'a> {
+    /// A view of an owned request (for callers that decoded it with prost).
+    pub fn from_owned(req: &'a WriteRequest) -> Self {
+        let mut out = WriteRequestRef::default();
+        out.series.reserve(req.timeseries.len());
+        for ts in &req.timeseries {
+            let l0 = out.labels.len() as u32;
+            let s0 = out.samples.len() as u32;
+            out.labels.extend(
+                ts.labels
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.value.as_str())),
+            );
+            out.samples.extend(ts.samples.iter().map(|s| SampleRef {
+                value: s.value,
+                timestamp: s.timestamp,
+            }));
+            out.series.push(TimeSeriesRef {
+                labels: (l0, out.labels.len() as u32),
+                samples: (s0, out.samples.len() as u32),
+            });
+        }
+        out
+    }
+
+    /// Number of series.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// Total number of samples over all series.
+    pub fn num_samples(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// The labels (in request order) and samples of each series.
+    pub fn iter(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (&[(&'a str, &'a str)], &[SampleRef])> + '_ {
+        self.series.iter().map(|s| {
+            (
+                &self.labels[s.labels.0 as usize..s.labels.1 as usize],
+                &self.samples[s.samples.0 as usize..s.samples.1 as usize],
+            )
+        })
+    }
+}
+
+/// Decode an uncompressed protobuf `WriteRequest` without copying label strings. Fails
+/// (with prost's error, decoding again) on anything prost would refuse.
+pub fn decode_write_request_ref(raw: &[u8]) -> Result<WriteRequestRef<'_>, DecodeError> {
+    let mut out = WriteRequestRef::default();
+    match wire::write_request(raw, &mut out) {
+        Some(()) => Ok(out),
+        None => match WriteRequest::decode(raw) {
+            // Our decoder is stricter than prost (e.g. groups): take prost's answer.
+            Ok(_) => Err(DecodeError::Unsupported),
+            Err(e) => Err(DecodeError::Protobuf(e)),
+        },
+    }
+}
+
+/// Decompress a snappy (block format) body into `buf` (reused between calls), refusing
+/// before any decompression if it would be over `max_decoded` bytes.
+pub fn decompress_snappy_into(
+    body: &[u8],
+    max_decoded: usize,
+    buf: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let size = snap::raw::decompress_len(body).map_err(DecodeError::Snappy)?;
+    if size > max_decoded {
+        return Err(DecodeError::TooLarge {
+            size,
+            limit: max_decoded,
+        });
+    }
+    buf.resize(size, 0);
+    let n = snap::raw::Decoder::new()
+        .decompress(body, buf)
+        .map_err(DecodeError::Snappy)?;
+    buf.truncate(n);
+    Ok(())
+}
+
+/// A minimal protobuf reader for `WriteRequest` (upstream's field numbers). Every
+/// function returns `None` on malformed input; the caller then asks prost for its error.
+mod wire {
+    use super::{SampleRef, TimeSeriesRef, WriteRequestRef};
+
+    const VARINT: u64 = 0;
+    const FIXED64: u64 = 1;
+    const LEN: u64 = 2;
+    const FIXED32: u64 = 5;
+
+    #[inline]
+    fn varint(buf: &mut &[u8]) -> Option<u64> {
+        let b = *buf;
+        let first = *b.first()?;
+        if first < 0x80 {
+            *buf = &b[1..];
+            return Some(u64::from(first));
+        }
+        let mut v: u64 = 0;
+        for (i, &byte) in b.iter().enumerate().take(10) {
+            if i == 9 && byte > 1 {
+                return None;
+            }
+            v |= u64::from(byte & 0x7f) << (7 * i);
+            if byte < 0x80 {
+                *buf = &b[i + 1..];
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn key(buf: &mut &[u8]) -> Option<(u64, u64)> {
+        let k = varint(buf)?;
+        if k > u64::from(u32::MAX) {
+            return None;
+        }
+        let tag = k >> 3;
+        if tag == 0 {
+            return None;
+        }
+        Some((tag, k & 7))
+    }
+
+    #[inline]
+    fn bytes<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let n = varint(buf)?;
+        let b = *buf;
+        if n > b.len() as u64 {
+            return None;
+        }
+        let (v, rest) = b.split_at(n as usize);
+        *buf = rest;
+        Some(v)
+    }
+
+    fn skip(buf: &mut &[u8], wire_type: u64) -> Option<()> {
+        match wire_type {
+            VARINT => varint(buf).map(|_| ()),
+            FIXED64 => take(buf, 8).map(|_| ()),
+            LEN => bytes(buf).map(|_| ()),
+            FIXED32 => take(buf, 4).map(|_| ()),
+            // groups (deprecated) and invalid wire types: leave them to prost
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let b = *buf;
+        if b.len() < n {
+            return None;
+        }
+        let (v, rest) = b.split_at(n);
+        *buf = rest;
+        Some(v)
+    }
+
+    pub(super) fn write_request<'a>(
+        mut buf: &'a [u8],
+        out: &mut WriteRequestRef<'a>,
+    ) -> Option<()> {
+        while !buf.is_empty() {
+            let (tag, wt) = key(&mut buf)?;
+            if tag == 1 {
+                if wt != LEN {
+                    return None;
+                }
+                time_series(bytes(&mut buf)?, out)?;
+            } else {
+                skip(&mut buf, wt)?;
+            }
+        }
+        Some(())
+    }
+
+    fn time_series<'a>(mut buf: &'a [u8], out: &mut WriteRequestRef<'a>) -> Option<()> {
+        let l0 = out.labels.len() as u32;
+        let s0 = out.samples.len() as u32;
+        while !buf.is_empty() {
+            let (tag, wt) = key(&mut buf)?;
+            match tag {
+                1 => {
+                    if wt != LEN {
+                        return None;
+                    }
+                    out.labels.push(label(bytes(&mut buf)?)?);
+                }
+                2 => {
+                    if wt != LEN {
+                        return None;
+                    }
+                    out.samples.push(sample(bytes(&mut buf)?)?);
+                }
+                // exemplars (3), histograms (4) and unknown fields
+                _ => skip(&mut buf, wt)?,
+            }
+        }
+        out.series.push(TimeSeriesRef {
+            labels: (l0, out.labels.len() as u32),
+            samples: (s0, out.samples.len() as u32),
+        });
+        Some(())
+    }
+
+    #[inline]
+    fn label(mut buf: &[u8]) -> Option<(&str, &str)> {
+        let (mut name, mut value) = ("", "");
+        while !buf.is_empty() {
+            let (tag, wt) = key(&mut buf)?;
+            match tag {
+                1 | 2 => {
+                    if wt != LEN {
+                        return None;
+                    }
+                    let s = std::str::from_utf8(bytes(&mut buf)?).ok()?;
+                    if tag == 1 {
+                        name = s;
+                    } else {
+                        value = s;
+                    }
+                }
+                _ => skip(&mut buf, wt)?,
+            }
+        }
+        Some((name, value))
+    }
+
+    #[inline]
+    fn sample(mut buf: &[u8]) -> Option<SampleRef> {
+        let mut s = SampleRef {
+            value: 0.0,
+            timestamp: 0,
+        };
+        while !buf.is_empty() {
+            let (tag, wt) = key(&mut buf)?;
+            match tag {
+                1 => {
+                    if wt != FIXED64 {
+                        return None;
+                    }
+                    let b = take(&mut buf, 8)?;
+                    s.value = f64::from_le_bytes(b.try_into().ok()?);
+                }
+                2 => {
+                    if wt != VARINT {
+                        return None;
+                    }
+                    s.timestamp = varint(&mut buf)? as i64;
+                }
+                _ => skip(&mut buf, wt)?,
+            }
+        }
+        Some(s)
+    }
 }
 
 #[cfg(test)]
@@ -288,6 +582,86 @@ mod tests {
         assert!(matches!(err, DecodeError::Protobuf(_)), "{err:?}");
         assert!(err.to_string().starts_with("protobuf: "), "{err}");
         assert_eq!(err.http_status(), 400);
+    }
+
+    #[test]
+    fn borrowed_decoder_matches_prost() {
+        let req = sample_request();
+        let got = decode_write_request_ref(SAMPLE_WIRE).unwrap();
+        assert_eq!(got, WriteRequestRef::from_owned(&req));
+        let (labels, samples) = got.iter().next().unwrap();
+        assert_eq!(labels, &[("__name__", "up")]);
+        assert_eq!(
+            samples,
+            &[SampleRef {
+                value: 1.0,
+                timestamp: 1000
+            }]
+        );
+
+        // unknown fields of every wire type, a negative timestamp, interleaved fields
+        let big = WriteRequest {
+            timeseries: (0..50)
+                .map(|i| TimeSeries {
+                    labels: vec![
+                        label("__name__", "m"),
+                        label("i", &i.to_string()),
+                        label("e", ""),
+                    ],
+                    samples: (0..i % 4)
+                        .map(|j| Sample {
+                            value: j as f64 * 0.5,
+                            timestamp: -5 + j * 1_000_000_000_000,
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            metadata: vec![],
+        };
+        let mut wire = vec![
+            0x10, 0x01, 0x19, 1, 2, 3, 4, 5, 6, 7, 8, 0x25, 1, 2, 3, 4, 0x2a, 0x01, 0x00,
+        ];
+        wire.extend_from_slice(&big.encode_to_vec());
+        assert_eq!(
+            decode_write_request_ref(&wire).unwrap(),
+            WriteRequestRef::from_owned(&big)
+        );
+        assert_eq!(
+            decode_write_request_ref(&wire).unwrap().num_samples(),
+            (0..50).map(|i| i % 4).sum::<usize>()
+        );
+
+        // truncated and malformed inputs give prost's error
+        let full = big.encode_to_vec();
+        for n in [1, 2, 5, 17, full.len() - 1] {
+            let err = decode_write_request_ref(&full[..n]).unwrap_err();
+            assert!(matches!(err, DecodeError::Protobuf(_)), "{n}: {err:?}");
+        }
+        // invalid UTF-8 in a label value
+        let bad = [
+            0x0a, 0x06, 0x0a, 0x04, 0x0a, 0x00, 0x12, 0x00, 0x0a, 0x04, 0x0a, 0x00, 0x12, 0x00,
+        ];
+        assert!(decode_write_request_ref(&bad).is_ok());
+        let bad = [0x0a, 0x06, 0x0a, 0x04, 0x0a, 0x01, 0xff, 0x12, 0x00];
+        assert!(matches!(
+            decode_write_request_ref(&bad[..]),
+            Err(DecodeError::Protobuf(_))
+        ));
+        // wrong wire type for a sample value
+        let bad = [0x0a, 0x04, 0x12, 0x02, 0x08, 0x01];
+        assert!(matches!(
+            decode_write_request_ref(&bad),
+            Err(DecodeError::Protobuf(_))
+        ));
+
+        let mut buf = Vec::new();
+        decompress_snappy_into(&encode_write_request(&big), 1 << 20, &mut buf).unwrap();
+        assert_eq!(buf, full);
+        assert!(matches!(
+            decompress_snappy_into(&encode_write_request(&big), 10, &mut buf),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 
     #[test]

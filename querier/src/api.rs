@@ -574,9 +574,10 @@ impl Querier {
         } else {
             Some(asked)
         };
+        // Unset means `auto`: the coarsest resolution at most a fifth of the step (raw
+        // for instant queries), as Thanos's `--query.auto-downsampling`.
         let max_resolution_ms = match p.get("max_source_resolution") {
-            "" => 0,
-            "auto" => default_resolution_ms,
+            "" | "auto" => default_resolution_ms,
             v => {
                 let ns = parse_duration_ns(v).map_err(|e| {
                     ApiError::bad_data(format!("'max_source_resolution' parameter: {e}"))

@@ -3,9 +3,19 @@
 //! by bytes) and fetch only the chunks the query needs by byte ranges of
 //! `chunks/NNNNNN`, nearby chunks batched into one range read.
 //!
-//! Blocks left out: marked for deletion, downsampled (the engine reads raw samples),
-//! outside the query's time range, and blocks that are sources of another block in the
-//! listing (compacted or deduplicated into it: the compacted one wins, never both).
+//! Blocks left out: marked for deletion, outside the query's time range, and blocks that
+//! are sources of another block of the same resolution in the listing (compacted or
+//! deduplicated into it: the compacted one wins, never both).
+//!
+//! Downsampled reads ([`BucketReader::series_at`]): with a maximum source resolution
+//! (`max_source_resolution`), each stream of blocks (same external labels) is covered
+//! per time range by the coarsest resolution allowed that has a block there, finer data
+//! filling the gaps (Thanos's `getFor`), so every instant is read from exactly one
+//! resolution and nothing is counted twice. An aggregate chunk is turned into float
+//! samples by the aggregate the enclosing function needs (Thanos's `aggrsFromFunc`):
+//! `min*`→min, `max*`→max, `count*`→count, `sum_*`→sum, `rate`/`increase`/`irate`/
+//! `resets`→counter (counter resets applied across chunk and block boundaries),
+//! anything else → sum/count (the window's average).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -15,6 +25,7 @@ use futures::StreamExt;
 use strata_objstore::Bucket;
 use strata_tsdb::chunkenc::{Encoding, XorIter};
 use strata_tsdb::chunks::{segment_file_name, unpack_ref};
+use strata_tsdb::downsample::{AggrChunk, AggrType, CounterSeries, RES_1H, RES_5M, RES_RAW};
 use strata_tsdb::index::{ChunkMeta, IndexReader};
 use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::Matcher;
@@ -81,6 +92,22 @@ pub fn visible_blocks(metas: Vec<(BlockMeta, bool)>) -> Vec<BlockMeta> {
         .filter(|(m, deleted)| !deleted && resolution(m) == 0)
         .map(|(m, _)| m)
         .collect();
+    visible_among(live)
+}
+
+/// [`visible_blocks`] at every resolution: the hiding rule applies among blocks of one
+/// resolution (a downsampled block has its raw block's sources but does not replace it).
+pub fn visible_blocks_all(metas: Vec<(BlockMeta, bool)>) -> Vec<BlockMeta> {
+    let mut by_res: std::collections::BTreeMap<i64, Vec<BlockMeta>> = Default::default();
+    for (m, deleted) in metas {
+        if !deleted {
+            by_res.entry(resolution(&m)).or_default().push(m);
+        }
+    }
+    by_res.into_values().flat_map(visible_among).collect()
+}
+
+fn visible_among(live: Vec<BlockMeta>) -> Vec<BlockMeta> {
     let sources: Vec<HashSet<Ulid>> = live
         .iter()
         .map(|m| {
@@ -105,7 +132,8 @@ pub fn visible_blocks(metas: Vec<(BlockMeta, bool)>) -> Vec<BlockMeta> {
         .collect()
 }
 
-fn resolution(m: &BlockMeta) -> i64 {
+/// The block's downsampling resolution in ms (0: raw).
+pub fn resolution(m: &BlockMeta) -> i64 {
     m.thanos.as_ref().map_or(0, |t| t.downsample.resolution)
 }
 
@@ -170,9 +198,22 @@ impl BucketReader {
         let listed = self.listing(tenant).await?;
         Ok(listed
             .iter()
-            .filter(|m| m.max_time > mint && m.min_time <= maxt)
+            .filter(|m| resolution(m) == RES_RAW && m.max_time > mint && m.min_time <= maxt)
             .cloned()
             .collect())
+    }
+
+    /// The blocks to read for `[mint, maxt]` with resolutions up to `max_resolution`,
+    /// each with the inclusive time range it answers for (see [`plan_blocks`]).
+    pub async fn plan(
+        &self,
+        tenant: &str,
+        mint: i64,
+        maxt: i64,
+        max_resolution: i64,
+    ) -> Result<Vec<PlannedBlock>, String> {
+        let listed = self.listing(tenant).await?;
+        Ok(plan_blocks(&listed, mint, maxt, max_resolution))
     }
 
     async fn listing(&self, tenant: &str) -> Result<Arc<Vec<BlockMeta>>, String> {
@@ -200,7 +241,7 @@ impl BucketReader {
                 }
             }
         }
-        let visible = Arc::new(visible_blocks(metas));
+        let visible = Arc::new(visible_blocks_all(metas));
         if !self.listing_ttl.is_zero() {
             self.listings
                 .lock()
@@ -290,9 +331,9 @@ impl BucketReader {
             .len()
     }
 
-    /// Series of the tenant's blocks matching `matchers` with data in `[mint, maxt]`, with
-    /// external labels added; samples too unless `skip_chunks`. One entry per block and
-    /// series: the caller merges.
+    /// Series of the tenant's raw blocks matching `matchers` with data in `[mint, maxt]`,
+    /// with external labels added; samples too unless `skip_chunks`. One entry per block
+    /// and series: the caller merges.
     pub async fn series(
         &self,
         tenant: &str,
@@ -301,18 +342,64 @@ impl BucketReader {
         maxt: i64,
         skip_chunks: bool,
     ) -> Result<Vec<SeriesData>, String> {
-        let blocks = self.blocks(tenant, mint, maxt).await?;
-        let per_block = futures::future::join_all(
-            blocks
-                .iter()
-                .map(|m| self.block_series(tenant, m, matchers, mint, maxt, skip_chunks)),
-        )
+        Ok(self
+            .series_at(tenant, matchers, mint, maxt, skip_chunks, RES_RAW, None)
+            .await?
+            .series)
+    }
+
+    /// Series matching `matchers` in `[mint, maxt]` read at resolutions up to
+    /// `max_resolution` (ms; 0: raw only), aggregate chunks decoded for `func` (the
+    /// function the selector is an argument of). Raw-only reads give one entry per block
+    /// and series (the caller merges); with downsampled blocks in the plan, one entry per
+    /// series, its pieces joined in time order.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn series_at(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        skip_chunks: bool,
+        max_resolution: i64,
+        func: Option<&str>,
+    ) -> Result<BucketSeries, String> {
+        let plan = self.plan(tenant, mint, maxt, max_resolution).await?;
+        let aggr = Aggr::for_func(func);
+        let per_block = futures::future::join_all(plan.iter().map(|p| {
+            let continues = p.mint > mint;
+            self.block_series(
+                tenant,
+                &p.meta,
+                matchers,
+                p.mint,
+                p.maxt,
+                skip_chunks,
+                (aggr, continues),
+            )
+        }))
         .await;
-        let mut out = Vec::new();
-        for r in per_block {
-            out.extend(r?);
+        let mut blocks_read = Vec::with_capacity(plan.len());
+        let mut downsampled = Vec::new();
+        let mut pieces: Vec<(i64, Vec<SeriesData>)> = Vec::with_capacity(plan.len());
+        for (p, r) in plan.iter().zip(per_block) {
+            let res = resolution(&p.meta);
+            blocks_read.push(res);
+            if res != RES_RAW {
+                downsampled.push((p.mint, p.maxt));
+            }
+            pieces.push((p.mint, r?));
         }
-        Ok(out)
+        let series = if downsampled.is_empty() || skip_chunks {
+            pieces.into_iter().flat_map(|(_, s)| s).collect()
+        } else {
+            join_pieces(pieces, aggr == Aggr::Counter)
+        };
+        Ok(BucketSeries {
+            series,
+            blocks_read,
+            downsampled,
+        })
     }
 
     async fn block_series(
@@ -323,6 +410,7 @@ impl BucketReader {
         mint: i64,
         maxt: i64,
         skip_chunks: bool,
+        (aggr, continues): (Aggr, bool),
     ) -> Result<Vec<SeriesData>, String> {
         let ext = external_labels(meta);
         // Matchers on external labels are answered by the meta; the rest by the index.
@@ -364,6 +452,24 @@ impl BucketReader {
                 let Some((enc, data)) = chunks.get(&c.chunk_ref) else {
                     return Err(format!("block {dir}: chunk {:#x} not fetched", c.chunk_ref));
                 };
+                if *enc == Encoding::Aggr as u8 {
+                    aggr_samples(
+                        data,
+                        aggr,
+                        resolution(meta),
+                        continues,
+                        mint,
+                        maxt,
+                        &mut samples,
+                    )
+                    .map_err(|e| {
+                        format!(
+                            "block {dir}: series {labels}: chunk {:#x}: {e}",
+                            c.chunk_ref
+                        )
+                    })?;
+                    continue;
+                }
                 if *enc != Encoding::Xor as u8 {
                     continue; // histogram chunks: not decodable to float samples
                 }
@@ -470,6 +576,236 @@ impl BucketReader {
     }
 }
 
+/// One block of a read plan and the inclusive time range it answers for.
+#[derive(Debug, Clone)]
+pub struct PlannedBlock {
+    pub meta: BlockMeta,
+    pub mint: i64,
+    pub maxt: i64,
+}
+
+/// What [`BucketReader::series_at`] read.
+#[derive(Debug, Default)]
+pub struct BucketSeries {
+    pub series: Vec<SeriesData>,
+    /// The resolution (ms) of every block read.
+    pub blocks_read: Vec<i64>,
+    /// Time ranges (inclusive) answered from downsampled blocks.
+    pub downsampled: Vec<(i64, i64)>,
+}
+
+/// The resolutions the bucket can hold, coarsest first.
+const RESOLUTIONS: [i64; 3] = [RES_1H, RES_5M, RES_RAW];
+
+/// Which blocks answer `[mint, maxt]` at resolutions up to `max_resolution`: per stream
+/// (blocks with the same external labels), the coarsest allowed resolution where it has
+/// blocks, finer resolutions only for the time ranges it leaves uncovered (Thanos's
+/// `getFor`). Each planned block answers for a range disjoint from the other
+/// resolutions' ranges in its stream.
+pub fn plan_blocks(
+    blocks: &[BlockMeta],
+    mint: i64,
+    maxt: i64,
+    max_resolution: i64,
+) -> Vec<PlannedBlock> {
+    let resolutions: Vec<i64> = RESOLUTIONS
+        .iter()
+        .copied()
+        .filter(|r| *r <= max_resolution.max(0))
+        .collect();
+    let mut streams: std::collections::BTreeMap<Vec<(String, String)>, Vec<&BlockMeta>> =
+        Default::default();
+    for b in blocks {
+        if b.max_time > mint && b.min_time <= maxt {
+            let mut k = external_labels(b);
+            k.sort();
+            streams.entry(k).or_default().push(b);
+        }
+    }
+    let mut out = Vec::new();
+    for bs in streams.values() {
+        plan_stream(bs, mint, maxt, &resolutions, &mut out);
+    }
+    out
+}
+
+fn plan_stream(
+    blocks: &[&BlockMeta],
+    mint: i64,
+    maxt: i64,
+    resolutions: &[i64],
+    out: &mut Vec<PlannedBlock>,
+) {
+    let Some((&res, finer)) = resolutions.split_first() else {
+        return;
+    };
+    if mint > maxt {
+        return;
+    }
+    let mut here: Vec<&BlockMeta> = blocks
+        .iter()
+        .copied()
+        .filter(|b| resolution(b) == res && b.max_time > mint && b.min_time <= maxt)
+        .collect();
+    here.sort_by_key(|b| (b.min_time, b.max_time));
+    let mut cur = mint;
+    for b in here {
+        if b.min_time > cur {
+            plan_stream(blocks, cur, b.min_time - 1, finer, out);
+        }
+        out.push(PlannedBlock {
+            meta: b.clone(),
+            mint: b.min_time.max(mint),
+            maxt: (b.max_time - 1).min(maxt),
+        });
+        cur = cur.max(b.max_time);
+    }
+    if cur <= maxt {
+        plan_stream(blocks, cur, maxt, finer, out);
+    }
+}
+
+/// The aggregate(s) of a downsampled chunk a function reads (Thanos's `aggrsFromFunc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggr {
+    Min,
+    Max,
+    Count,
+    Sum,
+    Counter,
+    /// sum / count per window.
+    Average,
+}
+
+impl Aggr {
+    pub fn for_func(func: Option<&str>) -> Aggr {
+        let f = func.unwrap_or("");
+        if f == "min" || f.starts_with("min_") {
+            Aggr::Min
+        } else if f == "max" || f.starts_with("max_") {
+            Aggr::Max
+        } else if f == "count" || f.starts_with("count_") {
+            Aggr::Count
+        } else if f.starts_with("sum_") {
+            Aggr::Sum
+        } else if matches!(f, "rate" | "increase" | "irate" | "resets") {
+            Aggr::Counter
+        } else {
+            Aggr::Average
+        }
+    }
+}
+
+/// Append the samples of aggregate chunk `data` in `[mint, maxt]` as `aggr` reads them.
+/// Counter samples are appended as stored (reset adjustment happens over the whole
+/// series, see [`join_pieces`]).
+fn aggr_samples(
+    data: &[u8],
+    aggr: Aggr,
+    res: i64,
+    continues: bool,
+    mint: i64,
+    maxt: i64,
+    out: &mut Vec<(i64, f64)>,
+) -> Result<(), String> {
+    let c = AggrChunk::new(data).map_err(|e| e.to_string())?;
+    // A chunk's last window is stamped with its last raw sample's time, every other
+    // window with the window's end: stamp them all with the window's end. And a counter
+    // sub-chunk starts with the chunk's first raw sample: after the series' first
+    // chunk it is left out (the next window's value, relative to it, carries its
+    // increase; a reset is still seen against the previous chunk's last raw value).
+    // Either would make a rate over a window at a chunk boundary see more increase than
+    // its time span (+1.8% for a 1h rate over 5m data from 1m samples).
+    // `continues`: the block answers after an earlier piece of the query's range.
+    let first_counter = out.is_empty() && !continues;
+    let one = |t: AggrType| -> Result<Vec<(i64, f64)>, String> {
+        if c.get(t).is_none() {
+            return Ok(Vec::new());
+        }
+        let mut v = c.samples(t).map_err(|e| e.to_string())?;
+        if t == AggrType::Counter && !first_counter && !v.is_empty() {
+            v.remove(0);
+        }
+        if res > 0 {
+            let skip = usize::from(t == AggrType::Counter && first_counter);
+            for p in v.iter_mut().skip(skip) {
+                p.0 = p.0 - p.0.rem_euclid(res) + res - 1;
+            }
+        }
+        Ok(v)
+    };
+    let keep = |p: &(i64, f64)| p.0 >= mint && p.0 <= maxt;
+    match aggr {
+        Aggr::Min | Aggr::Max | Aggr::Count | Aggr::Sum | Aggr::Counter => {
+            let t = match aggr {
+                Aggr::Min => AggrType::Min,
+                Aggr::Max => AggrType::Max,
+                Aggr::Count => AggrType::Count,
+                Aggr::Sum => AggrType::Sum,
+                _ => AggrType::Counter,
+            };
+            out.extend(one(t)?.into_iter().filter(keep));
+        }
+        Aggr::Average => {
+            let (sum, count) = (one(AggrType::Sum)?, one(AggrType::Count)?);
+            let mut j = 0;
+            for (t, s) in sum {
+                while j < count.len() && count[j].0 < t {
+                    j += 1;
+                }
+                if j < count.len() && count[j].0 == t && count[j].1 > 0.0 && keep(&(t, s)) {
+                    out.push((t, s / count[j].1));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Join per-block pieces (each starting at the `i64`, pieces of one stream disjoint in
+/// time) into one sample list per series. For counters the joined list is made
+/// monotonic (Thanos's `ApplyCounterResetsSeriesIterator`: a drop is a reset; a repeated
+/// timestamp carries a chunk's last raw value) and then shifted so it ends at the last
+/// raw value, so it lines up with raw samples that follow it from other sources.
+fn join_pieces(mut pieces: Vec<(i64, Vec<SeriesData>)>, counter: bool) -> Vec<SeriesData> {
+    pieces.sort_by_key(|p| p.0);
+    let mut by_series: std::collections::BTreeMap<Labels, Vec<(i64, f64)>> = Default::default();
+    for (_, part) in pieces {
+        for (l, s) in part {
+            let e = by_series.entry(l).or_default();
+            let last = e.last().map(|p| p.0);
+            match last {
+                // Overlapping blocks of one resolution: keep time order.
+                Some(lt) => e.extend(s.into_iter().filter(|p| p.0 > lt)),
+                None => e.extend(s),
+            }
+        }
+    }
+    by_series
+        .into_iter()
+        .map(|(l, s)| {
+            if !counter {
+                let mut s = s;
+                s.dedup_by_key(|p| p.0);
+                return (l, s);
+            }
+            let last_raw = s.iter().rev().find(|p| !p.1.is_nan()).map(|p| p.1);
+            let mut cs = CounterSeries::default();
+            cs.push_chunk(&s);
+            let mut out = cs.out;
+            if let (Some(raw), Some(&(_, adj))) = (last_raw, out.last()) {
+                let shift = raw - adj;
+                if shift != 0.0 {
+                    for p in &mut out {
+                        p.1 += shift;
+                    }
+                }
+            }
+            (l, out)
+        })
+        .collect()
+}
+
 #[derive(Debug)]
 enum Parsed {
     /// Encoding byte and the data's byte range in the buffer (CRC verified).
@@ -559,6 +895,107 @@ mod tests {
             .map(|m| m.ulid)
             .collect();
         assert_eq!(v, vec![a]);
+    }
+
+    fn ds_meta(min: i64, max: i64, res: i64) -> BlockMeta {
+        let mut m = BlockMeta::new(Ulid::new(), min, max);
+        m.thanos = Some(ThanosMeta {
+            downsample: ThanosDownsample { resolution: res },
+            ..Default::default()
+        });
+        m
+    }
+
+    #[test]
+    fn downsampled_blocks_stay_visible_beside_their_raw_sources() {
+        let a = Ulid::new();
+        let raw = meta(a, 2, &[a]);
+        let mut down = meta(Ulid::new(), 2, &[a]);
+        down.thanos = ds_meta(0, 1000, RES_5M).thanos;
+        let v = visible_blocks_all(vec![(raw.clone(), false), (down.clone(), false)]);
+        assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn plan_prefers_coarsest_allowed_and_fills_gaps_without_overlap() {
+        const D: i64 = 24 * 3_600_000;
+        let raw = ds_meta(0, 30 * D, RES_RAW);
+        let m5 = ds_meta(0, 30 * D, RES_5M);
+        let h1 = ds_meta(0, 28 * D, RES_1H);
+        let blocks = vec![raw.clone(), m5.clone(), h1.clone()];
+        let summary = |max_res| {
+            plan_blocks(&blocks, D, 30 * D - 1, max_res)
+                .into_iter()
+                .map(|p| (resolution(&p.meta), p.mint, p.maxt))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(summary(0), vec![(0, D, 30 * D - 1)]);
+        assert_eq!(summary(12 * 60_000), vec![(RES_5M, D, 30 * D - 1)]);
+        assert_eq!(
+            summary(RES_1H),
+            vec![(RES_1H, D, 28 * D - 1), (RES_5M, 28 * D, 30 * D - 1)]
+        );
+        // Without the 5m block the raw one fills the gap.
+        let blocks = vec![raw, h1];
+        let p: Vec<_> = plan_blocks(&blocks, D, 30 * D - 1, RES_1H)
+            .into_iter()
+            .map(|p| (resolution(&p.meta), p.mint, p.maxt))
+            .collect();
+        assert_eq!(p, vec![(RES_1H, D, 28 * D - 1), (0, 28 * D, 30 * D - 1)]);
+    }
+
+    #[test]
+    fn aggregate_per_function() {
+        assert_eq!(Aggr::for_func(Some("rate")), Aggr::Counter);
+        assert_eq!(Aggr::for_func(Some("increase")), Aggr::Counter);
+        assert_eq!(Aggr::for_func(Some("max_over_time")), Aggr::Max);
+        assert_eq!(Aggr::for_func(Some("min_over_time")), Aggr::Min);
+        assert_eq!(Aggr::for_func(Some("sum_over_time")), Aggr::Sum);
+        assert_eq!(Aggr::for_func(Some("count_over_time")), Aggr::Count);
+        assert_eq!(Aggr::for_func(Some("avg_over_time")), Aggr::Average);
+        assert_eq!(Aggr::for_func(None), Aggr::Average);
+    }
+
+    #[test]
+    fn counter_pieces_join_across_blocks_and_resets() {
+        use strata_tsdb::downsample::downsample_raw;
+        // 1m samples for 4h, reset at 2h30; two 2h 5m-blocks.
+        let raw: Vec<(i64, f64)> = (0..240)
+            .map(|i| {
+                (
+                    i * 60_000,
+                    if i < 150 { i as f64 } else { (i - 150) as f64 },
+                )
+            })
+            .collect();
+        let l = Labels::from_pairs([("__name__", "c")]);
+        let mut pieces = Vec::new();
+        for (lo, hi, continues) in [
+            (0, 2 * 3_600_000 - 1, false),
+            (2 * 3_600_000, 4 * 3_600_000 - 1, true),
+        ] {
+            let part: Vec<(i64, f64)> = raw
+                .iter()
+                .copied()
+                .filter(|p| p.0 >= lo && p.0 <= hi)
+                .collect();
+            let mut s = Vec::new();
+            for c in downsample_raw(&part, RES_5M) {
+                aggr_samples(&c.data, Aggr::Counter, RES_5M, continues, lo, hi, &mut s).unwrap();
+            }
+            pieces.push((lo, vec![(l.clone(), s)]));
+        }
+        let joined = join_pieces(pieces, true);
+        let s = &joined[0].1;
+        assert!(
+            s.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+            "{s:?}"
+        );
+        // Total increase 149 + 89, and the series ends at the last raw value.
+        assert_eq!(s.last().unwrap().1 - s[0].1, 238.0);
+        assert_eq!(s.last().unwrap().1, 89.0);
+        // Uniform window stamps after the first sample.
+        assert!(s[1..].iter().all(|p| (p.0 + 1) % RES_5M == 0), "{s:?}");
     }
 
     #[test]

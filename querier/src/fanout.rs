@@ -249,7 +249,20 @@ pub fn matchers_to_proto(ms: &[Matcher]) -> Vec<LabelMatcher> {
 
 /// Merge series from several sources: same labels → samples merged by timestamp, the
 /// first source's sample kept on equal timestamps. Sorted by labels.
-pub fn merge_sources(parts: Vec<Vec<SeriesData>>, keep_empty: bool) -> Vec<SeriesData> {
+pub fn merge_sources(mut parts: Vec<Vec<SeriesData>>, keep_empty: bool) -> Vec<SeriesData> {
+    parts.retain(|p| !p.is_empty());
+    // One source whose series are sorted and unique (a Store API answer is): nothing to
+    // merge, so skip the map; with 100k series the map's allocations dominated a query.
+    if parts.len() == 1
+        && parts[0].windows(2).all(|w| w[0].0 < w[1].0)
+        && parts[0].iter().all(|(_, s)| s.windows(2).all(|w| w[0].0 < w[1].0))
+    {
+        let mut only = parts.pop().expect("one part");
+        if !keep_empty {
+            only.retain(|(_, s)| !s.is_empty());
+        }
+        return only;
+    }
     let mut map: BTreeMap<Labels, Vec<Vec<(i64, f64)>>> = BTreeMap::new();
     for part in parts {
         for (l, s) in part {
@@ -327,18 +340,56 @@ impl Sources {
                 (format!("endpoint {}", ep.addr), r)
             }
         });
+        let func = hints.and_then(|h| h.func.as_deref());
         let bucket = async {
             let Some(b) = &self.bucket else { return None };
             let r = tokio::time::timeout(
                 opts.timeout,
-                b.series(&opts.tenant, matchers, mint, maxt, skip_chunks),
+                b.series_at(
+                    &opts.tenant,
+                    matchers,
+                    mint,
+                    maxt,
+                    skip_chunks,
+                    opts.max_resolution_ms,
+                    func,
+                ),
             )
             .await
-            .unwrap_or_else(|_| Err(format!("no response within {:?}", opts.timeout)))
-            .map(|s| (s, Vec::new()));
+            .unwrap_or_else(|_| Err(format!("no response within {:?}", opts.timeout)));
             Some((format!("bucket {}", b.bucket()), r))
         };
-        let (results, bucket) = futures::future::join(futures::future::join_all(eps), bucket).await;
+        let (mut results, bucket) =
+            futures::future::join(futures::future::join_all(eps), bucket).await;
+        let bucket = bucket.map(|(name, r)| {
+            let r = r.map(|bs| {
+                for res in &bs.blocks_read {
+                    self.metrics
+                        .bucket_blocks
+                        .with(&[resolution_label(*res)])
+                        .inc();
+                }
+                if !bs.downsampled.is_empty() {
+                    // Where a series is read downsampled, raw samples of the same series
+                    // from other sources would interleave with its aggregates: the
+                    // bucket's answer wins there.
+                    let names: std::collections::HashSet<&Labels> =
+                        bs.series.iter().map(|(l, _)| l).collect();
+                    for (_, r) in results.iter_mut() {
+                        let Ok((series, _)) = r else { continue };
+                        for (l, s) in series.iter_mut() {
+                            if names.contains(&*l) {
+                                s.retain(|p| {
+                                    !bs.downsampled.iter().any(|&(a, b)| p.0 >= a && p.0 <= b)
+                                });
+                            }
+                        }
+                    }
+                }
+                (bs.series, Vec::new())
+            });
+            (name, r)
+        });
         let mut parts = Vec::new();
         let mut warnings = Vec::new();
         for (name, r) in results.into_iter().chain(bucket) {
@@ -450,6 +501,16 @@ impl Sources {
     }
 }
 
+/// `resolution` label of `strata_querier_bucket_blocks_read_total`.
+pub fn resolution_label(res: i64) -> &'static str {
+    match res {
+        0 => "raw",
+        300_000 => "5m",
+        3_600_000 => "1h",
+        _ => "other",
+    }
+}
+
 fn source_label(name: &str) -> &str {
     name.strip_prefix("endpoint ").unwrap_or("bucket")
 }
@@ -526,7 +587,19 @@ async fn bucket_labels(
     // All series of the range: the index's label tables would also list series whose
     // chunks lie outside it; reading series labels keeps the answer exact.
     let all = Matcher::new(MatchOp::RegexMatch, "__name__", ".+").map_err(|e| e.to_string())?;
-    let series = b.series(tenant, &[all], mint, maxt, true).await?;
+    // Any resolution will do: downsampled blocks may outlive raw ones (retention).
+    let series = b
+        .series_at(
+            tenant,
+            &[all],
+            mint,
+            maxt,
+            true,
+            strata_tsdb::downsample::RES_1H,
+            None,
+        )
+        .await?
+        .series;
     let mut out = std::collections::BTreeSet::new();
     for (l, _) in series {
         match name {

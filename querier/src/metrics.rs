@@ -12,6 +12,9 @@ pub struct QuerierMetrics {
     /// `strata_querier_store_request_failures_total{store}`: failed requests to a Store
     /// API endpoint (its address) or the bucket (`bucket`).
     pub store_failures: CounterVec,
+    /// `strata_querier_bucket_blocks_read_total{resolution}`: bucket blocks read for
+    /// series, by resolution (`raw`, `5m`, `1h`): shows which resolution answered.
+    pub bucket_blocks: CounterVec,
     /// `strata_querier_queries_in_flight`: queries evaluating now.
     pub in_flight: Gauge,
     /// `strata_querier_queries_waiting`: queries waiting for `--query.max-concurrent`.
@@ -36,6 +39,11 @@ impl QuerierMetrics {
                 "strata_querier_store_request_failures_total",
                 "Failed requests to a Store API endpoint (by address) or the bucket (store=\"bucket\").",
                 &["store"],
+            ),
+            bucket_blocks: reg.counter_vec(
+                "strata_querier_bucket_blocks_read_total",
+                "Bucket blocks read for series, by resolution (raw, 5m, 1h).",
+                &["resolution"],
             ),
             in_flight: reg.gauge(
                 "strata_querier_queries_in_flight",

@@ -254,6 +254,32 @@ fn hash_labels(labels: &[Label]) -> u64 {
     h.finish()
 }
 
+/// Whether pairs are sorted by name with unique names and no empty values, i.e. what
+/// `Labels::from_pairs` would keep unchanged.
+fn pairs_normalised(pairs: &[(&str, &str)]) -> bool {
+    pairs.iter().all(|(_, v)| !v.is_empty()) && pairs.windows(2).all(|w| w[0].0 < w[1].0)
+}
+
+fn labels_eq_pairs(labels: &[Label], pairs: &[(&str, &str)]) -> bool {
+    labels.len() == pairs.len()
+        && labels
+            .iter()
+            .zip(pairs)
+            .all(|(l, (n, v))| *l.value == **v && *l.name == **n)
+}
+
+/// [`hash_labels`] of the label set these normalised pairs make.
+fn hash_pairs(pairs: &[(&str, &str)]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    for (n, v) in pairs {
+        h.write(n.as_bytes());
+        h.write_u8(0xff);
+        h.write(v.as_bytes());
+        h.write_u8(0xff);
+    }
+    h.finish()
+}
+
 fn rl<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(|e| e.into_inner())
 }
@@ -350,6 +376,74 @@ impl Head {
         let h = hash_labels(labels.as_slice());
         self.find(&rl(self.hash_shard(h)), h, labels.as_slice())
             .map(HeadSeriesRef)
+    }
+
+    /// [`get`](Self::get) from raw name/value pairs, without building [`Labels`]. Only
+    /// answers for pairs that are already in [`Labels`] form (sorted by name, names
+    /// unique, no empty values), as Prometheus sends them; for any other input it
+    /// returns `None` and the caller should fall back to [`get`](Self::get).
+    pub fn get_by_pairs(&self, pairs: &[(&str, &str)]) -> Option<HeadSeriesRef> {
+        if !pairs_normalised(pairs) {
+            return None;
+        }
+        let h = hash_pairs(pairs);
+        let shard = rl(self.hash_shard(h));
+        let found = shard
+            .candidates(h)
+            .find(|r| {
+                rl(self.series_shard(*r))
+                    .get(r)
+                    .is_some_and(|s| labels_eq_pairs(&s.labels, pairs))
+            })
+            .map(HeadSeriesRef);
+        found
+    }
+
+    /// [`get_by_pairs`](Self::get_by_pairs) for many series at once: `out[i]` is the
+    /// ref of `series[i]`, or `None` when it is not found or not in [`Labels`] form (the
+    /// caller falls back to [`get`](Self::get)). Takes each shard lock once per batch
+    /// instead of twice per series, so the cache misses of one lookup overlap the next.
+    pub fn get_many_by_pairs(
+        &self,
+        series: &[&[(&str, &str)]],
+        out: &mut Vec<Option<HeadSeriesRef>>,
+    ) {
+        out.clear();
+        out.resize(series.len(), None);
+        // (hash shard, index, hash)
+        let mut items: Vec<(u32, u32, u64)> = series
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| pairs_normalised(p))
+            .map(|(i, p)| {
+                let h = hash_pairs(p);
+                (((h >> 32) & self.mask) as u32, i as u32, h)
+            })
+            .collect();
+        items.sort_unstable_by_key(|x| x.0);
+        // (series shard, index, ref)
+        let mut found: Vec<(u32, u32, u64)> = Vec::with_capacity(items.len());
+        for group in items.chunk_by(|a, b| a.0 == b.0) {
+            let g = rl(&self.hashes[group[0].0 as usize]);
+            for &(_, i, h) in group {
+                if let Some(&r) = g.refs.get(&h) {
+                    // colliding hashes (rare) are left to `get`
+                    if g.collisions.is_empty() || !g.collisions.contains_key(&h) {
+                        found.push(((r & self.mask) as u32, i, r));
+                    }
+                }
+            }
+        }
+        found.sort_unstable_by_key(|x| x.0);
+        for group in found.chunk_by(|a, b| a.0 == b.0) {
+            let g = rl(&self.series[group[0].0 as usize]);
+            for &(_, i, r) in group {
+                let pairs = series[i as usize];
+                if g.get(&r).is_some_and(|s| labels_eq_pairs(&s.labels, pairs)) {
+                    out[i as usize] = Some(HeadSeriesRef(r));
+                }
+            }
+        }
     }
 
     /// The series with these labels, created if new (`true` when created). The label
@@ -790,5 +884,87 @@ impl Head {
         m.index_bytes +=
             ml(&self.interner).len() * (size_of::<crate::labels::Symbol>() + 1) * 8 / 7;
         m
+    }
+}
+
+#[cfg(test)]
+mod get_by_pairs_tests {
+    use super::*;
+
+    #[test]
+    fn get_by_pairs_matches_get() {
+        let head = Head::new(HeadOptions::default());
+        let l = Labels::from_pairs([("__name__", "up"), ("job", "a"), ("z", "1")]);
+        let (r, _) = head.get_or_create(&l);
+        let other = Labels::from_pairs([("__name__", "up"), ("job", "b")]);
+        let (r2, _) = head.get_or_create(&other);
+        assert_eq!(
+            head.get_by_pairs(&[("__name__", "up"), ("job", "a"), ("z", "1")]),
+            Some(r)
+        );
+        assert_eq!(
+            head.get_by_pairs(&[("__name__", "up"), ("job", "b")]),
+            Some(r2)
+        );
+        // absent, a prefix, a superset
+        assert_eq!(head.get_by_pairs(&[("__name__", "up"), ("job", "c")]), None);
+        assert_eq!(head.get_by_pairs(&[("__name__", "up"), ("job", "a")]), None);
+        assert_eq!(
+            head.get_by_pairs(&[("__name__", "up"), ("job", "b"), ("z", "1")]),
+            None
+        );
+        // not in normal form: left to `get`
+        assert_eq!(
+            head.get_by_pairs(&[("job", "a"), ("__name__", "up"), ("z", "1")]),
+            None
+        );
+        assert_eq!(
+            head.get_by_pairs(&[("__name__", "up"), ("job", "b"), ("x", "")]),
+            None
+        );
+        assert_eq!(
+            head.get_by_pairs(&[("__name__", "up"), ("job", "b"), ("job", "b")]),
+            None
+        );
+        assert_eq!(
+            hash_pairs(&[("__name__", "up"), ("job", "b")]),
+            hash_labels(other.as_slice())
+        );
+        let batch: [&[(&str, &str)]; 5] = [
+            &[("__name__", "up"), ("job", "b")],
+            &[("__name__", "up"), ("job", "c")],
+            &[("job", "a"), ("__name__", "up"), ("z", "1")],
+            &[("__name__", "up"), ("job", "a"), ("z", "1")],
+            &[],
+        ];
+        let mut out = vec![Some(r)];
+        head.get_many_by_pairs(&batch, &mut out);
+        assert_eq!(out, [Some(r2), None, None, Some(r), None]);
+        // many series over all shards
+        let many: Vec<Vec<(String, String)>> = (0..500)
+            .map(|i| {
+                vec![
+                    ("__name__".to_string(), "m".to_string()),
+                    ("i".to_string(), i.to_string()),
+                ]
+            })
+            .collect();
+        let refs: Vec<_> = many
+            .iter()
+            .take(400)
+            .map(|p| {
+                head.get_or_create(&Labels::from_pairs(p.iter().map(|(n, v)| (n, v))))
+                    .0
+            })
+            .collect();
+        let borrowed: Vec<Vec<(&str, &str)>> = many
+            .iter()
+            .rev()
+            .map(|p| p.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect())
+            .collect();
+        let slices: Vec<&[(&str, &str)]> = borrowed.iter().map(|p| p.as_slice()).collect();
+        head.get_many_by_pairs(&slices, &mut out);
+        let want: Vec<_> = (0..500).rev().map(|i| refs.get(i).copied()).collect();
+        assert_eq!(out, want);
     }
 }

@@ -1,0 +1,113 @@
+//! Remote-write ingest cost per sample: one request of 2000 series that already exist in
+//! the head, one sample each (the steady state of a Prometheus sending every scrape),
+//! WAL fsync off so the CPU cost is what is measured.
+//!
+//! * `ingest`: `push::ingest` on a prost-decoded `WriteRequest`.
+//! * `decode+ingest_ref`: borrowing decode of the uncompressed protobuf, then
+//!   `push::ingest_ref` (what `POST /api/v1/push` does after snappy).
+//!
+//! `cargo bench -p strata-ingester --bench push -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use strata_ingester::validate::Limits;
+use strata_ingester::{push, Ingester, IngesterArgs, WalFsync};
+use strata_kit::metrics::Registry;
+use strata_objstore::Bucket;
+use strata_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
+use strata_proto::Message;
+
+const SERIES: usize = 2000;
+const TENANT: &str = "bench";
+
+fn request(t: i64) -> WriteRequest {
+    let label = |n: &str, v: String| Label {
+        name: n.into(),
+        value: v,
+    };
+    WriteRequest {
+        timeseries: (0..SERIES)
+            .map(|i| TimeSeries {
+                labels: vec![
+                    label("__name__", format!("metric_{}", i % 50)),
+                    label("instance", format!("host-{}:9100", i % 100)),
+                    label("job", "node".into()),
+                    label("namespace", format!("ns-{}", i % 10)),
+                    label("series_id", i.to_string()),
+                ],
+                samples: vec![Sample {
+                    value: i as f64 + t as f64,
+                    timestamp: t,
+                }],
+                ..Default::default()
+            })
+            .collect(),
+        metadata: vec![],
+    }
+}
+
+fn open(dir: &std::path::Path) -> Arc<Ingester> {
+    let args = IngesterArgs {
+        data_dir: dir.to_path_buf(),
+        block_duration_ms: 2 * 3600 * 1000,
+        retention_ms: 6 * 3600 * 1000,
+        wal_fsync: WalFsync::Never,
+        wal_segment_size: 128 << 20,
+        ship_interval_ms: 3600 * 1000,
+        objstore_config_file: None,
+        labels: vec![],
+        limits: Limits {
+            max_series_per_user: 0,
+            ..Limits::default()
+        },
+    };
+    let bucket = Bucket::filesystem(dir.join("bucket")).unwrap();
+    Ingester::open(args, bucket, &Registry::new()).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let ing = open(dir.path());
+    let mut t = 1_700_000_000_000i64;
+    // create the series
+    let out = push::ingest(&ing, TENANT, request(t)).unwrap();
+    assert_eq!(out.accepted_samples, SERIES);
+
+    let mut g = c.benchmark_group("push");
+    g.throughput(Throughput::Elements(SERIES as u64));
+    g.bench_function("ingest", |b| {
+        b.iter_batched(
+            || {
+                t += 15_000;
+                request(t)
+            },
+            |req| {
+                let out = push::ingest(&ing, TENANT, req).unwrap();
+                assert_eq!(out.accepted_samples, SERIES);
+                black_box(out)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("decode+ingest_ref", |b| {
+        b.iter_batched(
+            || {
+                t += 15_000;
+                request(t).encode_to_vec()
+            },
+            |raw| {
+                let req = strata_proto::decode_write_request_ref(&raw).unwrap();
+                let out = push::ingest_ref(&ing, TENANT, &req).unwrap();
+                assert_eq!(out.accepted_samples, SERIES);
+                black_box(out)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
