@@ -60,9 +60,15 @@ pub fn matchers_from_proto(ms: &[LabelMatcher]) -> Result<Vec<Matcher>, Status> 
                 Ok(label_matcher::Type::Neq) => MatchOp::NotEqual,
                 Ok(label_matcher::Type::Re) => MatchOp::RegexMatch,
                 Ok(label_matcher::Type::Nre) => MatchOp::RegexNoMatch,
-                Err(_) => return Err(Status::invalid_argument(format!("unknown matcher type {}", m.r#type))),
+                Err(_) => {
+                    return Err(Status::invalid_argument(format!(
+                        "unknown matcher type {}",
+                        m.r#type
+                    )))
+                }
             };
-            Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| Status::invalid_argument(e.to_string()))
+            Matcher::new(op, m.name.clone(), m.value.clone())
+                .map_err(|e| Status::invalid_argument(e.to_string()))
         })
         .collect()
 }
@@ -118,7 +124,14 @@ pub fn select(ing: &Ingester, tenant: &str, req: &SeriesRequest) -> Result<Vec<S
                 } else {
                     s.chunks
                         .into_iter()
-                        .map(|c| raw_chunk(c.min_time, c.max_time, c.encoding, bytes::Bytes::from(c.data)))
+                        .map(|c| {
+                            raw_chunk(
+                                c.min_time,
+                                c.max_time,
+                                c.encoding,
+                                bytes::Bytes::from(c.data),
+                            )
+                        })
                         .collect()
                 },
             })
@@ -126,15 +139,26 @@ pub fn select(ing: &Ingester, tenant: &str, req: &SeriesRequest) -> Result<Vec<S
     }
     let mut out: BTreeMap<Labels, Vec<AggrChunk>> = BTreeMap::new();
     for b in &blocks {
-        for s in b.select(&matchers, mint, maxt).map_err(|e| Status::internal(e.to_string()))? {
+        for s in b
+            .select(&matchers, mint, maxt)
+            .map_err(|e| Status::internal(e.to_string()))?
+        {
             let s = s.map_err(|e| Status::internal(e.to_string()))?;
             let entry = out.entry(s.labels.clone()).or_default();
             if req.skip_chunks {
                 continue;
             }
             for c in &s.chunks {
-                let (enc, data) = b.chunks().chunk(c.chunk_ref).map_err(|e| Status::internal(e.to_string()))?;
-                entry.push(raw_chunk(c.min_time, c.max_time, enc, bytes::Bytes::copy_from_slice(data)));
+                let (enc, data) = b
+                    .chunks()
+                    .chunk(c.chunk_ref)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                entry.push(raw_chunk(
+                    c.min_time,
+                    c.max_time,
+                    enc,
+                    bytes::Bytes::copy_from_slice(data),
+                ));
             }
         }
     }
@@ -144,7 +168,12 @@ pub fn select(ing: &Ingester, tenant: &str, req: &SeriesRequest) -> Result<Vec<S
             continue;
         }
         for c in s.chunks {
-            entry.push(raw_chunk(c.min_time, c.max_time, c.encoding, bytes::Bytes::from(c.data)));
+            entry.push(raw_chunk(
+                c.min_time,
+                c.max_time,
+                c.encoding,
+                bytes::Bytes::from(c.data),
+            ));
         }
     }
     Ok(out
@@ -184,7 +213,10 @@ impl Store for StoreService {
             .config
             .labels
             .iter()
-            .map(|(n, v)| Label { name: n.clone(), value: v.clone() })
+            .map(|(n, v)| Label {
+                name: n.clone(),
+                value: v.clone(),
+            })
             .collect();
         Ok(Response::new(InfoResponse {
             labels: labels.clone(),
@@ -199,7 +231,10 @@ impl Store for StoreService {
 
     type SeriesStream = SeriesStream;
 
-    async fn series(&self, req: Request<SeriesRequest>) -> Result<Response<Self::SeriesStream>, Status> {
+    async fn series(
+        &self,
+        req: Request<SeriesRequest>,
+    ) -> Result<Response<Self::SeriesStream>, Status> {
         let tenant = tenant_of(&req)?;
         let r = req.into_inner();
         let ing = self.ing.clone();
@@ -217,31 +252,55 @@ impl Store for StoreService {
         Ok(Response::new(tokio_stream::iter(frames)))
     }
 
-    async fn label_names(&self, req: Request<LabelNamesRequest>) -> Result<Response<LabelNamesResponse>, Status> {
+    async fn label_names(
+        &self,
+        req: Request<LabelNamesRequest>,
+    ) -> Result<Response<LabelNamesResponse>, Status> {
         let tenant = tenant_of(&req)?;
         let r = req.into_inner();
         let matchers = matchers_from_proto(&r.matchers)?;
         let mut names = std::collections::BTreeSet::new();
         if let Some(t) = self.ing.existing_tenant(&tenant) {
             names.extend(t.head.label_names(&matchers));
-            let sr = SeriesRequest { min_time: r.start, max_time: r.end, matchers: r.matchers.clone(), skip_chunks: true, ..Default::default() };
+            let sr = SeriesRequest {
+                min_time: r.start,
+                max_time: r.end,
+                matchers: r.matchers.clone(),
+                skip_chunks: true,
+                ..Default::default()
+            };
             for s in select(&self.ing, &tenant, &sr)? {
                 names.extend(s.labels.into_iter().map(|l| l.name));
             }
         }
-        Ok(Response::new(LabelNamesResponse { names: names.into_iter().collect(), ..Default::default() }))
+        Ok(Response::new(LabelNamesResponse {
+            names: names.into_iter().collect(),
+            ..Default::default()
+        }))
     }
 
-    async fn label_values(&self, req: Request<LabelValuesRequest>) -> Result<Response<LabelValuesResponse>, Status> {
+    async fn label_values(
+        &self,
+        req: Request<LabelValuesRequest>,
+    ) -> Result<Response<LabelValuesResponse>, Status> {
         let tenant = tenant_of(&req)?;
         let r = req.into_inner();
-        let sr = SeriesRequest { min_time: r.start, max_time: r.end, matchers: r.matchers.clone(), skip_chunks: true, ..Default::default() };
+        let sr = SeriesRequest {
+            min_time: r.start,
+            max_time: r.end,
+            matchers: r.matchers.clone(),
+            skip_chunks: true,
+            ..Default::default()
+        };
         let mut values = std::collections::BTreeSet::new();
         for s in select(&self.ing, &tenant, &sr)? {
             if let Some(l) = s.labels.into_iter().find(|l| l.name == r.label) {
                 values.insert(l.value);
             }
         }
-        Ok(Response::new(LabelValuesResponse { values: values.into_iter().collect(), ..Default::default() }))
+        Ok(Response::new(LabelValuesResponse {
+            values: values.into_iter().collect(),
+            ..Default::default()
+        }))
     }
 }

@@ -81,7 +81,11 @@ pub enum WalFsync {
 #[derive(Debug, Clone, Args)]
 pub struct IngesterArgs {
     /// Data directory: per-tenant WAL, head and local blocks (and the default bucket).
-    #[arg(long = "tsdb.path", visible_alias = "data-dir", default_value = "./data")]
+    #[arg(
+        long = "tsdb.path",
+        visible_alias = "data-dir",
+        default_value = "./data"
+    )]
     pub data_dir: PathBuf,
     /// Length of a block cut from the head.
     #[arg(long = "tsdb.block-duration", default_value = "2h", value_parser = strata_kit::parse_duration_ms)]
@@ -155,9 +159,15 @@ pub struct Ingester {
 
 impl Ingester {
     /// Open the data directory and replay every tenant's WAL.
-    pub fn open(config: IngesterArgs, bucket: Bucket, registry: &Registry) -> Result<Arc<Ingester>> {
+    pub fn open(
+        config: IngesterArgs,
+        bucket: Bucket,
+        registry: &Registry,
+    ) -> Result<Arc<Ingester>> {
         if config.block_duration_ms <= 0 {
-            return Err(Error::Invalid("--tsdb.block-duration must be positive".into()));
+            return Err(Error::Invalid(
+                "--tsdb.block-duration must be positive".into(),
+            ));
         }
         let tenants_dir = config.data_dir.join("tenants");
         std::fs::create_dir_all(&tenants_dir).map_err(|e| Error::io(&tenants_dir, e))?;
@@ -179,7 +189,12 @@ impl Ingester {
 
     /// The tenant's storage, opened (WAL replayed) on first use.
     pub fn tenant(&self, id: &str) -> Result<Tenant> {
-        if let Some(t) = self.tenants.read().unwrap_or_else(|p| p.into_inner()).get(id) {
+        if let Some(t) = self
+            .tenants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
             return Ok(t.clone());
         }
         let mut g = self.tenants.write().unwrap_or_else(|p| p.into_inner());
@@ -210,7 +225,10 @@ impl Ingester {
             took_ms = stats.took.as_millis() as u64,
             "opened tenant"
         );
-        self.metrics.head_series.with(&[id]).set(db.head.num_series() as f64);
+        self.metrics
+            .head_series
+            .with(&[id])
+            .set(db.head.num_series() as f64);
         let t = Arc::new(db);
         g.insert(id.to_string(), t.clone());
         Ok(t)
@@ -253,7 +271,10 @@ impl Ingester {
             for m in &cut {
                 tracing::info!(tenant = %t.id, ulid = %m.ulid, min_time = m.min_time, max_time = m.max_time, series = m.stats.num_series, samples = m.stats.num_samples, "cut block");
             }
-            self.metrics.head_series.with(&[&t.id]).set(t.head.num_series() as f64);
+            self.metrics
+                .head_series
+                .with(&[&t.id])
+                .set(t.head.num_series() as f64);
             match t.ship(&self.bucket).await {
                 Ok(u) => {
                     for ulid in &u {

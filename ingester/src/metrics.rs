@@ -21,22 +21,58 @@ pub struct IngesterMetrics {
 impl IngesterMetrics {
     pub fn new(r: &Registry) -> Self {
         IngesterMetrics {
-            received_samples: r.counter("strata_ingester_received_samples_total", "Samples received in remote-write requests."),
-            received_series: r.counter("strata_ingester_received_series_total", "Time series received in remote-write requests."),
-            accepted_samples: r.counter("strata_ingester_ingested_samples_total", "Samples appended to the head and the WAL."),
-            rejected_samples: r.counter_vec("strata_ingester_rejected_samples_total", "Samples refused, by reason.", &["reason"]),
-            rejected_requests: r.counter_vec("strata_ingester_rejected_requests_total", "Whole requests refused before decoding, by reason.", &["reason"]),
-            series_created: r.counter("strata_ingester_series_created_total", "Series created in heads."),
-            head_series: r.gauge_vec("strata_ingester_head_series", "Active series in the head, per tenant.", &["tenant"]),
-            wal_size: r.gauge_vec("strata_ingester_wal_size_bytes", "Bytes of WAL segments and checkpoint on disk, per tenant.", &["tenant"]),
+            received_samples: r.counter(
+                "strata_ingester_received_samples_total",
+                "Samples received in remote-write requests.",
+            ),
+            received_series: r.counter(
+                "strata_ingester_received_series_total",
+                "Time series received in remote-write requests.",
+            ),
+            accepted_samples: r.counter(
+                "strata_ingester_ingested_samples_total",
+                "Samples appended to the head and the WAL.",
+            ),
+            rejected_samples: r.counter_vec(
+                "strata_ingester_rejected_samples_total",
+                "Samples refused, by reason.",
+                &["reason"],
+            ),
+            rejected_requests: r.counter_vec(
+                "strata_ingester_rejected_requests_total",
+                "Whole requests refused before decoding, by reason.",
+                &["reason"],
+            ),
+            series_created: r.counter(
+                "strata_ingester_series_created_total",
+                "Series created in heads.",
+            ),
+            head_series: r.gauge_vec(
+                "strata_ingester_head_series",
+                "Active series in the head, per tenant.",
+                &["tenant"],
+            ),
+            wal_size: r.gauge_vec(
+                "strata_ingester_wal_size_bytes",
+                "Bytes of WAL segments and checkpoint on disk, per tenant.",
+                &["tenant"],
+            ),
             wal_fsync_duration: r.histogram(
                 "strata_ingester_wal_fsync_duration_seconds",
                 "Duration of WAL fsyncs (one per group commit).",
-                &[0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0],
+                &[
+                    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+                ],
             ),
             blocks_cut: r.counter("strata_ingester_blocks_cut_total", "Blocks cut from heads."),
-            blocks_shipped: r.counter("strata_ingester_blocks_shipped_total", "Blocks uploaded to the bucket."),
-            upload_failures: r.counter("strata_ingester_block_upload_failures_total", "Failed shipping rounds (retried)."),
+            blocks_shipped: r.counter(
+                "strata_ingester_blocks_shipped_total",
+                "Blocks uploaded to the bucket.",
+            ),
+            upload_failures: r.counter(
+                "strata_ingester_block_upload_failures_total",
+                "Failed shipping rounds (retried).",
+            ),
         }
     }
 }

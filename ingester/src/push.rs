@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use strata_proto::prometheus::WriteRequest;
 use strata_proto::WriteRequestRef;
-use strata_tsdb::head::AppendError;
+use strata_tsdb::head::{AppendError, HeadSeriesRef};
 use strata_tsdb::labels::Labels;
 use strata_tsdb::wal::Record;
 
@@ -209,6 +209,9 @@ fn append_error(e: AppendError) -> SeriesError {
     }
 }
 
+/// Series looked up together by [`ingest_ref`].
+const LOOKUP_BATCH: usize = 512;
+
 /// Validate, append to the head, log to the WAL, fsync. Runs on a blocking thread.
 pub fn ingest(ing: &Ingester, tenant_id: &str, req: WriteRequest) -> crate::Result<Outcome> {
     ingest_ref(ing, tenant_id, &WriteRequestRef::from_owned(&req))
@@ -251,13 +254,17 @@ pub fn ingest_ref(
     samples_buf.clear();
     samples_buf.reserve(out.samples);
 
-    // Look existing series up in one batch (see `Head::get_many_by_pairs`).
-    let all_pairs: Vec<&[(&str, &str)]> = req.iter().map(|(p, _)| p).collect();
-    let mut existing = Vec::new();
-    head.get_many_by_pairs(&all_pairs, &mut existing);
-    drop(all_pairs);
-
-    for ((pairs, samples), existing) in req.iter().zip(existing) {
+    // Look existing series up in batches (see `Head::get_many_by_pairs`), small enough
+    // that what the lookups bring into the cache is still there for the appends.
+    let mut existing: Vec<Option<HeadSeriesRef>> = Vec::new();
+    let mut batch: Vec<&[(&str, &str)]> = Vec::with_capacity(LOOKUP_BATCH);
+    for (i, (pairs, samples)) in req.iter().enumerate() {
+        if i % LOOKUP_BATCH == 0 {
+            batch.clear();
+            batch.extend(req.iter().skip(i).take(LOOKUP_BATCH).map(|(p, _)| p));
+            head.get_many_by_pairs(&batch, &mut existing);
+        }
+        let existing = existing[i % LOOKUP_BATCH];
         let metric = match validate_labels(pairs.iter().copied(), limits) {
             Ok(m) => m,
             Err(e) => {

@@ -14,8 +14,17 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// `rate` ≤ 0 means unlimited.
     pub fn new(rate: f64, burst: u64) -> Self {
-        let burst = if burst > 0 { burst as f64 } else { rate.max(1000.0) };
-        TokenBucket { rate, burst, tokens: burst, last: Instant::now() }
+        let burst = if burst > 0 {
+            burst as f64
+        } else {
+            rate.max(1000.0)
+        };
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
     }
 
     /// Take `n` tokens if available; false (and nothing taken) otherwise.

@@ -14,7 +14,11 @@ use crate::push::tenant_of;
 use crate::Ingester;
 
 fn pairs(v: &[(String, u64)]) -> Value {
-    Value::Array(v.iter().map(|(n, c)| json!({"name": n, "value": c})).collect())
+    Value::Array(
+        v.iter()
+            .map(|(n, c)| json!({"name": n, "value": c}))
+            .collect(),
+    )
 }
 
 pub async fn tsdb_status(

@@ -214,11 +214,15 @@ impl TenantDb {
                 // later block of the same range; the compactor merges them).
                 end = maxt + 1;
             }
-            if let Some(meta) = self.head.write_block(&self.blocks_dir(), start, end, Some(self.meta_extra()))? {
+            if let Some(meta) =
+                self.head
+                    .write_block(&self.blocks_dir(), start, end, Some(self.meta_extra()))?
+            {
                 out.push(meta);
             }
             self.head.truncate(end);
-            self.last_cut_end.fetch_max(end, std::sync::atomic::Ordering::Relaxed);
+            self.last_cut_end
+                .fetch_max(end, std::sync::atomic::Ordering::Relaxed);
             if self.head.min_time() < end {
                 // nothing left below `end` can be cut (the head's min time is stale
                 // when it still reports a truncated range): stop rather than spin
@@ -280,10 +284,14 @@ impl TenantDb {
     pub fn pending_blocks(&self) -> Result<Vec<Ulid>> {
         let st = self.read_shipper()?;
         let mut out = Vec::new();
-        for e in std::fs::read_dir(self.blocks_dir()).map_err(|e| Error::io(self.blocks_dir(), e))? {
+        for e in
+            std::fs::read_dir(self.blocks_dir()).map_err(|e| Error::io(self.blocks_dir(), e))?
+        {
             let e = e.map_err(|e| Error::io(self.blocks_dir(), e))?;
             let name = e.file_name().to_string_lossy().to_string();
-            let Ok(u) = name.parse::<Ulid>() else { continue };
+            let Ok(u) = name.parse::<Ulid>() else {
+                continue;
+            };
             if !e.path().join("meta.json").exists() || st.uploaded.contains(&name) {
                 continue;
             }
@@ -316,7 +324,11 @@ impl TenantDb {
     /// newest sample (or before now when the head is empty).
     pub fn apply_retention(&self, retention_ms: i64, now_ms: i64) -> Result<usize> {
         let st = self.read_shipper()?;
-        let reference = if self.head.max_time() == i64::MIN { now_ms } else { self.head.max_time() };
+        let reference = if self.head.max_time() == i64::MIN {
+            now_ms
+        } else {
+            self.head.max_time()
+        };
         let mut removed = 0;
         for b in open_blocks(&self.blocks_dir())? {
             let m = b.meta();

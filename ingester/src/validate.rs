@@ -18,7 +18,10 @@ pub struct Limits {
     #[arg(long = "distributor.max-recv-msg-size", default_value_t = 100 << 20)]
     pub max_recv_msg_size: usize,
     /// Maximum in-memory (active) series per tenant (0 = unlimited).
-    #[arg(long = "ingester.max-global-series-per-user", default_value_t = 150_000)]
+    #[arg(
+        long = "ingester.max-global-series-per-user",
+        default_value_t = 150_000
+    )]
     pub max_series_per_user: usize,
     /// Maximum active series per metric name per tenant (0 = unlimited).
     #[arg(long = "ingester.max-global-series-per-metric", default_value_t = 0)]
@@ -156,7 +159,9 @@ fn valid_metric_name(n: &str) -> bool {
     let b = n.as_bytes();
     !b.is_empty()
         && (b[0].is_ascii_alphabetic() || b[0] == b'_' || b[0] == b':')
-        && b[1..].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':')
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':')
 }
 
 /// Prometheus's (UTF-8-less) label name rule: `[a-zA-Z_][a-zA-Z0-9_]*`.
@@ -164,7 +169,9 @@ pub fn valid_label_name(n: &str) -> bool {
     let b = n.as_bytes();
     !b.is_empty()
         && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b[1..].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
 /// Validate one series' labels as they arrive (any order). Returns the metric name.
@@ -189,7 +196,10 @@ pub fn validate_labels<'a>(
             return Err(SeriesError::LabelNameTooLong(name.to_string()));
         }
         if value.len() > limits.max_label_value_length {
-            return Err(SeriesError::LabelValueTooLong { name: name.to_string(), len: value.len() });
+            return Err(SeriesError::LabelValueTooLong {
+                name: name.to_string(),
+                len: value.len(),
+            });
         }
         if names.contains(name) {
             return Err(SeriesError::DuplicateLabelName(name.to_string()));
@@ -235,14 +245,22 @@ pub fn validate_tenant(id: &str) -> Result<(), String> {
         return Err("tenant ID is empty".into());
     }
     if id.len() > 150 {
-        return Err(format!("tenant ID is {} characters long; the limit is 150", id.len()));
+        return Err(format!(
+            "tenant ID is {} characters long; the limit is 150",
+            id.len()
+        ));
     }
     if id == "." || id == ".." {
         return Err(format!("tenant ID '{id}' is not allowed"));
     }
     // Mimir's allowed set: alphanumerics and !-_.*'()
-    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()".contains(*c))) {
-        return Err(format!("tenant ID '{id}' contains unsupported character '{c}'"));
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()".contains(*c)))
+    {
+        return Err(format!(
+            "tenant ID '{id}' contains unsupported character '{c}'"
+        ));
     }
     Ok(())
 }
@@ -259,21 +277,40 @@ mod tests {
     fn label_rules() {
         assert_eq!(v(&[("__name__", "up"), ("job", "x")]), Ok("up"));
         assert_eq!(v(&[("job", "x")]), Err(SeriesError::MissingMetricName));
-        assert!(matches!(v(&[("__name__", "1up")]), Err(SeriesError::InvalidMetricName(_))));
-        assert!(matches!(v(&[("__name__", "up"), ("a-b", "1")]), Err(SeriesError::InvalidLabelName(_))));
-        assert!(matches!(v(&[("__name__", "up"), ("a", "1"), ("a", "2")]), Err(SeriesError::DuplicateLabelName(_))));
+        assert!(matches!(
+            v(&[("__name__", "1up")]),
+            Err(SeriesError::InvalidMetricName(_))
+        ));
+        assert!(matches!(
+            v(&[("__name__", "up"), ("a-b", "1")]),
+            Err(SeriesError::InvalidLabelName(_))
+        ));
+        assert!(matches!(
+            v(&[("__name__", "up"), ("a", "1"), ("a", "2")]),
+            Err(SeriesError::DuplicateLabelName(_))
+        ));
         let long = Box::leak("x".repeat(3000).into_boxed_str());
-        assert!(matches!(v(&[("__name__", "up"), ("a", long)]), Err(SeriesError::LabelValueTooLong { .. })));
+        assert!(matches!(
+            v(&[("__name__", "up"), ("a", long)]),
+            Err(SeriesError::LabelValueTooLong { .. })
+        ));
         let many: Vec<(&str, &str)> = std::iter::once(("__name__", "m"))
             .chain((0..40).map(|i| (&*Box::leak(format!("l{i}").into_boxed_str()), "v")))
             .collect();
-        assert_eq!(validate_labels(many.iter().copied(), &Limits::default()), Err(SeriesError::TooManyLabels(41)));
+        assert_eq!(
+            validate_labels(many.iter().copied(), &Limits::default()),
+            Err(SeriesError::TooManyLabels(41))
+        );
     }
 
     #[test]
     fn messages_name_the_flag() {
-        assert!(SeriesError::PerUserSeriesLimit.to_string().contains("-ingester.max-global-series-per-user"));
-        assert!(SeriesError::TooManyLabels(3).to_string().contains("err-mimir-max-label-names-per-series"));
+        assert!(SeriesError::PerUserSeriesLimit
+            .to_string()
+            .contains("-ingester.max-global-series-per-user"));
+        assert!(SeriesError::TooManyLabels(3)
+            .to_string()
+            .contains("err-mimir-max-label-names-per-series"));
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! ([`http`]: `/metrics`, `/-/healthy`, `/-/ready`), the metrics registry ([`metrics`])
 //! and the shutdown token ([`shutdown`]).
 
-
 use clap::{Args, ValueEnum};
 
 pub mod http;

@@ -273,7 +273,8 @@ fn rewrite_aliases(q: &str) -> std::borrow::Cow<'_, str> {
             i += 1;
             continue;
         }
-        let boundary = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b':');
+        let boundary =
+            i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b':');
         if boundary && q[i..].starts_with(OLD) {
             let rest = q[i + OLD.len()..].trim_start();
             let after = b.get(i + OLD.len()).copied().unwrap_or(b' ');
@@ -297,8 +298,14 @@ mod alias_tests {
 
     #[test]
     fn holt_winters_is_an_alias() {
-        assert_eq!(rewrite_aliases("holt_winters(x[5m], 0.5, 0.5)"), "double_exponential_smoothing(x[5m], 0.5, 0.5)");
-        assert_eq!(rewrite_aliases(r#"x{a="holt_winters("} + holt_winters (y[1m],1,1)"#), r#"x{a="holt_winters("} + double_exponential_smoothing (y[1m],1,1)"#);
+        assert_eq!(
+            rewrite_aliases("holt_winters(x[5m], 0.5, 0.5)"),
+            "double_exponential_smoothing(x[5m], 0.5, 0.5)"
+        );
+        assert_eq!(
+            rewrite_aliases(r#"x{a="holt_winters("} + holt_winters (y[1m],1,1)"#),
+            r#"x{a="holt_winters("} + double_exponential_smoothing (y[1m],1,1)"#
+        );
         assert_eq!(rewrite_aliases("my_holt_winters(x)"), "my_holt_winters(x)");
         assert_eq!(rewrite_aliases("holt_winters_total"), "holt_winters_total");
     }

@@ -358,7 +358,8 @@ impl<'a> Evaluator<'a> {
                 }
                 let mut pts = s.samples;
                 // trim in place: no second allocation per series
-                if pts.first().is_some_and(|p| p.0 < mint) || pts.last().is_some_and(|p| p.0 > maxt) {
+                if pts.first().is_some_and(|p| p.0 < mint) || pts.last().is_some_and(|p| p.0 > maxt)
+                {
                     pts.retain(|p| p.0 >= mint && p.0 <= maxt);
                 }
                 out.push(Series {

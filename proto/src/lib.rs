@@ -214,7 +214,13 @@ impl<'a> WriteRequestRef<'a> {
 /// Decode an uncompressed protobuf `WriteRequest` without copying label strings. Fails
 /// (with prost's error, decoding again) on anything prost would refuse.
 pub fn decode_write_request_ref(raw: &[u8]) -> Result<WriteRequestRef<'_>, DecodeError> {
-    let mut out = WriteRequestRef::default();
+    // Rough sizes of a Prometheus request (a label is rarely under 16 bytes on the
+    // wire, a sample under 12, a series under 48) so the lists seldom grow.
+    let mut out = WriteRequestRef {
+        series: Vec::with_capacity(raw.len() / 48),
+        labels: Vec::with_capacity(raw.len() / 16),
+        samples: Vec::with_capacity(raw.len() / 12),
+    };
     match wire::write_request(raw, &mut out) {
         Some(()) => Ok(out),
         None => match WriteRequest::decode(raw) {

@@ -255,7 +255,9 @@ pub fn merge_sources(mut parts: Vec<Vec<SeriesData>>, keep_empty: bool) -> Vec<S
     // merge, so skip the map; with 100k series the map's allocations dominated a query.
     if parts.len() == 1
         && parts[0].windows(2).all(|w| w[0].0 < w[1].0)
-        && parts[0].iter().all(|(_, s)| s.windows(2).all(|w| w[0].0 < w[1].0))
+        && parts[0]
+            .iter()
+            .all(|(_, s)| s.windows(2).all(|w| w[0].0 < w[1].0))
     {
         let mut only = parts.pop().expect("one part");
         if !keep_empty {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use strata_proto::prometheus::{chunk, label_matcher, Label, LabelMatcher};
 use strata_proto::store::store_server::{Store, StoreServer};
 use strata_proto::store::{
-    series_response, AggrChunk, Chunk, InfoRequest, InfoResponse, LabelNamesRequest, LabelNamesResponse,
-    LabelSet, LabelValuesRequest, LabelValuesResponse, Series, SeriesRequest, SeriesResponse, StoreType,
+    series_response, AggrChunk, Chunk, InfoRequest, InfoResponse, LabelNamesRequest,
+    LabelNamesResponse, LabelSet, LabelValuesRequest, LabelValuesResponse, Series, SeriesRequest,
+    SeriesResponse, StoreType,
 };
 use strata_tsdb::matcher::{MatchOp, Matcher};
 use tonic::{Request, Response, Status};
@@ -36,9 +37,15 @@ fn to_matcher(m: &LabelMatcher) -> Result<Matcher, Status> {
         Ok(label_matcher::Type::Neq) => MatchOp::NotEqual,
         Ok(label_matcher::Type::Re) => MatchOp::RegexMatch,
         Ok(label_matcher::Type::Nre) => MatchOp::RegexNoMatch,
-        Err(_) => return Err(Status::invalid_argument(format!("unknown matcher type {}", m.r#type))),
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown matcher type {}",
+                m.r#type
+            )))
+        }
     };
-    Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| Status::invalid_argument(e.to_string()))
+    Matcher::new(op, m.name.clone(), m.value.clone())
+        .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 impl StoreService {
@@ -74,7 +81,10 @@ fn tenant_of<T>(req: &Request<T>) -> Option<String> {
 fn with_external(mut labels: Vec<Label>, ext: &BTreeMap<String, String>) -> Vec<Label> {
     for (k, v) in ext {
         if !labels.iter().any(|l| &l.name == k) {
-            labels.push(Label { name: k.clone(), value: v.clone() });
+            labels.push(Label {
+                name: k.clone(),
+                value: v.clone(),
+            });
         }
     }
     labels.sort_by(|a, b| a.name.cmp(&b.name));
@@ -104,7 +114,10 @@ impl Store for StoreService {
 
     type SeriesStream = SeriesStream;
 
-    async fn series(&self, req: Request<SeriesRequest>) -> Result<Response<Self::SeriesStream>, Status> {
+    async fn series(
+        &self,
+        req: Request<SeriesRequest>,
+    ) -> Result<Response<Self::SeriesStream>, Status> {
         let tenant = tenant_of(&req);
         let r = req.into_inner();
         if !self.applies(tenant.as_deref(), &r.matchers)? {
@@ -122,22 +135,36 @@ impl Store for StoreService {
         for f in frames {
             for cs in f.chunked_series {
                 let labels = with_external(cs.labels, &ext);
-                let key: Vec<(String, String)> = labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
-                let entry = out.entry(key).or_insert_with(|| Series { labels, chunks: Vec::new() });
+                let key: Vec<(String, String)> = labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect();
+                let entry = out.entry(key).or_insert_with(|| Series {
+                    labels,
+                    chunks: Vec::new(),
+                });
                 if r.skip_chunks {
                     continue;
                 }
                 for c in cs.chunks {
                     let t = match chunk::Encoding::try_from(c.r#type) {
                         Ok(chunk::Encoding::Xor) => strata_proto::store::chunk::Encoding::Xor,
-                        Ok(chunk::Encoding::Histogram) => strata_proto::store::chunk::Encoding::Histogram,
-                        Ok(chunk::Encoding::FloatHistogram) => strata_proto::store::chunk::Encoding::FloatHistogram,
+                        Ok(chunk::Encoding::Histogram) => {
+                            strata_proto::store::chunk::Encoding::Histogram
+                        }
+                        Ok(chunk::Encoding::FloatHistogram) => {
+                            strata_proto::store::chunk::Encoding::FloatHistogram
+                        }
                         _ => continue,
                     };
                     entry.chunks.push(AggrChunk {
                         min_time: c.min_time_ms,
                         max_time: c.max_time_ms,
-                        raw: Some(Chunk { r#type: t as i32, data: c.data, hash: 0 }),
+                        raw: Some(Chunk {
+                            r#type: t as i32,
+                            data: c.data,
+                            hash: 0,
+                        }),
                         ..AggrChunk::default()
                     });
                 }
@@ -145,39 +172,67 @@ impl Store for StoreService {
         }
         let frames: Vec<Result<SeriesResponse, Status>> = out
             .into_values()
-            .map(|s| Ok(SeriesResponse { result: Some(series_response::Result::Series(s)) }))
+            .map(|s| {
+                Ok(SeriesResponse {
+                    result: Some(series_response::Result::Series(s)),
+                })
+            })
             .collect();
         Ok(Response::new(tokio_stream::iter(frames)))
     }
 
-    async fn label_names(&self, req: Request<LabelNamesRequest>) -> Result<Response<LabelNamesResponse>, Status> {
+    async fn label_names(
+        &self,
+        req: Request<LabelNamesRequest>,
+    ) -> Result<Response<LabelNamesResponse>, Status> {
         let tenant = tenant_of(&req);
         let r = req.into_inner();
         if !self.applies(tenant.as_deref(), &r.matchers)? {
             return Ok(Response::new(LabelNamesResponse::default()));
         }
-        let req = SeriesRequest { min_time: r.start, max_time: r.end, matchers: r.matchers, skip_chunks: true, ..Default::default() };
+        let req = SeriesRequest {
+            min_time: r.start,
+            max_time: r.end,
+            matchers: r.matchers,
+            skip_chunks: true,
+            ..Default::default()
+        };
         let mut names = std::collections::BTreeSet::new();
         for s in self.series_labels(req).await? {
             names.extend(s.into_iter().map(|l| l.name));
         }
-        Ok(Response::new(LabelNamesResponse { names: names.into_iter().collect(), ..Default::default() }))
+        Ok(Response::new(LabelNamesResponse {
+            names: names.into_iter().collect(),
+            ..Default::default()
+        }))
     }
 
-    async fn label_values(&self, req: Request<LabelValuesRequest>) -> Result<Response<LabelValuesResponse>, Status> {
+    async fn label_values(
+        &self,
+        req: Request<LabelValuesRequest>,
+    ) -> Result<Response<LabelValuesResponse>, Status> {
         let tenant = tenant_of(&req);
         let r = req.into_inner();
         if !self.applies(tenant.as_deref(), &r.matchers)? {
             return Ok(Response::new(LabelValuesResponse::default()));
         }
-        let req = SeriesRequest { min_time: r.start, max_time: r.end, matchers: r.matchers, skip_chunks: true, ..Default::default() };
+        let req = SeriesRequest {
+            min_time: r.start,
+            max_time: r.end,
+            matchers: r.matchers,
+            skip_chunks: true,
+            ..Default::default()
+        };
         let mut values = std::collections::BTreeSet::new();
         for s in self.series_labels(req).await? {
             if let Some(l) = s.into_iter().find(|l| l.name == r.label) {
                 values.insert(l.value);
             }
         }
-        Ok(Response::new(LabelValuesResponse { values: values.into_iter().collect(), ..Default::default() }))
+        Ok(Response::new(LabelValuesResponse {
+            values: values.into_iter().collect(),
+            ..Default::default()
+        }))
     }
 }
 
@@ -186,7 +241,11 @@ impl StoreService {
         let mut matchers = req.matchers;
         if matchers.is_empty() {
             // remote read needs a matcher; this one matches every series
-            matchers.push(LabelMatcher { r#type: label_matcher::Type::Re as i32, name: "__name__".into(), value: ".+".into() });
+            matchers.push(LabelMatcher {
+                r#type: label_matcher::Type::Re as i32,
+                name: "__name__".into(),
+                value: ".+".into(),
+            });
         }
         let frames = self
             .sc

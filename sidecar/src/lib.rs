@@ -73,9 +73,14 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
         .split_once('=')
         .ok_or_else(|| format!("label {s:?} must look like name=\"value\""))?;
     let v = v.trim();
-    let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+    let v = v
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v);
     let ok = !n.is_empty()
-        && n.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && n.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !ok {
         return Err(format!("invalid label name {n:?} in {s:?}"));
@@ -94,14 +99,26 @@ pub struct Metrics {
 impl Metrics {
     fn new(r: &Registry) -> Self {
         Metrics {
-            syncs: r.counter("strata_sidecar_shipper_syncs_total", "Shipping rounds run (successful or not)."),
-            uploads: r.counter("strata_sidecar_uploads_total", "Blocks uploaded to the bucket."),
-            upload_failures: r.counter("strata_sidecar_upload_failures_total", "Failed shipping rounds (retried)."),
+            syncs: r.counter(
+                "strata_sidecar_shipper_syncs_total",
+                "Shipping rounds run (successful or not).",
+            ),
+            uploads: r.counter(
+                "strata_sidecar_uploads_total",
+                "Blocks uploaded to the bucket.",
+            ),
+            upload_failures: r.counter(
+                "strata_sidecar_upload_failures_total",
+                "Failed shipping rounds (retried).",
+            ),
             last_upload: r.gauge(
                 "strata_sidecar_last_successful_upload_time_seconds",
                 "Unix time of the last block uploaded.",
             ),
-            prometheus_up: r.gauge("strata_sidecar_prometheus_up", "1 when Prometheus answers /-/ready."),
+            prometheus_up: r.gauge(
+                "strata_sidecar_prometheus_up",
+                "1 when Prometheus answers /-/ready.",
+            ),
         }
     }
 }
@@ -132,7 +149,10 @@ impl Sidecar {
     }
 
     pub fn external_labels(&self) -> BTreeMap<String, String> {
-        self.labels.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.labels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Read Prometheus's external labels and block durations. Fails when there are no
@@ -214,7 +234,9 @@ impl Sidecar {
                 Err(e) => {
                     failures = (failures + 1).min(6);
                     tracing::warn!(error = %e, "block upload failed; will retry");
-                    Duration::from_secs(1 << failures).min(Duration::from_secs(60)).min(base.max(Duration::from_secs(1)))
+                    Duration::from_secs(1 << failures)
+                        .min(Duration::from_secs(60))
+                        .min(base.max(Duration::from_secs(1)))
                 }
             };
         }

@@ -55,7 +55,8 @@ impl PromClient {
         if !status.is_success() {
             return Err(Error::Prometheus(format!("GET {url}: {status}: {body}")));
         }
-        serde_json::from_str(&body).map_err(|e| Error::Prometheus(format!("GET {url}: bad JSON: {e}")))
+        serde_json::from_str(&body)
+            .map_err(|e| Error::Prometheus(format!("GET {url}: bad JSON: {e}")))
     }
 
     /// `global.external_labels` from `/api/v1/status/config`.
@@ -137,7 +138,10 @@ impl PromClient {
         let status = r.status();
         if !status.is_success() {
             let text = r.text().await.unwrap_or_default();
-            return Err(Error::Prometheus(format!("remote read {url}: {status}: {}", text.trim())));
+            return Err(Error::Prometheus(format!(
+                "remote read {url}: {status}: {}",
+                text.trim()
+            )));
         }
         let ct = r
             .headers()
@@ -181,7 +185,9 @@ pub fn next_frame(buf: &[u8]) -> Result<Option<(ChunkedReadResponse, usize)>> {
     let mut shift = 0;
     let mut i = 0;
     loop {
-        let Some(&b) = buf.get(i) else { return Ok(None) };
+        let Some(&b) = buf.get(i) else {
+            return Ok(None);
+        };
         i += 1;
         len |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
@@ -194,7 +200,9 @@ pub fn next_frame(buf: &[u8]) -> Result<Option<(ChunkedReadResponse, usize)>> {
     }
     let len = len as usize;
     if len > 256 << 20 {
-        return Err(Error::Prometheus(format!("remote read: frame of {len} bytes is too large")));
+        return Err(Error::Prometheus(format!(
+            "remote read: frame of {len} bytes is too large"
+        )));
     }
     if buf.len() < i + 4 + len {
         return Ok(None);
@@ -239,7 +247,10 @@ mod tests {
     fn frames_decode_incrementally() {
         let msg = ChunkedReadResponse {
             chunked_series: vec![ChunkedSeries {
-                labels: vec![Label { name: "__name__".into(), value: "up".into() }],
+                labels: vec![Label {
+                    name: "__name__".into(),
+                    value: "up".into(),
+                }],
                 chunks: vec![],
             }],
             query_index: 0,
@@ -254,6 +265,9 @@ mod tests {
         let mut bad = frame(&msg);
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(next_frame(&bad).unwrap_err().to_string().contains("checksum"));
+        assert!(next_frame(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("checksum"));
     }
 }

@@ -42,8 +42,13 @@ impl Shipper {
     fn read_state(&self) -> Result<ShipperState> {
         let p = self.state_path();
         match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Io(format!("{}: {e}", p.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ShipperState { version: 1, uploaded: vec![] }),
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| Error::Io(format!("{}: {e}", p.display())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ShipperState {
+                version: 1,
+                uploaded: vec![],
+            }),
             Err(e) => Err(io(&p, e)),
         }
     }
@@ -51,8 +56,14 @@ impl Shipper {
     fn write_state(&self, st: &ShipperState) -> Result<()> {
         let p = self.state_path();
         let tmp = self.tsdb_path.join(format!("{SHIPPER_FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(st).expect("state serialises")).map_err(|e| io(&tmp, e))?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io(&tmp, e))?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(st).expect("state serialises"),
+        )
+        .map_err(|e| io(&tmp, e))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io(&tmp, e))?;
         std::fs::rename(&tmp, &p).map_err(|e| io(&p, e))
     }
 
@@ -65,7 +76,9 @@ impl Shipper {
         for e in rd {
             let e = e.map_err(|e| io(&self.tsdb_path, e))?;
             let name = e.file_name().to_string_lossy().to_string();
-            let Ok(u) = name.parse::<Ulid>() else { continue };
+            let Ok(u) = name.parse::<Ulid>() else {
+                continue;
+            };
             if st.uploaded.contains(&name) || !e.path().join("meta.json").exists() {
                 continue;
             }
@@ -88,7 +101,11 @@ impl Shipper {
     /// Stage a block with hard links (copies across file systems) and the new meta.json.
     fn stage(&self, u: Ulid, meta: &BlockMeta) -> Result<PathBuf> {
         let src = self.tsdb_path.join(u.to_string());
-        let dst = self.tsdb_path.join("thanos").join("upload").join(u.to_string());
+        let dst = self
+            .tsdb_path
+            .join("thanos")
+            .join("upload")
+            .join(u.to_string());
         let _ = std::fs::remove_dir_all(&dst);
         link_tree(&src, &dst, true)?;
         let mut m = meta.clone();
@@ -106,7 +123,9 @@ impl Shipper {
         let mut done = Vec::new();
         for (u, meta) in self.pending()? {
             let staged = self.stage(u, &meta)?;
-            let res = bucket.upload_dir(&staged, &format!("{}/{u}", self.tenant)).await;
+            let res = bucket
+                .upload_dir(&staged, &format!("{}/{u}", self.tenant))
+                .await;
             let _ = std::fs::remove_dir_all(&staged);
             res?;
             let mut st = self.read_state()?;

@@ -44,7 +44,11 @@ pub struct CompactorArgs {
     pub block_ranges: Vec<i64>,
     /// Label that tells HA replicas apart; their blocks are merged into one
     /// deduplicated stream with the querier's penalty algorithm (repeatable).
-    #[arg(id = "dedup_replica_labels", long = "deduplication.replica-label", value_name = "NAME")]
+    #[arg(
+        id = "dedup_replica_labels",
+        long = "deduplication.replica-label",
+        value_name = "NAME"
+    )]
     pub replica_labels: Vec<String>,
     /// Do not downsample (raw → 5m → 1h).
     #[arg(long = "downsampling.disable")]

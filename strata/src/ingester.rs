@@ -51,7 +51,13 @@ pub struct AllCmd {
 }
 
 pub fn run_ingester(cmd: IngesterCmd) -> anyhow::Result<ExitCode> {
-    serve(cmd.http.http_address, cmd.http.grace_period(), cmd.grpc.grpc_address, cmd.ingester, None)
+    serve(
+        cmd.http.http_address,
+        cmd.http.grace_period(),
+        cmd.grpc.grpc_address,
+        cmd.ingester,
+        None,
+    )
 }
 
 pub fn run_all(cmd: AllCmd) -> anyhow::Result<ExitCode> {
@@ -63,7 +69,13 @@ pub fn run_all(cmd: AllCmd) -> anyhow::Result<ExitCode> {
         query: cmd.query,
         compactor,
     };
-    serve(cmd.http.http_address, cmd.http.grace_period(), cmd.grpc.grpc_address, cmd.ingester, Some(all))
+    serve(
+        cmd.http.http_address,
+        cmd.http.grace_period(),
+        cmd.grpc.grpc_address,
+        cmd.ingester,
+        Some(all),
+    )
 }
 
 /// What `strata all` runs beside the ingester.
@@ -80,7 +92,9 @@ fn serve(
     all: Option<AllExtras>,
 ) -> anyhow::Result<ExitCode> {
     let component = if all.is_some() { "all" } else { "ingester" };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let registry = Registry::with_process_metrics();
         let shutdown = Shutdown::with_signals();

@@ -71,7 +71,11 @@ pub struct QuerierArgs {
 
 impl QuerierArgs {
     /// The querier's configuration over these endpoints and bucket.
-    pub fn config(&self, endpoints: Vec<String>, bucket: Option<Bucket>) -> anyhow::Result<QuerierConfig> {
+    pub fn config(
+        &self,
+        endpoints: Vec<String>,
+        bucket: Option<Bucket>,
+    ) -> anyhow::Result<QuerierConfig> {
         let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
         Ok(QuerierConfig {
             endpoints,

@@ -24,7 +24,9 @@ pub struct SidecarCmd {
 }
 
 pub fn run_sidecar(cmd: SidecarCmd) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let registry = Registry::with_process_metrics();
         let shutdown = Shutdown::with_signals();

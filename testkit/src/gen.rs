@@ -47,7 +47,11 @@ fn timestamps(spec: &GenSpec, rng: &mut SmallRng) -> Vec<i64> {
     let mut t = spec.start_ms + offset;
     while t < spec.start_ms + spec.duration_ms {
         let half = spec.jitter_ms / 2;
-        let j = if half > 0 { rng.random_range(-half..=half) * 2 } else { 0 };
+        let j = if half > 0 {
+            rng.random_range(-half..=half) * 2
+        } else {
+            0
+        };
         out.push(t + j);
         t += spec.interval_ms;
     }
@@ -64,7 +68,14 @@ fn labels_str(pairs: &[(&str, String)]) -> String {
         if i > 0 {
             s.push(',');
         }
-        write!(s, "{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")).unwrap();
+        write!(
+            s,
+            "{k}=\"{}\"",
+            v.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        )
+        .unwrap();
     }
     s.push('}');
     s
@@ -106,7 +117,10 @@ pub fn openmetrics(spec: &GenSpec) -> (String, usize) {
     out.push_str("# HELP temperature_celsius A gauge.\n# TYPE temperature_celsius gauge\n");
     for inst in 0..instances {
         for zone in ["cpu", "disk \"sda\""] {
-            let lbls = labels_str(&[("instance", format!("host-{inst}:9100")), ("zone", zone.into())]);
+            let lbls = labels_str(&[
+                ("instance", format!("host-{inst}:9100")),
+                ("zone", zone.into()),
+            ]);
             for t in timestamps(spec, &mut rng) {
                 let v: f64 = match rng.random_range(0..50) {
                     0 => f64::NAN,
@@ -114,7 +128,11 @@ pub fn openmetrics(spec: &GenSpec) -> (String, usize) {
                     2 if spec.extremes => rng.random_range(-1e-12..1e-12),
                     _ => rng.random_range(-40.0..120.0),
                 };
-                let vs = if v.is_nan() { "NaN".to_string() } else { format!("{v:e}") };
+                let vs = if v.is_nan() {
+                    "NaN".to_string()
+                } else {
+                    format!("{v:e}")
+                };
                 writeln!(out, "temperature_celsius{lbls} {vs} {}", ts_str(t)).unwrap();
             }
             series += 1;
@@ -123,10 +141,15 @@ pub fn openmetrics(spec: &GenSpec) -> (String, usize) {
 
     // Classic histograms: 6 buckets + sum + count per instance and handler.
     let les = ["0.005", "0.05", "0.5", "1", "5", "+Inf"];
-    out.push_str("# HELP request_duration_seconds Latency.\n# TYPE request_duration_seconds histogram\n");
+    out.push_str(
+        "# HELP request_duration_seconds Latency.\n# TYPE request_duration_seconds histogram\n",
+    );
     for inst in 0..instances {
         for handler in ["/", "/api"] {
-            let base = vec![("instance", format!("host-{inst}:9100")), ("handler", handler.to_string())];
+            let base = vec![
+                ("instance", format!("host-{inst}:9100")),
+                ("handler", handler.to_string()),
+            ];
             let ts = timestamps(spec, &mut rng);
             let mut counts = vec![0u64; les.len()];
             let mut sum = 0.0f64;
@@ -137,7 +160,11 @@ pub fn openmetrics(spec: &GenSpec) -> (String, usize) {
                     let obs: f64 = rng.random_range(0.0..6.0f64).powi(3) / 40.0;
                     sum += obs;
                     for (i, le) in les.iter().enumerate() {
-                        let bound: f64 = if *le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() };
+                        let bound: f64 = if *le == "+Inf" {
+                            f64::INFINITY
+                        } else {
+                            le.parse().unwrap()
+                        };
                         if obs <= bound {
                             counts[i] += 1;
                         }
@@ -150,7 +177,13 @@ pub fn openmetrics(spec: &GenSpec) -> (String, usize) {
                 l.push(("le", le.to_string()));
                 let lbls = labels_str(&l);
                 for (t, c, _) in &rows {
-                    writeln!(out, "request_duration_seconds_bucket{lbls} {} {}", c[i], ts_str(*t)).unwrap();
+                    writeln!(
+                        out,
+                        "request_duration_seconds_bucket{lbls} {} {}",
+                        c[i],
+                        ts_str(*t)
+                    )
+                    .unwrap();
                 }
                 series += 1;
             }
@@ -159,7 +192,13 @@ pub fn openmetrics(spec: &GenSpec) -> (String, usize) {
                 writeln!(out, "request_duration_seconds_sum{lbls} {s} {}", ts_str(*t)).unwrap();
             }
             for (t, c, _) in &rows {
-                writeln!(out, "request_duration_seconds_count{lbls} {} {}", c[les.len() - 1], ts_str(*t)).unwrap();
+                writeln!(
+                    out,
+                    "request_duration_seconds_count{lbls} {} {}",
+                    c[les.len() - 1],
+                    ts_str(*t)
+                )
+                .unwrap();
             }
             series += 2;
         }
@@ -174,7 +213,10 @@ mod tests {
 
     #[test]
     fn deterministic_and_big_enough() {
-        let spec = GenSpec { duration_ms: 600_000, ..GenSpec::default() };
+        let spec = GenSpec {
+            duration_ms: 600_000,
+            ..GenSpec::default()
+        };
         let (a, n) = openmetrics(&spec);
         let (b, _) = openmetrics(&spec);
         assert_eq!(a, b);

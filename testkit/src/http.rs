@@ -37,7 +37,12 @@ pub fn get_json(url: &str) -> serde_json::Value {
 }
 
 /// Poll `url` until it answers 200 or `timeout` passes; panics with `what` on time-out.
-pub fn wait_ready(url: &str, timeout: Duration, what: &str, mut alive: impl FnMut() -> Result<(), String>) {
+pub fn wait_ready(
+    url: &str,
+    timeout: Duration,
+    what: &str,
+    mut alive: impl FnMut() -> Result<(), String>,
+) {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok((200, _)) = get(url) {
@@ -46,7 +51,10 @@ pub fn wait_ready(url: &str, timeout: Duration, what: &str, mut alive: impl FnMu
         if let Err(e) = alive() {
             panic!("{what} exited before it was ready: {e}");
         }
-        assert!(Instant::now() < deadline, "{what} not ready at {url} after {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} not ready at {url} after {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -77,6 +85,9 @@ pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(u16, St
     }
     let mut resp = req.send(body).map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
     Ok((status, text))
 }

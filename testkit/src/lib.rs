@@ -5,5 +5,5 @@
 pub mod gen;
 pub mod http;
 pub mod procs;
-pub mod strata;
 pub mod s3;
+pub mod strata;

@@ -13,7 +13,10 @@ pub fn strata_bin() -> PathBuf {
     }
     // tests run from target/<profile>/deps/<test-binary>
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let bin = profile_dir.join("strata");
     assert!(
         bin.exists(),
@@ -32,7 +35,9 @@ pub fn find_program(name: &str, install_hint: &str) -> PathBuf {
             return p;
         }
     }
-    let home_cargo = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo/bin").join(name);
+    let home_cargo = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cargo/bin")
+        .join(name);
     if home_cargo.is_file() {
         return home_cargo;
     }
@@ -49,12 +54,17 @@ pub fn prometheus_bin() -> PathBuf {
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Run a command to completion, capturing output.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
 }
 
 /// Run a command and return its stdout, failing the test (with stderr) on a non-zero exit.
@@ -87,7 +97,10 @@ impl ChildGuard {
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
-        ChildGuard { child, name: name.into() }
+        ChildGuard {
+            child,
+            name: name.into(),
+        }
     }
 
     /// `Err` once the process has exited.
@@ -143,7 +156,11 @@ impl Prometheus {
         let mut proc = ChildGuard::spawn("prometheus", &mut cmd);
         let url = format!("http://127.0.0.1:{port}/-/ready");
         crate::http::wait_ready(&url, Duration::from_secs(60), "prometheus", || proc.alive());
-        Prometheus { proc, port, data_dir: data_dir.into() }
+        Prometheus {
+            proc,
+            port,
+            data_dir: data_dir.into(),
+        }
     }
 
     pub fn url(&self) -> String {

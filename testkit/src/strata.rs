@@ -22,7 +22,10 @@ pub struct StrataProc {
 impl StrataProc {
     /// `strata all --data-dir DIR` plus `extra` flags; waits for `/-/ready`.
     pub fn start_all(data_dir: &Path, extra: &[&str]) -> StrataProc {
-        let mut args = vec!["all".to_string(), format!("--data-dir={}", data_dir.display())];
+        let mut args = vec![
+            "all".to_string(),
+            format!("--data-dir={}", data_dir.display()),
+        ];
         args.extend(extra.iter().map(|s| s.to_string()));
         Self::start(data_dir, args, free_port(), free_port())
     }
@@ -43,9 +46,14 @@ impl StrataProc {
     fn start(data_dir: &Path, args: Vec<String>, http_port: u16, grpc_port: u16) -> StrataProc {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.join(format!("strata-{http_port}.log"));
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let mut cmd = Command::new(strata_bin());
-        cmd.args(&args).arg(format!("--http-address=127.0.0.1:{http_port}"));
+        cmd.args(&args)
+            .arg(format!("--http-address=127.0.0.1:{http_port}"));
         if grpc_port != 0 {
             cmd.arg(format!("--grpc-address=127.0.0.1:{grpc_port}"));
         }
@@ -55,15 +63,32 @@ impl StrataProc {
         let url = format!("http://127.0.0.1:{http_port}/-/ready");
         let log2 = log.clone();
         wait_ready(&url, Duration::from_secs(120), "strata", || {
-            proc.alive().map_err(|e| format!("{e}\n{}", std::fs::read_to_string(&log2).unwrap_or_default()))
+            proc.alive().map_err(|e| {
+                format!(
+                    "{e}\n{}",
+                    std::fs::read_to_string(&log2).unwrap_or_default()
+                )
+            })
         });
-        StrataProc { proc, http_port, grpc_port, data_dir: data_dir.into(), args, log }
+        StrataProc {
+            proc,
+            http_port,
+            grpc_port,
+            data_dir: data_dir.into(),
+            args,
+            log,
+        }
     }
 
     /// Start again with the same flags and ports (after `kill`).
     pub fn restart(&mut self) {
         self.proc.kill();
-        let me = Self::start(&self.data_dir, self.args.clone(), self.http_port, self.grpc_port);
+        let me = Self::start(
+            &self.data_dir,
+            self.args.clone(),
+            self.http_port,
+            self.grpc_port,
+        );
         // the old process is already dead: dropping its guard only reaps it again
         drop(std::mem::replace(self, me));
     }
@@ -95,12 +120,14 @@ impl StrataProc {
         if let Some(t) = tenant {
             h.push(("X-Scope-OrgID", t));
         }
-        post(&format!("{}/api/v1/push", self.url()), &h, body).unwrap_or_else(|e| panic!("push: {e}"))
+        post(&format!("{}/api/v1/push", self.url()), &h, body)
+            .unwrap_or_else(|e| panic!("push: {e}"))
     }
 
     /// `POST /ingester/flush`.
     pub fn flush(&self) -> (u16, String) {
-        post(&format!("{}/ingester/flush", self.url()), &[], b"").unwrap_or_else(|e| panic!("flush: {e}"))
+        post(&format!("{}/ingester/flush", self.url()), &[], b"")
+            .unwrap_or_else(|e| panic!("flush: {e}"))
     }
 
     /// The value of an unlabelled metric (or the sum over its series) on `/metrics`.
@@ -127,13 +154,25 @@ pub fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
     TimeSeries {
         labels: labels
             .iter()
-            .map(|(n, v)| Label { name: n.to_string(), value: v.to_string() })
+            .map(|(n, v)| Label {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
             .collect(),
-        samples: samples.iter().map(|&(t, v)| Sample { value: v, timestamp: t }).collect(),
+        samples: samples
+            .iter()
+            .map(|&(t, v)| Sample {
+                value: v,
+                timestamp: t,
+            })
+            .collect(),
         ..Default::default()
     }
 }
 
 pub fn write_request(ts: Vec<TimeSeries>) -> WriteRequest {
-    WriteRequest { timeseries: ts, ..Default::default() }
+    WriteRequest {
+        timeseries: ts,
+        ..Default::default()
+    }
 }

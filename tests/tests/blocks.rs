@@ -9,7 +9,10 @@ use strata_testkit::procs::{promtool, promtool_dump, run, run_ok, strata, Promet
 
 fn write_input(dir: &Path, spec: &GenSpec) -> std::path::PathBuf {
     let (text, series) = openmetrics(spec);
-    assert!(series >= 1000, "fixture must have at least 1000 series, has {series}");
+    assert!(
+        series >= 1000,
+        "fixture must have at least 1000 series, has {series}"
+    );
     let p = dir.join("input.om");
     std::fs::write(&p, text).unwrap();
     p
@@ -35,10 +38,12 @@ fn strata_reads_promtool_blocks() {
     let tmp = tempfile::tempdir().unwrap();
     let input = write_input(tmp.path(), &GenSpec::default());
     let blocks = tmp.path().join("promtool-blocks");
-    run_ok(Command::new(promtool())
-        .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
-        .arg(&input)
-        .arg(&blocks));
+    run_ok(
+        Command::new(promtool())
+            .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+            .arg(&input)
+            .arg(&blocks),
+    );
     let theirs = promtool_dump(&blocks);
     let ours = strata_dump(&blocks);
     assert_same_dump(&ours, &theirs, "strata dump of promtool's blocks");
@@ -62,30 +67,50 @@ fn promtool_and_prometheus_read_strata_blocks() {
 
     // The oracle: what promtool itself makes of the input.
     let reference = tmp.path().join("reference");
-    run_ok(Command::new(promtool())
-        .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
-        .arg(&input)
-        .arg(&reference));
+    run_ok(
+        Command::new(promtool())
+            .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+            .arg(&input)
+            .arg(&reference),
+    );
     let want = promtool_dump(&reference);
 
     let ours = tmp.path().join("strata-blocks");
-    let table = run_ok(strata()
-        .args(["tools", "tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&input)
-        .arg(&ours));
+    let table = run_ok(
+        strata()
+            .args(["tools", "tsdb", "create-blocks-from", "openmetrics"])
+            .arg(&input)
+            .arg(&ours),
+    );
     assert!(table.starts_with("BLOCK ULID"), "{table}");
-    let blocks: Vec<_> = std::fs::read_dir(&ours).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(blocks.len(), std::fs::read_dir(&reference).unwrap().count(), "same block layout as promtool");
+    let blocks: Vec<_> = std::fs::read_dir(&ours)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        blocks.len(),
+        std::fs::read_dir(&reference).unwrap().count(),
+        "same block layout as promtool"
+    );
 
     // promtool analyze accepts each block
     for b in &blocks {
         let id = b.file_name().unwrap().to_str().unwrap();
-        let out = run_ok(Command::new(promtool()).args(["tsdb", "analyze"]).arg(&ours).arg(id));
+        let out = run_ok(
+            Command::new(promtool())
+                .args(["tsdb", "analyze"])
+                .arg(&ours)
+                .arg(id),
+        );
         assert!(out.contains(&format!("Block ID: {id}")), "{out}");
         assert!(out.contains("Series:"), "{out}");
     }
     // promtool dump of our blocks is exactly the input's samples
-    assert_same_dump(&promtool_dump(&ours), &want, "promtool dump of strata's blocks");
+    assert_same_dump(
+        &promtool_dump(&ours),
+        &want,
+        "promtool dump of strata's blocks",
+    );
 
     // A real Prometheus serves our blocks.
     let db = tmp.path().join("prom-data");
@@ -116,11 +141,24 @@ fn promtool_and_prometheus_read_strata_blocks() {
 
 /// Make one small block with strata and return (blocks dir, block dir).
 fn small_block(tmp: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let spec = GenSpec { duration_ms: 30 * 60 * 1000, ..GenSpec::default() };
+    let spec = GenSpec {
+        duration_ms: 30 * 60 * 1000,
+        ..GenSpec::default()
+    };
     let input = write_input(tmp, &spec);
     let out = tmp.join("blocks");
-    run_ok(strata().args(["tools", "tsdb", "create-blocks-from", "openmetrics", "-q"]).arg(&input).arg(&out));
-    let block = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
+    run_ok(
+        strata()
+            .args(["tools", "tsdb", "create-blocks-from", "openmetrics", "-q"])
+            .arg(&input)
+            .arg(&out),
+    );
+    let block = std::fs::read_dir(&out)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     (out, block)
 }
 
@@ -132,9 +170,15 @@ fn assert_clean_failure(dir: &Path, file: &str, want_offset: bool) -> String {
     assert!(!out.status.success(), "dump of damaged block succeeded");
     assert_ne!(out.status.code(), Some(101), "panicked: {stderr}");
     assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    assert!(stderr.contains(file), "error does not name {file}: {stderr}");
+    assert!(
+        stderr.contains(file),
+        "error does not name {file}: {stderr}"
+    );
     if want_offset {
-        assert!(stderr.contains("offset"), "error does not name the offset: {stderr}");
+        assert!(
+            stderr.contains("offset"),
+            "error does not name the offset: {stderr}"
+        );
     }
     stderr
 }
@@ -145,7 +189,10 @@ fn truncated_index_is_a_clear_error() {
     let (dir, block) = small_block(tmp.path());
     let index = block.join("index");
     let len = std::fs::metadata(&index).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&index).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&index)
+        .unwrap();
     f.set_len(len / 2).unwrap();
     assert_clean_failure(&dir, "index", true);
 }
@@ -160,7 +207,10 @@ fn flipped_chunk_byte_is_a_crc_error() {
     data[i] ^= 0x5a;
     std::fs::write(&seg, data).unwrap();
     let err = assert_clean_failure(&dir, "000001", true);
-    assert!(err.to_lowercase().contains("crc") || err.contains("checksum"), "{err}");
+    assert!(
+        err.to_lowercase().contains("crc") || err.contains("checksum"),
+        "{err}"
+    );
 }
 
 #[test]

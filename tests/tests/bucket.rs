@@ -10,11 +10,20 @@ use strata_testkit::s3::S3Server;
 /// Make two blocks with strata, upload them under tenants `team-a` and `team-b` (the
 /// second with Thanos labels and a 5m resolution), and return their ULIDs.
 fn upload_blocks(tmp: &Path, bucket: &Bucket) -> Vec<String> {
-    let spec = GenSpec { duration_ms: 3 * 3600 * 1000, min_series: 30, ..GenSpec::default() };
+    let spec = GenSpec {
+        duration_ms: 3 * 3600 * 1000,
+        min_series: 30,
+        ..GenSpec::default()
+    };
     let input = tmp.join("in.om");
     std::fs::write(&input, openmetrics(&spec).0).unwrap();
     let out = tmp.join("blocks");
-    run_ok(strata().args(["tools", "tsdb", "create-blocks-from", "openmetrics", "-q"]).arg(&input).arg(&out));
+    run_ok(
+        strata()
+            .args(["tools", "tsdb", "create-blocks-from", "openmetrics", "-q"])
+            .arg(&input)
+            .arg(&out),
+    );
     let mut ids: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -23,14 +32,24 @@ fn upload_blocks(tmp: &Path, bucket: &Bucket) -> Vec<String> {
     assert_eq!(ids.len(), 2, "3h from an aligned start makes two 2h blocks");
     // give the second block external labels and a resolution, as a sidecar/compactor would
     let meta_path = out.join(&ids[1]).join("meta.json");
-    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
     meta["thanos"] = serde_json::json!({"labels": {"cluster": "c1", "replica": "a"}, "downsample": {"resolution": 300000}, "source": "sidecar"});
     std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        bucket.upload_dir(out.join(&ids[0]), &format!("team-a/{}", ids[0])).await.unwrap();
-        bucket.upload_dir(out.join(&ids[1]), &format!("team-b/{}", ids[1])).await.unwrap();
+        bucket
+            .upload_dir(out.join(&ids[0]), &format!("team-a/{}", ids[0]))
+            .await
+            .unwrap();
+        bucket
+            .upload_dir(out.join(&ids[1]), &format!("team-b/{}", ids[1]))
+            .await
+            .unwrap();
     });
     ids
 }
@@ -38,17 +57,43 @@ fn upload_blocks(tmp: &Path, bucket: &Bucket) -> Vec<String> {
 fn check_ls(config_yaml: &str, tmp: &Path, ids: &[String]) {
     let cfg = tmp.join("bucket.yml");
     std::fs::write(&cfg, config_yaml).unwrap();
-    let table = run_ok(strata().args(["tools", "bucket", "ls", "--objstore.config-file"]).arg(&cfg));
+    let table = run_ok(
+        strata()
+            .args(["tools", "bucket", "ls", "--objstore.config-file"])
+            .arg(&cfg),
+    );
     let lines: Vec<&str> = table.lines().collect();
     assert!(lines[0].starts_with("TENANT"), "{table}");
     assert_eq!(lines.len(), 3, "{table}");
-    assert!(lines[1].starts_with("team-a") && lines[1].contains(&ids[0]) && lines[1].contains(" raw "), "{table}");
-    assert!(lines[2].starts_with("team-b") && lines[2].contains(&ids[1]), "{table}");
-    assert!(lines[2].contains("cluster=c1,replica=a") && lines[2].contains("5m0s"), "{table}");
+    assert!(
+        lines[1].starts_with("team-a") && lines[1].contains(&ids[0]) && lines[1].contains(" raw "),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("team-b") && lines[2].contains(&ids[1]),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("cluster=c1,replica=a") && lines[2].contains("5m0s"),
+        "{table}"
+    );
     // the time range shown is the block's: 2h for the first block, from an aligned start
     assert!(lines[1].contains("2023-11-14T"), "{table}");
 
-    let json = run_ok(strata().args(["tools", "bucket", "ls", "-o", "json", "--tenant", "team-b", "--objstore.config-file"]).arg(&cfg));
+    let json = run_ok(
+        strata()
+            .args([
+                "tools",
+                "bucket",
+                "ls",
+                "-o",
+                "json",
+                "--tenant",
+                "team-b",
+                "--objstore.config-file",
+            ])
+            .arg(&cfg),
+    );
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(v["ulid"], ids[1].as_str());
     assert_eq!(v["tenant"], "team-b");
@@ -59,7 +104,10 @@ fn check_ls(config_yaml: &str, tmp: &Path, ids: &[String]) {
 fn bucket_ls_filesystem() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bucket");
-    let yaml = format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", dir.display());
+    let yaml = format!(
+        "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+        dir.display()
+    );
     let bucket = Bucket::from_yaml(&yaml).unwrap();
     let ids = upload_blocks(tmp.path(), &bucket);
     check_ls(&yaml, tmp.path(), &ids);
@@ -80,7 +128,9 @@ fn bucket_ls_bad_config_names_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("bucket.yml");
     std::fs::write(&cfg, "type: S4\nconfig: {}\n").unwrap();
-    let out = run(strata().args(["tools", "bucket", "ls", "--objstore.config-file"]).arg(&cfg));
+    let out = run(strata()
+        .args(["tools", "bucket", "ls", "--objstore.config-file"])
+        .arg(&cfg));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("S4") && err.contains("bucket.yml"), "{err}");

@@ -27,7 +27,11 @@ fn help_is_golden() {
     let mut mismatched = Vec::new();
     for cmd in COMMANDS {
         let help = run_ok(strata().args(*cmd).arg("--help").env("COLUMNS", "100"));
-        let name = if cmd.is_empty() { "strata".to_string() } else { format!("strata-{}", cmd.join("-")) };
+        let name = if cmd.is_empty() {
+            "strata".to_string()
+        } else {
+            format!("strata-{}", cmd.join("-"))
+        };
         let path = dir.join(format!("{name}.txt"));
         if update {
             std::fs::create_dir_all(&dir).unwrap();
@@ -39,7 +43,11 @@ fn help_is_golden() {
             mismatched.push(format!("{}:\n{help}", path.display()));
         }
     }
-    assert!(mismatched.is_empty(), "help changed (run with UPDATE_GOLDEN=1 if intended):\n{}", mismatched.join("\n"));
+    assert!(
+        mismatched.is_empty(),
+        "help changed (run with UPDATE_GOLDEN=1 if intended):\n{}",
+        mismatched.join("\n")
+    );
 }
 
 #[test]
@@ -52,7 +60,10 @@ fn components_refuse_bad_config_clearly() {
     let out = run(strata().args(["sidecar", "--tsdb.path=/nonexistent/prometheus"]));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--tsdb.path") && err.contains("/nonexistent/prometheus"), "{err}");
+    assert!(
+        err.contains("--tsdb.path") && err.contains("/nonexistent/prometheus"),
+        "{err}"
+    );
     // an object store file that does not exist
     let out = run(strata().args(["querier", "--objstore.config-file=/nonexistent.yml"]));
     assert_eq!(out.status.code(), Some(1));

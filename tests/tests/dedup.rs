@@ -17,7 +17,11 @@ const N: i64 = 12 * 60; // 3 h
 
 fn value(i: i64) -> f64 {
     // a counter with a reset in the middle
-    if i < 400 { (i * 3) as f64 } else { ((i - 400) * 2) as f64 }
+    if i < 400 {
+        (i * 3) as f64
+    } else {
+        ((i - 400) * 2) as f64
+    }
 }
 
 /// OpenMetrics for the samples not in any of the `gaps` (index ranges).
@@ -28,7 +32,14 @@ fn openmetrics(gaps: &[(i64, i64)]) -> String {
             continue;
         }
         let t = START + i * STEP;
-        writeln!(s, "ha_requests_total{{job=\"api\"}} {} {}.{:03}", value(i), t / 1000, t % 1000).unwrap();
+        writeln!(
+            s,
+            "ha_requests_total{{job=\"api\"}} {} {}.{:03}",
+            value(i),
+            t / 1000,
+            t % 1000
+        )
+        .unwrap();
     }
     s.push_str("# EOF\n");
     s
@@ -39,12 +50,18 @@ fn blocks(tmp: &Path, name: &str, text: &str, labels: Option<Value>) -> std::pat
     let input = tmp.join(format!("{name}.om"));
     std::fs::write(&input, text).unwrap();
     let out = tmp.join(name);
-    run_ok(strata().args(["tools", "tsdb", "create-blocks-from", "openmetrics", "-q"]).arg(&input).arg(&out));
+    run_ok(
+        strata()
+            .args(["tools", "tsdb", "create-blocks-from", "openmetrics", "-q"])
+            .arg(&input)
+            .arg(&out),
+    );
     if let Some(l) = labels {
         for e in std::fs::read_dir(&out).unwrap() {
             let p = e.unwrap().path().join("meta.json");
             let mut m: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-            m["thanos"] = serde_json::json!({"labels": l, "downsample": {"resolution": 0}, "source": "test"});
+            m["thanos"] =
+                serde_json::json!({"labels": l, "downsample": {"resolution": 0}, "source": "test"});
             std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
         }
     }
@@ -62,28 +79,57 @@ fn result(url: &str) -> Vec<Value> {
 fn deduplicated_replicas_equal_one_complete_replica() {
     let tmp = tempfile::tempdir().unwrap();
     // replica a misses 10 min, replica b misses 5 min and 30 min elsewhere
-    let a = blocks(tmp.path(), "a", &openmetrics(&[(120, 160)]), Some(serde_json::json!({"cluster": "c1", "replica": "a"})));
-    let b = blocks(tmp.path(), "b", &openmetrics(&[(360, 380), (480, 600)]), Some(serde_json::json!({"cluster": "c1", "replica": "b"})));
+    let a = blocks(
+        tmp.path(),
+        "a",
+        &openmetrics(&[(120, 160)]),
+        Some(serde_json::json!({"cluster": "c1", "replica": "a"})),
+    );
+    let b = blocks(
+        tmp.path(),
+        "b",
+        &openmetrics(&[(360, 380), (480, 600)]),
+        Some(serde_json::json!({"cluster": "c1", "replica": "b"})),
+    );
     let full = blocks(tmp.path(), "full", &openmetrics(&[]), None);
 
     let bucket = tmp.path().join("bucket");
     copy_dir(&a, &bucket.join("anonymous"));
     copy_dir(&b, &bucket.join("anonymous"));
     let cfg = tmp.path().join("bucket.yml");
-    std::fs::write(&cfg, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", bucket.display())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+            bucket.display()
+        ),
+    )
+    .unwrap();
     let querier = StrataProc::start_http_only(
         &tmp.path().join("querier"),
-        &["querier", "--query.replica-label=replica", &format!("--objstore.config-file={}", cfg.display())],
+        &[
+            "querier",
+            "--query.replica-label=replica",
+            &format!("--objstore.config-file={}", cfg.display()),
+        ],
     );
     copy_dir(&full, &tmp.path().join("prom"));
     let prom = Prometheus::start(&tmp.path().join("prom"), "global: {}\n", &[]);
 
     // raw samples: one series, no gap, no doubles
     let end = START + N * STEP - STEP + 1; // odd ms, just after the last sample
-    let q = format!("/api/v1/query?query={}&time={}.{:03}", encode("ha_requests_total[3h]"), end / 1000, end % 1000);
+    let q = format!(
+        "/api/v1/query?query={}&time={}.{:03}",
+        encode("ha_requests_total[3h]"),
+        end / 1000,
+        end % 1000
+    );
     let ours = result(&format!("{}{q}", querier.url()));
     assert_eq!(ours.len(), 1, "{ours:?}");
-    assert_eq!(ours[0]["metric"], serde_json::json!({"__name__": "ha_requests_total", "cluster": "c1", "job": "api"}));
+    assert_eq!(
+        ours[0]["metric"],
+        serde_json::json!({"__name__": "ha_requests_total", "cluster": "c1", "job": "api"})
+    );
     let values = ours[0]["values"].as_array().unwrap();
     let theirs = result(&format!("{}{q}", prom.url()));
     assert_eq!(values.len() as i64, N, "a gap or a doubled sample");
@@ -103,11 +149,21 @@ fn deduplicated_replicas_equal_one_complete_replica() {
     let ours = result(&format!("{}{rq}", querier.url()));
     let theirs = result(&format!("{}{rq}", prom.url()));
     assert_eq!(ours.len(), 1);
-    let (o, t) = (ours[0]["values"].as_array().unwrap(), theirs[0]["values"].as_array().unwrap());
+    let (o, t) = (
+        ours[0]["values"].as_array().unwrap(),
+        theirs[0]["values"].as_array().unwrap(),
+    );
     assert_eq!(o.len(), t.len());
     for (x, y) in o.iter().zip(t) {
         assert_eq!(x[0], y[0]);
-        let (xv, yv): (f64, f64) = (x[1].as_str().unwrap().parse().unwrap(), y[1].as_str().unwrap().parse().unwrap());
-        assert!((xv - yv).abs() <= 1e-9 * xv.abs().max(yv.abs()), "rate at {}: {xv} vs {yv}", x[0]);
+        let (xv, yv): (f64, f64) = (
+            x[1].as_str().unwrap().parse().unwrap(),
+            y[1].as_str().unwrap().parse().unwrap(),
+        );
+        assert!(
+            (xv - yv).abs() <= 1e-9 * xv.abs().max(yv.abs()),
+            "rate at {}: {xv} vs {yv}",
+            x[0]
+        );
     }
 }

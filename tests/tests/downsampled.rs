@@ -48,7 +48,9 @@ fn write_block(
     let mut series: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
     for i in 0..n {
         let idx = format!("{i:03}");
-        let ts: Vec<i64> = (min / interval..max / interval).map(|m| m * interval).collect();
+        let ts: Vec<i64> = (min / interval..max / interval)
+            .map(|m| m * interval)
+            .collect();
         series.push((
             Labels::from_pairs([("__name__", "req_total"), ("i", idx.as_str())]),
             ts.iter().map(|&t| (t, counter(i, t))).collect(),
@@ -89,7 +91,11 @@ fn query_range(p: &StrataProc, q: &str, start: i64, end: i64, res: &str) -> (Ans
         encode(q),
         start / 1000,
         end / 1000,
-        if res.is_empty() { String::new() } else { format!("&max_source_resolution={res}") }
+        if res.is_empty() {
+            String::new()
+        } else {
+            format!("&max_source_resolution={res}")
+        }
     );
     let t0 = Instant::now();
     let (code, body) = get(&url).unwrap();
@@ -104,7 +110,10 @@ fn query_range(p: &StrataProc, q: &str, start: i64, end: i64, res: &str) -> (Ans
             .unwrap()
             .iter()
             .map(|p| {
-                ((p[0].as_f64().unwrap() * 1000.0) as i64, p[1].as_str().unwrap().parse::<f64>().unwrap())
+                (
+                    (p[0].as_f64().unwrap() * 1000.0) as i64,
+                    p[1].as_str().unwrap().parse::<f64>().unwrap(),
+                )
             })
             .collect();
         out.insert(key, pts);
@@ -120,7 +129,10 @@ fn blocks_read(p: &StrataProc) -> BTreeMap<String, f64> {
             let line = format!("strata_querier_bucket_blocks_read_total{{resolution=\"{r}\"}}");
             let v = body
                 .lines()
-                .find_map(|l| l.strip_prefix(&line).and_then(|x| x.trim().parse::<f64>().ok()))
+                .find_map(|l| {
+                    l.strip_prefix(&line)
+                        .and_then(|x| x.trim().parse::<f64>().ok())
+                })
                 .unwrap_or(0.0);
             (r.to_string(), v)
         })
@@ -144,11 +156,22 @@ fn assert_close(q: &str, res: &str, want: &Answer, got: &Answer, tol: f64) {
             matched += 1;
             let rel = (gv - wv).abs() / wv.abs().max(1e-9);
             worst = worst.max(rel);
-            assert!(rel <= tol, "{q} ({res}) {k} at {t}: raw {wv} vs {gv} ({:.3}%)", rel * 100.0);
+            assert!(
+                rel <= tol,
+                "{q} ({res}) {k} at {t}: raw {wv} vs {gv} ({:.3}%)",
+                rel * 100.0
+            );
         }
-        assert!(matched * 100 >= w.len() * 95, "{q} ({res}) {k}: {matched} of {} steps", w.len());
+        assert!(
+            matched * 100 >= w.len() * 95,
+            "{q} ({res}) {k}: {matched} of {} steps",
+            w.len()
+        );
     }
-    eprintln!("{q} ({res}): worst relative difference {:.4}%", worst * 100.0);
+    eprintln!(
+        "{q} ({res}): worst relative difference {:.4}%",
+        worst * 100.0
+    );
 }
 
 /// 30 days of `n` counters and `n` gauges sampled every `interval` ms, in a FILESYSTEM
@@ -156,7 +179,10 @@ fn assert_close(q: &str, res: &str, want: &Answer, got: &Answer, tol: f64) {
 /// Returns the querier, the first timestamp and the end.
 fn setup(tmp: &std::path::Path, interval: i64, n: usize) -> (StrataProc, i64, i64) {
     let bucket_dir = tmp.join("bucket");
-    let yaml = format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", bucket_dir.display());
+    let yaml = format!(
+        "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+        bucket_dir.display()
+    );
     let cfg = tmp.join("bucket.yml");
     std::fs::write(&cfg, &yaml).unwrap();
     let bucket = Bucket::from_yaml(&yaml).unwrap();
@@ -165,10 +191,19 @@ fn setup(tmp: &std::path::Path, interval: i64, n: usize) -> (StrataProc, i64, i6
     let t0 = 1_700_000_000_000 / (14 * D) * (14 * D);
     let end = t0 + 30 * D;
     let blocks = tmp.join("blocks");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    for (a, b) in [(t0, t0 + 14 * D), (t0 + 14 * D, t0 + 28 * D), (t0 + 28 * D, end)] {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for (a, b) in [
+        (t0, t0 + 14 * D),
+        (t0 + 14 * D, t0 + 28 * D),
+        (t0 + 28 * D, end),
+    ] {
         let (ulid, dir) = write_block(&blocks, a, b, interval, n);
-        rt.block_on(bucket.upload_dir(&dir, &format!("{TENANT}/{ulid}"))).unwrap();
+        rt.block_on(bucket.upload_dir(&dir, &format!("{TENANT}/{ulid}")))
+            .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
     // Downsample (raw kept: retention forever).
@@ -195,7 +230,10 @@ fn setup(tmp: &std::path::Path, interval: i64, n: usize) -> (StrataProc, i64, i6
 
     let q = StrataProc::start_http_only(
         &tmp.join("q"),
-        &["querier", &format!("--objstore.config-file={}", cfg.display())],
+        &[
+            "querier",
+            &format!("--objstore.config-file={}", cfg.display()),
+        ],
     );
     (q, t0, end)
 }
@@ -215,7 +253,11 @@ fn querier_reads_downsampled_blocks() {
         let before = blocks_read(&q);
         let (raw, raw_s) = query_range(&q, query, start, end, "0s");
         let after = blocks_read(&q);
-        assert!(after["raw"] > before["raw"] && after["5m"] == before["5m"] && after["1h"] == before["1h"]);
+        assert!(
+            after["raw"] > before["raw"]
+                && after["5m"] == before["5m"]
+                && after["1h"] == before["1h"]
+        );
         assert!(!raw.is_empty(), "{query}: no raw answer");
         for res in resolutions {
             let before = blocks_read(&q);
@@ -244,7 +286,12 @@ fn querier_reads_downsampled_blocks() {
     assert!(blocks_read(&q)["5m"] > before["5m"]);
     // An instant query reads raw data.
     let before = blocks_read(&q);
-    let (code, body) = get(&format!("{}/api/v1/query?query=temp&time={}", q.url(), end / 1000 - 60)).unwrap();
+    let (code, body) = get(&format!(
+        "{}/api/v1/query?query=temp&time={}",
+        q.url(),
+        end / 1000 - 60
+    ))
+    .unwrap();
     assert_eq!(code, 200, "{body}");
     assert!(blocks_read(&q)["raw"] > before["raw"]);
 }
@@ -259,7 +306,11 @@ fn downsampled_speedup() {
     let tmp = tempfile::tempdir().unwrap();
     let (q, t0, end) = setup(tmp.path(), 15_000, 50);
     let start = t0 + D;
-    for query in ["sum(rate(req_total[1h]))", "max_over_time(temp[1d])", "avg_over_time(temp[1h])"] {
+    for query in [
+        "sum(rate(req_total[1h]))",
+        "max_over_time(temp[1d])",
+        "avg_over_time(temp[1h])",
+    ] {
         let time = |res: &str| {
             (0..3)
                 .map(|_| query_range(&q, query, start, end, res).1)

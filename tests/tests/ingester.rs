@@ -22,7 +22,9 @@ fn now_ms() -> i64 {
 /// Every block directory under `<bucket>/<tenant>/`.
 fn bucket_blocks(bucket: &Path, tenant: &str) -> Vec<PathBuf> {
     let dir = bucket.join(tenant);
-    let Ok(rd) = std::fs::read_dir(&dir) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
     let mut v: Vec<PathBuf> = rd
         .map(|e| e.unwrap().path())
         .filter(|p| p.join("meta.json").exists())
@@ -84,11 +86,22 @@ remote_write:
         std::thread::sleep(Duration::from_millis(500));
         let (_, m) = strata_testkit::http::get(&format!("{}/metrics", prom.url())).unwrap();
         sent = metric_sum(&m, "prometheus_remote_storage_samples_total");
-        assert!(start.elapsed() < Duration::from_secs(120), "remote write never sent samples");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "remote write never sent samples"
+        );
     }
     let (_, m) = strata_testkit::http::get(&format!("{}/metrics", prom.url())).unwrap();
-    assert_eq!(metric_sum(&m, "prometheus_remote_storage_samples_failed_total"), 0.0, "failed samples");
-    assert_eq!(metric_sum(&m, "prometheus_remote_storage_samples_dropped_total"), 0.0, "dropped samples");
+    assert_eq!(
+        metric_sum(&m, "prometheus_remote_storage_samples_failed_total"),
+        0.0,
+        "failed samples"
+    );
+    assert_eq!(
+        metric_sum(&m, "prometheus_remote_storage_samples_dropped_total"),
+        0.0,
+        "dropped samples"
+    );
     prom.stop(); // flushes the remote-write queue
 
     let (status, body) = strata.flush();
@@ -105,15 +118,26 @@ remote_write:
         let _ = std::fs::remove_dir_all(&db);
         copy_dir(b, &db.join(id));
         std::fs::create_dir_all(db.join("wal")).unwrap();
-        let out = run_ok(std::process::Command::new(promtool()).args(["tsdb", "analyze"]).arg(&db).arg(id));
+        let out = run_ok(
+            std::process::Command::new(promtool())
+                .args(["tsdb", "analyze"])
+                .arg(&db)
+                .arg(id),
+        );
         assert!(out.contains("Series:"), "{out}");
     }
 
     // the samples equal what Prometheus itself stored, over the blocks' range
     let ours = parse_dump(&dump_bucket(&bucket, "anonymous", &scratch));
-    let (mint, maxt) = blocks.iter().map(|b| meta(b)).fold((i64::MAX, i64::MIN), |(a, z), m| {
-        (a.min(m["minTime"].as_i64().unwrap()), z.max(m["maxTime"].as_i64().unwrap()))
-    });
+    let (mint, maxt) = blocks
+        .iter()
+        .map(|b| meta(b))
+        .fold((i64::MAX, i64::MIN), |(a, z), m| {
+            (
+                a.min(m["minTime"].as_i64().unwrap()),
+                z.max(m["maxTime"].as_i64().unwrap()),
+            )
+        });
     let theirs: Vec<_> = parse_dump(&promtool_dump(&prom.data_dir))
         .into_iter()
         .filter(|(_, t, _)| *t >= mint && *t < maxt)
@@ -124,13 +148,17 @@ remote_write:
     assert_eq!(ours.len(), a.len(), "a sample is in the bucket twice");
     let missing: Vec<_> = b.difference(&a).take(5).collect();
     let extra: Vec<_> = a.difference(&b).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, extra {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
 }
 
 #[test]
 fn acknowledged_samples_survive_kill_9() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut strata = StrataProc::start_all(&tmp.path().join("strata"), &["--tsdb.ship-interval=1h"]);
+    let mut strata =
+        StrataProc::start_all(&tmp.path().join("strata"), &["--tsdb.ship-interval=1h"]);
     let url = strata.url();
     let base = now_ms() - 60_000;
     let acked: Arc<Mutex<Vec<i64>>> = Arc::default();
@@ -146,7 +174,12 @@ fn acknowledged_samples_survive_kill_9() {
                 }
                 let t = base + i;
                 let ts = (0..20)
-                    .map(|s| series(&[("__name__", "load"), ("s", &s.to_string())], &[(t, i as f64)]))
+                    .map(|s| {
+                        series(
+                            &[("__name__", "load"), ("s", &s.to_string())],
+                            &[(t, i as f64)],
+                        )
+                    })
                     .collect();
                 let body = strata_proto::encode_write_request(&write_request(ts));
                 sent.fetch_add(1, Ordering::Relaxed);
@@ -200,7 +233,11 @@ fn bad_input_gets_its_status_and_valid_series_are_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let strata = StrataProc::start_all(
         &tmp.path().join("strata"),
-        &["--tsdb.ship-interval=1h", "--distributor.max-recv-msg-size=100000", "--validation.max-length-label-value=100"],
+        &[
+            "--tsdb.ship-interval=1h",
+            "--distributor.max-recv-msg-size=100000",
+            "--validation.max-length-label-value=100",
+        ],
     );
     let t = now_ms();
 
@@ -217,14 +254,20 @@ fn bad_input_gets_its_status_and_valid_series_are_kept() {
     assert_eq!(s, 413, "{b}");
     assert!(b.contains("max-recv-msg-size"), "{b}");
 
-    let (s, b) = strata.push(Some("../etc"), &write_request(vec![series(&[("__name__", "x")], &[(t, 1.0)])]));
+    let (s, b) = strata.push(
+        Some("../etc"),
+        &write_request(vec![series(&[("__name__", "x")], &[(t, 1.0)])]),
+    );
     assert_eq!(s, 400, "{b}");
     assert!(b.contains("tenant"), "{b}");
 
     // A mixed request: one valid series, four invalid ones.
     let long = "v".repeat(101);
     let req = write_request(vec![
-        series(&[("__name__", "good"), ("job", "a")], &[(t, 1.0), (t + 1000, 2.0)]),
+        series(
+            &[("__name__", "good"), ("job", "a")],
+            &[(t, 1.0), (t + 1000, 2.0)],
+        ),
         series(&[("job", "no-name")], &[(t, 1.0)]),
         series(&[("__name__", "bad"), ("in-valid", "x")], &[(t, 1.0)]),
         series(&[("__name__", "dup"), ("a", "1"), ("a", "2")], &[(t, 1.0)]),
@@ -232,15 +275,37 @@ fn bad_input_gets_its_status_and_valid_series_are_kept() {
     ]);
     let (s, b) = strata.push(None, &req);
     assert_eq!(s, 400, "{b}");
-    for want in ["4 of 6 samples in 5 series were rejected", "missing_metric_name", "label_invalid", "duplicate_label_names", "label_value_too_long", "the other 2 samples were stored"] {
+    for want in [
+        "4 of 6 samples in 5 series were rejected",
+        "missing_metric_name",
+        "label_invalid",
+        "duplicate_label_names",
+        "label_value_too_long",
+        "the other 2 samples were stored",
+    ] {
         assert!(b.contains(want), "response lacks {want:?}: {b}");
     }
 
     // Out of order and too old: 400 naming the first offending series.
-    let (s, b) = strata.push(None, &write_request(vec![series(&[("__name__", "good"), ("job", "a")], &[(t + 500, 3.0)])]));
+    let (s, b) = strata.push(
+        None,
+        &write_request(vec![series(
+            &[("__name__", "good"), ("job", "a")],
+            &[(t + 500, 3.0)],
+        )]),
+    );
     assert_eq!(s, 400, "{b}");
-    assert!(b.contains("out-of-order") && b.contains(r#"{__name__="good", job="a"}"#), "{b}");
-    let (s, b) = strata.push(None, &write_request(vec![series(&[("__name__", "old")], &[(t - 3 * 3_600_000, 1.0)])]));
+    assert!(
+        b.contains("out-of-order") && b.contains(r#"{__name__="good", job="a"}"#),
+        "{b}"
+    );
+    let (s, b) = strata.push(
+        None,
+        &write_request(vec![series(
+            &[("__name__", "old")],
+            &[(t - 3 * 3_600_000, 1.0)],
+        )]),
+    );
     assert_eq!(s, 400, "{b}");
     assert!(b.contains("too old") && b.contains("old"), "{b}");
 
@@ -265,17 +330,29 @@ fn ingestion_rate_limit_is_429() {
     let tmp = tempfile::tempdir().unwrap();
     let strata = StrataProc::start_all(
         &tmp.path().join("strata"),
-        &["--distributor.ingestion-rate-limit=10", "--distributor.ingestion-burst-size=100"],
+        &[
+            "--distributor.ingestion-rate-limit=10",
+            "--distributor.ingestion-burst-size=100",
+        ],
     );
     let t = now_ms();
     let samples: Vec<(i64, f64)> = (0..150).map(|i| (t + i, 1.0)).collect();
-    let (s, b) = strata.push(Some("team-a"), &write_request(vec![series(&[("__name__", "m")], &samples[..80])]));
+    let (s, b) = strata.push(
+        Some("team-a"),
+        &write_request(vec![series(&[("__name__", "m")], &samples[..80])]),
+    );
     assert_eq!(s, 200, "{b}");
-    let (s, b) = strata.push(Some("team-a"), &write_request(vec![series(&[("__name__", "m")], &samples[80..])]));
+    let (s, b) = strata.push(
+        Some("team-a"),
+        &write_request(vec![series(&[("__name__", "m")], &samples[80..])]),
+    );
     assert_eq!(s, 429, "{b}");
     assert!(b.contains("ingestion rate limit"), "{b}");
     // another tenant has its own budget
-    let (s, b) = strata.push(Some("team-b"), &write_request(vec![series(&[("__name__", "m")], &samples[..80])]));
+    let (s, b) = strata.push(
+        Some("team-b"),
+        &write_request(vec![series(&[("__name__", "m")], &samples[..80])]),
+    );
     assert_eq!(s, 200, "{b}");
 }
 
@@ -284,7 +361,11 @@ fn series_limit_stops_a_cardinality_explosion() {
     let tmp = tempfile::tempdir().unwrap();
     let strata = StrataProc::start_all(
         &tmp.path().join("strata"),
-        &["--tsdb.ship-interval=1h", "--ingester.max-global-series-per-user=50", "--ingester.max-global-series-per-metric=45"],
+        &[
+            "--tsdb.ship-interval=1h",
+            "--ingester.max-global-series-per-user=50",
+            "--ingester.max-global-series-per-metric=45",
+        ],
     );
     let t0 = now_ms() - 100_000;
     // 40 steady series, then every request adds 5 brand-new pod series.
@@ -298,27 +379,45 @@ fn series_limit_stops_a_cardinality_explosion() {
             .collect();
         for p in 0..5 {
             let pod = format!("pod-{step}-{p}");
-            ts.push(series(&[("__name__", "requests_total"), ("pod", &pod)], &[(t, 1.0)]));
+            ts.push(series(
+                &[("__name__", "requests_total"), ("pod", &pod)],
+                &[(t, 1.0)],
+            ));
         }
         let (s, b) = strata.push(None, &write_request(ts));
         if s == 400 {
-            assert!(b.contains("max-global-series-per-user") || b.contains("max-global-series-per-metric"), "{b}");
+            assert!(
+                b.contains("max-global-series-per-user")
+                    || b.contains("max-global-series-per-metric"),
+                "{b}"
+            );
             rejected_requests += 1;
         } else {
             assert_eq!(s, 200, "{b}");
         }
     }
-    assert!(rejected_requests >= 17, "the limit never bit: {rejected_requests}");
+    assert!(
+        rejected_requests >= 17,
+        "the limit never bit: {rejected_requests}"
+    );
     let status = get_json(&format!("{}/api/v1/status/tsdb", strata.url()));
     assert_eq!(status["data"]["headStats"]["numSeries"], 50, "{status}");
 
     // every steady series kept all 20 samples
     let (s, _) = strata.flush();
     assert_eq!(s, 200);
-    let dump = parse_dump(&dump_bucket(&strata.data_dir.join("bucket"), "anonymous", tmp.path()));
+    let dump = parse_dump(&dump_bucket(
+        &strata.data_dir.join("bucket"),
+        "anonymous",
+        tmp.path(),
+    ));
     for n in &steady {
         let key = format!("{{__name__=\"up\", instance=\"{n}\"}}");
-        assert_eq!(dump.iter().filter(|(s, _, _)| *s == key).count(), 20, "{key}");
+        assert_eq!(
+            dump.iter().filter(|(s, _, _)| *s == key).count(),
+            20,
+            "{key}"
+        );
     }
 }
 
@@ -327,11 +426,31 @@ fn tenants_are_kept_apart() {
     let tmp = tempfile::tempdir().unwrap();
     let strata = StrataProc::start_all(&tmp.path().join("strata"), &["--tsdb.ship-interval=1h"]);
     let t = now_ms();
-    assert_eq!(strata.push(Some("team-a"), &write_request(vec![series(&[("__name__", "a_only")], &[(t, 1.0)])])).0, 200);
-    assert_eq!(strata.push(Some("team-b"), &write_request(vec![series(&[("__name__", "b_only")], &[(t, 1.0)])])).0, 200);
-    let (s, b) = strata_testkit::http::get(&format!("{}/api/v1/status/tsdb", strata.url())).unwrap();
+    assert_eq!(
+        strata
+            .push(
+                Some("team-a"),
+                &write_request(vec![series(&[("__name__", "a_only")], &[(t, 1.0)])])
+            )
+            .0,
+        200
+    );
+    assert_eq!(
+        strata
+            .push(
+                Some("team-b"),
+                &write_request(vec![series(&[("__name__", "b_only")], &[(t, 1.0)])])
+            )
+            .0,
+        200
+    );
+    let (s, b) =
+        strata_testkit::http::get(&format!("{}/api/v1/status/tsdb", strata.url())).unwrap();
     assert_eq!(s, 200);
-    assert!(!b.contains("a_only") && !b.contains("b_only"), "anonymous sees others: {b}");
+    assert!(
+        !b.contains("a_only") && !b.contains("b_only"),
+        "anonymous sees others: {b}"
+    );
     assert_eq!(strata.flush().0, 200);
     let bucket = strata.data_dir.join("bucket");
     let a = dump_bucket(&bucket, "team-a", tmp.path());
@@ -344,16 +463,28 @@ fn tenants_are_kept_apart() {
 fn bucket_outage_during_flush_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let mut s3 = S3Server::start();
-    let yaml = s3.objstore_yaml("strata").replace("config:\n", "config:\n  max_retries: 1\n");
+    let yaml = s3
+        .objstore_yaml("strata")
+        .replace("config:\n", "config:\n  max_retries: 1\n");
     let cfg = tmp.path().join("bucket.yml");
     std::fs::write(&cfg, &yaml).unwrap();
     let strata = StrataProc::start_all(
         &tmp.path().join("strata"),
-        &["--tsdb.ship-interval=1s", &format!("--objstore.config-file={}", cfg.display())],
+        &[
+            "--tsdb.ship-interval=1s",
+            &format!("--objstore.config-file={}", cfg.display()),
+        ],
     );
     let t = now_ms() - 50_000;
     for i in 0..50 {
-        let ts = (0..10).map(|s| series(&[("__name__", "m"), ("s", &s.to_string())], &[(t + i * 1000, i as f64)])).collect();
+        let ts = (0..10)
+            .map(|s| {
+                series(
+                    &[("__name__", "m"), ("s", &s.to_string())],
+                    &[(t + i * 1000, i as f64)],
+                )
+            })
+            .collect();
         assert_eq!(strata.push(None, &write_request(ts)).0, 200);
     }
     s3.stop();
@@ -361,14 +492,21 @@ fn bucket_outage_during_flush_loses_nothing() {
     assert_eq!(status, 503, "flush with the bucket down: {body}");
     assert!(body.contains("upload failed"), "{body}");
     // more data while the bucket is down is still accepted
-    let ts = vec![series(&[("__name__", "m"), ("s", "late")], &[(t + 60_000, 1.0)])];
+    let ts = vec![series(
+        &[("__name__", "m"), ("s", "late")],
+        &[(t + 60_000, 1.0)],
+    )];
     assert_eq!(strata.push(None, &write_request(ts)).0, 200);
     s3.restart();
     // the background loop retries; poll the bucket (through s3s-fs's directory)
     let bucket_dir = s3.data_dir().join("strata");
     let deadline = Instant::now() + Duration::from_secs(120);
     while bucket_blocks(&bucket_dir, "anonymous").is_empty() {
-        assert!(Instant::now() < deadline, "upload never resumed:\n{}", strata.log());
+        assert!(
+            Instant::now() < deadline,
+            "upload never resumed:\n{}",
+            strata.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(strata.flush().0, 200);

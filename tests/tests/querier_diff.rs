@@ -31,17 +31,35 @@ fn corpus() -> Vec<String> {
     ];
     q.extend(sel.iter().map(|s| s.to_string()));
     for w in ["1m", "5m", "17m", "1h"] {
-        for f in ["rate", "irate", "increase", "resets", "changes", "delta", "idelta", "deriv"] {
+        for f in [
+            "rate", "irate", "increase", "resets", "changes", "delta", "idelta", "deriv",
+        ] {
             q.push(format!("{f}(http_requests_total{{code=\"200\"}}[{w}])"));
         }
-        for f in ["avg_over_time", "min_over_time", "max_over_time", "sum_over_time", "count_over_time", "last_over_time", "stddev_over_time", "stdvar_over_time", "present_over_time"] {
+        for f in [
+            "avg_over_time",
+            "min_over_time",
+            "max_over_time",
+            "sum_over_time",
+            "count_over_time",
+            "last_over_time",
+            "stddev_over_time",
+            "stdvar_over_time",
+            "present_over_time",
+        ] {
             q.push(format!("{f}(temperature_celsius{{zone=\"cpu\"}}[{w}])"));
         }
-        q.push(format!("quantile_over_time(0.9, temperature_celsius{{zone=\"cpu\"}}[{w}])"));
+        q.push(format!(
+            "quantile_over_time(0.9, temperature_celsius{{zone=\"cpu\"}}[{w}])"
+        ));
     }
-    for agg in ["sum", "avg", "min", "max", "count", "group", "stddev", "stdvar"] {
+    for agg in [
+        "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar",
+    ] {
         q.push(format!("{agg} by (method) (rate(http_requests_total[5m]))"));
-        q.push(format!("{agg} without (instance, code) (http_requests_total)"));
+        q.push(format!(
+            "{agg} without (instance, code) (http_requests_total)"
+        ));
     }
     q.extend(
         [
@@ -166,7 +184,9 @@ fn compare(what: &str, ours: &str, theirs: &str) -> Option<String> {
             // Prometheus refused it: we must refuse too
             return match normalise(ours) {
                 Err(_) => None,
-                Ok(_) => Some(format!("{what}: Prometheus failed ({e}) but Strata answered")),
+                Ok(_) => Some(format!(
+                    "{what}: Prometheus failed ({e}) but Strata answered"
+                )),
             };
         }
     };
@@ -178,9 +198,21 @@ fn compare(what: &str, ours: &str, theirs: &str) -> Option<String> {
         return Some(format!("{what}: result type {} vs {}", o.0, t.0));
     }
     if o.1.keys().ne(t.1.keys()) {
-        let only_o: Vec<_> = o.1.keys().filter(|k| !t.1.contains_key(*k)).take(3).collect();
-        let only_t: Vec<_> = t.1.keys().filter(|k| !o.1.contains_key(*k)).take(3).collect();
-        return Some(format!("{what}: series differ ({} vs {}); only ours {only_o:?}; only Prometheus {only_t:?}", o.1.len(), t.1.len()));
+        let only_o: Vec<_> =
+            o.1.keys()
+                .filter(|k| !t.1.contains_key(*k))
+                .take(3)
+                .collect();
+        let only_t: Vec<_> =
+            t.1.keys()
+                .filter(|k| !o.1.contains_key(*k))
+                .take(3)
+                .collect();
+        return Some(format!(
+            "{what}: series differ ({} vs {}); only ours {only_o:?}; only Prometheus {only_t:?}",
+            o.1.len(),
+            t.1.len()
+        ));
     }
     for (k, pts) in &o.1 {
         let tp = &t.1[k];
@@ -197,7 +229,10 @@ fn compare(what: &str, ours: &str, theirs: &str) -> Option<String> {
 }
 
 fn spec() -> GenSpec {
-    GenSpec { extremes: false, ..GenSpec::default() }
+    GenSpec {
+        extremes: false,
+        ..GenSpec::default()
+    }
 }
 
 fn load_blocks(tmp: &Path) -> std::path::PathBuf {
@@ -207,7 +242,12 @@ fn load_blocks(tmp: &Path) -> std::path::PathBuf {
     let input = tmp.join("in.om");
     std::fs::write(&input, text).unwrap();
     let blocks = tmp.join("blocks");
-    run_ok(Command::new(promtool()).args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"]).arg(&input).arg(&blocks));
+    run_ok(
+        Command::new(promtool())
+            .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+            .arg(&input)
+            .arg(&blocks),
+    );
     blocks
 }
 
@@ -220,15 +260,28 @@ fn strata_answers_like_prometheus() {
     let bucket = tmp.path().join("bucket");
     copy_dir(&blocks, &bucket.join("anonymous"));
     let cfg = tmp.path().join("bucket.yml");
-    std::fs::write(&cfg, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", bucket.display())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+            bucket.display()
+        ),
+    )
+    .unwrap();
     let strata = StrataProc::start_http_only(
         &tmp.path().join("strata"),
-        &["querier", &format!("--objstore.config-file={}", cfg.display())],
+        &[
+            "querier",
+            &format!("--objstore.config-file={}", cfg.display()),
+        ],
     );
 
     let start = spec().start_ms;
     // odd milliseconds: never on a sample (samples are at even ms)
-    let times: Vec<i64> = [40 * 60_000 + 1, 95 * 60_000 + 13_457, 170 * 60_000 + 59_999].iter().map(|o| start + o).collect();
+    let times: Vec<i64> = [40 * 60_000 + 1, 95 * 60_000 + 13_457, 170 * 60_000 + 59_999]
+        .iter()
+        .map(|o| start + o)
+        .collect();
     let fmt = |ms: i64| format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
     let mut failures = Vec::new();
     let mut checked = 0;
@@ -259,6 +312,15 @@ fn strata_answers_like_prometheus() {
         }
         checked += 1;
     }
-    println!("differential: {} passed, {} failed", checked - failures.len(), failures.len());
-    assert!(failures.is_empty(), "{} of {checked} comparisons differ:\n{}", failures.len(), failures.join("\n"));
+    println!(
+        "differential: {} passed, {} failed",
+        checked - failures.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} comparisons differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

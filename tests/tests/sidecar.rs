@@ -38,7 +38,10 @@ fn prom_config(replica: &str, targets: &[u16]) -> String {
     )
 }
 
-const BLOCK_FLAGS: &[&str] = &["--storage.tsdb.min-block-duration=2h", "--storage.tsdb.max-block-duration=2h"];
+const BLOCK_FLAGS: &[&str] = &[
+    "--storage.tsdb.min-block-duration=2h",
+    "--storage.tsdb.max-block-duration=2h",
+];
 
 fn query(url: &str, q: &str) -> Value {
     get_json(&format!("{url}/api/v1/query?query={}", encode(q)))
@@ -63,15 +66,33 @@ fn ha_pair_end_to_end() {
     let exp = exporter();
     let (pa, pb) = (free_port(), free_port());
     let targets = [pa, pb, exp];
-    let mut prom_a = Prometheus::start_on(&tmp.path().join("prom-a"), &prom_config("a", &targets), BLOCK_FLAGS, pa);
-    let prom_b = Prometheus::start_on(&tmp.path().join("prom-b"), &prom_config("b", &targets), BLOCK_FLAGS, pb);
+    let mut prom_a = Prometheus::start_on(
+        &tmp.path().join("prom-a"),
+        &prom_config("a", &targets),
+        BLOCK_FLAGS,
+        pa,
+    );
+    let prom_b = Prometheus::start_on(
+        &tmp.path().join("prom-b"),
+        &prom_config("b", &targets),
+        BLOCK_FLAGS,
+        pb,
+    );
     let side_a = StrataProc::start_with_grpc(
         &tmp.path().join("side-a"),
-        &["sidecar", &format!("--prometheus.url={}", prom_a.url()), &format!("--tsdb.path={}", prom_a.data_dir.display())],
+        &[
+            "sidecar",
+            &format!("--prometheus.url={}", prom_a.url()),
+            &format!("--tsdb.path={}", prom_a.data_dir.display()),
+        ],
     );
     let side_b = StrataProc::start_with_grpc(
         &tmp.path().join("side-b"),
-        &["sidecar", &format!("--prometheus.url={}", prom_b.url()), &format!("--tsdb.path={}", prom_b.data_dir.display())],
+        &[
+            "sidecar",
+            &format!("--prometheus.url={}", prom_b.url()),
+            &format!("--tsdb.path={}", prom_b.data_dir.display()),
+        ],
     );
     let querier = StrataProc::start_http_only(
         &tmp.path().join("querier"),
@@ -87,11 +108,17 @@ fn ha_pair_end_to_end() {
     wait_value(&q, "count(up)", "3");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let raw = get_json(&format!("{q}/api/v1/query?query={}&dedup=false", encode("count(up)")));
+        let raw = get_json(&format!(
+            "{q}/api/v1/query?query={}&dedup=false",
+            encode("count(up)")
+        ));
         if raw["data"]["result"][0]["value"][1] == "6" {
             break;
         }
-        assert!(Instant::now() < deadline, "without dedup both replicas' 3 series: {raw}");
+        assert!(
+            Instant::now() < deadline,
+            "without dedup both replicas' 3 series: {raw}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(query(&q, "count(up)")["data"]["result"][0]["value"][1], "3");
@@ -110,15 +137,26 @@ fn ha_pair_end_to_end() {
     assert_eq!(after["data"]["result"][0]["value"][1], "49", "{after}");
     let count = query(&q, "count(up)");
     assert_eq!(count["data"]["result"][0]["value"][1], "3", "{count}");
-    assert!(count["warnings"].as_array().is_some_and(|w| !w.is_empty()), "a down store gives a warning: {count}");
+    assert!(
+        count["warnings"].as_array().is_some_and(|w| !w.is_empty()),
+        "a down store gives a warning: {count}"
+    );
 }
 
 /// Backfill 3 h of data into a Prometheus data dir before Prometheus starts.
 fn backfill(data_dir: &Path, tmp: &Path) -> Vec<String> {
-    let spec = GenSpec { min_series: 30, ..GenSpec::default() };
+    let spec = GenSpec {
+        min_series: 30,
+        ..GenSpec::default()
+    };
     let input = tmp.join("backfill.om");
     std::fs::write(&input, openmetrics(&spec).0).unwrap();
-    run_ok(Command::new(promtool()).args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"]).arg(&input).arg(data_dir));
+    run_ok(
+        Command::new(promtool())
+            .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+            .arg(&input)
+            .arg(data_dir),
+    );
     let mut ids: Vec<String> = std::fs::read_dir(data_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -151,7 +189,14 @@ fn ships_existing_blocks_once_with_labels() {
     let prom = Prometheus::start(&data, &prom_config("a", &[]), BLOCK_FLAGS);
     let bucket = tmp.path().join("bucket");
     let cfg = tmp.path().join("bucket.yml");
-    std::fs::write(&cfg, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", bucket.display())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+            bucket.display()
+        ),
+    )
+    .unwrap();
     let a = [
         "sidecar".to_string(),
         format!("--prometheus.url={}", prom.url()),
@@ -165,39 +210,78 @@ fn ships_existing_blocks_once_with_labels() {
     let tenant_dir = bucket.join("team-a");
     let deadline = Instant::now() + Duration::from_secs(60);
     while bucket_blocks(&tenant_dir) != ids {
-        assert!(Instant::now() < deadline, "blocks not shipped: {:?}\n{}", bucket_blocks(&tenant_dir), side.log());
+        assert!(
+            Instant::now() < deadline,
+            "blocks not shipped: {:?}\n{}",
+            bucket_blocks(&tenant_dir),
+            side.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     for id in &ids {
-        let meta: Value = serde_json::from_slice(&std::fs::read(tenant_dir.join(id).join("meta.json")).unwrap()).unwrap();
-        assert_eq!(meta["thanos"]["labels"], serde_json::json!({"cluster": "c1", "replica": "a"}), "{meta}");
+        let meta: Value =
+            serde_json::from_slice(&std::fs::read(tenant_dir.join(id).join("meta.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            meta["thanos"]["labels"],
+            serde_json::json!({"cluster": "c1", "replica": "a"}),
+            "{meta}"
+        );
         assert_eq!(meta["thanos"]["source"], "sidecar");
         // the Prometheus block itself is untouched
-        let orig: Value = serde_json::from_slice(&std::fs::read(data.join(id).join("meta.json")).unwrap()).unwrap();
+        let orig: Value =
+            serde_json::from_slice(&std::fs::read(data.join(id).join("meta.json")).unwrap())
+                .unwrap();
         assert!(orig.get("thanos").is_none());
     }
     // a restart neither repeats nor skips: the shipper file lists both
-    let state: Value = serde_json::from_slice(&std::fs::read(data.join("thanos.shipper.json")).unwrap()).unwrap();
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(data.join("thanos.shipper.json")).unwrap()).unwrap();
     assert_eq!(state["uploaded"].as_array().unwrap().len(), 2);
     side.restart();
     let deadline = Instant::now() + Duration::from_secs(60);
     while side.metric("strata_sidecar_shipper_syncs_total") < 2.0 {
-        assert!(Instant::now() < deadline, "shipper never ran after restart:\n{}", side.log());
+        assert!(
+            Instant::now() < deadline,
+            "shipper never ran after restart:\n{}",
+            side.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(side.metric("strata_sidecar_uploads_total"), 0.0, "re-uploaded after restart");
+    assert_eq!(
+        side.metric("strata_sidecar_uploads_total"),
+        0.0,
+        "re-uploaded after restart"
+    );
 
     // the querier reading the bucket returns what Prometheus has for those blocks
     let querier = StrataProc::start_http_only(
         &tmp.path().join("querier"),
-        &["querier", &format!("--objstore.config-file={}", cfg.display())],
+        &[
+            "querier",
+            &format!("--objstore.config-file={}", cfg.display()),
+        ],
     );
     let end = GenSpec::default().start_ms + 3 * 3600 * 1000 - 1;
-    for sel in ["http_requests_total", "temperature_celsius", "request_duration_seconds_bucket"] {
-        let path = format!("/api/v1/query?query={}&time={}.{:03}", encode(&format!("{sel}[3h]")), end / 1000, end % 1000);
-        let (_, ours) = get_with(&format!("{}{path}", querier.url()), &[("X-Scope-OrgID", "team-a")]).unwrap();
+    for sel in [
+        "http_requests_total",
+        "temperature_celsius",
+        "request_duration_seconds_bucket",
+    ] {
+        let path = format!(
+            "/api/v1/query?query={}&time={}.{:03}",
+            encode(&format!("{sel}[3h]")),
+            end / 1000,
+            end % 1000
+        );
+        let (_, ours) = get_with(
+            &format!("{}{path}", querier.url()),
+            &[("X-Scope-OrgID", "team-a")],
+        )
+        .unwrap();
         let ours: Value = serde_json::from_str(&ours).unwrap();
-        let theirs: Value = serde_json::from_str(&get(&format!("{}{path}", prom.url())).unwrap().1).unwrap();
+        let theirs: Value =
+            serde_json::from_str(&get(&format!("{}{path}", prom.url())).unwrap().1).unwrap();
         let mut o: Vec<String> = Vec::new();
         for s in ours["data"]["result"].as_array().unwrap() {
             let mut m = s["metric"].clone();
@@ -230,7 +314,9 @@ fn bucket_outage_then_upload_resumes() {
     let ids = backfill(&data, tmp.path());
     let prom = Prometheus::start(&data, &prom_config("b", &[]), BLOCK_FLAGS);
     let mut s3 = S3Server::start();
-    let yaml = s3.objstore_yaml("strata").replace("config:\n", "config:\n  max_retries: 1\n");
+    let yaml = s3
+        .objstore_yaml("strata")
+        .replace("config:\n", "config:\n  max_retries: 1\n");
     let cfg = tmp.path().join("bucket.yml");
     std::fs::write(&cfg, yaml).unwrap();
     s3.stop();
@@ -246,14 +332,23 @@ fn bucket_outage_then_upload_resumes() {
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     while side.metric("strata_sidecar_upload_failures_total") < 1.0 {
-        assert!(Instant::now() < deadline, "no failed upload recorded:\n{}", side.log());
+        assert!(
+            Instant::now() < deadline,
+            "no failed upload recorded:\n{}",
+            side.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     s3.restart();
     let dir = s3.data_dir().join("strata").join("anonymous");
     let deadline = Instant::now() + Duration::from_secs(120);
     while bucket_blocks(&dir) != ids {
-        assert!(Instant::now() < deadline, "upload never resumed: {:?}\n{}", bucket_blocks(&dir), side.log());
+        assert!(
+            Instant::now() < deadline,
+            "upload never resumed: {:?}\n{}",
+            bucket_blocks(&dir),
+            side.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // every file of each block made it
@@ -271,7 +366,11 @@ fn bucket_outage_then_upload_resumes() {
 #[test]
 fn refuses_to_start_without_external_labels() {
     let tmp = tempfile::tempdir().unwrap();
-    let prom = Prometheus::start(&tmp.path().join("prom"), "global:\n  scrape_interval: 15s\n", &[]);
+    let prom = Prometheus::start(
+        &tmp.path().join("prom"),
+        "global:\n  scrape_interval: 15s\n",
+        &[],
+    );
     let out = run(strata().args([
         "sidecar",
         &format!("--prometheus.url={}", prom.url()),
@@ -281,7 +380,10 @@ fn refuses_to_start_without_external_labels() {
     ]));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no external labels") && err.contains("--label"), "{err}");
+    assert!(
+        err.contains("no external labels") && err.contains("--label"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -290,8 +392,15 @@ fn unequal_block_durations_are_reported() {
     let prom = Prometheus::start(&tmp.path().join("prom"), &prom_config("a", &[]), &[]);
     let side = StrataProc::start_with_grpc(
         &tmp.path().join("side"),
-        &["sidecar", &format!("--prometheus.url={}", prom.url()), &format!("--tsdb.path={}", prom.data_dir.display())],
+        &[
+            "sidecar",
+            &format!("--prometheus.url={}", prom.url()),
+            &format!("--tsdb.path={}", prom.data_dir.display()),
+        ],
     );
     let log = side.log();
-    assert!(log.contains("min-block-duration") && log.contains("max-block-duration"), "{log}");
+    assert!(
+        log.contains("min-block-duration") && log.contains("max-block-duration"),
+        "{log}"
+    );
 }

@@ -26,9 +26,7 @@ use crate::error::{Error, Result};
 use crate::index::{ChunkMeta, IndexReader, IndexWriter, INDEX_FILENAME};
 use crate::labels::{Interner, Label, Labels};
 use crate::matcher::Matcher;
-use crate::meta::{
-    sync_dir, BlockMeta, BlockMetaCompaction, BlockStats, ThanosMeta,
-};
+use crate::meta::{sync_dir, BlockMeta, BlockMetaCompaction, BlockStats, ThanosMeta};
 use crate::postings::postings_for_matchers;
 use crate::tombstones::{is_deleted, Tombstones};
 
@@ -1035,8 +1033,14 @@ mod tests {
         // A ULID directory without meta.json is reported, naming the file.
         let broken = dir.path().join("01ARZ3NDEKTSV4RRFFQ69G5FAW");
         fs::create_dir_all(&broken).unwrap();
-        let err = open_blocks(dir.path()).err().expect("missing meta.json is an error");
-        assert!(err.to_string().contains("01ARZ3NDEKTSV4RRFFQ69G5FAW/meta.json"), "{err}");
+        let err = open_blocks(dir.path())
+            .err()
+            .expect("missing meta.json is an error");
+        assert!(
+            err.to_string()
+                .contains("01ARZ3NDEKTSV4RRFFQ69G5FAW/meta.json"),
+            "{err}"
+        );
         fs::remove_dir(&broken).unwrap();
 
         let blocks = open_blocks(dir.path()).unwrap();

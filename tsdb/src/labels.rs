@@ -77,7 +77,9 @@ impl Labels {
 
     /// Build from pairs in any order; empty values are dropped (Prometheus treats an
     /// empty value as an absent label) and a repeated name keeps its last value.
-    pub fn from_pairs<N: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
+    pub fn from_pairs<N: AsRef<str>, V: AsRef<str>>(
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
         let mut v: Vec<Label> = pairs
             .into_iter()
             .filter(|(_, val)| !val.as_ref().is_empty())
@@ -148,7 +150,12 @@ impl Labels {
 
     /// A copy with `name` set to `value` (removed when `value` is empty).
     pub fn with(&self, name: &str, value: &str) -> Labels {
-        let mut v: Vec<Label> = self.0.iter().filter(|l| &*l.name != name).cloned().collect();
+        let mut v: Vec<Label> = self
+            .0
+            .iter()
+            .filter(|l| &*l.name != name)
+            .cloned()
+            .collect();
         if !value.is_empty() {
             v.push(Label::new(name, value));
         }
@@ -229,10 +236,18 @@ pub fn go_format_g(v: f64) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     if v == 0.0 {
-        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if v.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-7".
     let e = format!("{:e}", v);

@@ -16,7 +16,11 @@ pub struct BucketArgs {
     #[arg(long = "objstore.config-file", global = true)]
     config_file: Option<PathBuf>,
     /// Object store configuration as YAML text (instead of a file).
-    #[arg(long = "objstore.config", global = true, conflicts_with = "config_file")]
+    #[arg(
+        long = "objstore.config",
+        global = true,
+        conflicts_with = "config_file"
+    )]
     config: Option<String>,
     #[command(subcommand)]
     command: BucketCommand,
@@ -52,9 +56,13 @@ pub fn run(args: &BucketArgs) -> anyhow::Result<ExitCode> {
     let bucket = match (&args.config_file, &args.config) {
         (Some(f), _) => Bucket::from_config_file(f)?,
         (None, Some(y)) => Bucket::from_yaml(y)?,
-        (None, None) => anyhow::bail!("one of --objstore.config-file or --objstore.config is required"),
+        (None, None) => {
+            anyhow::bail!("one of --objstore.config-file or --objstore.config is required")
+        }
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     match &args.command {
         BucketCommand::Ls(a) => rt.block_on(ls(&bucket, a)),
     }
@@ -92,13 +100,19 @@ async fn ls(bucket: &Bucket, a: &LsArgs) -> anyhow::Result<ExitCode> {
             let meta = BlockMeta::from_json(&b.meta_json, &path)
                 .with_context(|| format!("block {} of tenant {tenant:?}", b.ulid))?;
             rows.push(Row {
-                tenant: if tenant.is_empty() { "-".into() } else { tenant.clone() },
+                tenant: if tenant.is_empty() {
+                    "-".into()
+                } else {
+                    tenant.clone()
+                },
                 meta,
                 marked: b.deletion_marked,
             });
         }
     }
-    rows.sort_by(|x, y| (&x.tenant, x.meta.min_time, x.meta.ulid).cmp(&(&y.tenant, y.meta.min_time, y.meta.ulid)));
+    rows.sort_by(|x, y| {
+        (&x.tenant, x.meta.min_time, x.meta.ulid).cmp(&(&y.tenant, y.meta.min_time, y.meta.ulid))
+    });
     match a.output {
         Output::Json => {
             for r in &rows {
@@ -114,20 +128,34 @@ async fn ls(bucket: &Bucket, a: &LsArgs) -> anyhow::Result<ExitCode> {
             let wide = a.output == Output::Wide;
             println!(
                 "{:<12} {:<26} {:<24} {:<24} {:<12} {:<5} {:<10} {:<10} {:<12} {}",
-                "TENANT", "ULID", "FROM", "UNTIL", "RANGE", "LEVEL", "RESOLUTION", "SERIES", "SAMPLES",
-                if wide { "LABELS / SOURCE / SOURCES" } else { "LABELS" }
+                "TENANT",
+                "ULID",
+                "FROM",
+                "UNTIL",
+                "RANGE",
+                "LEVEL",
+                "RESOLUTION",
+                "SERIES",
+                "SAMPLES",
+                if wide {
+                    "LABELS / SOURCE / SOURCES"
+                } else {
+                    "LABELS"
+                }
             );
             for r in &rows {
                 let m = &r.meta;
                 let th = m.thanos.clone().unwrap_or_default();
-                let labels: Vec<String> = th.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let labels: Vec<String> =
+                    th.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let res = match th.downsample.resolution {
                     0 => "raw".to_string(),
                     r => strata_kit::format_duration_ms(r),
                 };
                 let mut last = labels.join(",");
                 if wide {
-                    let sources: Vec<String> = m.compaction.sources.iter().map(|u| u.to_string()).collect();
+                    let sources: Vec<String> =
+                        m.compaction.sources.iter().map(|u| u.to_string()).collect();
                     last = format!("{last} / {} / {}", th.source, sources.join(","));
                 }
                 if r.marked {

@@ -86,7 +86,12 @@ pub(crate) fn slots(n: usize, metrics: usize) -> Vec<Slot> {
                 if v.len() == n {
                     break 'outer;
                 }
-                v.push(Slot { metric: m, part, instance: combo % 50, pod: combo });
+                v.push(Slot {
+                    metric: m,
+                    part,
+                    instance: combo % 50,
+                    pod: combo,
+                });
             }
         }
         combo += 1;
@@ -95,7 +100,10 @@ pub(crate) fn slots(n: usize, metrics: usize) -> Vec<Slot> {
 }
 
 pub(crate) fn labels_for(s: &Slot, generation: usize) -> Vec<Label> {
-    let l = |n: &str, v: String| Label { name: n.into(), value: v };
+    let l = |n: &str, v: String| Label {
+        name: n.into(),
+        value: v,
+    };
     let base = format!("loadgen_metric_{}", s.metric);
     let (name, extra) = match (metric_kind(s.metric), s.part) {
         (0, _) => (format!("{base}_total"), None),
@@ -108,7 +116,10 @@ pub(crate) fn labels_for(s: &Slot, generation: usize) -> Vec<Label> {
     let mut v = vec![
         l("__name__", name),
         l("cluster", "bench".into()),
-        l("instance", format!("10.0.{}.{}:9100", s.instance / 250, s.instance % 250)),
+        l(
+            "instance",
+            format!("10.0.{}.{}:9100", s.instance / 250, s.instance % 250),
+        ),
         l("job", "loadgen".into()),
         l("namespace", format!("ns-{}", s.pod % 10)),
         l("pod", format!("pod-{}-{generation}", s.pod)),
@@ -162,13 +173,19 @@ fn encode_all(a: &LoadgenArgs) -> Vec<Vec<(Bytes, usize)>> {
             let sh = shard_of(i, shards);
             pending[sh].push(TimeSeries {
                 labels: labels_for(s, generation[i]),
-                samples: vec![Sample { value: v, timestamp: t }],
+                samples: vec![Sample {
+                    value: v,
+                    timestamp: t,
+                }],
                 ..Default::default()
             });
             if pending[sh].len() >= a.max_samples_per_send {
                 let ts = std::mem::take(&mut pending[sh]);
                 let n = ts.len();
-                let body = strata_proto::encode_write_request(&WriteRequest { timeseries: ts, ..Default::default() });
+                let body = strata_proto::encode_write_request(&WriteRequest {
+                    timeseries: ts,
+                    ..Default::default()
+                });
                 out[sh].push((Bytes::from(body), n));
             }
         }
@@ -177,7 +194,10 @@ fn encode_all(a: &LoadgenArgs) -> Vec<Vec<(Bytes, usize)>> {
             if !pending[sh].is_empty() {
                 let ts = std::mem::take(&mut pending[sh]);
                 let n = ts.len();
-                let body = strata_proto::encode_write_request(&WriteRequest { timeseries: ts, ..Default::default() });
+                let body = strata_proto::encode_write_request(&WriteRequest {
+                    timeseries: ts,
+                    ..Default::default()
+                });
                 out[sh].push((Bytes::from(body), n));
             }
         }
@@ -187,7 +207,8 @@ fn encode_all(a: &LoadgenArgs) -> Vec<Vec<(Bytes, usize)>> {
 
 /// (utime + stime in seconds, VmRSS bytes, VmHWM bytes) of a process.
 fn proc_stats(pid: u32) -> anyhow::Result<(f64, u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid}"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("process {pid}"))?;
     let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     // fields 14 and 15 of stat; `after` starts at field 3
@@ -224,7 +245,9 @@ pub fn run(a: &LoadgenArgs) -> anyhow::Result<ExitCode> {
         a.scrapes,
         t0.elapsed().as_secs_f64()
     );
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(send_all(a, requests))
 }
 
@@ -243,7 +266,11 @@ async fn null_endpoint() -> anyhow::Result<String> {
 }
 
 async fn send_all(a: &LoadgenArgs, requests: Vec<Vec<(Bytes, usize)>>) -> anyhow::Result<ExitCode> {
-    let url = if a.url == "null" { null_endpoint().await? } else { a.url.clone() };
+    let url = if a.url == "null" {
+        null_endpoint().await?
+    } else {
+        a.url.clone()
+    };
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(a.shards * 2)
         .build()?;
@@ -262,7 +289,10 @@ async fn send_all(a: &LoadgenArgs, requests: Vec<Vec<(Bytes, usize)>>) -> anyhow
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 let now = sent.load(Ordering::Relaxed);
-                eprintln!("loadgen: {now} samples sent ({:.0}/s over the last 5s)", (now - last) as f64 / 5.0);
+                eprintln!(
+                    "loadgen: {now} samples sent ({:.0}/s over the last 5s)",
+                    (now - last) as f64 / 5.0
+                );
                 last = now;
             }
         })
@@ -345,5 +375,9 @@ async fn send_all(a: &LoadgenArgs, requests: Vec<Vec<(Bytes, usize)>>) -> anyhow
             println!("{k:<42} {v}");
         }
     }
-    Ok(if failed.load(Ordering::Relaxed) > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed.load(Ordering::Relaxed) > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -92,6 +92,10 @@ pub fn run(a: &SynthArgs) -> anyhow::Result<ExitCode> {
         );
         w0 = w1;
     }
-    println!("{total} samples in {} series written to {}", slots.len(), a.output.display());
+    println!(
+        "{total} samples in {} series written to {}",
+        slots.len(),
+        a.output.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -92,8 +92,8 @@ pub fn run(args: &TsdbArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn create_from_openmetrics(a: &OpenMetricsArgs) -> anyhow::Result<ExitCode> {
-    let input = std::fs::read_to_string(&a.input)
-        .with_context(|| format!("read {}", a.input.display()))?;
+    let input =
+        std::fs::read_to_string(&a.input).with_context(|| format!("read {}", a.input.display()))?;
     let mut progress = |lines: usize| {
         if !a.quiet {
             eprintln!("parsed {lines} samples");
@@ -111,14 +111,24 @@ fn create_from_openmetrics(a: &OpenMetricsArgs) -> anyhow::Result<ExitCode> {
         writeln!(
             out,
             "{:<27} {:<14} {:<14} {:<12} {:<12} {:<12} {:<12} SIZE",
-            "BLOCK ULID", "MIN TIME", "MAX TIME", "DURATION", "NUM SAMPLES", "NUM CHUNKS", "NUM SERIES"
+            "BLOCK ULID",
+            "MIN TIME",
+            "MAX TIME",
+            "DURATION",
+            "NUM SAMPLES",
+            "NUM CHUNKS",
+            "NUM SERIES"
         )?;
         for m in &metas {
             let size = dir_size(&a.output.join(m.ulid.to_string()));
             let (min, max, size) = if a.human_readable {
                 (fmt_ms(m.min_time), fmt_ms(m.max_time), human_bytes(size))
             } else {
-                (m.min_time.to_string(), m.max_time.to_string(), size.to_string())
+                (
+                    m.min_time.to_string(),
+                    m.max_time.to_string(),
+                    size.to_string(),
+                )
             };
             writeln!(
                 out,
@@ -200,17 +210,29 @@ fn analyze(a: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let meta: &BlockMeta = b.meta();
     let mut out = std::io::stdout().lock();
     writeln!(out, "Block ID: {}", meta.ulid)?;
-    writeln!(out, "Duration: {}", strata_kit::format_duration_ms(meta.max_time - meta.min_time))?;
+    writeln!(
+        out,
+        "Duration: {}",
+        strata_kit::format_duration_ms(meta.max_time - meta.min_time)
+    )?;
     writeln!(out, "Series: {}", stats.series)?;
     writeln!(out, "Samples: {}", stats.samples)?;
     writeln!(out, "Chunks: {}", stats.chunks)?;
     writeln!(out, "Index bytes: {}", stats.index_bytes)?;
     writeln!(out, "Chunk bytes: {}", stats.chunk_bytes)?;
-    let bps = if stats.samples > 0 { stats.chunk_bytes as f64 / stats.samples as f64 } else { 0.0 };
+    let bps = if stats.samples > 0 {
+        stats.chunk_bytes as f64 / stats.samples as f64
+    } else {
+        0.0
+    };
     writeln!(out, "Bytes per sample: {bps:.3} (chunks only)")?;
     writeln!(out, "Label names: {}", stats.label_names)?;
     writeln!(out, "Postings (unique label pairs): {}", stats.label_pairs)?;
-    writeln!(out, "Postings entries (total label pairs): {}", stats.postings_entries)?;
+    writeln!(
+        out,
+        "Postings entries (total label pairs): {}",
+        stats.postings_entries
+    )?;
     let mut section = |title: &str, items: &[(u64, String)]| -> std::io::Result<()> {
         writeln!(out, "\n{title}:")?;
         for (n, name) in items.iter().take(a.limit) {
@@ -220,9 +242,15 @@ fn analyze(a: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     };
     section("Highest cardinality metric names", &stats.series_by_metric)?;
     section("Highest cardinality labels", &stats.values_by_label)?;
-    section("Label names most involved in series", &stats.series_by_label)?;
+    section(
+        "Label names most involved in series",
+        &stats.series_by_label,
+    )?;
     section("Most common label pairs", &stats.series_by_pair)?;
-    section("Label names with highest cumulative label value length", &stats.value_bytes_by_label)?;
+    section(
+        "Label names with highest cumulative label value length",
+        &stats.value_bytes_by_label,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

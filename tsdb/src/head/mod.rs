@@ -254,6 +254,22 @@ fn hash_labels(labels: &[Label]) -> u64 {
     h.finish()
 }
 
+/// Start loading the cache line at `p`; never faults, whatever the address.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is a hint: it does not fault or change memory.
+        #[allow(unused_unsafe)]
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p.cast())
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Whether pairs are sorted by name with unique names and no empty values, i.e. what
 /// `Labels::from_pairs` would keep unchanged.
 fn pairs_normalised(pairs: &[(&str, &str)]) -> bool {
@@ -435,11 +451,27 @@ impl Head {
             }
         }
         found.sort_unstable_by_key(|x| x.0);
+        // Per shard, in passes that each start the memory loads of every series before
+        // the next pass needs them: series, then its label slice, then label values.
         for group in found.chunk_by(|a, b| a.0 == b.0) {
             let g = rl(&self.series[group[0].0 as usize]);
-            for &(_, i, r) in group {
-                let pairs = series[i as usize];
-                if g.get(&r).is_some_and(|s| labels_eq_pairs(&s.labels, pairs)) {
+            let cands: Vec<Option<&MemSeries>> = group
+                .iter()
+                .map(|(_, _, r)| g.get(r).map(|b| &**b))
+                .collect();
+            for s in cands.iter().flatten() {
+                prefetch(*s);
+            }
+            for s in cands.iter().flatten() {
+                prefetch(s.labels.as_ptr());
+            }
+            for s in cands.iter().flatten() {
+                for l in s.labels.iter() {
+                    prefetch(l.value.as_ptr());
+                }
+            }
+            for (&(_, i, r), s) in group.iter().zip(&cands) {
+                if s.is_some_and(|s| labels_eq_pairs(&s.labels, series[i as usize])) {
                     out[i as usize] = Some(HeadSeriesRef(r));
                 }
             }

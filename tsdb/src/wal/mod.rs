@@ -262,7 +262,9 @@ impl Wal {
     /// `sync_data` on the handle returns. Segments cut earlier were fsynced by the cut.
     pub fn sync_handle(&self) -> Result<File> {
         self.check_poisoned()?;
-        self.file.try_clone().map_err(|e| Error::io(&self.seg_path, e))
+        self.file
+            .try_clone()
+            .map_err(|e| Error::io(&self.seg_path, e))
     }
 
     /// `fdatasync` the current segment if anything was written since the last sync.
