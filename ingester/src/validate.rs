@@ -239,31 +239,7 @@ mod smallvec_names {
     }
 }
 
-/// Error for a tenant ID that cannot be a path segment in the bucket.
-pub fn validate_tenant(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("tenant ID is empty".into());
-    }
-    if id.len() > 150 {
-        return Err(format!(
-            "tenant ID is {} characters long; the limit is 150",
-            id.len()
-        ));
-    }
-    if id == "." || id == ".." {
-        return Err(format!("tenant ID '{id}' is not allowed"));
-    }
-    // Mimir's allowed set: alphanumerics and !-_.*'()
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()".contains(*c)))
-    {
-        return Err(format!(
-            "tenant ID '{id}' contains unsupported character '{c}'"
-        ));
-    }
-    Ok(())
-}
+pub use strata_kit::tenant::validate_tenant;
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 pub mod http;
 pub mod metrics;
 pub mod shutdown;
+pub mod tenant;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

@@ -195,31 +195,7 @@ impl Querier {
     }
 }
 
-/// Mimir's tenant ID rule (the ingester's `validate_tenant`): 1–150 characters of
-/// alphanumerics and `!-_.*'()`, not `.` or `..`.
-pub fn validate_tenant(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("tenant ID is empty".into());
-    }
-    if id.len() > 150 {
-        return Err(format!(
-            "tenant ID is {} characters long; the limit is 150",
-            id.len()
-        ));
-    }
-    if id == "." || id == ".." {
-        return Err(format!("tenant ID '{id}' is not allowed"));
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()".contains(*c)))
-    {
-        return Err(format!(
-            "tenant ID '{id}' contains unsupported character '{c}'"
-        ));
-    }
-    Ok(())
-}
+pub use strata_kit::tenant::validate_tenant;
 
 #[cfg(test)]
 mod tests {
