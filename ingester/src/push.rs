@@ -228,7 +228,7 @@ pub fn ingest_ref(
     let limits = &ing.config.limits;
     let mut out = Outcome {
         series: req.len(),
-        samples: req.num_samples(),
+        samples: req.num_samples() + req.num_histograms(),
         ..Outcome::default()
     };
     let m = &ing.metrics;
@@ -268,14 +268,21 @@ pub fn ingest_ref(
         let metric = match validate_labels(pairs.iter().copied(), limits) {
             Ok(m) => m,
             Err(e) => {
+                let n = samples.len() + req.histograms(i);
                 let shown = Labels::from_pairs(pairs.iter().copied());
-                out.reject(&e, &shown, samples.len());
-                m.rejected_samples
-                    .with(&[e.reason()])
-                    .inc_by(samples.len() as u64);
+                out.reject(&e, &shown, n);
+                m.rejected_samples.with(&[e.reason()]).inc_by(n as u64);
                 continue;
             }
         };
+        let hists = req.histograms(i);
+        if hists > 0 {
+            // refused out loud: a 2xx must not hide samples we did not store
+            let e = SeriesError::NativeHistograms(hists);
+            let shown = Labels::from_pairs(pairs.iter().copied());
+            out.reject(&e, &shown, hists);
+            m.rejected_samples.with(&[e.reason()]).inc_by(hists as u64);
+        }
         if samples.is_empty() {
             continue;
         }

@@ -60,14 +60,27 @@ pub enum SeriesError {
     InvalidLabelName(String),
     DuplicateLabelName(String),
     LabelNameTooLong(String),
-    LabelValueTooLong { name: String, len: usize },
+    LabelValueTooLong {
+        name: String,
+        len: usize,
+    },
     TooManyLabels(usize),
     UnsortedLabels(String),
     PerUserSeriesLimit,
     PerMetricSeriesLimit,
-    OutOfOrder { t: i64, last: i64 },
-    TooOld { t: i64, min_valid: i64 },
-    DuplicateTimestamp { t: i64 },
+    OutOfOrder {
+        t: i64,
+        last: i64,
+    },
+    TooOld {
+        t: i64,
+        min_valid: i64,
+    },
+    DuplicateTimestamp {
+        t: i64,
+    },
+    /// Native histogram samples, which Strata does not store yet.
+    NativeHistograms(usize),
 }
 
 impl SeriesError {
@@ -87,6 +100,7 @@ impl SeriesError {
             SeriesError::OutOfOrder { .. } => "sample_out_of_order",
             SeriesError::TooOld { .. } => "sample_too_old",
             SeriesError::DuplicateTimestamp { .. } => "new_value_for_timestamp",
+            SeriesError::NativeHistograms(_) => "native_histograms_unsupported",
         }
     }
 
@@ -106,6 +120,7 @@ impl SeriesError {
             SeriesError::OutOfOrder { .. } => "err-mimir-sample-out-of-order",
             SeriesError::TooOld { .. } => "err-mimir-sample-too-old",
             SeriesError::DuplicateTimestamp { .. } => "err-mimir-sample-duplicate-timestamp",
+            SeriesError::NativeHistograms(_) => "err-strata-native-histograms",
         }
     }
 }
@@ -145,6 +160,10 @@ impl fmt::Display for SeriesError {
             SeriesError::TooOld { t, min_valid } => write!(
                 f,
                 "the sample has been rejected because its timestamp is too old (timestamp {t}, minimum accepted {min_valid})"
+            ),
+            SeriesError::NativeHistograms(n) => write!(
+                f,
+                "received {n} native histogram samples; native histograms are not supported yet, so they were not stored (the series' float samples were)"
             ),
             SeriesError::DuplicateTimestamp { t } => write!(
                 f,

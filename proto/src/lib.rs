@@ -140,6 +140,8 @@ pub fn encode_write_request(req: &WriteRequest) -> Vec<u8> {
 pub struct TimeSeriesRef {
     labels: (u32, u32),
     samples: (u32, u32),
+    /// Native histogram samples (not decoded: Strata stores floats only).
+    histograms: u32,
 }
 
 /// One sample of a [`WriteRequestRef`].
@@ -179,9 +181,20 @@ impl<'a> WriteRequestRef<'a> {
             out.series.push(TimeSeriesRef {
                 labels: (l0, out.labels.len() as u32),
                 samples: (s0, out.samples.len() as u32),
+                histograms: ts.histograms.len() as u32,
             });
         }
         out
+    }
+
+    /// Native histogram samples of series `i` (counted, not decoded).
+    pub fn histograms(&self, i: usize) -> usize {
+        self.series.get(i).map_or(0, |s| s.histograms as usize)
+    }
+
+    /// Native histogram samples over all series.
+    pub fn num_histograms(&self) -> usize {
+        self.series.iter().map(|s| s.histograms as usize).sum()
     }
 
     /// Number of series.
@@ -353,6 +366,7 @@ mod wire {
     fn time_series<'a>(mut buf: &'a [u8], out: &mut WriteRequestRef<'a>) -> Option<()> {
         let l0 = out.labels.len() as u32;
         let s0 = out.samples.len() as u32;
+        let mut histograms = 0u32;
         while !buf.is_empty() {
             let (tag, wt) = key(&mut buf)?;
             match tag {
@@ -368,13 +382,21 @@ mod wire {
                     }
                     out.samples.push(sample(bytes(&mut buf)?)?);
                 }
-                // exemplars (3), histograms (4) and unknown fields
+                4 => {
+                    if wt != LEN {
+                        return None;
+                    }
+                    bytes(&mut buf)?;
+                    histograms += 1;
+                }
+                // exemplars (3) and unknown fields
                 _ => skip(&mut buf, wt)?,
             }
         }
         out.series.push(TimeSeriesRef {
             labels: (l0, out.labels.len() as u32),
             samples: (s0, out.samples.len() as u32),
+            histograms,
         });
         Some(())
     }

@@ -513,3 +513,27 @@ fn bucket_outage_during_flush_loses_nothing() {
     let dump = parse_dump(&dump_bucket(&bucket_dir, "anonymous", tmp.path()));
     assert_eq!(dump.len(), 501, "every sample in the bucket once");
 }
+
+#[test]
+fn native_histograms_are_refused_out_loud() {
+    let tmp = tempfile::tempdir().unwrap();
+    let strata = StrataProc::start_all(&tmp.path().join("strata"), &["--tsdb.ship-interval=1h"]);
+    let t = now_ms();
+    let mut s = series(&[("__name__", "mixed")], &[(t, 1.0)]);
+    s.histograms = vec![
+        strata_proto::prometheus::Histogram {
+            timestamp: t,
+            ..Default::default()
+        };
+        2
+    ];
+    let (status, body) = strata.push(None, &write_request(vec![s]));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("native histograms are not supported") && body.contains("2 of 3 samples"),
+        "{body}"
+    );
+    // the float sample of the same series is stored
+    let v = get_json(&format!("{}/api/v1/query?query=mixed", strata.url()));
+    assert_eq!(v["data"]["result"][0]["value"][1], "1", "{v}");
+}
