@@ -135,7 +135,35 @@ impl Prometheus {
     /// Start `prometheus` with `config` (YAML text) on `data_dir`, plus `extra` flags, and
     /// wait until `/-/ready` answers.
     pub fn start(data_dir: &Path, config: &str, extra: &[&str]) -> Prometheus {
+        // A port found free can be taken by a concurrent test before Prometheus binds it:
+        // on "address already in use", try again on another port.
+        for _ in 0..5 {
+            if let Some(p) = Self::try_start_on(data_dir, config, extra, free_port()) {
+                return p;
+            }
+        }
         Self::start_on(data_dir, config, extra, free_port())
+    }
+
+    fn try_start_on(
+        data_dir: &Path,
+        config: &str,
+        extra: &[&str],
+        port: u16,
+    ) -> Option<Prometheus> {
+        let logf = data_dir.join("prometheus.log");
+        let r = std::panic::catch_unwind(|| Self::start_on(data_dir, config, extra, port));
+        match r {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let log = std::fs::read_to_string(&logf).unwrap_or_default();
+                if log.contains("address already in use") {
+                    None
+                } else {
+                    std::panic::resume_unwind(e)
+                }
+            }
+        }
     }
 
     /// As [`Prometheus::start`] on a given port; `{port}` in `config` is replaced by it

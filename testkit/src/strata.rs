@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use strata_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 
-use crate::http::{get, post, wait_ready};
+use crate::http::{get, post};
 use crate::procs::{free_port, strata_bin, ChildGuard};
 
 /// A `strata <component>` process on loopback ports, killed on drop.
@@ -44,6 +44,30 @@ impl StrataProc {
     }
 
     fn start(data_dir: &Path, args: Vec<String>, http_port: u16, grpc_port: u16) -> StrataProc {
+        // A port found free a moment ago can be taken by a concurrent test before the
+        // process binds it: on "address in use", start again on fresh ports.
+        let (mut http_port, mut grpc_port) = (http_port, grpc_port);
+        for attempt in 0.. {
+            match Self::try_start(data_dir, &args, http_port, grpc_port) {
+                Ok(p) => return p,
+                Err(log) if attempt < 5 && log.contains("in use") => {
+                    http_port = free_port();
+                    if grpc_port != 0 {
+                        grpc_port = free_port();
+                    }
+                }
+                Err(log) => panic!("strata exited before it was ready:\n{log}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn try_start(
+        data_dir: &Path,
+        args: &[String],
+        http_port: u16,
+        grpc_port: u16,
+    ) -> Result<StrataProc, String> {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.join(format!("strata-{http_port}.log"));
         let f = std::fs::OpenOptions::new()
@@ -52,7 +76,7 @@ impl StrataProc {
             .open(&log)
             .unwrap();
         let mut cmd = Command::new(strata_bin());
-        cmd.args(&args)
+        cmd.args(args)
             .arg(format!("--http-address=127.0.0.1:{http_port}"));
         if grpc_port != 0 {
             cmd.arg(format!("--grpc-address=127.0.0.1:{grpc_port}"));
@@ -61,23 +85,29 @@ impl StrataProc {
             .stderr(Stdio::from(f));
         let mut proc = ChildGuard::spawn("strata", &mut cmd);
         let url = format!("http://127.0.0.1:{http_port}/-/ready");
-        let log2 = log.clone();
-        wait_ready(&url, Duration::from_secs(120), "strata", || {
-            proc.alive().map_err(|e| {
-                format!(
-                    "{e}\n{}",
-                    std::fs::read_to_string(&log2).unwrap_or_default()
-                )
-            })
-        });
-        StrataProc {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok((200, _)) = crate::http::get(&url) {
+                break;
+            }
+            if proc.alive().is_err() {
+                return Err(std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "strata not ready at {url} after 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let args = args.to_vec();
+        Ok(StrataProc {
             proc,
             http_port,
             grpc_port,
             data_dir: data_dir.into(),
             args,
             log,
-        }
+        })
     }
 
     /// Start again with the same flags and ports (after `kill`).
