@@ -28,7 +28,10 @@ fn testdata_dir() -> Option<PathBuf> {
 fn promql_conformance() {
     let Some(dir) = testdata_dir() else {
         // CI always has shared/ beside the clone: there, a missing suite is a failure
-        assert!(std::env::var_os("CI").is_none(), "promqltest: ../shared/promqltest/testdata not found");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promqltest: ../shared/promqltest/testdata not found"
+        );
         eprintln!("promqltest: testdata not found next to the repo; skipping");
         return;
     };
