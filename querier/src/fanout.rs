@@ -301,6 +301,26 @@ pub struct Sources {
 }
 
 impl Sources {
+    /// A source failed: count it, then fail the query, or (with partial responses)
+    /// return the warning to answer with.
+    fn source_failed(
+        &self,
+        opts: &FetchOptions,
+        name: &str,
+        e: &str,
+    ) -> Result<String, FetchError> {
+        self.metrics
+            .store_failures
+            .with(&[source_label(name)])
+            .inc();
+        let msg = format!("{name}: {e}");
+        if !opts.partial_response {
+            return Err(FetchError(msg));
+        }
+        tracing::warn!(source = %name, error = %e, "store failed; answering with partial data");
+        Ok(msg)
+    }
+
     /// Ask every source for series matching `matchers` in `[mint, maxt]`, in parallel.
     pub async fn fetch(
         &self,
@@ -400,18 +420,7 @@ impl Sources {
                     parts.push(series);
                     warnings.extend(w);
                 }
-                Err(e) => {
-                    self.metrics
-                        .store_failures
-                        .with(&[source_label(&name)])
-                        .inc();
-                    let msg = format!("{name}: {e}");
-                    if !opts.partial_response {
-                        return Err(FetchError(msg));
-                    }
-                    tracing::warn!(source = %name, error = %e, "store failed; answering with partial data");
-                    warnings.push(msg);
-                }
+                Err(e) => warnings.push(self.source_failed(opts, &name, &e)?),
             }
         }
         // Stores may ignore matchers they cannot apply: filter once more.
@@ -481,17 +490,7 @@ impl Sources {
                     out.extend(v);
                     warnings.extend(w);
                 }
-                Err(e) => {
-                    self.metrics
-                        .store_failures
-                        .with(&[source_label(&src)])
-                        .inc();
-                    let msg = format!("{src}: {e}");
-                    if !opts.partial_response {
-                        return Err(FetchError(msg));
-                    }
-                    warnings.push(msg);
-                }
+                Err(e) => warnings.push(self.source_failed(opts, &src, &e)?),
             }
         }
         if name.is_none() {
