@@ -158,52 +158,134 @@ pub fn write_str(out: &mut String, s: &str) {
 /// `strconv.FormatFloat(v, 'f', -1, 64)`, switching to `'e'` below 1e-6 and from 1e21
 /// in magnitude; `NaN`, `+Inf`, `-Inf`.
 pub fn format_value(v: f64) -> String {
+    let mut s = String::with_capacity(24);
+    write_value(&mut s, v);
+    s
+}
+
+/// [`format_value`] appended to `out`. Every point of every answer goes through here:
+/// the shortest digits come from `ryu` (no allocation), then are laid out as Go does.
+pub fn write_value(out: &mut String, v: f64) {
     if v.is_nan() {
-        return "NaN".into();
+        return out.push_str("NaN");
     }
     if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
+        return out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     }
+    if v.is_sign_negative() {
+        out.push('-');
+    }
+    if v == 0.0 {
+        return out.push('0');
+    }
+    let mut buf = ryu::Buffer::new();
+    let s = buf.format_finite(v.abs());
+    // ryu prints `d.ddd`, `0.000ddd` or `d.ddde±x`: collect the significant digits and
+    // the decimal exponent `k` with value = 0.digits × 10^k.
+    let (mant, exp) = match s.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (s, 0),
+    };
+    let mut digits = [0u8; 24];
+    let mut n = 0;
+    let mut k = exp;
+    let mut seen_point = false;
+    let mut leading = true;
+    for &b in mant.as_bytes() {
+        if b == b'.' {
+            seen_point = true;
+            continue;
+        }
+        if leading && b == b'0' {
+            // Leading zeros after the point shift the exponent.
+            if seen_point {
+                k -= 1;
+            }
+            continue;
+        }
+        leading = false;
+        digits[n] = b;
+        n += 1;
+        if !seen_point {
+            k += 1;
+        }
+    }
+    while n > 1 && digits[n - 1] == b'0' {
+        n -= 1;
+    }
+    let digits = std::str::from_utf8(&digits[..n]).unwrap_or("0");
     let abs = v.abs();
-    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
-        // Rust: "1.5e-7"; Go: "1.5e-07" (sign always, at least two exponent digits).
-        let s = format!("{v:e}");
-        let (mant, exp) = s.split_once('e').expect("exponent form");
-        let (sign, digits) = match exp.strip_prefix('-') {
-            Some(d) => ('-', d),
-            None => ('+', exp),
-        };
-        return format!("{mant}e{sign}{digits:0>2}");
+    if !(1e-6..1e21).contains(&abs) {
+        // Go's 'e': d[.ddd]e±XX, at least two exponent digits.
+        out.push_str(&digits[..1]);
+        if n > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let e = k - 1;
+        out.push_str(if e < 0 { "e-" } else { "e+" });
+        let e = e.unsigned_abs();
+        if e < 10 {
+            out.push('0');
+        }
+        push_u64(out, e as u64);
+        return;
     }
-    // Rust's shortest round-trip Display never uses an exponent for f64, as Go's 'f'.
-    format!("{v}")
+    if k <= 0 {
+        out.push_str("0.");
+        for _ in 0..-k {
+            out.push('0');
+        }
+        out.push_str(digits);
+    } else if k as usize >= n {
+        out.push_str(digits);
+        for _ in 0..k as usize - n {
+            out.push('0');
+        }
+    } else {
+        out.push_str(&digits[..k as usize]);
+        out.push('.');
+        out.push_str(&digits[k as usize..]);
+    }
 }
 
 /// A timestamp (ms) as Prometheus prints it: seconds with the milliseconds as three
 /// decimals, none when whole (`jsonutil.MarshalTimestamp`).
 pub fn write_ts(out: &mut String, t: i64) {
-    use std::fmt::Write;
     let neg = t < 0;
     let t = t.unsigned_abs();
     if neg {
         out.push('-');
     }
-    let _ = write!(out, "{}", t / 1000);
+    push_u64(out, t / 1000);
     let frac = t % 1000;
     if frac != 0 {
-        let _ = write!(out, ".{frac:03}");
+        let digit = |d: u64| b'0' + (d % 10) as u8;
+        let digits = [b'.', digit(frac / 100), digit(frac / 10), digit(frac)];
+        out.push_str(std::str::from_utf8(&digits).unwrap_or(""));
     }
+}
+
+/// Decimal digits of `x` without `fmt` (timestamps of every point go through here).
+fn push_u64(out: &mut String, mut x: u64) {
+    let mut b = [0u8; 20];
+    let mut i = b.len();
+    loop {
+        i -= 1;
+        b[i] = b'0' + (x % 10) as u8;
+        x /= 10;
+        if x == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&b[i..]).unwrap_or(""));
 }
 
 fn write_point(out: &mut String, t: i64, v: f64) {
     out.push('[');
     write_ts(out, t);
     out.push_str(",\"");
-    out.push_str(&format_value(v));
+    write_value(out, v);
     out.push_str("\"]");
 }
 
@@ -223,7 +305,13 @@ pub fn write_labels(out: &mut String, l: &Labels) {
 
 /// `{"resultType":…,"result":…}` for a query result.
 pub fn value_json(v: &Value) -> String {
-    let mut out = String::with_capacity(256);
+    // About 32 bytes a point: grow once, not by doubling through a large answer.
+    let points = match v {
+        Value::Matrix(series) => series.iter().map(|s| s.samples.len() + 4).sum(),
+        Value::Vector(samples) => samples.len() * 4,
+        _ => 1,
+    };
+    let mut out = String::with_capacity(256 + points * 32);
     out.push_str(r#"{"resultType":""#);
     out.push_str(v.result_type());
     out.push_str(r#"","result":"#);
@@ -977,6 +1065,36 @@ mod tests {
         ];
         for (v, want) in cases {
             assert_eq!(format_value(v), want, "{v:e}");
+        }
+    }
+
+    /// Go's layout built from Rust's own float formatting (slow: allocates twice).
+    fn format_value_slow(v: f64) -> String {
+        if v.is_nan() || v.is_infinite() {
+            return format_value(v);
+        }
+        let abs = v.abs();
+        if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+            let s = format!("{v:e}");
+            let (mant, exp) = s.split_once('e').expect("exponent form");
+            let (sign, digits) = match exp.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', exp),
+            };
+            return format!("{mant}e{sign}{digits:0>2}");
+        }
+        format!("{v}")
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_value_format_matches_slow(bits in proptest::num::u64::ANY, small in -1e7f64..1e7, scale in -30i32..30) {
+            let v = f64::from_bits(bits);
+            proptest::prop_assert_eq!(format_value(v), format_value_slow(v), "{:e}", v);
+            let w = small * 10f64.powi(scale);
+            proptest::prop_assert_eq!(format_value(w), format_value_slow(w), "{:e}", w);
+            let r = (small * 1000.0).round() / 1000.0;
+            proptest::prop_assert_eq!(format_value(r), format_value_slow(r), "{:e}", r);
         }
     }
 

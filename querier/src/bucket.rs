@@ -754,8 +754,7 @@ fn aggr_samples(
             }
         }
         Aggr::Average => {
-            // Sum and count hold the same windows: walk both at once, no copies.
-            let Some(sd) = c.get(AggrType::Sum) else {
+            let (Some(sd), cd) = (c.get(AggrType::Sum), c.get(AggrType::Count)) else {
                 if let Some(cd) = c.get(AggrType::Count) {
                     let mut ci = XorIter::new(cd);
                     ci.by_ref().for_each(drop);
@@ -765,40 +764,97 @@ fn aggr_samples(
                 }
                 return Ok(());
             };
-            let mut si = XorIter::new(sd);
-            let mut ci = XorIter::new(c.get(AggrType::Count).unwrap_or(&[]));
-            let has_count = c.get(AggrType::Count).is_some();
-            out.reserve(si.num_samples());
-            let (mut ss, mut cs) = (WindowStamp::new(res), WindowStamp::new(res));
-            let mut cur: Option<(i64, f64)> = None;
-            let mut count_done = !has_count;
-            for (t, s) in si.by_ref() {
-                let t = ss.end(t);
-                while !count_done && cur.map_or(true, |c| c.0 < t) {
-                    match ci.next() {
-                        Some((ct, cv)) => cur = Some((cs.end(ct), cv)),
-                        None => {
-                            count_done = true;
-                            cur = None;
-                        }
-                    }
-                }
-                if let Some((ct, cv)) = cur {
-                    if ct == t && cv > 0.0 && keep(t) {
-                        out.push((t, s / cv));
-                    }
+            let Some(cd) = cd else {
+                // No count: no window can be averaged; still check the sum decodes.
+                let mut si = XorIter::new(sd);
+                si.by_ref().for_each(drop);
+                return si.err().map_or(Ok(()), |e| Err(bad(AggrType::Sum, e)));
+            };
+            let at = out.len();
+            if !average_lockstep(sd, cd, res, &keep, out).map_err(|(t, e)| bad(t, &e))? {
+                // Sum and count disagree on their windows (not written by a Thanos-style
+                // downsampler): match them up by time instead.
+                out.truncate(at);
+                average_merge(sd, cd, res, &keep, out).map_err(|(t, e)| bad(t, &e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A decoding error of one sub-chunk.
+type SubErr = (AggrType, String);
+
+/// Averages of a chunk whose sum and count sub-chunks hold the same windows (Thanos
+/// writes every aggregate for every window): both decoded side by side, one stamp.
+/// `Ok(false)` as soon as their timestamps differ.
+fn average_lockstep(
+    sd: &[u8],
+    cd: &[u8],
+    res: i64,
+    keep: &impl Fn(i64) -> bool,
+    out: &mut Vec<(i64, f64)>,
+) -> Result<bool, SubErr> {
+    let (mut si, mut ci) = (XorIter::new(sd), XorIter::new(cd));
+    out.reserve(si.num_samples());
+    let mut stamp = WindowStamp::new(res);
+    let same = loop {
+        match (si.next(), ci.next()) {
+            (Some((ts, s)), Some((tc, cv))) if ts == tc => {
+                let t = stamp.end(ts);
+                if cv > 0.0 && keep(t) {
+                    out.push((t, s / cv));
                 }
             }
-            if let Some(e) = si.err() {
-                return Err(bad(AggrType::Sum, e));
-            }
-            if has_count {
-                ci.by_ref().for_each(drop);
-                if let Some(e) = ci.err() {
-                    return Err(bad(AggrType::Count, e));
+            (None, None) => break true,
+            _ => break false,
+        }
+    };
+    if let Some(e) = si.err() {
+        return Err((AggrType::Sum, e.to_string()));
+    }
+    if let Some(e) = ci.err() {
+        return Err((AggrType::Count, e.to_string()));
+    }
+    Ok(same)
+}
+
+/// Averages of a chunk whose sum and count windows may differ: a window without both
+/// is left out.
+fn average_merge(
+    sd: &[u8],
+    cd: &[u8],
+    res: i64,
+    keep: &impl Fn(i64) -> bool,
+    out: &mut Vec<(i64, f64)>,
+) -> Result<(), SubErr> {
+    let (mut si, mut ci) = (XorIter::new(sd), XorIter::new(cd));
+    let (mut ss, mut cs) = (WindowStamp::new(res), WindowStamp::new(res));
+    let mut cur: Option<(i64, f64)> = None;
+    let mut count_done = false;
+    for (t, s) in si.by_ref() {
+        let t = ss.end(t);
+        while !count_done && cur.is_none_or(|c| c.0 < t) {
+            match ci.next() {
+                Some((ct, cv)) => cur = Some((cs.end(ct), cv)),
+                None => {
+                    count_done = true;
+                    cur = None;
                 }
             }
         }
+        if let Some((ct, cv)) = cur {
+            if ct == t && cv > 0.0 && keep(t) {
+                out.push((t, s / cv));
+            }
+        }
+    }
+    if let Some(e) = si.err() {
+        return Err((AggrType::Sum, e.to_string()));
+    }
+    ci.by_ref().for_each(drop);
+    if let Some(e) = ci.err() {
+        return Err((AggrType::Count, e.to_string()));
     }
     Ok(())
 }
@@ -1037,6 +1093,43 @@ mod tests {
         assert_eq!(Aggr::for_func(Some("count_over_time")), Aggr::Count);
         assert_eq!(Aggr::for_func(Some("avg_over_time")), Aggr::Average);
         assert_eq!(Aggr::for_func(None), Aggr::Average);
+    }
+
+    /// Averages come from sum / count per window: side by side when both sub-chunks
+    /// hold the same windows, matched by time when they do not (a window missing from
+    /// either is left out); a zero count gives no point.
+    #[test]
+    fn averages_from_sum_and_count() {
+        use strata_tsdb::chunkenc::XorChunk;
+        use strata_tsdb::downsample::encode_aggr;
+        let chunk = |pts: &[(i64, f64)]| {
+            let mut c = XorChunk::new();
+            for &(t, v) in pts {
+                c.append(t, v);
+            }
+            c
+        };
+        let r = RES_5M;
+        let avg = |sum: &[(i64, f64)], count: &[(i64, f64)]| {
+            let (s, c) = (chunk(sum), chunk(count));
+            let data = encode_aggr([Some(&c), Some(&s), None, None, None]);
+            let mut out = Vec::new();
+            aggr_samples(&data, Aggr::Average, r, false, 0, i64::MAX, &mut out).unwrap();
+            out
+        };
+        // Same windows (stamped at the raw samples' times, read at the windows' ends).
+        let sum = [(r - 10, 10.0), (2 * r - 10, 30.0), (3 * r - 10, 8.0)];
+        let count = [(r - 10, 2.0), (2 * r - 10, 3.0), (3 * r - 10, 0.0)];
+        assert_eq!(avg(&sum, &count), [(r - 1, 5.0), (2 * r - 1, 10.0)]);
+        // The count lacks the second window: that window has no average.
+        let count = [(r - 10, 2.0), (3 * r - 10, 4.0)];
+        assert_eq!(avg(&sum, &count), [(r - 1, 5.0), (3 * r - 1, 2.0)]);
+        // No count at all: nothing.
+        let s = chunk(&sum);
+        let data = encode_aggr([None, Some(&s), None, None, None]);
+        let mut out = Vec::new();
+        aggr_samples(&data, Aggr::Average, r, false, 0, i64::MAX, &mut out).unwrap();
+        assert!(out.is_empty());
     }
 
     #[test]
