@@ -71,6 +71,9 @@ pub enum Val {
 /// Per-step data of a range-vector argument.
 struct RangeData {
     series: Vec<Series>,
+    /// Per series of a selector: its downsampled resolution (ms, 0 raw); empty for
+    /// subqueries (all raw).
+    res: Vec<i64>,
     range: i64,
     /// Reference (window end) time per step of the context.
     refs: Vec<i64>,
@@ -380,12 +383,25 @@ impl<'a> Evaluator<'a> {
         maxt: i64,
         hints: &SelectHints,
     ) -> Result<Vec<Series>> {
+        Ok(self.select_res(vs, mint, maxt, hints)?.0)
+    }
+
+    /// [`Self::select`] and each series' downsampled resolution (0 raw). A downsampled
+    /// series keeps one window before `mint`: `rate` measures from it.
+    fn select_res(
+        &mut self,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+        hints: &SelectHints,
+    ) -> Result<(Vec<Series>, Vec<i64>)> {
         let sets = self.matcher_sets(vs)?;
         let several = sets.len() > 1;
         // Only several matcher sets can return a series twice; one set needs no map
         // (with 100k series the map's hashing was a tenth of a query).
         let mut seen: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<Series> = Vec::new();
+        let mut res: Vec<i64> = Vec::new();
         for ms in sets {
             for s in self.storage.select(&ms, mint, maxt, hints)? {
                 if several {
@@ -395,22 +411,25 @@ impl<'a> Evaluator<'a> {
                     seen.insert(s.labels.clone(), out.len());
                 }
                 let mut pts = s.samples;
+                let lo = mint.saturating_sub(s.resolution.max(0));
                 // trim in place: no second allocation per series
-                if pts.first().is_some_and(|p| p.0 < mint) || pts.last().is_some_and(|p| p.0 > maxt)
-                {
-                    pts.retain(|p| p.0 >= mint && p.0 <= maxt);
+                if pts.first().is_some_and(|p| p.0 < lo) || pts.last().is_some_and(|p| p.0 > maxt) {
+                    pts.retain(|p| p.0 >= lo && p.0 <= maxt);
                 }
                 out.push(Series {
                     labels: s.labels,
                     drop_name: false,
                     pts,
                 });
+                res.push(s.resolution.max(0));
             }
         }
         if several || !out.windows(2).all(|w| w[0].labels < w[1].labels) {
-            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            let mut both: Vec<(Series, i64)> = out.into_iter().zip(res).collect();
+            both.sort_by(|a, b| a.0.labels.cmp(&b.0.labels));
+            (out, res) = both.into_iter().unzip();
         }
-        Ok(out)
+        Ok((out, res))
     }
 
     /// An instant vector selector at every step. With `ts_mode` the value is the
@@ -472,6 +491,7 @@ impl<'a> Evaluator<'a> {
                 if refs.is_empty() {
                     return Ok(RangeData {
                         series: vec![],
+                        res: vec![],
                         range,
                         refs,
                     });
@@ -484,13 +504,18 @@ impl<'a> Evaluator<'a> {
                     range,
                     func: func.map(str::to_string),
                 };
-                let mut raw = self.select(&ms.vs, hints.start, hi, &hints)?;
-                for s in &mut raw {
+                let (raw, res) = self.select_res(&ms.vs, hints.start, hi, &hints)?;
+                let (mut series, mut kept_res) = (Vec::with_capacity(raw.len()), Vec::new());
+                for (mut s, r) in raw.into_iter().zip(res) {
                     s.pts.retain(|p| !is_stale(p.1));
+                    if !s.pts.is_empty() {
+                        series.push(s);
+                        kept_res.push(r);
+                    }
                 }
-                raw.retain(|s| !s.pts.is_empty());
                 Ok(RangeData {
-                    series: raw,
+                    series,
+                    res: kept_res,
                     range,
                     refs,
                 })
@@ -506,6 +531,7 @@ impl<'a> Evaluator<'a> {
         if refs.is_empty() {
             return Ok(RangeData {
                 series: vec![],
+                res: vec![],
                 range,
                 refs,
             });
@@ -535,6 +561,7 @@ impl<'a> Evaluator<'a> {
         };
         Ok(RangeData {
             series,
+            res: vec![],
             range,
             refs,
         })
@@ -950,10 +977,11 @@ impl<'a> Evaluator<'a> {
         let mut step_load = vec![0usize; n];
         let mut total = 0usize;
         let mut buf: Vec<f64> = Vec::new();
-        for s in &rd.series {
+        for (si, s) in rd.series.iter().enumerate() {
             self.check_time()?;
             let mut pts = Vec::new();
             let mut windows = Windows::default();
+            let res = rd.res.get(si).copied().unwrap_or(0);
             for i in 0..n {
                 if i % 64 == 63 {
                     self.check_time()?;
@@ -962,12 +990,17 @@ impl<'a> Evaluator<'a> {
                 if w.is_empty() {
                     continue;
                 }
+                // The point before the window, for rates over downsampled data.
+                let before = || windows.lo.checked_sub(1).map(|j| s.pts[j]);
                 step_load[i] += w.len();
                 if step_load[i] > self.max_samples {
                     return Err(QueryError::TooManySamples);
                 }
                 let vals = || w.iter().map(|p| p.1);
                 let r: Option<f64> = match name {
+                    "rate" | "increase" if res > 0 => {
+                        f::downsampled_rate(before(), w, rd.refs[i], rd.range, res, name == "rate")
+                    }
                     "rate" => f::extrapolated_rate(w, rd.refs[i], rd.range, true, true),
                     "increase" => f::extrapolated_rate(w, rd.refs[i], rd.range, true, false),
                     "delta" => f::extrapolated_rate(w, rd.refs[i], rd.range, false, false),

@@ -67,6 +67,47 @@ pub fn extrapolated_rate(
     Some(result * factor)
 }
 
+/// `rate` / `increase` over downsampled counter points, each the counter's value at the
+/// end of its `res`-wide window. The window's increase is measured from `before`, the
+/// last point before the window, when that lies within one resolution of the window's
+/// start: with ranges aligned to the resolution that is the exact increase over the
+/// range, where extrapolating from the points inside needs two of them (a 1h range over
+/// 1h data holds one). Stretched to the whole range only while the data reaches its
+/// last resolution window. Without such a point: [`extrapolated_rate`].
+pub fn downsampled_rate(
+    before: Option<(i64, f64)>,
+    samples: &[(i64, f64)],
+    range_end: i64,
+    range_ms: i64,
+    res: i64,
+    is_rate: bool,
+) -> Option<f64> {
+    let Some(first) = before.filter(|p| p.0 > range_end - range_ms - res) else {
+        return extrapolated_rate(samples, range_end, range_ms, true, is_rate);
+    };
+    let &(last_t, last_v) = samples.last()?;
+    let mut result = last_v - first.1;
+    let mut prev = first.1;
+    for &(_, v) in samples {
+        if v < prev {
+            result += prev;
+        }
+        prev = v;
+    }
+    let measured = (last_t - first.0) as f64;
+    if measured <= 0.0 {
+        return None;
+    }
+    if range_end - last_t < res {
+        result *= range_ms as f64 / measured;
+    }
+    Some(if is_rate {
+        result / (range_ms as f64 / 1000.0)
+    } else {
+        result
+    })
+}
+
 /// `irate` / `idelta`: the last two samples of the window.
 pub fn instant_value(samples: &[(i64, f64)], is_rate: bool) -> Option<f64> {
     if samples.len() < 2 {
@@ -457,6 +498,31 @@ mod tests {
         assert!((inc - 50.0).abs() < 1e-9, "{inc}");
         let r = extrapolated_rate(&s, 300_000, 300_000, true, true).unwrap();
         assert!((r - 50.0 / 300.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn downsampled_rate_measures_from_the_point_before() {
+        const H: i64 = 3_600_000;
+        // 1h points at window ends; a reset between the second and third.
+        let pts = [(H - 1, 100.0), (2 * H - 1, 160.0), (3 * H - 1, 30.0)];
+        // One point in (2h, 3h]: increase from the 2h point, across the reset: 30.
+        let inc = downsampled_rate(Some(pts[1]), &pts[2..], 3 * H, H, H, false).unwrap();
+        assert_eq!(inc, 30.0);
+        let rate = downsampled_rate(Some(pts[1]), &pts[2..], 3 * H, H, H, true).unwrap();
+        assert!((rate - 30.0 / 3600.0).abs() < 1e-12, "{rate}");
+        // Two points in (1h, 3h]: from the 1h point, 60 + 30, not extrapolated further.
+        let inc = downsampled_rate(Some(pts[0]), &pts[1..], 3 * H, 2 * H, H, false).unwrap();
+        assert_eq!(inc, 90.0);
+        // The point before lies more than a resolution before the range (a gap): the
+        // points inside are extrapolated as Prometheus does; one alone gives nothing.
+        assert!(downsampled_rate(Some(pts[0]), &pts[2..], 3 * H, H, H, false).is_none());
+        assert_eq!(
+            downsampled_rate(Some((-H, 50.0)), &pts[1..], 3 * H, 2 * H, H, false),
+            extrapolated_rate(&pts[1..], 3 * H, 2 * H, true, false)
+        );
+        // The data stops before the range's last window: not stretched to the end.
+        let inc = downsampled_rate(Some(pts[0]), &pts[1..2], 4 * H, 3 * H, H, false).unwrap();
+        assert_eq!(inc, 60.0);
     }
 
     #[test]

@@ -14,6 +14,11 @@ use strata_tsdb::matcher::Matcher;
 pub struct StorageSeries {
     pub labels: Labels,
     pub samples: Vec<(i64, f64)>,
+    /// 0 for raw samples; else the (coarsest) resolution in ms of the downsampled
+    /// aggregates among them, each stamped at the end of its window. `rate` and
+    /// `increase` then measure from the last point before a range (see
+    /// [`functions::downsampled_rate`]).
+    pub resolution: i64,
 }
 
 /// Hints the engine passes to storage about one selector, so storage can pick

@@ -74,6 +74,7 @@ impl Storage for MemStorage {
             out.push(StorageSeries {
                 labels: labels.clone(),
                 samples: samples[lo..hi].to_vec(),
+                resolution: 0,
             });
         }
         Ok(out)

@@ -364,8 +364,15 @@ impl BucketReader {
         max_resolution: i64,
         func: Option<&str>,
     ) -> Result<BucketSeries, String> {
-        let plan = self.plan(tenant, mint, maxt, max_resolution).await?;
         let aggr = Aggr::for_func(func);
+        // A rate over downsampled counters measures from the point before its range:
+        // read one (coarsest) window more.
+        let mint = if aggr == Aggr::Counter && !skip_chunks {
+            mint.saturating_sub(max_resolution.clamp(0, RES_1H))
+        } else {
+            mint
+        };
+        let plan = self.plan(tenant, mint, maxt, max_resolution).await?;
         let per_block = futures::future::join_all(plan.iter().map(|p| {
             let continues = p.mint > mint;
             self.block_series(

@@ -7,7 +7,7 @@
 //! [`Handle::block_on`], so the runtime's worker threads only do I/O and a query never
 //! waits for a worker it occupies.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,9 @@ pub struct FetchError(pub String);
 pub struct Fetched {
     pub series: Vec<SeriesData>,
     pub warnings: Vec<String>,
+    /// Series (labels as answered, after dedup) read from downsampled blocks, with the
+    /// coarsest resolution (ms) read.
+    pub downsampled: HashMap<Labels, i64>,
 }
 
 type ExternalLabels = Vec<(String, String)>;
@@ -383,8 +386,26 @@ impl Sources {
         };
         let (mut results, bucket) =
             futures::future::join(futures::future::join_all(eps), bucket).await;
+        let mut downsampled: HashMap<Labels, i64> = HashMap::new();
+        let replica: Vec<&str> = opts
+            .replica_labels
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
         let bucket = bucket.map(|(name, r)| {
             let r = r.map(|bs| {
+                if !bs.downsampled.is_empty() {
+                    let res = bs.blocks_read.iter().copied().max().unwrap_or(0);
+                    for (l, _) in &bs.series {
+                        let key = if replica.is_empty() {
+                            l.clone()
+                        } else {
+                            l.without(&replica)
+                        };
+                        downsampled.insert(key, res);
+                    }
+                }
                 for res in &bs.blocks_read {
                     self.metrics
                         .bucket_blocks
@@ -435,7 +456,11 @@ impl Sources {
             }
             _ => merged,
         };
-        Ok(Fetched { series, warnings })
+        Ok(Fetched {
+            series,
+            warnings,
+            downsampled,
+        })
     }
 
     /// Label names (or the values of `name`) of series matching `matchers` in
@@ -659,7 +684,14 @@ impl Storage for FanoutStorage {
             .series
             .into_iter()
             .filter(|(_, s)| !s.is_empty())
-            .map(|(labels, samples)| StorageSeries { labels, samples })
+            .map(|(labels, samples)| {
+                let resolution = fetched.downsampled.get(&labels).copied().unwrap_or(0);
+                StorageSeries {
+                    labels,
+                    samples,
+                    resolution,
+                }
+            })
             .collect())
     }
 

@@ -148,6 +148,7 @@ fn assert_close(q: &str, res: &str, want: &Answer, got: &Answer, tol: f64) {
         "{q} ({res}): series differ"
     );
     let mut worst = 0.0f64;
+    let mut worst_at = (String::new(), 0i64, 0.0f64, 0.0f64);
     for (k, w) in want {
         let g: BTreeMap<i64, f64> = got[k].iter().copied().collect();
         let mut matched = 0;
@@ -155,7 +156,10 @@ fn assert_close(q: &str, res: &str, want: &Answer, got: &Answer, tol: f64) {
             let Some(&gv) = g.get(&t) else { continue };
             matched += 1;
             let rel = (gv - wv).abs() / wv.abs().max(1e-9);
-            worst = worst.max(rel);
+            if rel > worst {
+                worst = rel;
+                worst_at = (k.clone(), t, wv, gv);
+            }
             assert!(
                 rel <= tol,
                 "{q} ({res}) {k} at {t}: raw {wv} vs {gv} ({:.3}%)",
@@ -169,8 +173,12 @@ fn assert_close(q: &str, res: &str, want: &Answer, got: &Answer, tol: f64) {
         );
     }
     eprintln!(
-        "{q} ({res}): worst relative difference {:.4}%",
-        worst * 100.0
+        "{q} ({res}): worst relative difference {:.4}% ({} at {}: raw {} vs {})",
+        worst * 100.0,
+        worst_at.0,
+        worst_at.1,
+        worst_at.2,
+        worst_at.3
     );
 }
 
@@ -245,7 +253,8 @@ fn querier_reads_downsampled_blocks() {
     let (q, t0, end) = setup(tmp.path(), MIN, 60);
     let start = t0 + D;
     let queries = [
-        ("sum(rate(req_total[1h]))", &["auto", "5m"][..]),
+        ("sum(rate(req_total[1h]))", &["auto", "5m", "1h"][..]),
+        ("sum(increase(req_total[1h]))", &["auto", "5m", "1h"][..]),
         ("max_over_time(temp[1d])", &["auto", "5m", "1h"][..]),
         ("avg_over_time(temp[1h])", &["auto", "5m", "1h"][..]),
     ];
@@ -320,8 +329,10 @@ fn downsampled_speedup() {
             h = h.min(query_range(&q, query, start, end, "1h").1);
         }
         let (want, _) = query_range(&q, query, start, end, "0s");
-        let (got, _) = query_range(&q, query, start, end, "auto");
-        assert_close(query, "auto", &want, &got, 0.01);
+        for res in ["auto", "1h"] {
+            let (got, _) = query_range(&q, query, start, end, res);
+            assert_close(query, res, &want, &got, 0.01);
+        }
         eprintln!(
             "BENCH {query}: raw {:.1} ms, auto(5m) {:.1} ms ({:.1}x), 1h {:.1} ms ({:.1}x)",
             raw * 1e3,
