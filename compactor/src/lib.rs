@@ -22,7 +22,8 @@
 //!
 //! Failures are classified: a block whose index or chunks cannot be read gets a
 //! `no-compact-mark.json` with the reason and is skipped from then on; inputs that
-//! cannot be merged halt only their stream (logged, `strata_compactor_halted_streams`);
+//! cannot be merged halt only their stream (logged, `strata_compactor_halted_streams`)
+//! until its set of blocks changes;
 //! bucket errors end the pass, and the next pass starts over from the bucket's state.
 //!
 //! ```no_run
@@ -40,7 +41,7 @@ mod merge;
 mod metrics;
 pub mod plan;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -148,8 +149,9 @@ pub struct Compactor {
     bucket: Bucket,
     config: CompactorConfig,
     metrics: CompactorMetrics,
-    /// Streams halted until restart.
-    halted: Mutex<HashSet<String>>,
+    /// Halted streams and the blocks they held when they halted: a stream stays halted
+    /// until its set of blocks changes (a human deleted or marked the culprit).
+    halted: Mutex<HashMap<String, BTreeSet<Ulid>>>,
 }
 
 impl std::fmt::Debug for Compactor {
@@ -176,7 +178,7 @@ impl Compactor {
             bucket,
             config,
             metrics: CompactorMetrics::new(registry),
-            halted: Mutex::new(HashSet::new()),
+            halted: Mutex::new(HashMap::new()),
         }
     }
 
@@ -236,7 +238,7 @@ impl Compactor {
         }
         self.update_bucket_size().await?;
         let halted = self.halted.lock().unwrap_or_else(|e| e.into_inner());
-        report.halted_streams = halted.iter().cloned().collect();
+        report.halted_streams = halted.keys().cloned().collect();
         report.halted_streams.sort();
         self.metrics.halted_streams.set(halted.len() as f64);
         Ok(report)
@@ -358,12 +360,8 @@ impl Compactor {
         }
         let mut no_compact = l.no_compact;
         for (key, mut metas) in groups {
-            if self
-                .halted
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&key)
-            {
+            let blocks: BTreeSet<Ulid> = metas.iter().map(|m| m.ulid).collect();
+            if self.still_halted(&key, &blocks) {
                 continue;
             }
             loop {
@@ -385,7 +383,7 @@ impl Compactor {
                         no_compact.insert(u);
                     }
                     Outcome::Halt(why) => {
-                        self.halt(&key, &why);
+                        self.halt(&key, &why, blocks);
                         break;
                     }
                 }
@@ -394,16 +392,36 @@ impl Compactor {
         Ok(())
     }
 
-    fn halt(&self, key: &str, why: &str) {
+    fn halt(&self, key: &str, why: &str, blocks: BTreeSet<Ulid>) {
         tracing::error!(
             stream = key,
             reason = why,
-            "halting compaction of this stream until restart; a human must look"
+            "halting compaction of this stream until its blocks change (delete or mark \
+             the culprit) or a restart; a human must look"
         );
         self.metrics.halts.inc();
         let mut h = self.halted.lock().unwrap_or_else(|e| e.into_inner());
-        h.insert(key.to_string());
+        h.insert(key.to_string(), blocks);
         self.metrics.halted_streams.set(h.len() as f64);
+    }
+
+    /// Whether stream `key` is halted with exactly `blocks`; a halted stream whose
+    /// blocks changed is resumed (and retried now).
+    fn still_halted(&self, key: &str, blocks: &BTreeSet<Ulid>) -> bool {
+        let mut h = self.halted.lock().unwrap_or_else(|e| e.into_inner());
+        match h.get(key) {
+            None => false,
+            Some(had) if had == blocks => true,
+            Some(_) => {
+                h.remove(key);
+                self.metrics.halted_streams.set(h.len() as f64);
+                tracing::info!(
+                    stream = key,
+                    "the halted stream's blocks changed; resuming it"
+                );
+                false
+            }
+        }
     }
 
     async fn no_compact(
@@ -576,6 +594,13 @@ impl Compactor {
             .filter(|m| resolution(m) == to)
             .flat_map(|m| m.compaction.sources.iter().copied().chain([m.ulid]))
             .collect();
+        let mut streams: HashMap<String, BTreeSet<Ulid>> = HashMap::new();
+        for m in &l.metas {
+            streams
+                .entry(group_key(tenant, m, &self.config.replica_labels))
+                .or_default()
+                .insert(m.ulid);
+        }
         for m in &l.metas {
             if resolution(m) != from
                 || l.no_compact.contains(&m.ulid)
@@ -592,18 +617,14 @@ impl Compactor {
                 continue;
             }
             let key = group_key(tenant, m, &self.config.replica_labels);
-            if self
-                .halted
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&key)
-            {
+            let blocks = streams.get(&key).cloned().unwrap_or_default();
+            if self.still_halted(&key, &blocks) {
                 continue;
             }
             match self.downsample(tenant, work, m, to).await? {
                 Outcome::Done(_) => report.downsamplings += 1,
                 Outcome::Corrupt(u, why) => self.no_compact(tenant, u, &why, report).await?,
-                Outcome::Halt(why) => self.halt(&key, &why),
+                Outcome::Halt(why) => self.halt(&key, &why, blocks),
             }
         }
         Ok(())

@@ -57,7 +57,7 @@ impl CompactorMetrics {
             ),
             halted_streams: r.gauge(
                 "strata_compactor_halted_streams",
-                "Streams halted until restart.",
+                "Streams halted until their blocks change or a restart.",
             ),
             bucket_bytes: r.gauge_vec(
                 "strata_compactor_bucket_bytes",

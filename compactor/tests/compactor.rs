@@ -643,3 +643,76 @@ async fn retention_deletes_old_raw_blocks() {
         .collect();
     assert_eq!(left, vec![keep]);
 }
+
+/// Blocks that cannot be merged (a series both with and without the replica label)
+/// halt only their stream: the other stream compacts, the halt shows in the report
+/// and the metrics, the halted stream is not retried while its blocks stay the same,
+/// and it resumes once a human removes the culprit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmergeable_blocks_halt_only_their_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::filesystem(dir.path().join("bucket")).unwrap();
+    let mut model = Model::new();
+    for i in 0..5 {
+        model.insert(series_labels(i), scrape(0, 10 * H, 60_000, 0, 0..0));
+    }
+    let tmp = dir.path().join("tmp");
+    // Stream c1: over the same 2h, one block whose series carry the replica label
+    // (remote-written by an HA pair) and one whose series do not.
+    let with_replica: Model = model
+        .iter()
+        .map(|(l, s)| {
+            let mut pairs: Vec<(String, String)> = l
+                .iter()
+                .map(|x| (x.name.to_string(), x.value.to_string()))
+                .collect();
+            pairs.push(("replica".into(), "a".into()));
+            (Labels::from_pairs(pairs), s.clone())
+        })
+        .collect();
+    put_block(&bucket, &tmp, &with_replica, 0, 2 * H, &[("cluster", "c1")]).await;
+    let culprit = put_block(&bucket, &tmp, &model, 0, 2 * H, &[("cluster", "c1")]).await;
+    // Stream c2: five 2h blocks; the first four compact to one 8h block.
+    for k in 0..5 {
+        put_block(
+            &bucket,
+            &tmp,
+            &model,
+            k * 2 * H,
+            (k + 1) * 2 * H,
+            &[("cluster", "c2")],
+        )
+        .await;
+    }
+    let registry = Registry::new();
+    let mut cfg = config(&dir.path().join("data"));
+    cfg.replica_labels = vec!["replica".to_string()];
+    let c = Compactor::new(bucket.clone(), cfg, &registry);
+    let metric = |name: &str| -> f64 {
+        let text = registry.encode();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(-1.0)
+    };
+
+    let r = c.run_once().await.unwrap();
+    assert_eq!(r.compactions, 1, "stream c2 still compacts");
+    assert_eq!(r.halted_streams.len(), 1, "{:?}", r.halted_streams);
+    assert!(r.halted_streams[0].contains("c1"), "{:?}", r.halted_streams);
+    assert_eq!(metric("strata_compactor_halted_streams "), 1.0);
+    assert_eq!(metric("strata_compactor_halts_total "), 1.0);
+
+    // Same blocks: not retried.
+    let r = c.run_once().await.unwrap();
+    assert_eq!(r.halted_streams.len(), 1);
+    assert_eq!(metric("strata_compactor_halts_total "), 1.0);
+
+    // The culprit goes: the stream resumes (one block left, nothing to merge).
+    strata_compactor::marks::mark_for_deletion(&bucket, TENANT, culprit, "operator")
+        .await
+        .unwrap();
+    let r = c.run_once().await.unwrap();
+    assert!(r.halted_streams.is_empty(), "{:?}", r.halted_streams);
+    assert_eq!(metric("strata_compactor_halted_streams "), 0.0);
+    assert_eq!(metric("strata_compactor_halts_total "), 1.0);
+}
