@@ -366,13 +366,21 @@ impl BucketReader {
     ) -> Result<BucketSeries, String> {
         let aggr = Aggr::for_func(func);
         // A rate over downsampled counters measures from the point before its range:
-        // read one (coarsest) window more.
-        let mint = if aggr == Aggr::Counter && !skip_chunks {
+        // plan one (coarsest) window early, then read each downsampled block from one
+        // of its own windows before `mint` (raw blocks from `mint`).
+        let early = aggr == Aggr::Counter && !skip_chunks;
+        let wide = if early {
             mint.saturating_sub(max_resolution.clamp(0, RES_1H))
         } else {
             mint
         };
-        let plan = self.plan(tenant, mint, maxt, max_resolution).await?;
+        let mut plan = self.plan(tenant, wide, maxt, max_resolution).await?;
+        if early {
+            plan.retain_mut(|p| {
+                p.mint = p.mint.max(mint.saturating_sub(resolution(&p.meta)));
+                p.mint <= p.maxt
+            });
+        }
         let per_block = futures::future::join_all(plan.iter().map(|p| {
             let continues = p.mint > mint;
             self.block_series(
@@ -917,7 +925,7 @@ fn join_pieces(mut pieces: Vec<(i64, Vec<SeriesData>)>, counter: bool) -> Vec<Se
             match last {
                 // Overlapping blocks of one resolution: keep time order.
                 Some(lt) => {
-                    if s.iter().all(|p| p.0 > lt) {
+                    if s.first().is_some_and(|p| p.0 > lt) {
                         e.extend_from_slice(&s);
                     } else {
                         e.extend(s.into_iter().filter(|p| p.0 > lt));

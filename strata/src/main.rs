@@ -8,6 +8,12 @@ mod tools;
 
 use std::process::ExitCode;
 
+/// glibc's malloc keeps one arena per thread that has allocated and rarely gives their
+/// free memory back: after a few large queries a querier sat at 1.6 GB RSS for 200 MB
+/// of live data. mimalloc returns freed pages to the OS.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use strata_kit::LogArgs;
 

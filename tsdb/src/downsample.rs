@@ -391,6 +391,7 @@ pub struct CounterSeries {
 impl CounterSeries {
     /// Feed one chunk's counter sub-chunk samples (or a raw chunk's samples).
     pub fn push_chunk(&mut self, samples: &[(i64, f64)]) {
+        self.out.reserve(samples.len());
         for &(t, v) in samples {
             if v.is_nan() {
                 continue;
