@@ -325,9 +325,9 @@ impl<C> Family<C> {
 impl<C: Sample> Collect for Family<C> {
     fn encode(&self, out: &mut String) {
         let children = self.children.read().unwrap_or_else(|e| e.into_inner());
-        if children.is_empty() {
-            return;
-        }
+        // A family without children yet still announces itself (HELP and TYPE, no
+        // samples: valid exposition), so rules and dashboards can be checked against
+        // /metrics before the first error is ever counted.
         write_header(out, &self.name, &self.help, self.kind.as_str());
         for (values, child) in children.iter() {
             let labels: Vec<(&str, &str)> = self
@@ -867,6 +867,8 @@ strata_test_queue_length 4
 # HELP strata_test_temperature_celsius Current temperature.
 # TYPE strata_test_temperature_celsius gauge
 strata_test_temperature_celsius -1.5
+# HELP strata_test_unused Never set.
+# TYPE strata_test_unused gauge
 "#;
         assert_eq!(reg.encode(), want);
     }
