@@ -100,91 +100,163 @@ fn raw_chunk(min_time: i64, max_time: i64, enc: Encoding, data: bytes::Bytes) ->
     }
 }
 
-/// Every series of the tenant matching the request, head and local blocks merged, sorted
-/// by labels, chunks sorted by min time.
-pub fn select(ing: &Ingester, tenant: &str, req: &SeriesRequest) -> Result<Vec<Series>, Status> {
-    let matchers = matchers_from_proto(&req.matchers)?;
+/// One chunk of a selected series.
+pub struct SelectedChunk {
+    pub min_time: i64,
+    pub max_time: i64,
+    pub encoding: Encoding,
+    pub data: bytes::Bytes,
+}
+
+/// Every series of the tenant matching `matchers` with data in `[mint, maxt]`, head and
+/// local blocks merged, sorted by labels, chunks sorted by min time (none with
+/// `skip_chunks`).
+pub fn select_chunks(
+    ing: &Ingester,
+    tenant: &str,
+    matchers: &[Matcher],
+    mint: i64,
+    maxt: i64,
+    skip_chunks: bool,
+) -> Result<Vec<(Labels, Vec<SelectedChunk>)>, strata_tsdb::Error> {
     let Some(t) = ing.existing_tenant(tenant) else {
         return Ok(Vec::new());
     };
-    let (mint, maxt) = (req.min_time, req.max_time);
-    let mut blocks = open_blocks(&t.blocks_dir()).map_err(|e| Status::internal(e.to_string()))?;
+    let head_chunks = |chunks: Vec<strata_tsdb::chunkenc::EncodedChunk>| {
+        chunks
+            .into_iter()
+            .map(|c| SelectedChunk {
+                min_time: c.min_time,
+                max_time: c.max_time,
+                encoding: c.encoding,
+                data: bytes::Bytes::from(c.data),
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut blocks = open_blocks(&t.blocks_dir())?;
     blocks.retain(|b| !(b.meta().max_time <= mint || b.meta().min_time > maxt));
     if blocks.is_empty() {
         // Only the head: its series come sorted and unique, no merge map needed.
         return Ok(t
             .head
-            .select(&matchers, mint, maxt)
+            .select(matchers, mint, maxt)
             .into_iter()
-            .filter(|s| req.skip_chunks || !s.chunks.is_empty())
-            .map(|s| Series {
-                labels: labels_to_proto(&s.labels),
-                chunks: if req.skip_chunks {
+            .filter(|s| skip_chunks || !s.chunks.is_empty())
+            .map(|s| {
+                let chunks = if skip_chunks {
                     Vec::new()
                 } else {
-                    s.chunks
-                        .into_iter()
-                        .map(|c| {
-                            raw_chunk(
-                                c.min_time,
-                                c.max_time,
-                                c.encoding,
-                                bytes::Bytes::from(c.data),
-                            )
-                        })
-                        .collect()
-                },
+                    head_chunks(s.chunks)
+                };
+                (s.labels, chunks)
             })
             .collect());
     }
-    let mut out: BTreeMap<Labels, Vec<AggrChunk>> = BTreeMap::new();
+    let mut out: BTreeMap<Labels, Vec<SelectedChunk>> = BTreeMap::new();
     for b in &blocks {
-        for s in b
-            .select(&matchers, mint, maxt)
-            .map_err(|e| Status::internal(e.to_string()))?
-        {
-            let s = s.map_err(|e| Status::internal(e.to_string()))?;
+        for s in b.select(matchers, mint, maxt)? {
+            let s = s?;
             let entry = out.entry(s.labels.clone()).or_default();
-            if req.skip_chunks {
+            if skip_chunks {
                 continue;
             }
             for c in &s.chunks {
-                let (enc, data) = b
-                    .chunks()
-                    .chunk(c.chunk_ref)
-                    .map_err(|e| Status::internal(e.to_string()))?;
-                entry.push(raw_chunk(
-                    c.min_time,
-                    c.max_time,
-                    enc,
-                    bytes::Bytes::copy_from_slice(data),
-                ));
+                let (encoding, data) = b.chunks().chunk(c.chunk_ref)?;
+                entry.push(SelectedChunk {
+                    min_time: c.min_time,
+                    max_time: c.max_time,
+                    encoding,
+                    data: bytes::Bytes::copy_from_slice(data),
+                });
             }
         }
     }
-    for s in t.head.select(&matchers, mint, maxt) {
+    for s in t.head.select(matchers, mint, maxt) {
         let entry = out.entry(s.labels).or_default();
-        if req.skip_chunks {
-            continue;
-        }
-        for c in s.chunks {
-            entry.push(raw_chunk(
-                c.min_time,
-                c.max_time,
-                c.encoding,
-                bytes::Bytes::from(c.data),
-            ));
+        if !skip_chunks {
+            entry.extend(head_chunks(s.chunks));
         }
     }
     Ok(out
         .into_iter()
-        .filter(|(_, c)| req.skip_chunks || !c.is_empty())
+        .filter(|(_, c)| skip_chunks || !c.is_empty())
         .map(|(l, mut chunks)| {
             chunks.sort_by_key(|c| (c.min_time, c.max_time));
-            Series {
-                labels: labels_to_proto(&l),
-                chunks,
+            (l, chunks)
+        })
+        .collect())
+}
+
+/// [`select_chunks`] with the float samples in `[mint, maxt]` decoded (overlapping
+/// chunks merged by time, the first copy of a timestamp kept): how the querier of
+/// `strata all` reads its own ingester, with no gRPC round trip or protobuf copies.
+#[allow(clippy::type_complexity)]
+pub fn select_samples(
+    ing: &Ingester,
+    tenant: &str,
+    matchers: &[Matcher],
+    mint: i64,
+    maxt: i64,
+    skip_chunks: bool,
+) -> Result<Vec<(Labels, Vec<(i64, f64)>)>, strata_tsdb::Error> {
+    let series = select_chunks(ing, tenant, matchers, mint, maxt, skip_chunks)?;
+    let mut out = Vec::with_capacity(series.len());
+    for (labels, chunks) in series {
+        let mut samples = Vec::new();
+        let mut overlap = false;
+        let mut prev_max = i64::MIN;
+        for c in chunks.iter().filter(|c| c.encoding == Encoding::Xor) {
+            overlap |= c.min_time <= prev_max;
+            prev_max = prev_max.max(c.max_time);
+            let mut it = strata_tsdb::chunkenc::XorIter::new(&c.data);
+            samples.reserve(it.num_samples());
+            for (t, v) in it.by_ref() {
+                if t > maxt {
+                    break;
+                }
+                if t >= mint {
+                    samples.push((t, v));
+                }
             }
+            if let Some(e) = it.err() {
+                return Err(strata_tsdb::Error::Invalid(format!(
+                    "series {labels}: chunk [{}, {}]: {e}",
+                    c.min_time, c.max_time
+                )));
+            }
+        }
+        if overlap {
+            samples.sort_by_key(|p| p.0); // stable: the first copy stays first
+            samples.dedup_by_key(|p| p.0);
+        }
+        if skip_chunks || !samples.is_empty() {
+            out.push((labels, samples));
+        }
+    }
+    Ok(out)
+}
+
+/// Every series of the tenant matching the request, head and local blocks merged, sorted
+/// by labels, chunks sorted by min time.
+pub fn select(ing: &Ingester, tenant: &str, req: &SeriesRequest) -> Result<Vec<Series>, Status> {
+    let matchers = matchers_from_proto(&req.matchers)?;
+    let series = select_chunks(
+        ing,
+        tenant,
+        &matchers,
+        req.min_time,
+        req.max_time,
+        req.skip_chunks,
+    )
+    .map_err(|e| Status::internal(e.to_string()))?;
+    Ok(series
+        .into_iter()
+        .map(|(l, chunks)| Series {
+            labels: labels_to_proto(&l),
+            chunks: chunks
+                .into_iter()
+                .map(|c| raw_chunk(c.min_time, c.max_time, c.encoding, c.data))
+                .collect(),
         })
         .collect())
 }

@@ -68,6 +68,9 @@ pub struct QuerierConfig {
     /// How long a tenant's listing of bucket blocks is reused before listing again
     /// (zero: on every request).
     pub block_listing_ttl: Duration,
+    /// Endpoints served by this same process (the ingester in `strata all`), by
+    /// address: their series are read in process, not through gRPC.
+    pub local_stores: Vec<(String, Arc<dyn fanout::LocalStore>)>,
 }
 
 impl Default for QuerierConfig {
@@ -84,6 +87,7 @@ impl Default for QuerierConfig {
             store_timeout: None,
             index_cache_bytes: 256 << 20,
             block_listing_ttl: Duration::from_secs(10),
+            local_stores: Vec::new(),
         }
     }
 }
@@ -134,7 +138,13 @@ impl Querier {
             endpoints: config
                 .endpoints
                 .iter()
-                .map(|a| Arc::new(Endpoint::new(a.clone())))
+                .map(|a| {
+                    let mut e = Endpoint::new(a.clone());
+                    if let Some((_, l)) = config.local_stores.iter().find(|(addr, _)| addr == a) {
+                        e = e.with_local(l.clone());
+                    }
+                    Arc::new(e)
+                })
                 .collect(),
             bucket: config.bucket.clone().map(|b| {
                 bucket::BucketReader::new(b, config.index_cache_bytes, config.block_listing_ttl)

@@ -119,10 +119,12 @@ fn serve(
             let c = strata_compactor::Compactor::new(querier_bucket.clone(), compactor, &registry);
             let sd = shutdown.clone();
             compactor_task = Some(tokio::spawn(async move { c.run_forever(sd).await }));
-            // In one process the querier reads the ingester over its own gRPC port (the
-            // head and local blocks) and the bucket; overlaps are merged, not doubled.
+            // In one process the querier reads the ingester (its head and local blocks)
+            // in process, and the bucket; overlaps are merged, not doubled. The gRPC
+            // port still answers label requests and other queriers.
             let local = std::net::SocketAddr::from(([127, 0, 0, 1], grpc_listener.local_addr()?.port()));
-            let config = q.config(vec![local.to_string()], Some(querier_bucket))?;
+            let mut config = q.config(vec![local.to_string()], Some(querier_bucket))?;
+            config.local_stores = vec![(local.to_string(), Arc::new(LocalIngester(ing.clone())))];
             let querier = strata_querier::Querier::new(config, &registry).context("querier")?;
             app = app.merge(querier.routes());
         }
@@ -154,4 +156,31 @@ fn serve(
         served?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The ingester as the in-process store of `strata all`'s querier.
+struct LocalIngester(Arc<Ingester>);
+
+impl std::fmt::Debug for LocalIngester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalIngester")
+    }
+}
+
+impl strata_querier::fanout::LocalStore for LocalIngester {
+    fn series(
+        &self,
+        tenant: &str,
+        matchers: &[strata_tsdb::matcher::Matcher],
+        mint: i64,
+        maxt: i64,
+        skip_chunks: bool,
+    ) -> Result<Vec<(strata_tsdb::labels::Labels, Vec<(i64, f64)>)>, String> {
+        strata_ingester::grpc::select_samples(&self.0, tenant, matchers, mint, maxt, skip_chunks)
+            .map_err(|e| e.to_string())
+    }
+
+    fn external_labels(&self) -> Vec<(String, String)> {
+        self.0.config.labels.clone()
+    }
 }

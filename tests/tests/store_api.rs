@@ -122,3 +122,56 @@ fn sigterm_shuts_down_cleanly_and_keeps_data() {
     let got = fetch(strata.grpc_port, "anonymous", "m");
     assert_eq!(got["__name__=m"], vec![(t, 1.0), (t + 1, 2.0)]);
 }
+
+/// `strata all`'s querier reads its ingester in process; a separate `strata querier`
+/// reads the same ingester over gRPC. Both answer alike: over the head, over head and
+/// local blocks overlapping it, with the ingester's external labels, per tenant.
+#[test]
+fn in_process_reads_match_grpc_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let all = StrataProc::start_all(
+        &tmp.path().join("all"),
+        &["--tsdb.ship-interval=1h", "--label=site=eu"],
+    );
+    let remote = StrataProc::start_http_only(
+        &tmp.path().join("q"),
+        &["querier", &format!("--endpoint=127.0.0.1:{}", all.grpc_port)],
+    );
+    let t = now_ms() - 60_000;
+    let push = |from: i64, n: i64| {
+        let s: Vec<(i64, f64)> = (from..from + n).map(|i| (t + i * 1000, i as f64)).collect();
+        let req = write_request(vec![
+            series(&[("__name__", "cpu"), ("core", "0")], &s),
+            series(&[("__name__", "cpu"), ("core", "1")], &s[..s.len() / 2]),
+        ]);
+        assert_eq!(all.push(Some("team-a"), &req).0, 200);
+    };
+    let answer = |p: &StrataProc, tenant: &str| {
+        let url = format!(
+            "{}/api/v1/query_range?query={}&start={}&end={}&step=1",
+            p.url(),
+            strata_testkit::http::encode("cpu"),
+            t / 1000,
+            t / 1000 + 59
+        );
+        let (code, body) =
+            strata_testkit::http::get_with(&url, &[("X-Scope-OrgID", tenant)]).unwrap();
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"].clone()
+    };
+    push(0, 30);
+    let head = answer(&all, "team-a");
+    assert_eq!(head.as_array().unwrap().len(), 2, "{head}");
+    assert_eq!(head[0]["metric"]["site"], "eu", "{head}");
+    assert_eq!(head, answer(&remote, "team-a"));
+    // A local block, then more samples in the head after it.
+    assert_eq!(all.flush().0, 200);
+    push(30, 30);
+    let both = answer(&all, "team-a");
+    assert!(both[0]["values"].as_array().unwrap().len() >= 59, "{both}");
+    assert_eq!(both[0]["values"][58][1], "58", "{both}");
+    assert_eq!(both, answer(&remote, "team-a"));
+    assert_eq!(answer(&all, "team-b"), serde_json::json!([]));
+    assert_eq!(answer(&remote, "team-b"), serde_json::json!([]));
+}
