@@ -208,17 +208,9 @@ pub fn select_samples(
         for c in chunks.iter().filter(|c| c.encoding == Encoding::Xor) {
             overlap |= c.min_time <= prev_max;
             prev_max = prev_max.max(c.max_time);
-            let mut it = strata_tsdb::chunkenc::XorIter::new(&c.data);
-            samples.reserve(it.num_samples());
-            for (t, v) in it.by_ref() {
-                if t > maxt {
-                    break;
-                }
-                if t >= mint {
-                    samples.push((t, v));
-                }
-            }
-            if let Some(e) = it.err() {
+            if let Err(e) =
+                strata_tsdb::chunkenc::append_xor_in_range(&c.data, mint, maxt, &mut samples)
+            {
                 return Err(strata_tsdb::Error::Invalid(format!(
                     "series {labels}: chunk [{}, {}]: {e}",
                     c.min_time, c.max_time

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use strata_objstore::Bucket;
-use strata_tsdb::chunkenc::{Encoding, XorIter};
+use strata_tsdb::chunkenc::{append_xor_in_range, Encoding, XorIter};
 use strata_tsdb::chunks::{segment_file_name, unpack_ref};
 use strata_tsdb::downsample::{AggrChunk, AggrType, CounterSeries, RES_1H, RES_5M, RES_RAW};
 use strata_tsdb::index::{ChunkMeta, IndexReader};
@@ -488,16 +488,7 @@ impl BucketReader {
                 if *enc != Encoding::Xor as u8 {
                     continue; // histogram chunks: not decodable to float samples
                 }
-                let mut it = XorIter::new(data);
-                for (t, v) in it.by_ref() {
-                    if t > maxt {
-                        break;
-                    }
-                    if t >= mint {
-                        samples.push((t, v));
-                    }
-                }
-                if let Some(e) = it.err() {
+                if let Err(e) = append_xor_in_range(data, mint, maxt, &mut samples) {
                     return Err(format!(
                         "block {dir}: series {labels}: chunk {:#x}: {e}",
                         c.chunk_ref

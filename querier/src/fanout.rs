@@ -18,7 +18,7 @@ use strata_proto::store::{
     chunk, series_response, Func, InfoRequest, LabelNamesRequest, LabelValuesRequest,
     PartialResponseStrategy, QueryHints, Range, SeriesRequest,
 };
-use strata_tsdb::chunkenc::XorIter;
+use strata_tsdb::chunkenc::append_xor_in_range;
 use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::{MatchOp, Matcher};
 use tokio::runtime::Handle;
@@ -45,6 +45,17 @@ pub struct FetchOptions {
     pub max_resolution_ms: i64,
     /// Deadline for each source.
     pub timeout: Duration,
+}
+
+impl FetchOptions {
+    /// The replica label names (none when dedup is off).
+    fn replica_names(&self) -> Vec<&str> {
+        self.replica_labels
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 /// Why a fan-out failed.
@@ -238,16 +249,8 @@ impl Endpoint {
                             if raw.r#type != chunk::Encoding::Xor as i32 {
                                 continue;
                             }
-                            let mut it = XorIter::new(&raw.data);
-                            for (t, v) in it.by_ref() {
-                                if t > maxt {
-                                    break;
-                                }
-                                if t >= mint {
-                                    samples.push((t, v));
-                                }
-                            }
-                            if let Some(e) = it.err() {
+                            if let Err(e) = append_xor_in_range(&raw.data, mint, maxt, &mut samples)
+                            {
                                 return Err(format!("series {labels}: chunk data: {e}"));
                             }
                         }
@@ -433,12 +436,7 @@ impl Sources {
         let (mut results, bucket) =
             futures::future::join(futures::future::join_all(eps), bucket).await;
         let mut downsampled: HashMap<Labels, i64> = HashMap::new();
-        let replica: Vec<&str> = opts
-            .replica_labels
-            .iter()
-            .flatten()
-            .map(String::as_str)
-            .collect();
+        let replica = opts.replica_names();
         let bucket = bucket.map(|(name, r)| {
             let r = r.map(|bs| {
                 if !bs.downsampled.is_empty() {
@@ -522,12 +520,7 @@ impl Sources {
     ) -> Result<(Vec<String>, Vec<String>), FetchError> {
         let mut out = std::collections::BTreeSet::new();
         let mut warnings = Vec::new();
-        let replica: Vec<&str> = opts
-            .replica_labels
-            .iter()
-            .flatten()
-            .map(String::as_str)
-            .collect();
+        let replica = opts.replica_names();
         if !matchers.is_empty() {
             let f = self.fetch(opts, matchers, mint, maxt, None, true).await?;
             for (l, _) in &f.series {

@@ -135,7 +135,10 @@ fn in_process_reads_match_grpc_reads() {
     );
     let remote = StrataProc::start_http_only(
         &tmp.path().join("q"),
-        &["querier", &format!("--endpoint=127.0.0.1:{}", all.grpc_port)],
+        &[
+            "querier",
+            &format!("--endpoint=127.0.0.1:{}", all.grpc_port),
+        ],
     );
     let t = now_ms() - 60_000;
     let push = |from: i64, n: i64| {

@@ -474,6 +474,27 @@ impl fmt::Debug for XorIter<'_> {
     }
 }
 
+/// Append the samples of XOR chunk `data` with timestamps in `[mint, maxt]` to `out`;
+/// `Err` says why the data ended early (the samples before it are kept).
+pub fn append_xor_in_range(
+    data: &[u8],
+    mint: i64,
+    maxt: i64,
+    out: &mut Vec<(i64, f64)>,
+) -> std::result::Result<(), &'static str> {
+    let mut it = XorIter::new(data);
+    out.reserve(it.num_samples());
+    for (t, v) in it.by_ref() {
+        if t > maxt {
+            break;
+        }
+        if t >= mint {
+            out.push((t, v));
+        }
+    }
+    it.err.map_or(Ok(()), Err)
+}
+
 impl<'a> XorIter<'a> {
     pub fn new(data: &'a [u8]) -> XorIter<'a> {
         let (total, body, err) = match data {
