@@ -395,16 +395,41 @@ fn compose_topology_runs_as_local_processes() {
             exposition.push_str(&body);
         }
     }
+    let served = |what: &str, text: &str| {
+        let named: BTreeSet<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("strata_"))
+            .collect();
+        assert!(named.len() >= 6, "{what}: {named:?}");
+        for m in named {
+            let family = m.strip_suffix("_bucket").unwrap_or(m);
+            assert!(
+                exposition.contains(&format!("# TYPE {family} ")),
+                "{what} names {m}, which no Strata component serves"
+            );
+        }
+    };
     let rules_text = std::fs::read_to_string(deploy_dir().join("rules/strata.yml")).unwrap();
-    let named: BTreeSet<&str> = rules_text
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("strata_"))
+    served("the alert rules", &rules_text);
+
+    // The dashboard: every panel's query is answered by the querier (Grafana's
+    // `$__rate_interval` stood in for) and names served metrics.
+    let dash_text =
+        std::fs::read_to_string(deploy_dir().join("grafana/dashboards/strata-overview.json"))
+            .unwrap();
+    let dash: Value = serde_json::from_str(&dash_text).unwrap();
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
         .collect();
-    assert!(named.len() >= 6, "{named:?}");
-    for m in named {
-        assert!(
-            exposition.contains(&format!("# TYPE {m} ")),
-            "alert rules name {m}, which no Strata component serves"
-        );
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    for e in &exprs {
+        let q = e.replace("$__rate_interval", "1m");
+        let (code, body) = get(&format!("{querier}/api/v1/query?query={}", encode(&q))).unwrap();
+        assert_eq!(code, 200, "dashboard query {q}: {body}");
     }
+    served("the dashboard", &exprs.join("\n"));
 }
