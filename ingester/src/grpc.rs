@@ -5,17 +5,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use strata_proto::prometheus::{label_matcher, Label, LabelMatcher};
+use strata_proto::prometheus::Label;
 use strata_proto::store::store_server::{Store, StoreServer};
 use strata_proto::store::{
     chunk, series_response, AggrChunk, Chunk, InfoRequest, InfoResponse, LabelNamesRequest,
     LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, Series, SeriesRequest,
     SeriesResponse, StoreType,
 };
+use strata_store::{labels_to_proto, matchers_from_proto};
 use strata_tsdb::block::open_blocks;
 use strata_tsdb::chunkenc::Encoding;
 use strata_tsdb::labels::Labels;
-use strata_tsdb::matcher::{MatchOp, Matcher};
+use strata_tsdb::matcher::Matcher;
 use tonic::{Request, Response, Status};
 
 use crate::Ingester;
@@ -37,49 +38,13 @@ impl StoreService {
 }
 
 fn tenant_of<T>(req: &Request<T>) -> Result<String, Status> {
-    let md = req.metadata();
-    let v = md.get("x-scope-orgid").or_else(|| md.get("thanos-tenant"));
-    match v {
+    match strata_store::tenant_of(req)? {
         None => Ok(crate::DEFAULT_TENANT.to_string()),
-        Some(v) => {
-            let s = v
-                .to_str()
-                .map_err(|_| Status::invalid_argument("tenant ID metadata is not valid text"))?;
+        Some(s) => {
             crate::validate::validate_tenant(s).map_err(Status::invalid_argument)?;
             Ok(s.to_string())
         }
     }
-}
-
-/// Proto matchers → ours, with a clear error for a bad regex.
-pub fn matchers_from_proto(ms: &[LabelMatcher]) -> Result<Vec<Matcher>, Status> {
-    ms.iter()
-        .map(|m| {
-            let op = match label_matcher::Type::try_from(m.r#type) {
-                Ok(label_matcher::Type::Eq) => MatchOp::Equal,
-                Ok(label_matcher::Type::Neq) => MatchOp::NotEqual,
-                Ok(label_matcher::Type::Re) => MatchOp::RegexMatch,
-                Ok(label_matcher::Type::Nre) => MatchOp::RegexNoMatch,
-                Err(_) => {
-                    return Err(Status::invalid_argument(format!(
-                        "unknown matcher type {}",
-                        m.r#type
-                    )))
-                }
-            };
-            Matcher::new(op, m.name.clone(), m.value.clone())
-                .map_err(|e| Status::invalid_argument(e.to_string()))
-        })
-        .collect()
-}
-
-fn labels_to_proto(l: &Labels) -> Vec<Label> {
-    l.iter()
-        .map(|l| Label {
-            name: l.name.to_string(),
-            value: l.value.to_string(),
-        })
-        .collect()
 }
 
 fn raw_chunk(min_time: i64, max_time: i64, enc: Encoding, data: bytes::Bytes) -> AggrChunk {

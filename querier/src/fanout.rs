@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use strata_promql::{SelectHints, Storage, StorageError, StorageSeries};
-use strata_proto::prometheus::{label_matcher, LabelMatcher};
 use strata_proto::store::store_client::StoreClient;
 use strata_proto::store::{
     chunk, series_response, Func, InfoRequest, LabelNamesRequest, LabelValuesRequest,
     PartialResponseStrategy, QueryHints, Range, SeriesRequest,
 };
+use strata_store::matchers_to_proto;
 use strata_tsdb::chunkenc::append_xor_in_range;
 use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::{MatchOp, Matcher};
@@ -282,21 +282,6 @@ fn status_text(s: tonic::Status) -> String {
     } else {
         format!("rpc error: code = {:?} desc = {msg}", s.code())
     }
-}
-
-pub fn matchers_to_proto(ms: &[Matcher]) -> Vec<LabelMatcher> {
-    ms.iter()
-        .map(|m| LabelMatcher {
-            r#type: match m.op {
-                MatchOp::Equal => label_matcher::Type::Eq,
-                MatchOp::NotEqual => label_matcher::Type::Neq,
-                MatchOp::RegexMatch => label_matcher::Type::Re,
-                MatchOp::RegexNoMatch => label_matcher::Type::Nre,
-            } as i32,
-            name: m.name.clone(),
-            value: m.value.clone(),
-        })
-        .collect()
 }
 
 /// Merge series from several sources: same labels → samples merged by timestamp, the

@@ -12,7 +12,7 @@ use strata_proto::store::{
     LabelNamesResponse, LabelSet, LabelValuesRequest, LabelValuesResponse, Series, SeriesRequest,
     SeriesResponse, StoreType,
 };
-use strata_tsdb::matcher::{MatchOp, Matcher};
+use strata_store::matcher_from_proto;
 use tonic::{Request, Response, Status};
 
 use crate::Sidecar;
@@ -31,23 +31,6 @@ impl StoreService {
     }
 }
 
-fn to_matcher(m: &LabelMatcher) -> Result<Matcher, Status> {
-    let op = match label_matcher::Type::try_from(m.r#type) {
-        Ok(label_matcher::Type::Eq) => MatchOp::Equal,
-        Ok(label_matcher::Type::Neq) => MatchOp::NotEqual,
-        Ok(label_matcher::Type::Re) => MatchOp::RegexMatch,
-        Ok(label_matcher::Type::Nre) => MatchOp::RegexNoMatch,
-        Err(_) => {
-            return Err(Status::invalid_argument(format!(
-                "unknown matcher type {}",
-                m.r#type
-            )))
-        }
-    };
-    Matcher::new(op, m.name.clone(), m.value.clone())
-        .map_err(|e| Status::invalid_argument(e.to_string()))
-}
-
 impl StoreService {
     /// Whether the request is for this sidecar's tenant and its external labels.
     fn applies(&self, tenant: Option<&str>, matchers: &[LabelMatcher]) -> Result<bool, Status> {
@@ -59,7 +42,7 @@ impl StoreService {
         let ext = self.sc.external_labels();
         for m in matchers {
             if let Some(v) = ext.get(&m.name) {
-                if !to_matcher(m)?.matches(v) {
+                if !matcher_from_proto(m)?.matches(v) {
                     return Ok(false);
                 }
             }
@@ -69,10 +52,10 @@ impl StoreService {
 }
 
 fn tenant_of<T>(req: &Request<T>) -> Option<String> {
-    let md = req.metadata();
-    md.get("x-scope-orgid")
-        .or_else(|| md.get("thanos-tenant"))
-        .and_then(|v| v.to_str().ok())
+    // Not valid text: as if no tenant was named (the sidecar serves one tenant).
+    strata_store::tenant_of(req)
+        .ok()
+        .flatten()
         .map(str::to_string)
 }
 
