@@ -43,6 +43,10 @@ pub(crate) fn router(q: Arc<Querier>) -> Router {
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
+        .route(
+            "/api/v1/read",
+            axum::routing::post(crate::read::remote_read),
+        )
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .with_state(q)
 }
@@ -753,7 +757,7 @@ impl Querier {
 
     /// Run `f` on a blocking thread that drives the fan-out (CPU work stays off the
     /// runtime's workers).
-    async fn blocking<T: Send + 'static>(
+    pub(crate) async fn blocking<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Querier, &tokio::runtime::Handle) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
@@ -768,7 +772,7 @@ impl Querier {
             })
     }
 
-    fn record(&self, endpoint: &str, start: Instant, r: &Result<Response, ApiError>) {
+    pub(crate) fn record(&self, endpoint: &str, start: Instant, r: &Result<Response, ApiError>) {
         let status = match r {
             Ok(_) => "success",
             Err(e) => e.error_type,

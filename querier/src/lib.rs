@@ -35,6 +35,7 @@ pub mod bucket;
 pub mod dedup;
 pub mod fanout;
 pub mod metrics;
+mod read;
 
 use fanout::{Endpoint, Sources};
 
