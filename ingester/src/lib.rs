@@ -9,6 +9,7 @@
 //! and `tenants/<tenant>/shipper.json` (what is uploaded).
 
 pub mod grpc;
+pub mod ha;
 mod metrics;
 pub mod push;
 pub mod ratelimit;
@@ -112,6 +113,8 @@ pub struct IngesterArgs {
     pub labels: Vec<(String, String)>,
     #[command(flatten)]
     pub limits: Limits,
+    #[command(flatten)]
+    pub ha: ha::HaArgs,
 }
 
 /// `name="value"` (Thanos's `--label` syntax).
@@ -154,6 +157,7 @@ pub struct Ingester {
     pub config: IngesterArgs,
     pub metrics: IngesterMetrics,
     pub bucket: Bucket,
+    pub ha: ha::HaTracker,
     tenants: RwLock<HashMap<String, Tenant>>,
 }
 
@@ -173,6 +177,7 @@ impl Ingester {
         std::fs::create_dir_all(&tenants_dir).map_err(|e| Error::io(&tenants_dir, e))?;
         let ing = Arc::new(Ingester {
             metrics: IngesterMetrics::new(registry),
+            ha: ha::HaTracker::new(config.ha.clone()),
             config,
             bucket,
             tenants: RwLock::new(HashMap::new()),
@@ -344,10 +349,35 @@ impl Ingester {
             .route("/api/v1/push", post(push::push))
             .route("/api/v1/receive", post(push::push))
             .route("/ingester/flush", post(flush).get(flush))
+            .route("/distributor/ha_tracker", get(ha_tracker_status))
             .route("/api/v1/status/tsdb", get(status::tsdb_status))
             .route("/prometheus/api/v1/status/tsdb", get(status::tsdb_status))
             .with_state(self.clone())
     }
+}
+
+/// `GET /distributor/ha_tracker`: the elected replica of every HA cluster (JSON).
+async fn ha_tracker_status(State(ing): State<Arc<Ingester>>) -> Response {
+    let now = std::time::Instant::now();
+    let rows: Vec<serde_json::Value> = ing
+        .ha
+        .elections(now)
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "tenant": e.tenant,
+                "cluster": e.cluster,
+                "elected": e.replica,
+                "secondsSinceLastSample": e.idle.as_secs_f64(),
+            })
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "enabled": ing.ha.args.enabled, "elections": rows }).to_string(),
+    )
+        .into_response()
 }
 
 /// `POST /ingester/flush`: cut everything in every head into blocks and upload them.

@@ -16,6 +16,8 @@ pub struct IngesterMetrics {
     pub blocks_cut: Counter,
     pub blocks_shipped: Counter,
     pub upload_failures: Counter,
+    pub ha_deduped_samples: Counter,
+    pub ha_elected_changes: Counter,
 }
 
 impl IngesterMetrics {
@@ -72,6 +74,14 @@ impl IngesterMetrics {
             upload_failures: r.counter(
                 "strata_ingester_block_upload_failures_total",
                 "Failed shipping rounds (retried).",
+            ),
+            ha_deduped_samples: r.counter(
+                "strata_ingester_ha_deduped_samples_total",
+                "Samples of a non-elected HA replica, answered 202 and dropped.",
+            ),
+            ha_elected_changes: r.counter(
+                "strata_ingester_ha_elected_replica_changes_total",
+                "HA clusters whose elected replica was set or changed.",
             ),
         }
     }

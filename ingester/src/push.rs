@@ -123,10 +123,10 @@ fn decode_and_ingest(ing: &Ingester, tenant: &str, body: &[u8], limit: usize) ->
         let resp = match strata_proto::decompress_snappy_into(body, limit, &mut buf) {
             Err(e) => bad_body(e),
             Ok(()) => match strata_proto::decode_write_request_ref(&buf) {
-                Ok(req) => done(ingest_ref(ing, tenant, &req)),
+                Ok(req) => ingest_ha(ing, tenant, &req, done),
                 Err(strata_proto::DecodeError::Unsupported) => {
                     match <WriteRequest as strata_proto::Message>::decode(buf.as_slice()) {
-                        Ok(req) => done(ingest(ing, tenant, req)),
+                        Ok(req) => ingest_ha(ing, tenant, &WriteRequestRef::from_owned(&req), done),
                         Err(e) => bad_body(strata_proto::DecodeError::Protobuf(e)),
                     }
                 }
@@ -138,6 +138,41 @@ fn decode_and_ingest(ing: &Ingester, tenant: &str, body: &[u8], limit: usize) ->
         }
         resp
     })
+}
+
+/// [`ingest_ref`] behind the HA tracker: a non-elected replica's request is answered
+/// 202 and dropped (Mimir's answer), an elected one is stored without its replica label.
+fn ingest_ha(
+    ing: &Ingester,
+    tenant: &str,
+    req: &WriteRequestRef<'_>,
+    done: impl FnOnce(crate::Result<Outcome>) -> Response,
+) -> Response {
+    let decision = match req.iter().next() {
+        Some((first, _)) => ing
+            .ha
+            .check(tenant, first.iter().copied(), std::time::Instant::now()),
+        None => crate::ha::Decision::NotHa,
+    };
+    match decision {
+        crate::ha::Decision::NotHa => done(ingest_ref(ing, tenant, req)),
+        crate::ha::Decision::Accept { changed } => {
+            if changed {
+                ing.metrics.ha_elected_changes.inc();
+            }
+            let stripped = req.without_label(&ing.ha.args.replica_label);
+            done(ingest_ref(ing, tenant, &stripped))
+        }
+        crate::ha::Decision::Reject { replica, elected } => {
+            ing.metrics
+                .ha_deduped_samples
+                .inc_by(req.num_samples() as u64);
+            text(
+                StatusCode::ACCEPTED,
+                format!("replicas did not match, rejecting sample: replica={replica}, elected={elected}"),
+            )
+        }
+    }
 }
 
 /// What happened to a request that was read and decoded.

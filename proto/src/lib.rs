@@ -211,6 +211,29 @@ impl<'a> WriteRequestRef<'a> {
         self.samples.len()
     }
 
+    /// The same request without label `name` on any series (the HA tracker drops the
+    /// replica label from an accepted replica's series). Samples are shared by index.
+    pub fn without_label(&self, name: &str) -> WriteRequestRef<'a> {
+        let mut out = WriteRequestRef {
+            series: Vec::with_capacity(self.series.len()),
+            labels: Vec::with_capacity(self.labels.len()),
+            samples: self.samples.clone(),
+        };
+        for s in &self.series {
+            let l0 = out.labels.len() as u32;
+            out.labels.extend(
+                self.labels[s.labels.0 as usize..s.labels.1 as usize]
+                    .iter()
+                    .filter(|(n, _)| *n != name),
+            );
+            out.series.push(TimeSeriesRef {
+                labels: (l0, out.labels.len() as u32),
+                ..*s
+            });
+        }
+        out
+    }
+
     /// The labels (in request order) and samples of each series.
     pub fn iter(
         &self,

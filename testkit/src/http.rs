@@ -91,3 +91,21 @@ pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(u16, St
         .map_err(|e| e.to_string())?;
     Ok((status, text))
 }
+
+/// A tiny exporter on a loopback port serving two fixed `demo_jobs_total` series
+/// (`queue="a"` 42, `queue="b"` 7) until the process ends; returns its port.
+pub fn exporter() -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = "# TYPE demo_jobs_total counter\ndemo_jobs_total{queue=\"a\"} 42\ndemo_jobs_total{queue=\"b\"} 7\n";
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    port
+}

@@ -1,34 +1,16 @@
 //! The sidecar beside real Prometheus 2.42 servers: an HA pair end to end through the
 //! querier, block shipping with external labels, and a bucket outage.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use strata_testkit::gen::{openmetrics, GenSpec};
-use strata_testkit::http::{encode, get, get_json, get_with};
+use strata_testkit::http::{encode, exporter, get, get_json, get_with};
 use strata_testkit::procs::{free_port, promtool, run, run_ok, strata, Prometheus};
 use strata_testkit::s3::S3Server;
 use strata_testkit::strata::StrataProc;
-
-/// A tiny exporter on a loopback port, serving fixed metrics until the test ends.
-fn exporter() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let body = "# TYPE demo_jobs_total counter\ndemo_jobs_total{queue=\"a\"} 42\ndemo_jobs_total{queue=\"b\"} 7\n";
-            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-        }
-    });
-    port
-}
 
 fn prom_config(replica: &str, targets: &[u16]) -> String {
     let t: Vec<String> = targets.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
