@@ -18,6 +18,7 @@ const COMMANDS: &[&[&str]] = &[
     &["tools", "tsdb", "dump"],
     &["tools", "tsdb", "analyze"],
     &["tools", "bucket", "ls"],
+    &["tools", "bucket", "mark"],
 ];
 
 #[test]

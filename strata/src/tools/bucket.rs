@@ -1,4 +1,6 @@
-//! `strata tools bucket ls`: the blocks in a bucket, per tenant.
+//! `strata tools bucket ls`: the blocks in a bucket, per tenant; `strata tools bucket
+//! mark`: put or remove a deletion or no-compact mark by hand (Thanos's `tools bucket
+//! mark`), e.g. on the block that halted a compactor stream.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +32,37 @@ pub struct BucketArgs {
 enum BucketCommand {
     /// List the blocks in the bucket: tenant, time range, level, resolution, labels.
     Ls(LsArgs),
+    /// Mark blocks for deletion or against compaction (or remove such a mark).
+    Mark(MarkArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Marker {
+    /// Deleted by the compactor after `--delete-delay`; readers skip it at once.
+    #[value(name = "deletion-mark.json")]
+    Deletion,
+    /// Left out of compaction and downsampling; still read by queriers.
+    #[value(name = "no-compact-mark.json")]
+    NoCompact,
+}
+
+#[derive(Debug, Args)]
+struct MarkArgs {
+    /// ULID of a block to mark (repeatable).
+    #[arg(long = "id", required = true)]
+    ids: Vec<ulid::Ulid>,
+    /// The mark to put (or remove).
+    #[arg(long, value_enum)]
+    marker: Marker,
+    /// Why, stored in the mark (required unless --remove).
+    #[arg(long, required_unless_present = "remove")]
+    details: Option<String>,
+    /// Remove the mark instead.
+    #[arg(long)]
+    remove: bool,
+    /// The blocks' tenant; `-` for a bucket without tenants (Thanos's layout).
+    #[arg(long, default_value = "anonymous")]
+    tenant: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,7 +98,61 @@ pub fn run(args: &BucketArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     match &args.command {
         BucketCommand::Ls(a) => rt.block_on(ls(&bucket, a)),
+        BucketCommand::Mark(a) => rt.block_on(mark(&bucket, a)),
     }
+}
+
+async fn mark(bucket: &Bucket, a: &MarkArgs) -> anyhow::Result<ExitCode> {
+    use strata_objstore::{DELETION_MARK, NO_COMPACT_MARK};
+    let tenant = if a.tenant == "-" {
+        ""
+    } else {
+        a.tenant.as_str()
+    };
+    let prefix = |id: &ulid::Ulid| {
+        if tenant.is_empty() {
+            id.to_string()
+        } else {
+            format!("{tenant}/{id}")
+        }
+    };
+    let file = match a.marker {
+        Marker::Deletion => DELETION_MARK,
+        Marker::NoCompact => NO_COMPACT_MARK,
+    };
+    // Every block first: a typo in one ULID marks none.
+    for id in &a.ids {
+        if !bucket.exists(&format!("{}/meta.json", prefix(id))).await? {
+            anyhow::bail!(
+                "block {id} not found in tenant {:?} (no meta.json)",
+                a.tenant
+            );
+        }
+    }
+    for id in &a.ids {
+        let path = format!("{}/{file}", prefix(id));
+        if a.remove {
+            if bucket.exists(&path).await? {
+                bucket.delete(&path).await?;
+                eprintln!("removed {file} from block {id}");
+            } else {
+                eprintln!("block {id} has no {file}");
+            }
+            continue;
+        }
+        let details = a.details.as_deref().unwrap_or("");
+        match a.marker {
+            Marker::Deletion => {
+                strata_compactor::marks::mark_for_deletion(bucket, tenant, *id, details).await?
+            }
+            Marker::NoCompact => {
+                strata_compactor::marks::mark_no_compact(bucket, tenant, *id, "manual", details)
+                    .await?
+            }
+        }
+        eprintln!("marked block {id} with {file}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 struct Row {
