@@ -459,8 +459,15 @@ impl<'a> Evaluator<'a> {
         for s in raw {
             self.check_time()?;
             let mut pts = Vec::new();
+            // Steps go forward: the first sample after each step is found by galloping
+            // from the last step's, not by a binary search over the whole series.
+            let (mut idx, mut last_r) = (0usize, i64::MIN);
             for (i, &r) in refs.iter().enumerate() {
-                let idx = s.pts.partition_point(|p| p.0 <= r);
+                if r < last_r {
+                    idx = 0;
+                }
+                last_r = r;
+                idx = gallop(&s.pts, idx, |t| t <= r);
                 if idx == 0 {
                     continue;
                 }
