@@ -200,6 +200,32 @@ fn for_each_step(
     Ok(())
 }
 
+/// The group of a series with `labels` under `by (names)` / `without (names)`, and
+/// whether the group's name is to be dropped later.
+fn group_key(labels: &Labels, drop_name: bool, by: bool, names: &[String]) -> (Labels, bool) {
+    let base = if drop_name && !(by && names.iter().any(|x| x == METRIC_NAME)) {
+        drop_name_labels(labels)
+    } else {
+        labels.clone()
+    };
+    let key = if by {
+        Labels::from_pairs(
+            base.iter()
+                .filter(|l| names.iter().any(|n| **n == *l.name))
+                .map(|l| (&*l.name, &*l.value)),
+        )
+    } else {
+        let mut ex: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        ex.push(METRIC_NAME);
+        base.without(&ex)
+    };
+    let drop = drop_name && key.get(METRIC_NAME).is_some();
+    (key, drop)
+}
+
+/// Most (group, step) cells [`Evaluator::aggregate_raw`] allocates (≈40 bytes each).
+const STREAM_CELLS: usize = 4 << 20;
+
 pub fn drop_name_labels(l: &Labels) -> Labels {
     l.without(&[METRIC_NAME])
 }
@@ -441,42 +467,15 @@ impl<'a> Evaluator<'a> {
         ts_mode: bool,
         func: Option<&str>,
     ) -> Result<Vec<Series>> {
-        let refs = self.refs(ctx, &vs.at, &vs.offset);
-        if refs.is_empty() {
+        let Some((raw, refs)) = self.select_instant(vs, ctx, func)? else {
             return Ok(Vec::new());
-        }
-        let (lo, hi) = (*refs.iter().min().unwrap(), *refs.iter().max().unwrap());
-        let hints = SelectHints {
-            start: lo.saturating_sub(self.lookback).saturating_add(1),
-            end: hi,
-            step: if ctx.n() > 1 { ctx.step } else { 0 },
-            range: 0,
-            func: func.map(str::to_string),
         };
-        let raw = self.select(vs, hints.start, hi, &hints)?;
         let mut out = Vec::with_capacity(raw.len());
         let mut total = 0;
         for s in raw {
             self.check_time()?;
             let mut pts = Vec::new();
-            // Steps go forward: the first sample after each step is found by galloping
-            // from the last step's, not by a binary search over the whole series.
-            let (mut idx, mut last_r) = (0usize, i64::MIN);
-            for (i, &r) in refs.iter().enumerate() {
-                if r < last_r {
-                    idx = 0;
-                }
-                last_r = r;
-                idx = gallop(&s.pts, idx, |t| t <= r);
-                if idx == 0 {
-                    continue;
-                }
-                let (t, v) = s.pts[idx - 1];
-                if t <= r.saturating_sub(self.lookback) || is_stale(v) {
-                    continue;
-                }
-                pts.push((ctx.ts(i), if ts_mode { t as f64 / 1000.0 } else { v }));
-            }
+            self.steps_of(&s.pts, &refs, ctx, ts_mode, &mut pts);
             if !pts.is_empty() {
                 total += pts.len();
                 self.check_samples(total)?;
@@ -488,6 +487,60 @@ impl<'a> Evaluator<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// The raw series an instant-vector selector reads over the context, and its
+    /// reference time per step; `None` when there are no steps.
+    fn select_instant(
+        &mut self,
+        vs: &VectorSelector,
+        ctx: Ctx,
+        func: Option<&str>,
+    ) -> Result<Option<(Vec<Series>, Vec<i64>)>> {
+        let refs = self.refs(ctx, &vs.at, &vs.offset);
+        if refs.is_empty() {
+            return Ok(None);
+        }
+        let (lo, hi) = (*refs.iter().min().unwrap(), *refs.iter().max().unwrap());
+        let hints = SelectHints {
+            start: lo.saturating_sub(self.lookback).saturating_add(1),
+            end: hi,
+            step: if ctx.n() > 1 { ctx.step } else { 0 },
+            range: 0,
+            func: func.map(str::to_string),
+        };
+        let raw = self.select(vs, hints.start, hi, &hints)?;
+        Ok(Some((raw, refs)))
+    }
+
+    /// The value of raw samples `pts` at each step (the last sample within the
+    /// lookback, not stale), appended to `out` as (step time, value).
+    fn steps_of(
+        &self,
+        pts: &[(i64, f64)],
+        refs: &[i64],
+        ctx: Ctx,
+        ts_mode: bool,
+        out: &mut Vec<(i64, f64)>,
+    ) {
+        // Steps go forward: the first sample after each step is found by galloping
+        // from the last step's, not by a binary search over the whole series.
+        let (mut idx, mut last_r) = (0usize, i64::MIN);
+        for (i, &r) in refs.iter().enumerate() {
+            if r < last_r {
+                idx = 0;
+            }
+            last_r = r;
+            idx = gallop(pts, idx, |t| t <= r);
+            if idx == 0 {
+                continue;
+            }
+            let (t, v) = pts[idx - 1];
+            if t <= r.saturating_sub(self.lookback) || is_stale(v) {
+                continue;
+            }
+            out.push((ctx.ts(i), if ts_mode { t as f64 / 1000.0 } else { v }));
+        }
     }
 
     fn eval_range(&mut self, e: &Expr, ctx: Ctx, func: Option<&str>) -> Result<RangeData> {
@@ -1158,6 +1211,116 @@ impl<'a> Evaluator<'a> {
 
     // ---------------------------------------------------------- aggregation
 
+    /// `sum`/`avg`/`count`/`group`/`min`/`max` straight over a selector's raw series:
+    /// each series' step values go into per-(group, step) accumulators and are dropped,
+    /// instead of materialising every series at every step and walking them step by
+    /// step. Additions happen in the same order (series order within a step), so the
+    /// answer is the same to the bit. `Err(raw)` when the groups × steps would be too
+    /// many cells: the caller aggregates the usual way.
+    #[allow(clippy::type_complexity)]
+    fn aggregate_raw(
+        &mut self,
+        op: TokenId,
+        by: bool,
+        names: &[String],
+        raw: Vec<Series>,
+        refs: &[i64],
+        ctx: Ctx,
+    ) -> Result<std::result::Result<Val, Vec<Series>>> {
+        let n = ctx.n();
+        let keys: Vec<Labels> = raw
+            .iter()
+            .map(|s| group_key(&s.labels, false, by, names).0)
+            .collect();
+        let distinct: std::collections::HashSet<&Labels> = keys.iter().collect();
+        if distinct.len().saturating_mul(n) > STREAM_CELLS {
+            return Ok(Err(raw));
+        }
+        drop(distinct);
+        let mut group_idx: HashMap<Labels, usize> = HashMap::new();
+        let mut labels: Vec<Labels> = Vec::new();
+        // Per cell: samples seen, value, Kahan compensation (sum), mean (avg).
+        let (mut cnt, mut val, mut comp) = (Vec::new(), Vec::new(), Vec::new());
+        let mut mean: Vec<f::MeanAcc> = Vec::new();
+        let mut pts = Vec::new();
+        let mut total = 0usize;
+        for (s, key) in raw.into_iter().zip(keys) {
+            self.check_time()?;
+            pts.clear();
+            self.steps_of(&s.pts, refs, ctx, false, &mut pts);
+            drop(s);
+            if pts.is_empty() {
+                continue;
+            }
+            total += pts.len();
+            self.check_samples(total)?;
+            let gi = match group_idx.get(&key) {
+                Some(&g) => g,
+                None => {
+                    let g = labels.len();
+                    labels.push(key.clone());
+                    group_idx.insert(key, g);
+                    cnt.resize(cnt.len() + n, 0.0f64);
+                    val.resize(val.len() + n, 0.0f64);
+                    if op == T_SUM {
+                        comp.resize(comp.len() + n, 0.0f64);
+                    }
+                    if op == T_AVG {
+                        mean.resize(mean.len() + n, f::MeanAcc::default());
+                    }
+                    g
+                }
+            };
+            let base = gi * n;
+            for &(t, x) in &pts {
+                let c = base + ((t - ctx.start) / ctx.step.max(1)) as usize;
+                let first = cnt[c] == 0.0;
+                cnt[c] += 1.0;
+                match op {
+                    T_SUM => (val[c], comp[c]) = f::kahan_inc(x, val[c], comp[c]),
+                    T_AVG => mean[c].add(x),
+                    T_MIN => {
+                        if first || val[c] > x || val[c].is_nan() {
+                            val[c] = x
+                        }
+                    }
+                    T_MAX => {
+                        if first || val[c] < x || val[c].is_nan() {
+                            val[c] = x
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(labels.len());
+        for (gi, l) in labels.into_iter().enumerate() {
+            let base = gi * n;
+            let mut pts = Vec::new();
+            for i in 0..n {
+                let c = base + i;
+                if cnt[c] == 0.0 {
+                    continue;
+                }
+                let v = match op {
+                    T_SUM => val[c] + comp[c],
+                    T_AVG => mean[c].value(),
+                    T_COUNT => cnt[c],
+                    T_GROUP => 1.0,
+                    _ => val[c],
+                };
+                pts.push((ctx.ts(i), v));
+            }
+            out.push(Series {
+                labels: l,
+                drop_name: false,
+                pts,
+            });
+        }
+        self.check_series(&out)?;
+        Ok(Ok(Val::Vector(out)))
+    }
+
     fn eval_aggregate(&mut self, a: &AggregateExpr, ctx: Ctx) -> Result<Val> {
         let op = a.op.id();
         let n = ctx.n();
@@ -1174,7 +1337,43 @@ impl<'a> Evaluator<'a> {
                 param = self.eval_scalar(p, ctx)?;
             }
         }
-        let input = self.eval_vector(&a.expr, ctx)?;
+        // grouping
+        let (by, names): (bool, Vec<String>) = match &a.modifier {
+            None => (true, vec![]),
+            Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
+            Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+        };
+        let streamable = matches!(op, T_SUM | T_AVG | T_COUNT | T_GROUP | T_MIN | T_MAX);
+        let input = match unwrap_parens(&a.expr) {
+            Expr::VectorSelector(vs) if streamable => {
+                let Some((raw, refs)) = self.select_instant(vs, ctx, None)? else {
+                    return Ok(Val::Vector(Vec::new()));
+                };
+                match self.aggregate_raw(op, by, &names, raw, &refs, ctx)? {
+                    Ok(v) => return Ok(v),
+                    Err(raw) => {
+                        let mut input = Vec::with_capacity(raw.len());
+                        let mut total = 0;
+                        for s in raw {
+                            self.check_time()?;
+                            let mut pts = Vec::new();
+                            self.steps_of(&s.pts, &refs, ctx, false, &mut pts);
+                            if !pts.is_empty() {
+                                total += pts.len();
+                                self.check_samples(total)?;
+                                input.push(Series {
+                                    labels: s.labels,
+                                    drop_name: false,
+                                    pts,
+                                });
+                            }
+                        }
+                        input
+                    }
+                }
+            }
+            _ => self.eval_vector(&a.expr, ctx)?,
+        };
         if matches!(op, T_TOPK | T_BOTTOMK | T_LIMITK | T_LIMIT_RATIO) && !input.is_empty() {
             for &k in &param {
                 if k.is_nan() {
@@ -1200,33 +1399,11 @@ impl<'a> Evaluator<'a> {
                 }
             }
         }
-        // grouping
-        let (by, names): (bool, Vec<String>) = match &a.modifier {
-            None => (true, vec![]),
-            Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
-            Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
-        };
         let mut group_idx: HashMap<Labels, usize> = HashMap::new();
         let mut groups: Vec<(Labels, bool)> = Vec::new();
         let mut member = Vec::with_capacity(input.len());
         for s in &input {
-            let base = if s.drop_name && !(by && names.iter().any(|x| x == METRIC_NAME)) {
-                drop_name_labels(&s.labels)
-            } else {
-                s.labels.clone()
-            };
-            let key = if by {
-                Labels::from_pairs(
-                    base.iter()
-                        .filter(|l| names.iter().any(|n| **n == *l.name))
-                        .map(|l| (&*l.name, &*l.value)),
-                )
-            } else {
-                let mut ex: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-                ex.push(METRIC_NAME);
-                base.without(&ex)
-            };
-            let drop = s.drop_name && key.get(METRIC_NAME).is_some();
+            let (key, drop) = group_key(&s.labels, s.drop_name, by, &names);
             let gi = match group_idx.get(&key) {
                 Some(&g) => {
                     if drop {
