@@ -470,12 +470,23 @@ impl<'a> Evaluator<'a> {
         let Some((raw, refs)) = self.select_instant(vs, ctx, func)? else {
             return Ok(Vec::new());
         };
+        self.steps_of_all(raw, &refs, ctx, ts_mode)
+    }
+
+    /// [`Self::steps_of`] for every raw series; series without a point are left out.
+    fn steps_of_all(
+        &mut self,
+        raw: Vec<Series>,
+        refs: &[i64],
+        ctx: Ctx,
+        ts_mode: bool,
+    ) -> Result<Vec<Series>> {
         let mut out = Vec::with_capacity(raw.len());
         let mut total = 0;
         for s in raw {
             self.check_time()?;
             let mut pts = Vec::new();
-            self.steps_of(&s.pts, &refs, ctx, ts_mode, &mut pts);
+            self.steps_of(&s.pts, refs, ctx, ts_mode, &mut pts);
             if !pts.is_empty() {
                 total += pts.len();
                 self.check_samples(total)?;
@@ -1351,25 +1362,7 @@ impl<'a> Evaluator<'a> {
                 };
                 match self.aggregate_raw(op, by, &names, raw, &refs, ctx)? {
                     Ok(v) => return Ok(v),
-                    Err(raw) => {
-                        let mut input = Vec::with_capacity(raw.len());
-                        let mut total = 0;
-                        for s in raw {
-                            self.check_time()?;
-                            let mut pts = Vec::new();
-                            self.steps_of(&s.pts, &refs, ctx, false, &mut pts);
-                            if !pts.is_empty() {
-                                total += pts.len();
-                                self.check_samples(total)?;
-                                input.push(Series {
-                                    labels: s.labels,
-                                    drop_name: false,
-                                    pts,
-                                });
-                            }
-                        }
-                        input
-                    }
+                    Err(raw) => self.steps_of_all(raw, &refs, ctx, false)?,
                 }
             }
             _ => self.eval_vector(&a.expr, ctx)?,
