@@ -147,3 +147,76 @@ fn runaway_queries_fail_cleanly() {
     // sort/limit helpers on empty input
     assert!(e.instant(&st, "sort(nonexistent)", 0).is_ok());
 }
+
+/// Aggregations straight over a selector (accumulated per group and step, or, past
+/// 4M group×step cells, the general path) answer exactly as the general path does
+/// over the same series (`x + 0` is not a plain selector), for every streamed operator
+/// and for series with gaps, NaNs and stale markers.
+#[test]
+fn streamed_aggregations_match_the_general_path() {
+    let st = MemStorage::new();
+    let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+    let value = |k: i64, i: i64| match (k * 31 + i) % 1009 {
+        0 => f64::NAN,
+        1 => stale,
+        r => (r as f64).sin() * 1e3 + i as f64 / 3.0,
+    };
+    // 60 dense series in 7 groups.
+    for i in 0..60 {
+        let pts: Vec<(i64, f64)> = (0..2_000)
+            .filter(|k| (k + i) % 97 != 0) // gaps
+            .map(|k| (k * 15_000 + (i % 5) * 1000, value(k, i)))
+            .collect();
+        st.add(
+            l(&[
+                ("__name__", "x"),
+                ("g", &(i % 7).to_string()),
+                ("i", &i.to_string()),
+            ]),
+            pts,
+        );
+    }
+    // 2,100 sparse series, a group each: 2,100 × 2,001 steps is over 4M cells.
+    for i in 0..2_100 {
+        let pts: Vec<(i64, f64)> = (0..10)
+            .map(|k| ((k * 200 + i % 200) * 15_000, value(k, i)))
+            .collect();
+        st.add(l(&[("__name__", "y"), ("i", &i.to_string())]), pts);
+    }
+    let e = Engine::new(EngineOptions {
+        max_samples: usize::MAX,
+        ..EngineOptions::default()
+    });
+    let same = |a: &str, b: &str| {
+        let ra = e.range(&st, a, 0, 2_000 * 15_000, 15_000).unwrap().value;
+        let rb = e.range(&st, b, 0, 2_000 * 15_000, 15_000).unwrap().value;
+        let (Value::Matrix(ma), Value::Matrix(mb)) = (ra, rb) else {
+            panic!()
+        };
+        assert!(!ma.is_empty(), "{a}");
+        assert_eq!(ma.len(), mb.len(), "{a}");
+        for (x, y) in ma.iter().zip(&mb) {
+            assert_eq!(x.labels, y.labels, "{a}");
+            assert_eq!(x.samples.len(), y.samples.len(), "{a} {}", x.labels);
+            for (p, q) in x.samples.iter().zip(&y.samples) {
+                assert_eq!(p.0, q.0, "{a}");
+                assert!(
+                    p.1.to_bits() == q.1.to_bits() || (p.1.is_nan() && q.1.is_nan()),
+                    "{a} {} at {}: {} vs {}",
+                    x.labels,
+                    p.0,
+                    p.1,
+                    q.1
+                );
+            }
+        }
+    };
+    for op in ["sum", "avg", "count", "group", "min", "max"] {
+        same(&format!("{op} by (g) (x)"), &format!("{op} by (g) (x + 0)"));
+        same(
+            &format!("{op} without (i) (x)"),
+            &format!("{op} without (i) (x + 0)"),
+        );
+        same(&format!("{op} by (i) (y)"), &format!("{op} by (i) (y + 0)"));
+    }
+}
