@@ -223,8 +223,132 @@ fn group_key(labels: &Labels, drop_name: bool, by: bool, names: &[String]) -> (L
     (key, drop)
 }
 
-/// Most (group, step) cells [`Evaluator::aggregate_raw`] allocates (≈40 bytes each).
+/// Most (group, step) cells a [`CellAgg`] allocates (≈40 bytes each).
 const STREAM_CELLS: usize = 4 << 20;
+
+/// `sum`/`avg`/`count`/`group`/`min`/`max` accumulated per (group, step) cell as series
+/// arrive one by one, so they need not all be held at every step. Within a cell the
+/// values are added in series order, as the step-by-step path adds them: the answer is
+/// the same to the bit.
+struct CellAgg<'a> {
+    op: TokenId,
+    by: bool,
+    names: &'a [String],
+    ctx: Ctx,
+    n: usize,
+    group_idx: HashMap<Labels, usize>,
+    /// Group labels and whether their name is dropped later, in first-seen order.
+    groups: Vec<(Labels, bool)>,
+    cnt: Vec<f64>,
+    val: Vec<f64>,
+    comp: Vec<f64>,
+    mean: Vec<f::MeanAcc>,
+}
+
+impl<'a> CellAgg<'a> {
+    fn new(op: TokenId, by: bool, names: &'a [String], ctx: Ctx) -> Self {
+        CellAgg {
+            op,
+            by,
+            names,
+            ctx,
+            n: ctx.n(),
+            group_idx: HashMap::new(),
+            groups: Vec::new(),
+            cnt: Vec::new(),
+            val: Vec::new(),
+            comp: Vec::new(),
+            mean: Vec::new(),
+        }
+    }
+
+    /// Whether the groups of these series (labels, name dropped) fit in the cells.
+    fn fits<'l>(&self, series: impl Iterator<Item = (&'l Labels, bool)>) -> bool {
+        let keys: std::collections::HashSet<Labels> = series
+            .map(|(l, d)| group_key(l, d, self.by, self.names).0)
+            .collect();
+        keys.len().saturating_mul(self.n) <= STREAM_CELLS
+    }
+
+    /// One series' points (at step times, in order).
+    fn add(&mut self, labels: &Labels, drop_name: bool, pts: &[(i64, f64)]) {
+        let (key, drop) = group_key(labels, drop_name, self.by, self.names);
+        let n = self.n;
+        let gi = match self.group_idx.get(&key) {
+            Some(&g) => {
+                if drop {
+                    self.groups[g].1 = true;
+                }
+                g
+            }
+            None => {
+                let g = self.groups.len();
+                self.groups.push((key.clone(), drop));
+                self.group_idx.insert(key, g);
+                self.cnt.resize(self.cnt.len() + n, 0.0);
+                self.val.resize(self.val.len() + n, 0.0);
+                if self.op == T_SUM {
+                    self.comp.resize(self.comp.len() + n, 0.0);
+                }
+                if self.op == T_AVG {
+                    self.mean.resize(self.mean.len() + n, f::MeanAcc::default());
+                }
+                g
+            }
+        };
+        let base = gi * n;
+        let step = self.ctx.step.max(1);
+        for &(t, x) in pts {
+            let c = base + ((t - self.ctx.start) / step) as usize;
+            let first = self.cnt[c] == 0.0;
+            self.cnt[c] += 1.0;
+            match self.op {
+                T_SUM => (self.val[c], self.comp[c]) = f::kahan_inc(x, self.val[c], self.comp[c]),
+                T_AVG => self.mean[c].add(x),
+                T_MIN => {
+                    if first || self.val[c] > x || self.val[c].is_nan() {
+                        self.val[c] = x
+                    }
+                }
+                T_MAX => {
+                    if first || self.val[c] < x || self.val[c].is_nan() {
+                        self.val[c] = x
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// One series per group with a point, in first-seen order.
+    fn finish(self) -> Vec<Series> {
+        let n = self.n;
+        let mut out = Vec::with_capacity(self.groups.len());
+        for (gi, (labels, drop_name)) in self.groups.into_iter().enumerate() {
+            let mut pts = Vec::new();
+            for i in 0..n {
+                let c = gi * n + i;
+                if self.cnt[c] == 0.0 {
+                    continue;
+                }
+                let v = match self.op {
+                    T_SUM => self.val[c] + self.comp[c],
+                    T_AVG => self.mean[c].value(),
+                    T_COUNT => self.cnt[c],
+                    T_GROUP => 1.0,
+                    _ => self.val[c],
+                };
+                pts.push((self.ctx.ts(i), v));
+            }
+            out.push(Series {
+                labels,
+                drop_name,
+                pts,
+            });
+        }
+        out
+    }
+}
 
 pub fn drop_name_labels(l: &Labels) -> Labels {
     l.without(&[METRIC_NAME])
@@ -964,6 +1088,20 @@ impl<'a> Evaluator<'a> {
 
     /// Functions over a range vector; `None` when `name` is not one.
     fn eval_range_function(&mut self, name: &str, args: &[&Expr], ctx: Ctx) -> Result<Option<Val>> {
+        Ok(self
+            .eval_range_function_into(name, args, ctx, None)?
+            .map(|(v, _)| v))
+    }
+
+    /// [`Self::eval_range_function`]; with `agg`, each series' result goes into it
+    /// instead of the returned vector when the groups fit (the `bool`: they did).
+    fn eval_range_function_into(
+        &mut self,
+        name: &str,
+        args: &[&Expr],
+        ctx: Ctx,
+        mut agg: Option<&mut CellAgg<'_>>,
+    ) -> Result<Option<(Val, bool)>> {
         let range_idx = match name {
             "quantile_over_time" => 1,
             "rate"
@@ -1018,7 +1156,7 @@ impl<'a> Evaluator<'a> {
                 Expr::MatrixSelector(ms) => absent_labels(&Expr::VectorSelector(ms.vs.clone())),
                 _ => Labels::new(),
             };
-            return Ok(Some(Val::Vector(if pts.is_empty() {
+            let v = Val::Vector(if pts.is_empty() {
                 vec![]
             } else {
                 vec![Series {
@@ -1026,7 +1164,8 @@ impl<'a> Evaluator<'a> {
                     drop_name: false,
                     pts,
                 }]
-            })));
+            });
+            return Ok(Some((v, false)));
         }
         if name == "double_exponential_smoothing" || name == "holt_winters" {
             for i in 0..n {
@@ -1044,7 +1183,17 @@ impl<'a> Evaluator<'a> {
             }
         }
         let keep_name = matches!(name, "last_over_time" | "first_over_time");
-        let mut out = Vec::with_capacity(rd.series.len());
+        if let Some(acc) = &agg {
+            if !acc.fits(
+                rd.series
+                    .iter()
+                    .map(|s| (&s.labels, s.drop_name || !keep_name)),
+            ) {
+                agg = None;
+            }
+        }
+        let streamed = agg.is_some();
+        let mut out = Vec::with_capacity(if streamed { 0 } else { rd.series.len() });
         let mut step_load = vec![0usize; n];
         let mut total = 0usize;
         let mut buf: Vec<f64> = Vec::new();
@@ -1155,14 +1304,18 @@ impl<'a> Evaluator<'a> {
             if !pts.is_empty() {
                 total += pts.len();
                 self.check_samples(total)?;
-                out.push(Series {
-                    labels: s.labels.clone(),
-                    drop_name: s.drop_name || !keep_name,
-                    pts,
-                });
+                let drop_name = s.drop_name || !keep_name;
+                match agg.as_deref_mut() {
+                    Some(acc) => acc.add(&s.labels, drop_name, &pts),
+                    None => out.push(Series {
+                        labels: s.labels.clone(),
+                        drop_name,
+                        pts,
+                    }),
+                }
             }
         }
-        Ok(Some(Val::Vector(out)))
+        Ok(Some((Val::Vector(out), streamed)))
     }
 
     fn eval_histogram_quantile(&mut self, args: &[&Expr], ctx: Ctx) -> Result<Val> {
@@ -1223,11 +1376,10 @@ impl<'a> Evaluator<'a> {
     // ---------------------------------------------------------- aggregation
 
     /// `sum`/`avg`/`count`/`group`/`min`/`max` straight over a selector's raw series:
-    /// each series' step values go into per-(group, step) accumulators and are dropped,
-    /// instead of materialising every series at every step and walking them step by
-    /// step. Additions happen in the same order (series order within a step), so the
-    /// answer is the same to the bit. `Err(raw)` when the groups × steps would be too
-    /// many cells: the caller aggregates the usual way.
+    /// each series' step values go into per-(group, step) cells ([`CellAgg`]) and are
+    /// dropped, instead of materialising every series at every step and walking them
+    /// step by step. `Err(raw)` when there would be too many cells: the caller
+    /// aggregates the usual way.
     #[allow(clippy::type_complexity)]
     fn aggregate_raw(
         &mut self,
@@ -1238,96 +1390,24 @@ impl<'a> Evaluator<'a> {
         refs: &[i64],
         ctx: Ctx,
     ) -> Result<std::result::Result<Val, Vec<Series>>> {
-        let n = ctx.n();
-        let keys: Vec<Labels> = raw
-            .iter()
-            .map(|s| group_key(&s.labels, false, by, names).0)
-            .collect();
-        let distinct: std::collections::HashSet<&Labels> = keys.iter().collect();
-        if distinct.len().saturating_mul(n) > STREAM_CELLS {
+        let mut acc = CellAgg::new(op, by, names, ctx);
+        if !acc.fits(raw.iter().map(|s| (&s.labels, false))) {
             return Ok(Err(raw));
         }
-        drop(distinct);
-        let mut group_idx: HashMap<Labels, usize> = HashMap::new();
-        let mut labels: Vec<Labels> = Vec::new();
-        // Per cell: samples seen, value, Kahan compensation (sum), mean (avg).
-        let (mut cnt, mut val, mut comp) = (Vec::new(), Vec::new(), Vec::new());
-        let mut mean: Vec<f::MeanAcc> = Vec::new();
         let mut pts = Vec::new();
         let mut total = 0usize;
-        for (s, key) in raw.into_iter().zip(keys) {
+        for s in raw {
             self.check_time()?;
             pts.clear();
             self.steps_of(&s.pts, refs, ctx, false, &mut pts);
-            drop(s);
             if pts.is_empty() {
                 continue;
             }
             total += pts.len();
             self.check_samples(total)?;
-            let gi = match group_idx.get(&key) {
-                Some(&g) => g,
-                None => {
-                    let g = labels.len();
-                    labels.push(key.clone());
-                    group_idx.insert(key, g);
-                    cnt.resize(cnt.len() + n, 0.0f64);
-                    val.resize(val.len() + n, 0.0f64);
-                    if op == T_SUM {
-                        comp.resize(comp.len() + n, 0.0f64);
-                    }
-                    if op == T_AVG {
-                        mean.resize(mean.len() + n, f::MeanAcc::default());
-                    }
-                    g
-                }
-            };
-            let base = gi * n;
-            for &(t, x) in &pts {
-                let c = base + ((t - ctx.start) / ctx.step.max(1)) as usize;
-                let first = cnt[c] == 0.0;
-                cnt[c] += 1.0;
-                match op {
-                    T_SUM => (val[c], comp[c]) = f::kahan_inc(x, val[c], comp[c]),
-                    T_AVG => mean[c].add(x),
-                    T_MIN => {
-                        if first || val[c] > x || val[c].is_nan() {
-                            val[c] = x
-                        }
-                    }
-                    T_MAX => {
-                        if first || val[c] < x || val[c].is_nan() {
-                            val[c] = x
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            acc.add(&s.labels, false, &pts);
         }
-        let mut out = Vec::with_capacity(labels.len());
-        for (gi, l) in labels.into_iter().enumerate() {
-            let base = gi * n;
-            let mut pts = Vec::new();
-            for i in 0..n {
-                let c = base + i;
-                if cnt[c] == 0.0 {
-                    continue;
-                }
-                let v = match op {
-                    T_SUM => val[c] + comp[c],
-                    T_AVG => mean[c].value(),
-                    T_COUNT => cnt[c],
-                    T_GROUP => 1.0,
-                    _ => val[c],
-                };
-                pts.push((ctx.ts(i), v));
-            }
-            out.push(Series {
-                labels: l,
-                drop_name: false,
-                pts,
-            });
-        }
+        let out = acc.finish();
         self.check_series(&out)?;
         Ok(Ok(Val::Vector(out)))
     }
@@ -1363,6 +1443,21 @@ impl<'a> Evaluator<'a> {
                 match self.aggregate_raw(op, by, &names, raw, &refs, ctx)? {
                     Ok(v) => return Ok(v),
                     Err(raw) => self.steps_of_all(raw, &refs, ctx, false)?,
+                }
+            }
+            // e.g. sum by (job) (rate(x[5m])): each series' rate goes straight into
+            // the cells; `absent_over_time` is not a per-series function.
+            Expr::Call(c) if streamable && c.func.name != "absent_over_time" => {
+                let args: Vec<&Expr> = c.args.args.iter().map(|b| b.as_ref()).collect();
+                let mut acc = CellAgg::new(op, by, &names, ctx);
+                match self.eval_range_function_into(c.func.name, &args, ctx, Some(&mut acc))? {
+                    Some((_, true)) => {
+                        let out = acc.finish();
+                        self.check_series(&out)?;
+                        return Ok(Val::Vector(out));
+                    }
+                    Some((Val::Vector(v), false)) => v,
+                    _ => self.eval_vector(&a.expr, ctx)?,
                 }
             }
             _ => self.eval_vector(&a.expr, ctx)?,

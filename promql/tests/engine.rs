@@ -163,7 +163,7 @@ fn streamed_aggregations_match_the_general_path() {
     };
     // 60 dense series in 7 groups.
     for i in 0..60 {
-        let pts: Vec<(i64, f64)> = (0..2_000)
+        let pts: Vec<(i64, f64)> = (0..800)
             .filter(|k| (k + i) % 97 != 0) // gaps
             .map(|k| (k * 15_000 + (i % 5) * 1000, value(k, i)))
             .collect();
@@ -218,5 +218,22 @@ fn streamed_aggregations_match_the_general_path() {
             &format!("{op} without (i) (x + 0)"),
         );
         same(&format!("{op} by (i) (y)"), &format!("{op} by (i) (y + 0)"));
+        // Over range functions too (names dropped by rate, kept by last_over_time).
+        for f in ["rate(x[5m])", "last_over_time(x[1m])"] {
+            same(
+                &format!("{op} by (g) ({f})"),
+                &format!("{op} by (g) ({f} + 0)"),
+            );
+        }
     }
+    same("sum by (i) (rate(y[1h]))", "sum by (i) (rate(y[1h]) + 0)");
+    same(
+        "max without (i) (irate(x[1m]))",
+        "max without (i) (irate(x[1m]) + 0)",
+    );
+    // `without` drops the name whether last_over_time kept it or not.
+    same(
+        "sum without (i) (last_over_time(x[1m]))",
+        "sum without (i) (last_over_time(x[1m]) + 0)",
+    );
 }
