@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use strata_testkit::http::{encode, get, get_json, wait_ready};
+use strata_testkit::http::{encode, get, get_json};
 use strata_testkit::procs::{
     find_program, free_port, prometheus_bin, promtool, run, strata_bin, ChildGuard,
 };
@@ -152,7 +152,22 @@ fn listen_ports(s: &Service) -> Vec<u16> {
         .collect()
 }
 
+/// [`try_start_topology`], again on fresh ports when a concurrent test took one of
+/// them between choosing it and binding it.
 fn start_topology(services: &BTreeMap<String, Service>) -> Topology {
+    for attempt in 0.. {
+        match try_start_topology(services) {
+            Ok(t) => return t,
+            Err(log) if attempt < 5 && log.to_lowercase().contains("in use") => continue,
+            Err(log) => panic!("the topology did not start:\n{log}"),
+        }
+    }
+    unreachable!()
+}
+
+/// Start every local service in dependency order; `Err(log)` when one exits before it
+/// is ready.
+fn try_start_topology(services: &BTreeMap<String, Service>) -> Result<Topology, String> {
     let tmp = tempfile::tempdir().unwrap();
     let mut ports = BTreeMap::new();
     for (name, s) in services {
@@ -272,10 +287,19 @@ fn start_topology(services: &BTreeMap<String, Service>) -> Topology {
             .and_then(|a| a.rsplit(':').next()?.parse().ok())
             .expect("an HTTP address");
         let ready = format!("{}/-/ready", topo.url(name, http));
-        wait_ready(&ready, Duration::from_secs(60), name, || proc.alive());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !matches!(get(&ready), Ok((200, _))) {
+            if proc.alive().is_err() {
+                let log = std::fs::read_to_string(topo.tmp.path().join(format!("{name}.log")))
+                    .unwrap_or_default();
+                return Err(format!("{name} exited:\n{log}"));
+            }
+            assert!(Instant::now() < deadline, "{name} not ready at {ready}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         topo.procs.push((name.clone(), proc));
     }
-    topo
+    Ok(topo)
 }
 
 /// Poll `f` until it returns `Some` or `timeout` passes.
