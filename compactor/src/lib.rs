@@ -36,6 +36,7 @@
 //! # }
 //! ```
 
+pub mod lock;
 pub mod marks;
 mod merge;
 mod metrics;
@@ -97,6 +98,10 @@ pub struct CompactorConfig {
     pub delete_delay: Duration,
     /// Pause between passes in [`Compactor::run_forever`].
     pub interval: Duration,
+    /// How long the bucket's compactor lease lasts without a renewal: another
+    /// compactor on the same bucket takes over after this when the holder died. Zero:
+    /// no lease (the caller makes sure it is alone).
+    pub lock_lease: Duration,
 }
 
 impl Default for CompactorConfig {
@@ -111,6 +116,7 @@ impl Default for CompactorConfig {
             retention_1h: 0,
             delete_delay: Duration::from_secs(48 * 3600),
             interval: Duration::from_secs(5 * 60),
+            lock_lease: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -142,6 +148,8 @@ pub struct PassReport {
     pub deleted: usize,
     pub marked_no_compact: usize,
     pub halted_streams: Vec<String>,
+    /// Set when the pass did nothing because another compactor holds the bucket.
+    pub lock_held_by: Option<String>,
 }
 
 /// The compactor over one bucket.
@@ -152,6 +160,8 @@ pub struct Compactor {
     /// Halted streams and the blocks they held when they halted: a stream stays halted
     /// until its set of blocks changes (a human deleted or marked the culprit).
     halted: Mutex<HashMap<String, BTreeSet<Ulid>>>,
+    /// The one-compactor-per-bucket lease.
+    lock: lock::BucketLock,
 }
 
 impl std::fmt::Debug for Compactor {
@@ -175,6 +185,7 @@ fn now_ms() -> i64 {
 impl Compactor {
     pub fn new(bucket: Bucket, config: CompactorConfig, registry: &Registry) -> Self {
         Compactor {
+            lock: lock::BucketLock::new(bucket.clone(), config.lock_lease),
             bucket,
             config,
             metrics: CompactorMetrics::new(registry),
@@ -192,21 +203,58 @@ impl Compactor {
     pub async fn run_forever(&self, shutdown: Shutdown) {
         loop {
             if shutdown.is_triggered() {
-                return;
+                break;
             }
             if let Err(e) = self.run_once().await {
                 tracing::error!(error = %e, "compaction pass failed; retrying after the interval");
             }
             tokio::select! {
-                _ = shutdown.wait() => return,
+                _ = shutdown.wait() => break,
                 _ = tokio::time::sleep(self.config.interval) => {}
             }
+        }
+        self.release_lock().await;
+    }
+
+    /// Give up the bucket's compactor lease if this compactor holds it.
+    pub async fn release_lock(&self) {
+        if let Err(e) = self.lock.release().await {
+            tracing::warn!(error = %e, "could not release the compactor lease; another compactor waits it out");
         }
     }
 
     /// One pass over every tenant.
     pub async fn run_once(&self) -> Result<PassReport, Error> {
-        let res = self.pass().await;
+        let res = match self.lock.take().await {
+            Ok(lock::Taken::Theirs(l)) => {
+                self.metrics.lock_held.set(0.0);
+                tracing::info!(holder = %l, "another compactor holds this bucket; this one waits");
+                return Ok(PassReport {
+                    lock_held_by: Some(l.to_string()),
+                    ..PassReport::default()
+                });
+            }
+            Ok(lock::Taken::Ours) => {
+                self.metrics.lock_held.set(1.0);
+                // Renew the lease while the pass runs (compactions can take long).
+                let renew = async {
+                    if self.lock.lease().is_zero() {
+                        return std::future::pending().await;
+                    }
+                    loop {
+                        tokio::time::sleep(self.lock.lease() / 3).await;
+                        if let Err(e) = self.lock.renew().await {
+                            tracing::warn!(error = %e, "could not renew the compactor lease");
+                        }
+                    }
+                };
+                tokio::select! {
+                    r = self.pass() => r,
+                    _ = renew => unreachable!("the renewal loop never ends"),
+                }
+            }
+            Err(e) => Err(e),
+        };
         match &res {
             Ok(r) => {
                 self.metrics.passes.with(&["success"]).inc();

@@ -14,6 +14,7 @@ pub struct CompactorMetrics {
     pub marked_no_compact: Counter,
     pub halts: Counter,
     pub halted_streams: Gauge,
+    pub lock_held: Gauge,
     pub bucket_bytes: GaugeVec,
     pub bucket_blocks: GaugeVec,
 }
@@ -58,6 +59,10 @@ impl CompactorMetrics {
             halted_streams: r.gauge(
                 "strata_compactor_halted_streams",
                 "Streams halted until their blocks change or a restart.",
+            ),
+            lock_held: r.gauge(
+                "strata_compactor_lock_held",
+                "1 while this compactor holds the bucket's compactor lease, 0 while another does.",
             ),
             bucket_bytes: r.gauge_vec(
                 "strata_compactor_bucket_bytes",

@@ -130,10 +130,13 @@ async fn live_metas(bucket: &Bucket) -> Vec<BlockMeta> {
     v
 }
 
+/// One compactor per test bucket: no lease (the crash test starts a second compactor
+/// after the first "died" mid-pass, which a lease would make wait it out).
 fn config(dir: &Path) -> CompactorConfig {
     CompactorConfig {
         data_dir: dir.to_path_buf(),
         delete_delay: std::time::Duration::ZERO,
+        lock_lease: std::time::Duration::ZERO,
         ..Default::default()
     }
 }
@@ -715,4 +718,72 @@ async fn unmergeable_blocks_halt_only_their_stream() {
     assert!(r.halted_streams.is_empty(), "{:?}", r.halted_streams);
     assert_eq!(metric("strata_compactor_halted_streams "), 0.0);
     assert_eq!(metric("strata_compactor_halts_total "), 1.0);
+}
+
+/// Two compactors on one bucket (two `strata all` processes): one works, the other
+/// waits (report, metric); when the holder stops it gives the lease up and the other
+/// takes over; when a holder dies without giving it up, the other takes over once the
+/// lease lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_compactor_per_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::filesystem(dir.path().join("bucket")).unwrap();
+    let mut model = Model::new();
+    for i in 0..5 {
+        model.insert(series_labels(i), scrape(0, 20 * H, 60_000, 0, 0..0));
+    }
+    let tmp = dir.path().join("tmp");
+    for k in 0..5 {
+        put_block(&bucket, &tmp, &model, k * 2 * H, (k + 1) * 2 * H, &[]).await;
+    }
+    let lease = |d: &str| CompactorConfig {
+        lock_lease: std::time::Duration::from_secs(2),
+        ..config(&dir.path().join(d))
+    };
+    let (reg_a, reg_b) = (Registry::new(), Registry::new());
+    let a = Compactor::new(bucket.clone(), lease("a"), &reg_a);
+    let b = Compactor::new(bucket.clone(), lease("b"), &reg_b);
+    let held = |r: &Registry| {
+        r.encode()
+            .lines()
+            .find_map(|l| l.strip_prefix("strata_compactor_lock_held "))
+            .map(|v| v.trim().to_string())
+    };
+
+    let ra = a.run_once().await.unwrap();
+    assert_eq!((ra.compactions, ra.lock_held_by.as_deref()), (1, None));
+    assert_eq!(held(&reg_a).as_deref(), Some("1"));
+    for k in 5..7 {
+        put_block(&bucket, &tmp, &model, k * 2 * H, (k + 1) * 2 * H, &[]).await;
+    }
+    let rb = b.run_once().await.unwrap();
+    assert!(rb.lock_held_by.is_some(), "{rb:?}");
+    assert_eq!(rb.compactions + rb.downsamplings + rb.deleted, 0, "{rb:?}");
+    assert_eq!(held(&reg_b).as_deref(), Some("0"));
+    // The holder renews on its next pass.
+    assert!(a.run_once().await.unwrap().lock_held_by.is_none());
+
+    // A holder that stops gives the lease up: the other takes over at once.
+    a.release_lock().await;
+    assert!(!bucket
+        .exists(strata_compactor::lock::LOCK_OBJECT)
+        .await
+        .unwrap());
+    assert!(b.run_once().await.unwrap().lock_held_by.is_none());
+    assert_eq!(held(&reg_b).as_deref(), Some("1"));
+
+    // A holder that dies (b never releases): a waits until the lease lapses.
+    assert!(a.run_once().await.unwrap().lock_held_by.is_some());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if a.run_once().await.unwrap().lock_held_by.is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never lapsed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(b.run_once().await.unwrap().lock_held_by.is_some());
 }

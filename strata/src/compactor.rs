@@ -81,6 +81,9 @@ impl CompactorArgs {
             retention_1h: self.retention_1h_ms,
             delete_delay: Duration::from_millis(self.delete_delay_ms.max(0) as u64),
             interval,
+            // Long enough that a live holder always renews in time; short enough that a
+            // dead one is replaced within minutes.
+            lock_lease: (interval * 3).max(Duration::from_secs(300)),
         };
         c.validate().map_err(anyhow::Error::msg)?;
         Ok(c)
@@ -101,7 +104,12 @@ pub fn run_compactor(cmd: CompactorCmd) -> anyhow::Result<ExitCode> {
         tracing::info!(bucket = %bucket, wait = cmd.wait, "starting compactor");
         let compactor = Compactor::new(bucket, config, &registry);
         if !cmd.wait {
-            compactor.run_once().await.context("compaction pass")?;
+            let r = compactor.run_once().await;
+            compactor.release_lock().await;
+            let r = r.context("compaction pass")?;
+            if let Some(holder) = r.lock_held_by {
+                anyhow::bail!("another compactor holds this bucket ({holder}); nothing done");
+            }
             return Ok(ExitCode::SUCCESS);
         }
         let http = Server::bind(cmd.http.http_address)
