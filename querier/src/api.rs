@@ -794,16 +794,28 @@ fn ok(data: &str, warnings: &[String]) -> Response {
 // ---------------------------------------------------------------------------------------
 // Handlers
 
-async fn query(
-    State(q): State<Arc<Querier>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
-    let start = Instant::now();
-    let r = query_inner(&q, &headers, raw.as_deref(), &body).await;
-    finish(&q, "query", start, r)
+/// A handler over an `…_inner` function taking the request's headers, query string and
+/// form body: the call is timed and counted under `endpoint`, errors answered in
+/// Prometheus's JSON.
+macro_rules! handler {
+    ($name:ident, $inner:ident, $endpoint:literal) => {
+        async fn $name(
+            State(q): State<Arc<Querier>>,
+            headers: HeaderMap,
+            RawQuery(raw): RawQuery,
+            body: Bytes,
+        ) -> Response {
+            let start = Instant::now();
+            let r = $inner(&q, &headers, raw.as_deref(), &body).await;
+            finish(&q, $endpoint, start, r)
+        }
+    };
 }
+
+handler!(query, query_inner, "query");
+handler!(query_range, query_range_inner, "query_range");
+handler!(series, series_inner, "series");
+handler!(labels, label_names_inner, "labels");
 
 async fn query_inner(
     q: &Arc<Querier>,
@@ -823,17 +835,6 @@ async fn query_inner(
         .await
         .map_err(|e| ApiError::from_query(&e))?;
     Ok(ok(&value_json(&res.value), &res.warnings))
-}
-
-async fn query_range(
-    State(q): State<Arc<Querier>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
-    let start = Instant::now();
-    let r = query_range_inner(&q, &headers, raw.as_deref(), &body).await;
-    finish(&q, "query_range", start, r)
 }
 
 async fn query_range_inner(
@@ -876,17 +877,6 @@ async fn query_range_inner(
         .await
         .map_err(|e| ApiError::from_query(&e))?;
     Ok(ok(&value_json(&res.value), &res.warnings))
-}
-
-async fn series(
-    State(q): State<Arc<Querier>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
-    let start = Instant::now();
-    let r = series_inner(&q, &headers, raw.as_deref(), &body).await;
-    finish(&q, "series", start, r)
 }
 
 async fn series_inner(
@@ -941,15 +931,13 @@ fn storage_error(e: crate::fanout::FetchError) -> ApiError {
     }
 }
 
-async fn labels(
-    State(q): State<Arc<Querier>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
-    let start = Instant::now();
-    let r = labels_inner(&q, &headers, raw.as_deref(), &body, None).await;
-    finish(&q, "labels", start, r)
+async fn label_names_inner(
+    q: &Arc<Querier>,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    labels_inner(q, headers, raw, body, None).await
 }
 
 async fn label_values(
