@@ -1,8 +1,10 @@
 //! Prometheus remote read (`POST /api/v1/read`, also under `/prometheus`): a Prometheus
 //! that keeps its own config adds Strata as a `remote_read` endpoint and its queries
 //! reach the global view (ingesters, sidecars, the bucket, HA pairs deduplicated).
-//! Answers with the `SAMPLES` response type (snappy-compressed `ReadResponse`), the one
-//! Prometheus's own remote-read client asks for.
+//! Answers with the response type the client lists first: `SAMPLES` (one
+//! snappy-compressed `ReadResponse`; what Prometheus 2.x asks for) or
+//! `STREAMED_XOR_CHUNKS` (frames of `ChunkedReadResponse` with the samples as XOR
+//! chunks; what Prometheus 3 and Thanos prefer).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,8 +13,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use strata_proto::prometheus::{QueryResult, ReadRequest, ReadResponse, Sample, TimeSeries};
+use strata_proto::prometheus::{
+    chunk, read_request::ResponseType, Chunk, ChunkedReadResponse, ChunkedSeries, QueryResult,
+    ReadRequest, ReadResponse, Sample, TimeSeries,
+};
 use strata_proto::Message;
+use strata_tsdb::chunkenc::ChunkCutter;
 
 use crate::api::{tenant_of, ApiError};
 use crate::Querier;
@@ -72,8 +78,9 @@ async fn read_inner(
         .map_err(|e| text(400, format!("snappy: {e}")))?;
     let req = ReadRequest::decode(raw.as_slice())
         .map_err(|e| text(400, format!("decoding read request: {e}")))?;
-    // `accepted_response_types` is not consulted: streamed chunks are not served, so
-    // the answer is SAMPLES, which every remote-read client reads.
+    // The first accepted type (both are served); none listed means SAMPLES.
+    let streamed = req.accepted_response_types.first().copied()
+        == Some(ResponseType::StreamedXorChunks as i32);
     let mut queries = Vec::with_capacity(req.queries.len());
     for (i, query) in req.queries.iter().enumerate() {
         let ms = strata_store::matchers_from_proto(&query.matchers)
@@ -110,6 +117,17 @@ async fn read_inner(
             Ok(results)
         })
         .await??;
+    if streamed {
+        return Ok((
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse",
+            )],
+            chunked_frames(results),
+        )
+            .into_response());
+    }
     let encoded = ReadResponse { results }.encode_to_vec();
     let compressed = snap::raw::Encoder::new()
         .compress_vec(&encoded)
@@ -123,4 +141,61 @@ async fn read_inner(
         compressed,
     )
         .into_response())
+}
+
+/// Frames of a `STREAMED_XOR_CHUNKS` answer: per query, its series in label order with
+/// their samples cut into XOR chunks as a TSDB cuts them, about 1 MiB of chunks a
+/// frame (a series is never split), each frame `uvarint length | CRC32C (big-endian) |
+/// ChunkedReadResponse`.
+fn chunked_frames(results: Vec<QueryResult>) -> Vec<u8> {
+    const FRAME_BYTES: usize = 1 << 20;
+    let mut out = Vec::new();
+    let frame = |query_index: i64, series: Vec<ChunkedSeries>, out: &mut Vec<u8>| {
+        if series.is_empty() {
+            return;
+        }
+        let msg = ChunkedReadResponse {
+            chunked_series: series,
+            query_index,
+        }
+        .encode_to_vec();
+        let mut len = msg.len() as u64;
+        while len >= 0x80 {
+            out.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(&crc32c::crc32c(&msg).to_be_bytes());
+        out.extend_from_slice(&msg);
+    };
+    for (qi, r) in results.into_iter().enumerate() {
+        let (mut pending, mut bytes) = (Vec::new(), 0usize);
+        for ts in r.timeseries {
+            let mut cutter = ChunkCutter::new(2 * 3_600_000);
+            for s in &ts.samples {
+                cutter.append(s.timestamp, s.value);
+            }
+            let chunks: Vec<Chunk> = cutter
+                .finish()
+                .into_iter()
+                .map(|c| Chunk {
+                    min_time_ms: c.min_time,
+                    max_time_ms: c.max_time,
+                    r#type: chunk::Encoding::Xor as i32,
+                    data: c.data.into(),
+                })
+                .collect();
+            bytes += chunks.iter().map(|c| c.data.len()).sum::<usize>();
+            pending.push(ChunkedSeries {
+                labels: ts.labels,
+                chunks,
+            });
+            if bytes >= FRAME_BYTES {
+                frame(qi as i64, std::mem::take(&mut pending), &mut out);
+                bytes = 0;
+            }
+        }
+        frame(qi as i64, pending, &mut out);
+    }
+    out
 }

@@ -74,6 +74,16 @@ pub fn encode(s: &str) -> String {
 
 /// POST `body` with `headers`; returns (status, body text).
 pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(u16, String), String> {
+    let (status, _, bytes) = post_bytes(url, headers, body)?;
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// POST `body` with `headers`; returns (status, content type, body bytes).
+pub fn post_bytes(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, String, Vec<u8>), String> {
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
@@ -85,11 +95,19 @@ pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(u16, St
     }
     let mut resp = req.send(body).map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    let text = resp
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let bytes = resp
         .body_mut()
-        .read_to_string()
+        .with_config()
+        .limit(256 << 20)
+        .read_to_vec()
         .map_err(|e| e.to_string())?;
-    Ok((status, text))
+    Ok((status, content_type, bytes))
 }
 
 /// A tiny exporter on a loopback port serving two fixed `demo_jobs_total` series

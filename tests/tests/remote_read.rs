@@ -3,7 +3,11 @@
 //! instant and range queries, with Strata's HA dedup applied; bad requests get a 400
 //! naming what was wrong.
 
-use strata_testkit::http::{encode, get_json, post};
+use strata_proto::prometheus::{
+    label_matcher, read_request, ChunkedReadResponse, LabelMatcher, Query, ReadRequest,
+};
+use strata_proto::Message;
+use strata_testkit::http::{encode, get_json, post, post_bytes};
 use strata_testkit::procs::Prometheus;
 use strata_testkit::strata::{series, write_request, StrataProc};
 
@@ -77,6 +81,86 @@ fn prometheus_reads_strata_through_remote_read() {
     let values = v["data"]["result"][0]["values"].as_array().unwrap().clone();
     assert!(values.len() >= 10, "{v}");
     assert_eq!(values[9][1], "18", "{v}");
+
+    // A client preferring streamed chunks (Prometheus 3, Thanos) gets them: frames of
+    // XOR chunks, CRC-checked, holding the same deduplicated samples.
+    let req = ReadRequest {
+        queries: vec![Query {
+            start_timestamp_ms: t0,
+            end_timestamp_ms: t0 + 40 * 15_000,
+            matchers: vec![LabelMatcher {
+                r#type: label_matcher::Type::Eq as i32,
+                name: "__name__".into(),
+                value: "legacy_jobs_total".into(),
+            }],
+            hints: None,
+        }],
+        accepted_response_types: vec![
+            read_request::ResponseType::StreamedXorChunks as i32,
+            read_request::ResponseType::Samples as i32,
+        ],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .unwrap();
+    let (code, ct, bytes) = post_bytes(
+        &format!("{}/api/v1/read", strata.url()),
+        &[("Content-Encoding", "snappy")],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    let resp = (ct, bytes);
+    assert!(
+        resp.0
+            .starts_with("application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse"),
+        "{}",
+        resp.0
+    );
+    let mut buf = &resp.1[..];
+    let mut got: Vec<(Vec<(String, String)>, Vec<(i64, f64)>)> = Vec::new();
+    while !buf.is_empty() {
+        let (mut len, mut i) = (0usize, 0usize);
+        loop {
+            let b = buf[i];
+            len |= usize::from(b & 0x7f) << (7 * i);
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let crc = u32::from_be_bytes(buf[i..i + 4].try_into().unwrap());
+        let msg = &buf[i + 4..i + 4 + len];
+        assert_eq!(crc32c::crc32c(msg), crc, "frame checksum");
+        let frame = ChunkedReadResponse::decode(msg).unwrap();
+        assert_eq!(frame.query_index, 0);
+        for s in frame.chunked_series {
+            let labels = s
+                .labels
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect();
+            let mut samples = Vec::new();
+            for c in &s.chunks {
+                samples.extend(strata_tsdb::chunkenc::XorIter::new(&c.data));
+            }
+            got.push((labels, samples));
+        }
+        buf = &buf[i + 4 + len..];
+    }
+    let want_a: Vec<(i64, f64)> = pts.clone();
+    assert_eq!(got.len(), 2, "queue a (deduplicated) and queue b: {got:?}");
+    let a = got
+        .iter()
+        .find(|(l, _)| l.contains(&("queue".into(), "a".into())))
+        .unwrap();
+    assert!(!a.0.iter().any(|(n, _)| n == "replica"), "{:?}", a.0);
+    assert_eq!(a.1, want_a);
+    let b = got
+        .iter()
+        .find(|(l, _)| l.contains(&("queue".into(), "b".into())))
+        .unwrap();
+    assert_eq!(b.1, pts[..10].to_vec());
 
     // Bad requests say what was wrong.
     let url = format!("{}/api/v1/read", strata.url());
