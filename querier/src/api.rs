@@ -666,9 +666,11 @@ impl Querier {
         } else {
             Some(asked)
         };
-        // Unset means `auto`: the coarsest resolution at most a fifth of the step (raw
-        // for instant queries), as Thanos's `--query.auto-downsampling`.
+        // `auto`: the coarsest resolution at most a fifth of the step (raw for instant
+        // queries), as Thanos's `--query.auto-downsampling`; unset means `auto` unless
+        // that flag is off.
         let max_resolution_ms = match p.get("max_source_resolution") {
+            "" if !self.config.auto_downsampling => 0,
             "" | "auto" => default_resolution_ms,
             v => {
                 let ns = parse_duration_ns(v).map_err(|e| {

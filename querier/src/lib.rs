@@ -61,6 +61,9 @@ pub struct QuerierConfig {
     pub lookback_delta: Duration,
     /// Default of the `partial_response` parameter [`--query.partial-response`].
     pub partial_response: bool,
+    /// Without `max_source_resolution`, read downsampled data when the step allows
+    /// (`auto`), else raw [`--query.auto-downsampling`].
+    pub auto_downsampling: bool,
     /// Deadline for one store's answer; `None`: the query timeout
     /// [`--store.response-timeout`].
     pub store_timeout: Option<Duration>,
@@ -85,6 +88,7 @@ impl Default for QuerierConfig {
             max_concurrent: 20,
             lookback_delta: Duration::from_secs(300),
             partial_response: true,
+            auto_downsampling: true,
             store_timeout: None,
             index_cache_bytes: 256 << 20,
             block_listing_ttl: Duration::from_secs(10),

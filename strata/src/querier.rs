@@ -64,6 +64,17 @@ pub struct QuerierArgs {
         default_missing_value = "true"
     )]
     pub partial_response: bool,
+    /// Read downsampled data when a request does not say `max_source_resolution`
+    /// (the coarsest resolution at most a fifth of the step); false: raw unless asked.
+    #[arg(
+        long = "query.auto-downsampling",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub auto_downsampling: bool,
     /// Maximum time to wait for one store's answer; 0 = the query timeout.
     #[arg(long = "store.response-timeout", value_name = "DURATION", default_value = "0ms", value_parser = parse_duration_ms)]
     pub store_response_timeout_ms: i64,
@@ -86,6 +97,7 @@ impl QuerierArgs {
             max_concurrent: self.max_concurrent,
             lookback_delta: ms(self.lookback_delta_ms),
             partial_response: self.partial_response,
+            auto_downsampling: self.auto_downsampling,
             store_timeout: (self.store_response_timeout_ms > 0)
                 .then(|| ms(self.store_response_timeout_ms)),
             ..QuerierConfig::default()

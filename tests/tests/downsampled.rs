@@ -293,6 +293,24 @@ fn querier_reads_downsampled_blocks() {
     let (b, _) = query_range(&q, "avg_over_time(temp[1h])", start, end, "");
     assert_eq!(a, b);
     assert!(blocks_read(&q)["5m"] > before["5m"]);
+    // Thanos's `--query.auto-downsampling=false`: unset means raw; `auto` still works.
+    let raw_q = StrataProc::start_http_only(
+        &tmp.path().join("q-raw"),
+        &[
+            "querier",
+            &format!(
+                "--objstore.config-file={}",
+                tmp.path().join("bucket.yml").display()
+            ),
+            "--query.auto-downsampling=false",
+        ],
+    );
+    let before = blocks_read(&raw_q);
+    query_range(&raw_q, "avg_over_time(temp[1h])", start, end, "");
+    let after = blocks_read(&raw_q);
+    assert!(after["raw"] > before["raw"] && after["5m"] == before["5m"]);
+    query_range(&raw_q, "avg_over_time(temp[1h])", start, end, "auto");
+    assert!(blocks_read(&raw_q)["5m"] > after["5m"]);
     // An instant query reads raw data.
     let before = blocks_read(&q);
     let (code, body) = get(&format!(
