@@ -36,6 +36,7 @@ pub mod dedup;
 pub mod fanout;
 pub mod metrics;
 mod read;
+pub mod storeapi;
 
 use fanout::{Endpoint, Sources};
 

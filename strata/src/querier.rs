@@ -26,6 +26,10 @@ pub struct QuerierCmd {
     /// endpoints are queried.
     #[arg(long = "objstore.config-file", value_name = "FILE")]
     pub objstore_config_file: Option<PathBuf>,
+    /// Also serve the Store API here (as Thanos's querier does), so a global querier
+    /// can list this one with `--endpoint`. Off when not given.
+    #[arg(long = "grpc-address", value_name = "ADDRESS")]
+    pub grpc_address: Option<std::net::SocketAddr>,
     #[command(flatten)]
     querier: QuerierArgs,
 }
@@ -127,11 +131,33 @@ pub fn run_querier(cmd: QuerierCmd) -> anyhow::Result<ExitCode> {
             "starting querier"
         );
         let querier = Querier::new(config, &registry).context("querier")?;
+        let grpc = match cmd.grpc_address {
+            None => None,
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen on gRPC address {addr} (--grpc-address)")
+                })?;
+                tracing::info!(%addr, "serving the Store API");
+                let sd = shutdown.clone();
+                Some(tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(
+                            strata_querier::storeapi::QuerierStore::new(querier.clone())
+                                .into_server(),
+                        )
+                        .serve_with_incoming_shutdown(crate::nodelay(listener), sd.wait_owned()),
+                ))
+            }
+        };
         let readiness = Readiness::new();
         let state = ServerState::new(&registry, readiness.clone());
         let app = instrument(router(state.clone()).merge(querier.routes()), &state);
         readiness.set_ready();
-        http.serve(app, shutdown).await?;
+        http.serve(app, shutdown.clone()).await?;
+        shutdown.trigger();
+        if let Some(g) = grpc {
+            g.await??;
+        }
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -178,3 +178,67 @@ fn in_process_reads_match_grpc_reads() {
     assert_eq!(answer(&all, "team-b"), serde_json::json!([]));
     assert_eq!(answer(&remote, "team-b"), serde_json::json!([]));
 }
+
+/// A querier serves the Store API (`--grpc-address`, as Thanos's querier): a global
+/// querier listing it with `--endpoint` answers what it answers, deduplicated by it,
+/// labels included.
+#[test]
+fn querier_serves_the_store_api_to_a_global_querier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let all = StrataProc::start_all(&tmp.path().join("all"), &["--tsdb.ship-interval=1h"]);
+    let t = now_ms() - 60_000;
+    let s: Vec<(i64, f64)> = (0..30).map(|i| (t + i * 1000, i as f64)).collect();
+    let req = write_request(vec![
+        series(
+            &[("__name__", "jobs"), ("queue", "a"), ("replica", "r1")],
+            &s,
+        ),
+        series(
+            &[("__name__", "jobs"), ("queue", "a"), ("replica", "r2")],
+            &s,
+        ),
+        series(&[("__name__", "jobs"), ("queue", "b")], &s[..10]),
+    ]);
+    assert_eq!(all.push(None, &req).0, 200);
+    let local = StrataProc::start_with_grpc(
+        &tmp.path().join("local"),
+        &[
+            "querier",
+            &format!("--endpoint=127.0.0.1:{}", all.grpc_port),
+            "--query.replica-label=replica",
+        ],
+    );
+    let global = StrataProc::start_http_only(
+        &tmp.path().join("global"),
+        &[
+            "querier",
+            &format!("--endpoint=127.0.0.1:{}", local.grpc_port),
+        ],
+    );
+    let answer = |p: &StrataProc, path: &str| {
+        let (code, body) = strata_testkit::http::get(&format!("{}{path}", p.url())).unwrap();
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["data"].clone()
+    };
+    let q = format!(
+        "/api/v1/query_range?query=jobs&start={}&end={}&step=1",
+        t / 1000,
+        t / 1000 + 29
+    );
+    let via_global = answer(&global, &q);
+    let result = via_global["result"].as_array().unwrap();
+    assert_eq!(result.len(), 2, "{via_global}");
+    assert!(
+        result.iter().all(|s| s["metric"].get("replica").is_none()),
+        "{via_global}"
+    );
+    assert_eq!(via_global, answer(&local, &q));
+    assert_eq!(
+        answer(&global, "/api/v1/label/queue/values"),
+        serde_json::json!(["a", "b"])
+    );
+    assert!(answer(&global, "/api/v1/labels")
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("queue")));
+}

@@ -1,0 +1,183 @@
+//! The querier as a Store API endpoint (Thanos's querier `--grpc-address`): a global
+//! querier can list per-cluster queriers with `--endpoint` and see everything they see,
+//! merged and deduplicated by them. Series carry their samples as XOR chunks cut as a
+//! TSDB cuts them.
+
+use std::sync::Arc;
+
+use strata_proto::store::store_server::{Store, StoreServer};
+use strata_proto::store::{
+    chunk, series_response, AggrChunk, Chunk, InfoRequest, InfoResponse, LabelNamesRequest,
+    LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, PartialResponseStrategy, Series,
+    SeriesRequest, SeriesResponse, StoreType,
+};
+use strata_store::{labels_to_proto, matchers_from_proto};
+use strata_tsdb::chunkenc::ChunkCutter;
+use tonic::{Request, Response, Status};
+
+use crate::fanout::FetchOptions;
+use crate::{validate_tenant, Querier, DEFAULT_TENANT};
+
+pub struct QuerierStore {
+    q: Arc<Querier>,
+}
+
+impl QuerierStore {
+    pub fn new(q: Arc<Querier>) -> Self {
+        QuerierStore { q }
+    }
+
+    pub fn into_server(self) -> StoreServer<QuerierStore> {
+        StoreServer::new(self)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    /// The querier's own defaults for the request's tenant; a request that disables
+    /// partial responses gets them disabled.
+    fn options<T>(&self, req: &Request<T>, abort: bool) -> Result<FetchOptions, Status> {
+        let tenant = match strata_store::tenant_of(req)? {
+            None => DEFAULT_TENANT.to_string(),
+            Some(t) => {
+                validate_tenant(t).map_err(Status::invalid_argument)?;
+                t.to_string()
+            }
+        };
+        let mut opts = self.q.default_fetch_options(&tenant);
+        if abort {
+            opts.partial_response = false;
+        }
+        Ok(opts)
+    }
+}
+
+fn abort_strategy(strategy: i32, disabled: bool) -> bool {
+    disabled || strategy == PartialResponseStrategy::Abort as i32
+}
+
+type SeriesStream = tokio_stream::Iter<std::vec::IntoIter<Result<SeriesResponse, Status>>>;
+
+#[tonic::async_trait]
+impl Store for QuerierStore {
+    async fn info(&self, _req: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        // Its stores' label sets differ: advertise none, and every time.
+        Ok(Response::new(InfoResponse {
+            min_time: i64::MIN,
+            max_time: i64::MAX,
+            store_type: StoreType::Query as i32,
+            ..Default::default()
+        }))
+    }
+
+    type SeriesStream = SeriesStream;
+
+    async fn series(
+        &self,
+        req: Request<SeriesRequest>,
+    ) -> Result<Response<Self::SeriesStream>, Status> {
+        let opts = {
+            let r = req.get_ref();
+            let abort = abort_strategy(r.partial_response_strategy, r.partial_response_disabled);
+            self.options(&req, abort)?
+        };
+        let r = req.into_inner();
+        let matchers = matchers_from_proto(&r.matchers)?;
+        let fetched = self
+            .q
+            .sources
+            .fetch(
+                &opts,
+                &matchers,
+                r.min_time,
+                r.max_time,
+                None,
+                r.skip_chunks,
+            )
+            .await
+            .map_err(|e| Status::unavailable(e.0))?;
+        let mut frames: Vec<Result<SeriesResponse, Status>> = fetched
+            .warnings
+            .into_iter()
+            .map(|w| {
+                Ok(SeriesResponse {
+                    result: Some(series_response::Result::Warning(w)),
+                })
+            })
+            .collect();
+        for (labels, samples) in fetched.series {
+            let mut cutter = ChunkCutter::new(2 * 3_600_000);
+            for (t, v) in samples {
+                cutter.append(t, v);
+            }
+            let chunks = cutter
+                .finish()
+                .into_iter()
+                .map(|c| AggrChunk {
+                    min_time: c.min_time,
+                    max_time: c.max_time,
+                    raw: Some(Chunk {
+                        r#type: chunk::Encoding::Xor as i32,
+                        data: c.data.into(),
+                        hash: 0,
+                    }),
+                    ..AggrChunk::default()
+                })
+                .collect();
+            frames.push(Ok(SeriesResponse {
+                result: Some(series_response::Result::Series(Series {
+                    labels: labels_to_proto(&labels),
+                    chunks,
+                })),
+            }));
+        }
+        Ok(Response::new(tokio_stream::iter(frames)))
+    }
+
+    async fn label_names(
+        &self,
+        req: Request<LabelNamesRequest>,
+    ) -> Result<Response<LabelNamesResponse>, Status> {
+        let abort = {
+            let r = req.get_ref();
+            abort_strategy(r.partial_response_strategy, r.partial_response_disabled)
+        };
+        let opts = self.options(&req, abort)?;
+        let r = req.into_inner();
+        let matchers = matchers_from_proto(&r.matchers)?;
+        let (names, warnings) = self
+            .q
+            .sources
+            .labels(&opts, None, &matchers, r.start, r.end)
+            .await
+            .map_err(|e| Status::unavailable(e.0))?;
+        Ok(Response::new(LabelNamesResponse {
+            names,
+            warnings,
+            ..Default::default()
+        }))
+    }
+
+    async fn label_values(
+        &self,
+        req: Request<LabelValuesRequest>,
+    ) -> Result<Response<LabelValuesResponse>, Status> {
+        let abort = {
+            let r = req.get_ref();
+            abort_strategy(r.partial_response_strategy, r.partial_response_disabled)
+        };
+        let opts = self.options(&req, abort)?;
+        let r = req.into_inner();
+        let matchers = matchers_from_proto(&r.matchers)?;
+        let (values, warnings) = self
+            .q
+            .sources
+            .labels(&opts, Some(&r.label), &matchers, r.start, r.end)
+            .await
+            .map_err(|e| Status::unavailable(e.0))?;
+        Ok(Response::new(LabelValuesResponse {
+            values,
+            warnings,
+            ..Default::default()
+        }))
+    }
+}
