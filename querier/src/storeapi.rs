@@ -34,8 +34,13 @@ impl QuerierStore {
     }
 
     /// The querier's own defaults for the request's tenant; a request that disables
-    /// partial responses gets them disabled.
-    fn options<T>(&self, req: &Request<T>, abort: bool) -> Result<FetchOptions, Status> {
+    /// partial responses (the strategy `ABORT`, or the older flag) gets them disabled.
+    fn options<T>(
+        &self,
+        req: &Request<T>,
+        strategy: i32,
+        disabled: bool,
+    ) -> Result<FetchOptions, Status> {
         let tenant = match strata_store::tenant_of(req)? {
             None => DEFAULT_TENANT.to_string(),
             Some(t) => {
@@ -44,15 +49,28 @@ impl QuerierStore {
             }
         };
         let mut opts = self.q.default_fetch_options(&tenant);
-        if abort {
+        if disabled || strategy == PartialResponseStrategy::Abort as i32 {
             opts.partial_response = false;
         }
         Ok(opts)
     }
-}
 
-fn abort_strategy(strategy: i32, disabled: bool) -> bool {
-    disabled || strategy == PartialResponseStrategy::Abort as i32
+    /// Label names (`name` None) or the values of `name`, and warnings.
+    async fn labels(
+        &self,
+        opts: FetchOptions,
+        name: Option<&str>,
+        matchers: &[strata_proto::prometheus::LabelMatcher],
+        start: i64,
+        end: i64,
+    ) -> Result<(Vec<String>, Vec<String>), Status> {
+        let matchers = matchers_from_proto(matchers)?;
+        self.q
+            .sources
+            .labels(&opts, name, &matchers, start, end)
+            .await
+            .map_err(|e| Status::unavailable(e.0))
+    }
 }
 
 type SeriesStream = tokio_stream::Iter<std::vec::IntoIter<Result<SeriesResponse, Status>>>;
@@ -75,11 +93,11 @@ impl Store for QuerierStore {
         &self,
         req: Request<SeriesRequest>,
     ) -> Result<Response<Self::SeriesStream>, Status> {
-        let opts = {
-            let r = req.get_ref();
-            let abort = abort_strategy(r.partial_response_strategy, r.partial_response_disabled);
-            self.options(&req, abort)?
-        };
+        let (strategy, disabled) = (
+            req.get_ref().partial_response_strategy,
+            req.get_ref().partial_response_disabled,
+        );
+        let opts = self.options(&req, strategy, disabled)?;
         let r = req.into_inner();
         let matchers = matchers_from_proto(&r.matchers)?;
         let fetched = self
@@ -137,19 +155,13 @@ impl Store for QuerierStore {
         &self,
         req: Request<LabelNamesRequest>,
     ) -> Result<Response<LabelNamesResponse>, Status> {
-        let abort = {
-            let r = req.get_ref();
-            abort_strategy(r.partial_response_strategy, r.partial_response_disabled)
-        };
-        let opts = self.options(&req, abort)?;
-        let r = req.into_inner();
-        let matchers = matchers_from_proto(&r.matchers)?;
-        let (names, warnings) = self
-            .q
-            .sources
-            .labels(&opts, None, &matchers, r.start, r.end)
-            .await
-            .map_err(|e| Status::unavailable(e.0))?;
+        let r = req.get_ref();
+        let opts = self.options(
+            &req,
+            r.partial_response_strategy,
+            r.partial_response_disabled,
+        )?;
+        let (names, warnings) = self.labels(opts, None, &r.matchers, r.start, r.end).await?;
         Ok(Response::new(LabelNamesResponse {
             names,
             warnings,
@@ -161,19 +173,15 @@ impl Store for QuerierStore {
         &self,
         req: Request<LabelValuesRequest>,
     ) -> Result<Response<LabelValuesResponse>, Status> {
-        let abort = {
-            let r = req.get_ref();
-            abort_strategy(r.partial_response_strategy, r.partial_response_disabled)
-        };
-        let opts = self.options(&req, abort)?;
-        let r = req.into_inner();
-        let matchers = matchers_from_proto(&r.matchers)?;
+        let r = req.get_ref();
+        let opts = self.options(
+            &req,
+            r.partial_response_strategy,
+            r.partial_response_disabled,
+        )?;
         let (values, warnings) = self
-            .q
-            .sources
-            .labels(&opts, Some(&r.label), &matchers, r.start, r.end)
-            .await
-            .map_err(|e| Status::unavailable(e.0))?;
+            .labels(opts, Some(&r.label), &r.matchers, r.start, r.end)
+            .await?;
         Ok(Response::new(LabelValuesResponse {
             values,
             warnings,
