@@ -350,6 +350,19 @@ impl<'a> CellAgg<'a> {
     }
 }
 
+/// Ascending (or descending with `desc`) with NaNs last either way: the order of
+/// `sort`/`sort_desc` and of `bottomk`/`topk`.
+fn cmp_nan_last(x: f64, y: f64, desc: bool) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (x.is_nan(), y.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        _ if desc => y.partial_cmp(&x).unwrap_or(Ordering::Equal),
+        _ => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+    }
+}
+
 pub fn drop_name_labels(l: &Labels) -> Labels {
     l.without(&[METRIC_NAME])
 }
@@ -946,22 +959,8 @@ impl<'a> Evaluator<'a> {
                 // ordering only matters for instant queries: order series by their value
                 let desc = name == "sort_desc";
                 v.sort_by(|a, b| {
-                    let (x, y) = (
-                        a.pts.first().map_or(f64::NAN, |p| p.1),
-                        b.pts.first().map_or(f64::NAN, |p| p.1),
-                    );
-                    match (x.is_nan(), y.is_nan()) {
-                        (true, true) => std::cmp::Ordering::Equal,
-                        (true, false) => std::cmp::Ordering::Greater,
-                        (false, true) => std::cmp::Ordering::Less,
-                        _ => {
-                            if desc {
-                                y.partial_cmp(&x).unwrap()
-                            } else {
-                                x.partial_cmp(&y).unwrap()
-                            }
-                        }
-                    }
+                    let first = |s: &Series| s.pts.first().map_or(f64::NAN, |p| p.1);
+                    cmp_nan_last(first(a), first(b), desc)
                 });
                 Ok(Val::Vector(v))
             }
@@ -1553,21 +1552,7 @@ impl<'a> Evaluator<'a> {
                             };
                             let top = op == T_TOPK;
                             let mut v = g.clone();
-                            v.sort_by(|a, b| {
-                                let (x, y) = (a.1, b.1);
-                                match (x.is_nan(), y.is_nan()) {
-                                    (true, true) => std::cmp::Ordering::Equal,
-                                    (true, false) => std::cmp::Ordering::Greater,
-                                    (false, true) => std::cmp::Ordering::Less,
-                                    _ => {
-                                        if top {
-                                            y.partial_cmp(&x).unwrap()
-                                        } else {
-                                            x.partial_cmp(&y).unwrap()
-                                        }
-                                    }
-                                }
-                            });
+                            v.sort_by(|a, b| cmp_nan_last(a.1, b.1, top));
                             v.truncate(k);
                             v
                         }
