@@ -32,6 +32,28 @@ impl StoreService {
 }
 
 impl StoreService {
+    /// The label sets of the series matching `matchers` in `[start, end]` (none when
+    /// the request is for another tenant or other external labels).
+    async fn matching_labels(
+        &self,
+        tenant: Option<&str>,
+        matchers: Vec<LabelMatcher>,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Vec<Label>>, Status> {
+        if !self.applies(tenant, &matchers)? {
+            return Ok(Vec::new());
+        }
+        self.series_labels(SeriesRequest {
+            min_time: start,
+            max_time: end,
+            matchers,
+            skip_chunks: true,
+            ..Default::default()
+        })
+        .await
+    }
+
     /// Whether the request is for this sidecar's tenant and its external labels.
     fn applies(&self, tenant: Option<&str>, matchers: &[LabelMatcher]) -> Result<bool, Status> {
         if let Some(t) = tenant {
@@ -170,18 +192,11 @@ impl Store for StoreService {
     ) -> Result<Response<LabelNamesResponse>, Status> {
         let tenant = tenant_of(&req);
         let r = req.into_inner();
-        if !self.applies(tenant.as_deref(), &r.matchers)? {
-            return Ok(Response::new(LabelNamesResponse::default()));
-        }
-        let req = SeriesRequest {
-            min_time: r.start,
-            max_time: r.end,
-            matchers: r.matchers,
-            skip_chunks: true,
-            ..Default::default()
-        };
         let mut names = std::collections::BTreeSet::new();
-        for s in self.series_labels(req).await? {
+        for s in self
+            .matching_labels(tenant.as_deref(), r.matchers, r.start, r.end)
+            .await?
+        {
             names.extend(s.into_iter().map(|l| l.name));
         }
         Ok(Response::new(LabelNamesResponse {
@@ -196,18 +211,11 @@ impl Store for StoreService {
     ) -> Result<Response<LabelValuesResponse>, Status> {
         let tenant = tenant_of(&req);
         let r = req.into_inner();
-        if !self.applies(tenant.as_deref(), &r.matchers)? {
-            return Ok(Response::new(LabelValuesResponse::default()));
-        }
-        let req = SeriesRequest {
-            min_time: r.start,
-            max_time: r.end,
-            matchers: r.matchers,
-            skip_chunks: true,
-            ..Default::default()
-        };
         let mut values = std::collections::BTreeSet::new();
-        for s in self.series_labels(req).await? {
+        for s in self
+            .matching_labels(tenant.as_deref(), r.matchers, r.start, r.end)
+            .await?
+        {
             if let Some(l) = s.into_iter().find(|l| l.name == r.label) {
                 values.insert(l.value);
             }
