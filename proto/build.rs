@@ -7,6 +7,8 @@ const PROTOS: &[&str] = &[
     "proto/prometheus/types.proto",
     "proto/prometheus/remote.proto",
     "proto/strata/store/v1/store.proto",
+    "proto/strata/cluster/v1/cluster.proto",
+    "proto/strata/ingester/v1/ingester.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

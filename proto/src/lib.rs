@@ -8,6 +8,8 @@
 //! * [`store`]: the Store API (`strata.store.v1.Store`: `Info`, `Series`, `LabelNames`,
 //!   `LabelValues`), modeled on Thanos's storepb; [`store::store_client::StoreClient`]
 //!   and [`store::store_server::StoreServer`] are the tonic client and server.
+//! * [`cluster`]: the control plane between ingesters (openraft RPCs, leader forwarding,
+//!   joining, the ring); [`ingester`]: a remote write forwarded to a series' owners.
 //! * [`decode_write_request`] and [`encode_write_request`]: the remote write body, which
 //!   is a protobuf `WriteRequest` compressed with snappy's *block* format.
 //!
@@ -50,6 +52,16 @@ mod generated {
                 pub const TENANT_METADATA_KEY: &str = "thanos-tenant";
             }
         }
+        pub mod cluster {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/strata.cluster.v1.rs"));
+            }
+        }
+        pub mod ingester {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/strata.ingester.v1.rs"));
+            }
+        }
     }
 }
 
@@ -59,6 +71,13 @@ pub use generated::prometheus;
 /// The Store API (package `strata.store.v1`): messages, [`store::store_client`] and
 /// [`store::store_server`].
 pub use generated::strata::store::v1 as store;
+
+/// The cluster control plane (package `strata.cluster.v1`): raft RPCs, leader
+/// forwarding, joining, the ring.
+pub use generated::strata::cluster::v1 as cluster;
+
+/// Ingester-to-ingester forwarding of remote writes (package `strata.ingester.v1`).
+pub use generated::strata::ingester::v1 as ingester;
 
 use prometheus::WriteRequest;
 
@@ -234,6 +253,49 @@ impl<'a> WriteRequestRef<'a> {
         out
     }
 
+    /// Append series `i` to `out` as one `timeseries` field of a protobuf
+    /// `WriteRequest` (labels and float samples; histograms are not decoded, so not
+    /// carried). Concatenating such fields gives a valid `WriteRequest` body: the
+    /// distributor builds each owner's request this way without an owned copy.
+    pub fn encode_series(&self, i: usize, out: &mut Vec<u8>) {
+        let s = &self.series[i];
+        let labels = &self.labels[s.labels.0 as usize..s.labels.1 as usize];
+        let samples = &self.samples[s.samples.0 as usize..s.samples.1 as usize];
+        let label_len =
+            |n: &str, v: &str| 2 + varint_len(n.len()) + n.len() + varint_len(v.len()) + v.len();
+        let sample_len = |t: i64| 1 + 8 + 1 + varint_len(t as u64 as usize);
+        let mut ts_len = 0;
+        for (n, v) in labels {
+            let l = label_len(n, v);
+            ts_len += 1 + varint_len(l) + l;
+        }
+        for smp in samples {
+            let l = sample_len(smp.timestamp);
+            ts_len += 1 + varint_len(l) + l;
+        }
+        out.reserve(1 + varint_len(ts_len) + ts_len);
+        out.push(0x0a);
+        put_varint(out, ts_len as u64);
+        for (n, v) in labels {
+            out.push(0x0a);
+            put_varint(out, label_len(n, v) as u64);
+            out.push(0x0a);
+            put_varint(out, n.len() as u64);
+            out.extend_from_slice(n.as_bytes());
+            out.push(0x12);
+            put_varint(out, v.len() as u64);
+            out.extend_from_slice(v.as_bytes());
+        }
+        for smp in samples {
+            out.push(0x12);
+            put_varint(out, sample_len(smp.timestamp) as u64);
+            out.push(0x09);
+            out.extend_from_slice(&smp.value.to_le_bytes());
+            out.push(0x10);
+            put_varint(out, smp.timestamp as u64);
+        }
+    }
+
     /// The labels (in request order) and samples of each series.
     pub fn iter(
         &self,
@@ -245,6 +307,19 @@ impl<'a> WriteRequestRef<'a> {
             )
         })
     }
+}
+
+fn varint_len(v: usize) -> usize {
+    let v = v as u64;
+    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 /// Decode an uncompressed protobuf `WriteRequest` without copying label strings. Fails
