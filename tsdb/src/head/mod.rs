@@ -119,6 +119,27 @@ impl AppendError {
     }
 }
 
+/// Prometheus's per-series rule for a new sample `(t, v_bits)` after the series' newest
+/// sample `last` (timestamp, value bits): `Ok(true)` to store it, `Ok(false)` for an exact
+/// duplicate of the newest sample (accepted, nothing to store), else why it is refused.
+/// The head applies it on every append; the ingester applies it before logging to the
+/// WAL, so that it logs exactly what the head will then take.
+#[inline]
+pub fn check_sample(last: Option<(i64, u64)>, t: i64, v_bits: u64) -> Result<bool, AppendError> {
+    let Some((last_t, last_v)) = last else {
+        return Ok(true);
+    };
+    if t > last_t {
+        Ok(true)
+    } else if t < last_t {
+        Err(AppendError::OutOfOrder { t, last_t })
+    } else if v_bits == last_v {
+        Ok(false)
+    } else {
+        Err(AppendError::DuplicateTimestamp { t, last_t })
+    }
+}
+
 /// A series selected from the head with copies of its chunks overlapping the query
 /// range (the open chunk included, as a snapshot), oldest first.
 #[derive(Debug, Clone, PartialEq)]
@@ -544,12 +565,53 @@ impl Head {
     /// no older than half a chunk range before the newest sample (Prometheus's
     /// `appendableMinValidTime`).
     pub fn min_valid_time(&self) -> i64 {
+        self.min_valid_time_at(i64::MAX)
+    }
+
+    /// [`min_valid_time`](Self::min_valid_time) with the window anchored at no later
+    /// than `now_ms`: a sample from the future (a skewed clock, a bad client) then cannot
+    /// push the window past samples that are in order for the present.
+    pub fn min_valid_time_at(&self, now_ms: i64) -> i64 {
         let block = self.min_valid_block.load(Ordering::Relaxed);
         let max = self.max_time.load(Ordering::Relaxed);
         if max == i64::MIN {
             return block;
         }
-        block.max(max.saturating_sub(self.chunk_range / 2))
+        block.max(max.min(now_ms).saturating_sub(self.chunk_range / 2))
+    }
+
+    /// The end of the last cut block as the head sees it: nothing older is accepted, so
+    /// every sample in the head is at or after it.
+    pub fn min_valid_block(&self) -> i64 {
+        self.min_valid_block.load(Ordering::Relaxed)
+    }
+
+    /// Timestamp and value bits of the series' newest sample (`Ok(None)` before the
+    /// first): what [`check_sample`] needs to validate a sample without appending it.
+    pub fn last_sample(
+        &self,
+        series_ref: HeadSeriesRef,
+    ) -> Result<Option<(i64, u64)>, AppendError> {
+        let shard = rl(self.series_shard(series_ref.0));
+        let s = shard
+            .get(&series_ref.0)
+            .ok_or(AppendError::UnknownSeries(series_ref))?;
+        let last = s.lock().last();
+        Ok(last)
+    }
+
+    /// Append a sample the caller already validated (with [`check_sample`] and the time
+    /// window) and logged: no window check, so the head takes what the WAL has. The
+    /// per-series rule still applies; it can only fail if the caller did not hold off
+    /// other writers between validating and appending.
+    #[inline]
+    pub fn append_validated(
+        &self,
+        series_ref: HeadSeriesRef,
+        t: i64,
+        v: f64,
+    ) -> Result<(), AppendError> {
+        self.append_unchecked(series_ref, t, v).map(|_| ())
     }
 
     /// Append one sample, with Prometheus's checks (see [`AppendError`]). A sample equal
@@ -788,7 +850,19 @@ impl Head {
     /// now on, and garbage-collect series left without samples (a series created but
     /// never appended to survives one truncation). Returns how many series were removed.
     pub fn truncate(&self, mint_keep: i64) -> usize {
-        self.min_valid_block.fetch_max(mint_keep, Ordering::Relaxed);
+        self.truncate_keeping_window(mint_keep, mint_keep)
+    }
+
+    /// [`truncate`](Self::truncate) that refuses samples older than `min_valid` (at most
+    /// `mint_keep`) instead of `mint_keep`: after a flush cut at the newest sample,
+    /// series a little behind keep their in-order samples (they go into a later block
+    /// that overlaps the flushed one; compaction merges them).
+    pub fn truncate_keeping_window(&self, mint_keep: i64, min_valid: i64) -> usize {
+        let floor = min_valid.min(mint_keep);
+        let floor = self
+            .min_valid_block
+            .fetch_max(floor, Ordering::Relaxed)
+            .max(floor);
         // Pass 1: drop chunks, find empty series, compute the new minimum time.
         let mut candidates: Vec<(u64, u64)> = Vec::new();
         let mut new_min = i64::MAX;
@@ -800,11 +874,13 @@ impl Head {
                 dropped += st.truncate_before(mint_keep);
                 if let Some(t) = st.min_t() {
                     new_min = new_min.min(t);
-                } else if st.last_t() != NO_SAMPLES || st.gc_marked {
-                    candidates.push((*r, hash_labels(&s.labels)));
-                } else {
+                } else if st.last_t() == NO_SAMPLES && !st.gc_marked {
                     st.gc_marked = true;
+                } else if st.last_t() < floor {
+                    candidates.push((*r, hash_labels(&s.labels)));
                 }
+                // else: emptied by a flush but still inside the window: kept, so its
+                // newest timestamp keeps refusing out-of-order and repeated samples
             }
         }
         self.num_chunks.fetch_sub(dropped as u64, Ordering::Relaxed);

@@ -88,6 +88,11 @@ impl SeriesState {
         self.last_t
     }
 
+    /// Timestamp and value bits of the newest sample, if any.
+    pub fn last(&self) -> Option<(i64, u64)> {
+        (self.last_t != NO_SAMPLES).then_some((self.last_t, self.last_v))
+    }
+
     /// Whether no chunk is left.
     pub fn is_empty(&self) -> bool {
         self.head.is_none() && self.closed.is_empty()
@@ -106,22 +111,8 @@ impl SeriesState {
     #[inline]
     pub fn append(&mut self, t: i64, v: f64, chunk_range: i64) -> Result<Appended, AppendError> {
         let vb = v.to_bits();
-        if self.last_t != NO_SAMPLES {
-            if t < self.last_t {
-                return Err(AppendError::OutOfOrder {
-                    t,
-                    last_t: self.last_t,
-                });
-            }
-            if t == self.last_t {
-                if vb == self.last_v {
-                    return Ok(Appended::Duplicate);
-                }
-                return Err(AppendError::DuplicateTimestamp {
-                    t,
-                    last_t: self.last_t,
-                });
-            }
+        if !super::check_sample(self.last(), t, vb)? {
+            return Ok(Appended::Duplicate);
         }
         if let Some(h) = &self.head {
             let n = h.num_samples();

@@ -122,6 +122,9 @@ pub struct Wal {
     /// Set after an I/O failure that leaves the on-disk state unknown.
     poisoned: Option<String>,
     stats: WalStats,
+    /// Test hook: the next [`Wal::append`] fails as a write error would.
+    #[cfg(any(test, feature = "fault-injection"))]
+    fail_next_append: bool,
 }
 
 impl Wal {
@@ -196,6 +199,8 @@ impl Wal {
             buf: Vec::with_capacity(64 << 10),
             unsynced: false,
             poisoned: None,
+            #[cfg(any(test, feature = "fault-injection"))]
+            fail_next_append: false,
             stats: WalStats {
                 fsyncs,
                 segment: seg_index,
@@ -239,6 +244,13 @@ impl Wal {
     /// durability is wanted.
     pub fn append(&mut self, recs: &[Record<'_>]) -> Result<()> {
         self.check_poisoned()?;
+        #[cfg(any(test, feature = "fault-injection"))]
+        if std::mem::take(&mut self.fail_next_append) {
+            return Err(Error::io(
+                &self.seg_path,
+                std::io::Error::other("injected WAL write failure"),
+            ));
+        }
         self.buf.clear();
         for rec in recs {
             let start = self.buf.len();
@@ -255,6 +267,20 @@ impl Wal {
         }
         let n = self.buf.len();
         self.write_out(n)
+    }
+
+    /// Make the next [`Wal::append`] fail with an I/O error without writing anything,
+    /// as a full disk would: a real write error cannot be caused reliably in a test.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn fail_next_append(&mut self) {
+        self.fail_next_append = true;
+    }
+
+    /// Refuse every later write: for a failed fsync done outside the writer (group
+    /// commit), after which the kernel may have dropped pages written since the last
+    /// good sync, so nothing after it can be acknowledged until a restart replays.
+    pub fn poison(&mut self, why: impl Into<String>) {
+        self.poisoned.get_or_insert(why.into());
     }
 
     /// A handle on the current segment for an `fdatasync` outside the writer's lock
