@@ -219,6 +219,16 @@ impl Ingester {
             limiter,
             self.config.labels.clone(),
         )?;
+        if stats.unknown_series_samples > 0 {
+            self.metrics
+                .wal_replay_unknown_series_samples
+                .inc_by(stats.unknown_series_samples);
+            tracing::warn!(
+                tenant = id,
+                samples = stats.unknown_series_samples,
+                "WAL replay dropped samples whose series record was missing"
+            );
+        }
         if let Some((file, offset)) = &stats.truncated {
             tracing::warn!(tenant = id, file = %file.display(), offset, "WAL had a torn last record (crash mid-write); truncated it");
         }
@@ -269,9 +279,22 @@ impl Ingester {
         let mut first_err = None;
         for t in self.tenants() {
             let t2 = t.clone();
-            let cut = tokio::task::spawn_blocking(move || t2.cut_blocks(all))
-                .await
-                .map_err(|e| Error::Invalid(format!("cut task failed: {e}")))??;
+            // One tenant's failure must not stop the others' cuts and uploads.
+            let cut = match tokio::task::spawn_blocking(move || t2.cut_blocks(all)).await {
+                Ok(Ok(cut)) => cut,
+                Ok(Err(e)) => {
+                    tracing::warn!(tenant = %t.id, error = %e, "cutting blocks failed");
+                    first_err.get_or_insert(Error::Invalid(format!("tenant {}: {e}", t.id)));
+                    Vec::new()
+                }
+                Err(e) => {
+                    first_err.get_or_insert(Error::Invalid(format!(
+                        "tenant {}: cut task failed: {e}",
+                        t.id
+                    )));
+                    Vec::new()
+                }
+            };
             self.metrics.blocks_cut.inc_by(cut.len() as u64);
             for m in &cut {
                 tracing::info!(tenant = %t.id, ulid = %m.ulid, min_time = m.min_time, max_time = m.max_time, series = m.stats.num_series, samples = m.stats.num_samples, "cut block");
@@ -291,7 +314,7 @@ impl Ingester {
                 Err(e) => {
                     self.metrics.upload_failures.inc();
                     tracing::warn!(tenant = %t.id, error = %e, "block upload failed; will retry");
-                    first_err.get_or_insert(e);
+                    first_err.get_or_insert(Error::Invalid(format!("tenant {}: {e}", t.id)));
                 }
             }
             let now = std::time::SystemTime::now()
@@ -348,7 +371,7 @@ impl Ingester {
         Router::new()
             .route("/api/v1/push", post(push::push))
             .route("/api/v1/receive", post(push::push))
-            .route("/ingester/flush", post(flush).get(flush))
+            .route("/ingester/flush", post(flush))
             .route("/distributor/ha_tracker", get(ha_tracker_status))
             .route("/api/v1/status/tsdb", get(status::tsdb_status))
             .route("/prometheus/api/v1/status/tsdb", get(status::tsdb_status))

@@ -18,6 +18,7 @@ pub struct IngesterMetrics {
     pub upload_failures: Counter,
     pub ha_deduped_samples: Counter,
     pub ha_elected_changes: Counter,
+    pub wal_replay_unknown_series_samples: Counter,
 }
 
 impl IngesterMetrics {
@@ -82,6 +83,10 @@ impl IngesterMetrics {
             ha_elected_changes: r.counter(
                 "strata_ingester_ha_elected_replica_changes_total",
                 "HA clusters whose elected replica was set or changed.",
+            ),
+            wal_replay_unknown_series_samples: r.counter(
+                "strata_ingester_wal_replay_unknown_series_samples_total",
+                "Samples dropped on WAL replay because no series record preceded them (should stay 0).",
             ),
         }
     }

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use strata_proto::prometheus::WriteRequest;
 use strata_proto::WriteRequestRef;
-use strata_tsdb::head::{AppendError, HeadSeriesRef};
+use strata_tsdb::head::{check_sample, AppendError, HeadSeriesRef};
 use strata_tsdb::labels::Labels;
 use strata_tsdb::wal::Record;
 
@@ -46,6 +46,36 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, m).into_response()
 }
 
+/// Remote write 1.0 only: no `Content-Type`, or `application/x-protobuf` with no `proto`
+/// parameter or `proto=prometheus.WriteRequest`. Anything else (remote write 2.0's
+/// `proto=io.prometheus.write.v2.Request` included) is a 415, as the 2.0 spec asks of a
+/// receiver that does not support the message, so the sender can fall back.
+fn check_content_type(headers: &HeaderMap) -> Result<(), String> {
+    let Some(raw) = headers.get(axum::http::header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let unsupported = |ct: &str| {
+        format!(
+            "unsupported Content-Type {ct:?}: only Prometheus remote write 1.0 (application/x-protobuf, proto=prometheus.WriteRequest) is supported"
+        )
+    };
+    let ct = raw.to_str().map_err(|_| unsupported("(not text)"))?;
+    let mut parts = ct.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/x-protobuf") {
+        return Err(unsupported(ct));
+    }
+    for p in parts {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        if k.trim().eq_ignore_ascii_case("proto")
+            && v.trim().trim_matches('"') != "prometheus.WriteRequest"
+        {
+            return Err(unsupported(ct));
+        }
+    }
+    Ok(())
+}
+
 pub async fn push(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Body) -> Response {
     let tenant = match tenant_of(&headers) {
         Ok(t) => t,
@@ -54,18 +84,34 @@ pub async fn push(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Bo
             return text(StatusCode::BAD_REQUEST, e);
         }
     };
+    if let Err(msg) = check_content_type(&headers) {
+        ing.metrics
+            .rejected_requests
+            .with(&["bad_content_type"])
+            .inc();
+        return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg);
+    }
     let limit = ing.config.limits.max_recv_msg_size;
+    let too_large = || {
+        ing.metrics.rejected_requests.with(&["too_large"]).inc();
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the incoming push request has been rejected because its message size is larger than the allowed limit of {limit} bytes (err-mimir-distributor-max-write-message-size); raise the limit with --distributor.max-recv-msg-size"
+            ),
+        )
+    };
+    // A declared length over the limit is refused before a byte of the body is read.
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
-        Err(_) => {
-            ing.metrics.rejected_requests.with(&["too_large"]).inc();
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the incoming push request has been rejected because its message size is larger than the allowed limit of {limit} bytes (err-mimir-distributor-max-write-message-size); raise the limit with -distributor.max-recv-msg-size"
-                ),
-            );
-        }
+        Err(_) => return too_large(),
     };
     if let Some(enc) = headers.get("content-encoding") {
         if !enc.as_bytes().eq_ignore_ascii_case(b"snappy") {
@@ -247,13 +293,25 @@ fn append_error(e: AppendError) -> SeriesError {
 /// Series looked up together by [`ingest_ref`].
 const LOOKUP_BATCH: usize = 512;
 
-/// Validate, append to the head, log to the WAL, fsync. Runs on a blocking thread.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Validate, log to the WAL, append to the head, fsync. Runs on a blocking thread.
 pub fn ingest(ing: &Ingester, tenant_id: &str, req: WriteRequest) -> crate::Result<Outcome> {
     ingest_ref(ing, tenant_id, &WriteRequestRef::from_owned(&req))
 }
 
 /// [`ingest`] of a request whose label strings are borrowed. Existing series are found
 /// from the raw pairs; [`Labels`] are only built for new or rejected series.
+///
+/// Under the tenant's write lock: every sample is checked against the head without
+/// changing it, the accepted ones are written to the WAL, and only then appended to the
+/// head. If the WAL write fails nothing is appended (the answer is 500), so the
+/// client's retry is checked, logged and acknowledged as if it were the first attempt.
 pub fn ingest_ref(
     ing: &Ingester,
     tenant_id: &str,
@@ -269,6 +327,8 @@ pub fn ingest_ref(
     let m = &ing.metrics;
     m.received_series.inc_by(out.series as u64);
     m.received_samples.inc_by(out.samples as u64);
+    let now = now_ms();
+    let max_t = now.saturating_add(limits.create_grace_period_ms);
 
     let mut w = tenant.lock_write();
     if !w.limiter.try_take(out.samples as u64) {
@@ -276,21 +336,27 @@ pub fn ingest_ref(
             .with(&["rate_limited"])
             .inc_by(out.samples as u64);
         out.rate_limited = Some(format!(
-            "the request has been rejected because the tenant exceeded the ingestion rate limit, set to {} samples/s with a maximum allowed burst of {}; this limit is applied on the total number of samples received across all ingesters (err-mimir-tenant-max-ingestion-rate); raise it with -distributor.ingestion-rate-limit",
+            "the request has been rejected because the tenant exceeded the ingestion rate limit, set to {} samples/s with a maximum allowed burst of {}; this limit is applied on the total number of samples received across all ingesters (err-mimir-tenant-max-ingestion-rate); raise it with --distributor.ingestion-rate-limit",
             w.limiter.rate(),
             w.limiter.burst()
         ));
         return Ok(out);
     }
     let head = &tenant.head;
+    // `series_buf` may still hold series whose record a failed WAL write did not log.
     let mut series_buf = std::mem::take(&mut w.series_buf);
     let mut samples_buf = std::mem::take(&mut w.samples_buf);
-    series_buf.clear();
+    let mut req_last = std::mem::take(&mut w.req_last);
     samples_buf.clear();
     samples_buf.reserve(out.samples);
+    req_last.clear();
+    // Fixed for the request, as Prometheus fixes it when an appender is created; anchored
+    // at the clock so no sample from the future can move it.
+    let min_valid = head.min_valid_time_at(now);
+    let mut accepted = 0usize;
 
     // Look existing series up in batches (see `Head::get_many_by_pairs`), small enough
-    // that what the lookups bring into the cache is still there for the appends.
+    // that what the lookups bring into the cache is still there for the checks.
     let mut existing: Vec<Option<HeadSeriesRef>> = Vec::new();
     let mut batch: Vec<&[(&str, &str)]> = Vec::with_capacity(LOOKUP_BATCH);
     for (i, (pairs, samples)) in req.iter().enumerate() {
@@ -321,34 +387,70 @@ pub fn ingest_ref(
         if samples.is_empty() {
             continue;
         }
-        let found = match existing {
-            Some(r) => Ok(r),
-            None => {
-                let labels = Labels::from_pairs(pairs.iter().copied());
-                match head.get(&labels) {
-                    Some(r) => Ok(r),
-                    None => Err(labels),
-                }
+        // The series and its newest sample: from earlier in this request, else the head.
+        let mut new_labels: Option<Labels> = None;
+        let mut series: Option<HeadSeriesRef> = existing.or_else(|| {
+            let labels = Labels::from_pairs(pairs.iter().copied());
+            let r = head.get(&labels);
+            new_labels = Some(labels);
+            r
+        });
+        let mut last = None;
+        if let Some(r) = series {
+            match req_last.get(&r.0) {
+                Some(l) => last = Some(*l),
+                // under the write lock a series found cannot vanish; if it did, treat
+                // it as new rather than log samples for a ref replay would not know
+                None => match head.last_sample(r) {
+                    Ok(l) => last = l,
+                    Err(_) => series = None,
+                },
             }
-        };
-        let r = match found {
-            Ok(r) => r,
-            Err(labels) => {
-                // Don't create a series none of whose samples can be stored.
-                let min_valid = head.min_valid_time();
-                if let Some(newest) = samples.iter().map(|s| s.timestamp).max() {
-                    if newest < min_valid {
-                        let e = SeriesError::TooOld {
-                            t: newest,
-                            min_valid,
-                        };
-                        out.reject(&e, &labels, samples.len());
-                        m.rejected_samples
-                            .with(&[e.reason()])
-                            .inc_by(samples.len() as u64);
-                        continue;
+        }
+        // Check every sample against the window and the series' newest sample (kept
+        // up to date through the request); new series get their ref once one passes.
+        let first = samples_buf.len();
+        let placeholder = series.map_or(0, |r| r.0);
+        let mut dups = 0usize;
+        let mut shown: Option<Labels> = None;
+        for s in samples {
+            let (t, v) = (s.timestamp, s.value);
+            let err = if t > max_t {
+                Some(SeriesError::TooFarInFuture {
+                    t,
+                    grace_ms: limits.create_grace_period_ms,
+                })
+            } else if t < min_valid {
+                Some(SeriesError::TooOld { t, min_valid })
+            } else {
+                match check_sample(last, t, v.to_bits()) {
+                    Ok(true) => {
+                        samples_buf.push((placeholder, t, v));
+                        last = Some((t, v.to_bits()));
+                        None
                     }
+                    Ok(false) => {
+                        // already in the head (and so in the WAL): accepted as is
+                        dups += 1;
+                        None
+                    }
+                    Err(e) => Some(append_error(e)),
                 }
+            };
+            if let Some(e) = err {
+                let shown = shown.get_or_insert_with(|| Labels::from_pairs(pairs.iter().copied()));
+                out.reject(&e, shown, 1);
+                m.rejected_samples.with(&[e.reason()]).inc();
+            }
+        }
+        let stored = samples_buf.len() - first;
+        let r = match series {
+            Some(r) => r,
+            // Don't create a series none of whose samples can be stored.
+            None if stored == 0 => continue,
+            None => {
+                let labels =
+                    new_labels.unwrap_or_else(|| Labels::from_pairs(pairs.iter().copied()));
                 let limit_err = if limits.max_series_per_user > 0
                     && head.num_series() >= limits.max_series_per_user
                 {
@@ -361,35 +463,30 @@ pub fn ingest_ref(
                     None
                 };
                 if let Some(e) = limit_err {
-                    out.reject(&e, &labels, samples.len());
-                    m.rejected_samples
-                        .with(&[e.reason()])
-                        .inc_by(samples.len() as u64);
+                    samples_buf.truncate(first);
+                    let n = stored + dups;
+                    out.reject(&e, &labels, n);
+                    m.rejected_samples.with(&[e.reason()]).inc_by(n as u64);
                     continue;
                 }
+                // Created before its record is logged (it holds no sample until the WAL
+                // has both); the record stays pending until a WAL write succeeds.
                 let (r, created) = head.get_or_create(&labels);
                 if created {
                     series_buf.push((r.0, labels));
                     m.series_created.inc();
                 }
+                for e in &mut samples_buf[first..] {
+                    e.0 = r.0;
+                }
                 r
             }
         };
-        for s in samples {
-            match head.append(r, s.timestamp, s.value) {
-                Ok(()) => {
-                    samples_buf.push((r.0, s.timestamp, s.value));
-                }
-                Err(e) => {
-                    let e = append_error(e);
-                    let shown = Labels::from_pairs(pairs.iter().copied());
-                    out.reject(&e, &shown, 1);
-                    m.rejected_samples.with(&[e.reason()]).inc();
-                }
-            }
+        if let Some(l) = last {
+            req_last.insert(r.0, l);
         }
+        accepted += stored + dups;
     }
-    out.accepted_samples = samples_buf.len();
 
     let series_entries: Vec<(u64, &Labels)> = series_buf.iter().map(|(r, l)| (*r, l)).collect();
     let mut recs: Vec<Record<'_>> = Vec::with_capacity(2);
@@ -403,23 +500,35 @@ pub fn ingest_ref(
             entries: &samples_buf,
         });
     }
-    // Write to the WAL under the lock; fsync after releasing it so concurrent pushes
-    // share one fsync (group commit). The head already has the samples: a failure
-    // here answers 500 and the client's retry is de-duplicated by the head.
+    // Log first, under the lock; fsync after releasing it so concurrent pushes share one
+    // fsync (group commit).
     let logged = if recs.is_empty() {
         Ok(())
     } else {
         w.wal.append(&recs)
     };
-    if logged.is_ok() && !recs.is_empty() {
-        w.written_seq += 1;
+    let wrote = !recs.is_empty();
+    drop(recs);
+    drop(series_entries);
+    if logged.is_ok() {
+        if wrote {
+            w.written_seq += 1;
+        }
+        series_buf.clear();
+        // The head takes exactly what the WAL now has.
+        for &(r, t, v) in &samples_buf {
+            if let Err(e) = head.append_validated(HeadSeriesRef(r), t, v) {
+                // cannot happen while the write lock is held since validation
+                tracing::error!(tenant = tenant_id, series = r, t, error = %e, "logged sample refused by the head");
+            }
+        }
+        out.accepted_samples = accepted;
     }
     let seq = w.written_seq;
     let stats = w.wal.stats();
-    drop(recs);
-    drop(series_entries);
     w.series_buf = series_buf;
     w.samples_buf = samples_buf;
+    w.req_last = req_last;
     drop(w);
     logged?;
     if ing.config.wal_fsync == crate::WalFsync::Always {

@@ -1,11 +1,16 @@
 //! One tenant's storage inside an ingester: WAL, head, local blocks and shipper state,
 //! under `<data-dir>/tenants/<tenant>/`.
 //!
-//! Write order for a push: samples go into the head (which decides what is accepted),
-//! then the accepted series and samples into the WAL, then the WAL is fsynced (per the
-//! policy), and only then is the request acknowledged. A crash before the WAL write loses
-//! only an unacknowledged request, which the client retries.
+//! Write order for a push, under the tenant's write lock: samples are checked against
+//! the head without changing it, the accepted series and samples are written to the WAL,
+//! and only then applied to the head (as Prometheus's appender commits); the WAL is
+//! fsynced (per the policy) before the request is acknowledged. So the head never holds
+//! a sample the WAL lacks: when the WAL write fails, the client's retry finds nothing
+//! and logs everything again. A new series is created in the head before its record is
+//! logged (it has no samples yet); its record waits in [`WriteState::series_buf`] until a
+//! WAL write succeeds, so replay never meets samples of a series it does not know.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -38,9 +43,14 @@ pub struct WriteState {
     /// Count of WAL appends, for group commit: an append with sequence `n` is durable
     /// once `TenantDb::synced_seq >= n`.
     pub written_seq: u64,
-    /// Reused record buffers.
+    /// Series created in the head whose record is not in the WAL yet: written with the
+    /// next WAL append and cleared only once that succeeded.
     pub series_buf: Vec<(u64, Labels)>,
+    /// Reused buffer: the samples of one request, validated, waiting for the WAL.
     pub samples_buf: Vec<(u64, i64, f64)>,
+    /// Reused: the newest accepted (timestamp, value bits) per series within the request
+    /// being validated, for series that appear more than once in it.
+    pub req_last: HashMap<u64, (i64, u64)>,
     pub limiter: TokenBucket,
 }
 
@@ -57,9 +67,20 @@ pub struct TenantDb {
     synced_seq: std::sync::atomic::AtomicU64,
     pub block_duration_ms: i64,
     pub external_labels: Vec<(String, String)>,
-    /// End (exclusive) of the newest block cut so far: a block of the same range cut
-    /// later (after a flush) starts here, so block ranges never overlap.
-    last_cut_end: std::sync::atomic::AtomicI64,
+}
+
+/// The oldest timestamp the head accepts after a local block ending (exclusive) at
+/// `block_end`. A block cut on schedule ends on a block-duration boundary and nothing
+/// before its end is accepted afterwards. A flush ends its block just after the newest
+/// sample (off the boundary) and keeps the appendable window (newest sample minus half a
+/// block) open, so series a few seconds behind keep writing: recomputed the same way on
+/// restart, so replay keeps what was accepted.
+pub fn floor_after_block(block_end: i64, block_duration_ms: i64) -> i64 {
+    if block_end.rem_euclid(block_duration_ms) == 0 {
+        block_end
+    } else {
+        (block_end - 1).saturating_sub(block_duration_ms / 2)
+    }
 }
 
 /// What replay found, for the log line.
@@ -68,6 +89,9 @@ pub struct OpenStats {
     pub series: u64,
     pub samples: u64,
     pub truncated: Option<(PathBuf, u64)>,
+    /// Samples whose series record was not in the WAL: dropped. Must stay 0; anything
+    /// else is a bug in the write path, reported rather than silently skipped.
+    pub unknown_series_samples: u64,
     pub local_blocks: usize,
     pub took: Duration,
 }
@@ -90,30 +114,43 @@ impl TenantDb {
             ..HeadOptions::default()
         });
         let blocks = open_blocks(&dir.join("blocks"))?;
-        let blocks_max = blocks.iter().map(|b| b.meta().max_time).max();
-        if let Some(maxt) = blocks_max {
-            // samples up to here are in local blocks already: replay must not re-add them
-            head.truncate(maxt);
+        let floor = blocks
+            .iter()
+            .map(|b| floor_after_block(b.meta().max_time, block_duration_ms))
+            .max();
+        if let Some(floor) = floor {
+            // samples before here are in local blocks already: replay must not re-add them
+            // (and the head refuses them, as it did before the restart)
+            head.truncate(floor);
         }
         let mut interner = Interner::new();
         let mut stats = OpenStats {
             local_blocks: blocks.len(),
             ..OpenStats::default()
         };
+        // A series logged again under another ref (its labels already known) maps to the
+        // ref the head has.
+        let mut remap: HashMap<u64, u64> = HashMap::new();
         let (wal, rs) = Wal::replay_and_open(dir.join("wal"), wal_opts, &mut interner, |rec| {
             match rec {
                 RecordOwned::Series(entries) => {
                     for (r, labels) in entries {
-                        head.create_with_ref(HeadSeriesRef(r), &labels)?;
+                        let (got, _) = head.create_with_ref(HeadSeriesRef(r), &labels)?;
+                        if got.0 != r {
+                            remap.insert(r, got.0);
+                        }
                         stats.series += 1;
                     }
                 }
                 RecordOwned::Samples(entries) => {
                     for (r, t, v) in entries {
+                        let r = remap.get(&r).copied().unwrap_or(r);
                         // Duplicates (a checkpoint overlapping segments) and samples
                         // already in a block are skipped by append_replay.
-                        if let Ok(true) = head.append_replay(HeadSeriesRef(r), t, v) {
-                            stats.samples += 1;
+                        match head.append_replay(HeadSeriesRef(r), t, v) {
+                            Ok(true) => stats.samples += 1,
+                            Ok(false) => {}
+                            Err(_) => stats.unknown_series_samples += 1,
                         }
                     }
                 }
@@ -131,6 +168,7 @@ impl TenantDb {
                 written_seq: 0,
                 series_buf: Vec::new(),
                 samples_buf: Vec::new(),
+                req_last: HashMap::new(),
                 limiter,
             }),
             ship_lock: tokio::sync::Mutex::new(()),
@@ -138,7 +176,6 @@ impl TenantDb {
             synced_seq: std::sync::atomic::AtomicU64::new(0),
             block_duration_ms,
             external_labels,
-            last_cut_end: std::sync::atomic::AtomicI64::new(blocks_max.unwrap_or(i64::MIN)),
         };
         Ok((db, stats))
     }
@@ -166,8 +203,12 @@ impl TenantDb {
             (w.written_seq, w.wal.sync_handle()?)
         };
         let start = Instant::now();
-        file.sync_data()
-            .map_err(|e| Error::io(self.dir.join("wal"), e))?;
+        if let Err(e) = file.sync_data() {
+            // as Wal::sync does: pages written since the last good sync may be gone, so
+            // nothing may be acknowledged from this WAL until a restart replays it
+            self.lock_write().wal.poison(format!("fsync failed: {e}"));
+            return Err(Error::io(self.dir.join("wal"), e));
+        }
         self.synced_seq.fetch_max(target, Ordering::AcqRel);
         Ok(Some(start.elapsed()))
     }
@@ -203,16 +244,21 @@ impl TenantDb {
                 break;
             }
             let aligned = mint.div_euclid(bd) * bd;
-            let start = aligned.max(self.last_cut_end.load(std::sync::atomic::Ordering::Relaxed));
-            let mut end = aligned + bd;
-            if !all && maxt < end + bd / 2 {
+            // Every sample in the head is at or after the head's floor; after a flush
+            // that is before the flushed block's end, so the next block overlaps it.
+            let start = aligned.max(self.head.min_valid_block());
+            let mut end = aligned.saturating_add(bd);
+            if !all && maxt < end.saturating_add(bd / 2) {
                 break;
             }
+            let mut floor = end;
             if all && maxt < end {
-                // A flush ends the block at the newest sample, not at the range end, so
-                // samples arriving after the flush are still accepted (they go in a
-                // later block of the same range; the compactor merges them).
+                // A flush ends the block at the newest sample, not at the range end, and
+                // keeps the head's appendable window: a series a little behind the
+                // newest sample keeps its in-order samples (in a later block overlapping
+                // this one; the compactor merges them).
                 end = maxt + 1;
+                floor = floor_after_block(end, bd);
             }
             if let Some(meta) =
                 self.head
@@ -220,9 +266,7 @@ impl TenantDb {
             {
                 out.push(meta);
             }
-            self.head.truncate(end);
-            self.last_cut_end
-                .fetch_max(end, std::sync::atomic::Ordering::Relaxed);
+            self.head.truncate_keeping_window(end, floor);
             if self.head.min_time() < end {
                 // nothing left below `end` can be cut (the head's min time is stale
                 // when it still reports a truncated range): stop rather than spin
@@ -238,7 +282,10 @@ impl TenantDb {
     /// Rewrite the WAL as a checkpoint of what the head still holds; older segments go.
     fn checkpoint(&self, w: &mut WriteState) -> Result<()> {
         let series = self.head.series_snapshot();
-        let since = self.head.min_valid_time();
+        // Everything the head holds (all of it is at or after its floor), not just the
+        // appendable window: samples between the cut block's end and the window's start
+        // are in no block yet.
+        let since = self.head.min_valid_block();
         let mut samples: Vec<(u64, i64, f64)> = Vec::new();
         self.head.for_each_sample_since(since, |r, s| {
             samples.extend(s.iter().map(|(t, v)| (r.0, *t, *v)));

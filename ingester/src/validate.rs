@@ -35,6 +35,10 @@ pub struct Limits {
     /// Maximum length of a label value.
     #[arg(long = "validation.max-length-label-value", default_value_t = 2048)]
     pub max_label_value_length: usize,
+    /// How far ahead of the ingester's clock a sample's timestamp may be; later samples
+    /// are refused (one sample from the future would otherwise move the head's window).
+    #[arg(long = "validation.create-grace-period", default_value = "10m", value_parser = strata_kit::parse_duration_ms)]
+    pub create_grace_period_ms: i64,
 }
 
 impl Default for Limits {
@@ -48,6 +52,7 @@ impl Default for Limits {
             max_label_names_per_series: 30,
             max_label_name_length: 1024,
             max_label_value_length: 2048,
+            create_grace_period_ms: 10 * 60 * 1000,
         }
     }
 }
@@ -79,6 +84,11 @@ pub enum SeriesError {
     DuplicateTimestamp {
         t: i64,
     },
+    /// Later than the ingester's clock plus `--validation.create-grace-period`.
+    TooFarInFuture {
+        t: i64,
+        grace_ms: i64,
+    },
     /// Native histogram samples, which Strata does not store yet.
     NativeHistograms(usize),
 }
@@ -100,6 +110,7 @@ impl SeriesError {
             SeriesError::OutOfOrder { .. } => "sample_out_of_order",
             SeriesError::TooOld { .. } => "sample_too_old",
             SeriesError::DuplicateTimestamp { .. } => "new_value_for_timestamp",
+            SeriesError::TooFarInFuture { .. } => "too_far_in_future",
             SeriesError::NativeHistograms(_) => "native_histograms_unsupported",
         }
     }
@@ -120,6 +131,7 @@ impl SeriesError {
             SeriesError::OutOfOrder { .. } => "err-mimir-sample-out-of-order",
             SeriesError::TooOld { .. } => "err-mimir-sample-too-old",
             SeriesError::DuplicateTimestamp { .. } => "err-mimir-sample-duplicate-timestamp",
+            SeriesError::TooFarInFuture { .. } => "err-mimir-too-far-in-future",
             SeriesError::NativeHistograms(_) => "err-strata-native-histograms",
         }
     }
@@ -134,24 +146,24 @@ impl fmt::Display for SeriesError {
             SeriesError::DuplicateLabelName(n) => write!(f, "received a series with duplicate label name, label: '{n}'"),
             SeriesError::LabelNameTooLong(n) => write!(
                 f,
-                "received a series whose label name length exceeds the limit, label: '{n}' (the limit is set by -validation.max-length-label-name)"
+                "received a series whose label name length exceeds the limit, label: '{n}' (the limit is set by --validation.max-length-label-name)"
             ),
             SeriesError::LabelValueTooLong { name, len } => write!(
                 f,
-                "received a series whose label value length of {len} exceeds the limit, label: '{name}' (the limit is set by -validation.max-length-label-value)"
+                "received a series whose label value length of {len} exceeds the limit, label: '{name}' (the limit is set by --validation.max-length-label-value)"
             ),
             SeriesError::TooManyLabels(n) => write!(
                 f,
-                "received a series whose number of labels ({n}) exceeds the limit (the limit is set by -validation.max-label-names-per-series)"
+                "received a series whose number of labels ({n}) exceeds the limit (the limit is set by --validation.max-label-names-per-series)"
             ),
             SeriesError::UnsortedLabels(n) => write!(f, "received a series where the label names are not sorted, label: '{n}'"),
             SeriesError::PerUserSeriesLimit => write!(
                 f,
-                "per-user series limit reached: the tenant has too many active series; reduce the cardinality or raise the limit (-ingester.max-global-series-per-user)"
+                "per-user series limit reached: the tenant has too many active series; reduce the cardinality or raise the limit (--ingester.max-global-series-per-user)"
             ),
             SeriesError::PerMetricSeriesLimit => write!(
                 f,
-                "per-metric series limit reached: this metric has too many active series; reduce its cardinality or raise the limit (-ingester.max-global-series-per-metric)"
+                "per-metric series limit reached: this metric has too many active series; reduce its cardinality or raise the limit (--ingester.max-global-series-per-metric)"
             ),
             SeriesError::OutOfOrder { t, last } => write!(
                 f,
@@ -164,6 +176,11 @@ impl fmt::Display for SeriesError {
             SeriesError::NativeHistograms(n) => write!(
                 f,
                 "received {n} native histogram samples; native histograms are not supported yet, so they were not stored (the series' float samples were)"
+            ),
+            SeriesError::TooFarInFuture { t, grace_ms } => write!(
+                f,
+                "received a sample whose timestamp is too far in the future, timestamp: {t} (more than {} after the ingester's clock; the limit is set by --validation.create-grace-period)",
+                strata_kit::format_duration_ms(*grace_ms)
             ),
             SeriesError::DuplicateTimestamp { t } => write!(
                 f,
@@ -302,7 +319,22 @@ mod tests {
     fn messages_name_the_flag() {
         assert!(SeriesError::PerUserSeriesLimit
             .to_string()
-            .contains("-ingester.max-global-series-per-user"));
+            .contains("(--ingester.max-global-series-per-user)"));
+        // Strata's flags have two dashes; Mimir's one-dash spelling is no flag here
+        for e in [
+            SeriesError::PerMetricSeriesLimit,
+            SeriesError::LabelNameTooLong("x".into()),
+            SeriesError::LabelValueTooLong {
+                name: "x".into(),
+                len: 9,
+            },
+            SeriesError::TooManyLabels(3),
+            SeriesError::TooFarInFuture { t: 1, grace_ms: 1 },
+        ] {
+            let m = e.to_string();
+            assert!(m.contains(" --") || m.contains("(--"), "{m}");
+            assert!(!m.contains(" -v") && !m.contains("(-i"), "{m}");
+        }
         assert!(SeriesError::TooManyLabels(3)
             .to_string()
             .contains("err-mimir-max-label-names-per-series"));
