@@ -17,8 +17,9 @@ use strata_objstore::Bucket;
 use crate::marks::now_secs;
 use crate::Error;
 
-/// The lease object, at the bucket's root (not a tenant: tenants are directories).
-pub const LOCK_OBJECT: &str = "strata-compactor-lock.json";
+/// The lease object, at the bucket's root (not a tenant: tenants are directories, and
+/// the name is reserved so no tenant takes it).
+pub const LOCK_OBJECT: &str = strata_kit::tenant::COMPACTOR_LOCK_OBJECT;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {

@@ -479,3 +479,20 @@ fn flush_is_post_only() {
         status_line("POST")
     );
 }
+
+#[test]
+fn a_tenant_named_like_an_internal_bucket_object_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ing = open(dir.path(), &[]);
+    let body = strata_proto::encode_write_request(&request(vec![series("up", &[(now_ms(), 1.0)])]));
+    for name in strata_kit::tenant::RESERVED_TENANT_NAMES {
+        let (status, msg) = push_with(
+            &ing,
+            &[("content-encoding", "snappy"), ("x-scope-orgid", name)],
+            body.clone(),
+        );
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
+        assert!(msg.contains("reserved"), "{msg}");
+    }
+    assert!(ing.existing_tenant("strata-compactor-lock.json").is_none());
+}

@@ -3,8 +3,17 @@
 /// The tenant of requests without a tenant header.
 pub const DEFAULT_TENANT: &str = "anonymous";
 
+/// The compactor's lease object at the bucket's root.
+pub const COMPACTOR_LOCK_OBJECT: &str = "strata-compactor-lock.json";
+
+/// Names of objects Strata writes at the bucket's root, where tenants are directories:
+/// a tenant with one of these names would collide with them. Every root-level object
+/// name is declared here.
+pub const RESERVED_TENANT_NAMES: &[&str] = &[COMPACTOR_LOCK_OBJECT];
+
 /// Mimir's tenant ID rule: 1–150 characters of alphanumerics and `!-_.*'()`, not `.` or
-/// `..` — so a tenant ID is always a safe path segment in the bucket.
+/// `..` — so a tenant ID is always a safe path segment in the bucket — and not a name
+/// in [`RESERVED_TENANT_NAMES`].
 pub fn validate_tenant(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("tenant ID is empty".into());
@@ -26,6 +35,11 @@ pub fn validate_tenant(id: &str) -> Result<(), String> {
             "tenant ID '{id}' contains unsupported character '{c}'"
         ));
     }
+    if RESERVED_TENANT_NAMES.contains(&id) {
+        return Err(format!(
+            "tenant ID '{id}' is reserved: Strata keeps an object of that name at the bucket's root"
+        ));
+    }
     Ok(())
 }
 
@@ -40,5 +54,7 @@ mod tests {
         for bad in ["", "..", ".", "a/b", "a b", &"x".repeat(151)] {
             assert!(validate_tenant(bad).is_err(), "{bad}");
         }
+        let e = validate_tenant("strata-compactor-lock.json").unwrap_err();
+        assert!(e.contains("reserved"), "{e}");
     }
 }
