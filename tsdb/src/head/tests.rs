@@ -583,3 +583,51 @@ fn memory_accounting_is_plausible() {
     // labels and the index: a few hundred bytes, well under Prometheus's ~4 KiB
     assert!((300..2048).contains(&per), "{per} bytes per series");
 }
+
+#[test]
+fn window_is_anchored_at_the_clock_and_kept_by_a_flush_truncation() {
+    let h = Head::new(HeadOptions::default()); // 2 h chunks: a 1 h window
+    let (a, _) = h.get_or_create(&ls(&[("__name__", "a")]));
+    let now = 10 * H;
+    // a sample far ahead of the clock moves max_time, not the clock-anchored window
+    h.append_validated(a, now + 5 * H, 1.0).unwrap();
+    assert_eq!(h.min_valid_time(), now + 4 * H);
+    assert_eq!(h.min_valid_time_at(now), now - H);
+
+    let h = Head::new(HeadOptions::default());
+    let (a, _) = h.get_or_create(&ls(&[("__name__", "a")]));
+    h.append(a, now, 1.0).unwrap();
+    h.append(b_or(&h), now - 5_000, 1.0).unwrap();
+    // a flush cuts at the newest sample but keeps the window open
+    h.truncate_keeping_window(now + 1, now - H);
+    assert_eq!(h.min_valid_block(), now - H);
+    assert_eq!(h.select(&[], i64::MIN, i64::MAX).len(), 0);
+    let b = h
+        .get(&ls(&[("__name__", "b")]))
+        .expect("kept: newest sample in the window");
+    assert_eq!(h.last_sample(b), Ok(Some((now - 5_000, 1f64.to_bits()))));
+    h.append(b, now - 4_000, 2.0).unwrap();
+    assert!(matches!(
+        h.append(b, now - 6_000, 2.0),
+        Err(AppendError::OutOfOrder { .. })
+    ));
+}
+
+fn b_or(h: &Head) -> HeadSeriesRef {
+    h.get_or_create(&ls(&[("__name__", "b")])).0
+}
+
+#[test]
+fn check_sample_is_prometheus_rule() {
+    assert_eq!(check_sample(None, 5, 1), Ok(true));
+    assert_eq!(check_sample(Some((5, 1)), 6, 2), Ok(true));
+    assert_eq!(check_sample(Some((5, 1)), 5, 1), Ok(false));
+    assert_eq!(
+        check_sample(Some((5, 1)), 5, 2),
+        Err(AppendError::DuplicateTimestamp { t: 5, last_t: 5 })
+    );
+    assert_eq!(
+        check_sample(Some((5, 1)), 4, 1),
+        Err(AppendError::OutOfOrder { t: 4, last_t: 5 })
+    );
+}
