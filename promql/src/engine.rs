@@ -1,15 +1,19 @@
 //! The public entry points: parse, evaluate step-vectorised, convert to API values.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use promql_parser::parser::{self, Expr};
 
-use crate::eval::{drop_name_labels, Ctx, Evaluator, Series, Val};
+use crate::eval::{drop_name_labels, Ctx, Evaluator, Series, Stop, Val};
+use crate::scan;
 use crate::{EngineOptions, QueryError, QueryResult, RangeSeries, Storage, Value, VectorSample};
 
 pub struct Engine {
     opts: EngineOptions,
     default_subquery_step_ms: i64,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Engine {
@@ -17,6 +21,31 @@ impl Engine {
         Engine {
             opts,
             default_subquery_step_ms: 60_000,
+            cancel: None,
+        }
+    }
+
+    /// Stop evaluating with [`QueryError::Canceled`] soon after `flag` is set (the
+    /// caller went away or gave up waiting).
+    pub fn with_cancel(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    fn canceled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// After a failed evaluation: a canceled query fails as canceled, whatever the
+    /// cancellation broke on its way out (e.g. a store read cut short).
+    fn outcome<T>(&self, r: Result<T, QueryError>) -> Result<T, QueryError> {
+        match r {
+            Err(e) if self.canceled() && !matches!(e, QueryError::Canceled(_)) => {
+                Err(QueryError::Canceled("query execution"))
+            }
+            r => r,
         }
     }
 
@@ -31,12 +60,27 @@ impl Engine {
         &self.opts
     }
 
-    fn parse(query: &str) -> Result<Expr, QueryError> {
-        parser::parse(&rewrite_aliases(query)).map_err(QueryError::BadData)
+    /// Parse after [`scan::precheck`] bounded the tree's depth (the parser and the
+    /// evaluator recurse per level). The parser's syntax errors carry no position
+    /// ("invalid promql query", "unclosed left parenthesis"): where the scan can tell
+    /// what and where, its message is given instead.
+    fn parse(&self, query: &str) -> Result<Expr, QueryError> {
+        scan::precheck(query, self.opts.max_depth)?;
+        let q = rewrite_aliases(query);
+        match guarded(|| parser::parse(&q).map_err(QueryError::BadData)) {
+            Err(QueryError::BadData(m)) => Err(scan::diagnose(query).unwrap_or_else(|| {
+                QueryError::BadData(if m.contains("parse error") {
+                    m
+                } else {
+                    format!("parse error: {m}")
+                })
+            })),
+            r => r,
+        }
     }
 
     fn evaluator<'a>(
-        &self,
+        &'a self,
         storage: &'a dyn Storage,
         start: i64,
         end: i64,
@@ -46,9 +90,14 @@ impl Engine {
             storage,
             lookback: self.opts.lookback_delta_ms,
             max_samples: self.opts.max_samples,
-            deadline: Instant::now()
-                .checked_add(self.opts.timeout)
-                .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(86_400 * 365)),
+            stop: Stop {
+                deadline: Instant::now()
+                    .checked_add(self.opts.timeout)
+                    .unwrap_or_else(|| {
+                        Instant::now() + std::time::Duration::from_secs(86_400 * 365)
+                    }),
+                cancel: self.cancel.as_deref(),
+            },
             query_start: start,
             query_end: end,
             query_step: step,
@@ -64,7 +113,7 @@ impl Engine {
         query: &str,
         t: i64,
     ) -> Result<QueryResult, QueryError> {
-        let expr = Self::parse(query)?;
+        let expr = self.parse(query)?;
         let mut ev = self.evaluator(storage, t, t, 0);
         let val = guarded(|| {
             ev.eval(
@@ -77,7 +126,7 @@ impl Engine {
             )
         });
         let warnings = storage.take_warnings();
-        let value = match val? {
+        let value = match self.outcome(val)? {
             Val::Scalar(v) => Value::Scalar { t, v: v[0] },
             Val::Str(s) => Value::String { t, s },
             Val::Vector(v) => {
@@ -129,7 +178,7 @@ impl Engine {
                 "end timestamp must not be before start time".into(),
             ));
         }
-        let expr = Self::parse(query)?;
+        let expr = self.parse(query)?;
         use promql_parser::parser::value::ValueType;
         match expr.value_type() {
             ValueType::Scalar | ValueType::Vector => {}
@@ -151,7 +200,7 @@ impl Engine {
         let mut ev = self.evaluator(storage, start, end, step);
         let val = guarded(|| ev.eval(&expr, ctx));
         let warnings = storage.take_warnings();
-        let mut series = match val? {
+        let mut series = match self.outcome(val)? {
             Val::Scalar(v) => vec![RangeSeries {
                 labels: Default::default(),
                 samples: v
@@ -255,16 +304,16 @@ fn rewrite_aliases(q: &str) -> std::borrow::Cow<'_, str> {
     while i < b.len() {
         let c = b[i];
         if let Some(qc) = quote {
-            out.push(c as char);
+            // Whole characters, never bytes: label values are UTF-8. An escape takes
+            // the backslash and the character after it.
+            let mut n = q[i..].chars().next().map_or(1, char::len_utf8);
             if c == b'\\' && qc != b'`' && i + 1 < b.len() {
-                out.push(b[i + 1] as char);
-                i += 2;
-                continue;
-            }
-            if c == qc {
+                n += q[i + 1..].chars().next().map_or(0, char::len_utf8);
+            } else if c == qc {
                 quote = None;
             }
-            i += 1;
+            out.push_str(&q[i..i + n]);
+            i += n;
             continue;
         }
         if c == b'"' || c == b'\'' || c == b'`' {
@@ -308,5 +357,17 @@ mod alias_tests {
         );
         assert_eq!(rewrite_aliases("my_holt_winters(x)"), "my_holt_winters(x)");
         assert_eq!(rewrite_aliases("holt_winters_total"), "holt_winters_total");
+    }
+
+    #[test]
+    fn strings_keep_their_utf8() {
+        assert_eq!(
+            rewrite_aliases(r#"holt_winters(x{a="é", b='日本\'語', c=`ü\`}[5m], 0.5, 0.5)"#),
+            r#"double_exponential_smoothing(x{a="é", b='日本\'語', c=`ü\`}[5m], 0.5, 0.5)"#
+        );
+        assert_eq!(
+            rewrite_aliases(r#"holt_winters(x{a="\é"}[1m],1,1)"#),
+            r#"double_exponential_smoothing(x{a="\é"}[1m],1,1)"#
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! aggregations then work step by step on the children's per-step vectors.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::{MatchOp as PMatchOp, Matcher as PMatcher};
@@ -169,10 +170,32 @@ impl Out {
     }
 }
 
+/// When evaluation must stop: at the deadline (`--query.timeout`) or as soon as the
+/// caller raises the cancel flag (client gone, request timed out). Checked every few
+/// iterations of the hot loops: one relaxed load, one clock read.
+#[derive(Clone, Copy)]
+pub struct Stop<'a> {
+    pub deadline: Instant,
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+impl Stop<'_> {
+    #[inline]
+    pub fn check(&self) -> Result<()> {
+        if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(QueryError::Canceled("query execution"));
+        }
+        if Instant::now() > self.deadline {
+            return Err(QueryError::Timeout("query execution"));
+        }
+        Ok(())
+    }
+}
+
 /// Calls `f(step, t, samples)` with the samples `(series index, value)` present at
 /// each step.
 fn for_each_step(
-    deadline: Instant,
+    stop: Stop<'_>,
     series: &[Series],
     ctx: Ctx,
     mut func: impl FnMut(usize, i64, &[(usize, f64)]) -> Result<()>,
@@ -180,8 +203,8 @@ fn for_each_step(
     let mut cur = vec![0usize; series.len()];
     let mut buf = Vec::new();
     for i in 0..ctx.n() {
-        if i % 64 == 63 && Instant::now() > deadline {
-            return Err(QueryError::Timeout("query execution"));
+        if i % 64 == 63 {
+            stop.check()?;
         }
         let t = ctx.ts(i);
         buf.clear();
@@ -393,7 +416,7 @@ pub struct Evaluator<'a> {
     pub storage: &'a dyn Storage,
     pub lookback: i64,
     pub max_samples: usize,
-    pub deadline: Instant,
+    pub stop: Stop<'a>,
     pub query_start: i64,
     pub query_end: i64,
     /// Step of the query in ms (0 for instant queries), for `step()`.
@@ -405,8 +428,8 @@ pub struct Evaluator<'a> {
 impl<'a> Evaluator<'a> {
     fn check_time(&mut self) -> Result<()> {
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % 16 == 1 && Instant::now() > self.deadline {
-            return Err(QueryError::Timeout("query execution"));
+        if self.ticks % 16 == 1 {
+            self.stop.check()?;
         }
         Ok(())
     }
@@ -1348,7 +1371,7 @@ impl<'a> Evaluator<'a> {
             })
             .collect();
         let mut buckets: Vec<Vec<f::Bucket>> = vec![Vec::new(); out.len()];
-        for_each_step(self.deadline, &v, ctx, |i, t, samples| {
+        for_each_step(self.stop, &v, ctx, |i, t, samples| {
             for b in buckets.iter_mut() {
                 b.clear();
             }
@@ -1512,7 +1535,7 @@ impl<'a> Evaluator<'a> {
             let mut outs: Vec<Vec<(i64, f64)>> = vec![Vec::new(); input.len()];
             let mut order: Vec<usize> = Vec::new(); // order of the instant result
             let mut per_group: Vec<Vec<(usize, f64)>> = vec![Vec::new(); ng];
-            for_each_step(self.deadline, &input, ctx, |i, t, samples| {
+            for_each_step(self.stop, &input, ctx, |i, t, samples| {
                 for g in per_group.iter_mut() {
                     g.clear();
                 }
@@ -1592,7 +1615,7 @@ impl<'a> Evaluator<'a> {
         if op == T_COUNT_VALUES {
             let label = count_label.unwrap_or_default();
             let mut out = Out::default();
-            for_each_step(self.deadline, &input, ctx, |_, t, samples| {
+            for_each_step(self.stop, &input, ctx, |_, t, samples| {
                 let mut counts: Vec<(Labels, f64)> = Vec::new();
                 let mut cidx: HashMap<Labels, usize> = HashMap::new();
                 for &(si, x) in samples {
@@ -1631,7 +1654,7 @@ impl<'a> Evaluator<'a> {
             })
             .collect();
         let mut st: Vec<G> = vec![G::default(); ng];
-        for_each_step(self.deadline, &input, ctx, |i, t, samples| {
+        for_each_step(self.stop, &input, ctx, |i, t, samples| {
             for g in st.iter_mut() {
                 g.n = 0.0;
                 g.v = 0.0;

@@ -69,6 +69,7 @@ mod engine;
 mod eval;
 pub mod functions;
 pub mod promqltest;
+mod scan;
 pub mod testing;
 pub use engine::Engine;
 
@@ -81,7 +82,23 @@ pub struct EngineOptions {
     pub max_samples: usize,
     /// Wall-clock limit for one query [`--query.timeout`].
     pub timeout: std::time::Duration,
+    /// Deepest expression tree accepted, counting brackets and operators
+    /// [`--query.max-depth`]. Parsing and evaluation recurse per level: the thread
+    /// running a query needs [`EngineOptions::stack_size`] of stack.
+    pub max_depth: usize,
 }
+
+impl EngineOptions {
+    /// Stack a thread evaluating queries under these options needs: parsing,
+    /// evaluating and dropping a tree `max_depth` deep, with room for the rest.
+    pub fn stack_size(&self) -> usize {
+        (8 << 20) + self.max_depth.saturating_mul(STACK_PER_LEVEL)
+    }
+}
+
+/// Upper bound of the stack one tree level takes in the parser, the evaluator and the
+/// tree's drop, measured on an unoptimised build (which uses the most).
+const STACK_PER_LEVEL: usize = 32 << 10;
 
 impl Default for EngineOptions {
     fn default() -> Self {
@@ -89,6 +106,7 @@ impl Default for EngineOptions {
             lookback_delta_ms: 5 * 60 * 1000,
             max_samples: 50_000_000,
             timeout: std::time::Duration::from_secs(120),
+            max_depth: 1000,
         }
     }
 }
