@@ -16,7 +16,7 @@ use strata_promql::{Engine, QueryError, QueryResult, Value};
 use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::{parse_selector, Matcher};
 
-use crate::fanout::{FanoutStorage, FetchOptions};
+use crate::fanout::{Cancel, FanoutStorage, FetchOptions};
 use crate::{validate_tenant, Querier, DEFAULT_TENANT};
 
 /// Prometheus's `MinTime` in ms: the earliest time `time.Time` round-trips through
@@ -703,7 +703,10 @@ impl Querier {
         Ok(Duration::from_nanos(ns.max(0) as u64).min(self.config.timeout))
     }
 
-    /// Evaluate on a blocking thread once a `--query.max-concurrent` slot is free.
+    /// Evaluate on a thread of its own once a `--query.max-concurrent` slot is free.
+    /// The thread has the stack the depth limit needs (`--query.max-depth`); it holds
+    /// the slot until the work stops, and the work stops soon after this request ends,
+    /// however it ends (answered, timed out, or dropped when the client went away).
     async fn evaluate(
         self: &Arc<Self>,
         opts: FetchOptions,
@@ -721,31 +724,49 @@ impl Querier {
         self.metrics.waiting.inc();
         let permit = tokio::time::timeout(timeout, self.limiter.acquire()).await;
         self.metrics.waiting.dec();
-        let Ok(Ok(_permit)) = permit else {
+        let Ok(Ok(permit)) = permit else {
             return Err(QueryError::Timeout("query queue"));
         };
+        permit.forget();
+        let slot = Slot::take(self.clone());
+        let cancel = Arc::new(Cancel::default());
+        let _cancel_when_done = CancelOnDrop(cancel.clone());
         let remaining = deadline.saturating_duration_since(Instant::now());
         let mut eopts = self.engine_options();
         eopts.timeout = remaining;
-        let storage = Arc::new(FanoutStorage::new(
-            self.sources.clone(),
-            opts,
-            tokio::runtime::Handle::current(),
-        ));
+        let storage = Arc::new(
+            FanoutStorage::new(
+                self.sources.clone(),
+                opts,
+                tokio::runtime::Handle::current(),
+            )
+            .with_cancel(cancel.clone()),
+        );
         let st = storage.clone();
-        self.metrics.in_flight.inc();
-        let task = tokio::task::spawn_blocking(move || {
-            let engine = Engine::new(eopts);
-            match range {
-                Some((start, end, step)) => engine.range(&*st, &query, start, end, step),
-                None => engine.instant(&*st, &query, at),
-            }
-        });
-        let res = tokio::time::timeout(remaining + Duration::from_millis(100), task).await;
-        self.metrics.in_flight.dec();
-        let mut res = match res {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let flag = cancel.flag();
+        std::thread::Builder::new()
+            .name("strata-query".into())
+            .stack_size(eopts.stack_size())
+            .spawn(move || {
+                let _slot = slot;
+                let engine = Engine::new(eopts).with_cancel(flag);
+                let r = match range {
+                    Some((start, end, step)) => engine.range(&*st, &query, start, end, step),
+                    None => engine.instant(&*st, &query, at),
+                };
+                let _ = tx.send(r);
+            })
+            .map_err(|e| QueryError::Execution(format!("cannot start a query thread: {e}")))?;
+        // The engine stops itself at the deadline; this bounds the wait if it cannot
+        // (the cancel flag then stops it).
+        let mut res = match tokio::time::timeout(remaining + Duration::from_millis(100), rx).await {
             Err(_) => return Err(QueryError::Timeout("query execution")),
-            Ok(Err(join)) => return Err(QueryError::Execution(format!("query panicked: {join}"))),
+            Ok(Err(_)) => {
+                return Err(QueryError::Execution(
+                    "query evaluation ended without an answer".into(),
+                ))
+            }
             Ok(Ok(r)) => r?,
         };
         // The engine drains warnings itself; pick up any it left.
@@ -781,6 +802,34 @@ impl Querier {
         };
         self.metrics.queries.with(&[endpoint, status]).inc();
         self.metrics.duration.with(&[endpoint]).observe_since(start);
+    }
+}
+
+/// A `--query.max-concurrent` slot and the in-flight count, held by the thread doing
+/// the work and given back when it ends (not when the request does).
+struct Slot(Arc<Querier>);
+
+impl Slot {
+    /// Account for a permit already taken from the limiter (and forgotten).
+    fn take(q: Arc<Querier>) -> Self {
+        q.metrics.in_flight.inc();
+        Slot(q)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight.dec();
+        self.0.limiter.add_permits(1);
+    }
+}
+
+/// Cancels the evaluation when the request ends; a no-op if it already finished.
+struct CancelOnDrop(Arc<Cancel>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
 }
 

@@ -8,6 +8,7 @@
 //! waits for a worker it occupies.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -660,12 +661,47 @@ async fn bucket_labels(
     Ok(out.into_iter().collect())
 }
 
+/// A query's cancel signal: a flag the engine polls in its loops, and a wake-up that
+/// cuts short a store read in progress.
+#[derive(Debug, Default)]
+pub struct Cancel {
+    flag: Arc<AtomicBool>,
+    notify: tokio::sync::Notify,
+}
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_canceled(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// The flag, for [`strata_promql::Engine::with_cancel`].
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
+    }
+
+    /// Resolves once [`Cancel::cancel`] was called.
+    pub async fn canceled(&self) {
+        // Registered before the flag is read, so a cancel in between still wakes it.
+        let woken = self.notify.notified();
+        if self.is_canceled() {
+            return;
+        }
+        woken.await;
+    }
+}
+
 /// The engine's view of the sources for one query.
 pub struct FanoutStorage {
     sources: Arc<Sources>,
     opts: FetchOptions,
     handle: Handle,
     warnings: Mutex<Vec<String>>,
+    cancel: Option<Arc<Cancel>>,
 }
 
 impl FanoutStorage {
@@ -677,7 +713,15 @@ impl FanoutStorage {
             opts,
             handle,
             warnings: Mutex::new(Vec::new()),
+            cancel: None,
         }
+    }
+
+    /// Reads in progress stop (and fail) when `cancel` fires: a canceled query does
+    /// not wait out a slow store.
+    pub fn with_cancel(mut self, cancel: Arc<Cancel>) -> Self {
+        self.cancel = Some(cancel);
+        self
     }
 }
 
@@ -689,13 +733,18 @@ impl Storage for FanoutStorage {
         maxt: i64,
         hints: &SelectHints,
     ) -> Result<Vec<StorageSeries>, StorageError> {
-        let fetched = self
-            .handle
-            .block_on(
-                self.sources
-                    .fetch(&self.opts, matchers, mint, maxt, Some(hints), false),
-            )
-            .map_err(|e| StorageError::Unavailable(e.0))?;
+        let fetched = self.handle.block_on(async {
+            let fetch = self
+                .sources
+                .fetch(&self.opts, matchers, mint, maxt, Some(hints), false);
+            let Some(cancel) = &self.cancel else {
+                return fetch.await.map_err(|e| StorageError::Unavailable(e.0));
+            };
+            tokio::select! {
+                r = fetch => r.map_err(|e| StorageError::Unavailable(e.0)),
+                () = cancel.canceled() => Err(StorageError::Unavailable("query canceled".into())),
+            }
+        })?;
         if !fetched.warnings.is_empty() {
             let mut w = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
             for x in fetched.warnings {

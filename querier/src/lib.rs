@@ -60,6 +60,9 @@ pub struct QuerierConfig {
     pub max_concurrent: usize,
     /// Lookback of instant selectors [`--query.lookback-delta`].
     pub lookback_delta: Duration,
+    /// Deepest expression accepted, counting brackets and operators; deeper queries
+    /// get 400 before they are parsed [`--query.max-depth`].
+    pub max_depth: usize,
     /// Default of the `partial_response` parameter [`--query.partial-response`].
     pub partial_response: bool,
     /// Without `max_source_resolution`, read downsampled data when the step allows
@@ -88,6 +91,7 @@ impl Default for QuerierConfig {
             max_samples: 50_000_000,
             max_concurrent: 20,
             lookback_delta: Duration::from_secs(300),
+            max_depth: EngineOptions::default().max_depth,
             partial_response: true,
             auto_downsampling: true,
             store_timeout: None,
@@ -175,6 +179,7 @@ impl Querier {
             lookback_delta_ms: self.config.lookback_delta.as_millis() as i64,
             max_samples: self.config.max_samples,
             timeout: self.config.timeout,
+            max_depth: self.config.max_depth,
         }
     }
 

@@ -54,6 +54,11 @@ pub struct QuerierArgs {
     /// Maximum number of queries evaluated at once; more wait.
     #[arg(long = "query.max-concurrent", value_name = "N", default_value_t = 20)]
     pub max_concurrent: usize,
+    /// Deepest query expression accepted (brackets and operators each count a
+    /// level); deeper queries get 400. Each level reserves 32 KiB of the query
+    /// thread's stack.
+    #[arg(long = "query.max-depth", value_name = "N", default_value_t = 1000)]
+    pub max_depth: usize,
     /// How far back an instant selector looks for a sample.
     #[arg(long = "query.lookback-delta", value_name = "DURATION", default_value = "5m", value_parser = parse_duration_ms)]
     pub lookback_delta_ms: i64,
@@ -100,6 +105,7 @@ impl QuerierArgs {
             max_samples: self.max_samples,
             max_concurrent: self.max_concurrent,
             lookback_delta: ms(self.lookback_delta_ms),
+            max_depth: self.max_depth,
             partial_response: self.partial_response,
             auto_downsampling: self.auto_downsampling,
             store_timeout: (self.store_response_timeout_ms > 0)
