@@ -68,58 +68,58 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct ClusterArgs {
     /// This node's id in the cluster (Mimir's instance id). Default: the host name.
     #[arg(long = "cluster.node-id", visible_alias = "ingester.ring.instance-id")]
-    pub node_id: Option<String>,
+    pub cluster_node_id: Option<String>,
     /// The seed set: comma-separated `id=host:grpc-port` of the cluster's raft voters
     /// (this node among them, or a node joining them). Empty: a cluster of one.
     #[arg(long = "cluster.peers", value_delimiter = ',', value_parser = parse_peer)]
-    pub peers: Vec<(String, String)>,
+    pub cluster_peers: Vec<(String, String)>,
     /// Where the raft log and snapshots live. Default: `<tsdb.path>/cluster`.
     #[arg(long = "cluster.data-dir")]
-    pub data_dir: Option<PathBuf>,
+    pub cluster_data_dir: Option<PathBuf>,
     /// The gRPC address peers reach this node at. Default: `--grpc-address`, with an
     /// unspecified IP replaced by 127.0.0.1.
     #[arg(
         long = "cluster.advertise-address",
         visible_alias = "ingester.ring.instance-addr"
     )]
-    pub advertise_address: Option<String>,
+    pub cluster_advertise_address: Option<String>,
     /// Replicas of each series. Default: 3 with `--cluster.peers`, 1 without (and in
     /// `strata all`).
     #[arg(long = "ingester.ring.replication-factor")]
-    pub replication_factor: Option<usize>,
+    pub ring_replication_factor: Option<usize>,
     /// This ingester's availability zone.
     #[arg(long = "ingester.ring.instance-zone", default_value = "")]
-    pub zone: String,
+    pub ring_zone: String,
     /// Place the replicas of each series in distinct zones.
     #[arg(long = "ingester.ring.zone-awareness-enabled", default_value_t = false)]
-    pub zone_awareness: bool,
+    pub ring_zone_awareness: bool,
     /// Tokens this ingester owns on the ring.
     #[arg(long = "ingester.ring.num-tokens", default_value_t = ring::DEFAULT_NUM_TOKENS)]
-    pub num_tokens: usize,
+    pub ring_num_tokens: usize,
     /// How often this ingester heartbeats into the ring.
     #[arg(long = "ingester.ring.heartbeat-period", value_name = "DURATION", default_value = "5s", value_parser = strata_kit::parse_duration_ms)]
-    pub heartbeat_period_ms: i64,
+    pub ring_heartbeat_period_ms: i64,
     /// A member silent for this long is UNHEALTHY: writes and reads skip it.
     #[arg(long = "ingester.ring.heartbeat-timeout", value_name = "DURATION", default_value = "1m", value_parser = strata_kit::parse_duration_ms)]
-    pub heartbeat_timeout_ms: i64,
+    pub ring_heartbeat_timeout_ms: i64,
     /// How long a forwarded write may take before the owner counts as failed.
     #[arg(long = "distributor.remote-timeout", value_name = "DURATION", default_value = "5s", value_parser = strata_kit::parse_duration_ms)]
-    pub remote_timeout_ms: i64,
+    pub distributor_remote_timeout_ms: i64,
 }
 
 impl ClusterArgs {
     pub fn replication_factor(&self) -> usize {
-        self.replication_factor
-            .unwrap_or(if self.peers.is_empty() { 1 } else { 3 })
+        self.ring_replication_factor
+            .unwrap_or(if self.cluster_peers.is_empty() { 1 } else { 3 })
             .max(1)
     }
 
     pub fn heartbeat_timeout(&self) -> Duration {
-        Duration::from_millis(self.heartbeat_timeout_ms.max(0) as u64)
+        Duration::from_millis(self.ring_heartbeat_timeout_ms.max(0) as u64)
     }
 
     pub fn remote_timeout(&self) -> Duration {
-        Duration::from_millis(self.remote_timeout_ms.max(1) as u64)
+        Duration::from_millis(self.distributor_remote_timeout_ms.max(1) as u64)
     }
 }
 

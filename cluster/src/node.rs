@@ -731,6 +731,15 @@ fn hello_mismatch(
     None
 }
 
+/// What the `Ring` RPC answers (JSON): enough for a querier to pick the members to
+/// read and how many of them may fail without losing data.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RingView {
+    pub replication_factor: usize,
+    pub heartbeat_timeout_ms: i64,
+    pub members: Vec<InstanceDesc>,
+}
+
 /// The `strata.cluster.v1.Cluster` gRPC service.
 pub struct ClusterService {
     node: Arc<Node>,
@@ -865,8 +874,13 @@ impl Cluster for ClusterService {
 
     async fn ring(&self, _req: Request<RingRequest>) -> Result<Response<RingReply>, Status> {
         let members: Vec<InstanceDesc> = self.node.read(|s| s.members.values().cloned().collect());
+        let view = RingView {
+            replication_factor: self.node.config.replication_factor,
+            heartbeat_timeout_ms: self.node.config.heartbeat_timeout_ms,
+            members,
+        };
         Ok(Response::new(RingReply {
-            members: to_json(&members)?.into(),
+            members: to_json(&view)?.into(),
         }))
     }
 }

@@ -7,15 +7,20 @@
 //! changes when it has sent nothing for `--distributor.ha-tracker.failover-timeout`;
 //! accepted series are stored without the replica label.
 //!
-//! Elections live in this ingester's memory (there is no shared KV yet): after a restart
-//! the first replica to write is elected; two ingesters behind one load balancer could
-//! elect differently for a while, so point a pair at one ingester.
+//! In a cluster the elections live in the replicated KV (raft), like Mimir's in its KV
+//! store: every ingester reads its local copy to accept or refuse, refreshes the
+//! elected replica's timestamp through raft at most every
+//! `--distributor.ha-tracker.update-timeout`, and elects (or fails over) through raft,
+//! where the log decides one winner for the whole cluster. Without a cluster (unit
+//! tests) the elections live in memory.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use strata_cluster::state::{ha_key, Command, Reply};
+use strata_cluster::Node;
 
 /// HA tracker flags (Mimir's names).
 #[derive(Debug, Clone, Args)]
@@ -36,6 +41,10 @@ pub struct HaArgs {
     /// Silence from the elected replica after which another replica is elected.
     #[arg(long = "distributor.ha-tracker.failover-timeout", value_name = "DURATION", default_value = "30s", value_parser = strata_kit::parse_duration_ms)]
     pub failover_timeout_ms: i64,
+    /// How stale the elected replica's timestamp in the KV may get before a sample from
+    /// it refreshes it (fewer KV writes; must be well under the failover timeout).
+    #[arg(long = "distributor.ha-tracker.update-timeout", value_name = "DURATION", default_value = "15s", value_parser = strata_kit::parse_duration_ms)]
+    pub update_timeout_ms: i64,
 }
 
 /// What to do with a request.
@@ -48,6 +57,8 @@ pub enum Decision {
     Accept { changed: bool },
     /// From another replica: answer 202 and drop it.
     Reject { replica: String, elected: String },
+    /// An election was needed and the cluster's KV could not be reached: 503.
+    Unavailable(String),
 }
 
 /// The elected replica of one tenant's cluster.
@@ -70,6 +81,10 @@ pub struct Election {
 pub struct HaTracker {
     pub args: HaArgs,
     elected: Mutex<HashMap<(String, String), Elected>>,
+    /// The cluster's KV, once this ingester is in one.
+    kv: OnceLock<Arc<Node>>,
+    /// Refreshes in flight, so a burst of requests sends one.
+    refreshing: Arc<Mutex<HashSet<String>>>,
 }
 
 impl HaTracker {
@@ -77,6 +92,72 @@ impl HaTracker {
         HaTracker {
             args,
             elected: Mutex::new(HashMap::new()),
+            kv: OnceLock::new(),
+            refreshing: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    /// Keep elections in the cluster's replicated KV from now on.
+    pub fn use_kv(&self, node: Arc<Node>) {
+        let _ = self.kv.set(node);
+    }
+
+    /// The decision through the KV (see the module docs). Called on a blocking thread:
+    /// an election waits for raft.
+    fn check_kv(&self, node: &Arc<Node>, tenant: &str, cluster: &str, replica: &str) -> Decision {
+        let now = strata_cluster::now_ms();
+        let key = ha_key(tenant, cluster);
+        let local = node.read(|s| s.ha.get(&key).cloned());
+        let elect = Command::HaElect {
+            tenant: tenant.to_string(),
+            cluster: cluster.to_string(),
+            replica: replica.to_string(),
+            now_ms: now,
+            failover_timeout_ms: self.args.failover_timeout_ms,
+        };
+        match local {
+            Some(e) if e.replica == replica => {
+                if now - e.received_ms > self.args.update_timeout_ms {
+                    // Refresh in the background: the failover timeout leaves room.
+                    let fresh = self
+                        .refreshing
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key.clone());
+                    if fresh {
+                        let node = node.clone();
+                        let refreshing = self.refreshing.clone();
+                        tokio::runtime::Handle::current().spawn(async move {
+                            if let Err(e) = node.write(elect).await {
+                                tracing::warn!(error = %e, "HA tracker: could not refresh the elected replica's timestamp");
+                            }
+                            refreshing.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                        });
+                    }
+                }
+                Decision::Accept { changed: false }
+            }
+            Some(e) if now - e.received_ms <= self.args.failover_timeout_ms => Decision::Reject {
+                replica: replica.to_string(),
+                elected: e.replica,
+            },
+            _ => match tokio::runtime::Handle::current().block_on(node.write(elect)) {
+                Ok(Reply::HaElected {
+                    replica: r,
+                    changed,
+                }) if r == replica => {
+                    if changed {
+                        tracing::info!(tenant, cluster, replica, "HA tracker: elected replica");
+                    }
+                    Decision::Accept { changed }
+                }
+                Ok(Reply::HaElected { replica: r, .. }) => Decision::Reject {
+                    replica: replica.to_string(),
+                    elected: r,
+                },
+                Ok(r) => Decision::Unavailable(format!("unexpected KV reply {r:?}")),
+                Err(e) => Decision::Unavailable(e.to_string()),
+            },
         }
     }
 
@@ -102,6 +183,9 @@ impl HaTracker {
         let (Some(cluster), Some(replica)) = (cluster, replica) else {
             return Decision::NotHa;
         };
+        if let Some(node) = self.kv.get() {
+            return self.check_kv(node, tenant, cluster, replica);
+        }
         let timeout = Duration::from_millis(self.args.failover_timeout_ms.max(0) as u64);
         let mut g = self.elected.lock().unwrap_or_else(|e| e.into_inner());
         let key = (tenant.to_string(), cluster.to_string());
@@ -143,6 +227,22 @@ impl HaTracker {
 
     /// Every election, sorted by tenant and cluster.
     pub fn elections(&self, now: Instant) -> Vec<Election> {
+        if let Some(node) = self.kv.get() {
+            let now_ms = strata_cluster::now_ms();
+            return node.read(|s| {
+                s.ha.iter()
+                    .map(|(k, e)| {
+                        let (tenant, cluster) = k.split_once('/').unwrap_or((k.as_str(), ""));
+                        Election {
+                            tenant: tenant.to_string(),
+                            cluster: cluster.to_string(),
+                            replica: e.replica.clone(),
+                            idle: Duration::from_millis((now_ms - e.received_ms).max(0) as u64),
+                        }
+                    })
+                    .collect()
+            });
+        }
         let g = self.elected.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<Election> = g
             .iter()
@@ -168,6 +268,7 @@ mod tests {
             cluster_label: "cluster".into(),
             replica_label: "__replica__".into(),
             failover_timeout_ms: 30_000,
+            update_timeout_ms: 15_000,
         })
     }
 

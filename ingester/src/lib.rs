@@ -8,18 +8,20 @@
 //! `tenants/<tenant>/blocks/<ULID>/` (local blocks, kept `--tsdb.retention` after upload)
 //! and `tenants/<tenant>/shipper.json` (what is uploaded).
 
+pub mod distributor;
 pub mod grpc;
 pub mod ha;
 mod metrics;
 pub mod push;
 pub mod ratelimit;
+mod ring_page;
 pub mod status;
 pub mod tenant;
 pub mod validate;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -158,6 +160,8 @@ pub struct Ingester {
     pub metrics: IngesterMetrics,
     pub bucket: Bucket,
     pub ha: ha::HaTracker,
+    /// Set once this ingester is in a ring: pushes go to each series' owners.
+    pub distributor: OnceLock<Arc<distributor::Distributor>>,
     tenants: RwLock<HashMap<String, Tenant>>,
 }
 
@@ -178,6 +182,7 @@ impl Ingester {
         let ing = Arc::new(Ingester {
             metrics: IngesterMetrics::new(registry),
             ha: ha::HaTracker::new(config.ha.clone()),
+            distributor: OnceLock::new(),
             config,
             bucket,
             tenants: RwLock::new(HashMap::new()),
@@ -373,6 +378,8 @@ impl Ingester {
             .route("/api/v1/receive", post(push::push))
             .route("/ingester/flush", post(flush))
             .route("/distributor/ha_tracker", get(ha_tracker_status))
+            .route("/ingester/ring", get(ring_page::ring_page))
+            .route("/cluster/raft", get(ring_page::raft_status))
             .route("/api/v1/status/tsdb", get(status::tsdb_status))
             .route("/prometheus/api/v1/status/tsdb", get(status::tsdb_status))
             .with_state(self.clone())

@@ -38,7 +38,7 @@ pub fn tenant_of(headers: &HeaderMap) -> Result<String, String> {
     Ok(id.to_string())
 }
 
-fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     let mut m = msg.into();
     if !m.ends_with('\n') {
         m.push('\n');
@@ -201,14 +201,18 @@ fn ingest_ha(
         None => crate::ha::Decision::NotHa,
     };
     match decision {
-        crate::ha::Decision::NotHa => done(ingest_ref(ing, tenant, req)),
+        crate::ha::Decision::NotHa => store(ing, tenant, req, done),
         crate::ha::Decision::Accept { changed } => {
             if changed {
                 ing.metrics.ha_elected_changes.inc();
             }
             let stripped = req.without_label(&ing.ha.args.replica_label);
-            done(ingest_ref(ing, tenant, &stripped))
+            store(ing, tenant, &stripped, done)
         }
+        crate::ha::Decision::Unavailable(e) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("HA tracker: could not reach the cluster's KV to elect a replica: {e}"),
+        ),
         crate::ha::Decision::Reject { replica, elected } => {
             ing.metrics
                 .ha_deduped_samples
@@ -218,6 +222,20 @@ fn ingest_ha(
                 format!("replicas did not match, rejecting sample: replica={replica}, elected={elected}"),
             )
         }
+    }
+}
+
+/// Store a request: on the owners of each series when this ingester is in a ring
+/// (it acts as the distributor), else here.
+fn store(
+    ing: &Ingester,
+    tenant: &str,
+    req: &WriteRequestRef<'_>,
+    done: impl FnOnce(crate::Result<Outcome>) -> Response,
+) -> Response {
+    match ing.distributor.get() {
+        Some(d) => d.distribute(ing, tenant, req),
+        None => done(ingest_ref(ing, tenant, req)),
     }
 }
 
@@ -249,11 +267,21 @@ impl Outcome {
     }
 
     pub fn into_response(self) -> Response {
+        let (status, msg) = self.status_message();
+        if status == StatusCode::OK {
+            return status.into_response();
+        }
+        text(status, msg)
+    }
+
+    /// The answer's status and text (empty for 200): what a client is told, and what an
+    /// owner tells the distributor that forwarded the series.
+    pub fn status_message(self) -> (StatusCode, String) {
         if let Some(msg) = self.rate_limited {
-            return text(StatusCode::TOO_MANY_REQUESTS, msg);
+            return (StatusCode::TOO_MANY_REQUESTS, msg);
         }
         let Some(first) = self.first_error else {
-            return StatusCode::OK.into_response();
+            return (StatusCode::OK, String::new());
         };
         let mut msg = first;
         let total: usize = self.rejected.values().map(|v| v.0).sum();
@@ -273,7 +301,7 @@ impl Outcome {
             "); the other {} samples were stored",
             self.accepted_samples
         );
-        text(StatusCode::BAD_REQUEST, msg)
+        (StatusCode::BAD_REQUEST, msg)
     }
 }
 

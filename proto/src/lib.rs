@@ -253,6 +253,31 @@ impl<'a> WriteRequestRef<'a> {
         out
     }
 
+    /// The series at `idx` (in that order), sharing the borrowed strings: the part of
+    /// a request one owner stores.
+    pub fn subset(&self, idx: &[usize]) -> WriteRequestRef<'a> {
+        let mut out = WriteRequestRef {
+            series: Vec::with_capacity(idx.len()),
+            labels: Vec::new(),
+            samples: Vec::new(),
+        };
+        for &i in idx {
+            let s = &self.series[i];
+            let l0 = out.labels.len() as u32;
+            let s0 = out.samples.len() as u32;
+            out.labels
+                .extend_from_slice(&self.labels[s.labels.0 as usize..s.labels.1 as usize]);
+            out.samples
+                .extend_from_slice(&self.samples[s.samples.0 as usize..s.samples.1 as usize]);
+            out.series.push(TimeSeriesRef {
+                labels: (l0, out.labels.len() as u32),
+                samples: (s0, out.samples.len() as u32),
+                histograms: s.histograms,
+            });
+        }
+        out
+    }
+
     /// Append series `i` to `out` as one `timeseries` field of a protobuf
     /// `WriteRequest` (labels and float samples; histograms are not decoded, so not
     /// carried). Concatenating such fields gives a valid `WriteRequest` body: the

@@ -334,6 +334,8 @@ pub fn merge_sources(mut parts: Vec<Vec<SeriesData>>, keep_empty: bool) -> Vec<S
 #[derive(Debug)]
 pub struct Sources {
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Ingesters found on the ring (beside `endpoints`).
+    pub ring: Option<Arc<crate::ring::RingEndpoints>>,
     pub bucket: Option<BucketReader>,
     pub metrics: QuerierMetrics,
 }
@@ -357,6 +359,53 @@ impl Sources {
         }
         tracing::warn!(source = %name, error = %e, "store failed; answering with partial data");
         Ok(msg)
+    }
+
+    /// The endpoints to ask: the flags' and the ring's (each address once), with how
+    /// many ring members may fail without losing data, and whether each is a ring
+    /// member.
+    fn all_endpoints(&self) -> (Vec<(Arc<Endpoint>, bool)>, usize) {
+        let mut out: Vec<(Arc<Endpoint>, bool)> =
+            self.endpoints.iter().map(|e| (e.clone(), false)).collect();
+        let Some(ring) = &self.ring else {
+            return (out, 0);
+        };
+        let (members, tolerated) = ring.current();
+        for m in members {
+            match out.iter_mut().find(|(e, _)| e.addr() == m.addr()) {
+                Some(slot) => slot.1 = true,
+                None => out.push((m, true)),
+            }
+        }
+        (out, tolerated)
+    }
+
+    /// Results of the ring members that failed, up to the number that may fail, are
+    /// dropped (the other replicas have their series); the rest stay to be reported.
+    fn forgive_ring_failures<T>(
+        &self,
+        results: &mut Vec<(String, Result<T, String>)>,
+        in_ring: &[bool],
+        tolerated: usize,
+    ) {
+        let failed = results
+            .iter()
+            .zip(in_ring)
+            .filter(|((_, r), ring)| **ring && r.is_err())
+            .count();
+        if failed == 0 || failed > tolerated {
+            return;
+        }
+        let mut i = 0;
+        results.retain(|(name, r)| {
+            let drop = in_ring[i] && r.is_err();
+            i += 1;
+            if drop {
+                self.metrics.store_failures.with(&["ring_tolerated"]).inc();
+                tracing::debug!(source = %name, "ring member failed; its replicas answer for it");
+            }
+            !drop
+        });
     }
 
     /// Ask every source for series matching `matchers` in `[mint, maxt]`, in parallel.
@@ -391,7 +440,9 @@ impl Sources {
             }),
             ..Default::default()
         };
-        let eps = self.endpoints.iter().map(|ep| {
+        let (all_eps, tolerated) = self.all_endpoints();
+        let in_ring: Vec<bool> = all_eps.iter().map(|(_, r)| *r).collect();
+        let eps = all_eps.iter().map(|(ep, _)| {
             let req = req.clone();
             async move {
                 let r = tokio::time::timeout(opts.timeout, ep.series(req, matchers, opts))
@@ -421,6 +472,7 @@ impl Sources {
         };
         let (mut results, bucket) =
             futures::future::join(futures::future::join_all(eps), bucket).await;
+        self.forgive_ring_failures(&mut results, &in_ring, tolerated);
         let mut downsampled: HashMap<Labels, i64> = HashMap::new();
         let replica = opts.replica_names();
         let bucket = bucket.map(|(name, r)| {
@@ -517,7 +569,9 @@ impl Sources {
             }
             return Ok((out.into_iter().collect(), f.warnings));
         }
-        let eps = self.endpoints.iter().map(|ep| async move {
+        let (all_eps, tolerated) = self.all_endpoints();
+        let in_ring: Vec<bool> = all_eps.iter().map(|(_, r)| *r).collect();
+        let eps = all_eps.iter().map(|(ep, _)| async move {
             let r = tokio::time::timeout(opts.timeout, ep.labels(opts, name, mint, maxt))
                 .await
                 .unwrap_or_else(|_| Err(format!("no response within {:?}", opts.timeout)));
@@ -533,7 +587,9 @@ impl Sources {
             .unwrap_or_else(|_| Err(format!("no response within {:?}", opts.timeout)));
             Some((format!("bucket {}", b.bucket()), r.map(|v| (v, Vec::new()))))
         };
-        let (results, bucket) = futures::future::join(futures::future::join_all(eps), bucket).await;
+        let (mut results, bucket) =
+            futures::future::join(futures::future::join_all(eps), bucket).await;
+        self.forgive_ring_failures(&mut results, &in_ring, tolerated);
         for (src, r) in results.into_iter().chain(bucket) {
             match r {
                 Ok((v, w)) => {

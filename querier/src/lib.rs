@@ -36,6 +36,7 @@ pub mod dedup;
 pub mod fanout;
 pub mod metrics;
 mod read;
+pub mod ring;
 pub mod storeapi;
 
 use fanout::{Endpoint, Sources};
@@ -79,6 +80,9 @@ pub struct QuerierConfig {
     /// Endpoints served by this same process (the ingester in `strata all`), by
     /// address: their series are read in process, not through gRPC.
     pub local_stores: Vec<(String, Arc<dyn fanout::LocalStore>)>,
+    /// Cluster members (gRPC `host:port`) to ask for the ring; every healthy ingester
+    /// on it is read [`--ingester.ring.peers`, `--cluster.peers`].
+    pub ring_peers: Vec<String>,
 }
 
 impl Default for QuerierConfig {
@@ -98,6 +102,7 @@ impl Default for QuerierConfig {
             index_cache_bytes: 256 << 20,
             block_listing_ttl: Duration::from_secs(10),
             local_stores: Vec::new(),
+            ring_peers: Vec::new(),
         }
     }
 }
@@ -156,6 +161,8 @@ impl Querier {
                     Arc::new(e)
                 })
                 .collect(),
+            ring: (!config.ring_peers.is_empty())
+                .then(|| ring::RingEndpoints::new(config.ring_peers.clone())),
             bucket: config.bucket.clone().map(|b| {
                 bucket::BucketReader::new(b, config.index_cache_bytes, config.block_listing_ttl)
             }),
@@ -171,6 +178,11 @@ impl Querier {
 
     pub fn config(&self) -> &QuerierConfig {
         &self.config
+    }
+
+    /// The ring discovery, when `ring_peers` were given.
+    pub fn ring(&self) -> Option<&Arc<ring::RingEndpoints>> {
+        self.sources.ring.as_ref()
     }
 
     /// The engine settings the flags give.

@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use strata_cluster::node::NodeConfig;
+use strata_cluster::{ClusterArgs, Node};
+use strata_ingester::distributor::{Distributor, PushService};
 use strata_ingester::grpc::StoreService;
 use strata_ingester::{Ingester, IngesterArgs};
 use strata_kit::http::{instrument, router, Readiness, Server, ServerState};
@@ -30,6 +33,8 @@ pub struct IngesterCmd {
     grpc: GrpcArgs,
     #[command(flatten)]
     ingester: IngesterArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 /// `strata all`: one process, Mimir's monolithic HTTP port 9009 and gRPC 9095.
@@ -41,6 +46,8 @@ pub struct AllCmd {
     grpc: AllGrpcArgs,
     #[command(flatten)]
     ingester: IngesterArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     #[command(flatten)]
     query: crate::querier::QuerierArgs,
     #[command(flatten)]
@@ -56,6 +63,7 @@ pub fn run_ingester(cmd: IngesterCmd) -> anyhow::Result<ExitCode> {
         cmd.http.grace_period(),
         cmd.grpc.grpc_address,
         cmd.ingester,
+        cmd.cluster,
         None,
     )
 }
@@ -74,6 +82,7 @@ pub fn run_all(cmd: AllCmd) -> anyhow::Result<ExitCode> {
         cmd.http.grace_period(),
         cmd.grpc.grpc_address,
         cmd.ingester,
+        cmd.cluster,
         Some(all),
     )
 }
@@ -84,11 +93,31 @@ struct AllExtras {
     compactor: strata_compactor::CompactorConfig,
 }
 
+/// This host's name (Mimir's default instance id).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "strata".to_string())
+}
+
+/// `addr` as peers reach it: an unspecified IP becomes loopback.
+fn reachable(addr: std::net::SocketAddr) -> String {
+    let mut a = addr;
+    if a.ip().is_unspecified() {
+        a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    a.to_string()
+}
+
 fn serve(
     http_addr: std::net::SocketAddr,
     grace: std::time::Duration,
     grpc_addr: std::net::SocketAddr,
     args: IngesterArgs,
+    cluster: ClusterArgs,
     all: Option<AllExtras>,
 ) -> anyhow::Result<ExitCode> {
     let component = if all.is_some() { "all" } else { "ingester" };
@@ -97,21 +126,50 @@ fn serve(
         .build()?;
     rt.block_on(async move {
         let registry = Registry::with_process_metrics();
-        let shutdown = Shutdown::with_signals();
+        // A signal starts leaving the ring; the servers stop after that.
+        let signals = Shutdown::with_signals();
+        let shutdown = Shutdown::new();
         // Bind both ports before the (possibly long) WAL replay, so a port clash fails
         // at once with the flag's name.
         let http = Server::bind(http_addr).await?.with_grace_period(grace);
         let grpc_listener = tokio::net::TcpListener::bind(grpc_addr)
             .await
             .with_context(|| format!("cannot listen on gRPC address {grpc_addr} (--grpc-address)"))?;
+        let grpc_local = grpc_listener.local_addr()?;
+        let node_config = NodeConfig {
+            name: cluster.cluster_node_id.clone().unwrap_or_else(hostname),
+            addr: cluster.cluster_advertise_address.clone().unwrap_or_else(|| reachable(grpc_local)),
+            http_addr: reachable(http.local_addr()),
+            peers: cluster.cluster_peers.clone(),
+            data_dir: cluster.cluster_data_dir.clone().unwrap_or_else(|| args.data_dir.join("cluster")),
+            zone: cluster.ring_zone.clone(),
+            num_tokens: cluster.ring_num_tokens.max(1),
+            heartbeat_period: std::time::Duration::from_millis(cluster.ring_heartbeat_period_ms.max(100) as u64),
+            heartbeat_timeout_ms: cluster.ring_heartbeat_timeout_ms,
+            replication_factor: cluster.replication_factor(),
+            zone_awareness: cluster.ring_zone_awareness,
+        };
+        let in_cluster = !cluster.cluster_peers.is_empty();
         let bucket = args.bucket().context("object store")?;
-        tracing::info!(component, bucket = %bucket, data_dir = %args.data_dir.display(), "starting");
+        tracing::info!(component, bucket = %bucket, data_dir = %args.data_dir.display(), node = %node_config.name, "starting");
         let querier_bucket = bucket.clone();
         let reg = registry.clone();
         let ing: Arc<Ingester> = tokio::task::spawn_blocking(move || Ingester::open(args, bucket, &reg))
             .await?
             .context("open ingester data")?;
+        let node = Node::open(node_config, &registry).await.context("cluster")?;
+        // From now on pushes go through the ring (refused until it has members) and HA
+        // elections through the KV.
+        let _ = ing.distributor.set(Arc::new(Distributor::new(
+            node.clone(),
+            cluster.replication_factor(),
+            cluster.ring_zone_awareness,
+            cluster.remote_timeout(),
+            &registry,
+        )));
+        ing.ha.use_kv(node.clone());
         let readiness = Readiness::new();
+        readiness.set_not_ready("joining the ring");
         let state = ServerState::new(&registry, readiness.clone());
         let mut app = router(state.clone()).merge(ing.routes());
         let mut compactor_task = None;
@@ -122,7 +180,7 @@ fn serve(
             // In one process the querier reads the ingester (its head and local blocks)
             // in process, and the bucket; overlaps are merged, not doubled. The gRPC
             // port still answers label requests and other queriers.
-            let local = std::net::SocketAddr::from(([127, 0, 0, 1], grpc_listener.local_addr()?.port()));
+            let local = std::net::SocketAddr::from(([127, 0, 0, 1], grpc_local.port()));
             let mut config = q.config(vec![local.to_string()], Some(querier_bucket))?;
             config.local_stores = vec![(local.to_string(), Arc::new(LocalIngester(ing.clone())))];
             let querier = strata_querier::Querier::new(config, &registry).context("querier")?;
@@ -134,16 +192,74 @@ fn serve(
         let grpc = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(StoreService::new(ing.clone()).into_server())
+                .add_service(PushService::new(ing.clone()).into_server())
+                .add_service(node.service())
                 .serve_with_incoming_shutdown(
                     crate::nodelay(grpc_listener),
                     grpc_shutdown.wait_owned(),
                 ),
         );
         tracing::info!(addr = %grpc_addr, "listening for gRPC");
+
+        // Form or join the cluster and take a place on the ring; ready after that. A
+        // start-up check that fails stops the process with its message.
+        let join_error: Arc<std::sync::Mutex<Option<strata_cluster::Error>>> = Default::default();
+        let joiner = {
+            let node = node.clone();
+            let readiness = readiness.clone();
+            let shutdown = shutdown.clone();
+            let join_error = join_error.clone();
+            tokio::spawn(async move {
+                let wait = std::time::Duration::from_secs(300);
+                let r = async {
+                    node.bootstrap(wait).await?;
+                    node.register(wait).await
+                };
+                let r = tokio::select! {
+                    r = r => r,
+                    _ = shutdown.wait() => return,
+                };
+                match r {
+                    Ok(()) => {
+                        node.spawn_heartbeats(shutdown.clone().wait_owned());
+                        readiness.set_ready();
+                    }
+                    Err(e) => {
+                        *join_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        shutdown.trigger();
+                    }
+                }
+            })
+        };
+        // On a signal: LEAVING first (owners of our series move on while we still
+        // answer), then stop the servers.
+        let leaver = {
+            let node = node.clone();
+            let shutdown = shutdown.clone();
+            let readiness = readiness.clone();
+            let signals = signals.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = signals.wait() => {}
+                    _ = shutdown.wait() => return false,
+                }
+                readiness.set_not_ready("leaving the ring");
+                let mut left = false;
+                if in_cluster && readiness_was_joined(&node) {
+                    match node.start_leaving().await {
+                        Ok(()) => left = true,
+                        Err(e) => tracing::warn!(error = %e, "could not mark this ingester LEAVING"),
+                    }
+                }
+                shutdown.trigger();
+                left
+            })
+        };
         let bg = tokio::spawn(ing.clone().run(shutdown.clone()));
-        readiness.set_ready();
         let served = http.serve(app, shutdown.clone()).await;
         shutdown.trigger();
+        let _ = joiner.await;
+        let leaving = leaver.await.unwrap_or(false);
         let _ = bg.await;
         if let Some(t) = compactor_task {
             let _ = t.await;
@@ -152,10 +268,29 @@ fn serve(
             tracing::error!(error = %e, "gRPC server failed");
         }
         ing.sync_all();
+        if leaving {
+            // The head goes to the bucket before this ingester leaves the ring.
+            match ing.cut_and_ship(true).await {
+                Ok(n) => tracing::info!(blocks = n, "flushed the head to the bucket"),
+                Err(e) => tracing::error!(error = %e, "flush on leaving failed; the WAL keeps the data for a restart"),
+            }
+            if let Err(e) = node.finish_leaving().await {
+                tracing::warn!(error = %e, "could not remove this ingester from the ring");
+            }
+        }
+        node.shutdown().await;
+        if let Some(e) = join_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(anyhow::Error::new(e).context("cluster"));
+        }
         tracing::info!("stopped");
         served?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Whether this node got as far as the ring (else there is nothing to leave).
+fn readiness_was_joined(node: &Node) -> bool {
+    node.read(|s| s.members.contains_key(&node.config.name))
 }
 
 /// The ingester as the in-process store of `strata all`'s querier.

@@ -30,6 +30,15 @@ pub struct QuerierCmd {
     /// can list this one with `--endpoint`. Off when not given.
     #[arg(long = "grpc-address", value_name = "ADDRESS")]
     pub grpc_address: Option<std::net::SocketAddr>,
+    /// Cluster members to ask for the ingester ring (comma-separated `host:port` or
+    /// `id=host:port`, as `--cluster.peers`): every healthy ingester on it is queried.
+    #[arg(
+        long = "ingester.ring.peers",
+        visible_alias = "cluster.peers",
+        value_delimiter = ',',
+        value_name = "PEERS"
+    )]
+    pub ring_peers: Vec<String>,
     #[command(flatten)]
     querier: QuerierArgs,
 }
@@ -120,7 +129,18 @@ pub fn run_querier(cmd: QuerierCmd) -> anyhow::Result<ExitCode> {
         Some(f) => Some(Bucket::from_config_file(f).context("--objstore.config-file")?),
         None => None,
     };
-    let config = cmd.querier.config(cmd.endpoints.clone(), bucket)?;
+    let mut config = cmd.querier.config(cmd.endpoints.clone(), bucket)?;
+    config.ring_peers = cmd
+        .ring_peers
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map_or(p.as_str(), |(_, a)| a)
+                .trim()
+                .to_string()
+        })
+        .filter(|p| !p.is_empty())
+        .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -158,7 +178,29 @@ pub fn run_querier(cmd: QuerierCmd) -> anyhow::Result<ExitCode> {
         let readiness = Readiness::new();
         let state = ServerState::new(&registry, readiness.clone());
         let app = instrument(router(state.clone()).merge(querier.routes()), &state);
-        readiness.set_ready();
+        // Ready once the ring (when there is one) was read: a query before that would
+        // miss every ingester.
+        if let Some(ring) = querier.ring() {
+            let ring = ring.clone();
+            let readiness = readiness.clone();
+            readiness.set_not_ready("reading the ingester ring");
+            tokio::spawn(async move {
+                loop {
+                    match ring.refresh().await {
+                        Ok(n) => {
+                            tracing::info!(ingesters = n, "read the ingester ring");
+                            break;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "ring: no peer answered yet"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                ring.spawn_refresh(Duration::from_secs(5));
+                readiness.set_ready();
+            });
+        } else {
+            readiness.set_ready();
+        }
         http.serve(app, shutdown.clone()).await?;
         shutdown.trigger();
         if let Some(g) = grpc {

@@ -93,7 +93,15 @@ pub fn post_bytes(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let mut resp = req.send(body).map_err(|e| e.to_string())?;
+    let mut resp = match req.send(body) {
+        Ok(r) => r,
+        // A server may answer (413) and close before the body is sent, as an HTTP
+        // server should for a Content-Length over its limit: read that answer.
+        Err(e) if e.to_string().contains("Broken pipe") || e.to_string().contains("reset") => {
+            return post_early_answer(url, headers, body);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let status = resp.status().as_u16();
     let content_type = resp
         .headers()
@@ -126,4 +134,51 @@ pub fn exporter() -> u16 {
         }
     });
     port
+}
+
+/// POST over a plain socket, ignoring write errors, and read whatever the server
+/// answered (`Connection: close`).
+fn post_early_answer(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, String, Vec<u8>), String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut s = std::net::TcpStream::connect(host).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP answer: {text:?}"))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head:?}"))?;
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Ok((status, content_type, body.as_bytes().to_vec()))
 }

@@ -68,6 +68,14 @@ impl StrataProc {
         http_port: u16,
         grpc_port: u16,
     ) -> Result<StrataProc, String> {
+        let mut p = Self::spawn(data_dir, args, http_port, grpc_port);
+        p.wait_ready()?;
+        Ok(p)
+    }
+
+    /// `strata <args…>` on the given ports, not waiting for it: cluster members are
+    /// ready only once a majority of them runs, so they start together.
+    pub fn spawn(data_dir: &Path, args: &[String], http_port: u16, grpc_port: u16) -> StrataProc {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.join(format!("strata-{http_port}.log"));
         let f = std::fs::OpenOptions::new()
@@ -83,31 +91,68 @@ impl StrataProc {
         }
         cmd.stdout(Stdio::from(f.try_clone().unwrap()))
             .stderr(Stdio::from(f));
-        let mut proc = ChildGuard::spawn("strata", &mut cmd);
-        let url = format!("http://127.0.0.1:{http_port}/-/ready");
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok((200, _)) = crate::http::get(&url) {
-                break;
-            }
-            if proc.alive().is_err() {
-                return Err(std::fs::read_to_string(&log).unwrap_or_default());
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "strata not ready at {url} after 120 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let args = args.to_vec();
-        Ok(StrataProc {
+        let proc = ChildGuard::spawn("strata", &mut cmd);
+        StrataProc {
             proc,
             http_port,
             grpc_port,
             data_dir: data_dir.into(),
-            args,
+            args: args.to_vec(),
             log,
-        })
+        }
+    }
+
+    /// Poll `/-/ready`; `Err(log)` if the process exits first.
+    pub fn wait_ready(&mut self) -> Result<(), String> {
+        let url = format!("{}/-/ready", self.url());
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok((200, _)) = crate::http::get(&url) {
+                return Ok(());
+            }
+            if self.proc.alive().is_err() {
+                return Err(std::fs::read_to_string(&self.log).unwrap_or_default());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "strata not ready at {url} after 120 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Start again with the same flags and ports, without waiting for readiness.
+    pub fn respawn(&mut self) {
+        self.proc.kill();
+        let me = Self::spawn(&self.data_dir, &self.args, self.http_port, self.grpc_port);
+        drop(std::mem::replace(self, me));
+    }
+
+    /// SIGTERM, then wait for the process to exit (up to `timeout`); its exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = self.proc.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = self.proc.child.try_wait() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "strata did not stop within {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGSTOP / SIGCONT: a frozen process holds its ports but answers nothing (a
+    /// partition, as its peers see it).
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.proc.child.id().to_string();
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let _ = Command::new("kill").args([sig, &pid]).status();
     }
 
     /// Start again with the same flags and ports (after `kill`).
