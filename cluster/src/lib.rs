@@ -67,34 +67,43 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {
     /// This node's id in the cluster (Mimir's instance id). Default: the host name.
-    #[arg(long = "cluster.node-id", visible_alias = "ingester.ring.instance-id")]
+    #[arg(
+        long = "cluster.node-id",
+        visible_alias = "ingester.ring.instance-id",
+        value_name = "ID"
+    )]
     pub cluster_node_id: Option<String>,
     /// The seed set: comma-separated `id=host:grpc-port` of the cluster's raft voters
     /// (this node among them, or a node joining them). Empty: a cluster of one.
-    #[arg(long = "cluster.peers", value_delimiter = ',', value_parser = parse_peer)]
+    #[arg(long = "cluster.peers", value_name = "ID=HOST:PORT,...", value_delimiter = ',', value_parser = parse_peer)]
     pub cluster_peers: Vec<(String, String)>,
     /// Where the raft log and snapshots live. Default: `<tsdb.path>/cluster`.
-    #[arg(long = "cluster.data-dir")]
+    #[arg(long = "cluster.data-dir", value_name = "DIR")]
     pub cluster_data_dir: Option<PathBuf>,
     /// The gRPC address peers reach this node at. Default: `--grpc-address`, with an
     /// unspecified IP replaced by 127.0.0.1.
     #[arg(
         long = "cluster.advertise-address",
-        visible_alias = "ingester.ring.instance-addr"
+        visible_alias = "ingester.ring.instance-addr",
+        value_name = "HOST:PORT"
     )]
     pub cluster_advertise_address: Option<String>,
     /// Replicas of each series. Default: 3 with `--cluster.peers`, 1 without (and in
     /// `strata all`).
-    #[arg(long = "ingester.ring.replication-factor")]
+    #[arg(long = "ingester.ring.replication-factor", value_name = "N")]
     pub ring_replication_factor: Option<usize>,
     /// This ingester's availability zone.
-    #[arg(long = "ingester.ring.instance-zone", default_value = "")]
+    #[arg(
+        long = "ingester.ring.instance-zone",
+        value_name = "ZONE",
+        default_value = ""
+    )]
     pub ring_zone: String,
     /// Place the replicas of each series in distinct zones.
     #[arg(long = "ingester.ring.zone-awareness-enabled", default_value_t = false)]
     pub ring_zone_awareness: bool,
     /// Tokens this ingester owns on the ring.
-    #[arg(long = "ingester.ring.num-tokens", default_value_t = ring::DEFAULT_NUM_TOKENS)]
+    #[arg(long = "ingester.ring.num-tokens", value_name = "N", default_value_t = ring::DEFAULT_NUM_TOKENS)]
     pub ring_num_tokens: usize,
     /// How often this ingester heartbeats into the ring.
     #[arg(long = "ingester.ring.heartbeat-period", value_name = "DURATION", default_value = "5s", value_parser = strata_kit::parse_duration_ms)]

@@ -37,7 +37,7 @@ pub struct Limits {
     pub max_label_value_length: usize,
     /// How far ahead of the ingester's clock a sample's timestamp may be; later samples
     /// are refused (one sample from the future would otherwise move the head's window).
-    #[arg(long = "validation.create-grace-period", default_value = "10m", value_parser = strata_kit::parse_duration_ms)]
+    #[arg(long = "validation.create-grace-period", value_name = "DURATION", default_value = "10m", value_parser = strata_kit::parse_duration_ms)]
     pub create_grace_period_ms: i64,
 }
 

@@ -243,6 +243,14 @@ fn ha_pair_through_three_ingesters_survives_kill9_and_leader_loss() {
         .map(|m| m["zone"].as_str().unwrap())
         .collect();
     assert_eq!(zones.len(), 3, "{r}");
+    // the same page for a person
+    let (code, html) =
+        strata_testkit::http::get(&format!("{}/ingester/ring", ing[1].url())).unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        html.contains("<table") && html.contains("ing-3") && html.contains("zone-2"),
+        "{html}"
+    );
 
     let entry = ing[0].url();
     let a = Prometheus::start(&tmp.path().join("prom-a"), &prom_config("a", &entry), &[]);
