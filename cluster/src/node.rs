@@ -850,6 +850,16 @@ impl Cluster for ClusterService {
                 peer_strings(&n.config.peers).join(",")
             )));
         }
+        // An id held by a live member elsewhere must not take over its raft slot.
+        let holder = n.read(|s| s.members.get(&req.node_id).cloned());
+        if let Some(m) = holder {
+            if m.addr != req.address && n.is_healthy(&m) {
+                return Err(Status::failed_precondition(format!(
+                    "node id {:?} (--cluster.node-id) is already used by a live ingester at {}; give this node another id",
+                    req.node_id, m.addr
+                )));
+            }
+        }
         let id = node_id_hash(&req.node_id);
         match n
             .raft

@@ -590,6 +590,20 @@ fn startup_checks_and_a_partitioned_node() {
     let log = dup.wait_ready().expect_err("a node reusing an id started");
     assert!(log.contains("ing-2") && log.contains("advertises"), "{log}");
 
+    // An id held by a live joiner, reused at another address.
+    let mut fourth = plan.spawn(3);
+    fourth.wait_ready().unwrap();
+    let (h, g) = (free_port(), free_port());
+    let twin_dir = tmp.path().join("twin");
+    let mut args = plan.args(3);
+    args.iter_mut()
+        .filter(|a| a.starts_with("--tsdb.path="))
+        .for_each(|a| *a = format!("--tsdb.path={}", twin_dir.display()));
+    let mut twin = StrataProc::spawn(&twin_dir, &args, h, g);
+    let log = twin.wait_ready().expect_err("a second ing-4 started");
+    assert!(log.contains("already used by a live ingester"), "{log}");
+    assert_eq!(active_members(&ing[0]).len(), 4, "{}", ring(&ing[0]));
+
     // A raft data dir from another cluster.
     let dir = tmp.path().join("other");
     let (h, g) = (free_port(), free_port());
