@@ -12,8 +12,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use strata_ingester::validate::Limits;
-use strata_ingester::{push, Ingester, IngesterArgs, WalFsync};
+use strata_ingester::{push, Ingester, IngesterArgs};
 use strata_kit::metrics::Registry;
 use strata_objstore::Bucket;
 use strata_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
@@ -48,23 +47,24 @@ fn request(t: i64) -> WriteRequest {
     }
 }
 
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: IngesterArgs,
+}
+
+/// Flags as a user gives them, so the bench follows new flags without edits.
 fn open(dir: &std::path::Path) -> Arc<Ingester> {
-    let args = IngesterArgs {
-        data_dir: dir.to_path_buf(),
-        block_duration_ms: 2 * 3600 * 1000,
-        retention_ms: 6 * 3600 * 1000,
-        wal_fsync: WalFsync::Never,
-        wal_segment_size: 128 << 20,
-        ship_interval_ms: 3600 * 1000,
-        objstore_config_file: None,
-        labels: vec![],
-        limits: Limits {
-            max_series_per_user: 0,
-            ..Limits::default()
-        },
-    };
+    use clap::Parser;
+    let cli = Cli::parse_from([
+        "bench".to_string(),
+        format!("--tsdb.path={}", dir.display()),
+        "--tsdb.wal-fsync=never".to_string(),
+        "--tsdb.ship-interval=1h".to_string(),
+        "--ingester.max-global-series-per-user=0".to_string(),
+    ]);
     let bucket = Bucket::filesystem(dir.join("bucket")).unwrap();
-    Ingester::open(args, bucket, &Registry::new()).unwrap()
+    Ingester::open(cli.args, bucket, &Registry::new()).unwrap()
 }
 
 fn bench(c: &mut Criterion) {
