@@ -37,15 +37,7 @@ impl StoreService {
     }
 }
 
-fn tenant_of<T>(req: &Request<T>) -> Result<String, Status> {
-    match strata_store::tenant_of(req)? {
-        None => Ok(crate::DEFAULT_TENANT.to_string()),
-        Some(s) => {
-            crate::validate::validate_tenant(s).map_err(Status::invalid_argument)?;
-            Ok(s.to_string())
-        }
-    }
-}
+use strata_store::tenant_of;
 
 fn raw_chunk(min_time: i64, max_time: i64, enc: Encoding, data: bytes::Bytes) -> AggrChunk {
     let t = match enc {

@@ -40,7 +40,7 @@ use tenant::{Tenant, TenantDb};
 pub use validate::Limits;
 
 /// The tenant of requests without a tenant header.
-pub const DEFAULT_TENANT: &str = "anonymous";
+pub use strata_kit::tenant::DEFAULT_TENANT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -19,23 +19,13 @@ use strata_tsdb::head::{check_sample, AppendError, HeadSeriesRef};
 use strata_tsdb::labels::Labels;
 use strata_tsdb::wal::Record;
 
-use crate::validate::{validate_labels, validate_tenant, SeriesError};
+use crate::validate::{validate_labels, SeriesError};
 use crate::Ingester;
 
 /// The tenant of a request: `X-Scope-OrgID` (Mimir), else `THANOS-TENANT`, else
-/// `anonymous`.
+/// `anonymous`; the rule every server shares.
 pub fn tenant_of(headers: &HeaderMap) -> Result<String, String> {
-    let raw = headers
-        .get("x-scope-orgid")
-        .or_else(|| headers.get("thanos-tenant"));
-    let Some(raw) = raw else {
-        return Ok(crate::DEFAULT_TENANT.to_string());
-    };
-    let id = raw
-        .to_str()
-        .map_err(|_| "tenant ID header is not valid text".to_string())?;
-    validate_tenant(id)?;
-    Ok(id.to_string())
+    Ok(strata_kit::tenant::tenant_from_headers(headers)?)
 }
 
 pub(crate) fn text(status: StatusCode, msg: impl Into<String>) -> Response {

@@ -17,7 +17,7 @@ use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::{parse_selector, Matcher};
 
 use crate::fanout::{Cancel, FanoutStorage, FetchOptions};
-use crate::{validate_tenant, Querier, DEFAULT_TENANT};
+use crate::Querier;
 
 /// Prometheus's `MinTime` in ms: the earliest time `time.Time` round-trips through
 /// RFC 3339; the default `start` of the series and label APIs.
@@ -623,17 +623,7 @@ pub fn valid_label_name(s: &str) -> bool {
 
 /// The tenant: `X-Scope-OrgID`, else `THANOS-TENANT`, else `anonymous`.
 pub fn tenant_of(headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(raw) = headers
-        .get("x-scope-orgid")
-        .or_else(|| headers.get("thanos-tenant"))
-    else {
-        return Ok(DEFAULT_TENANT.to_string());
-    };
-    let id = raw
-        .to_str()
-        .map_err(|_| ApiError::bad_data("tenant ID header is not valid text"))?;
-    validate_tenant(id).map_err(ApiError::bad_data)?;
-    Ok(id.to_string())
+    strata_kit::tenant::tenant_from_headers(headers).map_err(ApiError::bad_data)
 }
 
 impl Querier {

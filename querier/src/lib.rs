@@ -42,7 +42,7 @@ pub mod storeapi;
 use fanout::{Endpoint, Sources};
 
 /// The tenant of requests that name none.
-pub const DEFAULT_TENANT: &str = "anonymous";
+pub use strata_kit::tenant::DEFAULT_TENANT;
 
 /// Everything the querier is configured with (the `strata querier` flags).
 #[derive(Debug, Clone)]

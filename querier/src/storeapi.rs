@@ -16,7 +16,7 @@ use strata_tsdb::chunkenc::ChunkCutter;
 use tonic::{Request, Response, Status};
 
 use crate::fanout::FetchOptions;
-use crate::{validate_tenant, Querier, DEFAULT_TENANT};
+use crate::Querier;
 
 pub struct QuerierStore {
     q: Arc<Querier>,
@@ -41,13 +41,7 @@ impl QuerierStore {
         strategy: i32,
         disabled: bool,
     ) -> Result<FetchOptions, Status> {
-        let tenant = match strata_store::tenant_of(req)? {
-            None => DEFAULT_TENANT.to_string(),
-            Some(t) => {
-                validate_tenant(t).map_err(Status::invalid_argument)?;
-                t.to_string()
-            }
-        };
+        let tenant = strata_store::tenant_of(req)?;
         let mut opts = self.q.default_fetch_options(&tenant);
         if disabled || strategy == PartialResponseStrategy::Abort as i32 {
             opts.partial_response = false;

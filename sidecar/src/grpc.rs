@@ -73,12 +73,11 @@ impl StoreService {
     }
 }
 
-fn tenant_of<T>(req: &Request<T>) -> Option<String> {
-    // Not valid text: as if no tenant was named (the sidecar serves one tenant).
-    strata_store::tenant_of(req)
-        .ok()
-        .flatten()
-        .map(str::to_string)
+/// The tenant a request names, by the rule every server shares (a bad one is
+/// `InvalidArgument`); `None` when it names none: the sidecar serves its one tenant to
+/// a request that does not say.
+fn tenant_of<T>(req: &Request<T>) -> Result<Option<String>, Status> {
+    strata_store::requested_tenant(req)
 }
 
 /// Add the external labels a series lacks (Prometheus adds its own configured ones;
@@ -123,7 +122,7 @@ impl Store for StoreService {
         &self,
         req: Request<SeriesRequest>,
     ) -> Result<Response<Self::SeriesStream>, Status> {
-        let tenant = tenant_of(&req);
+        let tenant = tenant_of(&req)?;
         let r = req.into_inner();
         if !self.applies(tenant.as_deref(), &r.matchers)? {
             return Ok(Response::new(tokio_stream::iter(Vec::new())));
@@ -190,7 +189,7 @@ impl Store for StoreService {
         &self,
         req: Request<LabelNamesRequest>,
     ) -> Result<Response<LabelNamesResponse>, Status> {
-        let tenant = tenant_of(&req);
+        let tenant = tenant_of(&req)?;
         let r = req.into_inner();
         let mut names = std::collections::BTreeSet::new();
         for s in self
@@ -209,7 +208,7 @@ impl Store for StoreService {
         &self,
         req: Request<LabelValuesRequest>,
     ) -> Result<Response<LabelValuesResponse>, Status> {
-        let tenant = tenant_of(&req);
+        let tenant = tenant_of(&req)?;
         let r = req.into_inner();
         let mut values = std::collections::BTreeSet::new();
         for s in self

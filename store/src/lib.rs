@@ -10,7 +10,7 @@ use strata_tsdb::matcher::{MatchOp, Matcher};
 use tonic::{Request, Status};
 
 /// Metadata keys that carry the tenant: Mimir's, then Thanos Receive's.
-pub const TENANT_KEYS: [&str; 2] = ["x-scope-orgid", "thanos-tenant"];
+pub const TENANT_KEYS: [&str; 2] = strata_kit::tenant::TENANT_HEADERS;
 
 /// A protobuf matcher as ours, with a clear error for an unknown type or a bad regex.
 pub fn matcher_from_proto(m: &LabelMatcher) -> Result<Matcher, Status> {
@@ -61,16 +61,21 @@ pub fn labels_to_proto(l: &Labels) -> Vec<Label> {
         .collect()
 }
 
-/// The tenant a request names (`None`: it names none), not yet validated.
-pub fn tenant_of<T>(req: &Request<T>) -> Result<Option<&str>, Status> {
+/// The tenant a request names (`None`: it names none), validated by the rule every
+/// server shares ([`strata_kit::tenant`]); a bad one is `InvalidArgument` with the text
+/// the HTTP servers answer 400 with.
+pub fn requested_tenant<T>(req: &Request<T>) -> Result<Option<String>, Status> {
     let md = req.metadata();
-    match TENANT_KEYS.iter().find_map(|k| md.get(*k)) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(Some)
-            .map_err(|_| Status::invalid_argument("tenant ID metadata is not valid text")),
-    }
+    let raw = TENANT_KEYS
+        .iter()
+        .find_map(|k| md.get(*k))
+        .map(|v| v.as_bytes());
+    strata_kit::tenant::tenant_from_value(raw).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The tenant of a request: [`requested_tenant`], else `anonymous`.
+pub fn tenant_of<T>(req: &Request<T>) -> Result<String, Status> {
+    Ok(requested_tenant(req)?.unwrap_or_else(|| strata_kit::tenant::DEFAULT_TENANT.to_string()))
 }
 
 #[cfg(test)]
@@ -109,12 +114,21 @@ mod tests {
     #[test]
     fn tenant_from_either_key() {
         let mut r = Request::new(());
-        assert_eq!(tenant_of(&r).unwrap(), None);
+        assert_eq!(requested_tenant(&r).unwrap(), None);
+        assert_eq!(tenant_of(&r).unwrap(), "anonymous");
         r.metadata_mut()
             .insert("thanos-tenant", "b".parse().unwrap());
-        assert_eq!(tenant_of(&r).unwrap(), Some("b"));
+        assert_eq!(tenant_of(&r).unwrap(), "b");
         r.metadata_mut()
             .insert("x-scope-orgid", "a".parse().unwrap());
-        assert_eq!(tenant_of(&r).unwrap(), Some("a"));
+        assert_eq!(tenant_of(&r).unwrap(), "a");
+        r.metadata_mut()
+            .insert("x-scope-orgid", "a/b".parse().unwrap());
+        let e = tenant_of(&r).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            e.message(),
+            "tenant ID 'a/b' contains unsupported character '/'"
+        );
     }
 }
