@@ -81,3 +81,26 @@ fn promql_conformance() {
     println!("TOTAL: {tp} passed, {tf} failed, {ts} skipped");
     assert_eq!(tf, 0, "{tf} PromQL conformance cases failed");
 }
+
+/// Strata's own cases in the same format (`tests/testdata/*.test`).
+#[test]
+fn strata_cases() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/testdata");
+    let mut failed = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let rep = run_script(&name, &text, &Default::default());
+        let (p, f, s) = rep.count();
+        println!("{name}: {p} passed, {f} failed, {s} skipped");
+        assert!(p > 0 && s == 0, "{name}: {p} passed, {s} skipped");
+        for c in &rep.cases {
+            if let Outcome::Fail(m) = &c.outcome {
+                println!("  FAIL {name}:{} {}\n       {}", c.line, c.query, m);
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, 0);
+}
