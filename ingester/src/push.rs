@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -67,6 +68,17 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), String> {
 }
 
 pub async fn push(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Body) -> Response {
+    // The whole request, reading its body included, counts against the push timeout.
+    let timeout_ms = ing.config.limits.push_timeout_ms;
+    let deadline = (timeout_ms > 0)
+        .then(|| Instant::now() + std::time::Duration::from_millis(timeout_ms as u64));
+    let timed_out = || {
+        ing.metrics.rejected_requests.with(&["timeout"]).inc();
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            push_timeout_message(timeout_ms),
+        )
+    };
     let tenant = match tenant_of(&headers) {
         Ok(t) => t,
         Err(e) => {
@@ -99,9 +111,10 @@ pub async fn push(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Bo
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large();
     }
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => return too_large(),
+    let body = match within(deadline, axum::body::to_bytes(body, limit)).await {
+        None => return timed_out(),
+        Some(Ok(b)) => b,
+        Some(Err(_)) => return too_large(),
     };
     if let Some(enc) = headers.get("content-encoding") {
         if !enc.as_bytes().eq_ignore_ascii_case(b"snappy") {
@@ -115,15 +128,45 @@ pub async fn push(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Bo
         }
     }
     let ing2 = ing.clone();
-    let res =
-        tokio::task::spawn_blocking(move || decode_and_ingest(&ing2, &tenant, &body, limit)).await;
-    match res {
-        Ok(r) => r,
-        Err(e) => text(
+    let work = tokio::task::spawn_blocking(move || {
+        decode_and_ingest(&ing2, &tenant, &body, limit, deadline)
+    });
+    // On time-out the blocking work stops by itself at its next deadline check, before
+    // it logs anything; if it is already past its last check it completes, and the
+    // client's retry finds its samples as duplicates (accepted, not stored twice).
+    match within(deadline, work).await {
+        None => timed_out(),
+        Some(Ok(r)) => {
+            if r.extensions().get::<TimedOut>().is_some() {
+                ing.metrics.rejected_requests.with(&["timeout"]).inc();
+            }
+            r
+        }
+        Some(Err(e)) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("push failed: {e}"),
         ),
     }
+}
+
+/// Marks a response the push timeout ended inside the blocking work (counted by the
+/// handler, which counts its own time-outs too: one count per request).
+#[derive(Clone, Copy)]
+struct TimedOut;
+
+/// `fut`, or `None` if `deadline` passes first.
+async fn within<F: std::future::Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+    match deadline {
+        None => Some(fut.await),
+        Some(d) => tokio::time::timeout_at(d.into(), fut).await.ok(),
+    }
+}
+
+fn push_timeout_message(timeout_ms: i64) -> String {
+    format!(
+        "the push request did not complete within {} (--distributor.push-timeout); nothing of it was stored that a retry would not store again",
+        strata_kit::format_duration_ms(timeout_ms)
+    )
 }
 
 /// Decompressed bodies up to this size keep their buffer for the thread's next request.
@@ -135,7 +178,13 @@ thread_local! {
 
 /// Decompress and decode (borrowing label strings from the decompressed buffer), then
 /// [`ingest_ref`]. Runs on a blocking thread.
-fn decode_and_ingest(ing: &Ingester, tenant: &str, body: &[u8], limit: usize) -> Response {
+fn decode_and_ingest(
+    ing: &Ingester,
+    tenant: &str,
+    body: &[u8],
+    limit: usize,
+    deadline: Option<Instant>,
+) -> Response {
     let bad_body = |e: strata_proto::DecodeError| {
         ing.metrics.rejected_requests.with(&["bad_body"]).inc();
         let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
@@ -159,10 +208,13 @@ fn decode_and_ingest(ing: &Ingester, tenant: &str, body: &[u8], limit: usize) ->
         let resp = match strata_proto::decompress_snappy_into(body, limit, &mut buf) {
             Err(e) => bad_body(e),
             Ok(()) => match strata_proto::decode_write_request_ref(&buf) {
-                Ok(req) => ingest_ha(ing, tenant, &req, done),
+                Ok(req) => ingest_ha(ing, tenant, &req, deadline, done),
                 Err(strata_proto::DecodeError::Unsupported) => {
                     match <WriteRequest as strata_proto::Message>::decode(buf.as_slice()) {
-                        Ok(req) => ingest_ha(ing, tenant, &WriteRequestRef::from_owned(&req), done),
+                        Ok(req) => {
+                            let req = WriteRequestRef::from_owned(&req);
+                            ingest_ha(ing, tenant, &req, deadline, done)
+                        }
                         Err(e) => bad_body(strata_proto::DecodeError::Protobuf(e)),
                     }
                 }
@@ -182,6 +234,7 @@ fn ingest_ha(
     ing: &Ingester,
     tenant: &str,
     req: &WriteRequestRef<'_>,
+    deadline: Option<Instant>,
     done: impl FnOnce(crate::Result<Outcome>) -> Response,
 ) -> Response {
     let decision = match req.iter().next() {
@@ -191,13 +244,13 @@ fn ingest_ha(
         None => crate::ha::Decision::NotHa,
     };
     match decision {
-        crate::ha::Decision::NotHa => store(ing, tenant, req, done),
+        crate::ha::Decision::NotHa => store(ing, tenant, req, deadline, done),
         crate::ha::Decision::Accept { changed } => {
             if changed {
                 ing.metrics.ha_elected_changes.inc();
             }
             let stripped = req.without_label(&ing.ha.args.replica_label);
-            store(ing, tenant, &stripped, done)
+            store(ing, tenant, &stripped, deadline, done)
         }
         crate::ha::Decision::Unavailable(e) => text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -217,15 +270,19 @@ fn ingest_ha(
 
 /// Store a request: on the owners of each series when this ingester is in a ring
 /// (it acts as the distributor), else here.
+///
+/// In a ring the forwards are bounded by `--distributor.remote-timeout` and the whole
+/// request by the push handler's timeout.
 fn store(
     ing: &Ingester,
     tenant: &str,
     req: &WriteRequestRef<'_>,
+    deadline: Option<Instant>,
     done: impl FnOnce(crate::Result<Outcome>) -> Response,
 ) -> Response {
     match ing.distributor.get() {
         Some(d) => d.distribute(ing, tenant, req),
-        None => done(ingest_ref(ing, tenant, req)),
+        None => done(ingest_ref_until(ing, tenant, req, deadline)),
     }
 }
 
@@ -239,6 +296,8 @@ pub struct Outcome {
     /// Rejected series/samples by reason, with the first message for each.
     pub rejected: BTreeMap<&'static str, (usize, String)>,
     pub first_error: Option<String>,
+    /// The push timeout passed before anything was logged: nothing was stored.
+    pub timed_out: Option<String>,
 }
 
 impl Outcome {
@@ -257,16 +316,24 @@ impl Outcome {
     }
 
     pub fn into_response(self) -> Response {
+        let timed_out = self.timed_out.is_some();
         let (status, msg) = self.status_message();
         if status == StatusCode::OK {
             return status.into_response();
         }
-        text(status, msg)
+        let mut resp = text(status, msg);
+        if timed_out {
+            resp.extensions_mut().insert(TimedOut);
+        }
+        resp
     }
 
     /// The answer's status and text (empty for 200): what a client is told, and what an
     /// owner tells the distributor that forwarded the series.
     pub fn status_message(self) -> (StatusCode, String) {
+        if let Some(msg) = self.timed_out {
+            return (StatusCode::SERVICE_UNAVAILABLE, msg);
+        }
         if let Some(msg) = self.rate_limited {
             return (StatusCode::TOO_MANY_REQUESTS, msg);
         }
@@ -335,6 +402,17 @@ pub fn ingest_ref(
     tenant_id: &str,
     req: &WriteRequestRef<'_>,
 ) -> crate::Result<Outcome> {
+    ingest_ref_until(ing, tenant_id, req, None)
+}
+
+/// [`ingest_ref`] that gives up (answering 503, logging and applying nothing) once
+/// `deadline` has passed; checked every [`LOOKUP_BATCH`] series.
+pub fn ingest_ref_until(
+    ing: &Ingester,
+    tenant_id: &str,
+    req: &WriteRequestRef<'_>,
+    deadline: Option<Instant>,
+) -> crate::Result<Outcome> {
     let tenant = ing.tenant(tenant_id)?;
     let limits = &ing.config.limits;
     let mut out = Outcome {
@@ -379,8 +457,15 @@ pub fn ingest_ref(
     let mut batch: Vec<&[(&str, &str)]> = Vec::with_capacity(LOOKUP_BATCH);
     for (i, (pairs, samples)) in req.iter().enumerate() {
         if i % LOOKUP_BATCH == 0 {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                out.timed_out = Some(push_timeout_message(limits.push_timeout_ms));
+                break;
+            }
             batch.clear();
-            batch.extend(req.iter().skip(i).take(LOOKUP_BATCH).map(|(p, _)| p));
+            // By index: `req.iter().skip(i)` walked i series per batch, quadratic in
+            // the request's series.
+            let end = (i + LOOKUP_BATCH).min(req.len());
+            batch.extend((i..end).map(|j| req.series(j).0));
             head.get_many_by_pairs(&batch, &mut existing);
         }
         let existing = existing[i % LOOKUP_BATCH];
@@ -506,6 +591,15 @@ pub fn ingest_ref(
         accepted += stored + dups;
     }
 
+    if out.timed_out.is_some() {
+        // Nothing logged, nothing appended; records of series created above stay
+        // pending, as after a failed WAL write.
+        samples_buf.clear();
+        w.series_buf = series_buf;
+        w.samples_buf = samples_buf;
+        w.req_last = req_last;
+        return Ok(out);
+    }
     let series_entries: Vec<(u64, &Labels)> = series_buf.iter().map(|(r, l)| (*r, l)).collect();
     let mut recs: Vec<Record<'_>> = Vec::with_capacity(2);
     if !series_entries.is_empty() {

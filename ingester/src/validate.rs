@@ -39,6 +39,11 @@ pub struct Limits {
     /// are refused (one sample from the future would otherwise move the head's window).
     #[arg(long = "validation.create-grace-period", value_name = "DURATION", default_value = "10m", value_parser = strata_kit::parse_duration_ms)]
     pub create_grace_period_ms: i64,
+    /// How long a push may take, from its arrival to its answer (reading, decoding,
+    /// storing, forwarding to the other owners): past it the answer is 503 and the
+    /// request's work stops before anything of it is logged, so the retry is safe.
+    #[arg(long = "distributor.push-timeout", value_name = "DURATION", default_value = "30s", value_parser = strata_kit::parse_duration_ms)]
+    pub push_timeout_ms: i64,
 }
 
 impl Default for Limits {
@@ -53,6 +58,7 @@ impl Default for Limits {
             max_label_name_length: 1024,
             max_label_value_length: 2048,
             create_grace_period_ms: 10 * 60 * 1000,
+            push_timeout_ms: 30_000,
         }
     }
 }
