@@ -52,6 +52,9 @@ pub(crate) struct Built {
 /// Parses a Thanos objstore YAML document and builds its store. Building never touches
 /// the network; a wrong endpoint or credential shows on the first request.
 pub(crate) fn build(yaml: &str) -> Result<Built> {
+    // libyaml's Rust port reads a leading byte-order mark (as Windows editors write) as
+    // the start of a second document; Thanos's Go parser skips it.
+    let yaml = yaml.strip_prefix('\u{feff}').unwrap_or(yaml);
     if yaml.trim().is_empty() {
         return Err(Error::ConfigSyntax {
             message: format!("empty document; expected `type:` ({SUPPORTED_TYPES}) and `config:`"),
@@ -112,7 +115,7 @@ pub(crate) fn filesystem(dir: &std::path::Path) -> Result<Built> {
 }
 
 fn parse<T: DeserializeOwned>(yaml: &str) -> Result<T> {
-    serde_yaml::from_str(yaml).map_err(|e| Error::ConfigSyntax {
+    yaml_serde::from_str(yaml).map_err(|e| Error::ConfigSyntax {
         message: e.to_string(),
     })
 }
@@ -1234,5 +1237,72 @@ prefix: ""
         for (input, want) in cases {
             assert_eq!(base64(input.as_bytes()), want);
         }
+    }
+}
+
+/// The YAML edge cases a change of YAML crate could move (the move from `serde_yaml` to
+/// `yaml_serde` kept every one): the exact error text users see, anchors and aliases,
+/// and what is refused.
+#[cfg(test)]
+mod yaml_tests {
+    use super::*;
+
+    fn err(yaml: &str) -> String {
+        match build(yaml) {
+            Ok(b) => panic!("expected an error, built {}", b.name),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn unknown_and_duplicate_keys_are_named_with_their_position() {
+        assert_eq!(
+            err("type: FILESYSTEM\nconfig:\n  directory: /tmp/x\nprefx: a\n"),
+            "objstore config: unknown field `prefx`, expected one of `type`, `config`, `prefix` at line 4 column 1"
+        );
+        assert_eq!(
+            err("type: S3\nconfig:\n  bucket: b\n  bucket: c\n  endpoint: e\n"),
+            "objstore config: config: duplicate field `bucket` at line 3 column 3"
+        );
+        assert_eq!(
+            err("type: S3\nconfig:\n  bucket: b\n  endpoint: e\n  insecure: yes\n"),
+            "objstore config: config.insecure: invalid type: string \"yes\", expected a boolean at line 5 column 13"
+        );
+        assert_eq!(
+            err("type: S3\nconfig:\n\tbucket: b\n"),
+            "objstore config: found character that cannot start any token at line 3 column 1, while scanning for the next token"
+        );
+    }
+
+    #[test]
+    fn anchors_and_aliases_resolve_but_merge_keys_and_streams_do_not() {
+        let built = build("type: &t S3\nconfig:\n  bucket: *t\n  endpoint: e\n").unwrap();
+        assert_eq!(built.name, "s3:S3");
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "type: FILESYSTEM\nconfig: &c\n  directory: {}\nprefix: *c\n",
+            dir.path().display()
+        );
+        assert!(
+            err(&yaml).contains("prefix"),
+            "a mapping alias where a string belongs"
+        );
+        // YAML 1.1 merge keys are not applied (Go's yaml.v2 would); the key is refused
+        // by name rather than silently ignored.
+        let msg = err("type: S3\nconfig:\n  <<: {bucket: b}\n  endpoint: e\n");
+        assert!(msg.contains("unknown field `<<`"), "{msg}");
+        let msg = err("type: S3\nconfig:\n  bucket: b\n  endpoint: e\n---\ntype: GCS\n");
+        assert!(msg.contains("more than one document"), "{msg}");
+        // A recursive alias is an error, never a hang.
+        let msg = err("type: S3\nconfig: &a\n  bucket: [*a]\n");
+        assert!(msg.starts_with("objstore config:"), "{msg}");
+    }
+
+    #[test]
+    fn flow_style_tags_and_a_bom_parse() {
+        build("--- !!map\ntype: !!str S3\nconfig: {bucket: b, endpoint: 'e'}\n...\n").unwrap();
+        // Windows editors' byte-order mark (refused as "more than one document" before).
+        build("\u{feff}type: S3\nconfig:\n  bucket: b\n  endpoint: e\n").unwrap();
+        build("\u{feff}--- !!map\ntype: S3\nconfig: {bucket: b, endpoint: e}\n").unwrap();
     }
 }

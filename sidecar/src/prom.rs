@@ -65,7 +65,7 @@ impl PromClient {
         let yaml = v["data"]["yaml"]
             .as_str()
             .ok_or_else(|| Error::Prometheus("/api/v1/status/config has no data.yaml".into()))?;
-        let cfg: serde_yaml::Value = serde_yaml::from_str(yaml)
+        let cfg: yaml_serde::Value = yaml_serde::from_str(yaml)
             .map_err(|e| Error::Prometheus(format!("Prometheus's config does not parse: {e}")))?;
         let mut out = BTreeMap::new();
         if let Some(m) = cfg

@@ -69,9 +69,9 @@ struct Service {
 
 fn services() -> BTreeMap<String, Service> {
     let text = std::fs::read_to_string(deploy_dir().join("docker-compose.yml")).unwrap();
-    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut doc: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
     doc.apply_merge().unwrap();
-    let strings = |v: Option<&serde_yaml::Value>| -> Vec<String> {
+    let strings = |v: Option<&yaml_serde::Value>| -> Vec<String> {
         v.and_then(|v| v.as_sequence())
             .map(|s| {
                 s.iter()
@@ -443,7 +443,7 @@ fn check_shape(services: &BTreeMap<String, Service>) -> (Vec<&str>, Vec<&str>) {
         assert_eq!(flag(s, "query.replica-label"), Some("replica"), "{q}");
     }
     // Grafana's data source is a querier of the file.
-    let ds: serde_yaml::Value = serde_yaml::from_str(
+    let ds: yaml_serde::Value = yaml_serde::from_str(
         &std::fs::read_to_string(deploy_dir().join("grafana/provisioning/datasources/strata.yml"))
             .unwrap(),
     )
