@@ -3,9 +3,10 @@
 //! by bytes) and fetch only the chunks the query needs by byte ranges of
 //! `chunks/NNNNNN`, nearby chunks batched into one range read.
 //!
-//! Blocks left out: marked for deletion, outside the query's time range, and blocks that
-//! are sources of another block of the same resolution in the listing (compacted or
-//! deduplicated into it: the compacted one wins, never both).
+//! Blocks left out: outside the query's time range, and those the one visibility rule
+//! ([`strata_tsdb::meta::visible_blocks`], the rule the compactor deletes by) hides:
+//! marked for deletion, or superseded by a block of the same resolution that holds all
+//! their sources (compacted or deduplicated into it: the compacted one wins, never both).
 //!
 //! Downsampled reads ([`BucketReader::series_at`]): with a maximum source resolution
 //! (`max_source_resolution`), each stream of blocks (same external labels) is covered
@@ -17,19 +18,19 @@
 //! `resets`→counter (counter resets applied across chunk and block boundaries),
 //! anything else → sum/count (the window's average).
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use strata_objstore::Bucket;
 use strata_tsdb::chunkenc::{append_xor_in_range, Encoding, XorIter};
-use strata_tsdb::chunks::{segment_file_name, unpack_ref};
+use strata_tsdb::chunks::{parse_chunk, segment_file_name, unpack_ref, ParsedChunk};
 use strata_tsdb::downsample::{AggrChunk, AggrType, CounterSeries, RES_1H, RES_5M, RES_RAW};
 use strata_tsdb::index::{ChunkMeta, IndexReader};
 use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::Matcher;
-use strata_tsdb::meta::BlockMeta;
+use strata_tsdb::meta::{visible_blocks, BlockMeta};
 use strata_tsdb::postings::postings_for_matchers;
 use ulid::Ulid;
 
@@ -44,8 +45,8 @@ const RANGE_CONCURRENCY: usize = 8;
 /// A tenant's visible blocks and when they were listed.
 type Listing = (std::time::Instant, Arc<Vec<BlockMeta>>);
 
-/// A chunk as read from a segment: encoding byte and data.
-type RawChunk = (u8, bytes::Bytes);
+/// A chunk as read from a segment: encoding and data.
+type RawChunk = (Encoding, bytes::Bytes);
 
 /// A series as a source returns it: labels and samples sorted by time.
 pub type SeriesData = (Labels, Vec<(i64, f64)>);
@@ -83,58 +84,9 @@ impl std::fmt::Debug for BucketReader {
     }
 }
 
-/// The blocks of `metas` worth reading: not marked for deletion, raw resolution, and not
-/// a source of another listed block with a superset of sources at a higher level (or with
-/// strictly more sources).
-pub fn visible_blocks(metas: Vec<(BlockMeta, bool)>) -> Vec<BlockMeta> {
-    let live: Vec<BlockMeta> = metas
-        .into_iter()
-        .filter(|(m, deleted)| !deleted && resolution(m) == 0)
-        .map(|(m, _)| m)
-        .collect();
-    visible_among(live)
-}
-
-/// [`visible_blocks`] at every resolution: the hiding rule applies among blocks of one
-/// resolution (a downsampled block has its raw block's sources but does not replace it).
-pub fn visible_blocks_all(metas: Vec<(BlockMeta, bool)>) -> Vec<BlockMeta> {
-    let mut by_res: std::collections::BTreeMap<i64, Vec<BlockMeta>> = Default::default();
-    for (m, deleted) in metas {
-        if !deleted {
-            by_res.entry(resolution(&m)).or_default().push(m);
-        }
-    }
-    by_res.into_values().flat_map(visible_among).collect()
-}
-
-fn visible_among(live: Vec<BlockMeta>) -> Vec<BlockMeta> {
-    let sources: Vec<HashSet<Ulid>> = live
-        .iter()
-        .map(|m| {
-            let mut s: HashSet<Ulid> = m.compaction.sources.iter().copied().collect();
-            if s.is_empty() {
-                s.insert(m.ulid);
-            }
-            s
-        })
-        .collect();
-    live.iter()
-        .enumerate()
-        .filter(|(i, b)| {
-            !live.iter().enumerate().any(|(j, a)| {
-                j != *i
-                    && sources[*i].is_subset(&sources[j])
-                    && (a.compaction.level > b.compaction.level
-                        || sources[j].len() > sources[*i].len())
-            })
-        })
-        .map(|(_, b)| b.clone())
-        .collect()
-}
-
 /// The block's downsampling resolution in ms (0: raw).
 pub fn resolution(m: &BlockMeta) -> i64 {
-    m.thanos.as_ref().map_or(0, |t| t.downsample.resolution)
+    m.resolution()
 }
 
 /// The block's external labels (`thanos.labels`).
@@ -241,7 +193,7 @@ impl BucketReader {
                 }
             }
         }
-        let visible = Arc::new(visible_blocks_all(metas));
+        let visible = Arc::new(visible_blocks(metas));
         if !self.listing_ttl.is_zero() {
             self.listings
                 .lock()
@@ -467,7 +419,7 @@ impl BucketReader {
                 let Some((enc, data)) = chunks.get(&c.chunk_ref) else {
                     return Err(format!("block {dir}: chunk {:#x} not fetched", c.chunk_ref));
                 };
-                if *enc == Encoding::Aggr as u8 {
+                if *enc == Encoding::Aggr {
                     aggr_samples(
                         data,
                         aggr,
@@ -485,7 +437,7 @@ impl BucketReader {
                     })?;
                     continue;
                 }
-                if *enc != Encoding::Xor as u8 {
+                if *enc != Encoding::Xor {
                     continue; // histogram chunks: not decodable to float samples
                 }
                 if let Err(e) = append_xor_in_range(data, mint, maxt, &mut samples) {
@@ -540,6 +492,7 @@ impl BucketReader {
         let results: Vec<Result<Vec<(u64, RawChunk)>, String>> = futures::stream::iter(batches)
             .map(|(seg, start, end, refs)| async move {
                 let path = format!("{dir}/chunks/{}", segment_file_name(seg));
+                let size = segments[seg as usize];
                 let buf = self
                     .bucket
                     .get_range(&path, start..end)
@@ -549,22 +502,15 @@ impl BucketReader {
                 for r in refs {
                     let off = u64::from(unpack_ref(r).1);
                     let rel = (off - start) as usize;
-                    let chunk = match parse_chunk(&buf[rel..], &path, off)? {
-                        Parsed::Chunk(enc, range) => {
+                    let at = buf.get(rel..).unwrap_or_default();
+                    let chunk = match parse_chunk(at, Path::new(&path), off)
+                        .map_err(|e| corrupt_chunk(dir, &e))?
+                    {
+                        ParsedChunk::Chunk(enc, range) => {
                             (enc, buf.slice(rel + range.start..rel + range.end))
                         }
-                        Parsed::Needs(total) => {
-                            let one = self
-                                .bucket
-                                .get_range(&path, off..off + total)
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            match parse_chunk(&one, &path, off)? {
-                                Parsed::Chunk(enc, range) => (enc, one.slice(range)),
-                                Parsed::Needs(_) => {
-                                    return Err(format!("{path}: chunk at {off} is truncated"))
-                                }
-                            }
+                        ParsedChunk::Needs(total) => {
+                            self.fetch_long_chunk(dir, &path, off, size, total).await?
                         }
                     };
                     got.push((r, chunk));
@@ -580,6 +526,63 @@ impl BucketReader {
         }
         Ok(out)
     }
+
+    /// A chunk longer than its batch's read: read on its own, `needs` bytes from `off`
+    /// (as the bytes read so far say), bounded by the segment's size and
+    /// [`MAX_CHUNK_READ`] so a corrupt length cannot ask for gigabytes.
+    async fn fetch_long_chunk(
+        &self,
+        dir: &str,
+        path: &str,
+        off: u64,
+        size: u64,
+        mut needs: u64,
+    ) -> Result<RawChunk, String> {
+        // Twice at most: the length field itself may have been cut off the first time.
+        for _ in 0..2 {
+            let range = long_chunk_range(off, needs, size)
+                .map_err(|why| corrupt_chunk(dir, &strata_tsdb::Error::corrupt(path, off, why)))?;
+            let one = self
+                .bucket
+                .get_range(path, range)
+                .await
+                .map_err(|e| e.to_string())?;
+            match parse_chunk(&one, Path::new(path), off).map_err(|e| corrupt_chunk(dir, &e))? {
+                ParsedChunk::Chunk(enc, r) => return Ok((enc, one.slice(r))),
+                ParsedChunk::Needs(n) => needs = n,
+            }
+        }
+        Err(corrupt_chunk(
+            dir,
+            &strata_tsdb::Error::corrupt(path, off, "chunk length keeps growing"),
+        ))
+    }
+}
+
+/// Longest chunk a range read fetches. Prometheus's chunks hold at most a few KiB (120
+/// samples; histogram and aggregate chunks a few times that); a length beyond this is
+/// taken for corruption rather than read.
+pub const MAX_CHUNK_READ: u64 = 16 << 20;
+
+/// The byte range to read for a chunk at `off` that needs `needs` bytes, in a segment of
+/// `size` bytes; the reason it is corrupt when that cannot be right.
+fn long_chunk_range(off: u64, needs: u64, size: u64) -> Result<std::ops::Range<u64>, String> {
+    if needs > MAX_CHUNK_READ {
+        return Err(format!(
+            "chunk length claims {needs} bytes, more than the {MAX_CHUNK_READ}-byte limit on a chunk"
+        ));
+    }
+    match off.checked_add(needs) {
+        Some(end) if end <= size => Ok(off..end),
+        _ => Err(format!(
+            "chunk runs past the end of the segment ({size} bytes): it needs {needs} bytes"
+        )),
+    }
+}
+
+/// A corrupt chunk as the query reports it: the block and the file and offset.
+fn corrupt_chunk(dir: &str, e: &strata_tsdb::Error) -> String {
+    format!("block {dir}: {e}")
 }
 
 /// One block of a read plan and the inclusive time range it answers for.
@@ -951,96 +954,10 @@ fn join_pieces(mut pieces: Vec<(i64, Vec<SeriesData>)>, counter: bool) -> Vec<Se
         .collect()
 }
 
-#[derive(Debug)]
-enum Parsed {
-    /// Encoding byte and the data's byte range in the buffer (CRC verified).
-    Chunk(u8, std::ops::Range<usize>),
-    /// The chunk needs this many bytes from its start.
-    Needs(u64),
-}
-
-/// Parse `len uvarint | encoding | data | crc32c` at the start of `b`.
-fn parse_chunk(b: &[u8], path: &str, off: u64) -> Result<Parsed, String> {
-    let mut len: u64 = 0;
-    let mut n = 0usize;
-    loop {
-        let Some(&byte) = b.get(n) else {
-            return Ok(Parsed::Needs(n as u64 + 16));
-        };
-        if n >= 10 {
-            return Err(format!("{path}: invalid chunk length at {off}"));
-        }
-        len |= u64::from(byte & 0x7f) << (7 * n);
-        n += 1;
-        if byte < 0x80 {
-            break;
-        }
-    }
-    let total = n as u64 + 1 + len + 4;
-    if (b.len() as u64) < total {
-        return Ok(Parsed::Needs(total));
-    }
-    let body = &b[n..n + 1 + len as usize];
-    let crc = &b[n + body.len()..n + body.len() + 4];
-    let want = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
-    let got = crc32c::crc32c(body);
-    if want != got {
-        return Err(format!(
-            "{path}: chunk at {off}: checksum mismatch: stored {want:08x}, computed {got:08x}"
-        ));
-    }
-    Ok(Parsed::Chunk(body[0], n + 1..n + body.len()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_tsdb::meta::{BlockMetaCompaction, ThanosDownsample, ThanosMeta};
-
-    fn meta(ulid: Ulid, level: u32, sources: &[Ulid]) -> BlockMeta {
-        let mut m = BlockMeta::new(ulid, 0, 1000);
-        m.compaction = BlockMetaCompaction {
-            level,
-            sources: sources.to_vec(),
-            ..Default::default()
-        };
-        m
-    }
-
-    #[test]
-    fn compacted_block_hides_its_sources() {
-        let (a, b, c, d) = (Ulid::new(), Ulid::new(), Ulid::new(), Ulid::new());
-        let metas = vec![
-            (meta(a, 1, &[a]), false),
-            (meta(b, 1, &[b]), false),
-            (meta(c, 2, &[a, b]), false),
-            (meta(d, 1, &[d]), true),
-        ];
-        let v: Vec<Ulid> = visible_blocks(metas).iter().map(|m| m.ulid).collect();
-        assert_eq!(v, vec![c]);
-
-        // A compacted block marked for deletion no longer hides its sources.
-        let metas = vec![(meta(a, 1, &[a]), false), (meta(c, 2, &[a, b]), true)];
-        let v: Vec<Ulid> = visible_blocks(metas).iter().map(|m| m.ulid).collect();
-        assert_eq!(v, vec![a]);
-    }
-
-    #[test]
-    fn downsampled_blocks_are_not_read_as_raw() {
-        let (a, b) = (Ulid::new(), Ulid::new());
-        let mut down = meta(b, 1, &[a]);
-        down.thanos = Some(ThanosMeta {
-            downsample: ThanosDownsample {
-                resolution: 300_000,
-            },
-            ..Default::default()
-        });
-        let v: Vec<Ulid> = visible_blocks(vec![(meta(a, 1, &[a]), false), (down, false)])
-            .iter()
-            .map(|m| m.ulid)
-            .collect();
-        assert_eq!(v, vec![a]);
-    }
+    use strata_tsdb::meta::{ThanosDownsample, ThanosMeta};
 
     fn ds_meta(min: i64, max: i64, res: i64) -> BlockMeta {
         let mut m = BlockMeta::new(Ulid::new(), min, max);
@@ -1049,16 +966,6 @@ mod tests {
             ..Default::default()
         });
         m
-    }
-
-    #[test]
-    fn downsampled_blocks_stay_visible_beside_their_raw_sources() {
-        let a = Ulid::new();
-        let raw = meta(a, 2, &[a]);
-        let mut down = meta(Ulid::new(), 2, &[a]);
-        down.thanos = ds_meta(0, 1000, RES_5M).thanos;
-        let v = visible_blocks_all(vec![(raw.clone(), false), (down.clone(), false)]);
-        assert_eq!(v.len(), 2);
     }
 
     #[test]
@@ -1180,26 +1087,174 @@ mod tests {
         assert!(s[1..].iter().all(|p| (p.0 + 1) % RES_5M == 0), "{s:?}");
     }
 
-    #[test]
-    fn chunk_parsing() {
-        let data = [0u8, 1, 2, 3];
-        let mut body = vec![Encoding::Xor as u8];
-        body.extend_from_slice(&data);
-        let mut b = vec![data.len() as u8];
-        b.extend_from_slice(&body);
-        b.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-        match parse_chunk(&b, "x", 8).unwrap() {
-            Parsed::Chunk(enc, r) => {
-                assert_eq!(enc, Encoding::Xor as u8);
-                assert_eq!(&b[r], &data);
+    /// A segment of chunks as the ingester writes it, in a real filesystem bucket at
+    /// `t/<ULID>/chunks/000001`: the bucket, the block's dir, the segment bytes and the
+    /// chunk refs.
+    fn segment_in_bucket(
+        chunks: &[(Encoding, Vec<u8>)],
+    ) -> (tempfile::TempDir, String, Vec<u8>, Vec<u64>) {
+        use strata_tsdb::chunks::ChunkWriter;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = format!("t/{}", Ulid::new());
+        let cdir = tmp.path().join(&dir).join("chunks");
+        let mut w = ChunkWriter::create(&cdir).unwrap();
+        let refs = chunks
+            .iter()
+            .map(|(e, d)| w.write(*e, d).unwrap())
+            .collect();
+        w.finish().unwrap();
+        let seg = std::fs::read(cdir.join("000001")).unwrap();
+        (tmp, dir, seg, refs)
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
+    /// Both readers of one segment: the bucket's range reads and tsdb's reader of a
+    /// whole segment. Either both give the same chunks, or both refuse the block.
+    fn both_paths_agree(tmp: &Path, dir: &str, seg: &[u8], refs: &[u64]) -> Result<(), String> {
+        let path = format!("{dir}/chunks/000001");
+        std::fs::write(tmp.join(&path), seg).unwrap();
+        let local = strata_tsdb::chunks::ChunkReader::from_segments(vec![(
+            PathBuf::from(&path),
+            bytes::Bytes::copy_from_slice(seg),
+        )])
+        .unwrap();
+        let want: Result<Vec<(Encoding, Vec<u8>)>, String> = refs
+            .iter()
+            .map(|r| {
+                local
+                    .chunk(*r)
+                    .map(|(e, d)| (e, d.to_vec()))
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+        let reader = BucketReader::new(
+            Bucket::filesystem(tmp).unwrap(),
+            1 << 20,
+            std::time::Duration::ZERO,
+        );
+        let got = rt().block_on(reader.fetch_chunks(dir, &[seg.len() as u64], refs.to_vec()));
+        match (want, got) {
+            (Ok(want), Ok(got)) => {
+                for (r, w) in refs.iter().zip(want) {
+                    let (e, d) = &got[r];
+                    if (*e, &d[..]) != (w.0, &w.1[..]) {
+                        return Err(format!("chunk {r:#x} differs"));
+                    }
+                }
+                Ok(())
             }
-            Parsed::Needs(_) => panic!("complete"),
+            (Err(_), Err(e)) => {
+                // The error names the block, the segment and a chunk's offset.
+                if e.starts_with(&format!("block {dir}: {path}: corrupt at offset ")) {
+                    Ok(())
+                } else {
+                    Err(format!("unhelpful error: {e}"))
+                }
+            }
+            (w, g) => Err(format!(
+                "paths disagree: local {w:?}, bucket {:?}",
+                g.map(|m| m.len())
+            )),
         }
-        assert!(matches!(
-            parse_chunk(&b[..5], "x", 8).unwrap(),
-            Parsed::Needs(10)
-        ));
-        b[3] ^= 1;
-        assert!(parse_chunk(&b, "x", 8).unwrap_err().contains("checksum"));
+    }
+
+    fn test_chunks() -> Vec<(Encoding, Vec<u8>)> {
+        use strata_tsdb::chunkenc::XorChunk;
+        let mut v = Vec::new();
+        for i in 0..6i64 {
+            let mut c = XorChunk::new();
+            for j in 0..(20 * i + 1) {
+                c.append(j * 15_000, (i * j) as f64);
+            }
+            v.push((Encoding::Xor, c.into_bytes()));
+        }
+        // Longer than the batch read's estimate: read again on its own.
+        v.push((Encoding::Xor, (0..40_000u32).map(|i| i as u8).collect()));
+        v.push((Encoding::Xor, vec![0, 0]));
+        v
+    }
+
+    #[test]
+    fn intact_chunks_read_the_same_both_ways() {
+        let (tmp, dir, seg, refs) = segment_in_bucket(&test_chunks());
+        both_paths_agree(tmp.path(), &dir, &seg, &refs).unwrap();
+    }
+
+    /// Before the one parser, a length near `u64::MAX` overflowed (a panic) and others
+    /// asked the object store for gigabytes.
+    #[test]
+    fn corrupt_length_is_an_error_naming_the_block_and_offset() {
+        let (tmp, dir, seg, refs) = segment_in_bucket(&test_chunks());
+        let at = refs[2] as usize;
+        for len in [
+            vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            vec![0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            vec![0x80, 0x80, 0x80, 0x80, 0x04], // 1 GiB
+            vec![0x80, 0x80, 0x80, 0x10],       // 32 MiB
+        ] {
+            let mut bad = seg.clone();
+            bad[at..at + len.len()].copy_from_slice(&len);
+            both_paths_agree(tmp.path(), &dir, &bad, &refs).unwrap();
+            let reader = BucketReader::new(
+                Bucket::filesystem(tmp.path()).unwrap(),
+                1 << 20,
+                std::time::Duration::ZERO,
+            );
+            let e = rt()
+                .block_on(reader.fetch_chunks(&dir, &[bad.len() as u64], refs.clone()))
+                .unwrap_err();
+            assert!(
+                e.contains(&format!("block {dir}: ")) && e.contains(&format!("offset {at}:")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_chunk_reads_are_bounded() {
+        assert_eq!(long_chunk_range(8, 100, 1000), Ok(8..108));
+        assert_eq!(long_chunk_range(900, 100, 1000), Ok(900..1000));
+        assert!(long_chunk_range(901, 100, 1000)
+            .unwrap_err()
+            .contains("past the end"));
+        assert!(long_chunk_range(8, u64::MAX, u64::MAX)
+            .unwrap_err()
+            .contains("limit"));
+        assert!(long_chunk_range(u64::MAX, 16, u64::MAX).is_err());
+        let big = MAX_CHUNK_READ + 1;
+        assert!(long_chunk_range(8, big, 1 << 40)
+            .unwrap_err()
+            .contains("limit"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+        /// Corrupted bytes anywhere after the segment header (flipped bytes, a random
+        /// length at a chunk's start): never a panic, and the bucket's range reads agree
+        /// with tsdb's reader of the whole segment.
+        #[test]
+        fn corrupt_segments_read_alike_both_ways(
+            flips in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), 1u8..=255), 0..4),
+            length in proptest::option::of((proptest::prelude::any::<proptest::sample::Index>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 1..11))),
+        ) {
+            let (tmp, dir, seg, refs) = segment_in_bucket(&test_chunks());
+            let mut bad = seg.clone();
+            for (i, x) in flips {
+                let pos = 8 + i.index(bad.len() - 8);
+                bad[pos] ^= x;
+            }
+            if let Some((i, len)) = length {
+                let at = refs[i.index(refs.len())] as usize;
+                let n = len.len().min(bad.len() - at);
+                bad[at..at + n].copy_from_slice(&len[..n]);
+            }
+            let r = both_paths_agree(tmp.path(), &dir, &bad, &refs);
+            proptest::prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+        }
     }
 }

@@ -12,7 +12,7 @@
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -39,6 +39,8 @@ pub const SEGMENT_HEADER_SIZE: u64 = 8;
 /// whether a chunk still fits into the current segment.
 const MAX_CHUNK_LEN_FIELD_SIZE: u64 = 5;
 const CRC_SIZE: u64 = 4;
+/// Longest uvarint (64-bit).
+const MAX_VARINT_LEN: usize = 10;
 
 const WRITE_BUFFER_SIZE: usize = 8 * 1024 * 1024;
 
@@ -329,27 +331,14 @@ impl ChunkReader {
                 b.len()
             )));
         }
-        let (len, n) = uvarint(rest).ok_or_else(|| corrupt("invalid chunk length".into()))?;
-        // `rest` holds: len varint (n) | encoding (1) | data (len) | crc (4)
-        let avail = rest.len() as u64 - n as u64;
-        if len > avail || avail - len < 1 + CRC_SIZE {
-            return Err(corrupt(format!(
-                "chunk of {len} bytes runs past the end of the segment ({} bytes)",
+        match parse_chunk(rest, path, off)? {
+            ParsedChunk::Chunk(enc, range) => Ok((enc, &rest[range])),
+            // The whole rest of the segment is here: a chunk needing more is cut off.
+            ParsedChunk::Needs(total) => Err(corrupt(format!(
+                "chunk runs past the end of the segment ({} bytes): it needs {total} bytes",
                 b.len()
-            )));
+            ))),
         }
-        let body = &rest[n..n + 1 + len as usize];
-        let sum = &rest[n + body.len()..n + body.len() + CRC_SIZE as usize];
-        let want = u32::from_be_bytes([sum[0], sum[1], sum[2], sum[3]]);
-        let got = crc32c::crc32c(body);
-        if got != want {
-            return Err(corrupt(format!(
-                "chunk checksum mismatch: stored {want:08x}, computed {got:08x}"
-            )));
-        }
-        let enc = Encoding::from_u8(body[0])
-            .ok_or_else(|| corrupt(format!("unknown chunk encoding {}", body[0])))?;
-        Ok((enc, &body[1..]))
     }
 
     /// Total bytes of all segments.
@@ -361,6 +350,55 @@ impl ChunkReader {
     pub fn num_segments(&self) -> usize {
         self.segments.len()
     }
+}
+
+/// What [`parse_chunk`] found at the start of a buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParsedChunk {
+    /// A complete chunk whose CRC matched: its encoding and its data's byte range in
+    /// the buffer.
+    Chunk(Encoding, Range<usize>),
+    /// The buffer holds only the chunk's first bytes: it needs this many from its start
+    /// (a lower bound when even the length field is cut off). Whoever reads by ranges
+    /// must bound this before asking for it: it comes from the (maybe corrupt) file.
+    Needs(u64),
+}
+
+/// Parses `len <uvarint> | encoding | data | CRC32-C` at the start of `b`, the bytes of
+/// segment `file` from offset `off` on (the whole rest of a segment, or a prefix of it
+/// from a range read). The one chunk parser: memory-mapped segments and the querier's
+/// range reads both use it, so both reject damage the same way. Errors are
+/// [`Error::Corrupt`] naming `file` and `off`; no length, however corrupt, panics.
+pub fn parse_chunk(b: &[u8], file: &Path, off: u64) -> Result<ParsedChunk> {
+    let corrupt = |reason: String| Error::corrupt(file, off, reason);
+    let (len, n) = match uvarint(b) {
+        Some(v) => v,
+        // Every byte so far continues the varint: the length itself is cut off.
+        None if b.len() < MAX_VARINT_LEN && b.iter().all(|&x| x >= 0x80) => {
+            return Ok(ParsedChunk::Needs(MAX_VARINT_LEN as u64 + 1 + CRC_SIZE));
+        }
+        None => return Err(corrupt("invalid chunk length".into())),
+    };
+    // `len` is whatever the file says: add with overflow checks.
+    let Some(total) = len.checked_add(n as u64 + 1 + CRC_SIZE) else {
+        return Err(corrupt(format!("invalid chunk length {len}")));
+    };
+    if total > b.len() as u64 {
+        return Ok(ParsedChunk::Needs(total));
+    }
+    let end = total as usize - CRC_SIZE as usize;
+    let body = &b[n..end];
+    let sum = &b[end..end + CRC_SIZE as usize];
+    let want = u32::from_be_bytes([sum[0], sum[1], sum[2], sum[3]]);
+    let got = crc32c::crc32c(body);
+    if got != want {
+        return Err(corrupt(format!(
+            "chunk checksum mismatch: stored {want:08x}, computed {got:08x}"
+        )));
+    }
+    let enc = Encoding::from_u8(body[0])
+        .ok_or_else(|| corrupt(format!("unknown chunk encoding {}", body[0])))?;
+    Ok(ParsedChunk::Chunk(enc, n + 1..end))
 }
 
 fn short_header(path: &Path, len: u64) -> Error {
@@ -376,7 +414,7 @@ fn short_header(path: &Path, len: u64) -> Error {
 fn uvarint(b: &[u8]) -> Option<(u64, usize)> {
     let mut x = 0u64;
     let mut s = 0u32;
-    for (i, &byte) in b.iter().enumerate().take(10) {
+    for (i, &byte) in b.iter().enumerate().take(MAX_VARINT_LEN) {
         if byte < 0x80 {
             if i == 9 && byte > 1 {
                 return None;
@@ -618,6 +656,62 @@ mod tests {
         ));
     }
 
+    fn framed(enc: u8, data: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        let mut x = data.len() as u64;
+        while x >= 0x80 {
+            b.push(x as u8 | 0x80);
+            x >>= 7;
+        }
+        b.push(x as u8);
+        b.push(enc);
+        b.extend_from_slice(data);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&[enc]), data);
+        b.extend_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn parse_chunk_prefixes_and_absurd_lengths() {
+        let p = Path::new("t/01J/chunks/000001");
+        let data = xor_chunk(120, 7);
+        let b = framed(Encoding::Xor as u8, &data);
+        let ParsedChunk::Chunk(enc, r) = parse_chunk(&b, p, 8).unwrap() else {
+            panic!("complete chunk");
+        };
+        assert_eq!((enc, &b[r]), (Encoding::Xor, &data[..]));
+        for k in 0..b.len() {
+            match parse_chunk(&b[..k], p, 8).unwrap() {
+                ParsedChunk::Needs(n) => assert!(n > k as u64, "{k}: {n}"),
+                c => panic!("prefix of {k} bytes parsed as {c:?}"),
+            }
+        }
+        // A length of u64::MAX (and others near it) must not overflow.
+        for len in [u64::MAX, u64::MAX - 3, 1 << 63] {
+            let mut b = Vec::new();
+            let mut x = len;
+            while x >= 0x80 {
+                b.push(x as u8 | 0x80);
+                x >>= 7;
+            }
+            b.push(x as u8);
+            b.extend_from_slice(&[1, 0, 0, 0, 0, 0]);
+            match parse_chunk(&b, p, 99) {
+                Err(Error::Corrupt { file, offset, .. }) => {
+                    assert_eq!((file.as_path(), offset), (p, 99))
+                }
+                Ok(ParsedChunk::Needs(n)) => assert!(n > b.len() as u64),
+                other => panic!("{len}: {other:?}"),
+            }
+        }
+        // Eleven continuation bytes: not a length at all.
+        let reason = expect_corrupt(parse_chunk(&[0xff; 11], p, 8), p, 8);
+        assert!(reason.contains("length"), "{reason}");
+        // Unknown encoding with a good CRC.
+        let reason = expect_corrupt(parse_chunk(&framed(9, &[0, 0]), p, 8), p, 8);
+        assert!(reason.contains("encoding 9"), "{reason}");
+    }
+
     proptest! {
         #[test]
         fn garbage_segments_never_panic(
@@ -640,6 +734,40 @@ mod tests {
                 for (s, o) in refs {
                     let _ = rd.chunk(chunk_ref(s, o));
                 }
+            }
+        }
+
+        /// A prefix of any bytes parses as a prefix of what the whole parses as: a range
+        /// read that fetched too little asks for more, never misreads or panics.
+        #[test]
+        fn parse_chunk_prefix_agrees_with_whole(
+            b in prop::collection::vec(any::<u8>(), 0..64),
+            small_len in any::<bool>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut b = b;
+            if small_len && !b.is_empty() {
+                b[0] &= 0x3f;
+            }
+            let p = Path::new("000001");
+            let whole = parse_chunk(&b, p, 8);
+            let k = cut.index(b.len() + 1);
+            let part = parse_chunk(&b[..k], p, 8);
+            match (&whole, &part) {
+                (Ok(ParsedChunk::Chunk(_, r)), Ok(ParsedChunk::Needs(n))) => {
+                    prop_assert!(*n > k as u64 && r.end < b.len() + 1)
+                }
+                (Ok(ParsedChunk::Chunk(..)), _) => prop_assert_eq!(
+                    format!("{whole:?}"),
+                    format!("{part:?}")
+                ),
+                (Ok(ParsedChunk::Needs(n)), Ok(ParsedChunk::Needs(m))) => {
+                    prop_assert!(*m > k as u64 && *n > b.len() as u64)
+                }
+                (Ok(ParsedChunk::Needs(_)), other) => {
+                    prop_assert!(false, "prefix {k}: {other:?}")
+                }
+                (Err(_), _) => {}
             }
         }
 
