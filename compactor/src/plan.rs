@@ -16,7 +16,7 @@ pub const DEFAULT_RANGES: [i64; 4] = [
 
 /// A block's resolution (`thanos.downsample.resolution`; 0 = raw).
 pub fn resolution(m: &BlockMeta) -> i64 {
-    m.thanos.as_ref().map_or(0, |t| t.downsample.resolution)
+    m.resolution()
 }
 
 /// A block's external labels without the replica (dedup) labels.
@@ -43,33 +43,13 @@ pub fn group_key(tenant: &str, m: &BlockMeta, replica_labels: &[String]) -> Stri
     format!("{tenant}@{}@{{{}}}", resolution(m), labels.join(","))
 }
 
-fn sources(m: &BlockMeta) -> HashSet<Ulid> {
-    let mut s: HashSet<Ulid> = m.compaction.sources.iter().copied().collect();
-    if s.is_empty() {
-        s.insert(m.ulid);
-    }
-    s
-}
-
-/// Blocks (of `metas`, none deletion-marked) that another block of the same resolution
-/// covers: its sources are a subset of the other's, which is at a higher level or has
-/// strictly more sources. The querier's rule (`querier::bucket::visible_blocks`): such
-/// blocks are never read, so they can be marked for deletion.
+/// Blocks (of `metas`, none deletion-marked) that no reader needs, so they can be
+/// marked for deletion: exactly those [`strata_tsdb::meta::superseded`] names, the rule
+/// by which the querier skips them. In ULID order.
 pub fn covered(metas: &[BlockMeta]) -> Vec<Ulid> {
-    let srcs: Vec<HashSet<Ulid>> = metas.iter().map(sources).collect();
-    metas
-        .iter()
-        .enumerate()
-        .filter(|(i, b)| {
-            metas.iter().enumerate().any(|(j, a)| {
-                j != *i
-                    && resolution(a) == resolution(b)
-                    && srcs[*i].is_subset(&srcs[j])
-                    && (a.compaction.level > b.compaction.level || srcs[j].len() > srcs[*i].len())
-            })
-        })
-        .map(|(_, b)| b.ulid)
-        .collect()
+    let mut v: Vec<Ulid> = strata_tsdb::meta::superseded(metas).into_iter().collect();
+    v.sort();
+    v
 }
 
 /// The next blocks of one group to compact, or nothing (Thanos's planner): first any
@@ -209,7 +189,9 @@ mod tests {
         c.compaction.level = 2;
         c.compaction.sources = vec![a.ulid, b.ulid];
         let cov = covered(&[a.clone(), b.clone(), c.clone()]);
-        assert_eq!(cov, vec![a.ulid, b.ulid]);
+        let mut want = vec![a.ulid, b.ulid];
+        want.sort();
+        assert_eq!(cov, want);
         let mut d = c.clone();
         d.ulid = Ulid::new();
         d.thanos = Some(strata_tsdb::meta::ThanosMeta {

@@ -1,6 +1,6 @@
 //! End-to-end compactor tests on real FILESYSTEM buckets.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -70,29 +70,19 @@ fn resolution(m: &BlockMeta) -> i64 {
     m.thanos.as_ref().map_or(0, |t| t.downsample.resolution)
 }
 
-/// The querier's rule (`querier::bucket::visible_blocks`), raw resolution.
+/// The raw blocks a reader reads (`strata_tsdb::meta::visible_blocks`, the querier's rule).
 async fn visible(bucket: &Bucket) -> Vec<BlockMeta> {
     let refs = bucket.list_blocks(TENANT).await.unwrap();
-    let live: Vec<BlockMeta> = refs
+    let metas = refs
         .iter()
-        .filter(|r| !r.deletion_marked)
-        .map(|r| BlockMeta::from_json(&r.meta_json, Path::new("meta.json")).unwrap())
-        .filter(|m| resolution(m) == 0)
-        .collect();
-    let srcs: Vec<HashSet<Ulid>> = live
-        .iter()
-        .map(|m| m.compaction.sources.iter().copied().collect())
-        .collect();
-    live.iter()
-        .enumerate()
-        .filter(|(i, b)| {
-            !live.iter().enumerate().any(|(j, a)| {
-                j != *i
-                    && srcs[*i].is_subset(&srcs[j])
-                    && (a.compaction.level > b.compaction.level || srcs[j].len() > srcs[*i].len())
-            })
+        .map(|r| {
+            let m = BlockMeta::from_json(&r.meta_json, Path::new("meta.json")).unwrap();
+            (m, r.deletion_marked)
         })
-        .map(|(_, b)| b.clone())
+        .collect();
+    strata_tsdb::meta::visible_blocks(metas)
+        .into_iter()
+        .filter(|m| resolution(m) == 0)
         .collect()
 }
 

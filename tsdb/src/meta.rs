@@ -5,7 +5,7 @@
 //! the file is written with tab indentation like `json.MarshalIndent(meta, "", "\t")`,
 //! so a block written by Strata is byte-for-byte the shape Prometheus expects.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -265,6 +265,79 @@ impl BlockMeta {
     }
 }
 
+impl BlockMeta {
+    /// The block's downsampling resolution in ms (`thanos.downsample.resolution`; 0: raw).
+    pub fn resolution(&self) -> i64 {
+        self.thanos.as_ref().map_or(0, |t| t.downsample.resolution)
+    }
+
+    /// The level-1 blocks whose data this block holds (`compaction.sources`; the block
+    /// itself when it records none, as a block from an older writer may).
+    pub fn source_set(&self) -> HashSet<Ulid> {
+        let mut s: HashSet<Ulid> = self.compaction.sources.iter().copied().collect();
+        if s.is_empty() {
+            s.insert(self.ulid);
+        }
+        s
+    }
+}
+
+/// The blocks of `live` (none marked for deletion) that another block of `live` with the
+/// same resolution supersedes, so no reader needs them: the other's sources include all
+/// of theirs and it is at a higher level or has more sources; with the same sources and
+/// level (the same compaction done twice) the block with the smaller ULID wins, as in
+/// Thanos's deduplicate filter. A downsampled block never supersedes a raw one: it holds
+/// aggregates, not the samples.
+///
+/// The one visibility rule: readers skip exactly these (see [`visible_blocks`]) and the
+/// compactor marks exactly these for deletion.
+pub fn superseded(live: &[BlockMeta]) -> HashSet<Ulid> {
+    let sources: Vec<HashSet<Ulid>> = live.iter().map(BlockMeta::source_set).collect();
+    // Blocks by source: whatever supersedes `b` holds `b`'s first source, so only those
+    // are compared (not every pair of a bucket's blocks).
+    let mut by_source: HashMap<Ulid, Vec<usize>> = HashMap::new();
+    for (i, s) in sources.iter().enumerate() {
+        for u in s {
+            by_source.entry(*u).or_default().push(i);
+        }
+    }
+    let wins = |a: usize, b: usize| {
+        let (ma, mb) = (&live[a], &live[b]);
+        let (sa, sb) = (&sources[a], &sources[b]);
+        ma.resolution() == mb.resolution()
+            && sb.is_subset(sa)
+            && (sa.len() > sb.len()
+                || ma.compaction.level > mb.compaction.level
+                || (ma.compaction.level == mb.compaction.level && ma.ulid < mb.ulid))
+    };
+    let mut out = HashSet::new();
+    for (b, sb) in sources.iter().enumerate() {
+        let Some(first) = sb.iter().next() else {
+            continue;
+        };
+        let candidates = by_source.get(first).map(Vec::as_slice).unwrap_or(&[]);
+        if candidates.iter().any(|&a| a != b && wins(a, b)) {
+            out.insert(live[b].ulid);
+        }
+    }
+    out
+}
+
+/// The blocks a reader reads, of `(meta, marked for deletion)` as listed: not marked,
+/// and not [`superseded`] by another unmarked block (a marked block hides nothing).
+/// Every resolution is kept; callers pick the ones they read.
+pub fn visible_blocks(metas: Vec<(BlockMeta, bool)>) -> Vec<BlockMeta> {
+    let live: Vec<BlockMeta> = metas
+        .into_iter()
+        .filter(|(_, marked)| !marked)
+        .map(|(m, _)| m)
+        .collect();
+    let hidden = superseded(&live);
+    live.into_iter()
+        .filter(|m| !hidden.contains(&m.ulid))
+        .collect()
+}
+
 /// fsync a directory so a rename or a new entry in it survives a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
@@ -391,5 +464,85 @@ mod tests {
         fs::write(dir.path().join("meta.json"), m.to_json()).unwrap();
         let s = BlockMeta::read(dir.path()).unwrap_err().to_string();
         assert!(s.contains("version 2"), "{s}");
+    }
+
+    fn block(level: u32, sources: &[Ulid], res: i64) -> BlockMeta {
+        let mut m = BlockMeta::new(Ulid::new(), 0, 1000);
+        m.compaction.level = level;
+        m.compaction.sources = sources.to_vec();
+        if res != 0 {
+            m.thanos = Some(ThanosMeta {
+                downsample: ThanosDownsample { resolution: res },
+                ..Default::default()
+            });
+        }
+        m
+    }
+
+    fn ulids(v: &[BlockMeta]) -> Vec<Ulid> {
+        let mut u: Vec<Ulid> = v.iter().map(|m| m.ulid).collect();
+        u.sort();
+        u
+    }
+
+    #[test]
+    fn compacted_block_hides_its_sources_and_marks_hide_nothing() {
+        let (a, b, d) = (Ulid::new(), Ulid::new(), Ulid::new());
+        let ma = BlockMeta::new(a, 0, 1000);
+        let mb = BlockMeta::new(b, 1000, 2000);
+        let mc = block(2, &[a, b], 0);
+        let md = BlockMeta::new(d, 2000, 3000);
+        let v = visible_blocks(vec![
+            (ma.clone(), false),
+            (mb.clone(), false),
+            (mc.clone(), false),
+            (md.clone(), true),
+        ]);
+        assert_eq!(ulids(&v), vec![mc.ulid]);
+        assert_eq!(
+            superseded(&[ma.clone(), mb.clone(), mc.clone()]),
+            [a, b].into()
+        );
+        // A compacted block marked for deletion no longer hides its sources.
+        let v = visible_blocks(vec![(ma.clone(), false), (mc.clone(), true)]);
+        assert_eq!(ulids(&v), vec![a]);
+        // A partial compaction (a subset of sources, same level) is hidden by the larger.
+        let part = block(2, &[a], 0);
+        assert_eq!(superseded(&[part.clone(), mc.clone()]), [part.ulid].into());
+        // Overlapping but not nested sources: both stay.
+        let other = block(2, &[b, d], 0);
+        assert!(superseded(&[mc, other]).is_empty());
+    }
+
+    #[test]
+    fn resolutions_are_separate_and_empty_sources_are_the_block_itself() {
+        let a = Ulid::new();
+        let raw = BlockMeta::new(a, 0, 1000);
+        let down = block(1, &[a], 300_000);
+        let down_1h = block(2, &[a], 3_600_000);
+        assert!(superseded(&[raw.clone(), down.clone(), down_1h.clone()]).is_empty());
+        assert_eq!(down.resolution(), 300_000);
+        let mut bare = BlockMeta::new(Ulid::new(), 0, 1000);
+        bare.compaction.sources.clear();
+        assert_eq!(bare.source_set(), [bare.ulid].into());
+        let mut over = block(2, &[bare.ulid, a], 0);
+        over.compaction.level = 2;
+        assert_eq!(superseded(&[bare.clone(), over]), [bare.ulid].into());
+    }
+
+    #[test]
+    fn the_same_compaction_twice_keeps_one() {
+        let (a, b) = (Ulid::new(), Ulid::new());
+        let x = block(2, &[a, b], 0);
+        let y = block(2, &[b, a], 0);
+        let (keep, drop) = if x.ulid < y.ulid { (x, y) } else { (y, x) };
+        assert_eq!(
+            superseded(&[drop.clone(), keep.clone()]),
+            [drop.ulid].into()
+        );
+        // A higher level wins over a smaller ULID.
+        let mut higher = drop.clone();
+        higher.compaction.level = 3;
+        assert_eq!(superseded(&[keep.clone(), higher]), [keep.ulid].into());
     }
 }
