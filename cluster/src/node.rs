@@ -817,8 +817,8 @@ impl Cluster for ClusterService {
             &req.peers,
         ) {
             tracing::error!(peer = %req.address, "{e}");
-            // The caller fails to start with a message written from its side.
-            if let Some(e) = hello_mismatch(
+            // The caller fails to start, with the message written from its side.
+            let theirs = hello_mismatch(
                 &req.node_id,
                 &req.peers,
                 &req.cluster_id,
@@ -827,10 +827,8 @@ impl Cluster for ClusterService {
                 &n.config.name,
                 &n.cluster_id,
                 &mine,
-            ) {
-                return Err(Status::failed_precondition(e));
-            }
-            return Err(Status::failed_precondition(e));
+            );
+            return Err(Status::failed_precondition(theirs.unwrap_or(e)));
         }
         Ok(Response::new(HelloReply {
             node_id: n.config.name.clone(),

@@ -7,3 +7,19 @@ pub mod http;
 pub mod procs;
 pub mod s3;
 pub mod strata;
+
+/// Call `f` every 200 ms until it returns `Some`, failing the test with `what` after
+/// `timeout`: waiting on a condition, never on the clock.
+pub fn poll<T>(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {timeout:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -13,24 +13,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use strata_testkit::http::{encode, get_json, get_with};
+use strata_testkit::poll;
 use strata_testkit::procs::{free_port, Prometheus};
 use strata_testkit::s3::S3Server;
 use strata_testkit::strata::{series, write_request, StrataProc};
-
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()

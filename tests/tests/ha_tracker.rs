@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use strata_testkit::http::{encode, exporter, get, get_json};
+use strata_testkit::poll;
 use strata_testkit::procs::Prometheus;
 use strata_testkit::strata::StrataProc;
 
@@ -17,17 +18,6 @@ fn prom_config(replica: &str, exporter: u16, strata: &str) -> String {
          scrape_configs:\n  - job_name: demo\n    static_configs:\n      - targets: ['127.0.0.1:{exporter}']\n\
          remote_write:\n  - url: {strata}/api/v1/push\n    queue_config:\n      batch_send_deadline: 1s\n"
     )
-}
-
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 fn elected(strata: &StrataProc) -> Option<String> {
