@@ -65,28 +65,73 @@ pub struct SelectedChunk {
     pub data: bytes::Bytes,
 }
 
-/// Every series of the tenant matching `matchers` with data in `[mint, maxt]`, head and
+/// Where a selected chunk's bytes are: copied from the head already, or still in a
+/// block's (memory-mapped) chunk files, read when its series is sent.
+enum ChunkSrc {
+    Head(SelectedChunk),
+    Block {
+        block: usize,
+        min_time: i64,
+        max_time: i64,
+        chunk_ref: u64,
+    },
+}
+
+/// The series a selection found, their chunks not yet read from the blocks.
+struct Planned {
+    blocks: Vec<strata_tsdb::block::Block>,
+    series: Vec<(Labels, Vec<ChunkSrc>)>,
+}
+
+impl Planned {
+    fn read(&self, src: ChunkSrc) -> Result<SelectedChunk, strata_tsdb::Error> {
+        Ok(match src {
+            ChunkSrc::Head(c) => c,
+            ChunkSrc::Block {
+                block,
+                min_time,
+                max_time,
+                chunk_ref,
+            } => {
+                let (encoding, data) = self.blocks[block].chunks().chunk(chunk_ref)?;
+                SelectedChunk {
+                    min_time,
+                    max_time,
+                    encoding,
+                    data: bytes::Bytes::copy_from_slice(data),
+                }
+            }
+        })
+    }
+}
+
+/// The series of the tenant matching `matchers` with data in `[mint, maxt]`, head and
 /// local blocks merged, sorted by labels, chunks sorted by min time (none with
-/// `skip_chunks`).
-pub fn select_chunks(
+/// `skip_chunks`). Blocking: opens and reads local blocks.
+fn plan(
     ing: &Ingester,
     tenant: &str,
     matchers: &[Matcher],
     mint: i64,
     maxt: i64,
     skip_chunks: bool,
-) -> Result<Vec<(Labels, Vec<SelectedChunk>)>, strata_tsdb::Error> {
+) -> Result<Planned, strata_tsdb::Error> {
     let Some(t) = ing.existing_tenant(tenant) else {
-        return Ok(Vec::new());
+        return Ok(Planned {
+            blocks: Vec::new(),
+            series: Vec::new(),
+        });
     };
     let head_chunks = |chunks: Vec<strata_tsdb::chunkenc::EncodedChunk>| {
         chunks
             .into_iter()
-            .map(|c| SelectedChunk {
-                min_time: c.min_time,
-                max_time: c.max_time,
-                encoding: c.encoding,
-                data: bytes::Bytes::from(c.data),
+            .map(|c| {
+                ChunkSrc::Head(SelectedChunk {
+                    min_time: c.min_time,
+                    max_time: c.max_time,
+                    encoding: c.encoding,
+                    data: bytes::Bytes::from(c.data),
+                })
             })
             .collect::<Vec<_>>()
     };
@@ -94,7 +139,7 @@ pub fn select_chunks(
     blocks.retain(|b| !(b.meta().max_time <= mint || b.meta().min_time > maxt));
     if blocks.is_empty() {
         // Only the head: its series come sorted and unique, no merge map needed.
-        return Ok(t
+        let series = t
             .head
             .select(matchers, mint, maxt)
             .into_iter()
@@ -107,25 +152,23 @@ pub fn select_chunks(
                 };
                 (s.labels, chunks)
             })
-            .collect());
+            .collect();
+        return Ok(Planned { blocks, series });
     }
-    let mut out: BTreeMap<Labels, Vec<SelectedChunk>> = BTreeMap::new();
-    for b in &blocks {
+    let mut out: BTreeMap<Labels, Vec<ChunkSrc>> = BTreeMap::new();
+    for (bi, b) in blocks.iter().enumerate() {
         for s in b.select(matchers, mint, maxt)? {
             let s = s?;
             let entry = out.entry(s.labels.clone()).or_default();
             if skip_chunks {
                 continue;
             }
-            for c in &s.chunks {
-                let (encoding, data) = b.chunks().chunk(c.chunk_ref)?;
-                entry.push(SelectedChunk {
-                    min_time: c.min_time,
-                    max_time: c.max_time,
-                    encoding,
-                    data: bytes::Bytes::copy_from_slice(data),
-                });
-            }
+            entry.extend(s.chunks.iter().map(|c| ChunkSrc::Block {
+                block: bi,
+                min_time: c.min_time,
+                max_time: c.max_time,
+                chunk_ref: c.chunk_ref,
+            }));
         }
     }
     for s in t.head.select(matchers, mint, maxt) {
@@ -134,14 +177,46 @@ pub fn select_chunks(
             entry.extend(head_chunks(s.chunks));
         }
     }
-    Ok(out
+    let key = |c: &ChunkSrc| match c {
+        ChunkSrc::Head(c) => (c.min_time, c.max_time),
+        ChunkSrc::Block {
+            min_time, max_time, ..
+        } => (*min_time, *max_time),
+    };
+    let series = out
         .into_iter()
         .filter(|(_, c)| skip_chunks || !c.is_empty())
         .map(|(l, mut chunks)| {
-            chunks.sort_by_key(|c| (c.min_time, c.max_time));
+            chunks.sort_by_key(key);
             (l, chunks)
         })
-        .collect())
+        .collect();
+    Ok(Planned { blocks, series })
+}
+
+/// Every series of the tenant matching `matchers` with data in `[mint, maxt]`, head and
+/// local blocks merged, sorted by labels, chunks sorted by min time (none with
+/// `skip_chunks`).
+pub fn select_chunks(
+    ing: &Ingester,
+    tenant: &str,
+    matchers: &[Matcher],
+    mint: i64,
+    maxt: i64,
+    skip_chunks: bool,
+) -> Result<Vec<(Labels, Vec<SelectedChunk>)>, strata_tsdb::Error> {
+    let mut p = plan(ing, tenant, matchers, mint, maxt, skip_chunks)?;
+    let series = std::mem::take(&mut p.series);
+    series
+        .into_iter()
+        .map(|(l, chunks)| {
+            let chunks = chunks
+                .into_iter()
+                .map(|c| p.read(c))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((l, chunks))
+        })
+        .collect()
 }
 
 /// [`select_chunks`] with the float samples in `[mint, maxt]` decoded (overlapping
@@ -185,11 +260,23 @@ pub fn select_samples(
     Ok(out)
 }
 
-/// Every series of the tenant matching the request, head and local blocks merged, sorted
-/// by labels, chunks sorted by min time.
-pub fn select(ing: &Ingester, tenant: &str, req: &SeriesRequest) -> Result<Vec<Series>, Status> {
+/// Series frames queued between the blocking producer and the gRPC response: a client
+/// that reads slowly stops the producer once this many (plus what the transport
+/// buffers) wait, so a large answer is never built whole in memory.
+pub const SERIES_FRAMES_IN_FLIGHT: usize = 16;
+
+/// Produce the frames of a `Series` answer into `tx`, one series at a time (its block
+/// chunks read just before it is sent). Blocking: runs on a blocking thread. Stops when
+/// the client has gone (the receiver is dropped).
+fn produce_series(
+    ing: &Ingester,
+    tenant: &str,
+    req: &SeriesRequest,
+    tx: &tokio::sync::mpsc::Sender<Result<SeriesResponse, Status>>,
+) -> Result<(), Status> {
     let matchers = matchers_from_proto(&req.matchers)?;
-    let series = select_chunks(
+    let internal = |e: strata_tsdb::Error| Status::internal(e.to_string());
+    let mut p = plan(
         ing,
         tenant,
         &matchers,
@@ -197,38 +284,86 @@ pub fn select(ing: &Ingester, tenant: &str, req: &SeriesRequest) -> Result<Vec<S
         req.max_time,
         req.skip_chunks,
     )
-    .map_err(|e| Status::internal(e.to_string()))?;
-    Ok(series
-        .into_iter()
-        .map(|(l, chunks)| Series {
-            labels: labels_to_proto(&l),
-            chunks: chunks
-                .into_iter()
-                .map(|c| raw_chunk(c.min_time, c.max_time, c.encoding, c.data))
-                .collect(),
-        })
-        .collect())
+    .map_err(internal)?;
+    let m = &ing.metrics;
+    for (l, chunks) in std::mem::take(&mut p.series) {
+        let chunks = chunks
+            .into_iter()
+            .map(|c| {
+                p.read(c)
+                    .map(|c| raw_chunk(c.min_time, c.max_time, c.encoding, c.data))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal)?;
+        let frame = Ok(SeriesResponse {
+            result: Some(series_response::Result::Series(Series {
+                labels: labels_to_proto(&l),
+                chunks,
+            })),
+        });
+        m.store_series_frames.inc();
+        let frame = match tx.try_send(frame) {
+            Ok(()) => continue,
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Ok(()),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(f)) => f,
+        };
+        // The client is behind: wait for it (counted, so backpressure is visible).
+        m.store_series_backpressure_waits.inc();
+        if tx.blocking_send(frame).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
-type SeriesStream = tokio_stream::Iter<std::vec::IntoIter<Result<SeriesResponse, Status>>>;
+/// The label sets of the tenant's series matching the request (no chunks read).
+/// Blocking: opens local blocks.
+fn select_labels(
+    ing: &Ingester,
+    tenant: &str,
+    matchers: &[Matcher],
+    mint: i64,
+    maxt: i64,
+) -> Result<Vec<Labels>, Status> {
+    let p = plan(ing, tenant, matchers, mint, maxt, true)
+        .map_err(|e| Status::internal(e.to_string()))?;
+    Ok(p.series.into_iter().map(|(l, _)| l).collect())
+}
+
+/// Run blocking Store API work off the async runtime's worker threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+}
+
+type SeriesStream = tokio_stream::wrappers::ReceiverStream<Result<SeriesResponse, Status>>;
 
 #[tonic::async_trait]
 impl Store for StoreService {
     async fn info(&self, _req: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        let mut min = i64::MAX;
-        let mut max = i64::MIN;
-        for t in self.ing.tenants() {
-            if t.head.num_series() > 0 {
-                min = min.min(t.head.min_time());
-                max = max.max(t.head.max_time());
-            }
-            if let Ok(bs) = open_blocks(&t.blocks_dir()) {
-                for b in bs {
-                    min = min.min(b.meta().min_time);
-                    max = max.max(b.meta().max_time);
+        let ing = self.ing.clone();
+        // Opens every tenant's local blocks: off the runtime's worker threads.
+        let (min, _max) = blocking(move || {
+            let mut min = i64::MAX;
+            let mut max = i64::MIN;
+            for t in ing.tenants() {
+                if t.head.num_series() > 0 {
+                    min = min.min(t.head.min_time());
+                    max = max.max(t.head.max_time());
+                }
+                if let Ok(bs) = open_blocks(&t.blocks_dir()) {
+                    for b in bs {
+                        min = min.min(b.meta().min_time);
+                        max = max.max(b.meta().max_time);
+                    }
                 }
             }
-        }
+            Ok((min, max))
+        })
+        .await?;
         let labels: Vec<Label> = self
             .ing
             .config
@@ -258,19 +393,18 @@ impl Store for StoreService {
     ) -> Result<Response<Self::SeriesStream>, Status> {
         let tenant = tenant_of(&req)?;
         let r = req.into_inner();
+        // Refuse bad matchers as the call's status, before the stream starts.
+        matchers_from_proto(&r.matchers)?;
         let ing = self.ing.clone();
-        let series = tokio::task::spawn_blocking(move || select(&ing, &tenant, &r))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
-        let frames: Vec<Result<SeriesResponse, Status>> = series
-            .into_iter()
-            .map(|s| {
-                Ok(SeriesResponse {
-                    result: Some(series_response::Result::Series(s)),
-                })
-            })
-            .collect();
-        Ok(Response::new(tokio_stream::iter(frames)))
+        let (tx, rx) = tokio::sync::mpsc::channel(SERIES_FRAMES_IN_FLIGHT);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = produce_series(&ing, &tenant, &r, &tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     async fn label_names(
@@ -280,20 +414,18 @@ impl Store for StoreService {
         let tenant = tenant_of(&req)?;
         let r = req.into_inner();
         let matchers = matchers_from_proto(&r.matchers)?;
-        let mut names = std::collections::BTreeSet::new();
-        if let Some(t) = self.ing.existing_tenant(&tenant) {
-            names.extend(t.head.label_names(&matchers));
-            let sr = SeriesRequest {
-                min_time: r.start,
-                max_time: r.end,
-                matchers: r.matchers.clone(),
-                skip_chunks: true,
-                ..Default::default()
-            };
-            for s in select(&self.ing, &tenant, &sr)? {
-                names.extend(s.labels.into_iter().map(|l| l.name));
+        let ing = self.ing.clone();
+        let names = blocking(move || {
+            let mut names = std::collections::BTreeSet::new();
+            if let Some(t) = ing.existing_tenant(&tenant) {
+                names.extend(t.head.label_names(&matchers));
+                for l in select_labels(&ing, &tenant, &matchers, r.start, r.end)? {
+                    names.extend(l.iter().map(|l| l.name.to_string()));
+                }
             }
-        }
+            Ok(names)
+        })
+        .await?;
         Ok(Response::new(LabelNamesResponse {
             names: names.into_iter().collect(),
             ..Default::default()
@@ -306,19 +438,18 @@ impl Store for StoreService {
     ) -> Result<Response<LabelValuesResponse>, Status> {
         let tenant = tenant_of(&req)?;
         let r = req.into_inner();
-        let sr = SeriesRequest {
-            min_time: r.start,
-            max_time: r.end,
-            matchers: r.matchers.clone(),
-            skip_chunks: true,
-            ..Default::default()
-        };
-        let mut values = std::collections::BTreeSet::new();
-        for s in select(&self.ing, &tenant, &sr)? {
-            if let Some(l) = s.labels.into_iter().find(|l| l.name == r.label) {
-                values.insert(l.value);
+        let matchers = matchers_from_proto(&r.matchers)?;
+        let ing = self.ing.clone();
+        let values = blocking(move || {
+            let mut values = std::collections::BTreeSet::new();
+            for l in select_labels(&ing, &tenant, &matchers, r.start, r.end)? {
+                if let Some(v) = l.get(&r.label) {
+                    values.insert(v.to_string());
+                }
             }
-        }
+            Ok(values)
+        })
+        .await?;
         Ok(Response::new(LabelValuesResponse {
             values: values.into_iter().collect(),
             ..Default::default()

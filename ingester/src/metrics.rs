@@ -19,6 +19,8 @@ pub struct IngesterMetrics {
     pub ha_deduped_samples: Counter,
     pub ha_elected_changes: Counter,
     pub wal_replay_unknown_series_samples: Counter,
+    pub store_series_frames: Counter,
+    pub store_series_backpressure_waits: Counter,
 }
 
 impl IngesterMetrics {
@@ -87,6 +89,14 @@ impl IngesterMetrics {
             wal_replay_unknown_series_samples: r.counter(
                 "strata_ingester_wal_replay_unknown_series_samples_total",
                 "Samples dropped on WAL replay because no series record preceded them (should stay 0).",
+            ),
+            store_series_frames: r.counter(
+                "strata_ingester_store_series_frames_total",
+                "Series frames produced for Store API Series answers.",
+            ),
+            store_series_backpressure_waits: r.counter(
+                "strata_ingester_store_series_backpressure_waits_total",
+                "Times a Store API Series answer's producer waited for a slow client.",
             ),
         }
     }
