@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -59,18 +60,24 @@ struct BlockIndex {
     bytes: u64,
 }
 
-#[derive(Default)]
-struct IndexCache {
-    entries: HashMap<Ulid, (Arc<BlockIndex>, u64)>,
-    bytes: u64,
-    tick: u64,
+/// A cached index weighs its parsed size, so the cache is bounded by bytes.
+#[derive(Clone)]
+struct IndexWeight;
+
+impl quick_cache::Weighter<Ulid, Arc<BlockIndex>> for IndexWeight {
+    fn weight(&self, _: &Ulid, idx: &Arc<BlockIndex>) -> u64 {
+        idx.bytes.max(1)
+    }
 }
+
+type IndexCache = quick_cache::sync::Cache<Ulid, Arc<BlockIndex>, IndexWeight>;
 
 /// The bucket as a source of series.
 pub struct BucketReader {
     bucket: Bucket,
-    cache: Mutex<IndexCache>,
-    cache_limit: u64,
+    cache: IndexCache,
+    /// Block indexes read from the bucket (cache misses that loaded one).
+    index_loads: AtomicU64,
     /// The visible blocks per tenant and when they were listed.
     listings: Mutex<HashMap<String, Listing>>,
     listing_ttl: std::time::Duration,
@@ -127,10 +134,23 @@ impl BucketReader {
     /// `cache_limit`: bytes of parsed indexes kept in memory; `listing_ttl`: how long a
     /// tenant's block listing is reused (zero: list on every request).
     pub fn new(bucket: Bucket, cache_limit: u64, listing_ttl: std::time::Duration) -> Self {
+        // One shard: a shard holds at most its share of the bytes, and an index bigger
+        // than a share would never be cached; lookups are rare next to the reads they save.
+        let opts = quick_cache::OptionsBuilder::new()
+            .shards(1)
+            .estimated_items_capacity(1024)
+            .weight_capacity(cache_limit)
+            .build()
+            .expect("both capacities are set");
         BucketReader {
             bucket,
-            cache: Mutex::new(IndexCache::default()),
-            cache_limit,
+            cache: IndexCache::with_options(
+                opts,
+                IndexWeight,
+                Default::default(),
+                Default::default(),
+            ),
+            index_loads: AtomicU64::new(0),
             listings: Mutex::new(HashMap::new()),
             listing_ttl,
         }
@@ -206,16 +226,22 @@ impl BucketReader {
         Ok(visible)
     }
 
+    /// The block's index: cached, else read once however many queries miss it at the
+    /// same time (the others wait for it; if the read fails, the next one tries).
     async fn index(&self, tenant: &str, meta: &BlockMeta) -> Result<Arc<BlockIndex>, String> {
-        {
-            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            c.tick += 1;
-            let tick = c.tick;
-            if let Some((idx, used)) = c.entries.get_mut(&meta.ulid) {
-                *used = tick;
-                return Ok(idx.clone());
-            }
-        }
+        let guard = match self.cache.get_value_or_guard_async(&meta.ulid).await {
+            Ok(idx) => return Ok(idx),
+            Err(guard) => guard,
+        };
+        let idx = Arc::new(self.load_index(tenant, meta).await?);
+        self.index_loads.fetch_add(1, Ordering::Relaxed);
+        // Err: the placeholder is gone (the cache was cleared meanwhile); the index still
+        // serves this read.
+        let _ = guard.insert(idx.clone());
+        Ok(idx)
+    }
+
+    async fn load_index(&self, tenant: &str, meta: &BlockMeta) -> Result<BlockIndex, String> {
         let dir = format!("{tenant}/{}", meta.ulid);
         let path = format!("{dir}/index");
         let (data, listing) = futures::future::join(
@@ -246,41 +272,21 @@ impl BucketReader {
             segments.push(size);
         }
         let bytes = reader.size();
-        let idx = Arc::new(BlockIndex {
+        Ok(BlockIndex {
             reader,
             segments,
             bytes,
-        });
-        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        c.tick += 1;
-        let tick = c.tick;
-        if let Some((old, _)) = c.entries.insert(meta.ulid, (idx.clone(), tick)) {
-            c.bytes -= old.bytes;
-        }
-        c.bytes += idx.bytes;
-        while c.bytes > self.cache_limit && c.entries.len() > 1 {
-            let Some((&victim, _)) = c
-                .entries
-                .iter()
-                .filter(|(u, _)| **u != meta.ulid)
-                .min_by_key(|(_, (_, used))| *used)
-            else {
-                break;
-            };
-            if let Some((old, _)) = c.entries.remove(&victim) {
-                c.bytes -= old.bytes;
-            }
-        }
-        Ok(idx)
+        })
     }
 
     /// Number of block indexes in the cache (for tests and metrics).
     pub fn cached_indexes(&self) -> usize {
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entries
-            .len()
+        self.cache.len()
+    }
+
+    /// Block indexes read from the bucket so far (for tests and metrics).
+    pub fn index_loads(&self) -> u64 {
+        self.index_loads.load(Ordering::Relaxed)
     }
 
     /// Series of the tenant's raw blocks matching `matchers` with data in `[mint, maxt]`,
@@ -1230,6 +1236,98 @@ mod tests {
         assert!(long_chunk_range(8, big, 1 << 40)
             .unwrap_err()
             .contains("limit"));
+    }
+
+    /// A real block (one series) in a filesystem bucket at `t/<ULID>`.
+    fn block_in_bucket(bucket_dir: &Path) -> BlockMeta {
+        use strata_tsdb::block::BlockWriter;
+        use strata_tsdb::chunkenc::ChunkCutter;
+        let tenant_dir = bucket_dir.join("t");
+        std::fs::create_dir_all(&tenant_dir).unwrap();
+        let ulid = Ulid::new();
+        let mut w = BlockWriter::new(&tenant_dir, ulid).unwrap();
+        let mut c = ChunkCutter::new(7_200_000);
+        for t in 0..100 {
+            c.append(t * 15_000, t as f64);
+        }
+        w.add_series(Labels::from_pairs([("__name__", "up")]), c.finish())
+            .unwrap();
+        w.finish(None).unwrap();
+        BlockMeta::read(&tenant_dir.join(ulid.to_string())).unwrap()
+    }
+
+    /// Queries that miss one block's index at the same time read it once: the first
+    /// reads, the others wait for it (before: every miss read and parsed it).
+    #[test]
+    fn concurrent_misses_read_an_index_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let meta = block_in_bucket(tmp.path());
+        let reader = BucketReader::new(
+            Bucket::filesystem(tmp.path()).unwrap(),
+            1 << 30,
+            std::time::Duration::ZERO,
+        );
+        // join_all polls each once before any read can finish: sixteen misses at once.
+        let got = rt().block_on(futures::future::join_all(
+            (0..16).map(|_| reader.index("t", &meta)),
+        ));
+        assert!(got.iter().all(|r| r.is_ok()));
+        assert!(got
+            .windows(2)
+            .all(|w| Arc::ptr_eq(w[0].as_ref().unwrap(), w[1].as_ref().unwrap())));
+        assert_eq!(reader.index_loads(), 1);
+        assert_eq!(reader.cached_indexes(), 1);
+        rt().block_on(reader.index("t", &meta)).unwrap();
+        assert_eq!(reader.index_loads(), 1);
+    }
+
+    /// A failed read is not cached and does not poison the waiters: each tries itself.
+    #[test]
+    fn failed_index_reads_are_not_cached() {
+        let tmp = tempfile::tempdir().unwrap();
+        let meta = block_in_bucket(tmp.path());
+        let index = tmp.path().join(format!("t/{}/index", meta.ulid));
+        let good = std::fs::read(&index).unwrap();
+        std::fs::write(&index, b"not an index").unwrap();
+        let reader = BucketReader::new(
+            Bucket::filesystem(tmp.path()).unwrap(),
+            1 << 30,
+            std::time::Duration::ZERO,
+        );
+        let got = rt().block_on(futures::future::join_all(
+            (0..4).map(|_| reader.index("t", &meta)),
+        ));
+        assert!(got.iter().all(|r| r.is_err()));
+        assert_eq!(reader.cached_indexes(), 0);
+        std::fs::write(&index, good).unwrap();
+        rt().block_on(reader.index("t", &meta)).unwrap();
+        assert_eq!((reader.index_loads(), reader.cached_indexes()), (1, 1));
+    }
+
+    /// The cache holds what fits its byte limit, evicting to make room.
+    #[test]
+    fn index_cache_is_bounded_by_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let metas: Vec<BlockMeta> = (0..3).map(|_| block_in_bucket(tmp.path())).collect();
+        let one = {
+            let r = BucketReader::new(
+                Bucket::filesystem(tmp.path()).unwrap(),
+                1 << 30,
+                std::time::Duration::ZERO,
+            );
+            rt().block_on(r.index("t", &metas[0])).unwrap().bytes
+        };
+        // Room for two indexes, not three.
+        let reader = BucketReader::new(
+            Bucket::filesystem(tmp.path()).unwrap(),
+            2 * one + one / 2,
+            std::time::Duration::ZERO,
+        );
+        for m in &metas {
+            rt().block_on(reader.index("t", m)).unwrap();
+        }
+        assert_eq!(reader.index_loads(), 3);
+        assert!(reader.cached_indexes() <= 2, "{}", reader.cached_indexes());
     }
 
     proptest::proptest! {
