@@ -120,20 +120,7 @@ pub struct IngesterArgs {
 }
 
 /// `name="value"` (Thanos's `--label` syntax).
-pub fn parse_label(s: &str) -> Result<(String, String), String> {
-    let (n, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("label {s:?} must look like name=\"value\""))?;
-    let v = v.trim();
-    let v = v
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or(v);
-    if !validate::valid_label_name(n) {
-        return Err(format!("invalid label name {n:?} in {s:?}"));
-    }
-    Ok((n.to_string(), v.to_string()))
-}
+pub use strata_kit::labels::parse_label;
 
 impl IngesterArgs {
     pub fn wal_options(&self) -> WalOptions {

@@ -207,14 +207,7 @@ fn valid_metric_name(n: &str) -> bool {
 }
 
 /// Prometheus's (UTF-8-less) label name rule: `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn valid_label_name(n: &str) -> bool {
-    let b = n.as_bytes();
-    !b.is_empty()
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-}
+pub use strata_kit::labels::valid_label_name;
 
 /// Validate one series' labels as they arrive (any order). Returns the metric name.
 pub fn validate_labels<'a>(

@@ -6,6 +6,7 @@
 use clap::{Args, ValueEnum};
 
 pub mod http;
+pub mod labels;
 pub mod metrics;
 pub mod shutdown;
 pub mod tenant;

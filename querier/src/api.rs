@@ -615,11 +615,7 @@ fn matchers_param(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
 }
 
 /// Prometheus's label name rule.
-pub fn valid_label_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
-}
+pub use strata_kit::labels::valid_label_name;
 
 /// The tenant: `X-Scope-OrgID`, else `THANOS-TENANT`, else `anonymous`.
 pub fn tenant_of(headers: &HeaderMap) -> Result<String, ApiError> {

@@ -68,25 +68,7 @@ pub struct SidecarArgs {
 }
 
 /// `name="value"` or `name=value`.
-pub fn parse_label(s: &str) -> Result<(String, String), String> {
-    let (n, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("label {s:?} must look like name=\"value\""))?;
-    let v = v.trim();
-    let v = v
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or(v);
-    let ok = !n.is_empty()
-        && n.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !ok {
-        return Err(format!("invalid label name {n:?} in {s:?}"));
-    }
-    Ok((n.to_string(), v.to_string()))
-}
+pub use strata_kit::labels::parse_label;
 
 pub struct Metrics {
     pub syncs: Counter,
