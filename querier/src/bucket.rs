@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use strata_objstore::Bucket;
+use strata_store::StoreError;
 use strata_tsdb::chunkenc::{append_xor_in_range, Encoding, XorIter};
 use strata_tsdb::chunks::{parse_chunk, segment_file_name, unpack_ref, ParsedChunk};
 use strata_tsdb::downsample::{AggrChunk, AggrType, CounterSeries, RES_1H, RES_5M, RES_RAW};
@@ -166,7 +167,7 @@ impl BucketReader {
         tenant: &str,
         mint: i64,
         maxt: i64,
-    ) -> Result<Vec<BlockMeta>, String> {
+    ) -> Result<Vec<BlockMeta>, StoreError> {
         let listed = self.listing(tenant).await?;
         Ok(listed
             .iter()
@@ -183,12 +184,12 @@ impl BucketReader {
         mint: i64,
         maxt: i64,
         max_resolution: i64,
-    ) -> Result<Vec<PlannedBlock>, String> {
+    ) -> Result<Vec<PlannedBlock>, StoreError> {
         let listed = self.listing(tenant).await?;
         Ok(plan_blocks(&listed, mint, maxt, max_resolution))
     }
 
-    async fn listing(&self, tenant: &str) -> Result<Arc<Vec<BlockMeta>>, String> {
+    async fn listing(&self, tenant: &str) -> Result<Arc<Vec<BlockMeta>>, StoreError> {
         if !self.listing_ttl.is_zero() {
             let l = self.listings.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((at, metas)) = l.get(tenant) {
@@ -201,7 +202,7 @@ impl BucketReader {
             .bucket
             .list_blocks(tenant)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StoreError::from)?;
         let mut metas = Vec::with_capacity(refs.len());
         for r in refs {
             let name = PathBuf::from(format!("{tenant}/{}/meta.json", r.ulid));
@@ -228,7 +229,7 @@ impl BucketReader {
 
     /// The block's index: cached, else read once however many queries miss it at the
     /// same time (the others wait for it; if the read fails, the next one tries).
-    async fn index(&self, tenant: &str, meta: &BlockMeta) -> Result<Arc<BlockIndex>, String> {
+    async fn index(&self, tenant: &str, meta: &BlockMeta) -> Result<Arc<BlockIndex>, StoreError> {
         let guard = match self.cache.get_value_or_guard_async(&meta.ulid).await {
             Ok(idx) => return Ok(idx),
             Err(guard) => guard,
@@ -241,7 +242,7 @@ impl BucketReader {
         Ok(idx)
     }
 
-    async fn load_index(&self, tenant: &str, meta: &BlockMeta) -> Result<BlockIndex, String> {
+    async fn load_index(&self, tenant: &str, meta: &BlockMeta) -> Result<BlockIndex, StoreError> {
         let dir = format!("{tenant}/{}", meta.ulid);
         let path = format!("{dir}/index");
         let (data, listing) = futures::future::join(
@@ -249,9 +250,9 @@ impl BucketReader {
             self.bucket.list(&format!("{dir}/chunks")),
         )
         .await;
-        let data = data.map_err(|e| e.to_string())?;
-        let listing = listing.map_err(|e| e.to_string())?;
-        let reader = IndexReader::new(data, &path).map_err(|e| e.to_string())?;
+        let data = data.map_err(StoreError::from)?;
+        let listing = listing.map_err(StoreError::from)?;
+        let reader = IndexReader::new(data, &path).map_err(StoreError::from)?;
         let mut segs: Vec<(u32, u64)> = listing
             .iter()
             .filter_map(|(p, size)| {
@@ -264,10 +265,10 @@ impl BucketReader {
         let mut segments = Vec::new();
         for (i, size) in segs {
             if i as usize != segments.len() {
-                return Err(format!(
+                return Err(StoreError::Corrupt(format!(
                     "block {dir}: chunk segment {} missing",
                     segment_file_name(segments.len() as u32)
-                ));
+                )));
             }
             segments.push(size);
         }
@@ -299,7 +300,7 @@ impl BucketReader {
         mint: i64,
         maxt: i64,
         skip_chunks: bool,
-    ) -> Result<Vec<SeriesData>, String> {
+    ) -> Result<Vec<SeriesData>, StoreError> {
         Ok(self
             .series_at(tenant, matchers, mint, maxt, skip_chunks, RES_RAW, None)
             .await?
@@ -321,7 +322,7 @@ impl BucketReader {
         skip_chunks: bool,
         max_resolution: i64,
         func: Option<&str>,
-    ) -> Result<BucketSeries, String> {
+    ) -> Result<BucketSeries, StoreError> {
         let aggr = Aggr::for_func(func);
         // A rate over downsampled counters measures from the point before its range:
         // plan one (coarsest) window early, then read each downsampled block from one
@@ -384,7 +385,7 @@ impl BucketReader {
         maxt: i64,
         skip_chunks: bool,
         (aggr, continues): (Aggr, bool),
-    ) -> Result<Vec<SeriesData>, String> {
+    ) -> Result<Vec<SeriesData>, StoreError> {
         let ext = external_labels(meta);
         // Matchers on external labels are answered by the meta; the rest by the index.
         let mut local = Vec::with_capacity(matchers.len());
@@ -397,10 +398,10 @@ impl BucketReader {
         }
         let idx = self.index(tenant, meta).await?;
         let ir = &idx.reader;
-        let refs = postings_for_matchers(ir, &local).map_err(|e| e.to_string())?;
+        let refs = postings_for_matchers(ir, &local).map_err(StoreError::from)?;
         let mut series: Vec<(Labels, Vec<ChunkMeta>)> = Vec::new();
         for r in refs {
-            let (labels, mut chunks) = ir.series(r).map_err(|e| e.to_string())?;
+            let (labels, mut chunks) = ir.series(r).map_err(StoreError::from)?;
             chunks.retain(|c| c.overlaps(mint, maxt));
             if !chunks.is_empty() {
                 series.push((labels, chunks));
@@ -423,7 +424,10 @@ impl BucketReader {
             let mut samples = Vec::new();
             for c in &metas {
                 let Some((enc, data)) = chunks.get(&c.chunk_ref) else {
-                    return Err(format!("block {dir}: chunk {:#x} not fetched", c.chunk_ref));
+                    return Err(StoreError::Other(format!(
+                        "block {dir}: chunk {:#x} not fetched",
+                        c.chunk_ref
+                    )));
                 };
                 if *enc == Encoding::Aggr {
                     aggr_samples(
@@ -436,10 +440,10 @@ impl BucketReader {
                         &mut samples,
                     )
                     .map_err(|e| {
-                        format!(
+                        StoreError::Corrupt(format!(
                             "block {dir}: series {labels}: chunk {:#x}: {e}",
                             c.chunk_ref
-                        )
+                        ))
                     })?;
                     continue;
                 }
@@ -447,10 +451,10 @@ impl BucketReader {
                     continue; // histogram chunks: not decodable to float samples
                 }
                 if let Err(e) = append_xor_in_range(data, mint, maxt, &mut samples) {
-                    return Err(format!(
+                    return Err(StoreError::Corrupt(format!(
                         "block {dir}: series {labels}: chunk {:#x}: {e}",
                         c.chunk_ref
-                    ));
+                    )));
                 }
             }
             if !samples.is_empty() {
@@ -466,7 +470,7 @@ impl BucketReader {
         dir: &str,
         segments: &[u64],
         mut refs: Vec<u64>,
-    ) -> Result<HashMap<u64, RawChunk>, String> {
+    ) -> Result<HashMap<u64, RawChunk>, StoreError> {
         refs.sort_unstable();
         refs.dedup();
         // Batch by segment: (segment, start, end, refs in it).
@@ -475,16 +479,16 @@ impl BucketReader {
             let (seg, off) = unpack_ref(r);
             let off = u64::from(off);
             let Some(&size) = segments.get(seg as usize) else {
-                return Err(format!(
+                return Err(StoreError::Corrupt(format!(
                     "block {dir}: chunk {r:#x} in missing segment {}",
                     segment_file_name(seg)
-                ));
+                )));
             };
             if off >= size {
-                return Err(format!(
+                return Err(StoreError::Corrupt(format!(
                     "block {dir}: chunk {r:#x} beyond the end of segment {}",
                     segment_file_name(seg)
-                ));
+                )));
             }
             let end = (off + CHUNK_SIZE_ESTIMATE).min(size);
             match batches.last_mut() {
@@ -495,7 +499,7 @@ impl BucketReader {
                 _ => batches.push((seg, off, end, vec![r])),
             }
         }
-        let results: Vec<Result<Vec<(u64, RawChunk)>, String>> = futures::stream::iter(batches)
+        let results: Vec<Result<Vec<(u64, RawChunk)>, StoreError>> = futures::stream::iter(batches)
             .map(|(seg, start, end, refs)| async move {
                 let path = format!("{dir}/chunks/{}", segment_file_name(seg));
                 let size = segments[seg as usize];
@@ -503,7 +507,7 @@ impl BucketReader {
                     .bucket
                     .get_range(&path, start..end)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(StoreError::from)?;
                 let mut got = Vec::with_capacity(refs.len());
                 for r in refs {
                     let off = u64::from(unpack_ref(r).1);
@@ -543,7 +547,7 @@ impl BucketReader {
         off: u64,
         size: u64,
         mut needs: u64,
-    ) -> Result<RawChunk, String> {
+    ) -> Result<RawChunk, StoreError> {
         // Twice at most: the length field itself may have been cut off the first time.
         for _ in 0..2 {
             let range = long_chunk_range(off, needs, size)
@@ -552,7 +556,7 @@ impl BucketReader {
                 .bucket
                 .get_range(path, range)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(StoreError::from)?;
             match parse_chunk(&one, Path::new(path), off).map_err(|e| corrupt_chunk(dir, &e))? {
                 ParsedChunk::Chunk(enc, r) => return Ok((enc, one.slice(r))),
                 ParsedChunk::Needs(n) => needs = n,
@@ -587,8 +591,8 @@ fn long_chunk_range(off: u64, needs: u64, size: u64) -> Result<std::ops::Range<u
 }
 
 /// A corrupt chunk as the query reports it: the block and the file and offset.
-fn corrupt_chunk(dir: &str, e: &strata_tsdb::Error) -> String {
-    format!("block {dir}: {e}")
+fn corrupt_chunk(dir: &str, e: &strata_tsdb::Error) -> StoreError {
+    StoreError::Corrupt(format!("block {dir}: {e}"))
 }
 
 /// One block of a read plan and the inclusive time range it answers for.
@@ -1156,7 +1160,11 @@ mod tests {
             }
             (Err(_), Err(e)) => {
                 // The error names the block, the segment and a chunk's offset.
-                if e.starts_with(&format!("block {dir}: {path}: corrupt at offset ")) {
+                // A corrupt chunk is corrupt, not a reason to retry.
+                if e.kind() == strata_store::ErrorKind::Corrupt
+                    && e.message()
+                        .starts_with(&format!("block {dir}: {path}: corrupt at offset "))
+                {
                     Ok(())
                 } else {
                     Err(format!("unhelpful error: {e}"))
@@ -1213,7 +1221,8 @@ mod tests {
             );
             let e = rt()
                 .block_on(reader.fetch_chunks(&dir, &[bad.len() as u64], refs.clone()))
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.contains(&format!("block {dir}: ")) && e.contains(&format!("offset {at}:")),
                 "{e}"

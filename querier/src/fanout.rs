@@ -18,7 +18,7 @@ use strata_proto::store::{
     chunk, series_response, Func, InfoRequest, LabelNamesRequest, LabelValuesRequest,
     PartialResponseStrategy, QueryHints, Range, SeriesRequest,
 };
-use strata_store::matchers_to_proto;
+use strata_store::{matchers_to_proto, ErrorKind, StoreError};
 use strata_tsdb::chunkenc::append_xor_in_range;
 use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::{MatchOp, Matcher};
@@ -59,10 +59,10 @@ impl FetchOptions {
     }
 }
 
-/// Why a fan-out failed.
+/// Why a fan-out failed: the message, and the kind of the store failure behind it.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
-pub struct FetchError(pub String);
+pub struct FetchError(pub String, pub ErrorKind);
 
 /// Series from every source, merged (and deduplicated when asked), plus warnings.
 #[derive(Debug, Default)]
@@ -207,15 +207,17 @@ impl Endpoint {
         req: SeriesRequest,
         matchers: &[Matcher],
         opts: &FetchOptions,
-    ) -> Result<(Vec<SeriesData>, Vec<String>), String> {
+    ) -> Result<(Vec<SeriesData>, Vec<String>), StoreError> {
         if let Some(local) = &self.local {
-            let mut out = local.series(
-                &opts.tenant,
-                matchers,
-                req.min_time,
-                req.max_time,
-                req.skip_chunks,
-            )?;
+            let mut out = local
+                .series(
+                    &opts.tenant,
+                    matchers,
+                    req.min_time,
+                    req.max_time,
+                    req.skip_chunks,
+                )
+                .map_err(StoreError::Other)?;
             let ext = local.external_labels();
             if !ext.is_empty() {
                 for s in &mut out {
@@ -224,7 +226,7 @@ impl Endpoint {
             }
             return Ok((out, Vec::new()));
         }
-        let mut client = self.client(opts.timeout)?;
+        let mut client = self.client(opts.timeout).map_err(StoreError::Other)?;
         let (mint, maxt) = (req.min_time, req.max_time);
         let skip_chunks = req.skip_chunks;
         let mut info_client = client.clone();
@@ -233,11 +235,11 @@ impl Endpoint {
             let mut stream = client
                 .series(Self::request(req, &opts.tenant, opts.timeout))
                 .await
-                .map_err(status_text)?
+                .map_err(StoreError::from)?
                 .into_inner();
             let mut out = Vec::new();
             let mut warnings = Vec::new();
-            while let Some(msg) = stream.message().await.map_err(status_text)? {
+            while let Some(msg) = stream.message().await.map_err(StoreError::from)? {
                 match msg.result {
                     Some(series_response::Result::Series(s)) => {
                         let labels =
@@ -252,7 +254,9 @@ impl Endpoint {
                             }
                             if let Err(e) = append_xor_in_range(&raw.data, mint, maxt, &mut samples)
                             {
-                                return Err(format!("series {labels}: chunk data: {e}"));
+                                return Err(StoreError::Corrupt(format!(
+                                    "series {labels}: chunk data: {e}"
+                                )));
                             }
                         }
                         if skip_chunks || !samples.is_empty() {
@@ -273,15 +277,6 @@ impl Endpoint {
             }
         }
         Ok((out, warnings))
-    }
-}
-
-fn status_text(s: tonic::Status) -> String {
-    let msg = s.message();
-    if msg.is_empty() {
-        format!("rpc error: code = {:?}", s.code())
-    } else {
-        format!("rpc error: code = {:?} desc = {msg}", s.code())
     }
 }
 
@@ -341,21 +336,21 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// A source failed: count it, then fail the query, or (with partial responses)
-    /// return the warning to answer with.
+    /// A source failed: count it, then fail the query, or (with partial responses, and
+    /// for any failure but a limit) return the warning to answer with.
     fn source_failed(
         &self,
         opts: &FetchOptions,
         name: &str,
-        e: &str,
+        e: &StoreError,
     ) -> Result<String, FetchError> {
         self.metrics
             .store_failures
             .with(&[source_label(name)])
             .inc();
         let msg = format!("{name}: {e}");
-        if !opts.partial_response {
-            return Err(FetchError(msg));
+        if !opts.partial_response || !e.allows_partial_response() {
+            return Err(FetchError(msg, e.kind()));
         }
         tracing::warn!(source = %name, error = %e, "store failed; answering with partial data");
         Ok(msg)
@@ -384,7 +379,7 @@ impl Sources {
     /// dropped (the other replicas have their series); the rest stay to be reported.
     fn forgive_ring_failures<T>(
         &self,
-        results: &mut Vec<(String, Result<T, String>)>,
+        results: &mut Vec<(String, Result<T, StoreError>)>,
         in_ring: &[bool],
         tolerated: usize,
     ) {
@@ -398,7 +393,8 @@ impl Sources {
         }
         let mut i = 0;
         results.retain(|(name, r)| {
-            let drop = in_ring[i] && r.is_err();
+            // A limit is not forgiven: the other replicas would refuse alike.
+            let drop = in_ring[i] && r.as_ref().is_err_and(StoreError::allows_partial_response);
             i += 1;
             if drop {
                 self.metrics.store_failures.with(&["ring_tolerated"]).inc();
@@ -447,7 +443,12 @@ impl Sources {
             async move {
                 let r = tokio::time::timeout(opts.timeout, ep.series(req, matchers, opts))
                     .await
-                    .unwrap_or_else(|_| Err(format!("no response within {:?}", opts.timeout)));
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Transient(format!(
+                            "no response within {:?}",
+                            opts.timeout
+                        )))
+                    });
                 (format!("endpoint {}", ep.addr), r)
             }
         });
@@ -467,7 +468,12 @@ impl Sources {
                 ),
             )
             .await
-            .unwrap_or_else(|_| Err(format!("no response within {:?}", opts.timeout)));
+            .unwrap_or_else(|_| {
+                Err(StoreError::Transient(format!(
+                    "no response within {:?}",
+                    opts.timeout
+                )))
+            });
             Some((format!("bucket {}", b.bucket()), r))
         };
         let (mut results, bucket) =
@@ -574,7 +580,12 @@ impl Sources {
         let eps = all_eps.iter().map(|(ep, _)| async move {
             let r = tokio::time::timeout(opts.timeout, ep.labels(opts, name, mint, maxt))
                 .await
-                .unwrap_or_else(|_| Err(format!("no response within {:?}", opts.timeout)));
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Transient(format!(
+                        "no response within {:?}",
+                        opts.timeout
+                    )))
+                });
             (format!("endpoint {}", ep.addr), r)
         });
         let bucket = async {
@@ -584,7 +595,12 @@ impl Sources {
                 bucket_labels(b, &opts.tenant, name, mint, maxt),
             )
             .await
-            .unwrap_or_else(|_| Err(format!("no response within {:?}", opts.timeout)));
+            .unwrap_or_else(|_| {
+                Err(StoreError::Transient(format!(
+                    "no response within {:?}",
+                    opts.timeout
+                )))
+            });
             Some((format!("bucket {}", b.bucket()), r.map(|v| (v, Vec::new()))))
         };
         let (mut results, bucket) =
@@ -629,8 +645,8 @@ impl Endpoint {
         name: Option<&str>,
         mint: i64,
         maxt: i64,
-    ) -> Result<(Vec<String>, Vec<String>), String> {
-        let mut client = self.client(opts.timeout)?;
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let mut client = self.client(opts.timeout).map_err(StoreError::Other)?;
         let mut info_client = client.clone();
         let ext = self
             .external_labels(&mut info_client, &opts.tenant, opts.timeout)
@@ -648,7 +664,7 @@ impl Endpoint {
                         opts.timeout,
                     ))
                     .await
-                    .map_err(status_text)?
+                    .map_err(StoreError::from)?
                     .into_inner();
                 (r.names, r.warnings)
             }
@@ -665,7 +681,7 @@ impl Endpoint {
                         opts.timeout,
                     ))
                     .await
-                    .map_err(status_text)?
+                    .map_err(StoreError::from)?
                     .into_inner();
                 (r.values, r.warnings)
             }
@@ -690,10 +706,11 @@ async fn bucket_labels(
     name: Option<&str>,
     mint: i64,
     maxt: i64,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, StoreError> {
     // All series of the range: the index's label tables would also list series whose
     // chunks lie outside it; reading series labels keeps the answer exact.
-    let all = Matcher::new(MatchOp::RegexMatch, "__name__", ".+").map_err(|e| e.to_string())?;
+    let all = Matcher::new(MatchOp::RegexMatch, "__name__", ".+")
+        .map_err(|e| StoreError::Other(e.to_string()))?;
     // Any resolution will do: downsampled blocks may outlive raw ones (retention).
     let series = b
         .series_at(
@@ -751,6 +768,14 @@ impl Cancel {
     }
 }
 
+/// A failed fan-out as the engine sees it: a store's limit stays a limit.
+fn storage_error(e: FetchError) -> StorageError {
+    match e.1 {
+        ErrorKind::Limit => StorageError::Limit(e.0),
+        _ => StorageError::Unavailable(e.0),
+    }
+}
+
 /// The engine's view of the sources for one query.
 pub struct FanoutStorage {
     sources: Arc<Sources>,
@@ -794,10 +819,10 @@ impl Storage for FanoutStorage {
                 .sources
                 .fetch(&self.opts, matchers, mint, maxt, Some(hints), false);
             let Some(cancel) = &self.cancel else {
-                return fetch.await.map_err(|e| StorageError::Unavailable(e.0));
+                return fetch.await.map_err(storage_error);
             };
             tokio::select! {
-                r = fetch => r.map_err(|e| StorageError::Unavailable(e.0)),
+                r = fetch => r.map_err(storage_error),
                 () = cancel.canceled() => Err(StorageError::Unavailable("query canceled".into())),
             }
         })?;
@@ -840,5 +865,41 @@ mod tests {
         let b = vec![(l.clone(), vec![(2, 20.0), (3, 30.0), (4, 4.0)])];
         let m = merge_sources(vec![a, b], false);
         assert_eq!(m, vec![(l, vec![(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)])]);
+    }
+
+    /// A store's limit fails the query even with partial responses (the answer would
+    /// silently lack what was cut off) and stays a limit for the engine; other failures
+    /// are warnings.
+    #[test]
+    fn a_limit_is_never_a_partial_response() {
+        let sources = Sources {
+            endpoints: Vec::new(),
+            ring: None,
+            bucket: None,
+            metrics: QuerierMetrics::new(&strata_kit::metrics::Registry::new()),
+        };
+        let opts = FetchOptions {
+            tenant: "t".into(),
+            partial_response: true,
+            replica_labels: None,
+            max_resolution_ms: 0,
+            timeout: Duration::from_secs(1),
+        };
+        let limit = StoreError::from_status(&tonic::Status::resource_exhausted("too many series"));
+        let e = sources
+            .source_failed(&opts, "endpoint a:1", &limit)
+            .unwrap_err();
+        assert_eq!(e.1, ErrorKind::Limit);
+        assert_eq!(
+            e.0,
+            "endpoint a:1: rpc error: code = ResourceExhausted desc = too many series"
+        );
+        assert!(matches!(storage_error(e), StorageError::Limit(_)));
+        let down = StoreError::from_status(&tonic::Status::unavailable("connection refused"));
+        let w = sources.source_failed(&opts, "endpoint a:1", &down).unwrap();
+        assert_eq!(
+            w,
+            "endpoint a:1: rpc error: code = Unavailable desc = connection refused"
+        );
     }
 }

@@ -2,7 +2,11 @@
 //! client (the querier) would otherwise each write: matchers and labels between
 //! protobuf and [`strata_tsdb`], and the tenant a request names in its metadata.
 //!
-//! Errors are `tonic::Status` (`InvalidArgument`), what a server answers with.
+//! A server's errors are `tonic::Status` (`InvalidArgument`), what it answers with; a
+//! client's are [`StoreError`], classified by kind (not found, transient, corrupt, limit).
+
+mod error;
+pub use error::{ErrorKind, StoreError};
 
 use strata_proto::prometheus::{label_matcher, Label, LabelMatcher};
 use strata_tsdb::labels::Labels;
