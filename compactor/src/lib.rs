@@ -243,8 +243,14 @@ impl Compactor {
                     }
                     loop {
                         tokio::time::sleep(self.lock.lease() / 3).await;
-                        if let Err(e) = self.lock.renew().await {
-                            tracing::warn!(error = %e, "could not renew the compactor lease");
+                        match self.lock.renew().await {
+                            Ok(lock::Taken::Ours) => {}
+                            Ok(lock::Taken::Theirs(l)) => {
+                                tracing::warn!(holder = %l, "another compactor took the lease over during this pass (a renewal came later than the lease); this pass finishes, the next one waits");
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not renew the compactor lease")
+                            }
                         }
                     }
                 };

@@ -4,15 +4,37 @@
 //! another compactor waits until the lease lapses (the holder died) and then takes it.
 //! The holder renews it while a pass runs and deletes it when it stops.
 //!
-//! Object stores offer no compare-and-swap everywhere, so a take is written and read
-//! back: of two compactors taking a free lease at once, the one whose write is not the
-//! last sees the other's and yields. (Were both to work for one pass anyway, nothing is
-//! lost: their results overlap and the next pass merges them.)
+//! Every change of the lease is a conditional write, so of two compactors racing for
+//! it exactly one wins:
+//! - a free lease is created only if absent (`If-None-Match: *`; a hard link on a
+//!   local filesystem);
+//! - renewing it, or taking over a lapsed or unreadable one, writes only if the object
+//!   is still the version read (`If-Match` on S3, generation/ETag match on GCS and
+//!   Azure).
+//!
+//! Fallback where the store cannot compare versions (a local filesystem, see
+//! `object_store`'s `LocalFileSystem`): a takeover first creates a marker object named
+//! after the lapsed version (`Absent`, which the filesystem does atomically), so one
+//! compactor alone may replace that version; a renewal overwrites after checking that
+//! the lease read is still ours. The one window left is a holder that missed its
+//! renewals for a whole lease renewing at the instant another takes over; were both
+//! to work for one pass, nothing is lost: their results overlap and the next pass
+//! merges them.
+//!
+//! After each write the lease is read back, [`SETTLE`] later: some S3-compatible servers
+//! check `If-None-Match`/`If-Match` before they write rather than atomically (s3s-fs
+//! 0.14 does: two racers both pass the check and both write; our tests saw two holders
+//! in every run without this), and others ignore the headers. A write that passed its
+//! check has landed by then, so the last writer is the one every racer reads back and
+//! the others yield, as in the plain write-then-read this replaced. It costs one GET and
+//! a quarter second per pass and per renewal.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use strata_objstore::Bucket;
+use strata_objstore::{Bucket, ObjectVersion, PutCondition};
 
 use crate::marks::now_secs;
 use crate::Error;
@@ -45,11 +67,21 @@ pub enum Taken {
     Theirs(Lease),
 }
 
+/// Prefix of the fallback's takeover markers (next to [`LOCK_OBJECT`], at the root).
+const TAKEOVER_PREFIX: &str = "strata-compactor-lock.takeover-";
+/// How long after writing the lease it is read back: far longer than a small PUT that
+/// already passed its condition takes to land, far shorter than any lease.
+pub const SETTLE: Duration = Duration::from_millis(250);
+/// Times a take looks again after losing a race to a writer that then vanished.
+const ATTEMPTS: usize = 3;
+
 #[derive(Debug)]
 pub struct BucketLock {
     bucket: Bucket,
     me: Lease,
     lease: Duration,
+    /// The store refused a version-conditional write: use the fallback from now on.
+    no_update: AtomicBool,
 }
 
 impl BucketLock {
@@ -67,24 +99,31 @@ impl BucketLock {
                 heartbeat: 0,
             },
             lease,
+            no_update: AtomicBool::new(false),
         }
     }
 
-    async fn read(&self) -> Result<Option<Lease>, Error> {
-        match self.bucket.get(LOCK_OBJECT).await {
-            // An unreadable lease (a torn write) counts as none.
-            Ok(b) => Ok(serde_json::from_slice(&b).ok()),
+    /// The lease as stored, with its version; `None` if there is none. An unreadable
+    /// lease (a torn write) is `Some((None, version))`: anyone may replace it.
+    async fn read(&self) -> Result<Option<(Option<Lease>, ObjectVersion)>, Error> {
+        match self.bucket.get_versioned(LOCK_OBJECT).await {
+            Ok((b, v)) => Ok(Some((serde_json::from_slice(&b).ok(), v))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn write(&self) -> Result<(), Error> {
+    fn body(&self) -> Bytes {
         let mut me = self.me.clone();
         me.heartbeat = now_secs();
-        let body = serde_json::to_vec_pretty(&me).expect("lease serializes");
-        self.bucket.put(LOCK_OBJECT, body.into()).await?;
-        Ok(())
+        serde_json::to_vec_pretty(&me)
+            .expect("lease serializes")
+            .into()
+    }
+
+    fn live(&self, l: &Lease) -> bool {
+        let age = now_secs().saturating_sub(l.heartbeat);
+        age >= 0 && (age as u64) < self.lease.as_secs().max(1)
     }
 
     /// Take or renew the lease, unless another compactor holds it and is alive. With
@@ -93,25 +132,124 @@ impl BucketLock {
         if self.lease.is_zero() {
             return Ok(Taken::Ours);
         }
-        if let Some(l) = self.read().await? {
-            let age = now_secs().saturating_sub(l.heartbeat);
-            if l.id != self.me.id && age >= 0 && (age as u64) < self.lease.as_secs().max(1) {
-                return Ok(Taken::Theirs(l));
+        for _ in 0..ATTEMPTS {
+            if let Some(taken) = self.try_take().await? {
+                return Ok(taken);
             }
         }
-        self.write().await?;
-        match self.read().await? {
-            Some(l) if l.id != self.me.id => Ok(Taken::Theirs(l)),
-            _ => Ok(Taken::Ours),
+        Err(Error::Other(format!(
+            "the compactor lease {LOCK_OBJECT} changed under {ATTEMPTS} attempts in a row to take it"
+        )))
+    }
+
+    /// One attempt; `None` when a race was lost and the lease must be read again.
+    async fn try_take(&self) -> Result<Option<Taken>, Error> {
+        let Some((current, version)) = self.read().await? else {
+            return match self.write(PutCondition::Absent).await? {
+                true => self.verify().await,
+                false => Ok(None),
+            };
+        };
+        let ours = match &current {
+            Some(l) if l.id == self.me.id => true,
+            Some(l) if self.live(l) => return Ok(Some(Taken::Theirs(l.clone()))),
+            _ => false,
+        };
+        if !self.no_update.load(Ordering::Relaxed) {
+            match self.write(PutCondition::Unchanged(version.clone())).await {
+                Ok(true) => return self.verify().await,
+                Ok(false) => return Ok(None),
+                Err(Error::Bucket(e)) if e.is_unsupported() => {
+                    tracing::info!(bucket = %self.bucket, "the store cannot compare object versions; the compactor lease uses its takeover markers");
+                    self.no_update.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if ours {
+            self.bucket.put(LOCK_OBJECT, self.body()).await?;
+            return self.verify().await;
+        }
+        self.take_over(&version).await
+    }
+
+    /// The fallback's takeover of a lapsed (or unreadable) lease at `version`.
+    async fn take_over(&self, version: &ObjectVersion) -> Result<Option<Taken>, Error> {
+        let tag: String = version
+            .e_tag()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        if tag.is_empty() {
+            return Err(Error::Other(format!(
+                "the store gives {LOCK_OBJECT} no ETag; the compactor lease cannot be taken over safely"
+            )));
+        }
+        let marker = format!("{TAKEOVER_PREFIX}{tag}");
+        match self
+            .bucket
+            .put_if(&marker, self.body(), PutCondition::Absent)
+            .await
+        {
+            Ok(()) => {}
+            // Another compactor is taking this version over; the marker holds its lease
+            // (gone once it is done: then the lease itself names it).
+            Err(e) if e.is_conflict() => {
+                return match self.bucket.get(&marker).await {
+                    Ok(b) => Ok(serde_json::from_slice(&b).ok().map(Taken::Theirs)),
+                    Err(e) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(e.into()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // A compactor that read this version long ago may win the marker after it was
+        // removed: the lease must still be the version read.
+        let result = match self.read().await? {
+            Some((_, now)) if &now == version => {
+                self.bucket.put(LOCK_OBJECT, self.body()).await?;
+                self.verify().await
+            }
+            _ => Ok(None),
+        };
+        self.bucket.delete(&marker).await?;
+        result
+    }
+
+    /// Writes our lease under `condition`; `false` if another writer got there first.
+    async fn write(&self, condition: PutCondition) -> Result<bool, Error> {
+        match self
+            .bucket
+            .put_if(LOCK_OBJECT, self.body(), condition.clone())
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_conflict() => Ok(false),
+            // No conditional create at all (S3 with conditional puts disabled): write,
+            // and let the read-back decide.
+            Err(e) if e.is_unsupported() && condition == PutCondition::Absent => {
+                self.bucket.put(LOCK_OBJECT, self.body()).await?;
+                Ok(true)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
-    /// Renew a lease this compactor holds (during a long pass).
-    pub async fn renew(&self) -> Result<(), Error> {
-        if self.lease.is_zero() {
-            return Ok(());
-        }
-        self.write().await
+    async fn verify(&self) -> Result<Option<Taken>, Error> {
+        tokio::time::sleep(SETTLE).await;
+        Ok(match self.read().await? {
+            Some((Some(l), _)) if l.id == self.me.id => Some(Taken::Ours),
+            Some((Some(l), _)) => Some(Taken::Theirs(l)),
+            _ => None,
+        })
+    }
+
+    /// Renew a lease this compactor holds (during a long pass). `Theirs` when another
+    /// compactor took it over meanwhile (this one missed its renewals for a whole
+    /// lease).
+    pub async fn renew(&self) -> Result<Taken, Error> {
+        self.take().await
     }
 
     /// Give the lease up if it is ours, so another compactor need not wait it out.
@@ -119,7 +257,7 @@ impl BucketLock {
         if self.lease.is_zero() {
             return Ok(());
         }
-        if matches!(self.read().await?, Some(l) if l.id == self.me.id) {
+        if matches!(self.read().await?, Some((Some(l), _)) if l.id == self.me.id) {
             self.bucket.delete(LOCK_OBJECT).await?;
         }
         Ok(())
@@ -127,5 +265,10 @@ impl BucketLock {
 
     pub fn lease(&self) -> Duration {
         self.lease
+    }
+
+    /// This compactor's identity in the lease.
+    pub fn id(&self) -> &str {
+        &self.me.id
     }
 }

@@ -35,6 +35,19 @@ pub enum Error {
         source: object_store::Error,
     },
 
+    /// A conditional write lost: the object exists, or changed since it was read.
+    #[error("conditional write of {path} refused: the object exists or changed since it was read")]
+    Conflict { path: String },
+
+    /// The backend cannot check the condition of a conditional write (a local
+    /// filesystem cannot compare versions); nothing was written.
+    #[error("conditional write of {path} is not supported by this store: {source}")]
+    Unsupported {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+
     /// Reading or writing a local file during an upload or download.
     #[error("{}: {source}", path.display())]
     Io {
@@ -74,6 +87,16 @@ impl Error {
     /// True when the object does not exist, so a caller can tell "absent" from "failed".
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
+    }
+
+    /// True when a conditional write lost to another writer.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
+    }
+
+    /// True when the store cannot check a conditional write's condition.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, Error::Unsupported { .. })
     }
 
     pub(crate) fn config(field: impl Into<String>, message: impl Into<String>) -> Self {

@@ -44,7 +44,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
+    ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    UpdateVersion, WriteMultipart,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ulid::Ulid;
@@ -92,6 +93,27 @@ impl fmt::Display for Bucket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name)
     }
+}
+
+/// The version of an object as read by [`Bucket::get_versioned`] (its ETag and, where the
+/// store keeps them, its version id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion(UpdateVersion);
+
+impl ObjectVersion {
+    /// The ETag as the store gave it, if it gives one.
+    pub fn e_tag(&self) -> Option<&str> {
+        self.0.e_tag.as_deref()
+    }
+}
+
+/// The condition of a [`Bucket::put_if`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutCondition {
+    /// No object exists at the path.
+    Absent,
+    /// The object is still the version read.
+    Unchanged(ObjectVersion),
 }
 
 /// A block found by [`Bucket::list_blocks`].
@@ -202,6 +224,57 @@ impl Bucket {
             .await
             .map_err(Error::store("get", &location))?;
         result.bytes().await.map_err(Error::store("get", &location))
+    }
+
+    /// Reads a whole object with its version, for a later [`Bucket::put_if`].
+    pub async fn get_versioned(&self, path: &str) -> Result<(Bytes, ObjectVersion)> {
+        let location = object_path(path)?;
+        let result = self
+            .store
+            .get(&location)
+            .await
+            .map_err(Error::store("get", &location))?;
+        let version = ObjectVersion(UpdateVersion {
+            e_tag: result.meta.e_tag.clone(),
+            version: result.meta.version.clone(),
+        });
+        let data = result
+            .bytes()
+            .await
+            .map_err(Error::store("get", &location))?;
+        Ok((data, version))
+    }
+
+    /// Writes an object whole only if `condition` holds at the store, atomically where
+    /// the backend can: S3 (and compatible servers that honour `If-None-Match`/`If-Match`),
+    /// GCS and Azure do both conditions; a local filesystem does [`PutCondition::Absent`]
+    /// only. A lost race is [`Error::Conflict`]; a condition the backend cannot check is
+    /// [`Error::Unsupported`], and nothing is written.
+    pub async fn put_if(&self, path: &str, data: Bytes, condition: PutCondition) -> Result<()> {
+        let location = object_path(path)?;
+        let mode = match condition {
+            PutCondition::Absent => PutMode::Create,
+            PutCondition::Unchanged(v) => PutMode::Update(v.0),
+        };
+        let opts = PutOptions {
+            mode,
+            attributes: self.settings.attributes.clone(),
+            ..PutOptions::default()
+        };
+        let path = location.to_string();
+        match self
+            .store
+            .put_opts(&location, PutPayload::from(data), opts)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Err(Error::Conflict { path }),
+            Err(source @ object_store::Error::NotImplemented { .. }) => {
+                Err(Error::Unsupported { path, source })
+            }
+            Err(e) => Err(Error::store("put", &location)(e)),
+        }
     }
 
     /// Reads bytes `range.start..range.end` of an object. The range must lie inside the

@@ -13,7 +13,7 @@ use strata_objstore::object_store::{
     self, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
 };
-use strata_objstore::{Bucket, Error};
+use strata_objstore::{Bucket, Error, PutCondition};
 use strata_testkit::s3::S3Server;
 use ulid::Ulid;
 
@@ -576,4 +576,60 @@ async fn s3_survives_a_restart() {
     assert!(matches!(err, Error::Store { .. }), "{err}");
     s3.restart();
     assert_eq!(bucket.get("t/x").await.unwrap(), "kept");
+}
+
+// ---------------------------------------------------------------------------------------
+// Conditional writes (the compactor's lease)
+
+/// `put_if` as each backend can: `Absent` everywhere; `Unchanged` where the store
+/// compares versions. `update` says whether this backend should.
+async fn conditional_writes(bucket: &Bucket, update: bool) {
+    let put = |data: &'static str, c: PutCondition| bucket.put_if("lease", Bytes::from(data), c);
+    put("a", PutCondition::Absent).await.unwrap();
+    let e = put("b", PutCondition::Absent).await.unwrap_err();
+    assert!(e.is_conflict(), "{e}");
+    let (data, v1) = bucket.get_versioned("lease").await.unwrap();
+    assert_eq!(&data[..], b"a");
+    assert!(v1.e_tag().is_some(), "{v1:?}");
+
+    let e = bucket.get_versioned("absent").await.unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+
+    let r = put("c", PutCondition::Unchanged(v1.clone())).await;
+    if !update {
+        let e = r.unwrap_err();
+        assert!(e.is_unsupported(), "{e}");
+        assert_eq!(
+            &bucket.get("lease").await.unwrap()[..],
+            b"a",
+            "nothing written"
+        );
+        return;
+    }
+    r.unwrap();
+    let (data, v2) = bucket.get_versioned("lease").await.unwrap();
+    assert_eq!(&data[..], b"c");
+    assert_ne!(v1, v2);
+    // A writer still holding the first version loses.
+    let e = put("d", PutCondition::Unchanged(v1)).await.unwrap_err();
+    assert!(e.is_conflict(), "{e}");
+    assert_eq!(&bucket.get("lease").await.unwrap()[..], b"c");
+    // An update of an object that is gone loses too (it is not a create).
+    bucket.delete("lease").await.unwrap();
+    let e = put("e", PutCondition::Unchanged(v2)).await.unwrap_err();
+    assert!(e.is_conflict(), "{e}");
+    assert!(!bucket.exists("lease").await.unwrap());
+}
+
+#[tokio::test]
+async fn filesystem_creates_conditionally_but_cannot_compare_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    conditional_writes(&Bucket::filesystem(dir.path()).unwrap(), false).await;
+}
+
+#[tokio::test]
+async fn s3_writes_conditionally() {
+    let s3 = S3Server::start();
+    let bucket = Bucket::from_yaml(&s3.objstore_yaml("strata")).unwrap();
+    conditional_writes(&bucket, true).await;
 }
