@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
@@ -118,6 +119,11 @@ fn parse<T: DeserializeOwned>(yaml: &str) -> Result<T> {
     yaml_serde::from_str(yaml).map_err(|e| Error::ConfigSyntax {
         message: e.to_string(),
     })
+}
+
+/// Standard base64 with padding (the SSE-C header format).
+fn base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn env_var(name: &str) -> Option<String> {
@@ -650,28 +656,6 @@ impl SseConfig {
             )),
         }
     }
-}
-
-/// Standard base64 with padding (the SSE-C header format).
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1234,6 +1218,11 @@ prefix: ""
             ("fooba", "Zm9vYmE="),
             ("foobar", "Zm9vYmFy"),
         ];
+        // A 32-byte SSE-C key, as `openssl rand -base64 32` would print it.
+        assert_eq!(
+            base64(&[7u8; 32]),
+            "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="
+        );
         for (input, want) in cases {
             assert_eq!(base64(input.as_bytes()), want);
         }
