@@ -184,13 +184,14 @@ impl Ring {
     }
 }
 
-/// The ring position of a series: FNV-1a (32 bit) over the tenant and the labels sorted
-/// by name, with separators so `a="bc"` and `ab="c"` differ. Labels in any order hash
-/// the same.
+/// The ring position of a series: a word-at-a-time multiply-rotate hash over the tenant
+/// and the labels sorted by name (each preceded by its lengths, so `a="bc"` and
+/// `ab="c"` differ), finished with MurmurHash3's 64-bit avalanche. Labels in any order
+/// hash the same. The function is part of the cluster's contract: every member must
+/// compute it the same way, so it never changes between versions.
 pub fn shard_key<'a>(tenant: &str, labels: &[(&'a str, &'a str)]) -> u32 {
-    let mut h = Fnv32::new();
+    let mut h = KeyHasher(0x243f_6a88_85a3_08d3);
     h.write(tenant.as_bytes());
-    h.write(&[0xff]);
     let sorted = labels.windows(2).all(|w| w[0].0 <= w[1].0);
     if sorted {
         for (n, v) in labels {
@@ -203,28 +204,48 @@ pub fn shard_key<'a>(tenant: &str, labels: &[(&'a str, &'a str)]) -> u32 {
             h.label(n, val);
         }
     }
-    h.0
+    h.finish()
 }
 
-struct Fnv32(u32);
+struct KeyHasher(u64);
 
-impl Fnv32 {
-    fn new() -> Self {
-        Fnv32(0x811c_9dc5)
+impl KeyHasher {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    #[inline]
+    fn word(&mut self, w: u64) {
+        self.0 = (self.0 ^ w).wrapping_mul(Self::K).rotate_left(29);
     }
+
     #[inline]
     fn write(&mut self, b: &[u8]) {
-        for &x in b {
-            self.0 ^= x as u32;
-            self.0 = self.0.wrapping_mul(0x0100_0193);
+        let mut chunks = b.chunks_exact(8);
+        for c in &mut chunks {
+            self.word(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            self.word(u64::from_le_bytes(buf));
         }
     }
+
     #[inline]
     fn label(&mut self, n: &str, v: &str) {
+        self.word((n.len() as u64) | ((v.len() as u64) << 32));
         self.write(n.as_bytes());
-        self.write(&[0xfe]);
         self.write(v.as_bytes());
-        self.write(&[0xff]);
+    }
+
+    fn finish(self) -> u32 {
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^= x >> 33;
+        (x ^ (x >> 32)) as u32
     }
 }
 
@@ -396,6 +417,8 @@ mod tests {
         }
     }
 
+    const PINNED: u32 = 19_245_023;
+
     #[test]
     fn label_order_does_not_change_the_key() {
         let a = shard_key("t", &[("a", "1"), ("b", "2")]);
@@ -405,6 +428,12 @@ mod tests {
         assert_ne!(
             shard_key("t", &[("a", "bc")]),
             shard_key("t", &[("ab", "c")])
+        );
+        assert_ne!(shard_key("t", &[("a", "")]), shard_key("t", &[("a", "\0")]));
+        // pinned: where a series lives must not change between versions
+        assert_eq!(
+            shard_key("tenant", &[("__name__", "up"), ("job", "node")]),
+            PINNED
         );
     }
 

@@ -131,6 +131,10 @@ impl Distributor {
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
+            // a forwarded request is often megabytes: HTTP/2's 64 KiB default windows
+            // would stall it on flow-control round trips
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(32 << 20))
             .connect_lazy();
         let c = IngesterClient::new(ch)
             .max_decoding_message_size(64 << 20)
@@ -166,7 +170,8 @@ impl Distributor {
         let n = req.len();
         let mut owners: Vec<u32> = Vec::with_capacity(n * rf);
         let mut counts: Vec<u8> = Vec::with_capacity(n);
-        let mut per_owner: HashMap<usize, Vec<usize>> = HashMap::new();
+        // by ring index: a Vec, not a map (this runs for every series)
+        let mut per_owner: Vec<Vec<usize>> = vec![Vec::new(); ring.instances().len()];
         let mut buf = Vec::with_capacity(rf);
         for (i, (pairs, _)) in req.iter().enumerate() {
             ring.replicas(shard_key(tenant, pairs), rf, self.zone_awareness, &mut buf);
@@ -183,7 +188,7 @@ impl Distributor {
             counts.push(buf.len() as u8);
             for &o in &buf {
                 owners.push(o as u32);
-                per_owner.entry(o).or_default().push(i);
+                per_owner[o].push(i);
             }
             owners.extend(std::iter::repeat_n(u32::MAX, rf - buf.len()));
         }
@@ -193,18 +198,21 @@ impl Distributor {
         let now = strata_cluster::now_ms();
         let mut encoded: Option<(Vec<u8>, Vec<usize>, Vec<usize>)> = None;
         let mut pending = Vec::new();
-        let mut results: HashMap<usize, OwnerResult> = HashMap::new();
-        for (&owner, series) in &per_owner {
+        let mut results: Vec<Option<OwnerResult>> = (0..per_owner.len()).map(|_| None).collect();
+        for (owner, series) in per_owner.iter().enumerate() {
+            if series.is_empty() {
+                continue;
+            }
             if Some(owner) == me {
                 continue;
             }
             let inst = &ring.instances()[owner];
             if !inst.is_healthy(now, self.node.config.heartbeat_timeout_ms) {
                 self.metrics.forwarded_requests.with(&["unhealthy"]).inc();
-                results.insert(
-                    owner,
-                    OwnerResult::Failed(format!("{} is UNHEALTHY (no heartbeat)", inst.id)),
-                );
+                results[owner] = Some(OwnerResult::Failed(format!(
+                    "{} is UNHEALTHY (no heartbeat)",
+                    inst.id
+                )));
                 continue;
             }
             // Encode every series once; each owner's body is a concatenation of slices.
@@ -269,7 +277,7 @@ impl Distributor {
             ));
         }
         if let Some(me) = me {
-            if let Some(series) = per_owner.get(&me) {
+            if let Some(series) = per_owner.get(me).filter(|s| !s.is_empty()) {
                 let part = req.subset(series);
                 let r = match ingest_ref(ing, tenant, &part) {
                     Ok(o) => {
@@ -287,7 +295,7 @@ impl Distributor {
                     }
                     Err(e) => OwnerResult::Failed(format!("{}: {e}", self.node.config.name)),
                 };
-                results.insert(me, r);
+                results[me] = Some(r);
             }
         }
         for (owner, h) in pending {
@@ -300,7 +308,7 @@ impl Distributor {
                 OwnerResult::Failed(_) => "failed",
             };
             self.metrics.forwarded_requests.with(&[label]).inc();
-            results.insert(owner, r);
+            results[owner] = Some(r);
         }
 
         // Quorum per series.
@@ -310,7 +318,7 @@ impl Distributor {
                 .iter()
                 .filter(|&&o| {
                     matches!(
-                        results.get(&(o as usize)),
+                        results.get(o as usize).and_then(Option::as_ref),
                         Some(OwnerResult::Answered { .. })
                     )
                 })
@@ -322,7 +330,8 @@ impl Distributor {
         if failed_series > 0 {
             self.metrics.quorum_failures.inc();
             let mut why: Vec<String> = results
-                .values()
+                .iter()
+                .flatten()
                 .filter_map(|r| match r {
                     OwnerResult::Failed(e) => Some(e.clone()),
                     _ => None,
@@ -339,7 +348,8 @@ impl Distributor {
         }
         self.metrics.replicated_samples.inc_by(
             results
-                .values()
+                .iter()
+                .flatten()
                 .map(|r| match r {
                     OwnerResult::Answered { accepted, .. } => *accepted,
                     OwnerResult::Failed(_) => 0,
@@ -348,7 +358,7 @@ impl Distributor {
         );
         // The client's error, if any owner found one: 429 before 400 (a retry may help).
         let mut worst: Option<(u16, &str)> = None;
-        for r in results.values() {
+        for r in results.iter().flatten() {
             if let OwnerResult::Answered {
                 status, message, ..
             } = r

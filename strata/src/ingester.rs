@@ -191,6 +191,8 @@ fn serve(
         let grpc_shutdown = shutdown.clone();
         let grpc = tokio::spawn(
             tonic::transport::Server::builder()
+                .initial_stream_window_size(Some(8 << 20))
+                .initial_connection_window_size(Some(32 << 20))
                 .add_service(StoreService::new(ing.clone()).into_server())
                 .add_service(PushService::new(ing.clone()).into_server())
                 .add_service(node.service())
