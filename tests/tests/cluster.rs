@@ -271,7 +271,9 @@ fn ha_pair_through_three_ingesters_survives_kill9_and_leader_loss() {
         Duration::from_secs(60),
         || (sent_up_to(p) > killed_at + 3000).then_some(()),
     );
-    let during = now_ms() - 1000;
+    // a time Prometheus has delivered everything up to (new series appear as the test
+    // queries Prometheus's API)
+    let during = sent_up_to(p) - 1000;
     let from_querier = raw_samples(&querier.url(), "{job=\"self\"}", 5, during, &["cluster"]);
     let from_prom = raw_samples(&p.url(), "{job=\"self\"}", 5, during, &[]);
     assert!(from_prom.len() > 100, "{} series", from_prom.len());
