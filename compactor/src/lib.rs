@@ -428,7 +428,7 @@ impl Compactor {
                     Outcome::Done(new) => {
                         let done: HashSet<Ulid> = p.iter().map(|m| m.ulid).collect();
                         metas.retain(|m| !done.contains(&m.ulid));
-                        metas.push(new);
+                        metas.push(*new);
                         report.compactions += 1;
                         report.marked_for_deletion += done.len();
                     }
@@ -628,7 +628,7 @@ impl Compactor {
             marks::mark_for_deletion(&self.bucket, tenant, m.ulid, "compacted").await?;
             self.metrics.marked_for_deletion.inc();
         }
-        Ok(Outcome::Done(meta))
+        Ok(Outcome::Done(Box::new(meta)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -738,7 +738,7 @@ impl Compactor {
         tracing::info!(tenant, source = %m.ulid, block = %ulid, resolution = res, "downsampled block");
         self.metrics.downsamplings.with(&[res]).inc();
         let _ = std::fs::remove_dir_all(&dir);
-        Ok(Outcome::Done(meta))
+        Ok(Outcome::Done(Box::new(meta)))
     }
 
     /// Delete blocks whose deletion mark is older than the delay, and partial uploads.
@@ -819,7 +819,7 @@ impl Compactor {
 }
 
 enum Outcome {
-    Done(BlockMeta),
+    Done(Box<BlockMeta>),
     Corrupt(Ulid, String),
     Halt(String),
 }

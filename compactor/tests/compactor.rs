@@ -320,7 +320,7 @@ async fn ha_pair_deduplicates_into_one_stream() {
         a.insert(series_labels(i), scrape(0, end, every, 0, H..3 * H));
         b.insert(
             series_labels(i),
-            scrape(0, end, every, 4000, 5 * H..6 * H + 1800_000),
+            scrape(0, end, every, 4000, 5 * H..6 * H + 1_800_000),
         );
     }
     let tmp = dir.path().join("tmp");

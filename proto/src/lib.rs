@@ -341,7 +341,7 @@ impl<'a> WriteRequestRef<'a> {
 
 fn varint_len(v: usize) -> usize {
     let v = v as u64;
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {

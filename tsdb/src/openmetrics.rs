@@ -69,14 +69,11 @@ impl<'a> Parser<'a> {
                     continue;
                 }
                 let mut words = rest.trim_start().splitn(3, ' ');
-                match words.next() {
-                    Some("TYPE" | "HELP" | "UNIT") => {
-                        if words.next().is_none_or(|n| n.is_empty()) {
-                            return Err(Self::err(line_no, "metadata line without a metric name"));
-                        }
+                // Comments other than metadata are tolerated, as in the text format.
+                if let Some("TYPE" | "HELP" | "UNIT") = words.next() {
+                    if words.next().is_none_or(|n| n.is_empty()) {
+                        return Err(Self::err(line_no, "metadata line without a metric name"));
                     }
-                    // Comments other than metadata are tolerated, as in the text format.
-                    _ => {}
                 }
                 continue;
             }
