@@ -416,12 +416,12 @@ impl Store for StoreService {
         let matchers = matchers_from_proto(&r.matchers)?;
         let ing = self.ing.clone();
         let names = blocking(move || {
+            // The names of the series with data in [start, end], head and blocks alike
+            // (the head's own name index ignores time: a range outside its data listed
+            // every name), as label values and the other Store API servers answer.
             let mut names = std::collections::BTreeSet::new();
-            if let Some(t) = ing.existing_tenant(&tenant) {
-                names.extend(t.head.label_names(&matchers));
-                for l in select_labels(&ing, &tenant, &matchers, r.start, r.end)? {
-                    names.extend(l.iter().map(|l| l.name.to_string()));
-                }
+            for l in select_labels(&ing, &tenant, &matchers, r.start, r.end)? {
+                names.extend(l.iter().map(|l| l.name.to_string()));
             }
             Ok(names)
         })
