@@ -80,6 +80,13 @@ fn tenant_of<T>(req: &Request<T>) -> Result<Option<String>, Status> {
     strata_store::requested_tenant(req)
 }
 
+/// Refuse bad matchers (a regex that does not compile) as `InvalidArgument`, as every
+/// Store API server does, instead of passing them to Prometheus and answering its 500
+/// as `Unavailable`.
+fn validate(matchers: &[LabelMatcher]) -> Result<(), Status> {
+    strata_store::matchers_from_proto(matchers).map(drop)
+}
+
 /// Add the external labels a series lacks (Prometheus adds its own configured ones;
 /// labels given with `--label` are added here), keeping the labels sorted.
 fn with_external(mut labels: Vec<Label>, ext: &BTreeMap<String, String>) -> Vec<Label> {
@@ -124,6 +131,7 @@ impl Store for StoreService {
     ) -> Result<Response<Self::SeriesStream>, Status> {
         let tenant = tenant_of(&req)?;
         let r = req.into_inner();
+        validate(&r.matchers)?;
         if !self.applies(tenant.as_deref(), &r.matchers)? {
             return Ok(Response::new(tokio_stream::iter(Vec::new())));
         }
@@ -191,6 +199,7 @@ impl Store for StoreService {
     ) -> Result<Response<LabelNamesResponse>, Status> {
         let tenant = tenant_of(&req)?;
         let r = req.into_inner();
+        validate(&r.matchers)?;
         let mut names = std::collections::BTreeSet::new();
         for s in self
             .matching_labels(tenant.as_deref(), r.matchers, r.start, r.end)
@@ -210,6 +219,7 @@ impl Store for StoreService {
     ) -> Result<Response<LabelValuesResponse>, Status> {
         let tenant = tenant_of(&req)?;
         let r = req.into_inner();
+        validate(&r.matchers)?;
         let mut values = std::collections::BTreeSet::new();
         for s in self
             .matching_labels(tenant.as_deref(), r.matchers, r.start, r.end)
