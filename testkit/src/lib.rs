@@ -6,6 +6,7 @@ pub mod gen;
 pub mod http;
 pub mod procs;
 pub mod s3;
+pub mod storeapi_acceptance;
 pub mod strata;
 
 /// Call `f` every 200 ms until it returns `Some`, failing the test with `what` after
