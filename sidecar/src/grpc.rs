@@ -87,6 +87,20 @@ fn validate(matchers: &[LabelMatcher]) -> Result<(), Status> {
     strata_store::matchers_from_proto(matchers).map(drop)
 }
 
+/// The matchers of a remote read: the request's, or without any one that matches every
+/// series (Prometheus answers a remote read without matchers with no series, where
+/// the other Store API servers answer every series).
+fn read_matchers(mut matchers: Vec<LabelMatcher>) -> Vec<LabelMatcher> {
+    if matchers.is_empty() {
+        matchers.push(LabelMatcher {
+            r#type: label_matcher::Type::Re as i32,
+            name: "__name__".into(),
+            value: ".+".into(),
+        });
+    }
+    matchers
+}
+
 /// Add the external labels a series lacks (Prometheus adds its own configured ones;
 /// labels given with `--label` are added here), keeping the labels sorted.
 fn with_external(mut labels: Vec<Label>, ext: &BTreeMap<String, String>) -> Vec<Label> {
@@ -138,7 +152,7 @@ impl Store for StoreService {
         let frames = self
             .sc
             .prom
-            .read_chunked(r.min_time, r.max_time, r.matchers.clone())
+            .read_chunked(r.min_time, r.max_time, read_matchers(r.matchers.clone()))
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let ext = self.sc.external_labels();
@@ -238,19 +252,10 @@ impl Store for StoreService {
 
 impl StoreService {
     async fn series_labels(&self, req: SeriesRequest) -> Result<Vec<Vec<Label>>, Status> {
-        let mut matchers = req.matchers;
-        if matchers.is_empty() {
-            // remote read needs a matcher; this one matches every series
-            matchers.push(LabelMatcher {
-                r#type: label_matcher::Type::Re as i32,
-                name: "__name__".into(),
-                value: ".+".into(),
-            });
-        }
         let frames = self
             .sc
             .prom
-            .read_chunked(req.min_time, req.max_time, matchers)
+            .read_chunked(req.min_time, req.max_time, read_matchers(req.matchers))
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let ext = self.sc.external_labels();
