@@ -486,6 +486,14 @@ fn series_cases(d: &DataSet, s: &Server) -> Vec<(Case, bool)> {
         all,
         Expect::Error(Code::InvalidArgument),
     );
+    add(
+        "only matchers that match the empty value",
+        a,
+        vec![eq("env", "")],
+        all,
+        ids(&["up_api_b", "req_200", "req_500", "early", "late"]),
+    );
+    add("no matchers", a, vec![], all, everything.clone());
     // time ranges: both ends inclusive
     add(
         "range inside, ends on samples",
@@ -695,6 +703,13 @@ fn label_cases(d: &DataSet) -> Vec<Case> {
         c("an unknown tenant", Some("nobody"), vec![], all, ids(&[])),
         c("no tenant header", None, vec![], all, everything),
         c(
+            "an empty range (start after end)",
+            a,
+            vec![],
+            (last, b),
+            ids(&[]),
+        ),
+        c(
             "invalid tenant",
             Some("a/b"),
             vec![],
@@ -712,7 +727,7 @@ fn label_cases(d: &DataSet) -> Vec<Case> {
 }
 
 /// Label names whose values are asked for with each label case.
-const VALUE_LABELS: [&str; 5] = ["job", "env", "phase", "late_only", "cluster"];
+const VALUE_LABELS: [&str; 6] = ["__name__", "job", "env", "phase", "late_only", "cluster"];
 
 /// One decoded series of an answer.
 #[derive(Debug, PartialEq)]
