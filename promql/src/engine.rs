@@ -8,7 +8,9 @@ use promql_parser::parser::{self, Expr};
 
 use crate::eval::{drop_name_labels, Ctx, Evaluator, Series, Stop, Val};
 use crate::scan;
-use crate::{EngineOptions, QueryError, QueryResult, RangeSeries, Storage, Value, VectorSample};
+use crate::{
+    EngineOptions, QueryError, QueryResult, QueryStats, RangeSeries, Storage, Value, VectorSample,
+};
 
 pub struct Engine {
     opts: EngineOptions,
@@ -103,6 +105,8 @@ impl Engine {
             query_step: step,
             default_sub_step: self.default_subquery_step_ms,
             ticks: 0,
+            queryable: 0,
+            peak: Default::default(),
         }
     }
 
@@ -113,8 +117,10 @@ impl Engine {
         query: &str,
         t: i64,
     ) -> Result<QueryResult, QueryError> {
+        let began = Instant::now();
         let expr = self.parse(query)?;
         let mut ev = self.evaluator(storage, t, t, 0);
+        let evaluating = Instant::now();
         let val = guarded(|| {
             ev.eval(
                 &expr,
@@ -126,6 +132,14 @@ impl Engine {
             )
         });
         let warnings = storage.take_warnings();
+        let mut stats = QueryStats {
+            total_queryable_samples: ev.queryable,
+            peak_samples: ev.peak.get() as u64,
+            preparation: evaluating - began,
+            inner_eval: evaluating.elapsed(),
+            ..Default::default()
+        };
+        let sorting = Instant::now();
         let value = match self.outcome(val)? {
             Val::Scalar(v) => Value::Scalar { t, v: v[0] },
             Val::Str(s) => Value::String { t, s },
@@ -156,7 +170,13 @@ impl Engine {
                 )
             }
         };
-        Ok(QueryResult { value, warnings })
+        stats.result_sort = sorting.elapsed();
+        stats.eval_total = began.elapsed();
+        Ok(QueryResult {
+            value,
+            warnings,
+            stats,
+        })
     }
 
     /// Evaluate `query` at every step from `start` to `end` (ms, inclusive).
@@ -178,6 +198,7 @@ impl Engine {
                 "end timestamp must not be before start time".into(),
             ));
         }
+        let began = Instant::now();
         let expr = self.parse(query)?;
         use promql_parser::parser::value::ValueType;
         match expr.value_type() {
@@ -198,8 +219,16 @@ impl Engine {
             return Err(QueryError::TooManySamples);
         }
         let mut ev = self.evaluator(storage, start, end, step);
+        let evaluating = Instant::now();
         let val = guarded(|| ev.eval(&expr, ctx));
         let warnings = storage.take_warnings();
+        let mut stats = QueryStats {
+            total_queryable_samples: ev.queryable,
+            peak_samples: ev.peak.get() as u64,
+            preparation: evaluating - began,
+            inner_eval: evaluating.elapsed(),
+            ..Default::default()
+        };
         let mut series = match self.outcome(val)? {
             Val::Scalar(v) => vec![RangeSeries {
                 labels: Default::default(),
@@ -222,10 +251,14 @@ impl Engine {
                 ))
             }
         };
+        let sorting = Instant::now();
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        stats.result_sort = sorting.elapsed();
+        stats.eval_total = began.elapsed();
         Ok(QueryResult {
             value: Value::Matrix(series),
             warnings,
+            stats,
         })
     }
 }

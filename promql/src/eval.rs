@@ -423,6 +423,11 @@ pub struct Evaluator<'a> {
     pub query_step: i64,
     pub default_sub_step: i64,
     pub ticks: u32,
+    /// Prometheus's `totalQueryableSamples`: samples read per step (a vector selector's
+    /// point, each sample of a range selector's window at each step).
+    pub queryable: u64,
+    /// Prometheus's `peakSamples`: the most samples held at a check.
+    pub peak: std::cell::Cell<usize>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -435,6 +440,9 @@ impl<'a> Evaluator<'a> {
     }
 
     fn check_samples(&self, n: usize) -> Result<()> {
+        if n > self.peak.get() {
+            self.peak.set(n);
+        }
         if n > self.max_samples {
             return Err(QueryError::TooManySamples);
         }
@@ -493,6 +501,7 @@ impl<'a> Evaluator<'a> {
                     let w = window(&s.pts, rd.refs[0], rd.range);
                     if !w.is_empty() {
                         total += w.len();
+                        self.queryable += w.len() as u64;
                         out.push(Series {
                             labels: s.labels,
                             drop_name: s.drop_name,
@@ -649,6 +658,7 @@ impl<'a> Evaluator<'a> {
             self.steps_of(&s.pts, refs, ctx, ts_mode, &mut pts);
             if !pts.is_empty() {
                 total += pts.len();
+                self.queryable += pts.len() as u64;
                 self.check_samples(total)?;
                 out.push(Series {
                     labels: s.labels,
@@ -737,12 +747,23 @@ impl<'a> Evaluator<'a> {
                 };
                 let (raw, res) = self.select_res(&ms.vs, hints.start, hi, &hints)?;
                 let (mut series, mut kept_res) = (Vec::with_capacity(raw.len()), Vec::new());
+                let mut held = 0;
                 for (mut s, r) in raw.into_iter().zip(res) {
                     s.pts.retain(|p| !is_stale(p.1));
+                    held += s.pts.len();
+                    // Each step reads its window (Prometheus counts a sample once per
+                    // step it is in); galloping from the last step's bounds.
+                    let mut w = Windows::default();
+                    for &r in &refs {
+                        self.queryable += w.next(&s.pts, r, range).len() as u64;
+                    }
                     if !s.pts.is_empty() {
                         series.push(s);
                         kept_res.push(r);
                     }
+                }
+                if held > self.peak.get() {
+                    self.peak.set(held);
                 }
                 Ok(RangeData {
                     series,
@@ -1426,6 +1447,7 @@ impl<'a> Evaluator<'a> {
                 continue;
             }
             total += pts.len();
+            self.queryable += pts.len() as u64;
             self.check_samples(total)?;
             acc.add(&s.labels, false, &pts);
         }

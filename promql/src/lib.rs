@@ -151,6 +151,27 @@ impl Value {
 pub struct QueryResult {
     pub value: Value,
     pub warnings: Vec<String>,
+    /// What the evaluation read and how long it took (Prometheus's `stats=all`).
+    pub stats: QueryStats,
+}
+
+/// Prometheus's query statistics (`util/stats`): the engine's timings and samples.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryStats {
+    /// Samples read, per step: a vector selector's point at each step, each sample of a
+    /// range selector's window at each step (`totalQueryableSamples`).
+    pub total_queryable_samples: u64,
+    /// Most samples held at once at the points the engine checks `--query.max-samples`
+    /// (`peakSamples`).
+    pub peak_samples: u64,
+    /// Parsing and checking the expression (`queryPreparationTime`).
+    pub preparation: std::time::Duration,
+    /// Evaluating it, storage reads included (`innerEvalTime`).
+    pub inner_eval: std::time::Duration,
+    /// Sorting the result (`resultSortTime`).
+    pub result_sort: std::time::Duration,
+    /// All of the above (`evalTotalTime`).
+    pub eval_total: std::time::Duration,
 }
 
 /// Why a query failed, mapped to Prometheus's API error types.

@@ -17,6 +17,7 @@ use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::{parse_selector, Matcher};
 
 use crate::fanout::{Cancel, FanoutStorage, FetchOptions};
+use crate::stats::{Cost, QueryCost, QueryLimits};
 use crate::Querier;
 
 /// Prometheus's `MinTime` in ms: the earliest time `time.Time` round-trips through
@@ -676,6 +677,7 @@ impl Querier {
             replica_labels,
             max_resolution_ms,
             timeout: self.config.store_timeout.unwrap_or(self.config.timeout),
+            cost: QueryCost::new(self.fetch_limits()),
         })
     }
 
@@ -700,16 +702,82 @@ impl Querier {
         query: String,
         range: Option<(i64, i64, i64)>,
         at: i64,
-    ) -> Result<QueryResult, QueryError> {
+    ) -> Result<(QueryResult, Exec), QueryError> {
         if query.trim().is_empty() {
             return Err(QueryError::BadData(
                 "1:1: parse error: no expression found in input".into(),
             ));
         }
+        let began = Instant::now();
+        // Each selector's samples are counted as they arrive: `--query.max-samples`
+        // stops a fetch before its samples are held, not after.
+        let mut opts = opts;
+        opts.cost = QueryCost::new(QueryLimits {
+            max_samples: self.config.max_samples as u64,
+            ..self.fetch_limits()
+        });
+        let cost = opts.cost.clone();
+        let tenant = opts.tenant.clone();
+        let q = query.clone();
+        let r = self.evaluate_inner(opts, timeout, query, range, at).await;
+        let exec = Exec {
+            queue: r.as_ref().map_or(Duration::ZERO, |(_, queue)| *queue),
+            total: began.elapsed(),
+            cost,
+        };
+        self.log_if_slow(&tenant, &q, range, &exec, r.as_ref().err());
+        r.map(|(res, _)| (res, exec))
+    }
+
+    /// A query over `--query.log-slow-queries-over` is logged with its cost.
+    fn log_if_slow(
+        &self,
+        tenant: &str,
+        query: &str,
+        range: Option<(i64, i64, i64)>,
+        exec: &Exec,
+        err: Option<&QueryError>,
+    ) {
+        let over = self.config.log_slow_queries_over;
+        if over.is_zero() || exec.total < over {
+            return;
+        }
+        self.metrics.slow.inc();
+        let c = exec.cost.total();
+        let (start, end, step) = range.unwrap_or((0, 0, 0));
+        tracing::warn!(
+            tenant,
+            query,
+            start,
+            end,
+            step,
+            duration_seconds = exec.total.as_secs_f64(),
+            queue_seconds = exec.queue.as_secs_f64(),
+            series_fetched = c.series,
+            chunks_fetched = c.chunks,
+            chunk_bytes_fetched = c.chunk_bytes,
+            samples_fetched = c.samples,
+            object_store_requests = c.object_requests,
+            object_store_bytes = c.object_bytes,
+            error = err.map(ToString::to_string),
+            "slow query"
+        );
+    }
+
+    async fn evaluate_inner(
+        self: &Arc<Self>,
+        opts: FetchOptions,
+        timeout: Duration,
+        query: String,
+        range: Option<(i64, i64, i64)>,
+        at: i64,
+    ) -> Result<(QueryResult, Duration), QueryError> {
         let deadline = Instant::now() + timeout;
+        let queued = Instant::now();
         self.metrics.waiting.inc();
         let permit = tokio::time::timeout(timeout, self.limiter.acquire()).await;
         self.metrics.waiting.dec();
+        let queue = queued.elapsed();
         let Ok(Ok(permit)) = permit else {
             return Err(QueryError::Timeout("query queue"));
         };
@@ -761,7 +829,7 @@ impl Querier {
                 res.warnings.push(w);
             }
         }
-        Ok(res)
+        Ok((res, queue))
     }
 
     /// Run `f` on a blocking thread that drives the fan-out (CPU work stays off the
@@ -789,6 +857,86 @@ impl Querier {
         self.metrics.queries.with(&[endpoint, status]).inc();
         self.metrics.duration.with(&[endpoint]).observe_since(start);
     }
+}
+
+/// How a query was executed: time queued for a slot, time in all, what it read.
+pub(crate) struct Exec {
+    queue: Duration,
+    total: Duration,
+    cost: Arc<QueryCost>,
+}
+
+/// `data` of a query answer: the result, and with `stats` Prometheus's statistics
+/// (`timings`, `samples`) plus Strata's cost (`strata`: totals and per source).
+fn query_data(res: &QueryResult, exec: &Exec, stats: bool) -> String {
+    let mut out = value_json(&res.value);
+    if !stats {
+        return out;
+    }
+    out.pop(); // the closing brace: `stats` goes inside `data`
+    let secs = |out: &mut String, name: &str, d: Duration| {
+        out.push('"');
+        out.push_str(name);
+        out.push_str("\":");
+        write_value(out, d.as_secs_f64());
+    };
+    let st = &res.stats;
+    out.push_str(r#","stats":{"timings":{"#);
+    secs(&mut out, "evalTotalTime", st.eval_total);
+    out.push(',');
+    secs(&mut out, "resultSortTime", st.result_sort);
+    out.push(',');
+    secs(&mut out, "queryPreparationTime", st.preparation);
+    out.push(',');
+    secs(&mut out, "innerEvalTime", st.inner_eval);
+    out.push(',');
+    secs(&mut out, "execQueueTime", exec.queue);
+    out.push(',');
+    secs(&mut out, "execTotalTime", exec.total);
+    out.push_str(r#"},"samples":{"totalQueryableSamples":"#);
+    push_u64(&mut out, st.total_queryable_samples);
+    out.push_str(r#","peakSamples":"#);
+    push_u64(&mut out, st.peak_samples);
+    out.push_str(r#"},"strata":"#);
+    write_cost(&mut out, &exec.cost.total());
+    out.pop();
+    out.push_str(r#","sources":["#);
+    for (i, (name, c)) in exec.cost.per_source().iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"source":"#);
+        write_str(&mut out, name);
+        out.push(',');
+        let mut one = String::new();
+        write_cost(&mut one, c);
+        out.push_str(&one[1..]);
+    }
+    out.push_str("]}}}");
+    out
+}
+
+/// `{"seriesFetched":…,…}`: what a query read.
+fn write_cost(out: &mut String, c: &Cost) {
+    let fields = [
+        ("seriesFetched", c.series),
+        ("chunksFetched", c.chunks),
+        ("chunkBytesFetched", c.chunk_bytes),
+        ("samplesFetched", c.samples),
+        ("objectStoreRequests", c.object_requests),
+        ("objectStoreBytes", c.object_bytes),
+    ];
+    out.push('{');
+    for (i, (k, v)) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(k);
+        out.push_str("\":");
+        push_u64(out, v);
+    }
+    out.push('}');
 }
 
 /// A `--query.max-concurrent` slot and the in-flight count, held by the thread doing
@@ -867,11 +1015,12 @@ async fn query_inner(
     let ts = time_param(&p, "time", now)?;
     let timeout = q.query_timeout(&p)?;
     let opts = q.fetch_options(headers, &p, 0)?;
-    let res = q
+    let (res, exec) = q
         .evaluate(opts, timeout, p.get("query").to_string(), None, ts)
         .await
         .map_err(|e| ApiError::from_query(&e))?;
-    Ok(ok(&value_json(&res.value), &res.warnings))
+    let data = query_data(&res, &exec, !p.get("stats").is_empty());
+    Ok(ok(&data, &res.warnings))
 }
 
 async fn query_range_inner(
@@ -903,7 +1052,7 @@ async fn query_range_inner(
     let timeout = q.query_timeout(&p)?;
     let step_ms = (step_ns / 1_000_000).max(1);
     let opts = q.fetch_options(headers, &p, step_ms / 5)?;
-    let res = q
+    let (res, exec) = q
         .evaluate(
             opts,
             timeout,
@@ -913,7 +1062,8 @@ async fn query_range_inner(
         )
         .await
         .map_err(|e| ApiError::from_query(&e))?;
-    Ok(ok(&value_json(&res.value), &res.warnings))
+    let data = query_data(&res, &exec, !p.get("stats").is_empty());
+    Ok(ok(&data, &res.warnings))
 }
 
 async fn series_inner(

@@ -36,6 +36,8 @@ use strata_tsdb::meta::{visible_blocks, BlockMeta};
 use strata_tsdb::postings::postings_for_matchers;
 use ulid::Ulid;
 
+use crate::stats::Counter;
+
 /// Bytes read past the last chunk of a batch: Thanos's estimate of a chunk's maximum
 /// size; a longer chunk is fetched again on its own.
 const CHUNK_SIZE_ESTIMATE: u64 = 16 * 1024;
@@ -168,7 +170,7 @@ impl BucketReader {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<BlockMeta>, StoreError> {
-        let listed = self.listing(tenant).await?;
+        let listed = self.listing(tenant, &Counter::unaccounted()).await?;
         Ok(listed
             .iter()
             .filter(|m| resolution(m) == RES_RAW && m.max_time > mint && m.min_time <= maxt)
@@ -185,11 +187,15 @@ impl BucketReader {
         maxt: i64,
         max_resolution: i64,
     ) -> Result<Vec<PlannedBlock>, StoreError> {
-        let listed = self.listing(tenant).await?;
+        let listed = self.listing(tenant, &Counter::unaccounted()).await?;
         Ok(plan_blocks(&listed, mint, maxt, max_resolution))
     }
 
-    async fn listing(&self, tenant: &str) -> Result<Arc<Vec<BlockMeta>>, StoreError> {
+    async fn listing(
+        &self,
+        tenant: &str,
+        count: &Counter,
+    ) -> Result<Arc<Vec<BlockMeta>>, StoreError> {
         if !self.listing_ttl.is_zero() {
             let l = self.listings.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((at, metas)) = l.get(tenant) {
@@ -203,6 +209,8 @@ impl BucketReader {
             .list_blocks(tenant)
             .await
             .map_err(StoreError::from)?;
+        // One listing, then each block's meta.json.
+        count.object_reads(1 + refs.len(), refs.iter().map(|r| r.meta_json.len()).sum());
         let mut metas = Vec::with_capacity(refs.len());
         for r in refs {
             let name = PathBuf::from(format!("{tenant}/{}/meta.json", r.ulid));
@@ -229,12 +237,25 @@ impl BucketReader {
 
     /// The block's index: cached, else read once however many queries miss it at the
     /// same time (the others wait for it; if the read fails, the next one tries).
+    #[cfg(test)]
     async fn index(&self, tenant: &str, meta: &BlockMeta) -> Result<Arc<BlockIndex>, StoreError> {
+        self.index_counted(tenant, meta, &Counter::unaccounted())
+            .await
+    }
+
+    /// The block's index (see [`BucketReader::index`]); a read from the bucket is
+    /// counted into `count`.
+    async fn index_counted(
+        &self,
+        tenant: &str,
+        meta: &BlockMeta,
+        count: &Counter,
+    ) -> Result<Arc<BlockIndex>, StoreError> {
         let guard = match self.cache.get_value_or_guard_async(&meta.ulid).await {
             Ok(idx) => return Ok(idx),
             Err(guard) => guard,
         };
-        let idx = Arc::new(self.load_index(tenant, meta).await?);
+        let idx = Arc::new(self.load_index(tenant, meta, count).await?);
         self.index_loads.fetch_add(1, Ordering::Relaxed);
         // Err: the placeholder is gone (the cache was cleared meanwhile); the index still
         // serves this read.
@@ -242,7 +263,12 @@ impl BucketReader {
         Ok(idx)
     }
 
-    async fn load_index(&self, tenant: &str, meta: &BlockMeta) -> Result<BlockIndex, StoreError> {
+    async fn load_index(
+        &self,
+        tenant: &str,
+        meta: &BlockMeta,
+        count: &Counter,
+    ) -> Result<BlockIndex, StoreError> {
         let dir = format!("{tenant}/{}", meta.ulid);
         let path = format!("{dir}/index");
         let (data, listing) = futures::future::join(
@@ -252,6 +278,8 @@ impl BucketReader {
         .await;
         let data = data.map_err(StoreError::from)?;
         let listing = listing.map_err(StoreError::from)?;
+        // The index, and the listing of its chunk segments.
+        count.object_reads(2, data.len());
         let reader = IndexReader::new(data, &path).map_err(StoreError::from)?;
         let mut segs: Vec<(u32, u64)> = listing
             .iter()
@@ -323,6 +351,34 @@ impl BucketReader {
         max_resolution: i64,
         func: Option<&str>,
     ) -> Result<BucketSeries, StoreError> {
+        let count = Counter::unaccounted();
+        self.series_counted(
+            tenant,
+            matchers,
+            mint,
+            maxt,
+            skip_chunks,
+            max_resolution,
+            func,
+            &count,
+        )
+        .await
+    }
+
+    /// [`BucketReader::series_at`], counting series, chunks, samples and object-store
+    /// reads into `count`, and stopping at the first limit it reports.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn series_counted(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        skip_chunks: bool,
+        max_resolution: i64,
+        func: Option<&str>,
+        count: &Counter,
+    ) -> Result<BucketSeries, StoreError> {
         let aggr = Aggr::for_func(func);
         // A rate over downsampled counters measures from the point before its range:
         // plan one (coarsest) window early, then read each downsampled block from one
@@ -333,7 +389,8 @@ impl BucketReader {
         } else {
             mint
         };
-        let mut plan = self.plan(tenant, wide, maxt, max_resolution).await?;
+        let listed = self.listing(tenant, count).await?;
+        let mut plan = plan_blocks(&listed, wide, maxt, max_resolution);
         if early {
             plan.retain_mut(|p| {
                 p.mint = p.mint.max(mint.saturating_sub(resolution(&p.meta)));
@@ -350,6 +407,7 @@ impl BucketReader {
                 p.maxt,
                 skip_chunks,
                 (aggr, continues),
+                count,
             )
         }))
         .await;
@@ -385,6 +443,7 @@ impl BucketReader {
         maxt: i64,
         skip_chunks: bool,
         (aggr, continues): (Aggr, bool),
+        count: &Counter,
     ) -> Result<Vec<SeriesData>, StoreError> {
         let ext = external_labels(meta);
         // Matchers on external labels are answered by the meta; the rest by the index.
@@ -396,7 +455,7 @@ impl BucketReader {
                 None => local.push(m.clone()),
             }
         }
-        let idx = self.index(tenant, meta).await?;
+        let idx = self.index_counted(tenant, meta, count).await?;
         let ir = &idx.reader;
         let refs = postings_for_matchers(ir, &local).map_err(StoreError::from)?;
         let mut series: Vec<(Labels, Vec<ChunkMeta>)> = Vec::new();
@@ -404,6 +463,8 @@ impl BucketReader {
             let (labels, mut chunks) = ir.series(r).map_err(StoreError::from)?;
             chunks.retain(|c| c.overlaps(mint, maxt));
             if !chunks.is_empty() {
+                // Counted before any chunk is read: a series limit stops the read here.
+                count.series(&labels)?;
                 series.push((labels, chunks));
             }
         }
@@ -418,7 +479,9 @@ impl BucketReader {
             .flat_map(|(_, c)| c.iter().map(|c| c.chunk_ref))
             .collect();
         let dir = format!("{tenant}/{}", meta.ulid);
-        let chunks = self.fetch_chunks(&dir, &idx.segments, wanted).await?;
+        let chunks = self
+            .fetch_chunks(&dir, &idx.segments, wanted, count)
+            .await?;
         let mut out = Vec::with_capacity(series.len());
         for (labels, metas) in series {
             let mut samples = Vec::new();
@@ -429,6 +492,7 @@ impl BucketReader {
                         c.chunk_ref
                     )));
                 };
+                let before = samples.len();
                 if *enc == Encoding::Aggr {
                     aggr_samples(
                         data,
@@ -445,6 +509,7 @@ impl BucketReader {
                             c.chunk_ref
                         ))
                     })?;
+                    count.samples(samples.len() - before)?;
                     continue;
                 }
                 if *enc != Encoding::Xor {
@@ -456,6 +521,7 @@ impl BucketReader {
                         c.chunk_ref
                     )));
                 }
+                count.samples(samples.len() - before)?;
             }
             if !samples.is_empty() {
                 out.push((add_external(labels, &ext), samples));
@@ -470,6 +536,7 @@ impl BucketReader {
         dir: &str,
         segments: &[u64],
         mut refs: Vec<u64>,
+        count: &Counter,
     ) -> Result<HashMap<u64, RawChunk>, StoreError> {
         refs.sort_unstable();
         refs.dedup();
@@ -508,6 +575,7 @@ impl BucketReader {
                     .get_range(&path, start..end)
                     .await
                     .map_err(StoreError::from)?;
+                count.object_read(buf.len());
                 let mut got = Vec::with_capacity(refs.len());
                 for r in refs {
                     let off = u64::from(unpack_ref(r).1);
@@ -520,9 +588,12 @@ impl BucketReader {
                             (enc, buf.slice(rel + range.start..rel + range.end))
                         }
                         ParsedChunk::Needs(total) => {
-                            self.fetch_long_chunk(dir, &path, off, size, total).await?
+                            self.fetch_long_chunk(dir, &path, off, size, total, count)
+                                .await?
                         }
                     };
+                    // Chunk bytes count as they arrive: past the limit, no more reads.
+                    count.chunk(chunk.1.len())?;
                     got.push((r, chunk));
                 }
                 Ok(got)
@@ -547,6 +618,7 @@ impl BucketReader {
         off: u64,
         size: u64,
         mut needs: u64,
+        count: &Counter,
     ) -> Result<RawChunk, StoreError> {
         // Twice at most: the length field itself may have been cut off the first time.
         for _ in 0..2 {
@@ -557,6 +629,7 @@ impl BucketReader {
                 .get_range(path, range)
                 .await
                 .map_err(StoreError::from)?;
+            count.object_read(one.len());
             match parse_chunk(&one, Path::new(path), off).map_err(|e| corrupt_chunk(dir, &e))? {
                 ParsedChunk::Chunk(enc, r) => return Ok((enc, one.slice(r))),
                 ParsedChunk::Needs(n) => needs = n,
@@ -1147,7 +1220,12 @@ mod tests {
             1 << 20,
             std::time::Duration::ZERO,
         );
-        let got = rt().block_on(reader.fetch_chunks(dir, &[seg.len() as u64], refs.to_vec()));
+        let got = rt().block_on(reader.fetch_chunks(
+            dir,
+            &[seg.len() as u64],
+            refs.to_vec(),
+            &Counter::unaccounted(),
+        ));
         match (want, got) {
             (Ok(want), Ok(got)) => {
                 for (r, w) in refs.iter().zip(want) {
@@ -1220,7 +1298,12 @@ mod tests {
                 std::time::Duration::ZERO,
             );
             let e = rt()
-                .block_on(reader.fetch_chunks(&dir, &[bad.len() as u64], refs.clone()))
+                .block_on(reader.fetch_chunks(
+                    &dir,
+                    &[bad.len() as u64],
+                    refs.clone(),
+                    &Counter::unaccounted(),
+                ))
                 .unwrap_err()
                 .to_string();
             assert!(

@@ -28,6 +28,7 @@ use tonic::transport::Channel;
 use crate::bucket::{add_external, labels_match, BucketReader, SeriesData};
 use crate::dedup;
 use crate::metrics::QuerierMetrics;
+use crate::stats::{Counter, QueryCost};
 
 /// How long an endpoint's external labels (from `Info`) are reused.
 const INFO_TTL: Duration = Duration::from_secs(60);
@@ -46,6 +47,8 @@ pub struct FetchOptions {
     pub max_resolution_ms: i64,
     /// Deadline for each source.
     pub timeout: Duration,
+    /// The request's cost and limits, counted by every source as its data arrives.
+    pub cost: Arc<QueryCost>,
 }
 
 impl FetchOptions {
@@ -90,6 +93,30 @@ pub trait LocalStore: Send + Sync + std::fmt::Debug {
         maxt: i64,
         skip_chunks: bool,
     ) -> Result<Vec<SeriesData>, String>;
+
+    /// [`LocalStore::series`], counting each series into `count` (series, chunks and
+    /// their bytes before they are decoded, then samples) and stopping at the first
+    /// error it returns, so a limit stops the read before the samples are held. The
+    /// default counts after reading everything.
+    #[allow(clippy::too_many_arguments)]
+    fn series_counted(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        skip_chunks: bool,
+        count: &Counter,
+    ) -> Result<Vec<SeriesData>, StoreError> {
+        let out = self
+            .series(tenant, matchers, mint, maxt, skip_chunks)
+            .map_err(StoreError::Other)?;
+        for (l, s) in &out {
+            count.series(l)?;
+            count.samples(s.len())?;
+        }
+        Ok(out)
+    }
 
     /// The labels the endpoint's `Info` advertises (added to its series that lack them).
     fn external_labels(&self) -> Vec<(String, String)>;
@@ -207,17 +234,17 @@ impl Endpoint {
         req: SeriesRequest,
         matchers: &[Matcher],
         opts: &FetchOptions,
+        count: &Counter,
     ) -> Result<(Vec<SeriesData>, Vec<String>), StoreError> {
         if let Some(local) = &self.local {
-            let mut out = local
-                .series(
-                    &opts.tenant,
-                    matchers,
-                    req.min_time,
-                    req.max_time,
-                    req.skip_chunks,
-                )
-                .map_err(StoreError::Other)?;
+            let mut out = local.series_counted(
+                &opts.tenant,
+                matchers,
+                req.min_time,
+                req.max_time,
+                req.skip_chunks,
+                count,
+            )?;
             let ext = local.external_labels();
             if !ext.is_empty() {
                 for s in &mut out {
@@ -244,20 +271,24 @@ impl Endpoint {
                     Some(series_response::Result::Series(s)) => {
                         let labels =
                             Labels::from_pairs(s.labels.iter().map(|l| (&l.name, &l.value)));
+                        count.series(&labels)?;
                         let mut samples = Vec::new();
                         for c in &s.chunks {
                             // Raw XOR chunks only: downsampled aggregates and histograms
                             // have no float-sample reading here.
                             let Some(raw) = &c.raw else { continue };
+                            count.chunk(raw.data.len())?;
                             if raw.r#type != chunk::Encoding::Xor as i32 {
                                 continue;
                             }
+                            let before = samples.len();
                             if let Err(e) = append_xor_in_range(&raw.data, mint, maxt, &mut samples)
                             {
                                 return Err(StoreError::Corrupt(format!(
                                     "series {labels}: chunk data: {e}"
                                 )));
                             }
+                            count.samples(samples.len() - before)?;
                         }
                         if skip_chunks || !samples.is_empty() {
                             out.push((labels, samples));
@@ -440,8 +471,10 @@ impl Sources {
         let in_ring: Vec<bool> = all_eps.iter().map(|(_, r)| *r).collect();
         let eps = all_eps.iter().map(|(ep, _)| {
             let req = req.clone();
+            let name = format!("endpoint {}", ep.addr);
+            let count = opts.cost.source(&name);
             async move {
-                let r = tokio::time::timeout(opts.timeout, ep.series(req, matchers, opts))
+                let r = tokio::time::timeout(opts.timeout, ep.series(req, matchers, opts, &count))
                     .await
                     .unwrap_or_else(|_| {
                         Err(StoreError::Transient(format!(
@@ -449,15 +482,16 @@ impl Sources {
                             opts.timeout
                         )))
                     });
-                (format!("endpoint {}", ep.addr), r)
+                (name, r)
             }
         });
         let func = hints.and_then(|h| h.func.as_deref());
         let bucket = async {
             let Some(b) = &self.bucket else { return None };
+            let count = opts.cost.source(&format!("bucket {}", b.bucket()));
             let r = tokio::time::timeout(
                 opts.timeout,
-                b.series_at(
+                b.series_counted(
                     &opts.tenant,
                     matchers,
                     mint,
@@ -465,6 +499,7 @@ impl Sources {
                     skip_chunks,
                     opts.max_resolution_ms,
                     func,
+                    &count,
                 ),
             )
             .await
@@ -478,6 +513,11 @@ impl Sources {
         };
         let (mut results, bucket) =
             futures::future::join(futures::future::join_all(eps), bucket).await;
+        // The query's own limit: its message as it is, whichever source hit it.
+        if let Some(msg) = opts.cost.tripped() {
+            self.metrics.limited.with(&[limit_label(msg)]).inc();
+            return Err(FetchError(msg.to_string(), ErrorKind::Limit));
+        }
         self.forgive_ring_failures(&mut results, &in_ring, tolerated);
         let mut downsampled: HashMap<Labels, i64> = HashMap::new();
         let replica = opts.replica_names();
@@ -631,6 +671,17 @@ pub fn resolution_label(res: i64) -> &'static str {
         300_000 => "5m",
         3_600_000 => "1h",
         _ => "other",
+    }
+}
+
+/// `limit` label of `strata_querier_queries_limited_total`.
+fn limit_label(msg: &str) -> &'static str {
+    if msg.contains("err-mimir-max-series-per-query") {
+        "max_fetched_series"
+    } else if msg.contains("err-mimir-max-chunks-bytes-per-query") {
+        "max_fetched_chunk_bytes"
+    } else {
+        "max_samples"
     }
 }
 
@@ -818,6 +869,7 @@ impl Storage for FanoutStorage {
             let fetch = self
                 .sources
                 .fetch(&self.opts, matchers, mint, maxt, Some(hints), false);
+            self.opts.cost.begin_select();
             let Some(cancel) = &self.cancel else {
                 return fetch.await.map_err(storage_error);
             };
@@ -884,6 +936,7 @@ mod tests {
             replica_labels: None,
             max_resolution_ms: 0,
             timeout: Duration::from_secs(1),
+            cost: Default::default(),
         };
         let limit = StoreError::from_status(&tonic::Status::resource_exhausted("too many series"));
         let e = sources

@@ -37,6 +37,7 @@ pub mod fanout;
 pub mod metrics;
 mod read;
 pub mod ring;
+pub mod stats;
 pub mod storeapi;
 
 use fanout::{Endpoint, Sources};
@@ -57,6 +58,15 @@ pub struct QuerierConfig {
     pub timeout: Duration,
     /// Samples one query may hold [`--query.max-samples`].
     pub max_samples: usize,
+    /// Distinct series one request may fetch from all sources; 0: unlimited
+    /// [`--querier.max-fetched-series-per-query`].
+    pub max_fetched_series: u64,
+    /// Chunk bytes one request may fetch from all sources; 0: unlimited
+    /// [`--querier.max-fetched-chunk-bytes-per-query`].
+    pub max_fetched_chunk_bytes: u64,
+    /// Queries slower than this are logged with their cost; zero: none
+    /// [`--query.log-slow-queries-over`].
+    pub log_slow_queries_over: Duration,
     /// Queries evaluated at once; more wait [`--query.max-concurrent`].
     pub max_concurrent: usize,
     /// Lookback of instant selectors [`--query.lookback-delta`].
@@ -93,6 +103,9 @@ impl Default for QuerierConfig {
             replica_labels: Vec::new(),
             timeout: Duration::from_secs(120),
             max_samples: 50_000_000,
+            max_fetched_series: 0,
+            max_fetched_chunk_bytes: 0,
+            log_slow_queries_over: Duration::from_secs(5),
             max_concurrent: 20,
             lookback_delta: Duration::from_secs(300),
             max_depth: EngineOptions::default().max_depth,
@@ -204,6 +217,16 @@ impl Querier {
             replica_labels: Some(self.config.replica_labels.clone()),
             max_resolution_ms: 0,
             timeout: self.config.store_timeout.unwrap_or(self.config.timeout),
+            cost: stats::QueryCost::new(self.fetch_limits()),
+        }
+    }
+
+    /// The per-request fetch limits (no sample limit: PromQL queries add theirs).
+    pub fn fetch_limits(&self) -> stats::QueryLimits {
+        stats::QueryLimits {
+            max_series: self.config.max_fetched_series,
+            max_chunk_bytes: self.config.max_fetched_chunk_bytes,
+            max_samples: 0,
         }
     }
 

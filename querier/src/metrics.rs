@@ -15,6 +15,11 @@ pub struct QuerierMetrics {
     /// `strata_querier_bucket_blocks_read_total{resolution}`: bucket blocks read for
     /// series, by resolution (`raw`, `5m`, `1h`): shows which resolution answered.
     pub bucket_blocks: CounterVec,
+    /// `strata_querier_queries_limited_total{limit}`: requests refused by a per-query
+    /// limit (`max_fetched_series`, `max_fetched_chunk_bytes`, `max_samples`).
+    pub limited: CounterVec,
+    /// `strata_querier_slow_queries_total`: queries over `--query.log-slow-queries-over`.
+    pub slow: strata_kit::metrics::Counter,
     /// `strata_querier_queries_in_flight`: queries evaluating now.
     pub in_flight: Gauge,
     /// `strata_querier_queries_waiting`: queries waiting for `--query.max-concurrent`.
@@ -44,6 +49,15 @@ impl QuerierMetrics {
                 "strata_querier_bucket_blocks_read_total",
                 "Bucket blocks read for series, by resolution (raw, 5m, 1h).",
                 &["resolution"],
+            ),
+            limited: reg.counter_vec(
+                "strata_querier_queries_limited_total",
+                "Requests refused by a per-query limit, by limit (max_fetched_series, max_fetched_chunk_bytes, max_samples).",
+                &["limit"],
+            ),
+            slow: reg.counter(
+                "strata_querier_slow_queries_total",
+                "Queries that took longer than --query.log-slow-queries-over (each is logged).",
             ),
             in_flight: reg.gauge(
                 "strata_querier_queries_in_flight",

@@ -317,6 +317,61 @@ impl strata_querier::fanout::LocalStore for LocalIngester {
             .map_err(|e| e.to_string())
     }
 
+    /// Decoded one series at a time, each counted before it is decoded: a query's
+    /// limits stop the read before the samples are held.
+    fn series_counted(
+        &self,
+        tenant: &str,
+        matchers: &[strata_tsdb::matcher::Matcher],
+        mint: i64,
+        maxt: i64,
+        skip_chunks: bool,
+        count: &strata_querier::stats::Counter,
+    ) -> Result<
+        Vec<(strata_tsdb::labels::Labels, Vec<(i64, f64)>)>,
+        strata_querier::stats::StoreError,
+    > {
+        use strata_querier::stats::StoreError;
+        use strata_tsdb::chunkenc::{append_xor_in_range, Encoding};
+        let series = strata_ingester::grpc::select_chunks(
+            &self.0,
+            tenant,
+            matchers,
+            mint,
+            maxt,
+            skip_chunks,
+        )
+        .map_err(|e| StoreError::Other(e.to_string()))?;
+        let mut out = Vec::with_capacity(series.len());
+        for (labels, chunks) in series {
+            count.series(&labels)?;
+            let mut samples = Vec::new();
+            let mut overlap = false;
+            let mut prev_max = i64::MIN;
+            for c in chunks.iter().filter(|c| c.encoding == Encoding::Xor) {
+                count.chunk(c.data.len())?;
+                overlap |= c.min_time <= prev_max;
+                prev_max = prev_max.max(c.max_time);
+                let before = samples.len();
+                append_xor_in_range(&c.data, mint, maxt, &mut samples).map_err(|e| {
+                    StoreError::Corrupt(format!(
+                        "series {labels}: chunk [{}, {}]: {e}",
+                        c.min_time, c.max_time
+                    ))
+                })?;
+                count.samples(samples.len() - before)?;
+            }
+            if overlap {
+                samples.sort_by_key(|p| p.0); // stable: the first copy stays first
+                samples.dedup_by_key(|p| p.0);
+            }
+            if skip_chunks || !samples.is_empty() {
+                out.push((labels, samples));
+            }
+        }
+        Ok(out)
+    }
+
     fn external_labels(&self) -> Vec<(String, String)> {
         self.0.config.labels.clone()
     }

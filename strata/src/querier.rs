@@ -60,6 +60,25 @@ pub struct QuerierArgs {
         default_value_t = 50_000_000
     )]
     pub max_samples: usize,
+    /// Maximum number of distinct series one query may fetch from all its sources
+    /// (Mimir's flag); 0 = unlimited.
+    #[arg(
+        long = "querier.max-fetched-series-per-query",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub max_fetched_series: u64,
+    /// Maximum bytes of chunks one query may fetch from all its sources (Mimir's
+    /// flag); 0 = unlimited.
+    #[arg(
+        long = "querier.max-fetched-chunk-bytes-per-query",
+        value_name = "BYTES",
+        default_value_t = 0
+    )]
+    pub max_fetched_chunk_bytes: u64,
+    /// Log queries that take at least this long, with what they read; 0 = none.
+    #[arg(long = "query.log-slow-queries-over", value_name = "DURATION", default_value = "5s", value_parser = parse_duration_ms)]
+    pub log_slow_queries_over_ms: i64,
     /// Maximum number of queries evaluated at once; more wait.
     #[arg(long = "query.max-concurrent", value_name = "N", default_value_t = 20)]
     pub max_concurrent: usize,
@@ -112,6 +131,9 @@ impl QuerierArgs {
             replica_labels: self.replica_labels.clone(),
             timeout: ms(self.timeout_ms),
             max_samples: self.max_samples,
+            max_fetched_series: self.max_fetched_series,
+            max_fetched_chunk_bytes: self.max_fetched_chunk_bytes,
+            log_slow_queries_over: ms(self.log_slow_queries_over_ms),
             max_concurrent: self.max_concurrent,
             lookback_delta: ms(self.lookback_delta_ms),
             max_depth: self.max_depth,

@@ -1,0 +1,340 @@
+//! Per-query limits and `stats=all` through the querier's routes, over an in-process
+//! Store API server and a FILESYSTEM bucket: each limit trips with its documented
+//! message, and the statistics count exactly the data read.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::Request;
+use strata_kit::metrics::Registry;
+use strata_objstore::Bucket;
+use strata_proto::prometheus::Label;
+use strata_proto::store::store_server::{Store, StoreServer};
+use strata_proto::store::{
+    chunk, series_response, AggrChunk, Chunk, InfoRequest, InfoResponse, LabelNamesRequest,
+    LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, Series, SeriesRequest,
+    SeriesResponse,
+};
+use strata_querier::stats::{max_chunk_bytes_message, max_series_message, TOO_MANY_SAMPLES};
+use strata_querier::{Querier, QuerierConfig};
+use strata_tsdb::block::BlockWriter;
+use strata_tsdb::chunkenc::{ChunkCutter, XorChunk};
+use strata_tsdb::labels::Labels;
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+use tower::ServiceExt;
+
+const T0: i64 = 1_700_000_000_000;
+/// Series and samples per series each source holds: metric `x`, `i="0"…`.
+const SERIES: usize = 10;
+const SAMPLES: usize = 100;
+
+fn data(metric: &str) -> Vec<(Labels, Vec<(i64, f64)>)> {
+    (0..SERIES)
+        .map(|i| {
+            let l = Labels::from_pairs([("__name__", metric), ("i", &i.to_string())]);
+            let s = (0..SAMPLES as i64)
+                .map(|j| (T0 + j * 15_000, j as f64))
+                .collect();
+            (l, s)
+        })
+        .collect()
+}
+
+/// Answers every `Series` call with `data("x")`, one XOR chunk per series.
+#[derive(Clone)]
+struct FixedStore;
+
+#[tonic::async_trait]
+impl Store for FixedStore {
+    async fn info(
+        &self,
+        _: GrpcRequest<InfoRequest>,
+    ) -> Result<GrpcResponse<InfoResponse>, Status> {
+        Ok(GrpcResponse::new(InfoResponse {
+            min_time: i64::MIN,
+            max_time: i64::MAX,
+            ..Default::default()
+        }))
+    }
+
+    type SeriesStream = tokio_stream::Iter<std::vec::IntoIter<Result<SeriesResponse, Status>>>;
+
+    async fn series(
+        &self,
+        r: GrpcRequest<SeriesRequest>,
+    ) -> Result<GrpcResponse<Self::SeriesStream>, Status> {
+        let wants_x = r.get_ref().matchers.iter().any(|m| m.value == "x");
+        let frames: Vec<_> = data("x")
+            .into_iter()
+            .filter(|_| wants_x)
+            .map(|(l, s)| {
+                let mut c = XorChunk::new();
+                for &(t, v) in &s {
+                    c.append(t, v);
+                }
+                Ok(SeriesResponse {
+                    result: Some(series_response::Result::Series(Series {
+                        labels: l
+                            .iter()
+                            .map(|l| Label {
+                                name: l.name.to_string(),
+                                value: l.value.to_string(),
+                            })
+                            .collect(),
+                        chunks: vec![AggrChunk {
+                            min_time: s[0].0,
+                            max_time: s[s.len() - 1].0,
+                            raw: Some(Chunk {
+                                r#type: chunk::Encoding::Xor as i32,
+                                data: bytes::Bytes::copy_from_slice(c.bytes()),
+                                hash: 0,
+                            }),
+                            ..Default::default()
+                        }],
+                    })),
+                })
+            })
+            .collect();
+        Ok(GrpcResponse::new(tokio_stream::iter(frames)))
+    }
+
+    async fn label_names(
+        &self,
+        _: GrpcRequest<LabelNamesRequest>,
+    ) -> Result<GrpcResponse<LabelNamesResponse>, Status> {
+        Ok(GrpcResponse::new(LabelNamesResponse::default()))
+    }
+
+    async fn label_values(
+        &self,
+        _: GrpcRequest<LabelValuesRequest>,
+    ) -> Result<GrpcResponse<LabelValuesResponse>, Status> {
+        Ok(GrpcResponse::new(LabelValuesResponse::default()))
+    }
+}
+
+async fn serve() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(StoreServer::new(FixedStore))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr.to_string()
+}
+
+/// A FILESYSTEM bucket holding one block of `data("y")` for tenant `anonymous`.
+async fn bucket(dir: &std::path::Path) -> Bucket {
+    let bucket = Bucket::filesystem(dir.join("bucket")).unwrap();
+    let ulid = ulid::Ulid::new();
+    let scratch = dir.join("scratch");
+    let mut w = BlockWriter::new(&scratch, ulid).unwrap();
+    for (l, s) in data("y") {
+        let mut c = ChunkCutter::new(2 * 3600 * 1000);
+        for (t, v) in s {
+            c.append(t, v);
+        }
+        w.add_series(l, c.finish()).unwrap();
+    }
+    w.finish(None).unwrap();
+    bucket
+        .upload_dir(scratch.join(ulid.to_string()), &format!("anonymous/{ulid}"))
+        .await
+        .unwrap();
+    bucket
+}
+
+async fn get(q: &Arc<Querier>, uri: &str) -> (u16, serde_json::Value) {
+    let resp = q
+        .routes()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+fn querier(cfg: QuerierConfig) -> Arc<Querier> {
+    Querier::new(cfg, &Registry::new()).unwrap()
+}
+
+/// An instant query at the last sample over the whole series.
+fn instant(q: &str, extra: &str) -> String {
+    let t = (T0 + (SAMPLES as i64 - 1) * 15_000) / 1000;
+    let enc: String = q
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("/api/v1/query?query={enc}&time={t}{extra}")
+}
+
+fn assert_limit(status: u16, body: &serde_json::Value, msg: &str) {
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errorType"], "execution", "{body}");
+    assert_eq!(body["error"], msg, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_limit_trips_with_its_message_from_endpoints_and_the_bucket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = serve().await;
+    let bucket = bucket(tmp.path()).await;
+    let cfg = |f: &dyn Fn(&mut QuerierConfig)| {
+        let mut c = QuerierConfig {
+            endpoints: vec![addr.clone()],
+            bucket: Some(bucket.clone()),
+            block_listing_ttl: std::time::Duration::ZERO,
+            ..Default::default()
+        };
+        f(&mut c);
+        querier(c)
+    };
+    // Without limits both answer.
+    let q = cfg(&|_| {});
+    for m in ["x", "y"] {
+        let (s, b) = get(
+            &q,
+            &instant(&format!("count(count_over_time({m}[1h]))"), ""),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["data"]["result"][0]["value"][1], SERIES.to_string());
+    }
+    // Series: the endpoint (x) and the bucket (y) each hold 10.
+    let q = cfg(&|c| c.max_fetched_series = 5);
+    for m in ["x", "y"] {
+        let (s, b) = get(&q, &instant(&format!("count_over_time({m}[1h])"), "")).await;
+        assert_limit(s, &b, &max_series_message(5));
+    }
+    assert!(max_series_message(5).starts_with(
+        "the query exceeded the maximum number of series (limit: 5 series) (err-mimir-max-series-per-query)"
+    ));
+    // The series API is limited alike.
+    let (s, b) = get(&q, "/api/v1/series?match[]=x").await;
+    assert_limit(s, &b, &max_series_message(5));
+    let q = cfg(&|c| c.max_fetched_series = 10);
+    let (s, b) = get(&q, &instant("count_over_time(x[1h])", "")).await;
+    assert_eq!(s, 200, "{b}");
+    // Chunk bytes: ten chunks of well over 10 bytes each.
+    let q = cfg(&|c| c.max_fetched_chunk_bytes = 100);
+    for m in ["x", "y"] {
+        let (s, b) = get(&q, &instant(&format!("count_over_time({m}[1h])"), "")).await;
+        assert_limit(s, &b, &max_chunk_bytes_message(100));
+    }
+    assert!(max_chunk_bytes_message(100).starts_with(
+        "the query exceeded the aggregated chunks size limit (limit: 100 bytes) (err-mimir-max-chunks-bytes-per-query)"
+    ));
+    // Samples: a selector over 1,000 samples with a limit of 500, refused while the
+    // samples arrive (a sum over them would hold only 1 sample per step).
+    let q = cfg(&|c| c.max_samples = 500);
+    for m in ["x", "y"] {
+        let (s, b) = get(&q, &instant(&format!("sum(count_over_time({m}[1h]))"), "")).await;
+        assert_limit(s, &b, TOO_MANY_SAMPLES);
+    }
+    assert_eq!(
+        TOO_MANY_SAMPLES,
+        "query processing would load too many samples into memory in query execution"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_all_counts_the_data_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = serve().await;
+    let bucket = bucket(tmp.path()).await;
+    let q = querier(QuerierConfig {
+        endpoints: vec![addr.clone()],
+        bucket: Some(bucket),
+        block_listing_ttl: std::time::Duration::ZERO,
+        ..Default::default()
+    });
+    let source = |b: &serde_json::Value, prefix: &str| -> serde_json::Value {
+        b["data"]["stats"]["strata"]["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["source"].as_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {b}"))
+            .clone()
+    };
+    let all = (SERIES * SAMPLES) as u64;
+
+    // From the endpoint: every sample of every series, in one chunk each.
+    let (s, b) = get(&q, &instant("count_over_time(x[1h])", "&stats=all")).await;
+    assert_eq!(s, 200, "{b}");
+    let st = &b["data"]["stats"];
+    assert_eq!(st["samples"]["totalQueryableSamples"], all, "{st}");
+    assert_eq!(st["samples"]["peakSamples"], all, "{st}");
+    for t in [
+        "evalTotalTime",
+        "resultSortTime",
+        "queryPreparationTime",
+        "innerEvalTime",
+        "execQueueTime",
+        "execTotalTime",
+    ] {
+        assert!(st["timings"][t].as_f64().unwrap() >= 0.0, "{t}: {st}");
+    }
+    assert!(
+        st["timings"]["execTotalTime"].as_f64() >= st["timings"]["evalTotalTime"].as_f64(),
+        "{st}"
+    );
+    let ep = source(&b, "endpoint ");
+    assert_eq!(ep["seriesFetched"], SERIES as u64, "{ep}");
+    assert_eq!(ep["chunksFetched"], SERIES as u64, "{ep}");
+    assert_eq!(ep["samplesFetched"], all, "{ep}");
+    assert!(
+        ep["chunkBytesFetched"].as_u64().unwrap() > SERIES as u64,
+        "{ep}"
+    );
+    assert_eq!(ep["objectStoreRequests"], 0, "{ep}");
+    assert_eq!(st["strata"]["seriesFetched"], SERIES as u64, "{st}");
+
+    // From the bucket: the same counts, plus what was read from the object store: the
+    // listing and the block's meta.json, and one range read of its chunks (the index
+    // was read and cached by the query above).
+    let (s, b) = get(&q, &instant("count_over_time(y[1h])", "&stats=all")).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["data"]["stats"]["samples"]["totalQueryableSamples"], all);
+    let bk = source(&b, "bucket ");
+    assert_eq!(bk["seriesFetched"], SERIES as u64, "{bk}");
+    assert_eq!(bk["samplesFetched"], all, "{bk}");
+    assert_eq!(bk["chunksFetched"], SERIES as u64, "{bk}");
+    assert_eq!(bk["objectStoreRequests"], 3, "{bk}");
+    assert!(
+        bk["objectStoreBytes"].as_u64() > bk["chunkBytesFetched"].as_u64(),
+        "{bk}"
+    );
+    assert_eq!(source(&b, "endpoint ")["seriesFetched"], 0);
+
+    // A vector selector reads one sample per series and step (Prometheus's counting).
+    let (_, b) = get(&q, &instant("x", "&stats=all")).await;
+    assert_eq!(
+        b["data"]["stats"]["samples"]["totalQueryableSamples"],
+        SERIES as u64
+    );
+    let end = (T0 + (SAMPLES as i64 - 1) * 15_000) / 1000;
+    let (s, b) = get(
+        &q,
+        &format!(
+            "/api/v1/query_range?query=x&start={}&end={end}&step=60&stats=all",
+            end - 240
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["data"]["stats"]["samples"]["totalQueryableSamples"],
+        5 * SERIES as u64
+    );
+    // Without `stats`, no statistics.
+    let (_, b) = get(&q, &instant("x", "")).await;
+    assert!(b["data"].get("stats").is_none(), "{b}");
+}
