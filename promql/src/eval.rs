@@ -328,16 +328,8 @@ impl<'a> CellAgg<'a> {
             match self.op {
                 T_SUM => (self.val[c], self.comp[c]) = f::kahan_inc(x, self.val[c], self.comp[c]),
                 T_AVG => self.mean[c].add(x),
-                T_MIN => {
-                    if first || self.val[c] > x || self.val[c].is_nan() {
-                        self.val[c] = x
-                    }
-                }
-                T_MAX => {
-                    if first || self.val[c] < x || self.val[c].is_nan() {
-                        self.val[c] = x
-                    }
-                }
+                T_MIN if first || self.val[c] > x || self.val[c].is_nan() => self.val[c] = x,
+                T_MAX if first || self.val[c] < x || self.val[c].is_nan() => self.val[c] = x,
                 _ => {}
             }
         }
@@ -1211,8 +1203,7 @@ impl<'a> Evaluator<'a> {
             return Ok(Some((v, false)));
         }
         if name == "double_exponential_smoothing" || name == "holt_winters" {
-            for i in 0..n {
-                let (sf, tf) = (params[0][i], params[1][i]);
+            for (&sf, &tf) in params[0].iter().zip(&params[1]).take(n) {
                 if !(sf > 0.0 && sf < 1.0) {
                     return exec(format!(
                         "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf}"
@@ -1514,7 +1505,9 @@ impl<'a> Evaluator<'a> {
                     }
                     return exec("Parameter value is NaN");
                 }
-                if op != T_LIMIT_RATIO && (k >= 9.223372036854776e18 || k < -9.223372036854776e18) {
+                if op != T_LIMIT_RATIO
+                    && !(-9.223372036854776e18..9.223372036854776e18).contains(&k)
+                {
                     return exec(format!("Scalar value {} overflows int64", k));
                 }
             }
@@ -1692,16 +1685,8 @@ impl<'a> Evaluator<'a> {
                 match op {
                     T_SUM => (g.v, g.c) = f::kahan_inc(x, g.v, g.c),
                     T_AVG => g.m.add(x),
-                    T_MIN => {
-                        if first || g.v > x || g.v.is_nan() {
-                            g.v = x
-                        }
-                    }
-                    T_MAX => {
-                        if first || g.v < x || g.v.is_nan() {
-                            g.v = x
-                        }
-                    }
+                    T_MIN if first || g.v > x || g.v.is_nan() => g.v = x,
+                    T_MAX if first || g.v < x || g.v.is_nan() => g.v = x,
                     T_STDDEV | T_STDVAR => {
                         let delta = x - g.mean;
                         g.mean += delta / g.n;

@@ -311,13 +311,13 @@ pub fn bucket_quantile(q: f64, buckets: &mut Vec<Bucket>) -> f64 {
     *buckets = out;
     // ensure monotonicity, ignoring tiny deltas
     let mut prev = buckets[0].count;
-    for i in 1..buckets.len() {
-        let curr = buckets[i].count;
+    for b in buckets.iter_mut().skip(1) {
+        let curr = b.count;
         if curr == prev {
             continue;
         }
         if almost_equal(prev, curr, 1e-12) || curr < prev {
-            buckets[i].count = prev;
+            b.count = prev;
             continue;
         }
         prev = curr;

@@ -357,7 +357,8 @@ fn compare_rows(
                 .join("; ")
         ));
     }
-    let gm: HashMap<&Labels, (usize, &Vec<(i64, f64)>)> = got
+    type Slots<'a> = (usize, &'a Vec<(i64, f64)>);
+    let gm: HashMap<&Labels, Slots<'_>> = got
         .iter()
         .enumerate()
         .map(|(i, g)| (&g.0, (i, &g.1)))

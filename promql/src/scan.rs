@@ -193,10 +193,8 @@ pub(crate) fn precheck(q: &str, max_depth: usize) -> Result<(), QueryError> {
                 ops.push(0);
                 depth += 1;
             }
-            Kind::Close(_) => {
-                if open.pop().is_some() {
-                    depth -= 1 + ops.pop().unwrap_or(0);
-                }
+            Kind::Close(_) if open.pop().is_some() => {
+                depth -= 1 + ops.pop().unwrap_or(0);
             }
             Kind::Comma => {
                 let top = ops.last_mut().expect("top level");
@@ -243,7 +241,9 @@ pub(crate) fn precheck(q: &str, max_depth: usize) -> Result<(), QueryError> {
 fn duration_in_range(ds: &str) -> bool {
     const MAX_NS: u128 = i64::MAX as u128;
     if let Ok(secs) = ds.parse::<f64>() {
-        return !(secs * 1e9 > MAX_NS as f64) && !secs.is_nan();
+        // NaN compares false both ways: refuse it explicitly
+        return !secs.is_nan()
+            && (secs * 1e9).partial_cmp(&(MAX_NS as f64)) != Some(std::cmp::Ordering::Greater);
     }
     let b = ds.as_bytes();
     let mut total: u128 = 0;

@@ -1225,6 +1225,8 @@ mod tests {
 
     #[test]
     fn values_format_like_prometheus() {
+        // the exact tie as written, not its nearest shorter literal
+        #[allow(clippy::excessive_precision)]
         let cases = [
             (1.0, "1"),
             (0.1, "0.1"),

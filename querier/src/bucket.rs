@@ -434,6 +434,7 @@ impl BucketReader {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn block_series(
         &self,
         tenant: &str,

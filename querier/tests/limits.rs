@@ -212,7 +212,7 @@ async fn deep_queries_are_refused_and_the_limit_is_answered() {
         max_depth: 10,
         ..Default::default()
     });
-    let (s, v) = a.instant(&vec!["1"; 12].join("+")).await;
+    let (s, v) = a.instant(&["1"; 12].join("+")).await;
     assert_bad_data(
         s,
         &v,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use strata_objstore::Bucket;
-use strata_tsdb::meta::{BlockMeta, ThanosMeta};
+use strata_tsdb::meta::BlockMeta;
 use ulid::Ulid;
 
 use crate::{Error, Result};
@@ -109,7 +109,7 @@ impl Shipper {
         let _ = std::fs::remove_dir_all(&dst);
         link_tree(&src, &dst, true)?;
         let mut m = meta.clone();
-        let mut th = m.thanos.take().unwrap_or_else(ThanosMeta::default);
+        let mut th = m.thanos.take().unwrap_or_default();
         th.labels = self.external_labels.clone();
         th.source = "sidecar".into();
         m.thanos = Some(th);
@@ -149,10 +149,10 @@ fn link_tree(src: &Path, dst: &Path, skip_meta: bool) -> Result<()> {
         let to = dst.join(e.file_name());
         if e.file_type().map_err(|e| io(&from, e))?.is_dir() {
             link_tree(&from, &to, false)?;
-        } else if !(skip_meta && e.file_name() == "meta.json") {
-            if std::fs::hard_link(&from, &to).is_err() {
-                std::fs::copy(&from, &to).map_err(|e| io(&from, e))?;
-            }
+        } else if !(skip_meta && e.file_name() == "meta.json")
+            && std::fs::hard_link(&from, &to).is_err()
+        {
+            std::fs::copy(&from, &to).map_err(|e| io(&from, e))?;
         }
     }
     Ok(())

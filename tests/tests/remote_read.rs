@@ -118,7 +118,8 @@ fn prometheus_reads_strata_through_remote_read() {
         resp.0
     );
     let mut buf = &resp.1[..];
-    let mut got: Vec<(Vec<(String, String)>, Vec<(i64, f64)>)> = Vec::new();
+    type Series = (Vec<(String, String)>, Vec<(i64, f64)>);
+    let mut got: Vec<Series> = Vec::new();
     while !buf.is_empty() {
         let (mut len, mut i) = (0usize, 0usize);
         loop {
