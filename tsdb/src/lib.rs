@@ -29,6 +29,7 @@ pub mod meta;
 pub mod openmetrics;
 pub mod postings;
 pub mod tombstones;
+pub mod varint;
 pub mod wal;
 
 pub use error::{Error, Result};
