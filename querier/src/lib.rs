@@ -93,6 +93,15 @@ pub struct QuerierConfig {
     /// Cluster members (gRPC `host:port`) to ask for the ring; every healthy ingester
     /// on it is read [`--ingester.ring.peers`, `--cluster.peers`].
     pub ring_peers: Vec<String>,
+    /// Samples a `SAMPLES` remote-read answer may hold over all of its queries; 0: no
+    /// limit [`--storage.remote.read-sample-limit`].
+    pub remote_read_sample_limit: usize,
+    /// Remote-read requests served at once, more wait; 0: no limit
+    /// [`--storage.remote.read-concurrent-limit`].
+    pub remote_read_concurrent_limit: usize,
+    /// Largest message of a streamed remote-read frame
+    /// [`--storage.remote.read-max-bytes-in-frame`].
+    pub remote_read_max_bytes_in_frame: usize,
 }
 
 impl Default for QuerierConfig {
@@ -116,6 +125,10 @@ impl Default for QuerierConfig {
             block_listing_ttl: Duration::from_secs(10),
             local_stores: Vec::new(),
             ring_peers: Vec::new(),
+            // Prometheus's defaults.
+            remote_read_sample_limit: 50_000_000,
+            remote_read_concurrent_limit: 10,
+            remote_read_max_bytes_in_frame: 1 << 20,
         }
     }
 }
@@ -134,6 +147,9 @@ pub struct Querier {
     pub(crate) config: QuerierConfig,
     pub(crate) sources: Arc<Sources>,
     pub(crate) limiter: tokio::sync::Semaphore,
+    /// `--storage.remote.read-concurrent-limit` (`None`: no limit); shared with the
+    /// producer of a streamed answer, which holds its slot until the last frame.
+    pub(crate) read_limiter: Option<Arc<tokio::sync::Semaphore>>,
     pub(crate) metrics: metrics::QuerierMetrics,
 }
 
@@ -144,6 +160,11 @@ impl Querier {
         if config.max_concurrent == 0 {
             return Err(Error::Config(
                 "--query.max-concurrent must be at least 1".into(),
+            ));
+        }
+        if config.remote_read_max_bytes_in_frame == 0 {
+            return Err(Error::Config(
+                "--storage.remote.read-max-bytes-in-frame must be at least 1".into(),
             ));
         }
         if config.timeout.is_zero() {
@@ -183,6 +204,11 @@ impl Querier {
         });
         Ok(Arc::new(Querier {
             limiter: tokio::sync::Semaphore::new(config.max_concurrent),
+            read_limiter: (config.remote_read_concurrent_limit > 0).then(|| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    config.remote_read_concurrent_limit,
+                ))
+            }),
             config,
             sources,
             metrics,

@@ -24,6 +24,9 @@ pub struct QuerierMetrics {
     pub in_flight: Gauge,
     /// `strata_querier_queries_waiting`: queries waiting for `--query.max-concurrent`.
     pub waiting: Gauge,
+    /// `strata_querier_remote_reads_waiting`: remote-read requests waiting for
+    /// `--storage.remote.read-concurrent-limit`.
+    pub remote_reads_waiting: Gauge,
 }
 
 impl QuerierMetrics {
@@ -66,6 +69,10 @@ impl QuerierMetrics {
             waiting: reg.gauge(
                 "strata_querier_queries_waiting",
                 "PromQL queries waiting for a slot (--query.max-concurrent).",
+            ),
+            remote_reads_waiting: reg.gauge(
+                "strata_querier_remote_reads_waiting",
+                "Remote-read requests waiting for a slot (--storage.remote.read-concurrent-limit).",
             ),
         }
     }

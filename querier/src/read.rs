@@ -5,26 +5,39 @@
 //! snappy-compressed `ReadResponse`; what Prometheus 2.x asks for) or
 //! `STREAMED_XOR_CHUNKS` (frames of `ChunkedReadResponse` with the samples as XOR
 //! chunks; what Prometheus 3 and Thanos prefer).
+//!
+//! Bounds, with Prometheus's flags: at most `--storage.remote.read-concurrent-limit`
+//! requests are served at once (more wait); a `SAMPLES` answer holds at most
+//! `--storage.remote.read-sample-limit` samples over all of the request's queries; a
+//! streamed answer holds one query's series at a time and is written to the client
+//! frame by frame (at most `--storage.remote.read-max-bytes-in-frame` each) as it is
+//! produced, the producer waiting while the client is slow.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use strata_proto::prometheus::{
-    chunk, read_request::ResponseType, Chunk, ChunkedReadResponse, ChunkedSeries, QueryResult,
-    ReadRequest, ReadResponse, Sample, TimeSeries,
+    chunk, read_request::ResponseType, Chunk, ChunkedReadResponse, ChunkedSeries, Label,
+    QueryResult, ReadRequest, Sample, TimeSeries,
 };
 use strata_proto::Message;
 use strata_tsdb::chunkenc::ChunkCutter;
+use strata_tsdb::matcher::Matcher;
+use strata_tsdb::varint::{put_uvarint, uvarint_len};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::api::{tenant_of, ApiError};
+use crate::fanout::FetchOptions;
 use crate::Querier;
 
 /// Largest decompressed request accepted (Prometheus's own limit on the read path).
 const MAX_REQUEST_BYTES: usize = 32 << 20;
+/// Frames produced ahead of the client: the producer waits when these are unread.
+const FRAMES_AHEAD: usize = 2;
 
 fn text(status: u16, msg: impl Into<String>) -> ApiError {
     ApiError {
@@ -36,6 +49,11 @@ fn text(status: u16, msg: impl Into<String>) -> ApiError {
         status,
         message: msg.into(),
     }
+}
+
+/// Prometheus's answer (and status) past `--storage.remote.read-sample-limit`.
+fn over_sample_limit(limit: usize) -> ApiError {
+    text(400, format!("exceeded sample limit ({limit})"))
 }
 
 pub(crate) async fn remote_read(
@@ -57,6 +75,8 @@ pub(crate) async fn remote_read(
             .into_response()
     })
 }
+
+type Queries = Vec<(Vec<Matcher>, i64, i64)>;
 
 async fn read_inner(
     q: &Arc<Querier>,
@@ -88,50 +108,78 @@ async fn read_inner(
         queries.push((ms, query.start_timestamp_ms, query.end_timestamp_ms));
     }
     let opts = q.default_fetch_options(&tenant);
-    let limit = q.config.max_samples;
-    let results = q
-        .blocking(move |q, h| -> Result<Vec<QueryResult>, ApiError> {
-            let mut results = Vec::with_capacity(queries.len());
+    let slot = read_slot(q).await;
+    if streamed {
+        streamed_answer(q, opts, queries, slot).await
+    } else {
+        samples_answer(q, opts, queries, slot).await
+    }
+}
+
+/// A `--storage.remote.read-concurrent-limit` slot (`None`: no limit), counted in
+/// `strata_querier_remote_reads_waiting` while waited for.
+async fn read_slot(q: &Querier) -> Option<OwnedSemaphorePermit> {
+    let sem = q.read_limiter.clone()?;
+    if let Ok(p) = sem.clone().try_acquire_owned() {
+        return Some(p);
+    }
+    struct Waiting<'a>(&'a Querier);
+    impl Drop for Waiting<'_> {
+        // Also when the client goes away while waiting (the future is dropped).
+        fn drop(&mut self) {
+            self.0.metrics.remote_reads_waiting.dec();
+        }
+    }
+    q.metrics.remote_reads_waiting.inc();
+    let _waiting = Waiting(q);
+    // The semaphore is never closed.
+    sem.acquire_owned().await.ok()
+}
+
+/// `SAMPLES`: one snappy-compressed `ReadResponse`. Each query's result is encoded as
+/// soon as it is fetched, and the samples are counted over the whole request, so at
+/// most one query's series and the limit's worth of encoded samples are in memory.
+async fn samples_answer(
+    q: &Arc<Querier>,
+    opts: FetchOptions,
+    queries: Queries,
+    slot: Option<OwnedSemaphorePermit>,
+) -> Result<Response, ApiError> {
+    let limit = q.config.remote_read_sample_limit;
+    let compressed = q
+        .blocking(move |q, h| -> Result<Vec<u8>, ApiError> {
+            let _slot = slot;
+            let mut encoded = Vec::new();
             let mut total = 0usize;
             for (ms, mint, maxt) in &queries {
                 let f = h
                     .block_on(q.sources.fetch(&opts, ms, *mint, *maxt, None, false))
                     .map_err(|e| text(422, e.0))?;
-                let mut timeseries = Vec::with_capacity(f.series.len());
-                for (labels, samples) in f.series {
-                    total += samples.len();
-                    if total > limit {
-                        return Err(text(400, format!("exceeded sample limit ({limit})")));
-                    }
-                    timeseries.push(TimeSeries {
-                        labels: strata_store::labels_to_proto(&labels),
-                        samples: samples
-                            .into_iter()
-                            .map(|(timestamp, value)| Sample { value, timestamp })
-                            .collect(),
-                        ..Default::default()
-                    });
+                total += f.series.iter().map(|(_, s)| s.len()).sum::<usize>();
+                if limit > 0 && total > limit {
+                    return Err(over_sample_limit(limit));
                 }
-                results.push(QueryResult { timeseries });
+                let result = QueryResult {
+                    timeseries: f
+                        .series
+                        .into_iter()
+                        .map(|(labels, samples)| TimeSeries {
+                            labels: strata_store::labels_to_proto(&labels),
+                            samples: samples
+                                .into_iter()
+                                .map(|(timestamp, value)| Sample { value, timestamp })
+                                .collect(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                };
+                append_query_result(&mut encoded, &result);
             }
-            Ok(results)
+            snap::raw::Encoder::new()
+                .compress_vec(&encoded)
+                .map_err(|e| text(500, format!("snappy: {e}")))
         })
         .await??;
-    if streamed {
-        return Ok((
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse",
-            )],
-            chunked_frames(results),
-        )
-            .into_response());
-    }
-    let encoded = ReadResponse { results }.encode_to_vec();
-    let compressed = snap::raw::Encoder::new()
-        .compress_vec(&encoded)
-        .map_err(|e| text(500, format!("snappy: {e}")))?;
     Ok((
         StatusCode::OK,
         [
@@ -143,59 +191,237 @@ async fn read_inner(
         .into_response())
 }
 
-/// Frames of a `STREAMED_XOR_CHUNKS` answer: per query, its series in label order with
-/// their samples cut into XOR chunks as a TSDB cuts them, about 1 MiB of chunks a
-/// frame (a series is never split), each frame `uvarint length | CRC32C (big-endian) |
-/// ChunkedReadResponse`.
-fn chunked_frames(results: Vec<QueryResult>) -> Vec<u8> {
-    const FRAME_BYTES: usize = 1 << 20;
-    let mut out = Vec::new();
-    let frame = |query_index: i64, series: Vec<ChunkedSeries>, out: &mut Vec<u8>| {
-        if series.is_empty() {
-            return;
+/// Appends `result` to an encoded `ReadResponse` as its next `results` (field 1): the
+/// bytes `ReadResponse { results }.encode_to_vec()` gives, one query at a time.
+fn append_query_result(out: &mut Vec<u8>, result: &QueryResult) {
+    const RESULTS_TAG: u8 = (1 << 3) | 2; // field 1, length-delimited
+    out.push(RESULTS_TAG);
+    result
+        .encode_length_delimited(out)
+        .expect("a Vec grows as needed");
+}
+
+/// `STREAMED_XOR_CHUNKS`: a producer on a blocking thread fetches one query at a time
+/// and sends its frames through a channel of [`FRAMES_AHEAD`] frames that the HTTP body
+/// reads, so it waits for a slow client and stops when the client goes away. A failure
+/// before the first frame is an error answer; after it, the body is cut short (the
+/// status is sent) and the client sees a broken stream.
+async fn streamed_answer(
+    q: &Arc<Querier>,
+    opts: FetchOptions,
+    queries: Queries,
+    slot: Option<OwnedSemaphorePermit>,
+) -> Result<Response, ApiError> {
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, ApiError>>(FRAMES_AHEAD);
+    let max_bytes = q.config.remote_read_max_bytes_in_frame;
+    let producer_q = q.clone();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let q = producer_q;
+        for (qi, (ms, mint, maxt)) in queries.iter().enumerate() {
+            let f = match handle.block_on(q.sources.fetch(&opts, ms, *mint, *maxt, None, false)) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(text(422, e.0)));
+                    return;
+                }
+            };
+            let mut send = |frame: Vec<u8>| tx.blocking_send(Ok(frame.into())).is_ok();
+            for (labels, samples) in f.series {
+                let labels = strata_store::labels_to_proto(&labels);
+                if !series_frames(qi as i64, labels, &samples, max_bytes, &mut send) {
+                    return; // the client went away
+                }
+            }
         }
-        let msg = ChunkedReadResponse {
-            chunked_series: series,
-            query_index,
-        }
-        .encode_to_vec();
-        let mut len = msg.len() as u64;
-        while len >= 0x80 {
-            out.push((len as u8) | 0x80);
-            len >>= 7;
-        }
-        out.push(len as u8);
-        out.extend_from_slice(&crc32c::crc32c(&msg).to_be_bytes());
-        out.extend_from_slice(&msg);
+    });
+    let first = match rx.recv().await {
+        Some(Err(e)) => return Err(e),
+        first => first,
     };
-    for (qi, r) in results.into_iter().enumerate() {
-        let (mut pending, mut bytes) = (Vec::new(), 0usize);
-        for ts in r.timeseries {
-            let mut cutter = ChunkCutter::new(2 * 3_600_000);
-            for s in &ts.samples {
-                cutter.append(s.timestamp, s.value);
+    let frames = futures::stream::unfold((first, rx), |(pending, mut rx)| async move {
+        let item = match pending {
+            Some(item) => item,
+            None => rx.recv().await?,
+        };
+        let item = item.map_err(|e| {
+            tracing::warn!(error = %e.message, "remote read: stream cut short");
+            std::io::Error::other(e.message)
+        });
+        Some((item, (None, rx)))
+    });
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse",
+        )],
+        Body::from_stream(frames),
+    )
+        .into_response())
+}
+
+/// The frames of one series, as Prometheus writes them: one series per frame (its
+/// remote-read client reads only a frame's first series), its samples cut into XOR
+/// chunks as a TSDB cuts them, a series longer than a frame split over several frames
+/// that repeat its labels. A frame's message is at most `max_bytes` unless one chunk
+/// and the labels alone are larger. Each frame is `uvarint length | CRC32C
+/// (big-endian) | ChunkedReadResponse`, handed to `send`; false when `send` is (the
+/// client is gone). A series without samples gives no frame.
+fn series_frames(
+    query_index: i64,
+    labels: Vec<Label>,
+    samples: &[(i64, f64)],
+    max_bytes: usize,
+    send: &mut impl FnMut(Vec<u8>) -> bool,
+) -> bool {
+    if samples.is_empty() {
+        return true;
+    }
+    let mut cutter = ChunkCutter::new(2 * 3_600_000);
+    for &(t, v) in samples {
+        cutter.append(t, v);
+    }
+    // Sizes of the message's fields, to fill a frame without encoding it twice.
+    let field = |len: usize| 1 + uvarint_len(len as u64) + len;
+    let index_len = if query_index == 0 {
+        0
+    } else {
+        1 + uvarint_len(query_index as u64)
+    };
+    let labels_len: usize = labels.iter().map(|l| field(l.encoded_len())).sum();
+    let (mut chunks, mut series_len) = (Vec::new(), labels_len);
+    for c in cutter.finish() {
+        let chunk = Chunk {
+            min_time_ms: c.min_time,
+            max_time_ms: c.max_time,
+            r#type: chunk::Encoding::Xor as i32,
+            data: c.data.into(),
+        };
+        let add = field(chunk.encoded_len());
+        if !chunks.is_empty() && index_len + field(series_len + add) > max_bytes {
+            let full = std::mem::take(&mut chunks);
+            if !send(frame(query_index, labels.clone(), full)) {
+                return false;
             }
-            let chunks: Vec<Chunk> = cutter
-                .finish()
-                .into_iter()
-                .map(|c| Chunk {
-                    min_time_ms: c.min_time,
-                    max_time_ms: c.max_time,
-                    r#type: chunk::Encoding::Xor as i32,
-                    data: c.data.into(),
-                })
-                .collect();
-            bytes += chunks.iter().map(|c| c.data.len()).sum::<usize>();
-            pending.push(ChunkedSeries {
-                labels: ts.labels,
-                chunks,
-            });
-            if bytes >= FRAME_BYTES {
-                frame(qi as i64, std::mem::take(&mut pending), &mut out);
-                bytes = 0;
+            series_len = labels_len;
+        }
+        series_len += add;
+        chunks.push(chunk);
+    }
+    send(frame(query_index, labels, chunks))
+}
+
+fn frame(query_index: i64, labels: Vec<Label>, chunks: Vec<Chunk>) -> Vec<u8> {
+    let msg = ChunkedReadResponse {
+        chunked_series: vec![ChunkedSeries { labels, chunks }],
+        query_index,
+    }
+    .encode_to_vec();
+    let mut out = Vec::with_capacity(msg.len() + 14);
+    put_uvarint(&mut out, msg.len() as u64);
+    out.extend_from_slice(&crc32c::crc32c(&msg).to_be_bytes());
+    out.extend_from_slice(&msg);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_proto::prometheus::ReadResponse;
+
+    #[test]
+    fn results_appended_one_by_one_are_a_read_response() {
+        let results = vec![
+            QueryResult {
+                timeseries: vec![TimeSeries {
+                    labels: vec![Label {
+                        name: "__name__".into(),
+                        value: "up".into(),
+                    }],
+                    samples: vec![Sample {
+                        value: 1.0,
+                        timestamp: 5,
+                    }],
+                    ..Default::default()
+                }],
+            },
+            QueryResult::default(),
+        ];
+        let mut out = Vec::new();
+        for r in &results {
+            append_query_result(&mut out, r);
+        }
+        assert_eq!(out, ReadResponse { results }.encode_to_vec());
+    }
+
+    /// Frames hold one series each, stay within the byte limit, and decode back to the
+    /// series' samples in order; their length prefix and CRC are right.
+    #[test]
+    fn long_series_are_split_within_the_frame_limit() {
+        let labels = vec![
+            Label {
+                name: "__name__".into(),
+                value: "x".repeat(100),
+            },
+            Label {
+                name: "job".into(),
+                value: "a".into(),
+            },
+        ];
+        let samples: Vec<(i64, f64)> = (0..5_000)
+            .map(|i| (i * 15_000, (i as f64 * 1.37).sin()))
+            .collect();
+        for (max_bytes, query_index) in [(1_000, 0), (4_096, 3), (1 << 20, 1), (10, 0)] {
+            let mut frames = Vec::new();
+            assert!(series_frames(
+                query_index,
+                labels.clone(),
+                &samples,
+                max_bytes,
+                &mut |f| {
+                    frames.push(f);
+                    true
+                }
+            ));
+            let mut got = Vec::new();
+            for f in &frames {
+                let (len, n) = strata_tsdb::varint::uvarint(f).unwrap();
+                let msg = &f[n + 4..];
+                assert_eq!(msg.len() as u64, len);
+                assert_eq!(crc32c::crc32c(msg).to_be_bytes(), f[n..n + 4]);
+                let r = ChunkedReadResponse::decode(msg).unwrap();
+                assert_eq!(r.query_index, query_index);
+                assert_eq!(r.chunked_series.len(), 1);
+                let s = &r.chunked_series[0];
+                assert_eq!(s.labels, labels);
+                // Over the limit only as a single chunk that cannot be split further.
+                assert!(msg.len() <= max_bytes || s.chunks.len() == 1, "{max_bytes}");
+                for c in &s.chunks {
+                    got.extend(strata_tsdb::chunkenc::XorIter::new(&c.data));
+                }
+            }
+            assert_eq!(got, samples, "{max_bytes}");
+            if max_bytes == 1 << 20 {
+                assert_eq!(frames.len(), 1);
+            } else {
+                assert!(frames.len() > 5, "{max_bytes}: {}", frames.len());
             }
         }
-        frame(qi as i64, pending, &mut out);
+        // No samples, no frame; a gone client stops the series.
+        assert!(series_frames(
+            0,
+            labels.clone(),
+            &[],
+            1000,
+            &mut |_| unreachable!()
+        ));
+        let mut sent = 0;
+        assert!(!series_frames(0, labels, &samples, 1000, &mut |_| {
+            sent += 1;
+            false
+        }));
+        assert_eq!(sent, 1);
     }
-    out
 }

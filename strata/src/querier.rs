@@ -115,6 +115,39 @@ pub struct QuerierArgs {
     /// Maximum time to wait for one store's answer; 0 = the query timeout.
     #[arg(long = "store.response-timeout", value_name = "DURATION", default_value = "0ms", value_parser = parse_duration_ms)]
     pub store_response_timeout_ms: i64,
+    /// Maximum number of samples a remote-read answer of the SAMPLES type may hold, over
+    /// all of its queries; 0 = no limit. Streamed answers are not limited: they hold
+    /// one query at a time.
+    #[arg(long = "storage.remote.read-sample-limit", value_name = "N", default_value = "5e7", value_parser = parse_count)]
+    pub remote_read_sample_limit: usize,
+    /// Maximum number of remote-read requests served at once; more wait. 0 = no limit.
+    #[arg(
+        long = "storage.remote.read-concurrent-limit",
+        value_name = "N",
+        default_value_t = 10
+    )]
+    pub remote_read_concurrent_limit: usize,
+    /// Maximum number of bytes in one frame of a streamed remote-read answer (before
+    /// its length and checksum); a longer series is split over frames.
+    #[arg(
+        long = "storage.remote.read-max-bytes-in-frame",
+        value_name = "BYTES",
+        default_value_t = 1_048_576,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub remote_read_max_bytes_in_frame: u64,
+}
+
+/// A count as Prometheus's flags take it: an integer, or a whole number in float
+/// notation (`5e7`, the default Prometheus documents).
+fn parse_count(s: &str) -> Result<usize, String> {
+    if let Ok(n) = s.parse::<usize>() {
+        return Ok(n);
+    }
+    match s.parse::<f64>() {
+        Ok(f) if f >= 0.0 && f.fract() == 0.0 && f < usize::MAX as f64 => Ok(f as usize),
+        _ => Err(format!("{s:?} is not a non-negative whole number")),
+    }
 }
 
 impl QuerierArgs {
@@ -141,6 +174,9 @@ impl QuerierArgs {
             auto_downsampling: self.auto_downsampling,
             store_timeout: (self.store_response_timeout_ms > 0)
                 .then(|| ms(self.store_response_timeout_ms)),
+            remote_read_sample_limit: self.remote_read_sample_limit,
+            remote_read_concurrent_limit: self.remote_read_concurrent_limit,
+            remote_read_max_bytes_in_frame: self.remote_read_max_bytes_in_frame as usize,
             ..QuerierConfig::default()
         })
     }
@@ -231,4 +267,19 @@ pub fn run_querier(cmd: QuerierCmd) -> anyhow::Result<ExitCode> {
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_count;
+
+    #[test]
+    fn counts_take_prometheus_float_notation() {
+        assert_eq!(parse_count("5e7"), Ok(50_000_000));
+        assert_eq!(parse_count("0"), Ok(0));
+        assert_eq!(parse_count("1000"), Ok(1000));
+        for bad in ["-1", "1.5", "x", "NaN", "inf", ""] {
+            assert!(parse_count(bad).is_err(), "{bad}");
+        }
+    }
 }
