@@ -33,7 +33,7 @@ use clap::{Args, ValueEnum};
 use strata_kit::metrics::Registry;
 use strata_kit::shutdown::Shutdown;
 use strata_objstore::Bucket;
-use strata_tsdb::wal::{FsyncPolicy, WalOptions};
+use strata_tsdb::wal::{FsyncPolicy, WalCompression, WalOptions};
 
 pub use metrics::IngesterMetrics;
 use tenant::{Tenant, TenantDb};
@@ -80,6 +80,18 @@ pub enum WalFsync {
     Never,
 }
 
+/// How WAL records are compressed (Prometheus 2.51's `--storage.tsdb.wal-compression-type`).
+/// Replay reads every setting, so it can be changed across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WalCompressionType {
+    /// zstd (level 1): the fewest bytes per sample.
+    Zstd,
+    /// snappy: Prometheus's default.
+    Snappy,
+    /// Uncompressed.
+    None,
+}
+
 /// Ingester flags (Thanos/Mimir names).
 #[derive(Debug, Clone, Args)]
 pub struct IngesterArgs {
@@ -103,6 +115,15 @@ pub struct IngesterArgs {
     /// Maximum size of a WAL segment file.
     #[arg(long = "tsdb.wal-segment-size", default_value_t = 128 << 20)]
     pub wal_segment_size: u64,
+    /// Compression of WAL records and checkpoints. A WAL written with any setting is
+    /// replayed under any other.
+    #[arg(
+        long = "tsdb.wal-compression-type",
+        visible_alias = "storage.tsdb.wal-compression-type",
+        value_enum,
+        default_value_t = WalCompressionType::Zstd
+    )]
+    pub wal_compression: WalCompressionType,
     /// How often the head is checked for blocks to cut and local blocks are shipped.
     #[arg(long = "tsdb.ship-interval", default_value = "30s", value_parser = strata_kit::parse_duration_ms)]
     pub ship_interval_ms: i64,
@@ -129,6 +150,11 @@ impl IngesterArgs {
             fsync: match self.wal_fsync {
                 WalFsync::Always => FsyncPolicy::Always,
                 WalFsync::Never => FsyncPolicy::Never,
+            },
+            compression: match self.wal_compression {
+                WalCompressionType::Zstd => WalCompression::Zstd,
+                WalCompressionType::Snappy => WalCompression::Snappy,
+                WalCompressionType::None => WalCompression::None,
             },
         }
     }

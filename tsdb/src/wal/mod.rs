@@ -35,9 +35,12 @@
 //! <dir>/checkpoint.NNNNNNNN.tmp/    a checkpoint being written; ignored, removed on open
 //! ```
 //!
-//! Record framing: `[version u8 = 1][kind u8][len u32 LE][crc32c(kind ++ payload) u32 LE]
-//! [payload]`; payload encodings are documented in `wal/record.rs` (see [`Record`]). Only one [`Wal`] may have a directory open at a time
-//! (not enforced by a lock).
+//! Record framing: `[version u8][kind u8][len u32 LE][crc32c(kind ++ stored payload) u32 LE]
+//! [stored payload]`, version 1 uncompressed, 2 snappy, 3 zstd ([`WalCompression`]
+//! picks what is written; replay reads every version in any mix, so the setting can
+//! change between restarts). Payload encodings are documented in `wal/record.rs` (see
+//! [`Record`]). Only one [`Wal`] may have a directory open at a time (not enforced by a
+//! lock).
 
 mod record;
 mod replay;
@@ -49,12 +52,15 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use record::{DecodeError, Record, RecordKind, RecordOwned, FRAME_VERSION, HEADER_LEN};
+pub use record::{
+    DecodeError, Record, RecordKind, RecordOwned, FRAME_VERSION, FRAME_VERSION_SNAPPY,
+    FRAME_VERSION_ZSTD, HEADER_LEN, ZSTD_LEVEL,
+};
 pub use replay::{replay, ReplayStats};
 
 use crate::error::{Error, Result};
 use crate::labels::Interner;
-use record::frame_into;
+use record::FrameEncoder;
 
 /// Default maximum segment size, as in Prometheus.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 128 << 20;
@@ -71,12 +77,27 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// How record payloads are written (segments and checkpoints). Reading does not depend
+/// on it: every frame says how it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WalCompression {
+    /// Frame version 1.
+    None,
+    /// Frame version 2: snappy (Prometheus's default WAL compression).
+    Snappy,
+    /// Frame version 3: zstd at [`ZSTD_LEVEL`]. The default: the fewest bytes per
+    /// sample at a CPU cost close to snappy's (BENCHMARKS.md, "WAL compression").
+    #[default]
+    Zstd,
+}
+
 /// Options for [`Wal::open`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalOptions {
     /// A new segment is cut when the next record would make the current one larger.
     pub segment_size: u64,
     pub fsync: FsyncPolicy,
+    pub compression: WalCompression,
 }
 
 impl Default for WalOptions {
@@ -84,6 +105,7 @@ impl Default for WalOptions {
         WalOptions {
             segment_size: DEFAULT_SEGMENT_SIZE,
             fsync: FsyncPolicy::Always,
+            compression: WalCompression::default(),
         }
     }
 }
@@ -117,6 +139,8 @@ pub struct Wal {
     seg_offset: u64,
     /// Scratch buffer: framed records waiting for one `write` call.
     buf: Vec<u8>,
+    /// Frames (and compresses) records into `buf` and checkpoints.
+    encoder: FrameEncoder,
     /// Bytes were written to the current segment since its last fsync.
     unsynced: bool,
     /// Set after an I/O failure that leaves the on-disk state unknown.
@@ -189,9 +213,11 @@ impl Wal {
             }
         };
         let size = dir_size(&dir)?;
+        let encoder = FrameEncoder::new(opts.compression)?;
         Ok(Wal {
             dir,
             opts,
+            encoder,
             file,
             seg_path,
             seg_index,
@@ -254,7 +280,7 @@ impl Wal {
         self.buf.clear();
         for rec in recs {
             let start = self.buf.len();
-            frame_into(&mut self.buf, rec)?;
+            self.encoder.frame_into(&mut self.buf, rec)?;
             let end = self.buf.len() as u64;
             if self.seg_offset + end > self.opts.segment_size && self.seg_offset + start as u64 > 0
             {
@@ -385,7 +411,7 @@ impl Wal {
         let mut frame = Vec::new();
         for rec in records {
             frame.clear();
-            frame_into(&mut frame, &rec)?;
+            self.encoder.frame_into(&mut frame, &rec)?;
             if offset > 0 && offset + frame.len() as u64 > self.opts.segment_size {
                 self.finish_checkpoint_file(w, &path)?;
                 index += 1;

@@ -4,7 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use super::record::{record_crc, Header, FRAME_VERSION, HEADER_LEN};
+use super::record::{known_version, record_crc, FrameDecoder, Header, HEADER_LEN};
 use super::{list_dir, RecordKind, RecordOwned};
 use crate::error::{Error, Result};
 use crate::labels::Interner;
@@ -22,7 +22,7 @@ pub struct ReplayStats {
     pub truncated: Option<(PathBuf, u64)>,
     /// Records of a frame version this code does not know, skipped.
     pub skipped_unknown_version: u64,
-    /// Version-1 records of a kind this code does not know, skipped.
+    /// Records of a known version but a kind this code does not know, skipped.
     pub skipped_unknown_kind: u64,
     /// WAL segments read (not counting the checkpoint's).
     pub segments: u64,
@@ -53,6 +53,7 @@ pub fn replay(
     let mut r = Reader {
         interner,
         payload: Vec::new(),
+        decoder: FrameDecoder::new(),
         stats: &mut stats,
     };
 
@@ -122,6 +123,7 @@ fn file_len(p: &Path) -> Result<u64> {
 struct Reader<'i, 's> {
     interner: &'i mut Interner,
     payload: Vec<u8>,
+    decoder: FrameDecoder,
     stats: &'s mut ReplayStats,
 }
 
@@ -181,7 +183,7 @@ impl Reader<'_, '_> {
             }
             let rec_off = off;
             off += HEADER_LEN as u64 + u64::from(h.len);
-            if h.version != FRAME_VERSION {
+            if !known_version(h.version) {
                 self.stats.skipped_unknown_version += 1;
                 continue;
             }
@@ -189,7 +191,11 @@ impl Reader<'_, '_> {
                 self.stats.skipped_unknown_kind += 1;
                 continue;
             };
-            let rec = RecordOwned::decode(kind, &self.payload, self.interner)
+            // every version may appear in any mix: each frame says how it is stored
+            let rec = self
+                .decoder
+                .payload(h.version, &self.payload)
+                .and_then(|p| RecordOwned::decode(kind, p, self.interner))
                 .map_err(|e| Error::corrupt(path, rec_off, e.0))?;
             self.stats.records += 1;
             match &rec {

@@ -9,10 +9,17 @@ use crate::labels::Labels;
 
 const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
+/// Uncompressed, so tests can predict frame bytes; the compression tests use
+/// [`opts_c`].
 fn opts(segment_size: u64, fsync: FsyncPolicy) -> WalOptions {
+    opts_c(segment_size, fsync, WalCompression::None)
+}
+
+fn opts_c(segment_size: u64, fsync: FsyncPolicy, compression: WalCompression) -> WalOptions {
     WalOptions {
         segment_size,
         fsync,
+        compression,
     }
 }
 
@@ -469,7 +476,7 @@ fn unknown_version_and_kind_are_skipped_and_counted() {
     let dir = tmp.path();
     let recs = workload(4);
     let (p, mut bytes, _) = single_segment(dir, &recs[..2]);
-    bytes.extend(raw_frame(2, 1, b"a record from the future"));
+    bytes.extend(raw_frame(9, 1, b"a record from the future"));
     bytes.extend(raw_frame(FRAME_VERSION, 99, b"a kind from the future"));
     bytes.extend(raw_frame(200, 0, b""));
     bytes.extend(frame_owned(&recs[2]));
@@ -832,5 +839,303 @@ proptest! {
         rec.encode(&mut buf);
         let got = RecordOwned::decode(RecordKind::Series, &buf, &mut Interner::new()).unwrap();
         prop_assert_eq!(got, rec);
+    }
+}
+
+// ---- compression ----------------------------------------------------------------------
+
+const ALL_COMPRESSIONS: [WalCompression; 3] = [
+    WalCompression::None,
+    WalCompression::Snappy,
+    WalCompression::Zstd,
+];
+
+/// The version byte and offset of every frame in a segment file.
+fn frame_versions(p: &Path) -> Vec<(u64, u8)> {
+    let b = fs::read(p).unwrap();
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while off + HEADER_LEN <= b.len() {
+        let len = u32::from_le_bytes(b[off + 2..off + 6].try_into().unwrap()) as usize;
+        out.push((off as u64, b[off]));
+        off += HEADER_LEN + len;
+    }
+    out
+}
+
+fn all_versions(dir: &Path) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (_, p) in list_dir(dir).unwrap().segments {
+        v.extend(frame_versions(&p).into_iter().map(|(_, v)| v));
+    }
+    v
+}
+
+/// What remote write of one scrape looks like: consecutive refs, one timestamp, counter
+/// values that grow slowly.
+fn scrape_rec(scrape: i64, series: u64) -> RecordOwned {
+    RecordOwned::Samples(
+        (0..series)
+            .map(|r| {
+                (
+                    r,
+                    1_700_000_000_000 + scrape * 15_000,
+                    (r * 1000 + scrape as u64 * (r % 7)) as f64,
+                )
+            })
+            .collect(),
+    )
+}
+
+fn version_of(c: WalCompression) -> u8 {
+    match c {
+        WalCompression::None => FRAME_VERSION,
+        WalCompression::Snappy => FRAME_VERSION_SNAPPY,
+        WalCompression::Zstd => FRAME_VERSION_ZSTD,
+    }
+}
+
+#[test]
+fn every_compression_round_trips_segments_and_checkpoints() {
+    for c in ALL_COMPRESSIONS {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let mut recs = workload(150);
+        recs.extend((0..20).map(|i| scrape_rec(i, 300)));
+        let mut wal = Wal::open(dir, opts_c(8192, FsyncPolicy::Never, c)).unwrap();
+        for r in &recs[..100] {
+            log_owned(&mut wal, r);
+        }
+        // the checkpoint carries the first 100 records, written under the same setting
+        checkpoint_owned(&mut wal, &recs[..100]);
+        for r in &recs[100..] {
+            log_owned(&mut wal, r);
+        }
+        assert!(wal.current_segment() >= 2, "{c:?}");
+        drop(wal);
+
+        let (got, stats) = replay_all(dir).unwrap();
+        assert_eq!(norms(&got), norms(&recs), "{c:?}");
+        assert_eq!(stats.truncated, None);
+        assert_eq!(stats.skipped_unknown_version, 0);
+        let l = list_dir(dir).unwrap();
+        let mut versions = all_versions(dir);
+        versions.extend(all_versions(&l.checkpoints.last().unwrap().1));
+        // every frame is either compressed with the setting or stored plain because
+        // compressing did not shrink it; the scrapes always shrink
+        assert!(
+            versions
+                .iter()
+                .all(|v| *v == version_of(c) || *v == FRAME_VERSION),
+            "{c:?}: {versions:?}"
+        );
+        assert!(versions.contains(&version_of(c)), "{c:?}: {versions:?}");
+    }
+}
+
+#[test]
+fn mixed_compression_across_restarts_replays_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut all = Vec::new();
+    let order = [
+        WalCompression::Zstd,
+        WalCompression::None,
+        WalCompression::Snappy,
+        WalCompression::Zstd,
+        WalCompression::Snappy,
+        WalCompression::None,
+    ];
+    for (i, c) in order.into_iter().enumerate() {
+        // each restart replays what the earlier settings wrote, then writes its own
+        let (got, stats) = replay_all(dir).unwrap();
+        assert_eq!(norms(&got), norms(&all), "restart {i} ({c:?})");
+        assert_eq!(stats.truncated, None);
+        let mut wal = Wal::open(dir, opts_c(4096, FsyncPolicy::Never, c)).unwrap();
+        let mut recs = workload(20 + i as u64);
+        recs.extend((0..5).map(|s| scrape_rec(s + 10 * i as i64, 100)));
+        for r in &recs {
+            log_owned(&mut wal, r);
+        }
+        all.extend(recs);
+        if i == 2 {
+            // a checkpoint under snappy of everything so far; segments after it mix on
+            checkpoint_owned(&mut wal, &all);
+        }
+    }
+    let (got, _) = replay_all(dir).unwrap();
+    assert_eq!(norms(&got), norms(&all));
+    let l = list_dir(dir).unwrap();
+    assert_eq!(l.checkpoints.len(), 1);
+    assert!(all_versions(&l.checkpoints[0].1).contains(&FRAME_VERSION_SNAPPY));
+    let versions = all_versions(dir);
+    for v in [FRAME_VERSION, FRAME_VERSION_SNAPPY, FRAME_VERSION_ZSTD] {
+        assert!(versions.contains(&v), "version {v} missing: {versions:?}");
+    }
+}
+
+#[test]
+fn compression_shrinks_the_wal() {
+    let mut sizes = Vec::new();
+    for c in ALL_COMPRESSIONS {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(
+            tmp.path(),
+            opts_c(DEFAULT_SEGMENT_SIZE, FsyncPolicy::Never, c),
+        )
+        .unwrap();
+        log_owned(&mut wal, &series_rec(0, 1000));
+        for s in 0..20 {
+            log_owned(&mut wal, &scrape_rec(s, 1000));
+        }
+        assert_eq!(wal.bytes_written(), wal.size());
+        sizes.push(wal.bytes_written());
+    }
+    // 28 bytes per sample uncompressed; repetitive scrapes compress well
+    assert!(sizes[1] < sizes[0], "{sizes:?}");
+    assert!(sizes[2] < sizes[1], "{sizes:?}");
+}
+
+#[test]
+fn a_record_that_does_not_shrink_is_stored_plain() {
+    for c in [WalCompression::Snappy, WalCompression::Zstd] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(tmp.path(), opts_c(1 << 20, FsyncPolicy::Never, c)).unwrap();
+        let empty = RecordOwned::Samples(Vec::new());
+        log_owned(&mut wal, &empty);
+        log_owned(&mut wal, &scrape_rec(0, 200));
+        drop(wal);
+        assert_eq!(
+            all_versions(tmp.path()),
+            vec![FRAME_VERSION, version_of(c)],
+            "{c:?}"
+        );
+        let (got, _) = replay_all(tmp.path()).unwrap();
+        assert_eq!(norms(&got), norms(&[empty, scrape_rec(0, 200)]));
+    }
+}
+
+#[test]
+fn torn_compressed_tail_at_every_offset_is_truncated() {
+    for c in [WalCompression::Snappy, WalCompression::Zstd] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let recs: Vec<RecordOwned> = (0..4).map(|s| scrape_rec(s, 50)).collect();
+        let mut wal = Wal::open(dir, opts_c(1 << 20, FsyncPolicy::Never, c)).unwrap();
+        for r in &recs[..3] {
+            log_owned(&mut wal, r);
+        }
+        let last_start = wal.bytes_written();
+        log_owned(&mut wal, &recs[3]);
+        drop(wal);
+        let p = seg(dir, 0);
+        let bytes = fs::read(&p).unwrap();
+        assert_eq!(bytes[last_start as usize], version_of(c));
+        for cut in last_start + 1..bytes.len() as u64 {
+            fs::write(&p, &bytes[..cut as usize]).unwrap();
+            let (got, stats) = replay_all(dir).unwrap();
+            assert_eq!(norms(&got), norms(&recs[..3]), "{c:?} cut at {cut}");
+            assert_eq!(stats.truncated, Some((p.clone(), last_start)));
+        }
+    }
+}
+
+#[test]
+fn corrupt_compressed_frame_is_caught_by_the_crc() {
+    for c in [WalCompression::Snappy, WalCompression::Zstd] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let recs: Vec<RecordOwned> = (0..40).map(|s| scrape_rec(s, 50)).collect();
+        let mut wal = Wal::open(dir, opts_c(1024, FsyncPolicy::Never, c)).unwrap();
+        for r in &recs {
+            log_owned(&mut wal, r);
+        }
+        assert!(wal.current_segment() >= 2, "{c:?}");
+        drop(wal);
+
+        // damage inside an older segment's second (compressed) frame: an error naming it
+        let p0 = seg(dir, 0);
+        let orig = fs::read(&p0).unwrap();
+        let frames = frame_versions(&p0);
+        let (off, v) = frames[1];
+        assert_eq!(v, version_of(c));
+        let mut b = orig.clone();
+        b[off as usize + HEADER_LEN + 3] ^= 0x04;
+        fs::write(&p0, &b).unwrap();
+        match replay_all(dir) {
+            Err(Error::Corrupt {
+                file,
+                offset,
+                reason,
+            }) => {
+                assert_eq!((file, offset), (p0.clone(), off), "{c:?}");
+                assert!(reason.contains("checksum"), "{reason}");
+            }
+            other => panic!("{c:?}: want Corrupt, got {other:?}"),
+        }
+        fs::write(&p0, &orig).unwrap();
+
+        // the same damage in the last segment's last frame: a torn tail, cut off
+        let (_, last) = list_dir(dir).unwrap().segments.last().unwrap().clone();
+        let frames = frame_versions(&last);
+        let (off, _) = *frames.last().unwrap();
+        let mut b = fs::read(&last).unwrap();
+        let n = b.len();
+        b[n - 2] ^= 0x80;
+        fs::write(&last, &b).unwrap();
+        let (got, stats) = replay_all(dir).unwrap();
+        assert_eq!(stats.truncated, Some((last.clone(), off)), "{c:?}");
+        assert_eq!(norms(&got), norms(&recs[..recs.len() - 1]), "{c:?}");
+    }
+}
+
+#[test]
+fn checksummed_compressed_payload_that_does_not_decompress_is_corrupt() {
+    for v in [FRAME_VERSION_SNAPPY, FRAME_VERSION_ZSTD] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let (p, mut b, _) = single_segment(dir, &workload(3));
+        let off = b.len() as u64;
+        // a valid zstd magic with a broken frame, and a snappy length over its input
+        let junk: &[u8] = if v == FRAME_VERSION_ZSTD {
+            &[0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x10, 0xff, 0xff, 0xff]
+        } else {
+            &[0x80, 0x80, 0x04, 0x00]
+        };
+        b.extend(raw_frame(v, RecordKind::Samples as u8, junk));
+        fs::write(&p, &b).unwrap();
+        match replay_all(dir) {
+            Err(Error::Corrupt { file, offset, .. }) => assert_eq!((file, offset), (p, off)),
+            other => panic!("version {v}: want Corrupt, got {other:?}"),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn random_checksummed_compressed_payloads_never_panic(
+        version in 1u8..=3,
+        kind in 1u8..3,
+        payload in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(seg(tmp.path(), 0), raw_frame(version, kind, &payload)).unwrap();
+        replay_is_ok_or_corrupt(tmp.path())?;
+    }
+
+    #[test]
+    fn compressed_frames_round_trip(
+        c in prop_oneof![Just(WalCompression::Snappy), Just(WalCompression::Zstd)],
+        entries in proptest::collection::vec((0u64..50, any::<i64>(), any::<u64>()), 0..200),
+    ) {
+        let e: Vec<(u64, i64, f64)> = entries.iter().map(|&(r, t, v)| (r, t, f64::from_bits(v))).collect();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(tmp.path(), opts_c(1 << 20, FsyncPolicy::Never, c)).unwrap();
+        wal.log(&Record::Samples { entries: &e }).unwrap();
+        drop(wal);
+        let (got, _) = replay_all(tmp.path()).unwrap();
+        prop_assert_eq!(norms(&got), norms(&[RecordOwned::Samples(e)]));
     }
 }
