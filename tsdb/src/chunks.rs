@@ -39,8 +39,7 @@ pub const SEGMENT_HEADER_SIZE: u64 = 8;
 /// whether a chunk still fits into the current segment.
 const MAX_CHUNK_LEN_FIELD_SIZE: u64 = 5;
 const CRC_SIZE: u64 = 4;
-/// Longest uvarint (64-bit).
-const MAX_VARINT_LEN: usize = 10;
+use crate::varint::MAX_LEN as MAX_VARINT_LEN;
 
 const WRITE_BUFFER_SIZE: usize = 8 * 1024 * 1024;
 
@@ -409,22 +408,10 @@ fn short_header(path: &Path, len: u64) -> Error {
     )
 }
 
-/// Go's `binary.Uvarint`: the value and the number of bytes read, `None` if truncated or
-/// overflowing.
+/// Go's `binary.Uvarint` (the shared one), `None` if truncated or overflowing.
+#[inline]
 fn uvarint(b: &[u8]) -> Option<(u64, usize)> {
-    let mut x = 0u64;
-    let mut s = 0u32;
-    for (i, &byte) in b.iter().enumerate().take(MAX_VARINT_LEN) {
-        if byte < 0x80 {
-            if i == 9 && byte > 1 {
-                return None;
-            }
-            return Some((x | (byte as u64) << s, i + 1));
-        }
-        x |= ((byte & 0x7f) as u64) << s;
-        s += 7;
-    }
-    None
+    crate::varint::uvarint(b).ok()
 }
 
 #[cfg(test)]

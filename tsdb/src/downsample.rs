@@ -82,23 +82,12 @@ impl AggrType {
     ];
 }
 
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
+use crate::varint::put_uvarint;
 
+/// Go's `binary.Uvarint` (the shared one; it also refuses an 11th byte and 64-bit
+/// overflow, which this reader accepted before), `None` if invalid.
 fn uvarint(b: &[u8]) -> Option<(u64, usize)> {
-    let mut v = 0u64;
-    for (i, &byte) in b.iter().enumerate().take(10) {
-        v |= u64::from(byte & 0x7f) << (7 * i);
-        if byte < 0x80 {
-            return Some((v, i + 1));
-        }
-    }
-    None
+    crate::varint::uvarint(b).ok()
 }
 
 /// Encode an aggregate chunk's data from its five sub-chunks (Thanos's

@@ -76,21 +76,10 @@ pub struct Toc {
 // ---------------------------------------------------------------------------------------
 // Encoding helpers (Go's encoding/binary varints).
 
-pub(crate) fn put_uvarint(b: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        b.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    b.push(v as u8);
-}
-
-pub(crate) fn put_varint(b: &mut Vec<u8>, v: i64) {
-    put_uvarint(b, ((v << 1) ^ (v >> 63)) as u64);
-}
+pub(crate) use crate::varint::{put_uvarint, put_varint};
 
 fn put_uvarint_str(b: &mut Vec<u8>, s: &str) {
-    put_uvarint(b, s.len() as u64);
-    b.extend_from_slice(s.as_bytes());
+    crate::varint::put_uvarint_bytes(b, s.as_bytes());
 }
 
 /// A bounds-checked decoder over a byte slice whose first byte sits at `base` in `file`.
@@ -150,29 +139,20 @@ impl<'a> Dec<'a> {
         Ok(u64::from_be_bytes(b.try_into().expect("8 bytes")))
     }
 
+    #[inline]
     pub(crate) fn uvarint(&mut self) -> Result<u64> {
-        let mut x: u64 = 0;
-        let mut s = 0u32;
-        for i in 0..10 {
-            let Some(&b) = self.b.get(self.pos + i) else {
-                return Err(self.err("truncated varint"));
-            };
-            if b < 0x80 {
-                if i == 9 && b > 1 {
-                    return Err(self.err("varint overflows 64 bits"));
-                }
-                self.pos += i + 1;
-                return Ok(x | (u64::from(b) << s));
+        match crate::varint::uvarint(self.b.get(self.pos..).unwrap_or_default()) {
+            Ok((v, n)) => {
+                self.pos += n;
+                Ok(v)
             }
-            x |= u64::from(b & 0x7f) << s;
-            s += 7;
+            Err(e) => Err(self.err(e.to_string())),
         }
-        Err(self.err("varint overflows 64 bits"))
     }
 
+    #[inline]
     pub(crate) fn varint(&mut self) -> Result<i64> {
-        let ux = self.uvarint()?;
-        Ok(((ux >> 1) as i64) ^ -((ux & 1) as i64))
+        Ok(crate::varint::unzigzag(self.uvarint()?))
     }
 
     pub(crate) fn uvarint32(&mut self) -> Result<u32> {
