@@ -122,9 +122,30 @@ pub trait LocalStore: Send + Sync + std::fmt::Debug {
     fn external_labels(&self) -> Vec<(String, String)>;
 }
 
+/// Compression of Store API calls to endpoints [`--grpc-compression`]: requests are
+/// sent with it and responses asked for with it (a server without it answers plain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GrpcCompression {
+    #[default]
+    None,
+    Zstd,
+    Gzip,
+}
+
+impl GrpcCompression {
+    fn encoding(self) -> Option<tonic::codec::CompressionEncoding> {
+        match self {
+            GrpcCompression::None => None,
+            GrpcCompression::Zstd => Some(tonic::codec::CompressionEncoding::Zstd),
+            GrpcCompression::Gzip => Some(tonic::codec::CompressionEncoding::Gzip),
+        }
+    }
+}
+
 /// One Store API endpoint, connected on first use.
 pub struct Endpoint {
     addr: String,
+    compression: GrpcCompression,
     client: OnceLock<Result<StoreClient<Channel>, String>>,
     /// External labels from `Info` and when they were fetched.
     ext: Mutex<Option<(Instant, ExternalLabels)>>,
@@ -144,10 +165,17 @@ impl Endpoint {
     pub fn new(addr: impl Into<String>) -> Self {
         Endpoint {
             addr: addr.into(),
+            compression: GrpcCompression::None,
             client: OnceLock::new(),
             ext: Mutex::new(None),
             local: None,
         }
+    }
+
+    /// Compress calls to the endpoint with `c` (before the first call).
+    pub fn with_compression(mut self, c: GrpcCompression) -> Self {
+        self.compression = c;
+        self
     }
 
     /// Read series from `local` instead of calling the endpoint.
@@ -173,9 +201,15 @@ impl Endpoint {
                     .map_err(|e| format!("invalid address: {e}"))?
                     .connect_timeout(connect_timeout)
                     .connect_lazy();
-                Ok(StoreClient::new(ch)
+                let mut c = StoreClient::new(ch)
                     .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE))
+                    .max_encoding_message_size(MAX_MESSAGE);
+                if let Some(enc) = self.compression.encoding() {
+                    // responses (the bulk of a Series call) come compressed only when
+                    // asked for; the limits above apply to the decompressed message
+                    c = c.send_compressed(enc).accept_compressed(enc);
+                }
+                Ok(c)
             })
             .clone()
     }

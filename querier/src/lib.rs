@@ -52,6 +52,9 @@ pub struct QuerierConfig {
     pub endpoints: Vec<String>,
     /// The bucket to read blocks from [`--objstore.config-file`]; `None`: endpoints only.
     pub bucket: Option<Bucket>,
+    /// Compression of Store API calls to endpoints and ring members
+    /// [`--grpc-compression`].
+    pub grpc_compression: fanout::GrpcCompression,
     /// Labels that tell HA replicas apart [`--query.replica-label`].
     pub replica_labels: Vec<String>,
     /// Wall-clock limit per query [`--query.timeout`].
@@ -109,6 +112,7 @@ impl Default for QuerierConfig {
         QuerierConfig {
             endpoints: Vec::new(),
             bucket: None,
+            grpc_compression: fanout::GrpcCompression::None,
             replica_labels: Vec::new(),
             timeout: Duration::from_secs(120),
             max_samples: 50_000_000,
@@ -188,15 +192,16 @@ impl Querier {
                 .endpoints
                 .iter()
                 .map(|a| {
-                    let mut e = Endpoint::new(a.clone());
+                    let mut e = Endpoint::new(a.clone()).with_compression(config.grpc_compression);
                     if let Some((_, l)) = config.local_stores.iter().find(|(addr, _)| addr == a) {
                         e = e.with_local(l.clone());
                     }
                     Arc::new(e)
                 })
                 .collect(),
-            ring: (!config.ring_peers.is_empty())
-                .then(|| ring::RingEndpoints::new(config.ring_peers.clone())),
+            ring: (!config.ring_peers.is_empty()).then(|| {
+                ring::RingEndpoints::new(config.ring_peers.clone(), config.grpc_compression)
+            }),
             bucket: config.bucket.clone().map(|b| {
                 bucket::BucketReader::new(b, config.index_cache_bytes, config.block_listing_ttl)
             }),

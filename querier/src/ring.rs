@@ -19,6 +19,7 @@ use crate::fanout::Endpoint;
 #[derive(Debug)]
 pub struct RingEndpoints {
     peers: Vec<String>,
+    compression: crate::fanout::GrpcCompression,
     state: RwLock<State>,
 }
 
@@ -33,9 +34,10 @@ struct State {
 }
 
 impl RingEndpoints {
-    pub fn new(peers: Vec<String>) -> Arc<Self> {
+    pub fn new(peers: Vec<String>, compression: crate::fanout::GrpcCompression) -> Arc<Self> {
         Arc::new(RingEndpoints {
             peers,
+            compression,
             state: RwLock::new(State::default()),
         })
     }
@@ -95,7 +97,9 @@ impl RingEndpoints {
             let ep = g
                 .known
                 .entry(m.addr.clone())
-                .or_insert_with(|| Arc::new(Endpoint::new(m.addr.clone())))
+                .or_insert_with(|| {
+                    Arc::new(Endpoint::new(m.addr.clone()).with_compression(self.compression))
+                })
                 .clone();
             endpoints.push(ep);
         }

@@ -193,7 +193,9 @@ fn serve(
             tonic::transport::Server::builder()
                 .initial_stream_window_size(Some(8 << 20))
                 .initial_connection_window_size(Some(32 << 20))
-                .add_service(StoreService::new(ing.clone()).into_server())
+                .add_service(crate::compressed_store_server(
+                    StoreService::new(ing.clone()).into_server(),
+                ))
                 .add_service(PushService::new(ing.clone()).into_server())
                 .add_service(node.service())
                 .serve_with_incoming_shutdown(

@@ -99,6 +99,19 @@ fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
+/// A Store API server that accepts zstd- and gzip-compressed requests and answers
+/// compressed when the client asks (`grpc-accept-encoding`, e.g. a querier with
+/// `--grpc-compression`); other clients get plain answers, as before.
+pub(crate) fn compressed_store_server<T: strata_proto::store::store_server::Store>(
+    s: strata_proto::store::store_server::StoreServer<T>,
+) -> strata_proto::store::store_server::StoreServer<T> {
+    use tonic::codec::CompressionEncoding::{Gzip, Zstd};
+    s.accept_compressed(Zstd)
+        .accept_compressed(Gzip)
+        .send_compressed(Zstd)
+        .send_compressed(Gzip)
+}
+
 /// Accepted gRPC connections with Nagle off: Series answers go out in several frames,
 /// and Nagle plus delayed ACKs would add ~40 ms to each.
 pub(crate) fn nodelay(

@@ -5,13 +5,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{ArgAction, Args};
+use clap::{ArgAction, Args, ValueEnum};
 use strata_kit::http::{instrument, router, Readiness, Server, ServerState};
 use strata_kit::metrics::Registry;
 use strata_kit::parse_duration_ms;
 use strata_kit::shutdown::Shutdown;
 use strata_kit::HttpArgs;
 use strata_objstore::Bucket;
+use strata_querier::fanout::GrpcCompression;
 use strata_querier::{Querier, QuerierConfig};
 
 /// `strata querier`: Thanos's flag names and default port.
@@ -43,6 +44,14 @@ pub struct QuerierCmd {
     querier: QuerierArgs,
 }
 
+/// `--grpc-compression` values (Thanos's flag on its querier's Store API client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GrpcCompressionArg {
+    None,
+    Zstd,
+    Gzip,
+}
+
 /// The query flags, shared by `strata querier` and `strata all`.
 #[derive(Debug, Clone, Args)]
 pub struct QuerierArgs {
@@ -50,6 +59,11 @@ pub struct QuerierArgs {
     /// (repeatable).
     #[arg(long = "query.replica-label", value_name = "NAME")]
     pub replica_labels: Vec<String>,
+    /// Compression of the Store API calls to endpoints and ring members: requests are
+    /// sent compressed and compressed answers asked for. Every Strata Store API server
+    /// accepts and answers zstd and gzip.
+    #[arg(long = "grpc-compression", value_enum, default_value_t = GrpcCompressionArg::None)]
+    pub grpc_compression: GrpcCompressionArg,
     /// Maximum time to process a query.
     #[arg(long = "query.timeout", value_name = "DURATION", default_value = "2m", value_parser = parse_duration_ms)]
     pub timeout_ms: i64,
@@ -161,6 +175,11 @@ impl QuerierArgs {
         Ok(QuerierConfig {
             endpoints,
             bucket,
+            grpc_compression: match self.grpc_compression {
+                GrpcCompressionArg::None => GrpcCompression::None,
+                GrpcCompressionArg::Zstd => GrpcCompression::Zstd,
+                GrpcCompressionArg::Gzip => GrpcCompression::Gzip,
+            },
             replica_labels: self.replica_labels.clone(),
             timeout: ms(self.timeout_ms),
             max_samples: self.max_samples,
@@ -225,10 +244,10 @@ pub fn run_querier(cmd: QuerierCmd) -> anyhow::Result<ExitCode> {
                 let sd = shutdown.clone();
                 Some(tokio::spawn(
                     tonic::transport::Server::builder()
-                        .add_service(
+                        .add_service(crate::compressed_store_server(
                             strata_querier::storeapi::QuerierStore::new(querier.clone())
                                 .into_server(),
-                        )
+                        ))
                         .serve_with_incoming_shutdown(crate::nodelay(listener), sd.wait_owned()),
                 ))
             }

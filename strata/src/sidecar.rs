@@ -75,7 +75,9 @@ pub fn run_sidecar(cmd: SidecarCmd) -> anyhow::Result<ExitCode> {
         };
         let grpc = tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(StoreService::new(sc.clone()).into_server())
+                .add_service(crate::compressed_store_server(
+                    StoreService::new(sc.clone()).into_server(),
+                ))
                 .serve_with_incoming_shutdown(
                     crate::nodelay(grpc_listener),
                     shutdown.clone().wait_owned(),
