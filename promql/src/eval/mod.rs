@@ -1,0 +1,448 @@
+//! Step-vectorised evaluator. Every node is evaluated once over all steps of its
+//! context: selectors fetch their data once and slide over it, operators and
+//! aggregations then work step by step on the children's per-step vectors.
+//!
+//! This module owns the evaluator's state, the per-step types and the dispatch over
+//! expression kinds; each kind lives in its own file: `selectors` (storage reads,
+//! instant and range selectors, subqueries), `range_functions` (`rate`, `*_over_time`,
+//! …), `aggregate` (aggregations and their streaming cells), `binary` (operators and
+//! vector matching) and `calls` (every other function).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use promql_parser::parser::{AtModifier, Expr, Offset};
+use strata_tsdb::labels::{Labels, METRIC_NAME};
+
+use crate::{QueryError, Storage};
+
+type Result<T> = std::result::Result<T, QueryError>;
+
+mod aggregate;
+mod binary;
+mod calls;
+mod range_functions;
+mod selectors;
+
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+pub fn is_stale(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+fn exec<T>(msg: impl Into<String>) -> Result<T> {
+    Err(QueryError::Execution(msg.into()))
+}
+
+/// The steps a node is evaluated at.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+}
+
+impl Ctx {
+    pub fn n(&self) -> usize {
+        if self.end < self.start {
+            0
+        } else {
+            ((self.end - self.start) / self.step + 1) as usize
+        }
+    }
+    pub fn ts(&self, i: usize) -> i64 {
+        self.start + i as i64 * self.step
+    }
+}
+
+/// One series of an instant vector evaluated over steps, or of a raw range.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub labels: Labels,
+    /// Delayed `__name__` removal: drop the name when the result is returned.
+    pub drop_name: bool,
+    pub pts: Vec<(i64, f64)>,
+}
+
+#[derive(Debug)]
+pub enum Val {
+    Scalar(Vec<f64>),
+    Str(String),
+    Vector(Vec<Series>),
+    /// A range vector (only as the root of an instant query); points are raw samples.
+    Matrix(Vec<Series>),
+}
+
+/// Per-step data of a range-vector argument.
+struct RangeData {
+    series: Vec<Series>,
+    /// Per series of a selector: its downsampled resolution (ms, 0 raw); empty for
+    /// subqueries (all raw).
+    res: Vec<i64>,
+    range: i64,
+    /// Reference (window end) time per step of the context.
+    refs: Vec<i64>,
+}
+
+fn window(pts: &[(i64, f64)], end: i64, range: i64) -> &[(i64, f64)] {
+    let lo = pts.partition_point(|p| p.0 <= end.saturating_sub(range));
+    let hi = pts.partition_point(|p| p.0 <= end);
+    &pts[lo..hi.max(lo)]
+}
+
+/// [`window`] for steps in time order: each bound gallops forward from where the last
+/// step left it, so a step costs O(log of the points it moves past), not O(log of the
+/// series). Steps that go back in time start over.
+#[derive(Default)]
+struct Windows {
+    lo: usize,
+    hi: usize,
+    last_end: i64,
+}
+
+impl Windows {
+    fn next<'a>(&mut self, pts: &'a [(i64, f64)], end: i64, range: i64) -> &'a [(i64, f64)] {
+        if end < self.last_end || self.hi > pts.len() {
+            self.lo = 0;
+            self.hi = 0;
+        }
+        self.last_end = end;
+        let start = end.saturating_sub(range);
+        self.lo = gallop(pts, self.lo, |t| t <= start);
+        self.hi = gallop(pts, self.hi.max(self.lo), |t| t <= end);
+        &pts[self.lo..self.hi]
+    }
+}
+
+/// The first index at or after `from` whose timestamp fails `before` (`before` holds
+/// for a prefix of `pts`, and for every index below `from`).
+#[inline]
+fn gallop(pts: &[(i64, f64)], from: usize, before: impl Fn(i64) -> bool) -> usize {
+    let mut lo = from;
+    let mut step = 1;
+    while lo + step <= pts.len() && before(pts[lo + step - 1].0) {
+        lo += step;
+        step *= 2;
+    }
+    let hi = (lo + step).min(pts.len());
+    lo + pts[lo..hi].partition_point(|p| before(p.0))
+}
+
+/// Builds output series keyed by label set.
+#[derive(Default)]
+struct Out {
+    idx: HashMap<Labels, usize>,
+    series: Vec<Series>,
+}
+
+impl Out {
+    fn slot(&mut self, labels: Labels, drop_name: bool) -> usize {
+        if let Some(&i) = self.idx.get(&labels) {
+            if drop_name {
+                self.series[i].drop_name = true;
+            }
+            return i;
+        }
+        let i = self.series.len();
+        self.idx.insert(labels.clone(), i);
+        self.series.push(Series {
+            labels,
+            drop_name,
+            pts: Vec::new(),
+        });
+        i
+    }
+    fn push_at(&mut self, i: usize, t: i64, v: f64) -> Result<()> {
+        let s = &mut self.series[i];
+        if let Some(last) = s.pts.last() {
+            if last.0 == t {
+                return exec("vector cannot contain metrics with the same labelset");
+            }
+        }
+        s.pts.push((t, v));
+        Ok(())
+    }
+    fn push(&mut self, labels: Labels, drop_name: bool, t: i64, v: f64) -> Result<()> {
+        let i = self.slot(labels, drop_name);
+        self.push_at(i, t, v)
+    }
+    fn finish(self) -> Vec<Series> {
+        self.series
+            .into_iter()
+            .filter(|s| !s.pts.is_empty())
+            .collect()
+    }
+}
+
+/// When evaluation must stop: at the deadline (`--query.timeout`) or as soon as the
+/// caller raises the cancel flag (client gone, request timed out). Checked every few
+/// iterations of the hot loops: one relaxed load, one clock read.
+#[derive(Clone, Copy)]
+pub struct Stop<'a> {
+    pub deadline: Instant,
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+impl Stop<'_> {
+    #[inline]
+    pub fn check(&self) -> Result<()> {
+        if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(QueryError::Canceled("query execution"));
+        }
+        if Instant::now() > self.deadline {
+            return Err(QueryError::Timeout("query execution"));
+        }
+        Ok(())
+    }
+}
+
+/// Calls `f(step, t, samples)` with the samples `(series index, value)` present at
+/// each step.
+fn for_each_step(
+    stop: Stop<'_>,
+    series: &[Series],
+    ctx: Ctx,
+    mut func: impl FnMut(usize, i64, &[(usize, f64)]) -> Result<()>,
+) -> Result<()> {
+    let mut cur = vec![0usize; series.len()];
+    let mut buf = Vec::new();
+    for i in 0..ctx.n() {
+        if i % 64 == 63 {
+            stop.check()?;
+        }
+        let t = ctx.ts(i);
+        buf.clear();
+        for (si, s) in series.iter().enumerate() {
+            let c = &mut cur[si];
+            while *c < s.pts.len() && s.pts[*c].0 < t {
+                *c += 1;
+            }
+            if *c < s.pts.len() && s.pts[*c].0 == t {
+                buf.push((si, s.pts[*c].1));
+                *c += 1;
+            }
+        }
+        func(i, t, &buf)?;
+    }
+    Ok(())
+}
+
+/// Ascending (or descending with `desc`) with NaNs last either way: the order of
+/// `sort`/`sort_desc` and of `bottomk`/`topk`.
+fn cmp_nan_last(x: f64, y: f64, desc: bool) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (x.is_nan(), y.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        _ if desc => y.partial_cmp(&x).unwrap_or(Ordering::Equal),
+        _ => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+    }
+}
+
+pub fn drop_name_labels(l: &Labels) -> Labels {
+    l.without(&[METRIC_NAME])
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+    }
+}
+
+fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+fn unwrap_parens(mut e: &Expr) -> &Expr {
+    while let Expr::Paren(p) = e {
+        e = &p.expr;
+    }
+    e
+}
+
+pub struct Evaluator<'a> {
+    pub storage: &'a dyn Storage,
+    pub lookback: i64,
+    pub max_samples: usize,
+    pub stop: Stop<'a>,
+    pub query_start: i64,
+    pub query_end: i64,
+    /// Step of the query in ms (0 for instant queries), for `step()`.
+    pub query_step: i64,
+    pub default_sub_step: i64,
+    pub ticks: u32,
+    /// Prometheus's `totalQueryableSamples`: samples read per step (a vector selector's
+    /// point, each sample of a range selector's window at each step).
+    pub queryable: u64,
+    /// Prometheus's `peakSamples`: the most samples held at a check.
+    pub peak: std::cell::Cell<usize>,
+}
+
+impl<'a> Evaluator<'a> {
+    fn check_time(&mut self) -> Result<()> {
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks % 16 == 1 {
+            self.stop.check()?;
+        }
+        Ok(())
+    }
+
+    fn check_samples(&self, n: usize) -> Result<()> {
+        if n > self.peak.get() {
+            self.peak.set(n);
+        }
+        if n > self.max_samples {
+            return Err(QueryError::TooManySamples);
+        }
+        Ok(())
+    }
+
+    fn check_series(&self, s: &[Series]) -> Result<()> {
+        self.check_samples(s.iter().map(|s| s.pts.len()).sum())
+    }
+
+    fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+        match at {
+            None => None,
+            Some(AtModifier::Start) => Some(self.query_start),
+            Some(AtModifier::End) => Some(self.query_end),
+            Some(AtModifier::At(t)) => Some(system_time_ms(t)),
+        }
+    }
+
+    fn refs(&self, ctx: Ctx, at: &Option<AtModifier>, offset: &Option<Offset>) -> Vec<i64> {
+        let at = self.at_ms(at);
+        let off = offset_ms(offset);
+        (0..ctx.n())
+            .map(|i| at.unwrap_or(ctx.ts(i)).saturating_sub(off))
+            .collect()
+    }
+
+    pub fn eval(&mut self, e: &Expr, ctx: Ctx) -> Result<Val> {
+        self.check_time()?;
+        match e {
+            Expr::Paren(p) => self.eval(&p.expr, ctx),
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; ctx.n()])),
+            Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
+            Expr::Unary(u) => match self.eval(&u.expr, ctx)? {
+                Val::Scalar(v) => Ok(Val::Scalar(v.into_iter().map(|x| -x).collect())),
+                Val::Vector(mut ss) => {
+                    for s in &mut ss {
+                        s.drop_name = true;
+                        for p in &mut s.pts {
+                            p.1 = -p.1;
+                        }
+                    }
+                    Ok(Val::Vector(ss))
+                }
+                _ => exec("unary expression only allowed on expressions of type scalar or vector"),
+            },
+            Expr::VectorSelector(vs) => Ok(Val::Vector(
+                self.eval_vector_selector(vs, ctx, false, None)?,
+            )),
+            Expr::MatrixSelector(_) | Expr::Subquery(_) => {
+                let rd = self.eval_range(e, ctx, None)?;
+                // only meaningful for instant evaluation: the window at the (single) step
+                let mut out = Vec::new();
+                let mut total = 0;
+                for s in rd.series {
+                    let w = window(&s.pts, rd.refs[0], rd.range);
+                    if !w.is_empty() {
+                        total += w.len();
+                        self.queryable += w.len() as u64;
+                        out.push(Series {
+                            labels: s.labels,
+                            drop_name: s.drop_name,
+                            pts: w.to_vec(),
+                        });
+                    }
+                }
+                self.check_samples(total)?;
+                Ok(Val::Matrix(out))
+            }
+            Expr::Aggregate(a) => self.eval_aggregate(a, ctx),
+            Expr::Binary(b) => self.eval_binary(b, ctx),
+            Expr::Call(c) => self.eval_call(c, ctx),
+            Expr::Extension(_) => exec("extension expressions are not supported"),
+        }
+    }
+
+    fn eval_vector(&mut self, e: &Expr, ctx: Ctx) -> Result<Vec<Series>> {
+        match self.eval(e, ctx)? {
+            Val::Vector(v) => Ok(v),
+            _ => exec("expected instant vector"),
+        }
+    }
+
+    fn eval_scalar(&mut self, e: &Expr, ctx: Ctx) -> Result<Vec<f64>> {
+        match self.eval(e, ctx)? {
+            Val::Scalar(v) => Ok(v),
+            _ => exec("expected scalar"),
+        }
+    }
+
+    fn eval_string(&mut self, e: &Expr, ctx: Ctx) -> Result<String> {
+        match self.eval(e, ctx)? {
+            Val::Str(s) => Ok(s),
+            _ => exec("expected string"),
+        }
+    }
+}
+
+fn valid_label_name(s: &str) -> bool {
+    // Prometheus 3.x accepts any valid UTF-8 non-empty label name
+    !s.is_empty() && !s.contains('\u{fffd}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The galloping cursor returns exactly what the two binary searches return, for
+    /// steps forward (dense and sparse data, windows wider and narrower than the step)
+    /// and for steps that go back in time.
+    #[test]
+    fn windows_cursor_matches_binary_search() {
+        let mut seed = 7u64;
+        let mut rnd = |m: i64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as i64) % m
+        };
+        for case in 0..200 {
+            let n = rnd(300) as usize;
+            let mut t = rnd(1000);
+            let pts: Vec<(i64, f64)> = (0..n)
+                .map(|_| {
+                    t += 1 + rnd(if case % 2 == 0 { 10 } else { 500 });
+                    (t, 0.0)
+                })
+                .collect();
+            let range = 1 + rnd(3000);
+            let step = 1 + rnd(700);
+            let mut c = Windows::default();
+            let mut end = rnd(2000);
+            for k in 0..100 {
+                // Now and then go back in time (an @ modifier keeps the end fixed).
+                if k % 37 == 36 {
+                    end -= rnd(5000);
+                } else if k % 11 != 10 {
+                    end += step;
+                }
+                assert_eq!(
+                    c.next(&pts, end, range),
+                    window(&pts, end, range),
+                    "case {case} step {k} end {end} range {range}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Functions over a range vector (`rate`, `*_over_time`, …), evaluated per series
+//! over each step's window, optionally straight into an aggregation's cells.
+
+use promql_parser::parser::Expr;
+use strata_tsdb::labels::Labels;
+
+use crate::functions as f;
+use crate::QueryError;
+
+use super::aggregate::CellAgg;
+use super::calls::absent_labels;
+use super::{exec, unwrap_parens, window, Ctx, Evaluator, Result, Series, Val, Windows};
+
+impl Evaluator<'_> {
+    /// Functions over a range vector; `None` when `name` is not one.
+    pub(super) fn eval_range_function(
+        &mut self,
+        name: &str,
+        args: &[&Expr],
+        ctx: Ctx,
+    ) -> Result<Option<Val>> {
+        Ok(self
+            .eval_range_function_into(name, args, ctx, None)?
+            .map(|(v, _)| v))
+    }
+
+    /// [`Self::eval_range_function`]; with `agg`, each series' result goes into it
+    /// instead of the returned vector when the groups fit (the `bool`: they did).
+    pub(super) fn eval_range_function_into(
+        &mut self,
+        name: &str,
+        args: &[&Expr],
+        ctx: Ctx,
+        mut agg: Option<&mut CellAgg<'_>>,
+    ) -> Result<Option<(Val, bool)>> {
+        let range_idx = match name {
+            "quantile_over_time" => 1,
+            "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "deriv"
+            | "predict_linear"
+            | "changes"
+            | "resets"
+            | "avg_over_time"
+            | "sum_over_time"
+            | "count_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "last_over_time"
+            | "first_over_time"
+            | "present_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+            | "mad_over_time"
+            | "absent_over_time"
+            | "double_exponential_smoothing"
+            | "holt_winters"
+            | "ts_of_first_over_time"
+            | "ts_of_last_over_time"
+            | "ts_of_min_over_time"
+            | "ts_of_max_over_time" => 0,
+            _ => return Ok(None),
+        };
+        let mut params: Vec<Vec<f64>> = Vec::new();
+        for (i, a) in args.iter().enumerate() {
+            if i != range_idx {
+                params.push(self.eval_scalar(a, ctx)?);
+            }
+        }
+        let rd = self.eval_range(args[range_idx], ctx, Some(name))?;
+        let n = ctx.n();
+        if name == "absent_over_time" {
+            let mut pts = Vec::new();
+            for i in 0..n {
+                let any = rd
+                    .series
+                    .iter()
+                    .any(|s| !window(&s.pts, rd.refs[i], rd.range).is_empty());
+                if !any {
+                    pts.push((ctx.ts(i), 1.0));
+                }
+            }
+            let labels = match unwrap_parens(args[0]) {
+                Expr::MatrixSelector(ms) => absent_labels(&Expr::VectorSelector(ms.vs.clone())),
+                _ => Labels::new(),
+            };
+            let v = Val::Vector(if pts.is_empty() {
+                vec![]
+            } else {
+                vec![Series {
+                    labels,
+                    drop_name: false,
+                    pts,
+                }]
+            });
+            return Ok(Some((v, false)));
+        }
+        if name == "double_exponential_smoothing" || name == "holt_winters" {
+            for (&sf, &tf) in params[0].iter().zip(&params[1]).take(n) {
+                if !(sf > 0.0 && sf < 1.0) {
+                    return exec(format!(
+                        "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf}"
+                    ));
+                }
+                if !(tf > 0.0 && tf < 1.0) {
+                    return exec(format!(
+                        "invalid trend factor. Expected: 0 < tf < 1, got: {tf}"
+                    ));
+                }
+            }
+        }
+        let keep_name = matches!(name, "last_over_time" | "first_over_time");
+        if let Some(acc) = &agg {
+            if !acc.fits(
+                rd.series
+                    .iter()
+                    .map(|s| (&s.labels, s.drop_name || !keep_name)),
+            ) {
+                agg = None;
+            }
+        }
+        let streamed = agg.is_some();
+        let mut out = Vec::with_capacity(if streamed { 0 } else { rd.series.len() });
+        let mut step_load = vec![0usize; n];
+        let mut total = 0usize;
+        let mut buf: Vec<f64> = Vec::new();
+        for (si, s) in rd.series.iter().enumerate() {
+            self.check_time()?;
+            let mut pts = Vec::new();
+            let mut windows = Windows::default();
+            let res = rd.res.get(si).copied().unwrap_or(0);
+            for i in 0..n {
+                if i % 64 == 63 {
+                    self.check_time()?;
+                }
+                let w = windows.next(&s.pts, rd.refs[i], rd.range);
+                if w.is_empty() {
+                    continue;
+                }
+                // The point before the window, for rates over downsampled data.
+                let before = || windows.lo.checked_sub(1).map(|j| s.pts[j]);
+                step_load[i] += w.len();
+                if step_load[i] > self.max_samples {
+                    return Err(QueryError::TooManySamples);
+                }
+                let vals = || w.iter().map(|p| p.1);
+                let r: Option<f64> = match name {
+                    "rate" | "increase" if res > 0 => {
+                        f::downsampled_rate(before(), w, rd.refs[i], rd.range, res, name == "rate")
+                    }
+                    "rate" => f::extrapolated_rate(w, rd.refs[i], rd.range, true, true),
+                    "increase" => f::extrapolated_rate(w, rd.refs[i], rd.range, true, false),
+                    "delta" => f::extrapolated_rate(w, rd.refs[i], rd.range, false, false),
+                    "irate" => f::instant_value(w, true),
+                    "idelta" => f::instant_value(w, false),
+                    "deriv" => (w.len() >= 2).then(|| f::linear_regression(w, w[0].0).0),
+                    "predict_linear" => (w.len() >= 2).then(|| {
+                        let (slope, icpt) = f::linear_regression(w, ctx.ts(i));
+                        slope * params[0][i] + icpt
+                    }),
+                    "changes" => Some(
+                        w.windows(2)
+                            .filter(|p| p[0].1 != p[1].1 && !(p[0].1.is_nan() && p[1].1.is_nan()))
+                            .count() as f64,
+                    ),
+                    "resets" => Some(w.windows(2).filter(|p| p[1].1 < p[0].1).count() as f64),
+                    "avg_over_time" => {
+                        let mut m = f::MeanAcc::default();
+                        vals().for_each(|v| m.add(v));
+                        Some(m.value())
+                    }
+                    "sum_over_time" => Some(f::kahan_sum(vals())),
+                    "count_over_time" => Some(w.len() as f64),
+                    "present_over_time" => Some(1.0),
+                    "last_over_time" => Some(w[w.len() - 1].1),
+                    "first_over_time" => Some(w[0].1),
+                    "ts_of_last_over_time" => Some(w[w.len() - 1].0 as f64 / 1000.0),
+                    "ts_of_first_over_time" => Some(w[0].0 as f64 / 1000.0),
+                    "min_over_time" | "ts_of_min_over_time" => {
+                        let mut best = w[0];
+                        for &p in &w[1..] {
+                            if p.1 < best.1 || best.1.is_nan() {
+                                best = p;
+                            }
+                        }
+                        Some(if name == "min_over_time" {
+                            best.1
+                        } else {
+                            best.0 as f64 / 1000.0
+                        })
+                    }
+                    "max_over_time" | "ts_of_max_over_time" => {
+                        let mut best = w[0];
+                        for &p in &w[1..] {
+                            if p.1 > best.1 || best.1.is_nan() {
+                                best = p;
+                            }
+                        }
+                        Some(if name == "max_over_time" {
+                            best.1
+                        } else {
+                            best.0 as f64 / 1000.0
+                        })
+                    }
+                    "stdvar_over_time" => Some(f::variance_over_time(vals())),
+                    "stddev_over_time" => Some(f::variance_over_time(vals()).sqrt()),
+                    "quantile_over_time" => {
+                        buf.clear();
+                        buf.extend(vals());
+                        Some(f::quantile(params[0][i], &mut buf))
+                    }
+                    "mad_over_time" if w.iter().any(|p| p.1.is_nan()) => Some(f64::NAN),
+                    "mad_over_time" => {
+                        buf.clear();
+                        buf.extend(vals());
+                        let med = f::quantile(0.5, &mut buf);
+                        for x in buf.iter_mut() {
+                            *x = (*x - med).abs();
+                        }
+                        Some(f::quantile(0.5, &mut buf))
+                    }
+                    "double_exponential_smoothing" | "holt_winters" => {
+                        f::double_exp_smoothing(w, params[0][i], params[1][i])
+                    }
+                    _ => None,
+                };
+                if let Some(v) = r {
+                    pts.push((ctx.ts(i), v));
+                }
+            }
+            if !pts.is_empty() {
+                total += pts.len();
+                self.check_samples(total)?;
+                let drop_name = s.drop_name || !keep_name;
+                match agg.as_deref_mut() {
+                    Some(acc) => acc.add(&s.labels, drop_name, &pts),
+                    None => out.push(Series {
+                        labels: s.labels.clone(),
+                        drop_name,
+                        pts,
+                    }),
+                }
+            }
+        }
+        Ok(Some((Val::Vector(out), streamed)))
+    }
+}
