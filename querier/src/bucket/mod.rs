@@ -1,0 +1,375 @@
+//! Reading a tenant's blocks straight from the bucket: list `<tenant>/<ULID>/meta.json`,
+//! keep the blocks a query can use, read each block's `index` (cached per ULID, bounded
+//! by bytes) and fetch only the chunks the query needs by byte ranges of
+//! `chunks/NNNNNN`, nearby chunks batched into one range read.
+//!
+//! Blocks left out: outside the query's time range, and those the one visibility rule
+//! ([`strata_tsdb::meta::visible_blocks`], the rule the compactor deletes by) hides:
+//! marked for deletion, or superseded by a block of the same resolution that holds all
+//! their sources (compacted or deduplicated into it: the compacted one wins, never both).
+//!
+//! Downsampled reads ([`BucketReader::series_at`]): with a maximum source resolution
+//! (`max_source_resolution`), each stream of blocks (same external labels) is covered
+//! per time range by the coarsest resolution allowed that has a block there, finer data
+//! filling the gaps (Thanos's `getFor`), so every instant is read from exactly one
+//! resolution and nothing is counted twice. An aggregate chunk is turned into float
+//! samples by the aggregate the enclosing function needs (Thanos's `aggrsFromFunc`):
+//! `min*`→min, `max*`→max, `count*`→count, `sum_*`→sum, `rate`/`increase`/`irate`/
+//! `resets`→counter (counter resets applied across chunk and block boundaries),
+//! anything else → sum/count (the window's average).
+//!
+//! This module owns [`BucketReader`] and the read of one block's series; the rest lives
+//! in `index_cache` (parsed indexes bounded by bytes), `plan` (listing and which blocks
+//! answer a range), `chunks` (range reads of chunk segments) and `downsampled`
+//! (aggregate chunks to samples, joining per-block pieces).
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use strata_objstore::Bucket;
+use strata_store::StoreError;
+use strata_tsdb::chunkenc::{append_xor_in_range, Encoding};
+use strata_tsdb::downsample::{RES_1H, RES_RAW};
+use strata_tsdb::index::ChunkMeta;
+use strata_tsdb::labels::Labels;
+use strata_tsdb::matcher::Matcher;
+use strata_tsdb::meta::BlockMeta;
+use strata_tsdb::postings::postings_for_matchers;
+
+use crate::stats::Counter;
+
+use downsampled::{aggr_samples, join_pieces};
+use index_cache::{IndexCache, IndexWeight};
+use plan::Listing;
+
+mod chunks;
+mod downsampled;
+mod index_cache;
+mod plan;
+
+pub use chunks::MAX_CHUNK_READ;
+pub use downsampled::Aggr;
+pub use plan::{plan_blocks, PlannedBlock};
+
+/// A series as a source returns it: labels and samples sorted by time.
+pub type SeriesData = (Labels, Vec<(i64, f64)>);
+
+/// The bucket as a source of series.
+pub struct BucketReader {
+    bucket: Bucket,
+    cache: IndexCache,
+    /// Block indexes read from the bucket (cache misses that loaded one).
+    index_loads: AtomicU64,
+    /// The visible blocks per tenant and when they were listed.
+    listings: Mutex<HashMap<String, Listing>>,
+    listing_ttl: std::time::Duration,
+}
+
+impl std::fmt::Debug for BucketReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BucketReader")
+            .field("bucket", &self.bucket)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The block's downsampling resolution in ms (0: raw).
+pub fn resolution(m: &BlockMeta) -> i64 {
+    m.resolution()
+}
+
+/// The block's external labels (`thanos.labels`).
+fn external_labels(m: &BlockMeta) -> Vec<(String, String)> {
+    m.thanos
+        .as_ref()
+        .map(|t| {
+            t.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `labels` plus each external label it does not already have.
+pub fn add_external(labels: Labels, ext: &[(String, String)]) -> Labels {
+    if ext.iter().all(|(n, _)| labels.get(n).is_some()) {
+        return labels;
+    }
+    let mut v = labels.into_vec();
+    for (n, val) in ext {
+        if !v.iter().any(|l| &*l.name == n) {
+            v.push(strata_tsdb::labels::Label::new(n.as_str(), val.as_str()));
+        }
+    }
+    Labels::from_vec(v)
+}
+
+/// Does the label set match every matcher (a missing label matches as "")?
+pub fn labels_match(labels: &Labels, matchers: &[Matcher]) -> bool {
+    matchers
+        .iter()
+        .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+}
+
+impl BucketReader {
+    /// `cache_limit`: bytes of parsed indexes kept in memory; `listing_ttl`: how long a
+    /// tenant's block listing is reused (zero: list on every request).
+    pub fn new(bucket: Bucket, cache_limit: u64, listing_ttl: std::time::Duration) -> Self {
+        // One shard: a shard holds at most its share of the bytes, and an index bigger
+        // than a share would never be cached; lookups are rare next to the reads they save.
+        let opts = quick_cache::OptionsBuilder::new()
+            .shards(1)
+            .estimated_items_capacity(1024)
+            .weight_capacity(cache_limit)
+            .build()
+            .expect("both capacities are set");
+        BucketReader {
+            bucket,
+            cache: IndexCache::with_options(
+                opts,
+                IndexWeight,
+                Default::default(),
+                Default::default(),
+            ),
+            index_loads: AtomicU64::new(0),
+            listings: Mutex::new(HashMap::new()),
+            listing_ttl,
+        }
+    }
+
+    pub fn bucket(&self) -> &Bucket {
+        &self.bucket
+    }
+
+    /// Series of the tenant's raw blocks matching `matchers` with data in `[mint, maxt]`,
+    /// with external labels added; samples too unless `skip_chunks`. One entry per block
+    /// and series: the caller merges.
+    pub async fn series(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        skip_chunks: bool,
+    ) -> Result<Vec<SeriesData>, StoreError> {
+        Ok(self
+            .series_at(tenant, matchers, mint, maxt, skip_chunks, RES_RAW, None)
+            .await?
+            .series)
+    }
+
+    /// Series matching `matchers` in `[mint, maxt]` read at resolutions up to
+    /// `max_resolution` (ms; 0: raw only), aggregate chunks decoded for `func` (the
+    /// function the selector is an argument of). Raw-only reads give one entry per block
+    /// and series (the caller merges); with downsampled blocks in the plan, one entry per
+    /// series, its pieces joined in time order.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn series_at(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        skip_chunks: bool,
+        max_resolution: i64,
+        func: Option<&str>,
+    ) -> Result<BucketSeries, StoreError> {
+        let count = Counter::unaccounted();
+        self.series_counted(
+            tenant,
+            matchers,
+            mint,
+            maxt,
+            skip_chunks,
+            max_resolution,
+            func,
+            &count,
+        )
+        .await
+    }
+
+    /// [`BucketReader::series_at`], counting series, chunks, samples and object-store
+    /// reads into `count`, and stopping at the first limit it reports.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn series_counted(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        skip_chunks: bool,
+        max_resolution: i64,
+        func: Option<&str>,
+        count: &Counter,
+    ) -> Result<BucketSeries, StoreError> {
+        let aggr = Aggr::for_func(func);
+        // A rate over downsampled counters measures from the point before its range:
+        // plan one (coarsest) window early, then read each downsampled block from one
+        // of its own windows before `mint` (raw blocks from `mint`).
+        let early = aggr == Aggr::Counter && !skip_chunks;
+        let wide = if early {
+            mint.saturating_sub(max_resolution.clamp(0, RES_1H))
+        } else {
+            mint
+        };
+        let listed = self.listing(tenant, count).await?;
+        let mut plan = plan_blocks(&listed, wide, maxt, max_resolution);
+        if early {
+            plan.retain_mut(|p| {
+                p.mint = p.mint.max(mint.saturating_sub(resolution(&p.meta)));
+                p.mint <= p.maxt
+            });
+        }
+        let per_block = futures::future::join_all(plan.iter().map(|p| {
+            let continues = p.mint > mint;
+            self.block_series(
+                tenant,
+                &p.meta,
+                matchers,
+                p.mint,
+                p.maxt,
+                skip_chunks,
+                (aggr, continues),
+                count,
+            )
+        }))
+        .await;
+        let mut blocks_read = Vec::with_capacity(plan.len());
+        let mut downsampled = Vec::new();
+        let mut pieces: Vec<(i64, Vec<SeriesData>)> = Vec::with_capacity(plan.len());
+        for (p, r) in plan.iter().zip(per_block) {
+            let res = resolution(&p.meta);
+            blocks_read.push(res);
+            if res != RES_RAW {
+                downsampled.push((p.mint, p.maxt));
+            }
+            pieces.push((p.mint, r?));
+        }
+        let series = if downsampled.is_empty() || skip_chunks {
+            pieces.into_iter().flat_map(|(_, s)| s).collect()
+        } else {
+            join_pieces(pieces, aggr == Aggr::Counter)
+        };
+        Ok(BucketSeries {
+            series,
+            blocks_read,
+            downsampled,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn block_series(
+        &self,
+        tenant: &str,
+        meta: &BlockMeta,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        skip_chunks: bool,
+        (aggr, continues): (Aggr, bool),
+        count: &Counter,
+    ) -> Result<Vec<SeriesData>, StoreError> {
+        let ext = external_labels(meta);
+        // Matchers on external labels are answered by the meta; the rest by the index.
+        let mut local = Vec::with_capacity(matchers.len());
+        for m in matchers {
+            match ext.iter().find(|(n, _)| *n == m.name) {
+                Some((_, v)) if !m.matches(v) => return Ok(Vec::new()),
+                Some(_) => {}
+                None => local.push(m.clone()),
+            }
+        }
+        let idx = self.index_counted(tenant, meta, count).await?;
+        let ir = &idx.reader;
+        let refs = postings_for_matchers(ir, &local).map_err(StoreError::from)?;
+        let mut series: Vec<(Labels, Vec<ChunkMeta>)> = Vec::new();
+        for r in refs {
+            let (labels, mut chunks) = ir.series(r).map_err(StoreError::from)?;
+            chunks.retain(|c| c.overlaps(mint, maxt));
+            if !chunks.is_empty() {
+                // Counted before any chunk is read: a series limit stops the read here.
+                count.series(&labels)?;
+                series.push((labels, chunks));
+            }
+        }
+        if skip_chunks {
+            return Ok(series
+                .into_iter()
+                .map(|(l, _)| (add_external(l, &ext), Vec::new()))
+                .collect());
+        }
+        let wanted: Vec<u64> = series
+            .iter()
+            .flat_map(|(_, c)| c.iter().map(|c| c.chunk_ref))
+            .collect();
+        let dir = format!("{tenant}/{}", meta.ulid);
+        let chunks = self
+            .fetch_chunks(&dir, &idx.segments, wanted, count)
+            .await?;
+        let mut out = Vec::with_capacity(series.len());
+        for (labels, metas) in series {
+            let mut samples = Vec::new();
+            for c in &metas {
+                let Some((enc, data)) = chunks.get(&c.chunk_ref) else {
+                    return Err(StoreError::Other(format!(
+                        "block {dir}: chunk {:#x} not fetched",
+                        c.chunk_ref
+                    )));
+                };
+                let before = samples.len();
+                if *enc == Encoding::Aggr {
+                    aggr_samples(
+                        data,
+                        aggr,
+                        resolution(meta),
+                        continues,
+                        mint,
+                        maxt,
+                        &mut samples,
+                    )
+                    .map_err(|e| {
+                        StoreError::Corrupt(format!(
+                            "block {dir}: series {labels}: chunk {:#x}: {e}",
+                            c.chunk_ref
+                        ))
+                    })?;
+                    count.samples(samples.len() - before)?;
+                    continue;
+                }
+                if *enc != Encoding::Xor {
+                    continue; // histogram chunks: not decodable to float samples
+                }
+                if let Err(e) = append_xor_in_range(data, mint, maxt, &mut samples) {
+                    return Err(StoreError::Corrupt(format!(
+                        "block {dir}: series {labels}: chunk {:#x}: {e}",
+                        c.chunk_ref
+                    )));
+                }
+                count.samples(samples.len() - before)?;
+            }
+            if !samples.is_empty() {
+                out.push((add_external(labels, &ext), samples));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What [`BucketReader::series_at`] read.
+#[derive(Debug, Default)]
+pub struct BucketSeries {
+    pub series: Vec<SeriesData>,
+    /// The resolution (ms) of every block read.
+    pub blocks_read: Vec<i64>,
+    /// Time ranges (inclusive) answered from downsampled blocks.
+    pub downsampled: Vec<(i64, i64)>,
+}
+
+#[cfg(test)]
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+}
