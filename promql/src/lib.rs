@@ -1,6 +1,7 @@
 //! PromQL evaluation for Strata. Expressions are parsed by the `promql-parser` crate and
 //! evaluated here over any [`Storage`]: the querier's fan-out over Store API endpoints
-//! and the bucket, or an in-memory storage in tests.
+//! and the bucket, or an in-memory storage in tests (`testing` and the `promqltest`
+//! runner exist only with the `testing` feature, which the release binary never enables).
 //!
 //! The interface below is the contract between the engine and the querier; the engine
 //! lives in the modules it declares.
@@ -68,8 +69,10 @@ pub trait Storage: Send + Sync {
 mod engine;
 mod eval;
 pub mod functions;
+#[cfg(any(test, feature = "testing"))]
 pub mod promqltest;
 mod scan;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub use engine::Engine;
 
