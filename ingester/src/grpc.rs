@@ -65,10 +65,12 @@ pub struct SelectedChunk {
     pub data: bytes::Bytes,
 }
 
-/// Where a selected chunk's bytes are: copied from the head already, or still in a
-/// block's (memory-mapped) chunk files, read when its series is sent.
+/// Where a selected chunk's bytes are: in the head (all of one series' chunks there,
+/// copied when the series is sent), or in a block's (memory-mapped) chunk files, read
+/// when its series is sent. Nothing is copied while planning, so a streamed answer
+/// holds one series' chunks at a time.
 enum ChunkSrc {
-    Head(SelectedChunk),
+    Head(strata_tsdb::head::HeadSeriesRef),
     Block {
         block: usize,
         min_time: i64,
@@ -77,31 +79,58 @@ enum ChunkSrc {
     },
 }
 
-/// The series a selection found, their chunks not yet read from the blocks.
+/// The series a selection found, their chunks not yet read.
 struct Planned {
+    tenant: Option<crate::tenant::Tenant>,
+    mint: i64,
+    maxt: i64,
     blocks: Vec<strata_tsdb::block::Block>,
     series: Vec<(Labels, Vec<ChunkSrc>)>,
 }
 
 impl Planned {
-    fn read(&self, src: ChunkSrc) -> Result<SelectedChunk, strata_tsdb::Error> {
-        Ok(match src {
-            ChunkSrc::Head(c) => c,
-            ChunkSrc::Block {
-                block,
-                min_time,
-                max_time,
-                chunk_ref,
-            } => {
-                let (encoding, data) = self.blocks[block].chunks().chunk(chunk_ref)?;
-                SelectedChunk {
+    /// One series' chunks, read from the blocks and copied from the head now, sorted
+    /// by time.
+    fn read(&self, srcs: Vec<ChunkSrc>) -> Result<Vec<SelectedChunk>, strata_tsdb::Error> {
+        let mut out = Vec::with_capacity(srcs.len());
+        let mut from_head = false;
+        for src in srcs {
+            match src {
+                ChunkSrc::Head(r) => {
+                    let Some(t) = &self.tenant else { continue };
+                    from_head = true;
+                    out.extend(
+                        t.head
+                            .series_chunks(r, self.mint, self.maxt)
+                            .into_iter()
+                            .map(|c| SelectedChunk {
+                                min_time: c.min_time,
+                                max_time: c.max_time,
+                                encoding: c.encoding,
+                                data: bytes::Bytes::from(c.data),
+                            }),
+                    );
+                }
+                ChunkSrc::Block {
+                    block,
                     min_time,
                     max_time,
-                    encoding,
-                    data: bytes::Bytes::copy_from_slice(data),
+                    chunk_ref,
+                } => {
+                    let (encoding, data) = self.blocks[block].chunks().chunk(chunk_ref)?;
+                    out.push(SelectedChunk {
+                        min_time,
+                        max_time,
+                        encoding,
+                        data: bytes::Bytes::copy_from_slice(data),
+                    });
                 }
             }
-        })
+        }
+        if from_head {
+            out.sort_by_key(|c| (c.min_time, c.max_time));
+        }
+        Ok(out)
     }
 }
 
@@ -118,22 +147,12 @@ fn plan(
 ) -> Result<Planned, strata_tsdb::Error> {
     let Some(t) = ing.existing_tenant(tenant) else {
         return Ok(Planned {
+            tenant: None,
+            mint,
+            maxt,
             blocks: Vec::new(),
             series: Vec::new(),
         });
-    };
-    let head_chunks = |chunks: Vec<strata_tsdb::chunkenc::EncodedChunk>| {
-        chunks
-            .into_iter()
-            .map(|c| {
-                ChunkSrc::Head(SelectedChunk {
-                    min_time: c.min_time,
-                    max_time: c.max_time,
-                    encoding: c.encoding,
-                    data: bytes::Bytes::from(c.data),
-                })
-            })
-            .collect::<Vec<_>>()
     };
     let mut blocks = open_blocks(&t.blocks_dir())?;
     blocks.retain(|b| !(b.meta().max_time <= mint || b.meta().min_time > maxt));
@@ -141,19 +160,24 @@ fn plan(
         // Only the head: its series come sorted and unique, no merge map needed.
         let series = t
             .head
-            .select(matchers, mint, maxt)
+            .select_refs(matchers, mint, maxt)
             .into_iter()
-            .filter(|s| skip_chunks || !s.chunks.is_empty())
-            .map(|s| {
+            .map(|(r, l)| {
                 let chunks = if skip_chunks {
                     Vec::new()
                 } else {
-                    head_chunks(s.chunks)
+                    vec![ChunkSrc::Head(r)]
                 };
-                (s.labels, chunks)
+                (l, chunks)
             })
             .collect();
-        return Ok(Planned { blocks, series });
+        return Ok(Planned {
+            tenant: Some(t),
+            mint,
+            maxt,
+            blocks,
+            series,
+        });
     }
     let mut out: BTreeMap<Labels, Vec<ChunkSrc>> = BTreeMap::new();
     for (bi, b) in blocks.iter().enumerate() {
@@ -171,14 +195,15 @@ fn plan(
             }));
         }
     }
-    for s in t.head.select(matchers, mint, maxt) {
-        let entry = out.entry(s.labels).or_default();
+    for (r, l) in t.head.select_refs(matchers, mint, maxt) {
+        let entry = out.entry(l).or_default();
         if !skip_chunks {
-            entry.extend(head_chunks(s.chunks));
+            entry.push(ChunkSrc::Head(r));
         }
     }
+    // block chunks in time order; the head's join them (and are sorted in) when read
     let key = |c: &ChunkSrc| match c {
-        ChunkSrc::Head(c) => (c.min_time, c.max_time),
+        ChunkSrc::Head(_) => (i64::MAX, i64::MAX),
         ChunkSrc::Block {
             min_time, max_time, ..
         } => (*min_time, *max_time),
@@ -191,7 +216,13 @@ fn plan(
             (l, chunks)
         })
         .collect();
-    Ok(Planned { blocks, series })
+    Ok(Planned {
+        tenant: Some(t),
+        mint,
+        maxt,
+        blocks,
+        series,
+    })
 }
 
 /// Every series of the tenant matching `matchers` with data in `[mint, maxt]`, head and
@@ -207,16 +238,15 @@ pub fn select_chunks(
 ) -> Result<Vec<(Labels, Vec<SelectedChunk>)>, strata_tsdb::Error> {
     let mut p = plan(ing, tenant, matchers, mint, maxt, skip_chunks)?;
     let series = std::mem::take(&mut p.series);
-    series
-        .into_iter()
-        .map(|(l, chunks)| {
-            let chunks = chunks
-                .into_iter()
-                .map(|c| p.read(c))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((l, chunks))
-        })
-        .collect()
+    let mut out = Vec::with_capacity(series.len());
+    for (l, srcs) in series {
+        let chunks = p.read(srcs)?;
+        // a head series garbage-collected since planning has nothing left to give
+        if skip_chunks || !chunks.is_empty() {
+            out.push((l, chunks));
+        }
+    }
+    Ok(out)
 }
 
 /// [`select_chunks`] with the float samples in `[mint, maxt]` decoded (overlapping
@@ -286,15 +316,16 @@ fn produce_series(
     )
     .map_err(internal)?;
     let m = &ing.metrics;
-    for (l, chunks) in std::mem::take(&mut p.series) {
-        let chunks = chunks
+    for (l, srcs) in std::mem::take(&mut p.series) {
+        let chunks: Vec<AggrChunk> = p
+            .read(srcs)
+            .map_err(internal)?
             .into_iter()
-            .map(|c| {
-                p.read(c)
-                    .map(|c| raw_chunk(c.min_time, c.max_time, c.encoding, c.data))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(internal)?;
+            .map(|c| raw_chunk(c.min_time, c.max_time, c.encoding, c.data))
+            .collect();
+        if !req.skip_chunks && chunks.is_empty() {
+            continue;
+        }
         let frame = Ok(SeriesResponse {
             result: Some(series_response::Result::Series(Series {
                 labels: labels_to_proto(&l),

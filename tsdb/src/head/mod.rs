@@ -737,6 +737,43 @@ impl Head {
         out
     }
 
+    /// The series [`select`](Self::select) would return, without copying their chunks:
+    /// a caller that streams its answer copies each series' chunks
+    /// ([`series_chunks`](Self::series_chunks)) just before sending it.
+    pub fn select_refs(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<(HeadSeriesRef, Labels)> {
+        if mint > maxt {
+            return Vec::new();
+        }
+        let refs = self.refs_for(matchers);
+        let mut out = Vec::new();
+        self.visit(&refs, |r, s| {
+            if s.lock().has_chunks_overlapping(mint, maxt) {
+                out.push((
+                    HeadSeriesRef(r),
+                    Labels::from_sorted_unchecked(s.labels.to_vec()),
+                ));
+            }
+        });
+        out.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+        out
+    }
+
+    /// Copies of one series' chunks overlapping `[mint, maxt]`; empty when the series
+    /// is gone (garbage-collected since it was selected).
+    pub fn series_chunks(&self, r: HeadSeriesRef, mint: i64, maxt: i64) -> Vec<EncodedChunk> {
+        let mut out = Vec::new();
+        let shard = rl(&self.series[(r.0 & self.mask) as usize]);
+        if let Some(s) = shard.get(&r.0) {
+            s.lock().chunks_overlapping(mint, maxt, &mut out);
+        }
+        out
+    }
+
     /// Label sets of the series matching `matchers` (every series for none), sorted.
     pub fn series_labels(&self, matchers: &[Matcher]) -> Vec<Labels> {
         let refs = self.refs_for(matchers);

@@ -185,6 +185,11 @@ impl SeriesState {
     }
 
     /// Copies of the chunks overlapping `[mint, maxt]` (both inclusive).
+    /// Whether any chunk has samples in `[mint, maxt]` (nothing copied).
+    pub fn has_chunks_overlapping(&self, mint: i64, maxt: i64) -> bool {
+        self.chunks().any(|(lo, hi, _)| hi >= mint && lo <= maxt)
+    }
+
     pub fn chunks_overlapping(&self, mint: i64, maxt: i64, out: &mut Vec<EncodedChunk>) {
         for (lo, hi, data) in self.chunks() {
             if hi >= mint && lo <= maxt {
