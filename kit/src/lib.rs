@@ -114,84 +114,16 @@ pub fn init_tracing(args: &LogArgs) {
     };
 }
 
-/// Parse a Prometheus duration (`1y2w3d4h5m6s7ms`, units y w d h m s ms) into
-/// milliseconds; also accepts a plain number of seconds. Used by flags such as
-/// `--max-block-duration` and `--tsdb.block-duration`.
-pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
-    let bad = || format!("invalid duration {s:?}: expected e.g. 2h, 90m, 1d12h, 500ms");
-    if s.is_empty() {
-        return Err(bad());
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok((secs * 1000.0).round() as i64);
-        }
-        return Err(bad());
-    }
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut total: i64 = 0;
-    while i < b.len() {
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if start == i {
-            return Err(bad());
-        }
-        let n: i64 = s[start..i].parse().map_err(|_| bad())?;
-        let ustart = i;
-        while i < b.len() && b[i].is_ascii_alphabetic() {
-            i += 1;
-        }
-        let unit = match &s[ustart..i] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
-            "y" => 365 * 86_400_000,
-            _ => return Err(bad()),
-        };
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-    }
-    Ok(total)
-}
+/// Prometheus durations and RFC 3339 dates live in `strata-time` so that crates without
+/// kit's HTTP stack (strata-promql) share the one parser; re-exported here for flags.
+pub use strata_time::{date, duration};
 
-/// Format milliseconds as Go's `time.Duration` prints them (`2h0m0s`, `30.002s`, `1ms`),
-/// as promtool's tables show block durations.
-pub fn format_duration_ms(ms: i64) -> String {
-    if ms == 0 {
-        return "0s".into();
-    }
-    let neg = ms < 0;
-    let ms = ms.unsigned_abs();
-    let sign = if neg { "-" } else { "" };
-    if ms < 1000 {
-        return format!("{sign}{ms}ms");
-    }
-    let h = ms / 3_600_000;
-    let m = (ms / 60_000) % 60;
-    let s = (ms / 1000) % 60;
-    let frac = ms % 1000;
-    let secs = if frac == 0 {
-        format!("{s}s")
-    } else {
-        let f = format!("{frac:03}");
-        format!("{s}.{}s", f.trim_end_matches('0'))
-    };
-    if h > 0 {
-        format!("{sign}{h}h{m}m{secs}")
-    } else if m > 0 {
-        format!("{sign}{m}m{secs}")
-    } else {
-        format!("{sign}{secs}")
-    }
-}
+/// Flags such as `--tsdb.block-duration`: a Prometheus duration (`1d12h`, `500ms`) or a
+/// plain number of seconds; in milliseconds.
+pub use strata_time::duration::parse_flag_ms as parse_duration_ms;
+
+/// Milliseconds as Go's `time.Duration` prints them (`2h0m0s`, `30.002s`).
+pub use strata_time::duration::format_ms as format_duration_ms;
 
 #[cfg(test)]
 mod tests {
@@ -199,14 +131,21 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
-        assert_eq!(parse_duration_ms("1d12h"), Ok(129_600_000));
-        assert_eq!(parse_duration_ms("500ms"), Ok(500));
-        assert_eq!(parse_duration_ms("30"), Ok(30_000));
-        assert!(parse_duration_ms("2x").is_err());
-        assert!(parse_duration_ms("h").is_err());
-        assert!(parse_duration_ms("").is_err());
+    fn duration_flags() {
+        use clap::Parser;
+
+        #[derive(Parser)]
+        struct Cli {
+            #[arg(long, value_parser = parse_duration_ms)]
+            d: i64,
+        }
+        let d = |v: &str| Cli::try_parse_from(["x", "--d", v]).map(|c| c.d);
+        assert_eq!(d("1d12h").unwrap(), 129_600_000);
+        assert_eq!(d("30").unwrap(), 30_000);
+        let err = d("1h1d").unwrap_err().to_string();
+        assert!(err.contains("not a valid duration string"), "{err}");
+        let err = d("300y").unwrap_err().to_string();
+        assert!(err.contains("out of range"), "{err}");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! Prometheus's Go implementation bit for bit where it matters (Kahan summation,
 //! `extrapolatedRate`, `BucketQuantile`).
 
+use strata_time::date;
+
 /// Neumaier-improved Kahan summation step (Prometheus's `kahanSumInc`).
 pub fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     let t = sum + inc;
@@ -369,33 +371,20 @@ pub fn double_exp_smoothing(samples: &[(i64, f64)], sf: f64, tf: f64) -> Option<
     Some(s1)
 }
 
-/// Civil date (year, month 1-12, day 1-31) and time of day from Unix seconds, UTC.
+/// Civil date (year, month 1-12, day 1-31), hour, minute and day number from Unix
+/// seconds, UTC.
 pub fn civil(secs: i64) -> (i64, u32, u32, u32, u32, i64) {
     let days = secs.div_euclid(86400);
     let sod = secs.rem_euclid(86400);
-    // Howard Hinnant's civil_from_days
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = if m <= 2 { y + 1 } else { y };
+    let (y, m, d) = date::civil_from_days(days);
     (
-        (y),
+        y,
         m,
         d,
         (sod / 3600) as u32,
         ((sod % 3600) / 60) as u32,
         days,
     )
-}
-
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
 }
 
 /// The date functions (`year`, `month`, …) of Unix seconds `v`.
@@ -414,22 +403,8 @@ pub fn date_fn(name: &str, v: f64) -> f64 {
         "hour" => h as f64,
         "minute" => min as f64,
         "day_of_week" => ((days + 4).rem_euclid(7)) as f64,
-        "day_of_year" => {
-            const CUM: [u32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
-            let mut doy = CUM[(m - 1) as usize] + d;
-            if m > 2 && is_leap(y) {
-                doy += 1;
-            }
-            doy as f64
-        }
-        "days_in_month" => {
-            const DIM: [u32; 12] = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-            let mut n = DIM[(m - 1) as usize];
-            if m == 2 && is_leap(y) {
-                n += 1;
-            }
-            n as f64
-        }
+        "day_of_year" => (days - date::days_from_civil(y, 1, 1) + 1) as f64,
+        "days_in_month" => date::days_in_month(y, m) as f64,
         _ => f64::NAN,
     }
 }
@@ -592,6 +567,9 @@ mod tests {
         assert_eq!(date_fn("day_of_week", 0.0), 4.0);
         assert_eq!(date_fn("days_in_month", 951_782_400.0), 29.0); // 2000-02-29
         assert_eq!(date_fn("day_of_year", 951_782_400.0), 60.0);
+        assert_eq!(date_fn("day_of_year", 978_307_199.0), 366.0); // 2000-12-31T23:59:59
+        assert_eq!(date_fn("day_of_year", 4_107_542_400.0), 60.0); // 2100-03-01, not leap
+        assert_eq!(date_fn("days_in_month", 4_107_542_400.0), 31.0);
         assert_eq!(natural_cmp("a10", "a9"), std::cmp::Ordering::Greater);
         assert_eq!(natural_cmp("a1", "a1b"), std::cmp::Ordering::Less);
     }

@@ -62,25 +62,10 @@ pub fn parse_skip_file(text: &str) -> HashMap<(String, usize), String> {
     m
 }
 
+/// Times and durations in test files (`at 10s`, `from -1m`, `load 5m`): a signed
+/// Prometheus duration or seconds, parsed by the one shared parser.
 pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(0);
-    }
-    let (neg, body) = match s.strip_prefix('-') {
-        Some(b) => (true, b),
-        None => (false, s),
-    };
-    if body
-        .trim_start_matches('0')
-        .chars()
-        .all(|c| c.is_ascii_alphabetic())
-    {
-        return Ok(0);
-    }
-    let d = promql_parser::util::duration::parse_duration(body)?;
-    let ms = d.as_millis() as i64;
-    Ok(if neg { -ms } else { ms })
+    strata_time::duration::parse_signed_ms(s.trim()).map_err(|e| e.to_string())
 }
 
 pub fn parse_number(s: &str) -> Option<f64> {

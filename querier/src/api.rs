@@ -443,7 +443,7 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
             return Ok(secs as i64 * 1000 + frac as i64);
         }
     }
-    if let Some(t) = parse_rfc3339(s) {
+    if let Ok(t) = strata_kit::date::parse_rfc3339_ms(s) {
         return Ok(t);
     }
     match s {
@@ -453,110 +453,18 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` → ms (sub-ms digits truncated).
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let p = s.get(r)?;
-        p.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| p.parse().ok())?
-    };
-    let (y, mo, d, h, mi, se) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 59
-    {
-        return None;
-    }
-    let mut i = 19;
-    let mut ms = 0i64;
-    if b[i] == b'.' {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        let digits = &s[start..i.min(start + 3)];
-        ms = digits.parse::<i64>().ok()? * 10i64.pow(3 - digits.len() as u32);
-    }
-    let offset_s = match &b[i..] {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let oh = num(i + 1..i + 3)?;
-            let om = num(i + 4..i + 6)?;
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let o = oh * 3600 + om * 60;
-            if *sign == b'-' {
-                -o
-            } else {
-                o
-            }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(y, mo, d);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + se - offset_s;
-    Some(secs * 1000 + ms)
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// Prometheus's `parseDuration`: float seconds or a Prometheus duration; → ns.
 pub fn parse_duration_ns(s: &str) -> Result<i64, String> {
-    if let Ok(f) = s.parse::<f64>() {
-        let ns = f * 1e9;
-        if !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&ns) {
-            return Err(format!(
-                "cannot parse {} to a valid duration. It overflows int64",
-                go_quote(s)
-            ));
+    use strata_kit::duration::{parse_api_ns, ApiDurationError};
+    parse_api_ns(s).map_err(|e| match e {
+        ApiDurationError::Overflow => format!(
+            "cannot parse {} to a valid duration. It overflows int64",
+            go_quote(s)
+        ),
+        ApiDurationError::Invalid(_) => {
+            format!("cannot parse {} to a valid duration", go_quote(s))
         }
-        return Ok(ns as i64);
-    }
-    match strata_kit::parse_duration_ms(s) {
-        Ok(ms) if !s.is_empty() && !s.contains('.') => ms
-            .checked_mul(1_000_000)
-            .ok_or_else(|| format!("cannot parse {} to a valid duration", go_quote(s))),
-        _ => Err(format!("cannot parse {} to a valid duration", go_quote(s))),
-    }
+    })
 }
 
 /// Go's `strconv.ParseBool`.
@@ -1434,6 +1342,10 @@ mod tests {
             .unwrap_err()
             .contains("overflows int64"));
         assert!(parse_duration_ns("").is_err());
+        // Prometheus's model.ParseDuration rules: units in order, once, within i64 ns.
+        assert!(parse_duration_ns("1s1m").is_err());
+        assert!(parse_duration_ns("1.5m").is_err());
+        assert!(parse_duration_ns("293y").is_err());
     }
 
     #[test]

@@ -99,44 +99,11 @@ impl HttpConfig {
     }
 }
 
-/// Parses a Prometheus duration (`90s`, `1m30s`, `500ms`, `2h`, `1d`, `1w`, `1y`).
+/// A Prometheus duration (`90s`, `1m30s`, `500ms`), as Thanos reads `model.Duration`.
 pub(super) fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    const UNITS: [(&str, u64); 7] = [
-        ("y", 365 * 24 * 3600 * 1000),
-        ("w", 7 * 24 * 3600 * 1000),
-        ("d", 24 * 3600 * 1000),
-        ("h", 3600 * 1000),
-        ("ms", 1),
-        ("m", 60 * 1000),
-        ("s", 1000),
-    ];
-    let bad = || format!("invalid duration {s:?}; expected e.g. 90s, 1m30s or 500ms");
-    let mut rest = s.trim();
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut millis: u64 = 0;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let (unit, scale) = UNITS
-            .iter()
-            .find(|(u, _)| rest.starts_with(u) && !(*u == "m" && rest.starts_with("ms")))
-            .ok_or_else(bad)?;
-        rest = &rest[unit.len()..];
-        millis = n
-            .checked_mul(*scale)
-            .and_then(|v| v.checked_add(millis))
-            .ok_or_else(bad)?;
-    }
-    Ok(Duration::from_millis(millis))
+    strata_time::duration::parse_ms(s.trim())
+        .map(|ms| Duration::from_millis(ms as u64))
+        .map_err(|e| e.to_string())
 }
 
 pub(super) fn retry_config(max_retries: usize) -> Option<RetryConfig> {

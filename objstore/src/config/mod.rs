@@ -264,7 +264,8 @@ mod tests {
             Ok(Duration::from_millis(3_600_001))
         );
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        for bad in ["", "s", "10", "1x", "-1s", "1.5s"] {
+        // Prometheus's order, no repeats, within Go's time.Duration
+        for bad in ["", "s", "10", "1x", "-1s", "1.5s", "1s1m", "1s1s", "300y"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
         }
     }

@@ -279,40 +279,5 @@ fn human_bytes(b: u64) -> String {
     format!("{v:.1} {}", UNITS[i])
 }
 
-/// Milliseconds since the epoch as RFC 3339 UTC.
-pub fn fmt_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        ms.rem_euclid(1000)
-    )
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339() {
-        assert_eq!(super::fmt_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::fmt_ms(1_700_000_030_001), "2023-11-14T22:13:50.001Z");
-    }
-}
+/// Milliseconds since the epoch as RFC 3339 UTC, for the block tables.
+pub use strata_kit::date::format_rfc3339_ms as fmt_ms;
