@@ -339,17 +339,15 @@ impl<'a> WriteRequestRef<'a> {
     }
 }
 
+/// Protobuf varints: prost's own functions, so the encoder cannot drift from the codec.
+#[inline]
 fn varint_len(v: usize) -> usize {
-    let v = v as u64;
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    prost::encoding::encoded_len_varint(v as u64)
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+#[inline]
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    prost::encoding::encode_varint(v, out);
 }
 
 /// Decode an uncompressed protobuf `WriteRequest` without copying label strings. Fails
@@ -404,6 +402,10 @@ mod wire {
     const LEN: u64 = 2;
     const FIXED32: u64 = 5;
 
+    // Kept instead of prost::encoding::decode_varint: on a remote-write-like mix of
+    // varints prost's measured ~5% slower (1.72 vs 1.64 ns each; it checks the buffer's
+    // last byte and builds a boxed error), and this is the push hot path. Same rules:
+    // at most 10 bytes, the 10th holding only the 64th bit.
     #[inline]
     fn varint(buf: &mut &[u8]) -> Option<u64> {
         let b = *buf;

@@ -1,4 +1,4 @@
-//! WAL write path: Samples record encoding, framed writes with `FsyncPolicy::Never`
+//! WAL write path: Samples record encoding and decoding (replay's varint loop), framed writes with `FsyncPolicy::Never`
 //! (samples per second) under each compression, and the cost of one fsync'd record
 //! (`FsyncPolicy::Always`). Prints the WAL bytes per sample of each compression for a
 //! scrape-like load (counters and gauges, one timestamp per scrape) before measuring.
@@ -12,8 +12,10 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use strata_tsdb::labels::Interner;
 use strata_tsdb::wal::{
-    FsyncPolicy, Record, Wal, WalCompression, WalOptions, DEFAULT_SEGMENT_SIZE,
+    FsyncPolicy, Record, RecordKind, RecordOwned, Wal, WalCompression, WalOptions,
+    DEFAULT_SEGMENT_SIZE,
 };
 
 /// Samples per record: a remote-write request of a typical size.
@@ -71,6 +73,15 @@ fn bench(c: &mut Criterion) {
             buf.clear();
             black_box(&rec).encode(&mut buf);
             black_box(buf.len())
+        })
+    });
+    buf.clear();
+    rec.encode(&mut buf);
+    let payload = buf.clone();
+    let mut interner = Interner::default();
+    g.bench_function("decode_samples", |b| {
+        b.iter(|| {
+            RecordOwned::decode(RecordKind::Samples, black_box(&payload), &mut interner).unwrap()
         })
     });
 

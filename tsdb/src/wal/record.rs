@@ -18,6 +18,7 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 use crate::labels::{Interner, Label, Labels};
+use crate::varint::{self, put_uvarint, put_uvarint_bytes, put_varint, VarintError};
 use crate::wal::WalCompression;
 
 /// The frame version of an uncompressed payload.
@@ -474,21 +475,17 @@ fn decode_samples(d: &mut Dec<'_>) -> Result<Vec<(u64, i64, f64)>, DecodeError> 
     Ok(out)
 }
 
-pub(crate) fn put_uvarint(buf: &mut Vec<u8>, mut x: u64) {
-    while x >= 0x80 {
-        buf.push(x as u8 | 0x80);
-        x >>= 7;
-    }
-    buf.push(x as u8);
-}
-
-pub(crate) fn put_varint(buf: &mut Vec<u8>, x: i64) {
-    put_uvarint(buf, ((x << 1) ^ (x >> 63)) as u64);
-}
-
 fn put_str(buf: &mut Vec<u8>, s: &str) {
-    put_uvarint(buf, s.len() as u64);
-    buf.extend_from_slice(s.as_bytes());
+    put_uvarint_bytes(buf, s.as_bytes());
+}
+
+impl From<VarintError> for DecodeError {
+    fn from(e: VarintError) -> DecodeError {
+        DecodeError(match e {
+            VarintError::Truncated => "truncated varint",
+            VarintError::Overflow => "varint overflows 64 bits",
+        })
+    }
 }
 
 struct Dec<'a> {
@@ -501,27 +498,22 @@ impl<'a> Dec<'a> {
         self.b.len() - self.pos
     }
 
+    // Replay's hot loop (2 varints a sample): the one-byte case is handled here without
+    // slicing `b` first, which measured ~9% slower on `decode_samples`.
+    #[inline]
     fn uvarint(&mut self) -> Result<u64, DecodeError> {
-        let mut x = 0u64;
-        for i in 0..10 {
-            let Some(&byte) = self.b.get(self.pos) else {
-                return Err(DecodeError("truncated varint"));
-            };
+        if let Some(&x) = self.b.get(self.pos).filter(|&&x| x < 0x80) {
             self.pos += 1;
-            if i == 9 && byte > 1 {
-                return Err(DecodeError("varint overflows 64 bits"));
-            }
-            x |= u64::from(byte & 0x7f) << (7 * i);
-            if byte < 0x80 {
-                return Ok(x);
-            }
+            return Ok(u64::from(x));
         }
-        Err(DecodeError("varint overflows 64 bits"))
+        let (x, n) = varint::uvarint(self.b.get(self.pos..).unwrap_or_default())?;
+        self.pos += n;
+        Ok(x)
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<i64, DecodeError> {
-        let u = self.uvarint()?;
-        Ok((u >> 1) as i64 ^ -((u & 1) as i64))
+        Ok(varint::unzigzag(self.uvarint()?))
     }
 
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {

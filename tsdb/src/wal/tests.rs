@@ -266,11 +266,11 @@ fn decode_rejects_bad_payloads() {
     assert!(RecordOwned::decode(RecordKind::Series, &buf, &mut i).is_err());
     // unsorted labels
     let mut p = Vec::new();
-    record::put_uvarint(&mut p, 1);
-    record::put_uvarint(&mut p, 7);
-    record::put_uvarint(&mut p, 2);
+    crate::varint::put_uvarint(&mut p, 1);
+    crate::varint::put_uvarint(&mut p, 7);
+    crate::varint::put_uvarint(&mut p, 2);
     for s in ["b", "1", "a", "2"] {
-        record::put_uvarint(&mut p, s.len() as u64);
+        crate::varint::put_uvarint(&mut p, s.len() as u64);
         p.extend_from_slice(s.as_bytes());
     }
     assert_eq!(
@@ -281,9 +281,21 @@ fn decode_rejects_bad_payloads() {
     );
     // a count far larger than the payload must not allocate it
     let mut p = Vec::new();
-    record::put_uvarint(&mut p, u64::MAX);
+    crate::varint::put_uvarint(&mut p, u64::MAX);
     assert!(RecordOwned::decode(RecordKind::Samples, &p, &mut i).is_err());
     assert!(RecordOwned::decode(RecordKind::Series, &p, &mut i).is_err());
+    // varint errors keep their texts through crate::varint
+    let truncated = [0x80u8];
+    let overflow = [0xffu8; 10];
+    for (p, want) in [
+        (&truncated[..], "truncated varint"),
+        (&overflow[..], "varint overflows 64 bits"),
+    ] {
+        assert_eq!(
+            RecordOwned::decode(RecordKind::Samples, p, &mut i),
+            Err(DecodeError(want))
+        );
+    }
 }
 
 /// Write `n` records in one segment; returns (segment path, file bytes, start of last record).
