@@ -89,10 +89,17 @@ impl LocalStore for MemStore {
             .into_iter()
             .map(|(l, s)| {
                 let l = Labels::from_pairs(l.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-                let s = s.into_iter().filter(|p| p.0 >= mint && p.0 <= maxt).collect();
+                let s = s
+                    .into_iter()
+                    .filter(|p| p.0 >= mint && p.0 <= maxt)
+                    .collect();
                 (l, s)
             })
-            .filter(|(l, _)| matchers.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
+            .filter(|(l, _)| {
+                matchers
+                    .iter()
+                    .all(|m| m.matches(l.get(&m.name).unwrap_or("")))
+            })
             .collect())
     }
 
@@ -338,7 +345,11 @@ async fn requests_past_the_concurrent_limit_wait() {
         a.gauge("strata_querier_remote_reads_waiting") == 1.0
     })
     .await;
-    assert_eq!(store.reads.load(Ordering::SeqCst), 1, "the second read waits");
+    assert_eq!(
+        store.reads.load(Ordering::SeqCst),
+        1,
+        "the second read waits"
+    );
     store.open();
     assert_eq!(first.await.unwrap(), StatusCode::OK);
     assert_eq!(second.await.unwrap(), StatusCode::OK);
@@ -381,5 +392,9 @@ async fn a_streamed_answer_waits_for_its_client_and_stops_without_it() {
     );
     drop(stream);
     assert_eq!(next.await.unwrap(), StatusCode::OK);
-    assert_eq!(store.reads.load(Ordering::SeqCst), 2, "the first request stopped");
+    assert_eq!(
+        store.reads.load(Ordering::SeqCst),
+        2,
+        "the first request stopped"
+    );
 }

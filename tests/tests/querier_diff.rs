@@ -123,7 +123,10 @@ fn corpus() -> Vec<String> {
 }
 
 /// (labels → [(t, value)]) of a Prometheus API response, or the error type.
-fn normalise(body: &str) -> Result<(String, BTreeMap<String, Vec<(String, f64)>>), String> {
+/// The result type and each series' points, keyed by its labels.
+type Normalised = (String, BTreeMap<String, Vec<(String, f64)>>);
+
+fn normalise(body: &str) -> Result<Normalised, String> {
     let v: Value = serde_json::from_str(body).map_err(|e| format!("bad JSON {e}: {body}"))?;
     if v["status"] != "success" {
         return Err(format!("{}: {}", v["errorType"], v["error"]));

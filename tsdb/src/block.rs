@@ -1033,9 +1033,9 @@ mod tests {
         // A ULID directory without meta.json is reported, naming the file.
         let broken = dir.path().join("01ARZ3NDEKTSV4RRFFQ69G5FAW");
         fs::create_dir_all(&broken).unwrap();
-        let err = open_blocks(dir.path())
-            .err()
-            .expect("missing meta.json is an error");
+        let Err(err) = open_blocks(dir.path()) else {
+            panic!("missing meta.json is an error");
+        };
         assert!(
             err.to_string()
                 .contains("01ARZ3NDEKTSV4RRFFQ69G5FAW/meta.json"),
