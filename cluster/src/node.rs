@@ -114,6 +114,10 @@ pub struct Node {
     ring_cache: Mutex<(u64, Arc<Ring>)>,
     metrics: ClusterMetrics,
     leaving: AtomicBool,
+    /// Registered (so caught up at least to its own registration): only then does this
+    /// node answer the ring to queriers — a node just restarted has not yet re-applied
+    /// the log and would answer an empty ring.
+    registered: AtomicBool,
 }
 
 impl std::fmt::Debug for Node {
@@ -247,6 +251,7 @@ impl Node {
             ring_cache: Mutex::new((u64::MAX, Arc::new(Ring::default()))),
             metrics: ClusterMetrics::new(registry),
             leaving: AtomicBool::new(false),
+            registered: AtomicBool::new(false),
             config,
         });
         node.clone().spawn_metrics();
@@ -411,6 +416,7 @@ impl Node {
         }
         self.heartbeat(Some(InstanceState::Active), deadline)
             .await?;
+        self.registered.store(true, Ordering::Release);
         tracing::info!(id = %self.config.name, zone = %self.config.zone, "ring: ACTIVE");
         Ok(())
     }
@@ -737,6 +743,10 @@ fn hello_mismatch(
 pub struct RingView {
     pub replication_factor: usize,
     pub heartbeat_timeout_ms: i64,
+    /// How far this member has applied the raft log: of several answers, the
+    /// furthest is the freshest ring.
+    #[serde(default)]
+    pub applied_index: u64,
     pub members: Vec<InstanceDesc>,
 }
 
@@ -881,10 +891,23 @@ impl Cluster for ClusterService {
     }
 
     async fn ring(&self, _req: Request<RingRequest>) -> Result<Response<RingReply>, Status> {
+        if !self.node.registered.load(Ordering::Acquire) {
+            return Err(Status::unavailable(
+                "this ingester has not joined the ring yet; ask another member",
+            ));
+        }
         let members: Vec<InstanceDesc> = self.node.read(|s| s.members.values().cloned().collect());
+        let applied_index = self
+            .node
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
         let view = RingView {
             replication_factor: self.node.config.replication_factor,
             heartbeat_timeout_ms: self.node.config.heartbeat_timeout_ms,
+            applied_index,
             members,
         };
         Ok(Response::new(RingReply {

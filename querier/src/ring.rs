@@ -49,40 +49,43 @@ impl RingEndpoints {
     }
 
     /// Ask the peers, in order, until one answers; keep the last view otherwise.
+    /// Ask every peer at once and keep the freshest answer (the one furthest along the
+    /// raft log); keep the last view when none answers.
     pub async fn refresh(&self) -> Result<usize, String> {
-        let mut last = String::from("no --ingester.ring.peers");
-        for addr in &self.peers {
+        let asks = self.peers.iter().map(|addr| async move {
             let uri = format!("http://{addr}");
-            let ch = match tonic::transport::Endpoint::from_shared(uri) {
-                Ok(e) => e.connect_timeout(Duration::from_secs(1)).connect_lazy(),
-                Err(e) => {
-                    last = e.to_string();
-                    continue;
-                }
-            };
+            let ch = tonic::transport::Endpoint::from_shared(uri)
+                .map_err(|e| format!("{addr}: {e}"))?
+                .connect_timeout(Duration::from_secs(1))
+                .connect_lazy();
             let mut c = ClusterClient::new(ch);
-            let r = tokio::time::timeout(Duration::from_secs(3), c.ring(RingRequest {})).await;
-            let reply = match r {
-                Ok(Ok(r)) => r.into_inner(),
-                Ok(Err(s)) => {
-                    last = format!("{addr}: {}", s.message());
-                    continue;
+            let reply =
+                match tokio::time::timeout(Duration::from_secs(3), c.ring(RingRequest {})).await {
+                    Ok(Ok(r)) => r.into_inner(),
+                    Ok(Err(s)) => return Err(format!("{addr}: {}", s.message())),
+                    Err(_) => return Err(format!("{addr}: timed out")),
+                };
+            serde_json::from_slice::<RingView>(&reply.members).map_err(|e| format!("{addr}: {e}"))
+        });
+        let mut best: Option<RingView> = None;
+        let mut last = String::from("no --ingester.ring.peers");
+        for r in futures::future::join_all(asks).await {
+            match r {
+                Ok(v)
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| v.applied_index > b.applied_index) =>
+                {
+                    best = Some(v)
                 }
-                Err(_) => {
-                    last = format!("{addr}: timed out");
-                    continue;
-                }
-            };
-            let view: RingView = match serde_json::from_slice(&reply.members) {
-                Ok(v) => v,
-                Err(e) => {
-                    last = format!("{addr}: {e}");
-                    continue;
-                }
-            };
-            return Ok(self.apply(&view));
+                Ok(_) => {}
+                Err(e) => last = e,
+            }
         }
-        Err(last)
+        match best {
+            Some(v) => Ok(self.apply(&v)),
+            None => Err(last),
+        }
     }
 
     fn apply(&self, view: &RingView) -> usize {
