@@ -268,8 +268,17 @@ fn serve(
         if let Some(t) = compactor_task {
             let _ = t.await;
         }
-        if let Ok(Err(e)) = grpc.await {
-            tracing::error!(error = %e, "gRPC server failed");
+        // A graceful gRPC stop waits for every connection to close, and cluster peers
+        // stopping at the same time keep theirs to us open while they wait for ours:
+        // bound the wait, then drop the server.
+        let mut grpc = grpc;
+        match tokio::time::timeout(std::time::Duration::from_secs(5), &mut grpc).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC server failed"),
+            Ok(_) => {}
+            Err(_) => {
+                tracing::info!("gRPC connections still open after 5 s; closing them");
+                grpc.abort();
+            }
         }
         ing.sync_all();
         if leaving {

@@ -323,8 +323,18 @@ fn ha_pair_through_three_ingesters_survives_kill9_and_leader_loss() {
         0.0
     );
     let window = ((done - started) / 1000).max(10);
-    let from_querier = raw_samples(&querier.url(), "{job=\"self\"}", window, done, &["cluster"]);
-    let from_prom = raw_samples(&p.url(), "{job=\"self\"}", window, done, &[]);
+    // After an outage Prometheus reshards its queue: one shard may still retry an older
+    // batch while another has sent newer samples, so wait (bounded) until the two
+    // agree; whatever still differs then is reported sample by sample below.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (from_querier, from_prom) = loop {
+        let q = raw_samples(&querier.url(), "{job=\"self\"}", window, done, &["cluster"]);
+        let pm = raw_samples(&p.url(), "{job=\"self\"}", window, done, &[]);
+        if q == pm || std::time::Instant::now() > deadline {
+            break (q, pm);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     assert_eq!(from_querier.len(), from_prom.len());
     let mut samples = 0;
     for (k, want) in &from_prom {
