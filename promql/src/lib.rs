@@ -22,6 +22,65 @@ pub struct StorageSeries {
     pub resolution: i64,
 }
 
+/// Samples of one series still encoded (e.g. XOR chunks, possibly from several sources
+/// and replicas): the engine decodes them only when it consumes the series, one series
+/// at a time, into a buffer it reuses, so a query holds the encoded data of its
+/// selectors plus one decoded series instead of every decoded sample.
+pub trait LazySamples: Send + Sync {
+    /// Replaces `out`'s contents with the series' samples, sorted by time and unique.
+    /// Samples outside the selected range may be included (the engine trims).
+    fn decode_into(&self, out: &mut Vec<(i64, f64)>) -> Result<(), StorageError>;
+}
+
+/// A series' samples as [`Storage::select_lazy`] answers them.
+pub enum Samples {
+    Decoded(Vec<(i64, f64)>),
+    Lazy(Box<dyn LazySamples>),
+}
+
+impl std::fmt::Debug for Samples {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Samples::Decoded(v) => write!(f, "Decoded({} samples)", v.len()),
+            Samples::Lazy(_) => f.write_str("Lazy"),
+        }
+    }
+}
+
+impl Samples {
+    /// The samples into `out` (replacing its contents); decoded ones are copied.
+    pub fn decode_into(&self, out: &mut Vec<(i64, f64)>) -> Result<(), StorageError> {
+        match self {
+            Samples::Decoded(v) => {
+                out.clear();
+                out.extend_from_slice(v);
+                Ok(())
+            }
+            Samples::Lazy(l) => l.decode_into(out),
+        }
+    }
+}
+
+/// One series as [`Storage::select_lazy`] answers it: [`StorageSeries`] whose samples
+/// may still be encoded.
+#[derive(Debug)]
+pub struct SelectedSeries {
+    pub labels: Labels,
+    pub samples: Samples,
+    /// As [`StorageSeries::resolution`].
+    pub resolution: i64,
+}
+
+impl From<StorageSeries> for SelectedSeries {
+    fn from(s: StorageSeries) -> Self {
+        SelectedSeries {
+            labels: s.labels,
+            samples: Samples::Decoded(s.samples),
+            resolution: s.resolution,
+        }
+    }
+}
+
 /// Hints the engine passes to storage about one selector, so storage can pick
 /// downsampled data or skip work (Thanos's `SelectHints`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -58,6 +117,22 @@ pub trait Storage: Send + Sync {
         maxt: i64,
         hints: &SelectHints,
     ) -> Result<Vec<StorageSeries>, StorageError>;
+
+    /// [`Storage::select`] with samples that may stay encoded until the engine consumes
+    /// each series (what the engine calls). The default decodes eagerly via `select`.
+    fn select_lazy(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: &SelectHints,
+    ) -> Result<Vec<SelectedSeries>, StorageError> {
+        Ok(self
+            .select(matchers, mint, maxt, hints)?
+            .into_iter()
+            .map(SelectedSeries::from)
+            .collect())
+    }
 
     /// Warnings gathered while answering (e.g. a store that did not answer under a
     /// partial-response strategy); drained by the engine after evaluation.

@@ -535,12 +535,21 @@ fn check_range_consistency(
 
 /// Run every case of one test file's text.
 pub fn run_script(file: &str, text: &str, skips: &HashMap<(String, usize), String>) -> FileReport {
+    run_script_on(MemStorage::new(), file, text, skips)
+}
+
+/// [`run_script`] over `st` (e.g. [`MemStorage::decoded`], to compare evaluations).
+pub fn run_script_on(
+    st: MemStorage,
+    file: &str,
+    text: &str,
+    skips: &HashMap<(String, usize), String>,
+) -> FileReport {
     let opts = EngineOptions {
         max_samples: 10_000,
         ..Default::default()
     };
     let engine = Engine::new(opts);
-    let st = MemStorage::new();
     let mut report = FileReport::default();
     let lines: Vec<(usize, String)> = text
         .lines()

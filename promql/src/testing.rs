@@ -1,4 +1,7 @@
-//! An in-memory [`Storage`] for tests and the conformance runner.
+//! An in-memory [`Storage`] for tests and the conformance runner. By default it answers
+//! [`Storage::select_lazy`] with XOR chunks the engine decodes per series (as the
+//! querier's sources do); [`MemStorage::decoded`] answers decoded samples, so the two
+//! evaluations can be compared.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -6,17 +9,52 @@ use std::sync::Mutex;
 use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::Matcher;
 
-use crate::{SelectHints, Storage, StorageError, StorageSeries};
+use strata_tsdb::chunkenc::{append_xor_in_range, XorChunk};
+
+use crate::{
+    LazySamples, Samples, SelectHints, SelectedSeries, Storage, StorageError, StorageSeries,
+};
 
 /// Series kept in memory, sorted by labels; samples sorted by time.
 #[derive(Debug, Default)]
 pub struct MemStorage {
     series: Mutex<BTreeMap<Labels, Vec<(i64, f64)>>>,
+    /// Answer `select_lazy` with decoded samples instead of chunks.
+    decoded: bool,
+}
+
+/// Samples per chunk of a lazily answered series: small, so windows cross chunks.
+const CHUNK_SAMPLES: usize = 7;
+
+/// A series answered as XOR chunks, decoded when the engine loads it.
+struct MemChunks {
+    chunks: Vec<Vec<u8>>,
+    mint: i64,
+    maxt: i64,
+}
+
+impl LazySamples for MemChunks {
+    fn decode_into(&self, out: &mut Vec<(i64, f64)>) -> Result<(), StorageError> {
+        out.clear();
+        for c in &self.chunks {
+            append_xor_in_range(c, self.mint, self.maxt, out)
+                .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        }
+        Ok(())
+    }
 }
 
 impl MemStorage {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A storage whose `select_lazy` answers decoded samples (the engine's eager path).
+    pub fn decoded() -> Self {
+        MemStorage {
+            decoded: true,
+            ..Default::default()
+        }
     }
 
     /// Add samples to a series (merged by timestamp; a repeated timestamp keeps the
@@ -78,5 +116,44 @@ impl Storage for MemStorage {
             });
         }
         Ok(out)
+    }
+
+    fn select_lazy(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: &SelectHints,
+    ) -> Result<Vec<SelectedSeries>, StorageError> {
+        let series = self.select(matchers, mint, maxt, hints)?;
+        Ok(if self.decoded {
+            series.into_iter().map(SelectedSeries::from).collect()
+        } else {
+            series
+                .into_iter()
+                .map(|s| self.encode(s, mint, maxt))
+                .collect()
+        })
+    }
+}
+
+impl MemStorage {
+    fn encode(&self, s: StorageSeries, mint: i64, maxt: i64) -> SelectedSeries {
+        let chunks = s
+            .samples
+            .chunks(CHUNK_SAMPLES)
+            .map(|part| {
+                let mut c = XorChunk::new();
+                for &(t, v) in part {
+                    c.append(t, v);
+                }
+                c.into_bytes()
+            })
+            .collect();
+        SelectedSeries {
+            labels: s.labels,
+            samples: Samples::Lazy(Box::new(MemChunks { chunks, mint, maxt })),
+            resolution: s.resolution,
+        }
     }
 }

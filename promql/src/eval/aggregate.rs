@@ -12,7 +12,7 @@ use crate::functions as f;
 
 use super::{
     cmp_nan_last, drop_name_labels, exec, for_each_step, unwrap_parens, valid_label_name, Ctx,
-    Evaluator, Out, Result, Series, Val,
+    Evaluator, Out, RawSeries, Result, Series, Val,
 };
 
 /// The group of a series with `labels` under `by (names)` / `without (names)`, and
@@ -169,20 +169,22 @@ impl Evaluator<'_> {
         op: TokenId,
         by: bool,
         names: &[String],
-        raw: Vec<Series>,
+        raw: Vec<RawSeries>,
         refs: &[i64],
         ctx: Ctx,
-    ) -> Result<std::result::Result<Val, Vec<Series>>> {
+    ) -> Result<std::result::Result<Val, Vec<RawSeries>>> {
         let mut acc = CellAgg::new(op, by, names, ctx);
         if !acc.fits(raw.iter().map(|s| (&s.labels, false))) {
             return Ok(Err(raw));
         }
         let mut pts = Vec::new();
+        let mut buf = Vec::new();
         let mut total = 0usize;
         for s in raw {
             self.check_time()?;
             pts.clear();
-            self.steps_of(&s.pts, refs, ctx, false, &mut pts);
+            // One series decoded at a time into `buf`, dropped once in the cells.
+            self.steps_of(s.load(&mut buf)?, refs, ctx, false, &mut pts);
             if pts.is_empty() {
                 continue;
             }

@@ -74,12 +74,71 @@ pub enum Val {
     Matrix(Vec<Series>),
 }
 
+/// A selected series, its samples decoded only when a consumer loads it
+/// ([`RawSeries::load`]): consumers take one series at a time into a buffer they reuse,
+/// so a selector's decoded samples are never all held at once.
+pub(super) struct RawSeries {
+    labels: Labels,
+    drop_name: bool,
+    samples: crate::Samples,
+    /// Samples outside `[lo, hi]` are left out when loaded.
+    lo: i64,
+    hi: i64,
+    /// Leave stale markers out (range selectors).
+    drop_stale: bool,
+    /// Downsampled resolution (ms, 0 raw).
+    res: i64,
+}
+
+impl RawSeries {
+    /// Already evaluated points (a subquery's), kept as they are.
+    fn decoded(s: Series) -> Self {
+        RawSeries {
+            labels: s.labels,
+            drop_name: s.drop_name,
+            samples: crate::Samples::Decoded(s.pts),
+            lo: i64::MIN,
+            hi: i64::MAX,
+            drop_stale: false,
+            res: 0,
+        }
+    }
+
+    /// The series' samples within its bounds: a slice of samples storage returned
+    /// decoded, or of `buf`, which it decodes (or filters) into.
+    fn load<'s>(&'s self, buf: &'s mut Vec<(i64, f64)>) -> Result<&'s [(i64, f64)]> {
+        let keep = |p: &(i64, f64)| {
+            p.0 >= self.lo && p.0 <= self.hi && !(self.drop_stale && is_stale(p.1))
+        };
+        match &self.samples {
+            crate::Samples::Decoded(v) => {
+                let a = v.partition_point(|p| p.0 < self.lo);
+                let b = a + v[a..].partition_point(|p| p.0 <= self.hi);
+                let w = &v[a..b];
+                if !(self.drop_stale && w.iter().any(|p| is_stale(p.1))) {
+                    return Ok(w);
+                }
+                buf.clear();
+                buf.extend(w.iter().filter(|p| keep(p)));
+                Ok(buf)
+            }
+            crate::Samples::Lazy(l) => {
+                l.decode_into(buf)?;
+                if !buf.iter().all(keep) {
+                    buf.retain(keep);
+                }
+                Ok(buf)
+            }
+        }
+    }
+}
+
 /// Per-step data of a range-vector argument.
 struct RangeData {
-    series: Vec<Series>,
-    /// Per series of a selector: its downsampled resolution (ms, 0 raw); empty for
-    /// subqueries (all raw).
-    res: Vec<i64>,
+    series: Vec<RawSeries>,
+    /// Samples of a selector (not a subquery): loading a series counts what each step
+    /// reads ([`Evaluator::load_range`]).
+    selector: bool,
     range: i64,
     /// Reference (window end) time per step of the context.
     refs: Vec<i64>,
@@ -304,6 +363,34 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
+    /// A range selector's samples, summed over its series as they are loaded one by
+    /// one, count toward `peakSamples` as if held together (the number Prometheus's
+    /// matrix selector reports).
+    fn note_held(&self, held: usize) {
+        if held > self.peak.get() {
+            self.peak.set(held);
+        }
+    }
+
+    /// Series `s` of `rd` loaded into `buf` (see [`RawSeries::load`]); a selector's
+    /// series count each step's window toward `totalQueryableSamples`, as Prometheus
+    /// counts a sample once per step it is in.
+    fn load_range<'s>(
+        &mut self,
+        rd: &RangeData,
+        s: &'s RawSeries,
+        buf: &'s mut Vec<(i64, f64)>,
+    ) -> Result<&'s [(i64, f64)]> {
+        let pts = s.load(buf)?;
+        if rd.selector {
+            let mut w = Windows::default();
+            for &r in &rd.refs {
+                self.queryable += w.next(pts, r, rd.range).len() as u64;
+            }
+        }
+        Ok(pts)
+    }
+
     fn check_series(&self, s: &[Series]) -> Result<()> {
         self.check_samples(s.iter().map(|s| s.pts.len()).sum())
     }
@@ -352,17 +439,25 @@ impl<'a> Evaluator<'a> {
                 // only meaningful for instant evaluation: the window at the (single) step
                 let mut out = Vec::new();
                 let mut total = 0;
-                for s in rd.series {
-                    let w = window(&s.pts, rd.refs[0], rd.range);
+                let mut buf = Vec::new();
+                let mut held = 0;
+                for s in &rd.series {
+                    self.check_time()?;
+                    let pts = self.load_range(&rd, s, &mut buf)?;
+                    held += pts.len();
+                    let w = window(pts, rd.refs[0], rd.range);
                     if !w.is_empty() {
                         total += w.len();
                         self.queryable += w.len() as u64;
                         out.push(Series {
-                            labels: s.labels,
+                            labels: s.labels.clone(),
                             drop_name: s.drop_name,
                             pts: w.to_vec(),
                         });
                     }
+                }
+                if rd.selector {
+                    self.note_held(held);
                 }
                 self.check_samples(total)?;
                 Ok(Val::Matrix(out))

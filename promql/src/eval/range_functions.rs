@@ -9,7 +9,7 @@ use crate::QueryError;
 
 use super::aggregate::CellAgg;
 use super::calls::absent_labels;
-use super::{exec, unwrap_parens, window, Ctx, Evaluator, Result, Series, Val, Windows};
+use super::{exec, unwrap_parens, Ctx, Evaluator, Result, Series, Val, Windows};
 
 impl Evaluator<'_> {
     /// Functions over a range vector; `None` when `name` is not one.
@@ -73,16 +73,26 @@ impl Evaluator<'_> {
         let rd = self.eval_range(args[range_idx], ctx, Some(name))?;
         let n = ctx.n();
         if name == "absent_over_time" {
-            let mut pts = Vec::new();
-            for i in 0..n {
-                let any = rd
-                    .series
-                    .iter()
-                    .any(|s| !window(&s.pts, rd.refs[i], rd.range).is_empty());
-                if !any {
-                    pts.push((ctx.ts(i), 1.0));
+            // Steps where some series has a sample in its window, one series at a time.
+            let mut present = vec![false; n];
+            let mut buf = Vec::new();
+            let mut held = 0;
+            for s in &rd.series {
+                self.check_time()?;
+                let pts = self.load_range(&rd, s, &mut buf)?;
+                held += pts.len();
+                let mut windows = Windows::default();
+                for (i, p) in present.iter_mut().enumerate() {
+                    *p |= !windows.next(pts, rd.refs[i], rd.range).is_empty();
                 }
             }
+            if rd.selector {
+                self.note_held(held);
+            }
+            let pts: Vec<(i64, f64)> = (0..n)
+                .filter(|&i| !present[i])
+                .map(|i| (ctx.ts(i), 1.0))
+                .collect();
             let labels = match unwrap_parens(args[0]) {
                 Expr::MatrixSelector(ms) => absent_labels(&Expr::VectorSelector(ms.vs.clone())),
                 _ => Labels::new(),
@@ -127,21 +137,27 @@ impl Evaluator<'_> {
         let mut step_load = vec![0usize; n];
         let mut total = 0usize;
         let mut buf: Vec<f64> = Vec::new();
-        for (si, s) in rd.series.iter().enumerate() {
+        // One series decoded at a time into `raw`, reused for the next.
+        let mut raw: Vec<(i64, f64)> = Vec::new();
+        let mut held = 0;
+        for s in &rd.series {
             self.check_time()?;
             let mut pts = Vec::new();
             let mut windows = Windows::default();
-            let res = rd.res.get(si).copied().unwrap_or(0);
+            let res = s.res;
+            let samples = self.load_range(&rd, s, &mut raw)?;
+            held += samples.len();
+            let s_pts = samples;
             for i in 0..n {
                 if i % 64 == 63 {
                     self.check_time()?;
                 }
-                let w = windows.next(&s.pts, rd.refs[i], rd.range);
+                let w = windows.next(s_pts, rd.refs[i], rd.range);
                 if w.is_empty() {
                     continue;
                 }
                 // The point before the window, for rates over downsampled data.
-                let before = || windows.lo.checked_sub(1).map(|j| s.pts[j]);
+                let before = || windows.lo.checked_sub(1).map(|j| s_pts[j]);
                 step_load[i] += w.len();
                 if step_load[i] > self.max_samples {
                     return Err(QueryError::TooManySamples);
@@ -244,6 +260,9 @@ impl Evaluator<'_> {
                     }),
                 }
             }
+        }
+        if rd.selector {
+            self.note_held(held);
         }
         Ok(Some((Val::Vector(out), streamed)))
     }

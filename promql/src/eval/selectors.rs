@@ -1,7 +1,7 @@
 //! Selectors: matchers, storage reads with hints, instant-vector selectors at
 //! each step, range-vector selectors and subqueries.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use promql_parser::label::{MatchOp as PMatchOp, Matcher as PMatcher};
 use promql_parser::parser::{Expr, SubqueryExpr, VectorSelector};
@@ -11,7 +11,7 @@ use strata_tsdb::matcher::{MatchOp, Matcher};
 use crate::{QueryError, SelectHints};
 
 use super::{
-    exec, gallop, is_stale, unwrap_parens, Ctx, Evaluator, RangeData, Result, Series, Windows,
+    exec, gallop, is_stale, unwrap_parens, Ctx, Evaluator, RangeData, RawSeries, Result, Series,
 };
 
 impl Evaluator<'_> {
@@ -46,60 +46,44 @@ impl Evaluator<'_> {
         Ok(out)
     }
 
-    fn select(
-        &mut self,
-        vs: &VectorSelector,
-        mint: i64,
-        maxt: i64,
-        hints: &SelectHints,
-    ) -> Result<Vec<Series>> {
-        Ok(self.select_res(vs, mint, maxt, hints)?.0)
-    }
-
-    /// [`Self::select`] and each series' downsampled resolution (0 raw). A downsampled
+    /// The series of a selector in `[mint, maxt]`, sorted by labels, samples left
+    /// encoded where storage allows ([`RawSeries::load`] decodes one). A downsampled
     /// series keeps one window before `mint`: `rate` measures from it.
-    fn select_res(
+    fn select_raw(
         &mut self,
         vs: &VectorSelector,
         mint: i64,
         maxt: i64,
         hints: &SelectHints,
-    ) -> Result<(Vec<Series>, Vec<i64>)> {
+        drop_stale: bool,
+    ) -> Result<Vec<RawSeries>> {
         let sets = self.matcher_sets(vs)?;
         let several = sets.len() > 1;
         // Only several matcher sets can return a series twice; one set needs no map
         // (with 100k series the map's hashing was a tenth of a query).
-        let mut seen: HashMap<Labels, usize> = HashMap::new();
-        let mut out: Vec<Series> = Vec::new();
-        let mut res: Vec<i64> = Vec::new();
+        let mut seen: HashSet<Labels> = HashSet::new();
+        let mut out: Vec<RawSeries> = Vec::new();
         for ms in sets {
-            for s in self.storage.select(&ms, mint, maxt, hints)? {
-                if several {
-                    if seen.contains_key(&s.labels) {
-                        continue;
-                    }
-                    seen.insert(s.labels.clone(), out.len());
+            for s in self.storage.select_lazy(&ms, mint, maxt, hints)? {
+                if several && !seen.insert(s.labels.clone()) {
+                    continue;
                 }
-                let mut pts = s.samples;
-                let lo = mint.saturating_sub(s.resolution.max(0));
-                // trim in place: no second allocation per series
-                if pts.first().is_some_and(|p| p.0 < lo) || pts.last().is_some_and(|p| p.0 > maxt) {
-                    pts.retain(|p| p.0 >= lo && p.0 <= maxt);
-                }
-                out.push(Series {
+                let res = s.resolution.max(0);
+                out.push(RawSeries {
                     labels: s.labels,
                     drop_name: false,
-                    pts,
+                    samples: s.samples,
+                    lo: mint.saturating_sub(res),
+                    hi: maxt,
+                    drop_stale,
+                    res,
                 });
-                res.push(s.resolution.max(0));
             }
         }
         if several || !out.windows(2).all(|w| w[0].labels < w[1].labels) {
-            let mut both: Vec<(Series, i64)> = out.into_iter().zip(res).collect();
-            both.sort_by(|a, b| a.0.labels.cmp(&b.0.labels));
-            (out, res) = both.into_iter().unzip();
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
         }
-        Ok((out, res))
+        Ok(out)
     }
 
     /// An instant vector selector at every step. With `ts_mode` the value is the
@@ -120,17 +104,18 @@ impl Evaluator<'_> {
     /// [`Self::steps_of`] for every raw series; series without a point are left out.
     pub(super) fn steps_of_all(
         &mut self,
-        raw: Vec<Series>,
+        raw: Vec<RawSeries>,
         refs: &[i64],
         ctx: Ctx,
         ts_mode: bool,
     ) -> Result<Vec<Series>> {
         let mut out = Vec::with_capacity(raw.len());
         let mut total = 0;
+        let mut buf = Vec::new();
         for s in raw {
             self.check_time()?;
             let mut pts = Vec::new();
-            self.steps_of(&s.pts, refs, ctx, ts_mode, &mut pts);
+            self.steps_of(s.load(&mut buf)?, refs, ctx, ts_mode, &mut pts);
             if !pts.is_empty() {
                 total += pts.len();
                 self.queryable += pts.len() as u64;
@@ -152,7 +137,7 @@ impl Evaluator<'_> {
         vs: &VectorSelector,
         ctx: Ctx,
         func: Option<&str>,
-    ) -> Result<Option<(Vec<Series>, Vec<i64>)>> {
+    ) -> Result<Option<(Vec<RawSeries>, Vec<i64>)>> {
         let refs = self.refs(ctx, &vs.at, &vs.offset);
         if refs.is_empty() {
             return Ok(None);
@@ -165,7 +150,7 @@ impl Evaluator<'_> {
             range: 0,
             func: func.map(str::to_string),
         };
-        let raw = self.select(vs, hints.start, hi, &hints)?;
+        let raw = self.select_raw(vs, hints.start, hi, &hints, false)?;
         Ok(Some((raw, refs)))
     }
 
@@ -212,7 +197,7 @@ impl Evaluator<'_> {
                 if refs.is_empty() {
                     return Ok(RangeData {
                         series: vec![],
-                        res: vec![],
+                        selector: true,
                         range,
                         refs,
                     });
@@ -225,29 +210,10 @@ impl Evaluator<'_> {
                     range,
                     func: func.map(str::to_string),
                 };
-                let (raw, res) = self.select_res(&ms.vs, hints.start, hi, &hints)?;
-                let (mut series, mut kept_res) = (Vec::with_capacity(raw.len()), Vec::new());
-                let mut held = 0;
-                for (mut s, r) in raw.into_iter().zip(res) {
-                    s.pts.retain(|p| !is_stale(p.1));
-                    held += s.pts.len();
-                    // Each step reads its window (Prometheus counts a sample once per
-                    // step it is in); galloping from the last step's bounds.
-                    let mut w = Windows::default();
-                    for &r in &refs {
-                        self.queryable += w.next(&s.pts, r, range).len() as u64;
-                    }
-                    if !s.pts.is_empty() {
-                        series.push(s);
-                        kept_res.push(r);
-                    }
-                }
-                if held > self.peak.get() {
-                    self.peak.set(held);
-                }
+                let series = self.select_raw(&ms.vs, hints.start, hi, &hints, true)?;
                 Ok(RangeData {
                     series,
-                    res: kept_res,
+                    selector: true,
                     range,
                     refs,
                 })
@@ -263,7 +229,7 @@ impl Evaluator<'_> {
         if refs.is_empty() {
             return Ok(RangeData {
                 series: vec![],
-                res: vec![],
+                selector: false,
                 range,
                 refs,
             });
@@ -292,8 +258,8 @@ impl Evaluator<'_> {
             self.eval_vector(&sq.expr, inner)?
         };
         Ok(RangeData {
-            series,
-            res: vec![],
+            series: series.into_iter().map(RawSeries::decoded).collect(),
+            selector: false,
             range,
             refs,
         })
