@@ -1,5 +1,6 @@
 //! Postings list set operations, in input elements per second (the sum of the input
-//! lists' lengths).
+//! lists' lengths); and `postings_for_matchers` over a block index of 100k series
+//! (loadgen's layout: 100 metric names) for the regex matchers of issue 12's bench.
 //!
 //! `cargo bench -p strata-tsdb --bench postings -- --warm-up-time 1 --measurement-time 3`
 
@@ -8,7 +9,10 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use strata_tsdb::postings::{intersect, intersect_many, merge, without};
+use strata_tsdb::index::{ChunkMeta, IndexReader, IndexWriter};
+use strata_tsdb::labels::Labels;
+use strata_tsdb::matcher::{MatchOp, Matcher};
+use strata_tsdb::postings::{intersect, intersect_many, merge, postings_for_matchers, without};
 
 /// `n` sorted distinct refs spread over `[0, universe)`.
 fn list(rng: &mut SmallRng, n: usize, universe: u64) -> Vec<u64> {
@@ -70,5 +74,69 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// A block index of `n` series: 100 metric names, 10 namespaces, one pod each.
+fn index(n: usize) -> IndexReader {
+    let mut series: Vec<Labels> = (0..n)
+        .map(|i| {
+            Labels::from_pairs([
+                ("__name__", format!("metric_{}_bucket", i % 100).as_str()),
+                ("job", "loadgen"),
+                ("namespace", format!("ns-{}", i % 10).as_str()),
+                ("pod", format!("pod-{i}").as_str()),
+            ])
+        })
+        .collect();
+    series.sort();
+    let mut syms = std::collections::BTreeSet::new();
+    for s in &series {
+        for l in s {
+            syms.insert(l.name.to_string());
+            syms.insert(l.value.to_string());
+        }
+    }
+    let mut w = IndexWriter::new(Vec::new(), "index", &syms).unwrap();
+    for (i, s) in series.iter().enumerate() {
+        w.add_series(s, &[ChunkMeta::new(0, 1, 8 + i as u64 * 16)])
+            .unwrap();
+    }
+    IndexReader::new(bytes::Bytes::from(w.finish().unwrap()), "index").unwrap()
+}
+
+fn matchers(c: &mut Criterion) {
+    let ir = index(100_000);
+    let mut g = c.benchmark_group("postings_for_matchers");
+    g.throughput(Throughput::Elements(100_000));
+    for (name, pattern) in [
+        ("__name__=~\".+\" (100k series)", ".+"),
+        (
+            "__name__=~\"metric_.*_bucket\" (100k series)",
+            "metric_.*_bucket",
+        ),
+        ("__name__=~\"metric_1.*\" (11k series)", "metric_1.*"),
+    ] {
+        let ms = [Matcher::new(MatchOp::RegexMatch, "__name__", pattern).unwrap()];
+        g.bench_function(BenchmarkId::from_parameter(name), |bch| {
+            bch.iter(|| black_box(postings_for_matchers(black_box(&ir), &ms).unwrap()))
+        });
+        // before: every matching value's list read and merged
+        g.bench_function(
+            BenchmarkId::from_parameter(format!("{name}, merged per value")),
+            |bch| {
+                bch.iter(|| {
+                    let lists: Vec<Vec<u64>> = ir
+                        .label_values("__name__")
+                        .unwrap()
+                        .into_iter()
+                        .filter(|v| ms[0].matches(v))
+                        .map(|v| ir.postings("__name__", v).unwrap())
+                        .collect();
+                    black_box(merge(&lists))
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, matchers);
 criterion_main!(benches);

@@ -861,18 +861,47 @@ impl IndexReader {
     }
 
     /// The union of the postings of every value of `name` for which `pred` holds.
+    ///
+    /// The predicate runs over the label's value list first; when it accepts every
+    /// value of a label every series carries (`{__name__=~".+"}`, `job=~".*x.*"` where
+    /// all jobs match) the answer is the all-series list, read once instead of merging
+    /// one list per value.
     pub fn postings_matching(
         &self,
         name: &str,
         mut pred: impl FnMut(&str) -> bool,
     ) -> Result<Vec<u64>> {
-        let mut lists = Vec::new();
-        for v in self.values_of(name) {
+        let values = self.values_of(name);
+        let mut picked = Vec::with_capacity(values.len());
+        for v in values {
             if pred(self.value_str(v)?) {
-                lists.push(self.read_postings(v.postings)?);
+                picked.push(v.postings);
             }
         }
+        if picked.len() == values.len() && !picked.is_empty() {
+            if let Some(all) = self.all_postings {
+                let mut total = 0u64;
+                for &off in &picked {
+                    total += u64::from(self.postings_len(off)?);
+                }
+                // Each series holds a label once: the lists are disjoint, so equal
+                // sizes mean the union is every series.
+                if total == u64::from(self.postings_len(all)?) {
+                    return self.read_postings(all);
+                }
+            }
+        }
+        let lists = picked
+            .into_iter()
+            .map(|off| self.read_postings(off))
+            .collect::<Result<Vec<_>>>()?;
         Ok(crate::postings::merge(&lists))
+    }
+
+    /// The number of entries of the postings list at `off`, without reading it.
+    fn postings_len(&self, off: u64) -> Result<u32> {
+        let (body, base) = self.section(off, "postings list")?;
+        Dec::new(body, base, &self.name).be32()
     }
 
     /// The union of the postings of the listed values of `name`.

@@ -465,6 +465,11 @@ mod tests {
             vec![r#"{__name__="down", env="dev"}"#]
         );
         assert!(run(vec![m(RegexNoMatch, "job", ".*")]).is_empty());
+        // every value of a label every series has: the all-series list
+        assert_eq!(run(vec![m(RegexMatch, "__name__", ".+")]).len(), 4);
+        assert_eq!(run(vec![m(RegexMatch, "__name__", "up|d.*")]).len(), 4);
+        // every value, but not every series has the label
+        assert_eq!(run(vec![m(RegexMatch, "job", ".+")]).len(), 2);
         assert_eq!(run(vec![]).len(), 4);
         assert!(run(vec![m(Equal, "__name__", "nope")]).is_empty());
     }

@@ -339,11 +339,8 @@ impl Evaluator<'_> {
                             } else {
                                 (k as i64).min(g.len() as i64) as usize
                             };
-                            let top = op == T_TOPK;
-                            let mut v = g.clone();
-                            v.sort_by(|a, b| cmp_nan_last(a.1, b.1, top));
-                            v.truncate(k);
-                            v
+                            top_k(g, k, op == T_TOPK);
+                            g.drain(..k).collect()
                         }
                     };
                     for (si, x) in sel {
@@ -470,6 +467,20 @@ impl Evaluator<'_> {
         self.check_series(&out)?;
         Ok(Val::Vector(out))
     }
+}
+
+/// Moves the `k` first of `g` in `topk` (`top`) or `bottomk` order to its front, in
+/// that order; ties keep input order (series index), NaN last. A partial selection
+/// (O(n)) and a sort of the `k` picked, not a sort of the whole group per step.
+fn top_k(g: &mut [(usize, f64)], k: usize, top: bool) {
+    let cmp = |a: &(usize, f64), b: &(usize, f64)| cmp_nan_last(a.1, b.1, top).then(a.0.cmp(&b.0));
+    if k == 0 {
+        return;
+    }
+    if k < g.len() {
+        g.select_nth_unstable_by(k - 1, cmp);
+    }
+    g[..k].sort_unstable_by(cmp);
 }
 
 /// A stable per-series number in [0, 1) for `limit_ratio`.

@@ -98,6 +98,9 @@ impl MemPostings {
         union(lists)
     }
 
+    /// The union of the lists of the values of `name` that `pred` accepts. When it
+    /// accepts every value of a label every series carries (`{__name__=~".+"}`), that
+    /// is the all-series list, borrowed instead of merging one list per value.
     fn union_matching<'a>(&'a self, name: &str, pred: impl Fn(&str) -> bool) -> Cow<'a, [u64]> {
         let Some(values) = self.m.get(name) else {
             return Cow::Borrowed(&[]);
@@ -107,6 +110,13 @@ impl MemPostings {
             .filter(|(v, _)| pred(v))
             .map(|(_, l)| l.as_slice())
             .collect();
+        // A series holds a label once: the lists are disjoint, so equal sizes mean
+        // the union is every series.
+        if lists.len() == values.len()
+            && lists.iter().map(|l| l.len()).sum::<usize>() == self.all.len()
+        {
+            return Cow::Borrowed(&self.all);
+        }
         union(lists)
     }
 
