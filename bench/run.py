@@ -512,10 +512,13 @@ def main():
     ap.add_argument("--churn-scrapes", type=int, default=20)
     ap.add_argument("--no-churn", action="store_true", help="skip the churn ingest table")
     ap.add_argument("--no-write", action="store_true", help="don't update BENCHMARKS.md")
+    ap.add_argument("--binary", help="the strata binary to measure (default: build the release one)")
     a = ap.parse_args()
     if a.quick:
         a.series, a.runs, a.no_churn = 1000, 1, True
-    if a.quick:
+    if a.binary:
+        strata_bin = os.path.abspath(a.binary)
+    elif a.quick:
         # the smoke run checks behaviour, not speed: the test command's debug build will do
         strata_bin = os.path.join(ROOT, "target", "debug", "strata")
         if not os.path.exists(strata_bin):
