@@ -35,6 +35,12 @@ use tokio::net::TcpListener;
 use crate::metrics::{HistogramVec, Registry, LATENCY_BUCKETS, TEXT_CONTENT_TYPE};
 use crate::shutdown::Shutdown;
 
+mod lenient;
+mod web;
+
+pub use lenient::LenientIo;
+pub use web::CorsOrigin;
+
 /// Whether the component can take traffic; `/-/ready` answers 503 with the reason until
 /// [`Readiness::set_ready`]. Clones share the flag.
 #[derive(Clone, Debug)]
@@ -106,6 +112,8 @@ pub struct ServerState {
     pub registry: Registry,
     pub readiness: Readiness,
     pub metrics: HttpMetrics,
+    /// Origins the API answers cross-origin requests from (all by default).
+    pub cors_origin: CorsOrigin,
 }
 
 impl ServerState {
@@ -115,26 +123,43 @@ impl ServerState {
             registry: registry.clone(),
             readiness,
             metrics: HttpMetrics::new(registry),
+            cors_origin: CorsOrigin::default(),
         }
+    }
+
+    /// Answer cross-origin API requests only from origins matching `origin`
+    /// [`--web.cors.origin`].
+    pub fn with_cors_origin(mut self, origin: CorsOrigin) -> Self {
+        self.cors_origin = origin;
+        self
     }
 }
 
-/// `GET /metrics`, `GET /-/healthy` and `GET /-/ready`, not yet instrumented: merge your
-/// routes into it, then wrap the whole router once with [`instrument`].
+/// `GET /metrics`, `GET /-/healthy`, `GET /-/ready` and the process status endpoints
+/// ([`crate::status`]), not yet instrumented: merge your routes into it, then wrap the
+/// whole router once with [`instrument`].
 pub fn router(state: ServerState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .with_state(state)
+        .merge(crate::status::routes())
 }
 
 /// Time every request of `router` into `strata_http_request_duration_seconds`, labelled
 /// by the matched route pattern (`/api/v1/series`, not the raw path, so the label set
 /// stays bounded; requests that match no route are `handler="unmatched"`), method and
 /// status code. Call once on the final router: routes merged afterwards are not timed.
+/// Also gzips answers for clients that accept it and sets CORS headers on `/api/`.
 pub fn instrument(router: Router, state: &ServerState) -> Router {
-    router.layer(middleware::from_fn_with_state(state.metrics.clone(), track))
+    router
+        .layer(middleware::from_fn(web::gzip))
+        .layer(middleware::from_fn_with_state(
+            state.cors_origin.clone(),
+            web::cors,
+        ))
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
 }
 
 async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
@@ -247,7 +272,7 @@ impl Server {
     pub async fn serve(self, router: Router, shutdown: Shutdown) -> Result<(), ServeError> {
         let addr = self.addr;
         tracing::info!(%addr, "listening for HTTP");
-        let graceful = axum::serve(self.listener, router)
+        let graceful = axum::serve(lenient::LenientListener(self.listener), router)
             .with_graceful_shutdown(shutdown.clone().wait_owned());
         let result = match self.grace_period {
             None => graceful.await,

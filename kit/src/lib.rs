@@ -9,6 +9,7 @@ pub mod http;
 pub mod labels;
 pub mod metrics;
 pub mod shutdown;
+pub mod status;
 pub mod tenant;
 
 /// Log output format.

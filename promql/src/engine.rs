@@ -66,7 +66,7 @@ impl Engine {
     /// evaluator recurse per level). The parser's syntax errors carry no position
     /// ("invalid promql query", "unclosed left parenthesis"): where the scan can tell
     /// what and where, its message is given instead.
-    fn parse(&self, query: &str) -> Result<Expr, QueryError> {
+    pub fn parse(&self, query: &str) -> Result<Expr, QueryError> {
         scan::precheck(query, self.opts.max_depth)?;
         let q = rewrite_aliases(query);
         match guarded(|| parser::parse(&q).map_err(QueryError::BadData)) {

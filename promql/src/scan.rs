@@ -281,6 +281,57 @@ fn duration_in_range(ds: &str) -> bool {
     true
 }
 
+/// Whether Prometheus's lexer takes `c` outside strings and comments.
+fn lexes(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c.is_whitespace() || "_:@.+-*/%^=!<>~(){}[],\"'`#".contains(c)
+}
+
+/// `c` as Go's `%q` prints a rune.
+fn go_quote_char(c: char) -> String {
+    match c {
+        '\\' => "'\\\\'".into(),
+        '\'' => "'\\''".into(),
+        c if c.is_control() => format!("'\\x{:02x}'", c as u32),
+        c => format!("'{c}'"),
+    }
+}
+
+/// Byte offset and quote of the first string that never closes, skipping comments.
+fn unterminated_string(q: &str) -> Option<(usize, u8)> {
+    let b = q.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            quote @ (b'"' | b'\'' | b'`') => {
+                let start = i;
+                i += 1;
+                loop {
+                    if i >= b.len() || (quote != b'`' && b[i] == b'\n') {
+                        return Some((start, quote));
+                    }
+                    if b[i] == b'\\' && quote != b'`' {
+                        i += 2;
+                        continue;
+                    }
+                    i += 1;
+                    if b[i - 1] == quote {
+                        break;
+                    }
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// What and where for a query the parser refused without saying why; `None` when the
 /// scan cannot tell.
 pub(crate) fn diagnose(q: &str) -> Option<QueryError> {
@@ -331,6 +382,20 @@ pub(crate) fn diagnose(q: &str) -> Option<QueryError> {
             Kind::Comma if after_operand_slot => {
                 return Err(parse_error(q, t.start, "unexpected \",\""));
             }
+            Kind::Other => {
+                if let Some(c) = q[t.start..].chars().next().filter(|&c| !lexes(c)) {
+                    let inside = if open.last().is_some_and(|&(o, _)| o == b'{') {
+                        " inside braces"
+                    } else {
+                        ""
+                    };
+                    return Err(parse_error(
+                        q,
+                        t.start,
+                        format_args!("unexpected character{inside}: {}", go_quote_char(c)),
+                    ));
+                }
+            }
             _ => {}
         }
         prev = Some(t);
@@ -341,6 +406,17 @@ pub(crate) fn diagnose(q: &str) -> Option<QueryError> {
     }
     if found.is_some() {
         return found;
+    }
+    if let Some((at, quote)) = unterminated_string(q) {
+        let what = if quote == b'`' {
+            "unterminated raw string"
+        } else {
+            "unterminated quoted string"
+        };
+        return Some(parse_error(q, at, what));
+    }
+    if q.trim().is_empty() {
+        return Some(parse_error(q, 0, "no expression found in input"));
     }
     let end = q.trim_end().len();
     if let Some(&(c, _)) = open.last() {
@@ -438,5 +514,35 @@ mod tests {
             Some("1:12: parse error: unexpected end of input")
         );
         assert_eq!(d("up"), None);
+        // the lexer's errors, placed
+        assert_eq!(
+            d("a|b").as_deref(),
+            Some("1:2: parse error: unexpected character: '|'")
+        );
+        assert_eq!(
+            d("up{a|b}").as_deref(),
+            Some("1:5: parse error: unexpected character inside braces: '|'")
+        );
+        assert_eq!(
+            d("a\\b").as_deref(),
+            Some("1:2: parse error: unexpected character: '\\\\'")
+        );
+        assert_eq!(
+            d("x`").as_deref(),
+            Some("1:2: parse error: unterminated raw string")
+        );
+        assert_eq!(
+            d(r#"up{a="b}"#).as_deref(),
+            Some("1:6: parse error: unterminated quoted string")
+        );
+        assert_eq!(
+            d("'ab").as_deref(),
+            Some("1:1: parse error: unterminated quoted string")
+        );
+        assert_eq!(
+            d("  ").as_deref(),
+            Some("1:1: parse error: no expression found in input")
+        );
+        assert_eq!(d(r##"x{a="#"} # c"##), None);
     }
 }

@@ -170,7 +170,10 @@ fn serve(
         ing.ha.use_kv(node.clone());
         let readiness = Readiness::new();
         readiness.set_not_ready("joining the ring");
-        let state = ServerState::new(&registry, readiness.clone());
+        let mut state = ServerState::new(&registry, readiness.clone());
+        if let Some(a) = &all {
+            state = state.with_cors_origin(a.query.cors_origin.clone());
+        }
         let mut app = router(state.clone()).merge(ing.routes());
         let mut compactor_task = None;
         if let Some(AllExtras { query: q, compactor }) = all {

@@ -8,7 +8,7 @@ mod tools;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use strata_kit::LogArgs;
 
 /// Long-term, highly available storage for Prometheus metrics.
@@ -57,7 +57,9 @@ fn limit_malloc_arenas() {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    strata_kit::status::set_flags(effective_flags(&Cli::command(), &matches));
     strata_kit::init_tracing(&cli.log);
     let is_tool = matches!(cli.command, Command::Tools(_));
     let result = match cli.command {
@@ -80,6 +82,42 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Every flag of the subcommand that runs (and of its parents) with the value it has,
+/// given or defaulted, as `/api/v1/status/flags` lists them: long name without dashes,
+/// repeated values joined by commas, absent optional flags as "".
+fn effective_flags(
+    cmd: &clap::Command,
+    matches: &clap::ArgMatches,
+) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let (mut cmd, mut matches) = (cmd, matches);
+    loop {
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let value = matches
+                .get_raw(arg.get_id().as_str())
+                .map(|vals| {
+                    vals.map(|v| v.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            out.insert(long.to_string(), value);
+        }
+        let Some((name, sub)) = matches.subcommand() else {
+            break;
+        };
+        let Some(next) = cmd.find_subcommand(name) else {
+            break;
+        };
+        (cmd, matches) = (next, sub);
+    }
+    out
 }
 
 /// The error and its causes joined by ": ", skipping a cause whose text the message

@@ -150,6 +150,14 @@ pub struct QuerierArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub remote_read_max_bytes_in_frame: u64,
+    /// Regex of the origins the query API answers cross-origin (CORS) requests from,
+    /// anchored (Prometheus's flag and default).
+    #[arg(long = "web.cors.origin", value_name = "REGEX", default_value = ".*", value_parser = parse_cors_origin)]
+    pub cors_origin: strata_kit::http::CorsOrigin,
+}
+
+fn parse_cors_origin(s: &str) -> Result<strata_kit::http::CorsOrigin, String> {
+    strata_kit::http::CorsOrigin::new(s).map_err(|e| format!("invalid regex: {e}"))
 }
 
 /// A count as Prometheus's flags take it: an integer, or a whole number in float
@@ -253,7 +261,8 @@ pub fn run_querier(cmd: QuerierCmd) -> anyhow::Result<ExitCode> {
             }
         };
         let readiness = Readiness::new();
-        let state = ServerState::new(&registry, readiness.clone());
+        let state = ServerState::new(&registry, readiness.clone())
+            .with_cors_origin(cmd.querier.cors_origin.clone());
         let app = instrument(router(state.clone()).merge(querier.routes()), &state);
         // Ready once the ring (when there is one) was read: a query before that would
         // miss every ingester.

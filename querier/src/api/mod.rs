@@ -15,7 +15,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use strata_promql::{Engine, QueryError, QueryResult, Value};
+use strata_promql::{Engine, EngineOptions, QueryError, QueryResult, Value};
 use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::{parse_selector, Matcher};
 
@@ -25,6 +25,7 @@ use crate::Querier;
 
 mod json;
 mod params;
+mod status;
 
 pub use json::*;
 pub use params::*;
@@ -40,9 +41,10 @@ const MAX_TIME_FORMATTED: &str = "292277025-08-18T07:12:54.999999999Z";
 /// Points per series a range query may ask for (Prometheus's limit).
 pub const MAX_POINTS: i64 = 11_000;
 
-/// The version `/api/v1/status/buildinfo` reports: the Prometheus API level Strata
-/// answers, so clients such as Grafana enable the matching features.
-pub const PROMETHEUS_API_VERSION: &str = "2.53.0";
+/// The version `/api/v1/status/buildinfo` reports: the Prometheus whose PromQL and API
+/// Strata follows (3.x: left-open range windows, the lookback edge), so clients such as
+/// Grafana pick 3.x behaviour. 3.5 is the long-term-support release of that line.
+pub const PROMETHEUS_API_VERSION: &str = "3.5.0";
 
 pub(crate) fn router(q: Arc<Querier>) -> Router {
     Router::new()
@@ -58,6 +60,18 @@ pub(crate) fn router(q: Arc<Querier>) -> Router {
             axum::routing::post(crate::read::remote_read),
         )
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route(
+            "/api/v1/format_query",
+            get(status::format_query).post(status::format_query),
+        )
+        .route(
+            "/api/v1/parse_query",
+            get(status::parse_query).post(status::parse_query),
+        )
+        .route("/api/v1/targets", get(status::targets))
+        .route("/api/v1/rules", get(status::rules))
+        .route("/api/v1/alerts", get(status::alerts))
+        .route("/api/v1/{*rest}", axum::routing::any(status::not_found))
         .with_state(q)
 }
 
@@ -670,8 +684,20 @@ async fn labels_inner(
     Ok(ok(&string_array(&vals), &warnings))
 }
 
-async fn metadata() -> Response {
-    ok("{}", &[])
+/// No metadata is stored yet: the parameters are checked as Prometheus checks them and
+/// the answer is empty.
+async fn metadata(headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    let r = (|| {
+        let p = Params::parse(&headers, raw.as_deref(), &[])?;
+        for name in ["limit", "limit_per_metric"] {
+            let v = p.get(name);
+            if !v.is_empty() && v.parse::<i64>().is_err() {
+                return Err(ApiError::bad_data(format!("{name} must be a number")));
+            }
+        }
+        Ok(ok("{}", &[]))
+    })();
+    r.unwrap_or_else(ApiError::into_response)
 }
 
 async fn exemplars(
@@ -684,11 +710,20 @@ async fn exemplars(
     let r = (|| {
         let p = Params::parse(&headers, raw.as_deref(), &body)?;
         tenant_of(&headers)?;
-        if p.get("query").trim().is_empty() {
-            return Err(ApiError::invalid_param(
-                "query",
-                "1:1: parse error: no expression found in input",
+        let start = time_param(&p, "start", MIN_TIME_MS)?;
+        let end = time_param(&p, "end", MAX_TIME_MS)?;
+        if end < start {
+            return Err(ApiError::bad_data(
+                "end timestamp must not be before start timestamp",
             ));
+        }
+        // Prometheus gives this endpoint's parse errors without the parameter's name
+        let opts = EngineOptions {
+            max_depth: q.config.max_depth,
+            ..EngineOptions::default()
+        };
+        if let Err(e) = Engine::new(opts).parse(p.get("query")) {
+            return Err(ApiError::bad_data(e.to_string()));
         }
         Ok(ok("[]", &[]))
     })();
