@@ -52,7 +52,7 @@ pub fn create_blocks_from_openmetrics(
     let mut n = 0usize;
     while let Some(s) = parser.next_sample()? {
         n += 1;
-        if n.is_multiple_of(1_000_000) {
+        if n.is_multiple_of(100_000) {
             progress(n);
         }
         let Some(ts) = s.timestamp_ms else {

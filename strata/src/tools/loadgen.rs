@@ -282,19 +282,18 @@ async fn send_all(a: &LoadgenArgs, requests: Vec<Vec<(Bytes, usize)>>) -> anyhow
         None => None,
     };
     let start = Instant::now();
+    let total = (a.series * a.scrapes) as u64;
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let progress = {
-        let sent = sent.clone();
+        let (sent, finished) = (sent.clone(), finished.clone());
         tokio::spawn(async move {
-            let mut last = 0;
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                let now = sent.load(Ordering::Relaxed);
-                eprintln!(
-                    "loadgen: {now} samples sent ({:.0}/s over the last 5s)",
-                    (now - last) as f64 / 5.0
-                );
-                last = now;
+            let mut bar = super::progress::Progress::new("loadgen", "samples sent", total);
+            while !finished.load(Ordering::Relaxed) {
+                bar.set(sent.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            bar.set(sent.load(Ordering::Relaxed));
+            bar.finish();
         })
     };
     let mut tasks = Vec::new();
@@ -345,7 +344,8 @@ async fn send_all(a: &LoadgenArgs, requests: Vec<Vec<(Bytes, usize)>>) -> anyhow
     for t in tasks {
         t.await?;
     }
-    progress.abort();
+    finished.store(true, Ordering::Relaxed);
+    progress.await?;
     let secs = start.elapsed().as_secs_f64();
     let sent = sent.load(Ordering::Relaxed);
     let mut result = serde_json::json!({

@@ -3,6 +3,7 @@
 
 mod bucket;
 mod loadgen;
+mod progress;
 mod synth;
 mod tsdb;
 

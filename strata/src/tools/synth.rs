@@ -57,7 +57,8 @@ pub fn run(a: &SynthArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&a.output)?;
     let mut total = 0u64;
     let mut w0 = start;
-    let started = std::time::Instant::now();
+    let expected = ((a.end - start) / a.interval).max(1) as u64 * slots.len() as u64;
+    let mut bar = super::progress::Progress::new("synth", "samples", expected);
     while w0 < a.end {
         let w1 = (w0 + BLOCK).min(a.end);
         let mut writer = strata_tsdb::block::BlockWriter::new(&a.output, ulid::Ulid::new())?;
@@ -81,17 +82,11 @@ pub fn run(a: &SynthArgs) -> anyhow::Result<ExitCode> {
             writer.add_series(labels[i].clone(), cutter.finish())?;
         }
         let m = writer.finish(None)?;
-        eprintln!(
-            "synth: block {} [{}, {}) {} series, {} samples ({:.0} samples/s so far)",
-            m.ulid,
-            m.min_time,
-            m.max_time,
-            m.stats.num_series,
-            m.stats.num_samples,
-            total as f64 / started.elapsed().as_secs_f64()
-        );
+        tracing::debug!(block = %m.ulid, min = m.min_time, max = m.max_time, samples = m.stats.num_samples, "synth: block written");
+        bar.set(total);
         w0 = w1;
     }
+    bar.finish();
     println!(
         "{total} samples in {} series written to {}",
         slots.len(),

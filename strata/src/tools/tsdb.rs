@@ -94,18 +94,21 @@ pub fn run(args: &TsdbArgs) -> anyhow::Result<ExitCode> {
 fn create_from_openmetrics(a: &OpenMetricsArgs) -> anyhow::Result<ExitCode> {
     let input =
         std::fs::read_to_string(&a.input).with_context(|| format!("read {}", a.input.display()))?;
-    let mut progress = |lines: usize| {
-        if !a.quiet {
-            eprintln!("parsed {lines} samples");
-        }
-    };
+    // a sample per line that is not a comment: cheap next to parsing, and gives a bar
+    let samples = input
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count() as u64;
+    let mut bar = super::progress::Progress::new("parse", "samples", samples).quiet(a.quiet);
     let metas = strata_tsdb::backfill::create_blocks_from_openmetrics(
         &input,
         &a.output,
         a.max_block_duration,
-        &mut progress,
+        &mut |n| bar.set(n as u64),
     )
     .context("create blocks")?;
+    bar.set(samples);
+    bar.finish();
     if !a.quiet {
         let mut out = std::io::stdout().lock();
         writeln!(
