@@ -70,13 +70,15 @@ impl Engine {
         scan::precheck(query, self.opts.max_depth)?;
         let q = rewrite_aliases(query);
         match guarded(|| parser::parse(&q).map_err(QueryError::BadData)) {
-            Err(QueryError::BadData(m)) => Err(scan::diagnose(query).unwrap_or_else(|| {
-                QueryError::BadData(if m.contains("parse error") {
-                    m
-                } else {
-                    format!("parse error: {m}")
-                })
-            })),
+            Err(QueryError::BadData(m)) => Err(scan::diagnose(query)
+                .or_else(|| scan::explain(query, &m))
+                .unwrap_or_else(|| {
+                    QueryError::BadData(if m.contains("parse error") {
+                        m
+                    } else {
+                        format!("parse error: {m}")
+                    })
+                })),
             r => r,
         }
     }

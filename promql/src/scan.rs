@@ -336,10 +336,43 @@ fn unterminated_string(q: &str) -> Option<(usize, u8)> {
 /// scan cannot tell.
 pub(crate) fn diagnose(q: &str) -> Option<QueryError> {
     let mut open: Vec<(u8, usize)> = Vec::new();
+    // what each open bracket is, and the one closed last
+    let mut ctx: Vec<Bracket> = Vec::new();
+    let mut closed: Option<Bracket> = None;
     let mut prev: Option<Tok> = None;
+    let mut prev2: Option<Tok> = None;
     let mut found: Option<QueryError> = None;
     let r = tokens(q, |t, b| {
         let text = String::from_utf8_lossy(&b[t.start..t.end]);
+        let prev_text = prev.map(|p| String::from_utf8_lossy(&b[p.start..p.end]).into_owned());
+        if let Some(e) = syntax(q, t, &text, prev, prev_text.as_deref(), &mut ctx, closed) {
+            return Err(e);
+        }
+        match t.kind {
+            Kind::Open(c) => {
+                let kind = match (c, prev.map(|p| p.kind), prev_text.as_deref()) {
+                    (b'{', ..) => Bracket::Braces(Label::Name),
+                    (b'[', ..) => Bracket::Brackets,
+                    (_, Some(Kind::Word), Some(w)) if GROUPING.contains(&w) => Bracket::Modifier {
+                        post: prev2.is_some_and(|p: Tok| p.kind == Kind::Close(b')')),
+                    },
+                    (_, Some(Kind::Word), Some(w)) if AGGREGATORS.contains(&w) => {
+                        Bracket::Aggregation { grouped: false }
+                    }
+                    (_, Some(Kind::Close(b')')), _)
+                        if closed == Some(Bracket::Modifier { post: false }) =>
+                    {
+                        // `sum by (a) (…)`: the body of an aggregation grouped first
+                        Bracket::Aggregation { grouped: true }
+                    }
+                    (_, Some(Kind::Word), _) => Bracket::Call,
+                    _ => Bracket::Group,
+                };
+                ctx.push(kind);
+            }
+            Kind::Close(_) => closed = ctx.pop(),
+            _ => {}
+        }
         let binary_only = t.kind == Kind::Op && !matches!(&*text, "+" | "-");
         let after_operand_slot = match prev.map(|p| p.kind) {
             None => true,
@@ -398,6 +431,7 @@ pub(crate) fn diagnose(q: &str) -> Option<QueryError> {
             }
             _ => {}
         }
+        prev2 = prev;
         prev = Some(t);
         Ok(())
     });
@@ -427,12 +461,462 @@ pub(crate) fn diagnose(q: &str) -> Option<QueryError> {
         };
         return Some(parse_error(q, end, msg));
     }
-    match prev.map(|p| p.kind) {
-        Some(Kind::Op | Kind::Comma | Kind::Open(_)) => {
+    match prev.map(|p| (p.kind, &q[p.start..p.end])) {
+        Some((Kind::Op | Kind::Comma | Kind::Open(_), _)) => {
             Some(parse_error(q, end, "unexpected end of input"))
+        }
+        Some((Kind::Word, "by" | "without")) => Some(parse_error(
+            q,
+            end,
+            "unexpected end of input in grouping opts, expected \"(\"",
+        )),
+        _ => None,
+    }
+}
+
+const AGGREGATORS: [&str; 14] = [
+    "sum",
+    "avg",
+    "count",
+    "min",
+    "max",
+    "group",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
+    "limitk",
+    "limit_ratio",
+];
+/// Words followed by a bracketed label list.
+const GROUPING: [&str; 6] = [
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+];
+/// Words that may follow an operand.
+const AFTER_OPERAND: [&str; 8] = [
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "bool",
+];
+
+/// What an open bracket belongs to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Bracket {
+    /// An aggregation's body; `grouped` when `by`/`without` came before it.
+    Aggregation {
+        grouped: bool,
+    },
+    /// The label list of `by`, `without`, `on`, `ignoring`, `group_left/right`;
+    /// `post` when it follows an aggregation's body (`sum(x) by (a)`).
+    Modifier {
+        post: bool,
+    },
+    Call,
+    Group,
+    Brackets,
+    Braces(Label),
+}
+
+/// Where a label matcher inside braces is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Label {
+    Name,
+    /// After a name: its operator comes next (or, for a quoted metric name, `,`/`}`).
+    Op {
+        quoted: bool,
+    },
+    Value,
+    /// After a value: `,` or `}`.
+    Sep,
+}
+
+/// Prometheus's "unexpected …" for a token where the grammar has no place for it: two
+/// operands in a row, label matchers out of order, `by`/`without` after something
+/// that is not an aggregation.
+fn syntax(
+    q: &str,
+    t: Tok,
+    text: &str,
+    prev: Option<Tok>,
+    prev_text: Option<&str>,
+    ctx: &mut [Bracket],
+    closed: Option<Bracket>,
+) -> Option<QueryError> {
+    let describe = |t: Tok, text: &str| match t.kind {
+        Kind::Word => format!("identifier {}", go_quote(text)),
+        Kind::Number => format!("number {}", go_quote(text)),
+        Kind::Str => format!("string {}", go_quote(text)),
+        Kind::Close(c) | Kind::Open(c) => go_quote(&(c as char).to_string()),
+        Kind::Comma => "\",\"".to_string(),
+        _ => go_quote(text),
+    };
+    if t.kind == Kind::Other && !text.chars().next().is_some_and(lexes) {
+        // the lexer's own error, reported by the caller
+        return None;
+    }
+    if let Some(Bracket::Braces(state)) = ctx.last_mut() {
+        let next = match (*state, t.kind) {
+            (Label::Name, Kind::Word) => Ok(Label::Op { quoted: false }),
+            (Label::Name, Kind::Str) => Ok(Label::Op { quoted: true }),
+            (Label::Name, Kind::Close(_)) => Ok(Label::Name),
+            (Label::Op { .. }, Kind::Other) if matches!(text, "=" | "!=" | "=~" | "!~") => {
+                Ok(Label::Value)
+            }
+            (Label::Op { quoted: true }, Kind::Comma) => Ok(Label::Name),
+            (Label::Op { quoted: true }, Kind::Close(_)) => Ok(Label::Name),
+            (Label::Op { .. }, _) => Err("label matching operator"),
+            (Label::Value, Kind::Str) => Ok(Label::Sep),
+            (Label::Value, _) => Err("string"),
+            (Label::Sep, Kind::Comma) => Ok(Label::Name),
+            (Label::Sep, Kind::Close(_)) => Ok(Label::Sep),
+            (Label::Sep, _) => Err("\",\" or \"}\""),
+            (Label::Name, _) => Ok(*state),
+        };
+        return match next {
+            Ok(n) => {
+                *state = n;
+                None
+            }
+            Err(expected) => Some(parse_error(
+                q,
+                t.start,
+                format_args!(
+                    "unexpected {} in label matching, expected {expected}",
+                    describe(t, text)
+                ),
+            )),
+        };
+    }
+    if matches!(ctx.last(), Some(Bracket::Brackets)) {
+        return None;
+    }
+    let (p, pt) = (prev?, prev_text?);
+    // `x @ foo`: only a number or start()/end() may follow `@`
+    if pt == "@" && t.kind == Kind::Word && !matches!(text, "start" | "end") {
+        return Some(parse_error(
+            q,
+            t.start,
+            format_args!(
+                "unexpected identifier {} in @, expected timestamp",
+                go_quote(text)
+            ),
+        ));
+    }
+    if t.kind == Kind::Open(b'(')
+        && p.kind == Kind::Close(b')')
+        && closed == Some(Bracket::Modifier { post: true })
+    {
+        return Some(parse_error(q, t.start, "unexpected \"(\""));
+    }
+    if t.kind == Kind::Word && matches!(text, "by" | "without") {
+        let fine = match p.kind {
+            Kind::Word => AGGREGATORS.contains(&pt),
+            Kind::Close(b')') => matches!(closed, Some(Bracket::Aggregation { grouped: false })),
+            _ => false,
+        };
+        if !fine {
+            return Some(parse_error(q, t.start, format_args!("unexpected <{text}>")));
+        }
+        return None;
+    }
+    let operand_end = match p.kind {
+        Kind::Word => !AFTER_OPERAND.contains(&pt) && !AGGREGATORS.contains(&pt),
+        Kind::Number | Kind::Str => true,
+        Kind::Close(b')') => !matches!(closed, Some(Bracket::Modifier { .. })),
+        Kind::Close(_) => true,
+        _ => false,
+    };
+    let operand_start = match t.kind {
+        Kind::Word => !AFTER_OPERAND.contains(&text),
+        Kind::Number | Kind::Str => true,
+        _ => false,
+    };
+    // a duration after `offset` lexes as a number: no operand ends at `offset`
+    if operand_end && operand_start {
+        return Some(parse_error(
+            q,
+            t.start,
+            format_args!("unexpected {}", describe(t, text)),
+        ));
+    }
+    None
+}
+
+/// `s` in double quotes with Go's escapes, as Prometheus quotes tokens in errors.
+fn go_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Prometheus's wording and position for a message the parser gave without a position
+/// (its type checks and argument counts); `None` when no rule fits.
+pub(crate) fn explain(q: &str, msg: &str) -> Option<QueryError> {
+    let root = q.len() - q.trim_start().len();
+    let ty = |t: &str| {
+        match t {
+            "matrix" => "range vector",
+            "vector" => "instant vector",
+            other => other,
+        }
+        .to_string()
+    };
+    if let Some(c) = captures(msg, "expected type {} in call to function '{}', got {}") {
+        let (want, func, got) = (ty(&c[0]), &c[1], ty(&c[2]));
+        let at = call_args(q, func)
+            .and_then(|args| {
+                // a string parameter is never a function's first
+                let skip = usize::from(want == "string");
+                args.iter()
+                    .skip(skip)
+                    .find(|&&(a, b)| looks_like(&q[a..b]) == got)
+                    .or(args.first())
+                    .map(|a| a.0)
+            })
+            .unwrap_or(root);
+        return Some(parse_error(
+            q,
+            at,
+            format_args!("expected type {want} in call to function \"{func}\", got {got}"),
+        ));
+    }
+    if let Some(c) = captures(msg, "expected type {} in aggregation expression, got {}") {
+        let at = aggregation_param(q).unwrap_or(root);
+        return Some(parse_error(
+            q,
+            at,
+            format_args!(
+                "expected type {} in aggregation parameter, got {}",
+                ty(&c[0]),
+                ty(&c[1])
+            ),
+        ));
+    }
+    for form in [
+        "expected {} argument(s) in call to '{}', got {}",
+        "expected at least {} argument(s) in call to '{}', got {}",
+        "expected at most {} argument(s) in call to '{}', got {}",
+    ] {
+        if let Some(c) = captures(msg, form) {
+            let at = word_before_paren(q, &c[1]).unwrap_or(root);
+            let text = form
+                .replacen("{}", &c[0], 1)
+                .replacen("'{}'", &format!("\"{}\"", c[1]), 1);
+            return Some(parse_error(q, at, text.replacen("{}", &c[2], 1)));
+        }
+    }
+    if let Some(c) = captures(msg, "unknown function with name '{}'") {
+        let at = word_before_paren(q, &c[0]).unwrap_or(root);
+        return Some(parse_error(
+            q,
+            at,
+            format_args!("unknown function with name \"{}\"", c[0]),
+        ));
+    }
+    if let Some(c) = captures(
+        msg,
+        "set operator '{}' not allowed in binary scalar expression",
+    ) {
+        return Some(parse_error(
+            q,
+            root,
+            format_args!(
+                "set operator \"{}\" not allowed in binary scalar expression",
+                c[0]
+            ),
+        ));
+    }
+    if let Some(c) = captures(
+        msg,
+        "unary expression only allowed on expressions of type scalar or vector, got: {}",
+    ) {
+        return Some(parse_error(
+            q,
+            root,
+            format_args!(
+                "unary expression only allowed on expressions of type scalar or instant vector, got \"{}\"",
+                c[0]
+            ),
+        ));
+    }
+    if let Some(c) = captures(msg, "not a valid duration string: {}") {
+        let at = q.find(c[0].as_str()).unwrap_or(root);
+        return Some(parse_error(
+            q,
+            at,
+            format_args!("not a valid duration string: \"{}\"", c[0]),
+        ));
+    }
+    if msg.starts_with("unexpected end of input") {
+        return Some(parse_error(q, q.trim_end().len(), msg));
+    }
+    if msg.starts_with("unexpected character after '!'") {
+        let at = q.find('!').unwrap_or(root);
+        return Some(parse_error(q, at, msg));
+    }
+    match msg {
+        "binary expression must contain only scalar and instant vector types"
+        | "vector selector must contain at least one non-empty matcher" => {
+            Some(parse_error(q, root, msg))
+        }
+        m if m.starts_with("wrong number of arguments for aggregate expression") => {
+            Some(parse_error(q, root, msg))
+        }
+        "comparisons between scalars must use BOOL modifier" => {
+            let mut at = None;
+            let _ = tokens(q, |t, b| {
+                let op = &b[t.start..t.end];
+                if at.is_none()
+                    && t.kind == Kind::Op
+                    && matches!(op, b"==" | b"!=" | b"<" | b">" | b"<=" | b">=")
+                {
+                    at = Some(t.start);
+                }
+                Ok(())
+            });
+            Some(parse_error(q, at.unwrap_or(root), msg))
         }
         _ => None,
     }
+}
+
+/// The `{}` holes of `form` filled from `msg`, or `None` when it does not fit.
+fn captures(msg: &str, form: &str) -> Option<Vec<String>> {
+    let parts: Vec<&str> = form.split("{}").collect();
+    let mut rest = msg.strip_prefix(parts[0])?;
+    let mut out = Vec::new();
+    for (k, lit) in parts.iter().enumerate().skip(1) {
+        let end = if lit.is_empty() && k == parts.len() - 1 {
+            rest.len()
+        } else {
+            rest.find(lit)?
+        };
+        out.push(rest[..end].to_string());
+        rest = &rest[end + lit.len()..];
+    }
+    rest.is_empty().then_some(out)
+}
+
+/// Byte offset of `name` where it is followed by `(` (a call or an aggregation).
+fn word_before_paren(q: &str, name: &str) -> Option<usize> {
+    let mut at = None;
+    let mut prev: Option<Tok> = None;
+    let _ = tokens(q, |t, b| {
+        if let (Some(p), Kind::Open(b'(')) = (prev, t.kind) {
+            if at.is_none() && p.kind == Kind::Word && &b[p.start..p.end] == name.as_bytes() {
+                at = Some(p.start);
+            }
+        }
+        prev = Some(t);
+        Ok(())
+    });
+    at
+}
+
+/// Byte ranges of the arguments of the first call to `func`.
+fn call_args(q: &str, func: &str) -> Option<Vec<(usize, usize)>> {
+    let name = word_before_paren(q, func)?;
+    let open = name + q[name..].find('(')?;
+    let mut args = Vec::new();
+    let mut depth = 0usize;
+    let mut start = None;
+    let mut last_end = open + 1;
+    let mut done = false;
+    let _ = tokens(&q[open..], |t, _| {
+        if done {
+            return Ok(());
+        }
+        let (a, b) = (open + t.start, open + t.end);
+        match t.kind {
+            Kind::Open(_) => {
+                depth += 1;
+                if depth == 1 {
+                    return Ok(());
+                }
+            }
+            Kind::Close(_) => {
+                depth -= 1;
+                if depth == 0 {
+                    if let Some(s) = start.take() {
+                        args.push((s, last_end));
+                    }
+                    done = true;
+                    return Ok(());
+                }
+            }
+            Kind::Comma if depth == 1 => {
+                if let Some(s) = start.take() {
+                    args.push((s, last_end));
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        start.get_or_insert(a);
+        last_end = b;
+        Ok(())
+    });
+    Some(args)
+}
+
+/// The type an argument's text most likely has, in Prometheus's words.
+fn looks_like(arg: &str) -> &'static str {
+    let a = arg.trim();
+    if a.starts_with('"') || a.starts_with('\'') || a.starts_with('`') {
+        "string"
+    } else if a.ends_with(']') || a.contains("] offset") || a.contains("] @") {
+        "range vector"
+    } else if a.parse::<f64>().is_ok() {
+        "scalar"
+    } else {
+        "instant vector"
+    }
+}
+
+/// Where the parameter of the first aggregation with one (`topk(k, …)`) starts.
+fn aggregation_param(q: &str) -> Option<usize> {
+    const AGG: [&str; 6] = [
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "limitk",
+        "limit_ratio",
+    ];
+    let name = AGG.iter().filter_map(|a| word_before_paren(q, a)).min()?;
+    let mut at = None;
+    let mut opened = false;
+    let _ = tokens(&q[name..], |t, b| {
+        if at.is_some() {
+            return Ok(());
+        }
+        match t.kind {
+            Kind::Open(b'(') if !opened => opened = true,
+            _ if opened && !b[t.start].is_ascii_whitespace() => at = Some(name + t.start),
+            _ => {}
+        }
+        Ok(())
+    });
+    at
 }
 
 #[cfg(test)]
@@ -544,5 +1028,45 @@ mod tests {
             Some("1:1: parse error: no expression found in input")
         );
         assert_eq!(d(r##"x{a="#"} # c"##), None);
+    }
+
+    #[test]
+    fn explanations_in_prometheus_words() {
+        let e = |q: &str, m: &str| explain(q, m).map(msg);
+        assert_eq!(
+            e(
+                "rate(x)",
+                "expected type matrix in call to function 'rate', got vector"
+            )
+            .as_deref(),
+            Some(
+                r#"1:6: parse error: expected type range vector in call to function "rate", got instant vector"#
+            )
+        );
+        assert_eq!(
+            e("topk(x, y)", "expected type scalar in aggregation expression, got vector").as_deref(),
+            Some("1:6: parse error: expected type scalar in aggregation parameter, got instant vector")
+        );
+        assert_eq!(
+            e(
+                "abs(x, y)",
+                "expected 1 argument(s) in call to 'abs', got 2"
+            )
+            .as_deref(),
+            Some(r#"1:1: parse error: expected 1 argument(s) in call to "abs", got 2"#)
+        );
+        assert_eq!(
+            e(
+                "1 < 2",
+                "comparisons between scalars must use BOOL modifier"
+            )
+            .as_deref(),
+            Some("1:3: parse error: comparisons between scalars must use BOOL modifier")
+        );
+        assert_eq!(
+            e("x[1.5m]", "not a valid duration string: 1.5m").as_deref(),
+            Some(r#"1:3: parse error: not a valid duration string: "1.5m""#)
+        );
+        assert_eq!(e("x", "something else"), None);
     }
 }

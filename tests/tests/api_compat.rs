@@ -251,3 +251,66 @@ fn cors_origin_flag_limits_origins() {
     assert_eq!(origin("https://ok.example.evil"), None);
     assert_eq!(origin("https://other.example"), None);
 }
+
+/// Syntax and type errors with Prometheus's position and wording, query by query.
+#[test]
+fn parse_errors_as_prometheus() {
+    let p = start();
+    let cases = [
+        "1 < 2",
+        "rate(x)",
+        "rate(x[5m]",
+        "sum(x) by",
+        "x[5m] + 1",
+        "foo{",
+        "foo{a}",
+        "foo{a=}",
+        "rate(x[5m]) by (a)",
+        "sum by (a) (x) without (b)",
+        "sum(x) by (a) (y)",
+        "x offset",
+        "x @ foo",
+        "histogram_quantile(x)",
+        "abs(x, y)",
+        "nofunc(x)",
+        "\"a\" + 1",
+        "x and 1",
+        "topk(x, y)",
+        "-\"a\"",
+        "x[1.5m]",
+        "count_values(1, x)",
+        "sum(x",
+        "1 +",
+        "{}",
+        "x{a=\"b\" b=\"c\"}",
+        "x y",
+        "1 2",
+        "x ! y",
+        "quantile(x)",
+        "label_join(x, \"a\", \",\", y)",
+        "a|b",
+        "x`",
+    ];
+    // Known to differ, each for a stated reason (not compared):
+    // - "x[5m:1m:1m]": the parser's lexer words a second colon its own way;
+    // - "x[-5m]": Prometheus lexes a negative duration before refusing it;
+    // - "x{__name__=\"a\"}[5m] offset 1h [1m]": the parser checks the name twice
+    //   before the range (Prometheus reports the range first).
+    let mut differ = Vec::new();
+    for q in cases {
+        let path = format!(
+            "/api/v1/query?time=100&query={}",
+            strata_testkit::http::encode(q)
+        );
+        let (a_code, a) = json(&format!("{}{path}", p.prom.url()));
+        let (b_code, b) = json(&format!("{}{path}", p.strata.url()));
+        assert_eq!(a_code, 400, "{q}: {a}");
+        if (a_code, &a["error"]) != (b_code, &b["error"]) {
+            differ.push(format!(
+                "{q}\n  prometheus: {}\n  strata:     {}",
+                a["error"], b["error"]
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
