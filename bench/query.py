@@ -243,13 +243,29 @@ def main():
     ap.add_argument("--ds-series", type=int, default=2000, help="series of the 30-day downsampling part")
     ap.add_argument("--ds-interval", default="30s", help="sample interval of the 30-day part")
     ap.add_argument("--no-downsampled", action="store_true", help="skip the 30-day part")
+    ap.add_argument("--only-downsampled", action="store_true", help="only the 30-day part")
+    ap.add_argument("--binary", help="the strata binary to measure (default: build the release one)")
     a = ap.parse_args()
     if a.quick:
         a.series, a.days, a.runs, a.ds_series, a.ds_interval = 200, 0.25, 1, 20, "60s"
         binary = os.path.join(ROOT, "target", "debug", "strata")
-    else:
+    elif not a.binary:
         subprocess.run(["cargo", "build", "--release", "-p", "strata"], cwd=ROOT, check=True)
         binary = os.path.join(ROOT, "target", "release", "strata")
+    if a.binary:
+        binary = os.path.abspath(a.binary)
+    if a.only_downsampled:
+        with tempfile.TemporaryDirectory(prefix="strata-qbench-") as work:
+            with open(os.path.join(work, "prom.yml"), "w") as f:
+                f.write("global: {}\n")
+            ds_report, ds_ok = downsampled(binary, work, a, open(os.path.join(work, "log.txt"), "w"))
+        print(ds_report)
+        if a.quick and not ds_ok:
+            sys.exit("quick run: 30 days: raw answers differ from Prometheus's, or downsampled ones miss points")
+        if not a.quick:
+            write_section("downsampled", ds_report,
+                          "30 days through the querier, raw and downsampled (`bench/query.py`)")
+        return
     with tempfile.TemporaryDirectory(prefix="strata-qbench-") as work:
         blocks = os.path.join(work, "blocks")
         t = time.time()
@@ -323,21 +339,22 @@ def main():
             sys.exit("quick run: 30 days: raw answers differ from Prometheus's, or downsampled ones miss points")
         print("quick run: both answered every query alike, downsampled answers have raw's points (no timing claims)")
         return
+    write_section("query", report, "Side by side: query latency (`bench/query.py`)")
+    if ds_report:
+        write_section("downsampled", ds_report, "30 days through the querier, raw and downsampled (`bench/query.py`)")
+
+
+def write_section(marker, report, title):
+    """Replace the text between `<!-- bench:{marker}:start/end -->` in BENCHMARKS.md (or
+    append it under `title`)."""
     path = os.path.join(ROOT, "BENCHMARKS.md")
     text = open(path).read()
-    start, end = "<!-- bench:query:start -->", "<!-- bench:query:end -->"
+    start, end = f"<!-- bench:{marker}:start -->", f"<!-- bench:{marker}:end -->"
     block = f"{start}\nMeasured {time.strftime('%Y-%m-%d')} with `bench/query.py`.\n\n{report}\n{end}"
     if start in text:
         text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
-        text += "\n## Side by side: query latency (`bench/query.py`)\n\n" + block + "\n"
-    if ds_report:
-        start, end = "<!-- bench:downsampled:start -->", "<!-- bench:downsampled:end -->"
-        block = f"{start}\nMeasured {time.strftime('%Y-%m-%d')} with `bench/query.py`.\n\n{ds_report}\n{end}"
-        if start in text:
-            text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-        else:
-            text += "\n## 30 days through the querier, raw and downsampled (`bench/query.py`)\n\n" + block + "\n"
+        text += f"\n## {title}\n\n" + block + "\n"
     open(path, "w").write(text)
 
 

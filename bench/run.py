@@ -187,12 +187,21 @@ def query_url(base, q, is_range, end):
     return f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": q, "time": f"{end:.3f}"})
 
 
+class QueryError(Exception):
+    pass
+
+
 def timed_get(url):
+    """(seconds, body); a refused query raises QueryError with its status and error."""
     t = time.perf_counter()
     try:
         _, body = http("GET", url, timeout=900)
     except urllib.error.HTTPError as e:
-        sys.exit(f"{url}: HTTP {e.code}: {e.read().decode()[:500]}")
+        try:
+            why = json.loads(e.read().decode())["error"]
+        except Exception:
+            why = ""
+        raise QueryError(f"HTTP {e.code}: {why}") from None
     return time.perf_counter() - t, body
 
 
@@ -230,23 +239,30 @@ def measure_state(state, targets, runs):
     {"seconds": {query: {system: median}}, "peak": {system: bytes}, "same": {query: bool}}.
     """
     order = list(targets)
-    seconds, same_answer, results = {}, {}, {}
+    seconds, same_answer, results, errors = {}, {}, {}, {}
     with MemWatch({n: t[1] for n, t in targets.items()}) as mem:
         for name, q, is_range in QUERY_SET:
-            answers = {}
+            answers, errors[name] = {}, {}
             for sysname in order:
                 base, _, end = targets[sysname]
-                _, body = timed_get(query_url(base, q, is_range, end))  # warm-up
+                try:
+                    _, body = timed_get(query_url(base, q, is_range, end))  # warm-up
+                except QueryError as e:
+                    # a refused query is a result (e.g. a limit Prometheus does not hit)
+                    errors[name][sysname] = str(e)
+                    print(f"  {state}: {sysname}: {q}: {e}", file=sys.stderr)
+                    continue
                 answers[sysname] = normalise(body, end)
                 if not answers[sysname]:
                     sys.exit(f"{state}: {sysname}: {q}: empty answer")
-            times = {s: [] for s in order}
+            live = [s for s in order if s in answers]
+            times = {s: [] for s in live}
             for i in range(runs):
                 # rotate who goes first, so no system always follows the same one
-                for sysname in order[i % len(order):] + order[:i % len(order)]:
+                for sysname in live[i % len(live):] + live[:i % len(live)]:
                     base, _, end = targets[sysname]
                     times[sysname].append(timed_get(query_url(base, q, is_range, end))[0])
-            seconds[name] = {s: statistics.median(t) for s, t in times.items()}
+            seconds[name] = {s: statistics.median(times[s]) if s in times else None for s in order}
             if "strata" in answers and "prometheus" in answers:
                 diff = difference(answers["strata"], answers["prometheus"])
                 same_answer[name] = diff is None
@@ -254,9 +270,13 @@ def measure_state(state, targets, runs):
                     print(f"WARNING: {state}: Strata and Prometheus answered {q} differently: {diff}",
                           file=sys.stderr)
             results[name] = {s: sum(len(v) for v in a.values()) for s, a in answers.items()}
-            print(f"  {state}: {name}: " + ", ".join(f"{s} {seconds[name][s] * 1000:.1f} ms" for s in order),
+            print(f"  {state}: {name}: " + ", ".join(f"{s} {ms(seconds[name][s])} ms" for s in order),
                   file=sys.stderr)
-    return {"seconds": seconds, "peak": dict(mem.peak), "same": same_answer, "points": results}
+    return {"seconds": seconds, "peak": dict(mem.peak), "same": same_answer, "points": results, "errors": errors}
+
+
+def ms(v):
+    return "refused" if v is None else f"{v * 1000:,.1f}"
 
 
 class System:
@@ -465,7 +485,7 @@ def query_table(states):
         ok = True
         for st, m in states.items():
             s = m["seconds"][name]
-            row += [f"{s['strata'] * 1000:,.1f}", ratio(s["strata"], s["prometheus"]),
+            row += [ms(s["strata"]), ratio(s["strata"], s["prometheus"]),
                     ratio(s["strata"], s["victoriametrics"])]
             ok = ok and m["same"].get(name, True)
         row.append("yes" if ok else "**NO**")
@@ -476,8 +496,13 @@ def query_table(states):
         cells = []
         for m in states.values():
             s = m["seconds"][name]
-            cells.append(" / ".join(f"{s[x] * 1000:,.1f}" for x in SYSTEMS))
+            cells.append(" / ".join(ms(s[x]) for x in SYSTEMS))
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    refused = [(st, name, sysname, why) for st, m in states.items()
+               for name, errs in m["errors"].items() for sysname, why in errs.items()]
+    if refused:
+        lines += ["", "Refused queries:", ""]
+        lines += [f"- {st}, `{name}`, {sysname}: {why}" for st, name, sysname, why in refused]
     lines += ["", "Memory high-water mark during each state's queries (MiB):", "",
               "| state | Strata | Prometheus | VictoriaMetrics | Strata/Prom | Strata/VM |",
               "|---|---|---|---|---|---|"]
@@ -622,6 +647,9 @@ def main():
     print(report)
     if a.quick:
         for st, m in states.items():
+            refused = {n: e for n, e in m["errors"].items() if e}
+            if refused:
+                sys.exit(f"quick run: {st}: refused: {refused}")
             bad = [n for n, ok in m["same"].items() if not ok]
             if bad:
                 sys.exit(f"quick run: {st}: Strata and Prometheus answered differently: {bad}")
