@@ -52,6 +52,19 @@ pub struct AllCmd {
     query: crate::querier::QuerierArgs,
     #[command(flatten)]
     compactor: crate::compactor::CompactorArgs,
+    /// Put the query frontend (split, results cache, fair queue) in front of this
+    /// process's querier: range queries on this port go through it in process.
+    #[arg(
+        long = "query-frontend.enabled",
+        value_name = "BOOL",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    frontend_enabled: bool,
+    #[command(flatten)]
+    frontend: crate::frontend::FrontendArgs,
     /// How often the compactor runs inside `strata all`.
     #[arg(long = "compactor.interval", value_name = "DURATION", default_value = "5m", value_parser = strata_kit::parse_duration_ms)]
     compactor_interval_ms: i64,
@@ -74,6 +87,7 @@ pub fn run_all(cmd: AllCmd) -> anyhow::Result<ExitCode> {
         std::time::Duration::from_millis(cmd.compactor_interval_ms.max(1000) as u64),
     )?;
     let all = AllExtras {
+        frontend: cmd.frontend_enabled.then(|| cmd.frontend.config()),
         query: cmd.query,
         compactor,
     };
@@ -90,6 +104,8 @@ pub fn run_all(cmd: AllCmd) -> anyhow::Result<ExitCode> {
 /// What `strata all` runs beside the ingester.
 struct AllExtras {
     query: crate::querier::QuerierArgs,
+    /// The query frontend's settings when it is enabled.
+    frontend: Option<strata_frontend::FrontendConfig>,
     compactor: strata_compactor::CompactorConfig,
 }
 
@@ -176,7 +192,7 @@ fn serve(
         }
         let mut app = router(state.clone()).merge(ing.routes());
         let mut compactor_task = None;
-        if let Some(AllExtras { query: q, compactor }) = all {
+        if let Some(AllExtras { query: q, compactor, frontend }) = all {
             let c = strata_compactor::Compactor::new(querier_bucket.clone(), compactor, &registry);
             let sd = shutdown.clone();
             compactor_task = Some(tokio::spawn(async move { c.run_forever(sd).await }));
@@ -187,7 +203,16 @@ fn serve(
             let mut config = q.config(vec![local.to_string()], Some(querier_bucket))?;
             config.local_stores = vec![(local.to_string(), Arc::new(LocalIngester(ing.clone())))];
             let querier = strata_querier::Querier::new(config, &registry).context("querier")?;
-            app = app.merge(querier.routes());
+            app = match frontend {
+                None => app.merge(querier.routes()),
+                // The frontend serves the query API and calls the querier's router in
+                // process; paths it does not handle fall through to the querier.
+                Some(fc) => {
+                    let ds = strata_frontend::downstream::Downstream::Local(querier.routes());
+                    let fe = strata_frontend::Frontend::new(fc, ds, &registry).context("query frontend")?;
+                    app.merge(fe.routes())
+                }
+            };
         }
         let app = instrument(app, &state);
 

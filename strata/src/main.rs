@@ -1,6 +1,7 @@
 //! The `strata` binary: flags, subcommands and wiring. The only `anyhow` edge.
 
 mod compactor;
+mod frontend;
 mod ingester;
 mod querier;
 mod sidecar;
@@ -32,6 +33,8 @@ enum Command {
     Ingester(ingester::IngesterCmd),
     /// Answer PromQL over ingesters, sidecars and the bucket, with HA replica dedup.
     Querier(querier::QuerierCmd),
+    /// Split, cache and fairly queue queries in front of one or more queriers.
+    QueryFrontend(frontend::QueryFrontendCmd),
     /// Compact, deduplicate and downsample blocks in the bucket; apply retention.
     Compactor(compactor::CompactorCmd),
     /// Ship a Prometheus's blocks to the bucket and serve its recent data (Store API).
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Ingester(cmd) => ingester::run_ingester(cmd),
         Command::Tools(args) => tools::run(&args),
         Command::Querier(cmd) => querier::run_querier(cmd),
+        Command::QueryFrontend(cmd) => frontend::run_query_frontend(cmd),
         Command::Compactor(cmd) => compactor::run_compactor(cmd),
         Command::Sidecar(cmd) => sidecar::run_sidecar(cmd),
     };

@@ -10,6 +10,7 @@ const COMMANDS: &[&[&str]] = &[
     &["all"],
     &["ingester"],
     &["querier"],
+    &["query-frontend"],
     &["compactor"],
     &["sidecar"],
     &["tools"],

@@ -1,0 +1,645 @@
+//! The real `strata query-frontend` (and `strata all --query-frontend.enabled`) in front
+//! of real queriers: split and merged range answers equal Prometheus 2.42's and the
+//! unsplit querier's, cold, from the cache and shifted by a step, over hours and over
+//! days of blocks; cached answers stay true as samples arrive; a flooding tenant gets
+//! 429 while another's queries go through; `stats=all` is the sum of the parts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use strata_testkit::gen::{openmetrics, GenSpec};
+use strata_testkit::http::{encode, get, get_with};
+use strata_testkit::procs::{copy_dir, promtool, run_ok, strata, Prometheus};
+use strata_testkit::strata::{series, write_request, StrataProc};
+
+const MIN: i64 = 60_000;
+const H: i64 = 60 * MIN;
+const D: i64 = 24 * H;
+
+fn secs(ms: i64) -> String {
+    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn range_path(q: &str, start: i64, end: i64, step: i64) -> String {
+    format!(
+        "/api/v1/query_range?query={}&start={}&end={}&step={}",
+        encode(q),
+        secs(start),
+        secs(end),
+        secs(step)
+    )
+}
+
+/// A series' points as (time, value text), by its labels; or the error.
+type Points = BTreeMap<String, Vec<(String, String)>>;
+
+fn points(body: &str) -> Result<Points, String> {
+    let v: Value = serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?;
+    if v["status"] != "success" {
+        return Err(format!("{}: {}", v["errorType"], v["error"]));
+    }
+    let mut out = BTreeMap::new();
+    for s in v["data"]["result"].as_array().ok_or("no result")? {
+        let pts = s["values"]
+            .as_array()
+            .ok_or("no values")?
+            .iter()
+            .map(|p| (p[0].to_string(), p[1].as_str().unwrap_or("").to_string()))
+            .collect();
+        out.insert(s["metric"].to_string(), pts);
+    }
+    Ok(out)
+}
+
+/// Equal series and timestamps, values within 1e-9 relative (Prometheus) or exactly
+/// (`exact`: the same querier, split or not).
+fn differ(what: &str, ours: &str, theirs: &str, exact: bool) -> Option<String> {
+    let (o, t) = match (points(ours), points(theirs)) {
+        (Err(_), Err(_)) => return None,
+        (Ok(o), Ok(t)) => (o, t),
+        (o, t) => return Some(format!("{what}: {:?} vs {:?}", o.err(), t.err())),
+    };
+    if o.keys().ne(t.keys()) {
+        return Some(format!(
+            "{what}: series differ ({} vs {})",
+            o.len(),
+            t.len()
+        ));
+    }
+    for (k, a) in &o {
+        let b = &t[k];
+        if a.len() != b.len() {
+            return Some(format!("{what}: {k}: {} points vs {}", a.len(), b.len()));
+        }
+        for (x, y) in a.iter().zip(b) {
+            let same = x == y
+                || (!exact && x.0 == y.0 && {
+                    let (p, q) = (x.1.parse::<f64>().unwrap(), y.1.parse::<f64>().unwrap());
+                    (p.is_nan() && q.is_nan()) || (p - q).abs() <= 1e-9 * p.abs().max(q.abs())
+                });
+            if !same {
+                return Some(format!("{what}: {k}: {x:?} vs {y:?}"));
+            }
+        }
+    }
+    None
+}
+
+fn bucket_config(dir: &Path, bucket: &Path) -> String {
+    let cfg = dir.join("bucket.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+            bucket.display()
+        ),
+    )
+    .unwrap();
+    format!("--objstore.config-file={}", cfg.display())
+}
+
+fn start_frontend(dir: &Path, downstream: &str, extra: &[&str]) -> StrataProc {
+    let mut args = vec![
+        "query-frontend".to_string(),
+        format!("--query-frontend.downstream-url={downstream}"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    StrataProc::start_http_only(dir, &args)
+}
+
+/// Range queries whose answers depend on where a split falls if anything does: range
+/// functions whose windows cross part boundaries, offsets, subqueries, `time()`,
+/// aggregations and top-k, binary operations, and `@` (which runs unsplit).
+fn range_corpus() -> Vec<&'static str> {
+    vec![
+        "http_requests_total",
+        r#"http_requests_total{method=~"P.*",code!="500"}"#,
+        r#"rate(http_requests_total{code="200"}[5m])"#,
+        r#"increase(http_requests_total{code="200"}[17m])"#,
+        r#"irate(http_requests_total{code="200"}[1h])"#,
+        r#"resets(http_requests_total{code="200"}[1h])"#,
+        r#"deriv(http_requests_total{code="200"}[17m])"#,
+        r#"avg_over_time(temperature_celsius{zone="cpu"}[17m])"#,
+        r#"max_over_time(temperature_celsius{zone="cpu"}[1h])"#,
+        r#"quantile_over_time(0.9, temperature_celsius{zone="cpu"}[5m])"#,
+        r#"last_over_time(temperature_celsius{zone="cpu"}[5m])"#,
+        "sum by (method) (rate(http_requests_total[5m]))",
+        "count without (instance, code) (http_requests_total)",
+        "max by (job) (http_requests_total)",
+        "stddev by (method) (rate(http_requests_total[5m]))",
+        "topk(3, rate(http_requests_total[5m]))",
+        "bottomk(2, sum by (instance) (rate(http_requests_total[10m])))",
+        "quantile(0.5, rate(http_requests_total[5m]))",
+        "histogram_quantile(0.9, sum by (le) (rate(request_duration_seconds_bucket[10m])))",
+        r#"sum by (instance) (rate(http_requests_total{code="500"}[5m])) / sum by (instance) (rate(http_requests_total[5m]))"#,
+        "http_requests_total offset 10m",
+        "rate(http_requests_total[5m] offset 30m)",
+        "http_requests_total offset -5m",
+        "max_over_time(rate(http_requests_total{method=\"GET\"}[5m])[30m:1m])",
+        "avg_over_time(sum(rate(http_requests_total[5m]))[20m:2m])",
+        "timestamp(http_requests_total{method=\"GET\"})",
+        "time()",
+        "vector(1)",
+        "absent(nonexistent_metric)",
+        r#"label_replace(http_requests_total{method="GET"}, "host", "$1", "instance", "(.*):.*")"#,
+        r#"temperature_celsius{zone="cpu"} > 50"#,
+        "sort_desc(sum by (method) (http_requests_total))",
+    ]
+}
+
+#[test]
+fn split_range_answers_equal_prometheus_and_the_unsplit_querier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = GenSpec {
+        extremes: false,
+        ..GenSpec::default()
+    };
+    let (text, _) = openmetrics(&spec);
+    let input = tmp.path().join("in.om");
+    std::fs::write(&input, text).unwrap();
+    let blocks = tmp.path().join("blocks");
+    run_ok(
+        Command::new(promtool())
+            .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+            .arg(&input)
+            .arg(&blocks),
+    );
+    copy_dir(&blocks, &tmp.path().join("prom"));
+    let prom = Prometheus::start(&tmp.path().join("prom"), "global: {}\n", &[]);
+    let bucket = tmp.path().join("bucket");
+    copy_dir(&blocks, &bucket.join("anonymous"));
+    let cfg = bucket_config(tmp.path(), &bucket);
+    let querier = StrataProc::start_http_only(&tmp.path().join("q"), &["querier", &cfg]);
+    // 20-minute parts: the corpus' 105-minute range becomes six parts.
+    let fe = start_frontend(
+        &tmp.path().join("fe"),
+        &querier.url(),
+        &["--query-range.split-interval=20m"],
+    );
+
+    let step = 97_000;
+    let start = spec.start_ms + 70 * MIN + 1;
+    let end = spec.start_ms + 175 * MIN + 1;
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    // cold, then from the cache, then shifted by one step (full parts reused)
+    for (round, shift) in [("cold", 0), ("cached", 0), ("shifted", step)] {
+        for q in range_corpus() {
+            let path = range_path(q, start + shift, end + shift, step);
+            let (code, ours) = get(&format!("{}{path}", fe.url())).unwrap();
+            let (_, unsplit) = get(&format!("{}{path}", querier.url())).unwrap();
+            let (_, theirs) = get(&format!("{}{path}", prom.url())).unwrap();
+            assert!(points(&ours).is_ok() || code >= 400, "{q}: {ours}");
+            failures.extend(differ(
+                &format!("{round} {q} vs Prometheus"),
+                &ours,
+                &theirs,
+                false,
+            ));
+            failures.extend(differ(
+                &format!("{round} {q} vs unsplit"),
+                &ours,
+                &unsplit,
+                true,
+            ));
+            checked += 2;
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let parts = fe.metric("strata_query_frontend_split_queries_total");
+    let hits = fe.metric("strata_query_frontend_results_cache_hits_total");
+    let n = range_corpus().len() as f64;
+    assert!(parts >= 3.0 * 5.0 * n, "only {parts} parts");
+    // every part of the second round, and all but the edges of the third, were cached
+    assert!(
+        hits >= 5.0 * (n - 1.0) + 4.0 * (n - 1.0),
+        "{hits} cache hits"
+    );
+
+    // Instant queries and the label API pass through unchanged.
+    for path in [
+        format!(
+            "/api/v1/query?query={}&time={}",
+            encode("sum(http_requests_total)"),
+            secs(start)
+        ),
+        "/api/v1/labels".to_string(),
+        format!(
+            "/api/v1/series?match[]={}&start={}&end={}",
+            encode("temperature_celsius"),
+            secs(start),
+            secs(end)
+        ),
+    ] {
+        let (c1, a) = get(&format!("{}{path}", fe.url())).unwrap();
+        let (c2, b) = get(&format!("{}{path}", querier.url())).unwrap();
+        assert_eq!((c1, c2), (200, 200), "{path}: {a}");
+        let (a, b): (Value, Value) = (
+            serde_json::from_str(&a).unwrap(),
+            serde_json::from_str(&b).unwrap(),
+        );
+        assert_eq!(a, b, "{path}");
+    }
+    // A query the querier refuses is refused the same way.
+    let path = range_path("rate(", start, end, step);
+    let (c1, a) = get(&format!("{}{path}", fe.url())).unwrap();
+    let (c2, b) = get(&format!("{}{path}", querier.url())).unwrap();
+    assert_eq!((c1, &a), (c2, &b));
+    assert_eq!(c1, 400);
+}
+
+#[test]
+fn days_of_blocks_split_by_day_equal_the_unsplit_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let end = 1_700_006_400_000i64;
+    let bucket = tmp.path().join("bucket");
+    run_ok(strata().args([
+        "tools",
+        "tsdb",
+        "synth",
+        "--series=240",
+        "--metrics=4",
+        "--duration=3d",
+        "--interval=60s",
+        &format!("--end={end}"),
+        &bucket.join("anonymous").display().to_string(),
+    ]));
+    let cfg = bucket_config(tmp.path(), &bucket);
+    let querier = StrataProc::start_http_only(&tmp.path().join("q"), &["querier", &cfg]);
+    let fe = start_frontend(&tmp.path().join("fe"), &querier.url(), &[]);
+    let step = 5 * MIN;
+    // off the day and off the step's multiples: parts start on the query's own grid
+    let start = end - 3 * D + 2 * H + 17 * MIN + 7_000;
+    let stop = end - 20 * MIN;
+    let queries = [
+        "sum by (namespace) (rate(loadgen_metric_0_total[5m]))",
+        "avg_over_time(loadgen_metric_1[1h])",
+        "max_over_time(sum(loadgen_metric_1)[30m:5m])",
+        r#"loadgen_metric_1{namespace="ns-3"} offset 1h"#,
+        "count(loadgen_metric_1 @ end())",
+        "vector(time())",
+    ];
+    let mut failures = Vec::new();
+    for (round, shift) in [("cold", 0), ("cached", 0), ("shifted", step)] {
+        for q in queries {
+            let path = range_path(q, start + shift, stop + shift, step);
+            let (c, ours) = get(&format!("{}{path}", fe.url())).unwrap();
+            let (_, unsplit) = get(&format!("{}{path}", querier.url())).unwrap();
+            assert_eq!(c, 200, "{q}: {ours}");
+            assert!(!points(&ours).unwrap().is_empty(), "{q}: empty");
+            failures.extend(differ(&format!("{round} {q}"), &ours, &unsplit, true));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // 3 days, 3 parts per splittable query per round (the `@` query runs whole and
+    // uncached); cached: every part; shifted: all but the last.
+    assert_eq!(
+        fe.metric("strata_query_frontend_split_queries_total"),
+        3.0 * (5.0 * 3.0 + 1.0)
+    );
+    let hits = fe.metric("strata_query_frontend_results_cache_hits_total");
+    assert_eq!(hits, 5.0 * 3.0 + 5.0 * 2.0);
+}
+
+fn push_counter(s: &StrataProc, tenant: &str, name: &str, n: usize, from: i64, to: i64) {
+    let ts = (0..n)
+        .map(|i| {
+            let pts: Vec<(i64, f64)> = (from / 15_000..to / 15_000)
+                .map(|k| (k * 15_000, (k * (i as i64 + 1)) as f64))
+                .collect();
+            series(&[("__name__", name), ("i", &i.to_string())], &pts)
+        })
+        .collect();
+    let (code, body) = s.push(Some(tenant), &write_request(ts));
+    assert!(code < 300, "{code} {body}");
+}
+
+fn get_tenant(url: &str, tenant: &str) -> (u16, String) {
+    get_with(url, &[("X-Scope-OrgID", tenant)]).unwrap()
+}
+
+#[test]
+fn cached_answers_stay_true_as_samples_arrive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = StrataProc::start_all(&tmp.path().join("all"), &[]);
+    let fe = start_frontend(
+        &tmp.path().join("fe"),
+        &s.url(),
+        &[
+            "--query-range.split-interval=30m",
+            "--query-range.max-freshness=10m",
+        ],
+    );
+    let now = now_ms();
+    let step = MIN;
+    let end = (now / step + 2) * step;
+    let start = end - 2 * H;
+    // Everything older than five minutes is there before the first query.
+    let cut = now - 5 * MIN;
+    push_counter(&s, "t1", "m", 5, start - 10 * MIN, cut);
+    let queries = ["sum by (i) (rate(m[2m]))", "m", "count_over_time(m[10m])"];
+    let ask = |q: &str| {
+        let path = range_path(q, start, end, step);
+        let a = get_tenant(&format!("{}{path}", fe.url()), "t1");
+        let b = get_tenant(&format!("{}{path}", s.url()), "t1");
+        assert_eq!((a.0, b.0), (200, 200), "{q}: {}", a.1);
+        (a.1, b.1)
+    };
+    let first: Vec<String> = queries
+        .iter()
+        .map(|q| {
+            let (a, b) = ask(q);
+            assert_eq!(differ(q, &a, &b, true), None);
+            a
+        })
+        .collect();
+    assert_eq!(
+        fe.metric("strata_query_frontend_results_cache_hits_total"),
+        0.0
+    );
+    // New samples, inside the freshness window.
+    push_counter(&s, "t1", "m", 5, cut, now_ms());
+    for (q, before) in queries.iter().zip(&first) {
+        let (a, b) = ask(q);
+        assert_eq!(differ(q, &a, &b, true), None);
+        assert_ne!(&a, before, "{q}: the new samples are not in the answer");
+    }
+    // The parts older than the window came from the cache.
+    assert!(fe.metric("strata_query_frontend_results_cache_hits_total") >= 3.0 * 3.0);
+    // Another tenant shares nothing with t1, cached or not.
+    let (c, b) = get_tenant(
+        &format!("{}{}", fe.url(), range_path("m", start, end, step)),
+        "t2",
+    );
+    assert_eq!(c, 200);
+    assert!(points(&b).unwrap().is_empty(), "{b}");
+}
+
+#[test]
+fn a_flooding_tenant_gets_429_while_another_tenants_queries_go_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = StrataProc::start_all(&tmp.path().join("all"), &[]);
+    let fe = start_frontend(
+        &tmp.path().join("fe"),
+        &s.url(),
+        &[
+            "--query-frontend.max-concurrent=1",
+            "--query-frontend.max-outstanding-requests-per-tenant=20",
+            "--query-range.results-cache.max-size-bytes=0",
+            "--query-range.split-interval=10m",
+        ],
+    );
+    let end = now_ms();
+    let start = end - 2 * H;
+    for t in ["heavy", "light"] {
+        push_counter(&s, t, "m", 20, start, end);
+    }
+    // 12 parts a query: one query fits in a tenant's queue, eight at once do not.
+    let url = format!(
+        "{}{}",
+        fe.url(),
+        range_path("sum(rate(m[5m]))", start, end, 30_000)
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let flood: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, stop, refused) = (url.clone(), stop.clone(), refused.clone());
+            std::thread::spawn(move || {
+                let mut bodies = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let (c, b) = get_tenant(&url, "heavy");
+                    if c == 429 {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        bodies.push(b);
+                    } else {
+                        assert_eq!(c, 200, "{b}");
+                    }
+                }
+                bodies
+            })
+        })
+        .collect();
+    // Wait (bounded) until the flood is being refused, then query as another tenant.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while refused.load(Ordering::Relaxed) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flood was never refused"
+        );
+        std::thread::yield_now();
+    }
+    let mut light = Vec::new();
+    for _ in 0..5 {
+        light.push(get_tenant(&url, "light"));
+    }
+    let refused_during = refused.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let bodies: Vec<String> = flood.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    for (c, b) in &light {
+        assert_eq!(*c, 200, "{b}");
+        assert!(!points(b).unwrap().is_empty());
+    }
+    assert!(refused_during > 0);
+    let v: Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(v["error"], "too many outstanding requests");
+    assert_eq!(v["errorType"], "too_many_requests");
+    let (_, m) = get(&format!("{}/metrics", fe.url())).unwrap();
+    assert!(
+        m.contains(r#"strata_query_frontend_discarded_requests_total{tenant="heavy"}"#),
+        "{m}"
+    );
+    assert!(!m.contains(r#"strata_query_frontend_discarded_requests_total{tenant="light"}"#));
+}
+
+/// Cortex's split, written again here so the test does not trust the frontend's.
+fn parts(start: i64, end: i64, step: i64, interval: i64) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut s = start;
+    while s <= end {
+        let next_boundary = (s / interval + 1) * interval;
+        let mut e = s + (next_boundary - 1 - s) / step * step;
+        if e + step > end {
+            e = end;
+        }
+        out.push((s, e));
+        s = e + step;
+    }
+    out
+}
+
+#[test]
+fn stats_all_is_the_sum_of_what_the_querier_reports_for_the_parts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = StrataProc::start_all(&tmp.path().join("all"), &[]);
+    let fe = start_frontend(
+        &tmp.path().join("fe"),
+        &s.url(),
+        &[
+            "--query-range.split-interval=20m",
+            "--query-range.max-freshness=0s",
+        ],
+    );
+    let end = now_ms() - MIN;
+    let start = end - 2 * H + 7_000;
+    push_counter(&s, "t1", "m", 30, start - 10 * MIN, end);
+    push_counter(&s, "t1", "other", 3, end - 30 * MIN, end);
+    let q = "sum by (i) (rate(m[5m]))";
+    let step = 45_000;
+    let path = range_path(q, start, end, step) + "&stats=all";
+    let (c, body) = get_tenant(&format!("{}{path}", fe.url()), "t1");
+    assert_eq!(c, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let st = &v["data"]["stats"];
+
+    let want_parts = parts(start, end, step, 20 * MIN);
+    let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
+    let fields = [
+        "seriesFetched",
+        "chunksFetched",
+        "chunkBytesFetched",
+        "samplesFetched",
+    ];
+    let mut queryable = 0;
+    for (a, b) in &want_parts {
+        let p = range_path(q, *a, *b, step) + "&stats=all";
+        let (c, one) = get_tenant(&format!("{}{p}", s.url()), "t1");
+        assert_eq!(c, 200, "{one}");
+        let one: Value = serde_json::from_str(&one).unwrap();
+        for f in fields {
+            *sums.entry(f).or_default() += one["data"]["stats"]["strata"][f].as_u64().unwrap();
+        }
+        queryable += one["data"]["stats"]["samples"]["totalQueryableSamples"]
+            .as_u64()
+            .unwrap();
+    }
+    assert_eq!(st["frontend"]["parts"], want_parts.len(), "{st}");
+    assert_eq!(st["frontend"]["cacheMisses"], want_parts.len(), "{st}");
+    assert_eq!(st["frontend"]["cacheHits"], 0, "{st}");
+    for f in fields {
+        assert_eq!(st["strata"][f].as_u64(), Some(sums[f]), "{f}: {st}");
+    }
+    assert!(sums["samplesFetched"] > 0);
+    assert_eq!(st["samples"]["totalQueryableSamples"], queryable, "{st}");
+    assert!(st["frontend"]["totalSeconds"].as_f64().unwrap() > 0.0);
+    assert!(st["timings"]["evalTotalTime"].as_f64().is_some(), "{st}");
+
+    // Again: every part from the cache, and nothing fetched.
+    let (_, body) = get_tenant(&format!("{}{path}", fe.url()), "t1");
+    let again: Value = serde_json::from_str(&body).unwrap();
+    let st2 = &again["data"]["stats"];
+    assert_eq!(st2["frontend"]["cacheHits"], want_parts.len(), "{st2}");
+    assert_eq!(st2["frontend"]["downstreamRequests"], 0, "{st2}");
+    assert_eq!(st2["strata"]["samplesFetched"].as_u64().unwrap_or(0), 0);
+    assert_eq!(again["data"]["result"], v["data"]["result"]);
+    // Without `stats` the answer has none.
+    let (_, plain) = get_tenant(
+        &format!("{}{}", fe.url(), range_path(q, start, end, step)),
+        "t1",
+    );
+    assert!(!plain.contains("\"stats\""));
+
+    // The tenant's most expensive recent query is that one, with the same numbers.
+    let (c, top) = get_tenant(&format!("{}/api/v1/status/queries", fe.url()), "t1");
+    assert_eq!(c, 200, "{top}");
+    let top: Value = serde_json::from_str(&top).unwrap();
+    let first = &top["data"]["queries"][0];
+    assert_eq!(top["data"]["tenant"], "t1");
+    assert_eq!(first["query"], q);
+    assert_eq!(
+        first["samplesFetched"].as_u64(),
+        Some(sums["samplesFetched"])
+    );
+    assert_eq!(first["parts"], want_parts.len());
+    let (_, other) = get_tenant(&format!("{}/api/v1/status/queries", fe.url()), "t2");
+    assert!(other.contains(r#""queries":[]"#), "{other}");
+}
+
+#[test]
+fn strata_all_serves_range_queries_through_its_frontend() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = StrataProc::start_all(
+        &tmp.path().join("all"),
+        &[
+            "--query-frontend.enabled",
+            "--query-range.split-interval=30m",
+        ],
+    );
+    let end = now_ms() - MIN;
+    let start = end - 2 * H;
+    push_counter(&s, "anonymous", "m", 4, start - 10 * MIN, end);
+    for prefix in ["", "/prometheus"] {
+        let url = format!(
+            "{}{prefix}{}&stats=all",
+            s.url(),
+            range_path("m", start, end, MIN)
+        );
+        let (c, body) = get(&url).unwrap();
+        assert_eq!(c, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            v["data"]["stats"]["frontend"]["parts"].as_u64().unwrap() >= 4,
+            "{body}"
+        );
+        let p = points(&body).unwrap();
+        assert_eq!(p.len(), 4);
+        assert!(p.values().all(|pts| pts.len() == 121), "{body}");
+    }
+    // Everything else reaches the querier as before.
+    let (c, body) = get(&format!("{}/api/v1/label/i/values", s.url())).unwrap();
+    assert_eq!((c, body.contains(r#""3""#)), (200, true), "{body}");
+    let (c, _) = get(&format!("{}/api/v1/status/queries", s.url())).unwrap();
+    assert_eq!(c, 200);
+    assert!(s.metric("strata_query_frontend_split_queries_total") >= 8.0);
+}
+
+#[test]
+fn requests_to_a_dead_downstream_are_retried_on_the_next_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = StrataProc::start_all(&tmp.path().join("all"), &[]);
+    // Nothing listens on the first URL: every other request fails there first.
+    let dead = format!("http://127.0.0.1:{}", strata_testkit::procs::free_port());
+    let fe = start_frontend(
+        &tmp.path().join("fe"),
+        &format!("{dead},{}", s.url()),
+        &["--query-range.split-interval=30m"],
+    );
+    let end = now_ms() - MIN;
+    let start = end - 2 * H;
+    push_counter(&s, "anonymous", "m", 3, start - 10 * MIN, end);
+    for _ in 0..3 {
+        let (c, body) = get(&format!("{}{}", fe.url(), range_path("m", start, end, MIN))).unwrap();
+        assert_eq!(c, 200, "{body}");
+        assert_eq!(points(&body).unwrap().len(), 3);
+        let (c, body) = get(&format!("{}/api/v1/labels", fe.url())).unwrap();
+        assert_eq!(c, 200, "{body}");
+    }
+    assert!(fe.metric("strata_query_frontend_retries_total") >= 3.0);
+    // With no retries left the client hears that no querier answered.
+    let fe = start_frontend(
+        &tmp.path().join("fe0"),
+        &dead,
+        &["--query-range.max-retries=0"],
+    );
+    let (c, body) = get(&format!("{}/api/v1/labels", fe.url())).unwrap();
+    assert_eq!(c, 502, "{body}");
+    assert!(body.contains("no answer from the querier"), "{body}");
+}
