@@ -36,10 +36,13 @@ use crate::metrics::{HistogramVec, Registry, LATENCY_BUCKETS, TEXT_CONTENT_TYPE}
 use crate::shutdown::Shutdown;
 
 mod lenient;
+mod tls;
 mod web;
+mod webconfig;
 
 pub use lenient::LenientIo;
 pub use web::CorsOrigin;
+pub use webconfig::{set_web_config, WebConfig, WebConfigError};
 
 /// Whether the component can take traffic; `/-/ready` answers 503 with the reason until
 /// [`Readiness::set_ready`]. Clones share the flag.
@@ -271,28 +274,58 @@ impl Server {
     /// period runs out).
     pub async fn serve(self, router: Router, shutdown: Shutdown) -> Result<(), ServeError> {
         let addr = self.addr;
-        tracing::info!(%addr, "listening for HTTP");
-        let graceful = axum::serve(lenient::LenientListener(self.listener), router)
-            .with_graceful_shutdown(shutdown.clone().wait_owned());
-        let result = match self.grace_period {
-            None => graceful.await,
-            Some(grace) => {
-                let deadline = async {
-                    shutdown.wait().await;
-                    tokio::time::sleep(grace).await;
-                };
-                tokio::select! {
-                    r = graceful => r,
-                    _ = deadline => {
-                        tracing::warn!(%addr, ?grace, "HTTP grace period over; dropping open connections");
-                        Ok(())
-                    }
-                }
+        let web = webconfig::global();
+        let router = match &web {
+            Some(w) => router.layer(middleware::from_fn_with_state(w.clone(), webconfig::guard)),
+            None => router,
+        };
+        let result = match web.and_then(|w| w.tls.clone()) {
+            Some(tls) => {
+                tracing::info!(%addr, "listening for HTTPS");
+                let listener = tls::TlsListener::new(self.listener, tls, addr);
+                run(listener, router, &shutdown, self.grace_period, addr).await
+            }
+            None => {
+                tracing::info!(%addr, "listening for HTTP");
+                let listener = lenient::LenientListener(self.listener);
+                run(listener, router, &shutdown, self.grace_period, addr).await
             }
         };
         result.map_err(|error| ServeError::Serve { addr, error })?;
         tracing::info!(%addr, "HTTP server stopped");
         Ok(())
+    }
+}
+
+/// Serve until `shutdown`, then wait for in-flight requests (at most `grace`).
+async fn run<L>(
+    listener: L,
+    router: Router,
+    shutdown: &Shutdown,
+    grace: Option<Duration>,
+    addr: SocketAddr,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let graceful =
+        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().wait_owned());
+    match grace {
+        None => graceful.await,
+        Some(grace) => {
+            let deadline = async {
+                shutdown.wait().await;
+                tokio::time::sleep(grace).await;
+            };
+            tokio::select! {
+                r = graceful => r,
+                _ = deadline => {
+                    tracing::warn!(%addr, ?grace, "HTTP grace period over; dropping open connections");
+                    Ok(())
+                }
+            }
+        }
     }
 }
 

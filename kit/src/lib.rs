@@ -39,7 +39,8 @@ pub struct LogArgs {
 }
 
 /// Define a clap `Args` struct with Thanos's HTTP server flags: `--http-address`
-/// (default `0.0.0.0:<port>`) and `--http-grace-period`. A macro rather than a
+/// (default `0.0.0.0:<port>`), `--http-grace-period` and `--http.config` (applied
+/// process-wide by the binary, see [`http::set_web_config`]). A macro rather than a
 /// const-generic struct: clap's derive keeps a default value in a static that every
 /// instantiation of a generic struct would share.
 #[macro_export]
@@ -54,6 +55,10 @@ macro_rules! http_args {
             /// Time to wait after an interrupt received for HTTP Server.
             #[arg(long = "http-grace-period", value_name = "DURATION", default_value = "2m", value_parser = $crate::parse_duration_ms)]
             pub http_grace_period_ms: i64,
+            /// Web configuration file (Prometheus's exporter-toolkit format): TLS, client
+            /// certificates, basic auth, response headers. Read at start-up.
+            #[arg(long = "http.config", value_name = "FILE")]
+            pub http_config: Option<std::path::PathBuf>,
         }
 
         #[allow(dead_code)]

@@ -64,6 +64,19 @@ fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     strata_kit::status::set_flags(effective_flags(&Cli::command(), &matches));
     strata_kit::init_tracing(&cli.log);
+    // --http.config holds for every HTTP server of the process
+    if let Some(path) = strata_kit::status::flags()
+        .get("http.config")
+        .filter(|p| !p.is_empty())
+    {
+        match strata_kit::http::WebConfig::from_file(std::path::Path::new(path)) {
+            Ok(c) => strata_kit::http::set_web_config(c),
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     let is_tool = matches!(cli.command, Command::Tools(_));
     let result = match cli.command {
         Command::All(cmd) => ingester::run_all(cmd),
