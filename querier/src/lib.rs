@@ -39,6 +39,7 @@ mod read;
 pub mod ring;
 pub mod stats;
 pub mod storeapi;
+pub mod ui;
 
 use fanout::{Endpoint, Sources};
 
@@ -279,6 +280,7 @@ impl Querier {
         axum::Router::new()
             .merge(api.clone())
             .nest("/prometheus", api)
+            .merge(ui::routes())
     }
 }
 

@@ -26,6 +26,7 @@ use crate::Querier;
 mod json;
 mod params;
 mod status;
+mod stores_blocks;
 
 pub use json::*;
 pub use params::*;
@@ -71,6 +72,8 @@ pub(crate) fn router(q: Arc<Querier>) -> Router {
         .route("/api/v1/targets", get(status::targets))
         .route("/api/v1/rules", get(status::rules))
         .route("/api/v1/alerts", get(status::alerts))
+        .route("/api/v1/stores", get(stores_blocks::stores))
+        .route("/api/v1/blocks", get(stores_blocks::blocks))
         .route("/api/v1/{*rest}", axum::routing::any(status::not_found))
         .with_state(q)
 }

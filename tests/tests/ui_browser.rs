@@ -1,0 +1,315 @@
+//! The web UI in a real browser: `strata all` with pushed samples and a flushed block,
+//! then Debian's headless Chromium loads each page, runs its scripts (the page's own
+//! fetches against the server) and the test reads the DOM Chromium dumps: the range
+//! graph uPlot drew (series count and names, recorded by the page's draw hook), the
+//! stores and the blocks the test made, the status sections. Screenshots of every page
+//! are kept under `target/ui-browser/`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strata_testkit::http::get_json;
+use strata_testkit::procs::find_program;
+use strata_testkit::strata::{series, write_request, StrataProc};
+
+fn chromium() -> PathBuf {
+    find_program(
+        "chromium",
+        "install Debian's `chromium` package (apt-get install chromium)",
+    )
+}
+
+/// Run headless Chromium on `url` with `what` (`--dump-dom` or `--screenshot=…`),
+/// letting the page's scripts and fetches run for up to 15 s of virtual time; bounded
+/// by a wall-clock deadline. Returns stdout.
+fn run_chromium(url: &str, what: &str, profile: &Path) -> String {
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--window-size=1400,1000",
+            "--virtual-time-budget=15000",
+            "--run-all-compositor-stages-before-draw",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(what)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chromium");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).ok();
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = reader.join().unwrap();
+            if !status.success() {
+                let mut err = String::new();
+                child.stderr.take().unwrap().read_to_string(&mut err).ok();
+                panic!("chromium {what} {url} failed ({status}):\n{err}");
+            }
+            return out;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("chromium {what} {url} did not finish in 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn screenshots_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ui-browser");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Dump the DOM of `url` after its scripts ran, and save a screenshot `name.png`.
+fn visit(url: &str, name: &str, profile: &Path) -> String {
+    let dom = run_chromium(url, "--dump-dom", profile);
+    let shot = screenshots_dir().join(format!("{name}.png"));
+    let _ = std::fs::remove_file(&shot);
+    run_chromium(url, &format!("--screenshot={}", shot.display()), profile);
+    assert!(shot.exists(), "no screenshot at {}", shot.display());
+    dom
+}
+
+/// The value of attribute `attr` on the element with `id` in a dumped DOM.
+fn attr_of(dom: &str, id: &str, attr: &str) -> Option<String> {
+    let at = dom.find(&format!("id=\"{id}\""))?;
+    let start = dom[..at].rfind('<')?;
+    let end = at + dom[at..].find('>')?;
+    let tag = &dom[start..end];
+    let key = format!("{attr}=\"");
+    let i = tag.find(&key)? + key.len();
+    Some(tag[i..i + tag[i..].find('"')?].to_string())
+}
+
+/// Status line and headers of `GET path` (raw HTTP/1.1: the test needs the headers).
+fn head(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    text[..text.find("\r\n\r\n").unwrap_or(text.len())].to_ascii_lowercase()
+}
+
+#[test]
+fn ui_pages_in_chromium() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let profile = tmp.path().join("chromium-profile");
+    let s = StrataProc::start_all(&data, &[]);
+
+    // Two series over the last 20 minutes, one sample every 15 s.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let samples = |scale: f64| -> Vec<(i64, f64)> {
+        (0..80)
+            .map(|i| (now - 20 * 60_000 + i * 15_000, scale * i as f64))
+            .collect()
+    };
+    let req = write_request(vec![
+        series(
+            &[
+                ("__name__", "ui_requests"),
+                ("job", "ui"),
+                ("instance", "a"),
+            ],
+            &samples(1.0),
+        ),
+        series(
+            &[
+                ("__name__", "ui_requests"),
+                ("job", "ui"),
+                ("instance", "b"),
+            ],
+            &samples(2.0),
+        ),
+    ]);
+    let (code, body) = s.push(None, &req);
+    assert!(code == 200 || code == 204, "push: {code} {body}");
+    let (code, body) = s.flush();
+    assert_eq!(code, 200, "{body}");
+    // The blocks, read from the bucket directory itself.
+    let mut ulids = Vec::new();
+    for tenant in std::fs::read_dir(data.join("bucket")).unwrap() {
+        let tenant = tenant.unwrap().path();
+        if !tenant.is_dir() {
+            continue;
+        }
+        for b in std::fs::read_dir(&tenant).unwrap() {
+            let b = b.unwrap().path();
+            if b.join("meta.json").exists() {
+                ulids.push(b.file_name().unwrap().to_string_lossy().to_string());
+            }
+        }
+    }
+    assert!(!ulids.is_empty(), "flush shipped no block");
+    // A series that stays in the head, for the TSDB status page.
+    let (code, body) = s.push(
+        None,
+        &write_request(vec![series(&[("__name__", "ui_in_head")], &[(now, 1.0)])]),
+    );
+    assert!(code == 200 || code == 204, "push: {code} {body}");
+
+    // The JSON the pages read.
+    let blocks = get_json(&format!("{}/api/v1/blocks", s.url()));
+    assert_eq!(blocks["status"], "success");
+    let listed: Vec<&str> = blocks["data"]["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["ulid"].as_str().unwrap())
+        .collect();
+    for u in &ulids {
+        assert!(listed.contains(&u.as_str()), "{u} not in {blocks}");
+    }
+    assert!(blocks["data"]["refreshedAt"].is_string());
+    let stores = get_json(&format!("{}/api/v1/stores", s.url()));
+    let grpc = format!("127.0.0.1:{}", s.grpc_port);
+    let receive = &stores["data"]["receive"];
+    assert_eq!(receive[0]["name"], grpc.as_str(), "{stores}");
+    assert!(receive[0]["lastError"].is_null(), "{stores}");
+    assert!(
+        receive[0]["maxTime"].as_i64().unwrap() >= now - 60_000,
+        "{stores}"
+    );
+    assert_eq!(stores["data"]["bucket"][0]["name"], "bucket", "{stores}");
+
+    // Assets: the right types; the index is revalidated, assets cached for good.
+    let index = head(s.http_port, "/");
+    assert!(index.contains("content-type: text/html"), "{index}");
+    assert!(index.contains("cache-control: no-cache"), "{index}");
+    let js = head(s.http_port, "/ui/app.js");
+    assert!(
+        js.contains("200 ok") && js.contains("content-type: text/javascript"),
+        "{js}"
+    );
+    assert!(js.contains("immutable"), "{js}");
+
+    // Query page: a range query drawn by uPlot, state taken from the URL.
+    let dom = visit(
+        &format!(
+            "{}/#/query?expr=ui_requests&tab=graph&range=1h&step=30s",
+            s.url()
+        ),
+        "query-graph",
+        &profile,
+    );
+    assert!(!dom.contains("class=\"error\""), "query page error:\n{dom}");
+    let drawn = attr_of(&dom, "graph", "data-drawn-series")
+        .unwrap_or_else(|| panic!("no graph in the page:\n{dom}"));
+    assert_eq!(drawn, "2", "series drawn");
+    let points: usize = attr_of(&dom, "graph", "data-points")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(points >= 40, "points on the x axis: {points}");
+    for name in [
+        r#"<li>ui_requests{instance="a", job="ui"}</li>"#,
+        r#"<li>ui_requests{instance="b", job="ui"}</li>"#,
+    ] {
+        let escaped = name.replace('"', "&quot;");
+        assert!(
+            dom.contains(name) || dom.contains(&escaped),
+            "{name} not drawn:\n{dom}"
+        );
+    }
+    assert!(dom.contains("class=\"u-legend"), "uPlot's legend");
+    assert!(dom.contains("id=\"stats\""), "the query's cost");
+    assert!(
+        dom.contains("totalQueryableSamples"),
+        "stats=all in the page"
+    );
+
+    // Instant table, stacked graph.
+    let dom = visit(
+        &format!("{}/#/query?expr=sum(ui_requests)&tab=table", s.url()),
+        "query-table",
+        &profile,
+    );
+    assert!(dom.contains("id=\"table\""), "{dom}");
+    assert!(dom.contains("1 result(s)"), "{dom}");
+    let dom = visit(
+        &format!(
+            "{}/#/query?expr=ui_requests&tab=graph&range=30m&stacked=1",
+            s.url()
+        ),
+        "query-stacked",
+        &profile,
+    );
+    assert_eq!(
+        attr_of(&dom, "graph", "data-drawn-series").as_deref(),
+        Some("2")
+    );
+
+    // Stores page: the ingester's endpoint, healthy, and the bucket.
+    let dom = visit(&format!("{}/#/stores", s.url()), "stores", &profile);
+    assert!(dom.contains(&grpc), "{grpc} not on the stores page:\n{dom}");
+    assert!(dom.contains(">UP<"), "{dom}");
+    assert!(!dom.contains(">DOWN<"), "{dom}");
+    assert!(
+        dom.contains("receive (1)") && dom.contains("bucket (1)"),
+        "{dom}"
+    );
+
+    // Blocks page: each block the flush shipped, on the timeline and in the table.
+    let dom = visit(&format!("{}/#/blocks", s.url()), "blocks", &profile);
+    for u in &ulids {
+        assert!(
+            dom.contains(&format!("data-ulid=\"{u}\"")),
+            "{u} not on the timeline:\n{dom}"
+        );
+        assert!(dom.contains(&format!(">{u}</a>")), "{u} not in the table");
+    }
+
+    // Status page: build info, flags, TSDB status, ring (none), rules and alerts.
+    let dom = visit(&format!("{}/#/status", s.url()), "status", &profile);
+    for id in [
+        "buildinfo",
+        "runtimeinfo",
+        "ring",
+        "tsdb",
+        "rules",
+        "alerts",
+        "flags",
+    ] {
+        let at = dom
+            .find(&format!("<section id=\"{id}\">"))
+            .unwrap_or_else(|| panic!("no {id} section:\n{dom}"));
+        assert!(
+            !dom[at..].starts_with(&format!("<section id=\"{id}\"><div class=\"error\"")),
+            "{id} failed:\n{dom}"
+        );
+    }
+    assert!(dom.contains("3.5.0"), "build info");
+    assert!(
+        dom.contains("ui_in_head"),
+        "TSDB status lists the head's metric"
+    );
+}
