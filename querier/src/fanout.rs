@@ -7,19 +7,18 @@
 //! [`Handle::block_on`], so the runtime's worker threads only do I/O and a query never
 //! waits for a worker it occupies.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use strata_promql::{SelectHints, Storage, StorageError, StorageSeries};
+use strata_promql::{Samples, SelectHints, SelectedSeries, Storage, StorageError, StorageSeries};
 use strata_proto::store::store_client::StoreClient;
 use strata_proto::store::{
     chunk, series_response, Func, InfoRequest, LabelNamesRequest, LabelValuesRequest,
     PartialResponseStrategy, QueryHints, Range, SeriesRequest,
 };
 use strata_store::{matchers_to_proto, ErrorKind, StoreError};
-use strata_tsdb::chunkenc::append_xor_in_range;
 use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::{MatchOp, Matcher};
 use tokio::runtime::Handle;
@@ -28,6 +27,7 @@ use tonic::transport::Channel;
 use crate::bucket::{add_external, labels_match, BucketReader, SeriesData};
 use crate::dedup;
 use crate::metrics::QuerierMetrics;
+use crate::series::{ChunksBuilder, EngineSeries, LazySeries, Part};
 use crate::stats::{Counter, QueryCost};
 
 /// How long an endpoint's external labels (from `Info`) are reused.
@@ -69,8 +69,8 @@ pub struct FetchError(pub String, pub ErrorKind);
 
 /// Series from every source, merged (and deduplicated when asked), plus warnings.
 #[derive(Debug, Default)]
-pub struct Fetched {
-    pub series: Vec<SeriesData>,
+pub struct Fetched<S = Vec<(i64, f64)>> {
+    pub series: Vec<(Labels, S)>,
     pub warnings: Vec<String>,
     /// Series (labels as answered, after dedup) read from downsampled blocks, with the
     /// coarsest resolution (ms) read.
@@ -116,6 +116,26 @@ pub trait LocalStore: Send + Sync + std::fmt::Debug {
             count.samples(s.len())?;
         }
         Ok(out)
+    }
+
+    /// [`LocalStore::series_counted`] with each series' samples as a [`Part`]: a store
+    /// that can hand out encoded chunks keeps them encoded (the engine decodes a series
+    /// when it consumes it). The default decodes.
+    #[allow(clippy::too_many_arguments)]
+    fn series_parts(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        skip_chunks: bool,
+        count: &Counter,
+    ) -> Result<Vec<(Labels, Part)>, StoreError> {
+        Ok(self
+            .series_counted(tenant, matchers, mint, maxt, skip_chunks, count)?
+            .into_iter()
+            .map(|(l, s)| (l, Part::Samples(s)))
+            .collect())
     }
 
     /// The labels the endpoint's `Info` advertises (added to its series that lack them).
@@ -269,9 +289,9 @@ impl Endpoint {
         matchers: &[Matcher],
         opts: &FetchOptions,
         count: &Counter,
-    ) -> Result<(Vec<SeriesData>, Vec<String>), StoreError> {
+    ) -> Result<(Vec<(Labels, Part)>, Vec<String>), StoreError> {
         if let Some(local) = &self.local {
-            let mut out = local.series_counted(
+            let mut out = local.series_parts(
                 &opts.tenant,
                 matchers,
                 req.min_time,
@@ -306,33 +326,33 @@ impl Endpoint {
                         let labels =
                             Labels::from_pairs(s.labels.iter().map(|l| (&l.name, &l.value)));
                         count.series(&labels)?;
-                        let mut samples = Vec::new();
-                        for c in &s.chunks {
+                        // Chunks stay encoded (slices of the message): the engine
+                        // decodes the series when it consumes it.
+                        let mut part = ChunksBuilder::new(count, mint, maxt);
+                        let corrupt =
+                            |e| StoreError::Corrupt(format!("series {labels}: chunk data: {e}"));
+                        for c in s.chunks {
                             // Raw XOR chunks only: downsampled aggregates and histograms
                             // have no float-sample reading here.
-                            let Some(raw) = &c.raw else { continue };
+                            let Some(raw) = c.raw else { continue };
                             count.chunk(raw.data.len())?;
                             if raw.r#type != chunk::Encoding::Xor as i32 {
                                 continue;
                             }
-                            let before = samples.len();
-                            if let Err(e) = append_xor_in_range(&raw.data, mint, maxt, &mut samples)
-                            {
-                                return Err(StoreError::Corrupt(format!(
-                                    "series {labels}: chunk data: {e}"
-                                )));
-                            }
-                            count.samples(samples.len() - before)?;
+                            part.push(raw.data, (c.min_time, c.max_time))
+                                .map_err(|e| e.unwrap_or_else(corrupt))?;
                         }
-                        if skip_chunks || !samples.is_empty() {
-                            out.push((labels, samples));
+                        match part.finish().map_err(corrupt)? {
+                            Some(p) => out.push((labels, p)),
+                            None if skip_chunks => out.push((labels, Part::Samples(Vec::new()))),
+                            None => {}
                         }
                     }
                     Some(series_response::Result::Warning(w)) => warnings.push(w),
                     Some(series_response::Result::Hints(_)) | None => {}
                 }
             }
-            Ok((out, warnings))
+            Ok::<_, StoreError>((out, warnings))
         };
         let (ext, res) = futures::future::join(ext_fut, series_fut).await;
         let (mut out, warnings) = res?;
@@ -347,45 +367,19 @@ impl Endpoint {
 
 /// Merge series from several sources: same labels → samples merged by timestamp, the
 /// first source's sample kept on equal timestamps. Sorted by labels.
-pub fn merge_sources(mut parts: Vec<Vec<SeriesData>>, keep_empty: bool) -> Vec<SeriesData> {
-    parts.retain(|p| !p.is_empty());
-    // One source whose series are sorted and unique (a Store API answer is): nothing to
-    // merge, so skip the map; with 100k series the map's allocations dominated a query.
-    if parts.len() == 1
-        && parts[0].windows(2).all(|w| w[0].0 < w[1].0)
-        && parts[0]
-            .iter()
-            .all(|(_, s)| s.windows(2).all(|w| w[0].0 < w[1].0))
-    {
-        let mut only = parts.pop().expect("one part");
-        if !keep_empty {
-            only.retain(|(_, s)| !s.is_empty());
-        }
-        return only;
-    }
-    let mut map: BTreeMap<Labels, Vec<Vec<(i64, f64)>>> = BTreeMap::new();
-    for part in parts {
-        for (l, s) in part {
-            map.entry(l).or_default().push(s);
-        }
-    }
-    map.into_iter()
-        .filter_map(|(l, mut lists)| {
-            let samples = if lists.len() == 1 {
-                let mut s = lists.pop().expect("one list");
-                if !s.windows(2).all(|w| w[0].0 < w[1].0) {
-                    s.sort_by_key(|p| p.0);
-                    s.dedup_by_key(|p| p.0);
-                }
-                s
-            } else {
-                let mut all: Vec<(i64, f64)> = lists.concat();
-                // stable: on equal timestamps the earlier source stays first
-                all.sort_by_key(|p| p.0);
-                all.dedup_by_key(|p| p.0);
-                all
+pub fn merge_sources(parts: Vec<Vec<SeriesData>>, keep_empty: bool) -> Vec<SeriesData> {
+    let parts = parts
+        .into_iter()
+        .map(|p| p.into_iter().map(|(l, s)| (l, Part::Samples(s))).collect())
+        .collect();
+    crate::series::merge_sources(parts, keep_empty)
+        .into_iter()
+        .map(|(l, ps)| {
+            let s = LazySeries {
+                replicas: vec![ps],
+                counter: false,
             };
-            (keep_empty || !samples.is_empty()).then_some((l, samples))
+            (l, s.decode().expect("decoded samples"))
         })
         .collect()
 }
@@ -469,7 +463,8 @@ impl Sources {
         });
     }
 
-    /// Ask every source for series matching `matchers` in `[mint, maxt]`, in parallel.
+    /// Ask every source for series matching `matchers` in `[mint, maxt]`, in parallel;
+    /// samples decoded.
     pub async fn fetch(
         &self,
         opts: &FetchOptions,
@@ -479,6 +474,34 @@ impl Sources {
         hints: Option<&SelectHints>,
         skip_chunks: bool,
     ) -> Result<Fetched, FetchError> {
+        let f = self
+            .fetch_lazy(opts, matchers, mint, maxt, hints, skip_chunks)
+            .await?;
+        let mut series = Vec::with_capacity(f.series.len());
+        for (l, s) in f.series {
+            let samples = s.decode().map_err(|e| {
+                FetchError(format!("series {l}: chunk data: {e}"), ErrorKind::Corrupt)
+            })?;
+            series.push((l, samples));
+        }
+        Ok(Fetched {
+            series,
+            warnings: f.warnings,
+            downsampled: f.downsampled,
+        })
+    }
+
+    /// [`Sources::fetch`] with samples left as the sources answered them (chunks
+    /// encoded), merged and deduplicated per series only when it is decoded.
+    pub async fn fetch_lazy(
+        &self,
+        opts: &FetchOptions,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: Option<&SelectHints>,
+        skip_chunks: bool,
+    ) -> Result<Fetched<LazySeries>, FetchError> {
         let req = SeriesRequest {
             min_time: mint,
             max_time: maxt,
@@ -582,12 +605,24 @@ impl Sources {
                         bs.series.iter().map(|(l, _)| l).collect();
                     for (_, r) in results.iter_mut() {
                         let Ok((series, _)) = r else { continue };
-                        for (l, s) in series.iter_mut() {
-                            if names.contains(&*l) {
-                                s.retain(|p| {
-                                    !bs.downsampled.iter().any(|&(a, b)| p.0 >= a && p.0 <= b)
-                                });
+                        for (l, part) in series.iter_mut() {
+                            if !names.contains(&*l) {
+                                continue;
                             }
+                            let p = std::mem::replace(part, Part::Samples(Vec::new()));
+                            let mut s = match p.decode() {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    *r = Err(StoreError::Corrupt(format!(
+                                        "series {l}: chunk data: {e}"
+                                    )));
+                                    break;
+                                }
+                            };
+                            s.retain(|p| {
+                                !bs.downsampled.iter().any(|&(a, b)| p.0 >= a && p.0 <= b)
+                            });
+                            *part = Part::Samples(s);
                         }
                     }
                 }
@@ -610,13 +645,22 @@ impl Sources {
         for p in &mut parts {
             p.retain(|(l, _)| labels_match(l, matchers));
         }
-        let merged = merge_sources(parts, skip_chunks);
+        let merged = crate::series::merge_sources(parts, skip_chunks);
         let series = match &opts.replica_labels {
             Some(rl) if !rl.is_empty() => {
                 let counter = dedup::is_counter_func(hints.and_then(|h| h.func.as_deref()));
-                dedup::dedup(merged, rl, counter)
+                crate::series::dedup(merged, rl, counter)
             }
-            _ => merged,
+            _ => merged
+                .into_iter()
+                .map(|(l, ps)| {
+                    let s = LazySeries {
+                        replicas: vec![ps],
+                        counter: false,
+                    };
+                    (l, s)
+                })
+                .collect(),
         };
         Ok(Fetched {
             series,
@@ -891,6 +935,29 @@ impl FanoutStorage {
     }
 }
 
+/// Samples a query must have fetched for its end to hand freed memory back to the
+/// operating system (≈ 64 MiB decoded).
+const TRIM_AFTER_SAMPLES: u64 = 4 << 20;
+
+impl Drop for FanoutStorage {
+    /// After a large query: glibc keeps freed memory in its arenas (the high-water
+    /// mark stays resident); `malloc_trim` returns what is free to the kernel.
+    fn drop(&mut self) {
+        if self.opts.cost.total().samples >= TRIM_AFTER_SAMPLES {
+            release_free_memory();
+        }
+    }
+}
+
+/// Return the allocator's free memory to the operating system (glibc only).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 impl Storage for FanoutStorage {
     fn select(
         &self,
@@ -899,10 +966,32 @@ impl Storage for FanoutStorage {
         maxt: i64,
         hints: &SelectHints,
     ) -> Result<Vec<StorageSeries>, StorageError> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        for s in self.select_lazy(matchers, mint, maxt, hints)? {
+            s.samples.decode_into(&mut buf)?;
+            out.push(StorageSeries {
+                labels: s.labels,
+                samples: std::mem::take(&mut buf),
+                resolution: s.resolution,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Series whose chunks stay encoded until the engine consumes each; merged across
+    /// sources and deduplicated then ([`crate::series`]).
+    fn select_lazy(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: &SelectHints,
+    ) -> Result<Vec<SelectedSeries>, StorageError> {
         let fetched = self.handle.block_on(async {
-            let fetch = self
-                .sources
-                .fetch(&self.opts, matchers, mint, maxt, Some(hints), false);
+            let fetch =
+                self.sources
+                    .fetch_lazy(&self.opts, matchers, mint, maxt, Some(hints), false);
             self.opts.cost.begin_select();
             let Some(cancel) = &self.cancel else {
                 return fetch.await.map_err(storage_error);
@@ -924,9 +1013,19 @@ impl Storage for FanoutStorage {
             .series
             .into_iter()
             .filter(|(_, s)| !s.is_empty())
-            .map(|(labels, samples)| {
+            .map(|(labels, series)| {
                 let resolution = fetched.downsampled.get(&labels).copied().unwrap_or(0);
-                StorageSeries {
+                let samples = match series.replicas.as_slice() {
+                    // Decoded already (downsampled aggregates): nothing to defer.
+                    [p] if matches!(p.as_slice(), [Part::Samples(_)]) => {
+                        Samples::Decoded(series.decode().expect("decoded samples"))
+                    }
+                    _ => Samples::Lazy(Box::new(EngineSeries {
+                        labels: labels.clone(),
+                        series,
+                    })),
+                };
+                SelectedSeries {
                     labels,
                     samples,
                     resolution,

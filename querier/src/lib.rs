@@ -37,6 +37,7 @@ pub mod fanout;
 pub mod metrics;
 mod read;
 pub mod ring;
+pub mod series;
 pub mod stats;
 pub mod storeapi;
 pub mod ui;

@@ -370,8 +370,34 @@ impl strata_querier::fanout::LocalStore for LocalIngester {
         Vec<(strata_tsdb::labels::Labels, Vec<(i64, f64)>)>,
         strata_querier::stats::StoreError,
     > {
+        self.series_parts(tenant, matchers, mint, maxt, skip_chunks, count)?
+            .into_iter()
+            .map(|(l, p)| match p.decode() {
+                Ok(s) => Ok((l, s)),
+                Err(e) => Err(strata_querier::stats::StoreError::Corrupt(format!(
+                    "series {l}: {e}"
+                ))),
+            })
+            .collect()
+    }
+
+    /// Chunks kept encoded, each counted before anything is decoded: the engine decodes
+    /// a series when it consumes it.
+    fn series_parts(
+        &self,
+        tenant: &str,
+        matchers: &[strata_tsdb::matcher::Matcher],
+        mint: i64,
+        maxt: i64,
+        skip_chunks: bool,
+        count: &strata_querier::stats::Counter,
+    ) -> Result<
+        Vec<(strata_tsdb::labels::Labels, strata_querier::series::Part)>,
+        strata_querier::stats::StoreError,
+    > {
+        use strata_querier::series::{ChunksBuilder, Part};
         use strata_querier::stats::StoreError;
-        use strata_tsdb::chunkenc::{append_xor_in_range, Encoding};
+        use strata_tsdb::chunkenc::Encoding;
         let series = strata_ingester::grpc::select_chunks(
             &self.0,
             tenant,
@@ -384,28 +410,26 @@ impl strata_querier::fanout::LocalStore for LocalIngester {
         let mut out = Vec::with_capacity(series.len());
         for (labels, chunks) in series {
             count.series(&labels)?;
-            let mut samples = Vec::new();
-            let mut overlap = false;
-            let mut prev_max = i64::MIN;
-            for c in chunks.iter().filter(|c| c.encoding == Encoding::Xor) {
+            let mut part = ChunksBuilder::new(count, mint, maxt);
+            for c in chunks.into_iter().filter(|c| c.encoding == Encoding::Xor) {
                 count.chunk(c.data.len())?;
-                overlap |= c.min_time <= prev_max;
-                prev_max = prev_max.max(c.max_time);
-                let before = samples.len();
-                append_xor_in_range(&c.data, mint, maxt, &mut samples).map_err(|e| {
-                    StoreError::Corrupt(format!(
-                        "series {labels}: chunk [{}, {}]: {e}",
-                        c.min_time, c.max_time
-                    ))
+                let range = (c.min_time, c.max_time);
+                part.push(c.data, range).map_err(|e| {
+                    e.unwrap_or_else(|e| {
+                        StoreError::Corrupt(format!(
+                            "series {labels}: chunk [{}, {}]: {e}",
+                            range.0, range.1
+                        ))
+                    })
                 })?;
-                count.samples(samples.len() - before)?;
             }
-            if overlap {
-                samples.sort_by_key(|p| p.0); // stable: the first copy stays first
-                samples.dedup_by_key(|p| p.0);
-            }
-            if skip_chunks || !samples.is_empty() {
-                out.push((labels, samples));
+            match part
+                .finish()
+                .map_err(|e| StoreError::Corrupt(format!("series {labels}: {e}")))?
+            {
+                Some(p) => out.push((labels, p)),
+                None if skip_chunks => out.push((labels, Part::Samples(Vec::new()))),
+                None => {}
             }
         }
         Ok(out)

@@ -23,13 +23,16 @@
 //! answer a range), `chunks` (range reads of chunk segments) and `downsampled`
 //! (aggregate chunks to samples, joining per-block pieces).
 
-use std::collections::HashMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+
+use futures::StreamExt;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use strata_objstore::Bucket;
 use strata_store::StoreError;
-use strata_tsdb::chunkenc::{append_xor_in_range, Encoding};
+use strata_tsdb::chunkenc::Encoding;
 use strata_tsdb::downsample::{RES_1H, RES_RAW};
 use strata_tsdb::index::ChunkMeta;
 use strata_tsdb::labels::Labels;
@@ -37,6 +40,7 @@ use strata_tsdb::matcher::Matcher;
 use strata_tsdb::meta::BlockMeta;
 use strata_tsdb::postings::postings_for_matchers;
 
+use crate::series::{ChunksBuilder, Part};
 use crate::stats::Counter;
 
 use downsampled::{aggr_samples, join_pieces};
@@ -51,6 +55,9 @@ mod plan;
 pub use chunks::MAX_CHUNK_READ;
 pub use downsampled::Aggr;
 pub use plan::{plan_blocks, PlannedBlock};
+
+/// Blocks of one query read at a time.
+const BLOCKS_IN_FLIGHT: usize = 8;
 
 /// A series as a source returns it: labels and samples sorted by time.
 pub type SeriesData = (Labels, Vec<(i64, f64)>);
@@ -154,10 +161,12 @@ impl BucketReader {
         maxt: i64,
         skip_chunks: bool,
     ) -> Result<Vec<SeriesData>, StoreError> {
-        Ok(self
-            .series_at(tenant, matchers, mint, maxt, skip_chunks, RES_RAW, None)
+        self.series_at(tenant, matchers, mint, maxt, skip_chunks, RES_RAW, None)
             .await?
-            .series)
+            .series
+            .into_iter()
+            .map(|(l, p)| Ok((l, p.decode().map_err(|e| StoreError::Corrupt(e.into()))?)))
+            .collect()
     }
 
     /// Series matching `matchers` in `[mint, maxt]` read at resolutions up to
@@ -222,35 +231,76 @@ impl BucketReader {
                 p.mint <= p.maxt
             });
         }
-        let per_block = futures::future::join_all(plan.iter().map(|p| {
-            let continues = p.mint > mint;
-            self.block_series(
-                tenant,
-                &p.meta,
-                matchers,
-                p.mint,
-                p.maxt,
-                skip_chunks,
-                (aggr, continues),
-                count,
-            )
-        }))
-        .await;
-        let mut blocks_read = Vec::with_capacity(plan.len());
-        let mut downsampled = Vec::new();
-        let mut pieces: Vec<(i64, Vec<SeriesData>)> = Vec::with_capacity(plan.len());
-        for (p, r) in plan.iter().zip(per_block) {
-            let res = resolution(&p.meta);
-            blocks_read.push(res);
-            if res != RES_RAW {
-                downsampled.push((p.mint, p.maxt));
-            }
-            pieces.push((p.mint, r?));
-        }
+        let blocks_read: Vec<i64> = plan.iter().map(|p| resolution(&p.meta)).collect();
+        let downsampled: Vec<(i64, i64)> = plan
+            .iter()
+            .filter(|p| resolution(&p.meta) != RES_RAW)
+            .map(|p| (p.mint, p.maxt))
+            .collect();
+        // A few blocks at a time, in plan order, each merged into the answer as it
+        // arrives: a series read from many blocks keeps one label set, and only the
+        // blocks in flight hold their index lookups.
+        // (Futures made up front and run as polled: a closure inside the stream would
+        // not be general enough over lifetimes for the Send checks of its callers.)
+        let futs: Vec<_> = plan
+            .iter()
+            .map(|p| {
+                let continues = p.mint > mint;
+                self.block_series(
+                    tenant,
+                    &p.meta,
+                    matchers,
+                    p.mint,
+                    p.maxt,
+                    skip_chunks,
+                    (aggr, continues),
+                    count,
+                )
+            })
+            .collect();
+        let mut per_block = futures::stream::iter(futs).buffered(BLOCKS_IN_FLIGHT);
         let series = if downsampled.is_empty() || skip_chunks {
-            pieces.into_iter().flat_map(|(_, s)| s).collect()
+            let mut merged: BTreeMap<Labels, Part> = BTreeMap::new();
+            while let Some(r) = per_block.next().await {
+                for (l, p) in r? {
+                    match merged.entry(l) {
+                        Entry::Vacant(e) => {
+                            e.insert(p);
+                        }
+                        Entry::Occupied(mut e) => {
+                            let prev = std::mem::replace(e.get_mut(), Part::Samples(Vec::new()));
+                            *e.get_mut() = prev.extend(p).map_err(|err| {
+                                StoreError::Corrupt(format!(
+                                    "series {}: chunk data: {err}",
+                                    e.key()
+                                ))
+                            })?;
+                        }
+                    }
+                }
+            }
+            merged.into_iter().collect()
         } else {
-            join_pieces(pieces, aggr == Aggr::Counter)
+            // Downsampled pieces are joined across blocks sample by sample: decoded.
+            let mut decoded = Vec::with_capacity(plan.len());
+            let mut i = 0;
+            while let Some(r) = per_block.next().await {
+                let s: Result<Vec<SeriesData>, StoreError> = r?
+                    .into_iter()
+                    .map(|(l, p)| {
+                        let v = p.decode().map_err(|e| {
+                            StoreError::Corrupt(format!("series {l}: chunk data: {e}"))
+                        })?;
+                        Ok((l, v))
+                    })
+                    .collect();
+                decoded.push((plan[i].mint, s?));
+                i += 1;
+            }
+            join_pieces(decoded, aggr == Aggr::Counter)
+                .into_iter()
+                .map(|(l, s)| (l, Part::Samples(s)))
+                .collect()
         };
         Ok(BucketSeries {
             series,
@@ -270,7 +320,7 @@ impl BucketReader {
         skip_chunks: bool,
         (aggr, continues): (Aggr, bool),
         count: &Counter,
-    ) -> Result<Vec<SeriesData>, StoreError> {
+    ) -> Result<Vec<(Labels, Part)>, StoreError> {
         let ext = external_labels(meta);
         // Matchers on external labels are answered by the meta; the rest by the index.
         let mut local = Vec::with_capacity(matchers.len());
@@ -297,7 +347,7 @@ impl BucketReader {
         if skip_chunks {
             return Ok(series
                 .into_iter()
-                .map(|(l, _)| (add_external(l, &ext), Vec::new()))
+                .map(|(l, _)| (add_external(l, &ext), Part::Samples(Vec::new())))
                 .collect());
         }
         let wanted: Vec<u64> = series
@@ -311,6 +361,9 @@ impl BucketReader {
         let mut out = Vec::with_capacity(series.len());
         for (labels, metas) in series {
             let mut samples = Vec::new();
+            // Raw chunks stay encoded (slices of the range reads) until the engine
+            // consumes the series.
+            let mut part = ChunksBuilder::new(count, mint, maxt);
             for c in &metas {
                 let Some((enc, data)) = chunks.get(&c.chunk_ref) else {
                     return Err(StoreError::Other(format!(
@@ -341,16 +394,38 @@ impl BucketReader {
                 if *enc != Encoding::Xor {
                     continue; // histogram chunks: not decodable to float samples
                 }
-                if let Err(e) = append_xor_in_range(data, mint, maxt, &mut samples) {
-                    return Err(StoreError::Corrupt(format!(
-                        "block {dir}: series {labels}: chunk {:#x}: {e}",
-                        c.chunk_ref
-                    )));
-                }
-                count.samples(samples.len() - before)?;
+                part.push(data.clone(), (c.min_time, c.max_time))
+                    .map_err(|e| {
+                        e.unwrap_or_else(|e| {
+                            StoreError::Corrupt(format!(
+                                "block {dir}: series {labels}: chunk {:#x}: {e}",
+                                c.chunk_ref
+                            ))
+                        })
+                    })?;
             }
-            if !samples.is_empty() {
-                out.push((add_external(labels, &ext), samples));
+            let part = part
+                .finish()
+                .map_err(|e| StoreError::Corrupt(format!("block {dir}: series {labels}: {e}")))?;
+            let part = match part {
+                Some(Part::Samples(mut v)) if !samples.is_empty() => {
+                    samples.append(&mut v);
+                    samples.sort_by_key(|p| p.0);
+                    samples.dedup_by_key(|p| p.0);
+                    Some(Part::Samples(samples))
+                }
+                Some(p @ Part::Chunks { .. }) if !samples.is_empty() => {
+                    let mut v = p.decode().map_err(|e| {
+                        StoreError::Corrupt(format!("block {dir}: series {labels}: {e}"))
+                    })?;
+                    samples.append(&mut v);
+                    Some(Part::Samples(samples))
+                }
+                None if !samples.is_empty() => Some(Part::Samples(samples)),
+                p => p,
+            };
+            if let Some(p) = part {
+                out.push((add_external(labels, &ext), p));
             }
         }
         Ok(out)
@@ -360,7 +435,8 @@ impl BucketReader {
 /// What [`BucketReader::series_at`] read.
 #[derive(Debug, Default)]
 pub struct BucketSeries {
-    pub series: Vec<SeriesData>,
+    /// Per series: decoded samples (downsampled aggregates) or raw chunks, encoded.
+    pub series: Vec<(Labels, Part)>,
     /// The resolution (ms) of every block read.
     pub blocks_read: Vec<i64>,
     /// Time ranges (inclusive) answered from downsampled blocks.

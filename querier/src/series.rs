@@ -1,0 +1,378 @@
+//! Series as the fan-out hands them to the engine: each source's samples of a series
+//! kept as it arrived — XOR chunks still encoded (`Bytes` slices of the gRPC message or
+//! of the bucket's range read, never copied) or samples already decoded (downsampled
+//! aggregates) — and merged across sources and HA replicas only when the engine
+//! consumes the series ([`LazySeries`]). A query then holds the encoded bytes of what
+//! it selected plus one decoded series, not every decoded sample (16 bytes each).
+//!
+//! Merging and dedup give exactly what merging decoded answers gave: a series' parts
+//! concatenated in source order, sorted by time (stable: on equal timestamps the
+//! earlier source's sample stays) and deduplicated; replicas merged pairwise in label
+//! order with the penalty algorithm ([`crate::dedup`]).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use strata_promql::{LazySamples, StorageError};
+use strata_tsdb::chunkenc::{append_xor_in_range, count_xor_in_range};
+use strata_tsdb::dedup::merge_pair;
+use strata_tsdb::labels::Labels;
+
+use crate::stats::{Counter, StoreError};
+
+/// One source's samples of one series.
+#[derive(Debug, Clone)]
+pub enum Part {
+    /// Decoded samples, sorted by time.
+    Samples(Vec<(i64, f64)>),
+    /// XOR chunks in time order; samples in `[mint, maxt]` are the series'.
+    Chunks {
+        chunks: Vec<Bytes>,
+        mint: i64,
+        maxt: i64,
+        /// Samples in range (counted when the chunks arrived).
+        len: usize,
+    },
+}
+
+impl Part {
+    /// Samples in range.
+    pub fn len(&self) -> usize {
+        match self {
+            Part::Samples(v) => v.len(),
+            Part::Chunks { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Append the samples to `out`.
+    pub fn append_to(&self, out: &mut Vec<(i64, f64)>) -> Result<(), &'static str> {
+        match self {
+            Part::Samples(v) => out.extend_from_slice(v),
+            Part::Chunks {
+                chunks, mint, maxt, ..
+            } => {
+                for c in chunks {
+                    append_xor_in_range(c, *mint, *maxt, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// This part followed by `next` (a later block's part of the same series): chunks
+    /// stay encoded; samples are concatenated and, where they overlap, sorted (stable:
+    /// this part's sample wins a timestamp) and deduplicated.
+    pub fn extend(self, next: Part) -> Result<Part, &'static str> {
+        match (self, next) {
+            (
+                Part::Chunks {
+                    mut chunks,
+                    mint,
+                    maxt,
+                    len,
+                },
+                Part::Chunks {
+                    chunks: more,
+                    mint: m2,
+                    maxt: x2,
+                    len: l2,
+                },
+            ) => {
+                // Each chunk's samples lie in its block, inside both ranges' union.
+                chunks.extend(more);
+                Ok(Part::Chunks {
+                    chunks,
+                    mint: mint.min(m2),
+                    maxt: maxt.max(x2),
+                    len: len + l2,
+                })
+            }
+            (a, b) => {
+                let mut v = a.decode()?;
+                b.append_to(&mut v)?;
+                if !v.windows(2).all(|w| w[0].0 < w[1].0) {
+                    v.sort_by_key(|p| p.0);
+                    v.dedup_by_key(|p| p.0);
+                }
+                Ok(Part::Samples(v))
+            }
+        }
+    }
+
+    /// The samples, decoded.
+    pub fn decode(self) -> Result<Vec<(i64, f64)>, &'static str> {
+        match self {
+            Part::Samples(v) => Ok(v),
+            p => {
+                let mut out = Vec::with_capacity(p.len());
+                p.append_to(&mut out)?;
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// Collects one series' XOR chunks from a source, counting each chunk (bytes) and its
+/// samples in `[mint, maxt]` as it arrives, so limits trip before anything is decoded.
+pub struct ChunksBuilder<'a> {
+    count: &'a Counter,
+    mint: i64,
+    maxt: i64,
+    chunks: Vec<Bytes>,
+    len: usize,
+    /// The chunks overlap or are out of order: decoded, they need sorting.
+    unordered: bool,
+    last_max: i64,
+}
+
+impl<'a> ChunksBuilder<'a> {
+    pub fn new(count: &'a Counter, mint: i64, maxt: i64) -> Self {
+        ChunksBuilder {
+            count,
+            mint,
+            maxt,
+            chunks: Vec::new(),
+            len: 0,
+            unordered: false,
+            last_max: i64::MIN,
+        }
+    }
+
+    /// An XOR chunk whose samples lie in `[cmin, cmax]`; `Err` with the decoding error
+    /// (the caller names the series) or a limit.
+    pub fn push(
+        &mut self,
+        data: Bytes,
+        (cmin, cmax): (i64, i64),
+    ) -> Result<(), Result<StoreError, &'static str>> {
+        let n = count_xor_in_range(&data, (cmin, cmax), self.mint, self.maxt).map_err(Err)?;
+        self.count.samples(n).map_err(Ok)?;
+        if n == 0 {
+            return Ok(());
+        }
+        self.unordered |= cmin <= self.last_max;
+        self.last_max = self.last_max.max(cmax);
+        self.len += n;
+        self.chunks.push(data);
+        Ok(())
+    }
+
+    /// The part (`None` without samples in range). Overlapping chunks (a head and a
+    /// block of the same time) are decoded here: their merge needs the samples.
+    pub fn finish(self) -> Result<Option<Part>, &'static str> {
+        if self.len == 0 {
+            return Ok(None);
+        }
+        let part = Part::Chunks {
+            chunks: self.chunks,
+            mint: self.mint,
+            maxt: self.maxt,
+            len: self.len,
+        };
+        if !self.unordered {
+            return Ok(Some(part));
+        }
+        let mut v = part.decode()?;
+        v.sort_by_key(|p| p.0); // stable: the first copy stays first
+        v.dedup_by_key(|p| p.0);
+        Ok(Some(Part::Samples(v)))
+    }
+}
+
+/// A merged series: per replica (in label order), its parts in source order.
+#[derive(Debug, Default)]
+pub struct LazySeries {
+    pub replicas: Vec<Vec<Part>>,
+    /// Replicas are merged as counters (`rate`, `increase`, …).
+    pub counter: bool,
+}
+
+impl LazySeries {
+    /// Samples in range before merging (an upper bound of the merged count).
+    pub fn len(&self) -> usize {
+        self.replicas.iter().flatten().map(Part::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The merged samples into `out` (replacing its contents).
+    pub fn decode_to(&self, out: &mut Vec<(i64, f64)>) -> Result<(), &'static str> {
+        out.clear();
+        let Some((first, rest)) = self.replicas.split_first() else {
+            return Ok(());
+        };
+        merge_parts(first, out)?;
+        let mut other = Vec::new();
+        for r in rest {
+            other.clear();
+            merge_parts(r, &mut other)?;
+            *out = merge_pair(out, &other, self.counter);
+        }
+        Ok(())
+    }
+
+    /// The merged samples.
+    pub fn decode(self) -> Result<Vec<(i64, f64)>, &'static str> {
+        if let [parts] = self.replicas.as_slice() {
+            if let [Part::Samples(_)] = parts.as_slice() {
+                let mut r = self.replicas;
+                if let Some(Part::Samples(v)) = r.pop().and_then(|mut p| p.pop()) {
+                    return Ok(v);
+                }
+                unreachable!("checked above");
+            }
+        }
+        let mut out = Vec::with_capacity(self.len());
+        self.decode_to(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// One series' parts from several sources, concatenated in source order, then sorted
+/// (stable) and deduplicated by timestamp where they were not already in order.
+fn merge_parts(parts: &[Part], out: &mut Vec<(i64, f64)>) -> Result<(), &'static str> {
+    out.reserve(parts.iter().map(Part::len).sum());
+    for p in parts {
+        p.append_to(out)?;
+    }
+    if !out.windows(2).all(|w| w[0].0 < w[1].0) {
+        out.sort_by_key(|p| p.0);
+        out.dedup_by_key(|p| p.0);
+    }
+    Ok(())
+}
+
+/// A series the engine decodes when it consumes it.
+pub struct EngineSeries {
+    pub labels: Labels,
+    pub series: LazySeries,
+}
+
+impl LazySamples for EngineSeries {
+    fn decode_into(&self, out: &mut Vec<(i64, f64)>) -> Result<(), StorageError> {
+        self.series.decode_to(out).map_err(|e| {
+            StorageError::Unavailable(format!("series {}: chunk data: {e}", self.labels))
+        })
+    }
+}
+
+/// Group the sources' series (each source's list in any order) by labels: parts in
+/// source order, result sorted by labels. Series without samples are dropped unless
+/// `keep_empty`.
+pub fn merge_sources(
+    parts: Vec<Vec<(Labels, Part)>>,
+    keep_empty: bool,
+) -> Vec<(Labels, Vec<Part>)> {
+    let mut parts: Vec<Vec<(Labels, Part)>> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+    // One source whose series are sorted and unique (a Store API answer is): no map.
+    if parts.len() == 1 && parts[0].windows(2).all(|w| w[0].0 < w[1].0) {
+        return parts
+            .pop()
+            .expect("one part")
+            .into_iter()
+            .filter(|(_, p)| keep_empty || !p.is_empty())
+            .map(|(l, p)| (l, vec![p]))
+            .collect();
+    }
+    let mut map: BTreeMap<Labels, Vec<Part>> = BTreeMap::new();
+    for part in parts {
+        for (l, p) in part {
+            let e = map.entry(l).or_default();
+            if keep_empty || !p.is_empty() {
+                e.push(p);
+            }
+        }
+    }
+    map.into_iter()
+        .filter(|(_, ps)| keep_empty || !ps.is_empty())
+        .collect()
+}
+
+/// Group merged series (sorted by labels) by their labels without `replica_labels`:
+/// each group's replicas in label order; result sorted by the reduced labels.
+pub fn dedup(
+    series: Vec<(Labels, Vec<Part>)>,
+    replica_labels: &[String],
+    counter: bool,
+) -> Vec<(Labels, LazySeries)> {
+    let names: Vec<&str> = replica_labels.iter().map(String::as_str).collect();
+    let mut groups: BTreeMap<Labels, LazySeries> = BTreeMap::new();
+    for (labels, parts) in series {
+        let g = groups
+            .entry(labels.without(&names))
+            .or_insert_with(|| LazySeries {
+                replicas: Vec::new(),
+                counter,
+            });
+        g.replicas.push(parts);
+    }
+    groups.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_tsdb::chunkenc::XorChunk;
+
+    fn chunk(pts: &[(i64, f64)]) -> (Bytes, (i64, i64)) {
+        let mut c = XorChunk::new();
+        for &(t, v) in pts {
+            c.append(t, v);
+        }
+        (
+            Bytes::from(c.into_bytes()),
+            (pts[0].0, pts[pts.len() - 1].0),
+        )
+    }
+
+    /// Chunks kept encoded decode to what decoding on arrival gave: in range, merged
+    /// across sources with the first source winning equal timestamps, and counted
+    /// (samples in range) as they arrive.
+    #[test]
+    fn lazy_parts_merge_as_decoded_ones() {
+        let count = Counter::unaccounted();
+        let a: Vec<(i64, f64)> = (0..50).map(|i| (i * 10, i as f64)).collect();
+        let b: Vec<(i64, f64)> = (30..80).map(|i| (i * 10, -(i as f64))).collect();
+        let (mint, maxt) = (95, 705);
+        let mut pa = ChunksBuilder::new(&count, mint, maxt);
+        for part in a.chunks(12) {
+            let (d, r) = chunk(part);
+            pa.push(d, r).unwrap();
+        }
+        let pa = pa.finish().unwrap().unwrap();
+        let mut pb = ChunksBuilder::new(&count, mint, maxt);
+        for part in b.chunks(7) {
+            let (d, r) = chunk(part);
+            pb.push(d, r).unwrap();
+        }
+        let pb = pb.finish().unwrap().unwrap();
+        let in_range = |v: &[(i64, f64)]| -> Vec<(i64, f64)> {
+            v.iter()
+                .copied()
+                .filter(|p| p.0 >= mint && p.0 <= maxt)
+                .collect()
+        };
+        assert_eq!(pa.len(), in_range(&a).len());
+        assert_eq!(pb.len(), in_range(&b).len());
+        let l = Labels::from_pairs([("__name__", "x")]);
+        let merged = merge_sources(vec![vec![(l.clone(), pa)], vec![(l.clone(), pb)]], false);
+        let s = LazySeries {
+            replicas: vec![merged[0].1.clone()],
+            counter: false,
+        };
+        let mut want = in_range(&a);
+        want.extend(in_range(&b).into_iter().filter(|p| p.0 > a[49].0));
+        assert_eq!(s.decode().unwrap(), want);
+        // A part with no sample in range is dropped when built.
+        let mut none = ChunksBuilder::new(&count, 10_000, 20_000);
+        let (d, r) = chunk(&a);
+        none.push(d, r).unwrap();
+        assert!(none.finish().unwrap().is_none());
+    }
+}
