@@ -289,6 +289,7 @@ impl AlertingRule {
         limit: usize,
     ) -> Result<Vec<Sample>, Error> {
         let res = ctx.engine.instant(ctx.tenant, &self.expr, query_ts).await?;
+        tracing::debug!(alert = %self.name, ts, results = res.len(), "evaluated");
         let handle = tokio::runtime::Handle::current();
         let query = |q: &str| -> template::QueryResult {
             // Templates run synchronously; `query` is rare, so it may block this worker.

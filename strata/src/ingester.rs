@@ -65,6 +65,8 @@ pub struct AllCmd {
     frontend_enabled: bool,
     #[command(flatten)]
     frontend: crate::frontend::FrontendArgs,
+    #[command(flatten)]
+    ruler: crate::ruler::AllRulerArgs,
     /// How often the compactor runs inside `strata all`.
     #[arg(long = "compactor.interval", value_name = "DURATION", default_value = "5m", value_parser = strata_kit::parse_duration_ms)]
     compactor_interval_ms: i64,
@@ -89,6 +91,7 @@ pub fn run_all(cmd: AllCmd) -> anyhow::Result<ExitCode> {
     let all = AllExtras {
         frontend: cmd.frontend_enabled.then(|| cmd.frontend.config()),
         query: cmd.query,
+        ruler: cmd.ruler,
         compactor,
     };
     serve(
@@ -104,6 +107,8 @@ pub fn run_all(cmd: AllCmd) -> anyhow::Result<ExitCode> {
 /// What `strata all` runs beside the ingester.
 struct AllExtras {
     query: crate::querier::QuerierArgs,
+    /// The ruler, when `--rule-file` is given.
+    ruler: crate::ruler::AllRulerArgs,
     /// The query frontend's settings when it is enabled.
     frontend: Option<strata_frontend::FrontendConfig>,
     compactor: strata_compactor::CompactorConfig,
@@ -192,7 +197,8 @@ fn serve(
         }
         let mut app = router(state.clone()).merge(ing.routes());
         let mut compactor_task = None;
-        if let Some(AllExtras { query: q, compactor, frontend }) = all {
+        let mut with_ruler = None;
+        if let Some(AllExtras { query: q, ruler, compactor, frontend }) = all {
             let c = strata_compactor::Compactor::new(querier_bucket.clone(), compactor, &registry);
             let sd = shutdown.clone();
             compactor_task = Some(tokio::spawn(async move { c.run_forever(sd).await }));
@@ -203,6 +209,7 @@ fn serve(
             let mut config = q.config(vec![local.to_string()], Some(querier_bucket))?;
             config.local_stores = vec![(local.to_string(), Arc::new(LocalIngester(ing.clone())))];
             let querier = strata_querier::Querier::new(config, &registry).context("querier")?;
+            with_ruler = crate::ruler::start_in_all(ruler, querier.clone(), ing.config.labels.clone(), http.local_addr(), readiness.clone(), &registry, shutdown.clone())?;
             app = match frontend {
                 None => app.merge(querier.routes()),
                 // The frontend serves the query API and calls the querier's router in
@@ -213,6 +220,9 @@ fn serve(
                     app.merge(fe.routes())
                 }
             };
+        }
+        if let Some(f) = with_ruler {
+            app = f(app);
         }
         let app = instrument(app, &state);
 

@@ -4,6 +4,7 @@ mod compactor;
 mod frontend;
 mod ingester;
 mod querier;
+mod ruler;
 mod sidecar;
 mod tools;
 
@@ -35,6 +36,9 @@ enum Command {
     Querier(querier::QuerierCmd),
     /// Split, cache and fairly queue queries in front of one or more queriers.
     QueryFrontend(frontend::QueryFrontendCmd),
+    /// Evaluate Prometheus recording and alerting rules over the global view; send
+    /// alerts to Alertmanager.
+    Ruler(ruler::RulerCmd),
     /// Compact, deduplicate and downsample blocks in the bucket; apply retention.
     Compactor(compactor::CompactorCmd),
     /// Ship a Prometheus's blocks to the bucket and serve its recent data (Store API).
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::Tools(args) => tools::run(&args),
         Command::Querier(cmd) => querier::run_querier(cmd),
         Command::QueryFrontend(cmd) => frontend::run_query_frontend(cmd),
+        Command::Ruler(cmd) => ruler::run_ruler(cmd),
         Command::Compactor(cmd) => compactor::run_compactor(cmd),
         Command::Sidecar(cmd) => sidecar::run_sidecar(cmd),
     };

@@ -2,6 +2,7 @@
 //! against (the `strata` binary, Prometheus, promtool, an S3 server), polls them until
 //! ready, and makes fixtures such as generated OpenMetrics files.
 
+pub mod alertmanager;
 pub mod gen;
 pub mod http;
 pub mod procs;

@@ -10,6 +10,7 @@ const COMMANDS: &[&[&str]] = &[
     &["all"],
     &["ingester"],
     &["querier"],
+    &["ruler"],
     &["query-frontend"],
     &["compactor"],
     &["sidecar"],
