@@ -273,6 +273,11 @@ fn spawn_service(topo: &Topology, name: &str, s: &Service) -> Option<(ChildGuard
         strata_bin()
     } else if s.image.starts_with("prom/prometheus") {
         prometheus_bin()
+    } else if s.image.starts_with("prom/alertmanager") {
+        find_program(
+            "prometheus-alertmanager",
+            "apt-get install prometheus-alertmanager",
+        )
     } else {
         return None; // e.g. grafana: no local binary (the test asserts which).
     };
@@ -479,7 +484,11 @@ fn compose_topology_runs_as_local_processes() {
     let services = services();
     let local: BTreeSet<&str> = services
         .iter()
-        .filter(|(_, s)| s.image.starts_with("strata") || s.image.starts_with("prom/prometheus"))
+        .filter(|(_, s)| {
+            s.image.starts_with("strata")
+                || s.image.starts_with("prom/prometheus")
+                || s.image.starts_with("prom/alertmanager")
+        })
         .map(|(n, _)| n.as_str())
         .collect();
     let others: Vec<&str> = services
