@@ -272,7 +272,7 @@ function renderGraph(out, body, stacked) {
   // One x value per step; a series without a point there has a gap.
   const xs = [];
   const stepMs = body.stepS * 1000;
-  const start = Math.ceil(body.startMs / stepMs) * stepMs; // unused when answers say otherwise
+  const start = Math.ceil(body.startMs / stepMs) * stepMs;
   const tset = new Set();
   for (const s of series) for (const [t] of s.values || []) tset.add(t);
   if (!tset.size) for (let t = start; t <= body.endMs; t += stepMs) tset.add(t / 1000);
@@ -317,21 +317,31 @@ function renderGraph(out, body, stacked) {
       }],
     },
   };
-  // Stacked series are drawn last first so each band's fill shows under the next.
+  // Stacked: each series fills down to the one below it, not to zero.
+  if (stacked) opts.bands = names.slice(1).map((_, i) => ({ series: [i + 2, i + 1] }));
   plot = new uPlot(opts, [xs, ...ys], box);
 }
 
 function renderStats(stats, tookMs) {
   const rows = [['Round trip (browser)', `${tookMs.toFixed(0)} ms`]];
+  const tables = [];
   const walk = (prefix, v) => {
     if (v === null || v === undefined) return;
+    // A list of objects (Strata's per-source cost) reads best as a table.
+    if (Array.isArray(v) && v.length && v.every(x => x && typeof x === 'object' && !Array.isArray(x))) {
+      const cols = [...new Set(v.flatMap(Object.keys))];
+      tables.push(el('div', {}, el('h3', {}, prefix), table(cols, v.map(x => cols.map(c =>
+        el('td', { class: typeof x[c] === 'number' ? 'num' : 'mono' }, x[c] ?? ''))))));
+      return;
+    }
     if (Array.isArray(v)) { if (v.length <= 4) rows.push([prefix, JSON.stringify(v)]); return; }
     if (typeof v === 'object') { for (const [k, x] of Object.entries(v)) walk(prefix ? `${prefix}.${k}` : k, x); return; }
     rows.push([prefix, typeof v === 'number' && prefix.endsWith('Time') ? `${(v * 1000).toFixed(2)} ms` : String(v)]);
   };
   walk('', stats);
   return el('details', { id: 'stats', open: true }, el('summary', {}, 'Query cost (stats=all)'),
-    el('div', { class: 'stats' }, rows.map(([k, v]) => el('div', {}, el('span', { class: 'muted' }, k + ': '), el('b', {}, v)))));
+    el('div', { class: 'stats' }, rows.map(([k, v]) => el('div', {}, el('span', { class: 'muted' }, k + ': '), el('b', {}, v)))),
+    tables);
 }
 
 // ---------------------------------------------------------------------------------
@@ -351,7 +361,7 @@ async function storesPage() {
           el('td', { class: 'mono store-name' }, s.name, s.ring ? el('span', { class: 'muted' }, ' (ring)') : null),
           el('td', { class: s.lastError ? 'down' : 'up' }, s.lastError ? 'DOWN' : 'UP'),
           el('td', {}, (s.labelSets || []).map(l => el('div', {}, labelChips(l)))),
-          fmtTime(s.minTime), fmtTime(s.maxTime), fmtTime(Date.parse(s.lastCheck)),
+          s.lastError ? '' : fmtTime(s.minTime), s.lastError ? '' : fmtTime(s.maxTime), fmtTime(Date.parse(s.lastCheck)),
           el('td', { class: 'error-cell' }, s.lastError || ''),
         ])));
     }
@@ -388,7 +398,9 @@ async function blocksPage() {
     const rows = new Map();
     for (const b of list) {
       const res = (b.thanos && b.thanos.downsample && b.thanos.downsample.resolution) || 0;
-      const key = `level ${b.compaction.level} · ${resolutionName(res)}`;
+      // Blocks of different sources (external labels) overlap in time: a row each.
+      const ext = Object.entries((b.thanos && b.thanos.labels) || {}).map(([k, v]) => `${k}=${v}`).join(',');
+      const key = `level ${b.compaction.level} · ${resolutionName(res)}${ext ? ' · ' + ext : ''}`;
       if (!rows.has(key)) rows.set(key, { res, level: b.compaction.level, blocks: [] });
       rows.get(key).blocks.push(b);
     }

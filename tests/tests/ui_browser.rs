@@ -278,6 +278,31 @@ fn ui_pages_in_chromium() {
         "{dom}"
     );
 
+    // A querier reading the ingester and an endpoint nobody listens on: the stores
+    // page tells the healthy one from the dead one, with its error.
+    let dead = format!("127.0.0.1:{}", strata_testkit::procs::free_port());
+    let q = StrataProc::start_http_only(
+        &tmp.path().join("querier"),
+        &[
+            "querier",
+            &format!("--endpoint={grpc}"),
+            &format!("--endpoint={dead}"),
+        ],
+    );
+    let stores = get_json(&format!("{}/api/v1/stores", q.url()));
+    assert_eq!(
+        stores["data"]["receive"][0]["name"],
+        grpc.as_str(),
+        "{stores}"
+    );
+    let down = &stores["data"]["unknown"][0];
+    assert_eq!(down["name"], dead.as_str(), "{stores}");
+    assert!(down["lastError"].is_string(), "{stores}");
+    let dom = visit(&format!("{}/stores", q.url()), "stores-querier", &profile);
+    assert!(dom.contains(&grpc) && dom.contains(&dead), "{dom}");
+    assert!(dom.contains(">UP<") && dom.contains(">DOWN<"), "{dom}");
+    drop(q);
+
     // Blocks page: each block the flush shipped, on the timeline and in the table.
     let dom = visit(&format!("{}/#/blocks", s.url()), "blocks", &profile);
     for u in &ulids {
