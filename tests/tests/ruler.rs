@@ -696,3 +696,70 @@ fn meta_monitoring_rules_are_valid_and_name_real_metrics() {
         "not served by Prometheus 2.42"
     );
 }
+
+const RESTORE_RULES: &str = "groups:\n  - name: restore\n    interval: 1s\n    rules:\n      - alert: RestoreDown\n        expr: rule_restore_up == 0\n        for: 40s\n";
+
+/// The `activeAt` (ms) and state of the one `RestoreDown` alert on `/api/v1/alerts`.
+fn restore_alert(strata: &StrataProc) -> Option<(i64, String)> {
+    let v = get_json(&format!("{}/api/v1/alerts", strata.url()));
+    let a = v["data"]["alerts"].as_array()?.first()?.clone();
+    let at = strata_kit::date::parse_rfc3339_ms(a["activeAt"].as_str()?).ok()?;
+    Some((at, a["state"].as_str()?.to_string()))
+}
+
+/// A restart does not reset `for`: the pending time before the restart is restored from
+/// `ALERTS_FOR_STATE` (Prometheus's `RestoreForState`, here with a 2 s grace period).
+#[test]
+fn restart_restores_for_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, RESTORE_RULES).unwrap();
+    let mut strata = StrataProc::start_all(
+        &dir.path().join("strata"),
+        &[
+            &format!("--rule-file={}", rules.display()),
+            "--for-grace-period=2s",
+        ],
+    );
+    let now = now_ms() / 1000 * 1000;
+    let samples: Vec<(i64, f64)> = (-60..300).map(|k| (now + k * 1000, 0.0)).collect();
+    let req = write_request(vec![series(
+        &[("__name__", "rule_restore_up"), ("instance", "x")],
+        &samples,
+    )]);
+    remote_write(
+        &format!("{}/api/v1/push", strata.url()),
+        &strata_proto::encode_write_request(&req),
+        None,
+    );
+    // Pending for 12 s, with its ALERTS_FOR_STATE written.
+    let (first_active, _) = poll(
+        "RestoreDown pending for 12 s",
+        Duration::from_secs(60),
+        || {
+            let (at, state) = restore_alert(&strata)?;
+            (state == "pending" && now_ms() - at >= 12_000).then_some((at, state))
+        },
+    );
+    assert_eq!(vector(&strata.url(), "ALERTS_FOR_STATE", now_ms()).len(), 1);
+    strata.restart();
+    let ready = now_ms();
+    // Without restoring, activeAt would be the first evaluation after the restart; the
+    // restored one keeps the 12 s already spent pending (shifted by the downtime).
+    let (restored, state) = poll("activeAt restored", Duration::from_secs(60), || {
+        let (at, state) = restore_alert(&strata)?;
+        (at <= ready - 6_000).then_some((at, state))
+    });
+    assert!(restored >= first_active, "{restored} < {first_active}");
+    assert_eq!(state, "pending", "40 s not yet spent");
+    // The next evaluation writes the restored activeAt.
+    let want = (restored / 1000).to_string();
+    poll(
+        "ALERTS_FOR_STATE with the restored activeAt",
+        Duration::from_secs(30),
+        || {
+            let fs = vector(&strata.url(), "ALERTS_FOR_STATE", now_ms());
+            (fs.values().next() == Some(&want)).then_some(())
+        },
+    );
+}
