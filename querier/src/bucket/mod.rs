@@ -23,8 +23,7 @@
 //! answer a range), `chunks` (range reads of chunk segments) and `downsampled`
 //! (aggregate chunks to samples, joining per-block pieces).
 
-use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use futures::StreamExt;
 use std::sync::atomic::AtomicU64;
@@ -260,26 +259,11 @@ impl BucketReader {
             .collect();
         let mut per_block = futures::stream::iter(futs).buffered(BLOCKS_IN_FLIGHT);
         let series = if downsampled.is_empty() || skip_chunks {
-            let mut merged: BTreeMap<Labels, Part> = BTreeMap::new();
+            let mut merged: Vec<(Labels, Part)> = Vec::new();
             while let Some(r) = per_block.next().await {
-                for (l, p) in r? {
-                    match merged.entry(l) {
-                        Entry::Vacant(e) => {
-                            e.insert(p);
-                        }
-                        Entry::Occupied(mut e) => {
-                            let prev = std::mem::replace(e.get_mut(), Part::Samples(Vec::new()));
-                            *e.get_mut() = prev.extend(p).map_err(|err| {
-                                StoreError::Corrupt(format!(
-                                    "series {}: chunk data: {err}",
-                                    e.key()
-                                ))
-                            })?;
-                        }
-                    }
-                }
+                merged = merge_block(merged, r?)?;
             }
-            merged.into_iter().collect()
+            merged
         } else {
             // Downsampled pieces are joined across blocks sample by sample: decoded.
             let mut decoded = Vec::with_capacity(plan.len());
@@ -432,6 +416,42 @@ impl BucketReader {
     }
 }
 
+/// `acc` (sorted by labels, unique) followed by a later block's series: one linear
+/// pass (a block's series come sorted by labels), each series' parts in block order.
+fn merge_block(
+    acc: Vec<(Labels, Part)>,
+    mut next: Vec<(Labels, Part)>,
+) -> Result<Vec<(Labels, Part)>, StoreError> {
+    if !next.windows(2).all(|w| w[0].0 <= w[1].0) {
+        next.sort_by(|a, b| a.0.cmp(&b.0)); // stable: a label set's parts keep their order
+    }
+    let mut out: Vec<(Labels, Part)> = Vec::with_capacity(acc.len().max(next.len()));
+    let push = |out: &mut Vec<(Labels, Part)>, (l, p): (Labels, Part)| {
+        match out.last_mut() {
+            Some((last, prev)) if *last == l => {
+                let head = std::mem::replace(prev, Part::Samples(Vec::new()));
+                *prev = head
+                    .extend(p)
+                    .map_err(|e| StoreError::Corrupt(format!("series {l}: chunk data: {e}")))?;
+            }
+            _ => out.push((l, p)),
+        }
+        Ok::<(), StoreError>(())
+    };
+    let (mut a, mut b) = (acc.into_iter().peekable(), next.into_iter().peekable());
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => x.0 <= y.0,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let item = if take_a { a.next() } else { b.next() };
+        push(&mut out, item.expect("peeked"))?;
+    }
+    Ok(out)
+}
+
 /// What [`BucketReader::series_at`] read.
 #[derive(Debug, Default)]
 pub struct BucketSeries {
@@ -448,4 +468,33 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap()
+}
+
+/// Blocks merged one after another give each label set once, in label order, its
+/// samples in block order (an earlier block's sample wins a timestamp), whatever order
+/// a block's series come in.
+#[test]
+fn blocks_merge_in_one_pass() {
+    let l = |n: &str| Labels::from_pairs([("__name__", n)]);
+    let s = |v: &[(i64, f64)]| Part::Samples(v.to_vec());
+    let first = vec![(l("a"), s(&[(1, 1.0)])), (l("c"), s(&[(1, 3.0)]))];
+    let second = vec![
+        (l("d"), s(&[(2, 4.0)])),
+        (l("a"), s(&[(1, 9.0), (2, 2.0)])),
+        (l("b"), s(&[(2, 5.0)])),
+    ];
+    let merged = merge_block(merge_block(Vec::new(), first).unwrap(), second).unwrap();
+    let got: Vec<(String, Vec<(i64, f64)>)> = merged
+        .into_iter()
+        .map(|(l, p)| (l.get("__name__").unwrap().to_string(), p.decode().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("a".into(), vec![(1, 1.0), (2, 2.0)]),
+            ("b".into(), vec![(2, 5.0)]),
+            ("c".into(), vec![(1, 3.0)]),
+            ("d".into(), vec![(2, 4.0)]),
+        ]
+    );
 }
