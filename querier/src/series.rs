@@ -375,4 +375,47 @@ mod tests {
         none.push(d, r).unwrap();
         assert!(none.finish().unwrap().is_none());
     }
+
+    /// HA dedup of parts decoded at consumption gives what dedup of decoded series
+    /// gave (`crate::dedup::dedup`), counters included.
+    #[test]
+    fn lazy_dedup_matches_eager_dedup() {
+        let count = Counter::unaccounted();
+        let l = |r: &str, job: &str| {
+            Labels::from_pairs([("__name__", "up"), ("job", job), ("replica", r)])
+        };
+        // Replica a stops at 300 s, b (offset, lower counter) goes on.
+        let a: Vec<(i64, f64)> = (0..20).map(|i| (i * 15_000, 100.0 + i as f64)).collect();
+        let b: Vec<(i64, f64)> = (0..40).map(|i| (i * 15_000 + 2_000, i as f64)).collect();
+        let encoded = |v: &[(i64, f64)]| {
+            let mut p = ChunksBuilder::new(&count, i64::MIN, i64::MAX);
+            for part in v.chunks(9) {
+                let (d, r) = chunk(part);
+                p.push(d, r).unwrap();
+            }
+            p.finish().unwrap().unwrap()
+        };
+        let series = vec![
+            (l("a", "x"), vec![encoded(&a)]),
+            (l("b", "x"), vec![Part::Samples(b.clone())]),
+            (l("a", "y"), vec![encoded(&b)]),
+        ];
+        let rl = vec!["replica".to_string()];
+        for counter in [false, true] {
+            let want = crate::dedup::dedup(
+                vec![
+                    (l("a", "x"), a.clone()),
+                    (l("b", "x"), b.clone()),
+                    (l("a", "y"), b.clone()),
+                ],
+                &rl,
+                counter,
+            );
+            let got: Vec<(Labels, Vec<(i64, f64)>)> = dedup(series.clone(), &rl, counter)
+                .into_iter()
+                .map(|(l, s)| (l, s.decode().unwrap()))
+                .collect();
+            assert_eq!(got, want, "counter: {counter}");
+        }
+    }
 }
