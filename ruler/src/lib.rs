@@ -11,6 +11,7 @@
 //! * [`remote`]: the [`QueryEngine`] and [`Appender`] over HTTP (a querier's query
 //!   API, remote write 1.0 to the ingest path); `strata all` provides in-process ones.
 //! * [`api`]: `/api/v1/rules` and `/api/v1/alerts` in Prometheus's JSON.
+//! * [`unittest`]: `promtool test rules` files (`strata tools rules test`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +27,7 @@ pub mod remote;
 pub mod rulefmt;
 pub mod rules;
 pub mod template;
+pub mod unittest;
 
 /// A boxed future, so the query and write interfaces are object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

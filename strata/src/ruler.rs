@@ -448,3 +448,44 @@ fn override_routes(app: axum::Router, ruler: axum::Router) -> axum::Router {
     });
     app.layer(layer)
 }
+
+/// `strata tools rules`: as `promtool test rules`.
+#[derive(Debug, Args)]
+pub struct RulesArgs {
+    #[command(subcommand)]
+    command: RulesCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum RulesCommand {
+    /// Run rule unit-test files (promtool's format); exit 1 if one fails.
+    Test {
+        /// Unit-test files.
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+pub fn run_rules_tool(args: &RulesArgs) -> anyhow::Result<ExitCode> {
+    let RulesCommand::Test { files } = &args.command;
+    let mut failed = false;
+    for f in files {
+        println!("Unit Testing:  {}", f.display());
+        let errs = strata_ruler::unittest::run_file(f);
+        if errs.is_empty() {
+            println!("  SUCCESS\n");
+        } else {
+            failed = true;
+            eprintln!("  FAILED:");
+            for e in errs {
+                eprintln!("{e}");
+            }
+            eprintln!();
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -21,6 +21,7 @@ const COMMANDS: &[&[&str]] = &[
     &["tools", "tsdb", "analyze"],
     &["tools", "bucket", "ls"],
     &["tools", "bucket", "mark"],
+    &["tools", "rules", "test"],
 ];
 
 #[test]

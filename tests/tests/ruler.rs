@@ -763,3 +763,45 @@ fn restart_restores_for_state() {
         },
     );
 }
+
+/// `strata tools rules test` gives `promtool test rules`'s verdict on every unit-test
+/// file of `testdata/rules-unit` (some fail on purpose: a wrong time, a wrong
+/// annotation, a wrong value).
+#[test]
+fn rules_unit_tests_give_promtools_verdicts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/rules-unit");
+    let mut verdicts = BTreeMap::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap() == "rules.yml" {
+            continue;
+        }
+        let promtool_ok = Command::new(promtool())
+            .args(["test", "rules"])
+            .arg(&p)
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        let out = Command::new(strata_testkit::procs::strata_bin())
+            .args(["tools", "rules", "test"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.success(),
+            promtool_ok,
+            "{}: promtool says {promtool_ok}; ours:\n{}{}",
+            p.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        verdicts.insert(
+            p.file_name().unwrap().to_string_lossy().into_owned(),
+            promtool_ok,
+        );
+    }
+    let passed = verdicts.values().filter(|v| **v).count();
+    assert!(passed >= 2 && verdicts.len() - passed >= 3, "{verdicts:?}");
+}

@@ -23,6 +23,8 @@ enum ToolsCommand {
     Tsdb(tsdb::TsdbArgs),
     /// Inspect a bucket (as `thanos tools bucket`).
     Bucket(bucket::BucketArgs),
+    /// Rule unit tests (as `promtool test rules`).
+    Rules(crate::ruler::RulesArgs),
     /// Send a deterministic remote-write load (avalanche-like) and report throughput.
     Loadgen(loadgen::LoadgenArgs),
 }
@@ -32,5 +34,6 @@ pub fn run(args: &ToolsArgs) -> anyhow::Result<ExitCode> {
         ToolsCommand::Tsdb(a) => tsdb::run(a),
         ToolsCommand::Bucket(a) => bucket::run(a),
         ToolsCommand::Loadgen(a) => loadgen::run(a),
+        ToolsCommand::Rules(a) => crate::ruler::run_rules_tool(a),
     }
 }
