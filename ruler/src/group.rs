@@ -670,3 +670,114 @@ impl Manager {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BoxFuture;
+
+    /// Answers with `series` (when set) and records the query times.
+    #[derive(Default)]
+    struct Fake {
+        series: Mutex<Vec<Labels>>,
+        queried_at: Mutex<Vec<i64>>,
+        written: Mutex<Vec<Sample>>,
+    }
+
+    impl QueryEngine for Fake {
+        fn instant<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            t: i64,
+        ) -> BoxFuture<'a, Result<Vec<Sample>, Error>> {
+            self.queried_at.lock().unwrap().push(t);
+            let v = self
+                .series
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|l| Sample {
+                    labels: l.clone(),
+                    t,
+                    v: 1.0,
+                })
+                .collect();
+            Box::pin(async move { Ok(v) })
+        }
+    }
+
+    impl Appender for Fake {
+        fn append<'a>(&'a self, _: &'a str, s: Vec<Sample>) -> BoxFuture<'a, Result<(), Error>> {
+            self.written.lock().unwrap().extend(s);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    struct Forward(Arc<Fake>);
+
+    impl Appender for Forward {
+        fn append<'a>(&'a self, t: &'a str, s: Vec<Sample>) -> BoxFuture<'a, Result<(), Error>> {
+            self.0.append(t, s)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn query_offset_and_stale_markers() {
+        let fake = Arc::new(Fake::default());
+        let env = Env {
+            engine: fake.clone(),
+            appender: Arc::new(Forward(fake.clone())),
+            notifier: None,
+            external_labels: BTreeMap::from([("cluster".to_string(), "eu".to_string())]),
+            external_url: String::new(),
+            resend_delay_ms: 60_000,
+            outage_tolerance_ms: 3_600_000,
+            for_grace_period_ms: 600_000,
+            metrics: RulerMetrics::new(&strata_kit::metrics::Registry::new()),
+        };
+        let rg = crate::rulefmt::parse(
+            "groups:\n- name: g\n  query_offset: 30s\n  rules:\n  - record: r\n    expr: x\n",
+        )
+        .unwrap()
+        .groups
+        .remove(0);
+        let mut g = Group::new("t", "f.yml", &rg, 60_000, 0, false);
+        *fake.series.lock().unwrap() = vec![
+            Labels::from_pairs([("a", "1")]),
+            Labels::from_pairs([("a", "2")]),
+        ];
+        g.eval(&env, 120_000).await;
+        assert_eq!(*fake.queried_at.lock().unwrap(), [90_000]);
+        {
+            let w = fake.written.lock().unwrap();
+            assert_eq!(w.len(), 2);
+            assert!(w.iter().all(|s| s.t == 90_000
+                && s.labels.get("__name__") == Some("r")
+                && s.labels.get("cluster") == Some("eu")));
+        }
+        fake.written.lock().unwrap().clear();
+        fake.series.lock().unwrap().pop();
+        g.eval(&env, 180_000).await;
+        let w = fake.written.lock().unwrap();
+        assert_eq!(w.len(), 2, "{w:?}");
+        let stale: Vec<&Sample> = w.iter().filter(|s| crate::is_stale(s.v)).collect();
+        assert_eq!(stale.len(), 1, "the series that went away is marked stale");
+        assert_eq!(stale[0].labels.get("a"), Some("2"));
+        assert_eq!(stale[0].t, 150_000);
+    }
+
+    #[test]
+    fn evaluation_instants_are_spread_by_file_and_name() {
+        let rg = crate::rulefmt::RuleGroup {
+            name: "g".into(),
+            ..Default::default()
+        };
+        let a = Group::new("t", "/a.yml", &rg, 60_000, 0, false);
+        let t = a.eval_timestamp_ns(1_700_000_000_123_000_000);
+        let offset = (crate::hash::labels_hash([("file", "/a.yml"), ("name", "g")])
+            % 60_000_000_000) as i128;
+        assert_eq!((t - offset).rem_euclid(60_000_000_000), 0);
+        assert!(t <= 1_700_000_000_123_000_000 && t > 1_700_000_000_123_000_000 - 60_000_000_000);
+    }
+}
