@@ -28,6 +28,9 @@ use crate::ring::{generate_tokens, node_id_hash, InstanceDesc, InstanceState, Ri
 use crate::state::{ClusterState, Command, Reply};
 use crate::{now_ms, Error, Result};
 
+/// How long the leader works on a write forwarded to it (the sender waits 3 s).
+const FORWARDED_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What a node needs to know about itself and the cluster.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -508,7 +511,22 @@ impl Node {
         let start = Instant::now();
         let mut last = String::from("no leader yet");
         loop {
-            match self.raft.client_write(cmd.clone()).await {
+            // On a leader that lost its quorum (its peers stopping at the same time as
+            // it) a write is never committed and client_write never returns: bound it.
+            let left = deadline
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_millis(100));
+            let written =
+                match tokio::time::timeout(left, self.raft.client_write(cmd.clone())).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.metrics.kv_writes.with(&["failed"]).inc();
+                        return Err(Error::NoLeader(format!(
+                            "the write was not committed within {deadline:?} (no quorum?)"
+                        )));
+                    }
+                };
+            match written {
                 Ok(r) => {
                     self.metrics.kv_writes.with(&["ok"]).inc();
                     return Ok(r.data);
@@ -785,8 +803,15 @@ impl Cluster for ClusterService {
 
     async fn write(&self, req: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
         let cmd: Command = from_json(&req.into_inner().command)?;
-        // Only the leader answers: a forwarded write is never forwarded again.
-        match self.node.raft.client_write(cmd).await {
+        // Only the leader answers: a forwarded write is never forwarded again. Bounded
+        // like a local write: without a quorum it would never be committed.
+        let written =
+            tokio::time::timeout(FORWARDED_WRITE_TIMEOUT, self.node.raft.client_write(cmd))
+                .await
+                .map_err(|_| {
+                    Status::unavailable("the write was not committed in time (no quorum?)")
+                })?;
+        match written {
             Ok(r) => Ok(Response::new(WriteReply {
                 response: to_json(&r.data)?.into(),
             })),

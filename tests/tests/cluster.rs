@@ -640,3 +640,31 @@ fn startup_checks_and_a_partitioned_node() {
         .expect_err("a data dir from another cluster was used");
     assert!(log.contains("from another cluster"), "{log}");
 }
+
+/// Every member stopped at once (a host shutdown, a rolling restart gone wrong): the raft
+/// leader has no quorum left to take itself out of the ring by, and must still exit
+/// (it waited forever for that commit before).
+#[test]
+fn all_members_stopped_at_once_all_exit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let objstore = format!(
+        "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+        dir.join("bucket").display()
+    );
+    let plan = Plan::new(dir, &objstore, 3, &[]);
+    let mut ing = plan.start(3);
+    let t = now_ms();
+    let req = write_request(vec![series(&[("__name__", "m"), ("x", "1")], &[(t, 1.0)])]);
+    assert_eq!(ing[0].push(None, &req).0, 200);
+    for p in &ing {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &p.proc.child.id().to_string()])
+            .status();
+    }
+    for p in &mut ing {
+        let status = p.terminate(Duration::from_secs(60));
+        assert!(status.success(), "{status}: {}", p.log());
+        assert!(p.log().contains("flushed the head"), "{}", p.log());
+    }
+}
