@@ -406,14 +406,14 @@ async function blocksPage() {
     }
     const sorted = [...rows.entries()].sort((a, b) => a[1].res - b[1].res || a[1].level - b[1].level);
     const tl = el('div', { class: 'timeline' },
-      sorted.map(([name, r]) => el('div', { class: 'row' }, el('span', { class: 'name' }, name),
-        r.blocks.map(b => el('div', {
+      sorted.map(([name, r]) => el('div', { class: 'row' }, el('span', { class: 'name', title: name }, name),
+        el('div', { class: 'lane' }, r.blocks.map(b => el('div', {
           class: `blk${b.deletionMark ? ' deleted' : ''}${b.noCompactMark ? ' nocompact' : ''}`,
           style: `left:${((b.minTime - min) / span) * 100}%;width:${((b.maxTime - b.minTime) / span) * 100}%;background-color:${colours[r.res] || '#6b7280'}`,
           title: `${b.ulid}\n${fmtTime(b.minTime)} – ${fmtTime(b.maxTime)}`,
           'data-ulid': b.ulid,
           onclick: () => { details.hidden = false; details.textContent = JSON.stringify(b, null, 2); details.scrollIntoView(); },
-        })))),
+        }))))),
       el('div', { class: 'axis' }, el('span', {}, fmtTime(min)), el('span', {}, fmtTime(max))));
     main.append(el('h2', {}, `Tenant ${tenant} (${list.length})`), tl, table(
       ['ULID', 'From', 'Until', 'Range', 'Level', 'Resolution', 'Series', 'Samples', 'Chunks', 'Labels', 'Source', 'Marks'],

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use strata_testkit::http::get_json;
-use strata_testkit::procs::find_program;
+use strata_testkit::procs::{find_program, strata};
 use strata_testkit::strata::{series, write_request, StrataProc};
 
 fn chromium() -> PathBuf {
@@ -50,28 +50,33 @@ fn run_chromium(url: &str, what: &str, profile: &Path) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start chromium");
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).ok();
-        s
-    });
+    // Both pipes are drained as Chromium runs: a full stderr pipe would stall it.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            r.read_to_string(&mut s).ok();
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
+    let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
-            let out = reader.join().unwrap();
-            if !status.success() {
-                let mut err = String::new();
-                child.stderr.take().unwrap().read_to_string(&mut err).ok();
-                panic!("chromium {what} {url} failed ({status}):\n{err}");
-            }
-            return out;
+            break Some(status);
         }
         if Instant::now() > deadline {
             child.kill().ok();
-            panic!("chromium {what} {url} did not finish in 90 s");
+            child.wait().ok();
+            break None;
         }
         std::thread::sleep(Duration::from_millis(100));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    match status {
+        Some(s) if s.success() => out,
+        Some(s) => panic!("chromium {what} {url} failed ({s}):\n{err}"),
+        None => panic!("chromium {what} {url} did not finish in 90 s:\n{err}"),
     }
 }
 
@@ -303,6 +308,21 @@ fn ui_pages_in_chromium() {
     assert!(dom.contains(">UP<") && dom.contains(">DOWN<"), "{dom}");
     drop(q);
 
+    // A no-compact mark, put by the CLI, shows on the blocks page.
+    let marked = &ulids[0];
+    strata_testkit::procs::run_ok(strata().args([
+        "tools",
+        "bucket",
+        "mark",
+        &format!(
+            "--objstore.config=type: FILESYSTEM\nconfig:\n  directory: {}\n",
+            data.join("bucket").display()
+        ),
+        &format!("--id={marked}"),
+        "--marker=no-compact-mark.json",
+        "--details=ui test",
+    ]));
+
     // Blocks page: each block the flush shipped, on the timeline and in the table.
     let dom = visit(&format!("{}/#/blocks", s.url()), "blocks", &profile);
     for u in &ulids {
@@ -312,6 +332,12 @@ fn ui_pages_in_chromium() {
         );
         assert!(dom.contains(&format!(">{u}</a>")), "{u} not in the table");
     }
+    let at = dom.find(&format!("data-ulid=\"{marked}\"")).unwrap();
+    let tag = &dom[dom[..at].rfind('<').unwrap()..at];
+    assert!(
+        tag.contains("class=\"blk nocompact\"") && dom.contains(">no-compact</td>"),
+        "{marked}'s no-compact mark not shown: {tag}"
+    );
 
     // Status page: build info, flags, TSDB status, ring (none), rules and alerts.
     let dom = visit(&format!("{}/#/status", s.url()), "status", &profile);
