@@ -218,3 +218,71 @@ pub(super) async fn blocks(State(q): State<Arc<Querier>>) -> Response {
     let data = json!({"blocks": blocks, "label": "", "refreshedAt": refreshed, "err": err});
     ok(&data.to_string(), &[])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_objstore::{Bucket, DELETION_MARK, NO_COMPACT_MARK};
+    use strata_tsdb::meta::BlockMeta;
+
+    #[tokio::test]
+    async fn blocks_of_every_tenant_with_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Bucket::filesystem(dir.path()).unwrap();
+        let put = |path: String, data: Vec<u8>| {
+            let b = b.clone();
+            async move { b.put(&path, data.into()).await.unwrap() }
+        };
+        let (x, y, root) = (ulid::Ulid::new(), ulid::Ulid::new(), ulid::Ulid::new());
+        put(
+            format!("team-a/{x}/meta.json"),
+            BlockMeta::new(x, 0, 1000).to_json(),
+        )
+        .await;
+        put(format!("team-a/{x}/{NO_COMPACT_MARK}"), b"{}".to_vec()).await;
+        put(
+            format!("team-b/{y}/meta.json"),
+            BlockMeta::new(y, 5, 10).to_json(),
+        )
+        .await;
+        put(format!("team-b/{y}/{DELETION_MARK}"), b"{}".to_vec()).await;
+        // Thanos's layout: a block at the root belongs to no tenant.
+        put(
+            format!("{root}/meta.json"),
+            BlockMeta::new(root, 1, 2).to_json(),
+        )
+        .await;
+        let mut got = list_blocks(&b, None).await.unwrap();
+        got.sort_by_key(|m| m["tenant"].as_str().unwrap().to_string());
+        let summary: Vec<(String, String, bool, bool, i64)> = got
+            .iter()
+            .map(|m| {
+                (
+                    m["tenant"].as_str().unwrap().to_string(),
+                    m["ulid"].as_str().unwrap().to_string(),
+                    m["deletionMark"].as_bool().unwrap(),
+                    m["noCompactMark"].as_bool().unwrap(),
+                    m["maxTime"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (String::new(), root.to_string(), false, false, 2),
+                ("team-a".into(), x.to_string(), false, true, 1000),
+                ("team-b".into(), y.to_string(), true, false, 10),
+            ]
+        );
+        let only_b = list_blocks(&b, Some("team-b")).await.unwrap();
+        assert_eq!(only_b.len(), 1);
+    }
+
+    #[test]
+    fn component_names_are_thanos() {
+        assert_eq!(component(StoreType::Receive as i32), "receive");
+        assert_eq!(component(StoreType::Sidecar as i32), "sidecar");
+        assert_eq!(component(StoreType::Store as i32), "store");
+        assert_eq!(component(99), "unknown");
+    }
+}
