@@ -126,7 +126,14 @@ fn ui_pages_in_chromium() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let profile = tmp.path().join("chromium-profile");
-    let s = StrataProc::start_all(&data, &[]);
+    // A rule group, so the status page has rules and a firing alert to list.
+    let rules = tmp.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: ui-group\n    interval: 1s\n    rules:\n      - alert: UiAlwaysFiring\n        expr: vector(1)\n",
+    )
+    .unwrap();
+    let s = StrataProc::start_all(&data, &[&format!("--rule-file={}", rules.display())]);
 
     // Two series over the last 20 minutes, one sample every 15 s.
     let now = std::time::SystemTime::now()
@@ -339,6 +346,16 @@ fn ui_pages_in_chromium() {
         "{marked}'s no-compact mark not shown: {tag}"
     );
 
+    // The alert fires on the ruler's first evaluation (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get_json(&format!("{}/api/v1/alerts", s.url()))["data"]["alerts"]
+        .as_array()
+        .is_none_or(|a| a.is_empty())
+    {
+        assert!(Instant::now() < deadline, "UiAlwaysFiring never fired");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // Status page: build info, flags, TSDB status, ring (none), rules and alerts.
     let dom = visit(&format!("{}/#/status", s.url()), "status", &profile);
     for id in [
@@ -359,6 +376,15 @@ fn ui_pages_in_chromium() {
         );
     }
     assert!(dom.contains("3.5.0"), "build info");
+    assert!(
+        dom.contains("ui-group") && dom.contains("UiAlwaysFiring"),
+        "rules"
+    );
+    let alerts = &dom[dom.find("<section id=\"alerts\">").unwrap()..];
+    assert!(
+        alerts.contains("UiAlwaysFiring") && alerts.contains("firing"),
+        "alerts"
+    );
     assert!(
         dom.contains("ui_in_head"),
         "TSDB status lists the head's metric"
