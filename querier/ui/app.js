@@ -7,6 +7,19 @@
 
 const main = document.getElementById('main');
 
+// The tenant sent as X-Scope-OrgID on every API call (empty: the server's default). Kept
+// in localStorage; a link may set it with `tenant=` in the hash's parameters.
+const TENANT_KEY = 'strata.tenant';
+let tenant = '';
+try { tenant = localStorage.getItem(TENANT_KEY) || ''; } catch { /* private mode */ }
+
+function setTenant(t) {
+  tenant = t.trim();
+  try { localStorage.setItem(TENANT_KEY, tenant); } catch { /* private mode */ }
+  const box = document.getElementById('tenant');
+  if (box && box.value !== tenant) box.value = tenant;
+}
+
 // ---------------------------------------------------------------------------------
 // Helpers
 
@@ -27,7 +40,9 @@ function el(tag, attrs = {}, ...kids) {
 
 async function api(path, params) {
   const url = params ? `${path}?${new URLSearchParams(params)}` : path;
-  const r = await fetch(url, { headers: { Accept: 'application/json' } });
+  const headers = { Accept: 'application/json' };
+  if (tenant) headers['X-Scope-OrgID'] = tenant;
+  const r = await fetch(url, { headers });
   let body;
   try { body = await r.json(); } catch { throw new Error(`${url}: HTTP ${r.status}`); }
   if (body.status === 'error') throw new Error(`${body.errorType}: ${body.error}`);
@@ -94,6 +109,7 @@ function route() {
   }
   const [page, qs] = hash.split('?');
   const params = new URLSearchParams(qs || '');
+  if (params.has('tenant')) setTenant(params.get('tenant'));
   for (const a of document.querySelectorAll('nav a')) {
     a.classList.toggle('active', a.dataset.page === page);
   }
@@ -197,6 +213,7 @@ function queryPage(params) {
     if (st.stacked) hp.set('stacked', '1');
     if (!st.dedup) hp.set('dedup', '0');
     if (st.msr !== 'auto') hp.set('max_source_resolution', st.msr);
+    if (tenant) hp.set('tenant', tenant);
     setHash('query', hp);
     if (plot) { plot.destroy(); plot = null; }
     out.replaceChildren();
@@ -494,4 +511,9 @@ async function statusPage() {
   await section('Flags', 'flags', async box => box.append(kvTable((await api('/api/v1/status/flags')).data)));
 }
 
+{
+  const box = document.getElementById('tenant');
+  box.value = tenant;
+  box.addEventListener('change', () => { setTenant(box.value); route(); });
+}
 route();

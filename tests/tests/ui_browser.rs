@@ -280,6 +280,29 @@ fn ui_pages_in_chromium() {
         Some("2")
     );
 
+    // Another tenant's series, read with the tenant named in the link.
+    let (code, body) = s.push(
+        Some("team-ui"),
+        &write_request(vec![series(
+            &[("__name__", "ui_tenant_only"), ("team", "ui")],
+            &samples(1.0),
+        )]),
+    );
+    assert!(code == 200 || code == 204, "push: {code} {body}");
+    let dom = visit(
+        &format!(
+            "{}/#/query?expr=ui_tenant_only&tab=graph&range=1h&tenant=team-ui",
+            s.url()
+        ),
+        "query-tenant",
+        // its own profile: the page keeps the tenant in localStorage
+        &tmp.path().join("chromium-profile-tenant"),
+    );
+    assert_eq!(
+        attr_of(&dom, "graph", "data-drawn-series").as_deref(),
+        Some("1")
+    );
+
     // Stores page: the ingester's endpoint, healthy, and the bucket.
     let dom = visit(&format!("{}/#/stores", s.url()), "stores", &profile);
     assert!(dom.contains(&grpc), "{grpc} not on the stores page:\n{dom}");
