@@ -643,3 +643,72 @@ fn requests_to_a_dead_downstream_are_retried_on_the_next_one() {
     assert_eq!(c, 502, "{body}");
     assert!(body.contains("no answer from the querier"), "{body}");
 }
+
+/// The status line and headers (lower-cased) of a raw GET, and the body's length.
+fn raw_get(
+    base: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (String, Vec<(String, String)>, usize) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&all[..end]).to_string();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().to_string();
+    let hs = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, hs, all.len() - end - 4)
+}
+
+#[test]
+fn passed_through_requests_keep_their_tenant_and_encoding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = StrataProc::start_all(&tmp.path().join("all"), &[]);
+    let fe = start_frontend(&tmp.path().join("fe"), &s.url(), &[]);
+    let end = now_ms() - MIN;
+    push_counter(&s, "t1", "only_t1", 200, end - 20 * MIN, end);
+    let path = format!(
+        "/api/v1/series?match[]=only_t1&start={}&end={}",
+        secs(end - H),
+        secs(end)
+    );
+    let (c, body) = get_tenant(&format!("{}{path}", fe.url()), "t1");
+    assert_eq!(c, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 200);
+    let (_, body) = get_tenant(&format!("{}{path}", fe.url()), "t2");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["data"],
+        serde_json::json!([])
+    );
+    // The querier compresses for a client that accepts gzip; the frontend passes the
+    // compressed answer through as it came.
+    let hdrs = [("X-Scope-OrgID", "t1"), ("Accept-Encoding", "gzip")];
+    let (status, h, len) = raw_get(&fe.url(), &path, &hdrs);
+    let (_, direct_h, direct_len) = raw_get(&s.url(), &path, &hdrs);
+    assert!(status.contains(" 200 "), "{status}");
+    let enc = |h: &[(String, String)]| {
+        h.iter()
+            .find(|(k, _)| k == "content-encoding")
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(enc(&direct_h).as_deref(), Some("gzip"));
+    assert_eq!(enc(&h).as_deref(), Some("gzip"));
+    assert_eq!(len, direct_len);
+    // Without it, plain JSON.
+    let (_, h, len) = raw_get(&fe.url(), &path, &[("X-Scope-OrgID", "t1")]);
+    assert_eq!(enc(&h), None);
+    assert!(len > direct_len);
+}
