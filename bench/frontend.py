@@ -106,9 +106,13 @@ def build_bucket(binary, work):
     return cfg
 
 
+RESOLUTION = ["auto"]
+
+
 def range_url(base, q, start, end, step_s):
     return (f"{base}/api/v1/query_range?query={urllib.parse.quote(q)}"
-            f"&start={start / 1000:.3f}&end={end / 1000:.3f}&step={step_s}")
+            f"&start={start / 1000:.3f}&end={end / 1000:.3f}&step={step_s}"
+            f"&max_source_resolution={RESOLUTION[0]}")
 
 
 def result(body):
@@ -139,6 +143,9 @@ def main():
     ap.add_argument("--workdir", default="/tmp/strata-bench-frontend")
     ap.add_argument("--binary", default="target/release/strata")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--days", type=int, default=30, help="range of the query")
+    ap.add_argument("--resolution", default="auto",
+                    help="max_source_resolution: auto, or 0s to read raw blocks only")
     a = ap.parse_args()
     binary = os.path.abspath(a.binary)
     os.makedirs(a.workdir, exist_ok=True)
@@ -150,7 +157,8 @@ def main():
     step_s = 3600
     step = step_s * 1000
     end = END - 7 * step  # off the day boundary
-    start = end - 30 * DAY
+    start = end - a.days * DAY
+    RESOLUTION[0] = a.resolution
     fe_args = ["query-frontend", f"--query-frontend.downstream-url={qurl}"]
     cases = {k: [] for k in ["unsplit", "cold", "cold, 1 part at a time", "warm", "shifted"]}
     want = None
@@ -181,7 +189,8 @@ def main():
               flush=True)
     stop(querier)
     med = {k: statistics.median(v) * 1e3 for k, v in cases.items()}
-    print(f"\nquery: {query}, 30 days, step {step_s}s; {a.rounds} rounds, medians;"
+    print(f"\nquery: {query}, {a.days} days, step {step_s}s, max_source_resolution"
+          f" {a.resolution}; {a.rounds} rounds, medians;"
           f" load average (1 min) {min(load):.1f}–{max(load):.1f};"
           f" largest difference from the unsplit answer {WORST[0]:.2e} (relative)")
     print("| case | median | vs unsplit | vs cold |")
