@@ -121,6 +121,118 @@ fn head(port: u16, path: &str) -> String {
     text[..text.find("\r\n\r\n").unwrap_or(text.len())].to_ascii_lowercase()
 }
 
+/// A Chromium driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`:
+/// JSON messages ended by NUL on fds 3 and 4, here one socket), for what a dumped DOM
+/// cannot show: the page's answer to a mouse.
+struct Devtools {
+    proc: std::process::Child,
+    sock: std::os::unix::net::UnixStream,
+    buf: Vec<u8>,
+    next_id: u64,
+    session: Option<String>,
+}
+
+impl Devtools {
+    fn start(profile: &Path) -> Devtools {
+        let (mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let theirs_out = theirs.try_clone().unwrap();
+        mine.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        // The shell moves the socket to fds 3 and 4, then becomes Chromium.
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("exec 3<&0 4>&1 </dev/null >/dev/null; exec \"$0\" \"$@\"")
+            .arg(chromium())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--window-size=1400,1000",
+                "--remote-debugging-pipe",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+            .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs_out)))
+            .stderr(Stdio::null());
+        // (not ChildGuard: it would put /dev/null on stdin, where the socket goes)
+        let proc = cmd.spawn().expect("start chromium");
+        Devtools {
+            proc,
+            sock: mine,
+            buf: Vec::new(),
+            next_id: 0,
+            session: None,
+        }
+    }
+
+    /// Send `method` (to the attached page, once there is one) and wait for its answer.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut msg = serde_json::json!({"id": id, "method": method, "params": params});
+        if let Some(s) = &self.session {
+            msg["sessionId"] = serde_json::json!(s);
+        }
+        let mut bytes = serde_json::to_vec(&msg).unwrap();
+        bytes.push(0);
+        self.sock.write_all(&bytes).unwrap();
+        loop {
+            while let Some(end) = self.buf.iter().position(|&b| b == 0) {
+                let frame: Vec<u8> = self.buf.drain(..=end).collect();
+                let v: serde_json::Value = serde_json::from_slice(&frame[..end]).unwrap();
+                if v["id"] == id {
+                    assert!(v.get("error").is_none(), "{method}: {v}");
+                    return v["result"].clone();
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.sock.read(&mut chunk).expect("devtools answer");
+            assert!(n > 0, "chromium closed the devtools pipe");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn open(&mut self, url: &str) {
+        let t = self.call("Target.createTarget", serde_json::json!({"url": url}));
+        let a = self.call(
+            "Target.attachToTarget",
+            serde_json::json!({"targetId": t["targetId"], "flatten": true}),
+        );
+        self.session = Some(a["sessionId"].as_str().unwrap().to_string());
+    }
+
+    fn eval(&mut self, js: &str) -> serde_json::Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({"expression": js, "returnByValue": true, "awaitPromise": true}),
+        );
+        r["result"]["value"].clone()
+    }
+
+    /// Evaluate `js` until it is true (bounded).
+    fn wait_for(&mut self, js: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.eval(js) != serde_json::json!(true) {
+            assert!(Instant::now() < deadline, "page never satisfied {js}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Devtools {
+    fn drop(&mut self) {
+        self.proc.kill().ok();
+        self.proc.wait().ok();
+    }
+}
+
 #[test]
 fn ui_pages_in_chromium() {
     let tmp = tempfile::tempdir().unwrap();
@@ -258,6 +370,44 @@ fn ui_pages_in_chromium() {
         dom.contains("totalQueryableSamples"),
         "stats=all in the page"
     );
+
+    // Hovering the graph shows each series' value at that time in the legend.
+    let mut dt = Devtools::start(&tmp.path().join("chromium-devtools"));
+    dt.open(&format!(
+        "{}/#/query?expr=ui_requests&tab=graph&range=1h&step=30s",
+        s.url()
+    ));
+    dt.wait_for("document.getElementById('graph')?.dataset.drawnSeries === '2'");
+    let before = dt.eval(
+        "[...document.querySelectorAll('.u-legend .u-series .u-value')].map(e => e.textContent)",
+    );
+    let rect = dt.eval(
+        "(() => { const r = document.querySelector('.u-over').getBoundingClientRect(); \
+         return [r.left + r.width * 0.9, r.top + r.height / 2]; })()",
+    );
+    dt.call(
+        "Input.dispatchMouseEvent",
+        serde_json::json!({"type": "mouseMoved", "x": rect[0], "y": rect[1]}),
+    );
+    dt.wait_for(
+        "[...document.querySelectorAll('.u-legend .u-series .u-value')].slice(1)\
+         .every(e => /^[0-9.]+$/.test(e.textContent))",
+    );
+    let after = dt.eval(
+        "[...document.querySelectorAll('.u-legend .u-series .u-value')].map(e => e.textContent)",
+    );
+    assert_ne!(before, after, "the legend did not follow the mouse");
+    let vals: Vec<f64> = after.as_array().unwrap()[1..]
+        .iter()
+        .map(|v| v.as_str().unwrap().parse().unwrap())
+        .collect();
+    // instance b counts twice as fast as a
+    assert_eq!(vals.len(), 2, "{after}");
+    assert!(
+        vals[0] > 0.0 && (vals[1] - 2.0 * vals[0]).abs() < 1e-9,
+        "{after}"
+    );
+    drop(dt);
 
     // Instant table, stacked graph.
     let dom = visit(
