@@ -6,6 +6,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "proto/prometheus/types.proto",
     "proto/prometheus/remote.proto",
+    "proto/io/prometheus/write/v2/types.proto",
     "proto/strata/store/v1/store.proto",
     "proto/strata/cluster/v1/cluster.proto",
     "proto/strata/ingester/v1/ingester.proto",

@@ -5,6 +5,9 @@
 //! * `ingest`: `push::ingest` on a prost-decoded `WriteRequest`.
 //! * `decode+ingest_ref`: borrowing decode of the uncompressed protobuf, then
 //!   `push::ingest_ref` (what `POST /api/v1/push` does after snappy).
+//! * `decode+ingest_ref v2`: the same request as remote write 2.0 (symbol table).
+//! * `unsnappy+decode v1` / `v2`: the body as sent (snappy) to the borrowed view, no
+//!   ingest: the protocol's own cost. The compressed sizes are printed.
 //!
 //! `cargo bench -p strata-ingester --bench push -- --warm-up-time 1 --measurement-time 3`
 
@@ -105,6 +108,43 @@ fn bench(c: &mut Criterion) {
             },
             BatchSize::LargeInput,
         )
+    });
+    g.bench_function("decode+ingest_ref v2", |b| {
+        b.iter_batched(
+            || {
+                t += 15_000;
+                strata_proto::write_request_to_v2(&request(t)).encode_to_vec()
+            },
+            |raw| {
+                let (req, _) = strata_proto::decode_write_v2_ref(&raw).unwrap();
+                let out = push::ingest_ref(&ing, TENANT, &req).unwrap();
+                assert_eq!(out.accepted_samples, SERIES);
+                black_box(out)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    let v1 = strata_proto::encode_write_request(&request(t));
+    let v2 = strata_proto::encode_snappy_message(&strata_proto::write_request_to_v2(&request(t)));
+    eprintln!(
+        "snappy bodies of {SERIES} series: 1.0 {} bytes, 2.0 {} bytes",
+        v1.len(),
+        v2.len()
+    );
+    let mut buf = Vec::new();
+    g.bench_function("unsnappy+decode v1", |b| {
+        b.iter(|| {
+            strata_proto::decompress_snappy_into(&v1, 64 << 20, &mut buf).unwrap();
+            let req = strata_proto::decode_write_request_ref(&buf).unwrap();
+            black_box(req.num_samples())
+        })
+    });
+    g.bench_function("unsnappy+decode v2", |b| {
+        b.iter(|| {
+            strata_proto::decompress_snappy_into(&v2, 64 << 20, &mut buf).unwrap();
+            let (req, _) = strata_proto::decode_write_v2_ref(&buf).unwrap();
+            black_box(req.num_samples())
+        })
     });
     g.finish();
 }

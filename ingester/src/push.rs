@@ -37,17 +37,23 @@ pub(crate) fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, m).into_response()
 }
 
-/// Remote write 1.0 only: no `Content-Type`, or `application/x-protobuf` with no `proto`
-/// parameter or `proto=prometheus.WriteRequest`. Anything else (remote write 2.0's
-/// `proto=io.prometheus.write.v2.Request` included) is a 415, as the 2.0 spec asks of a
-/// receiver that does not support the message, so the sender can fall back.
-fn check_content_type(headers: &HeaderMap) -> Result<(), String> {
+/// Which remote write protocol a request speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    V1,
+    V2,
+}
+
+/// The protocol from `Content-Type`: none, or `application/x-protobuf` without `proto`
+/// or with `proto=prometheus.WriteRequest`, is 1.0; `proto=io.prometheus.write.v2.Request`
+/// is 2.0. Anything else is a 415, as the 2.0 spec asks, so the sender can fall back.
+fn protocol(headers: &HeaderMap) -> Result<Protocol, String> {
     let Some(raw) = headers.get(axum::http::header::CONTENT_TYPE) else {
-        return Ok(());
+        return Ok(Protocol::V1);
     };
     let unsupported = |ct: &str| {
         format!(
-            "unsupported Content-Type {ct:?}: only Prometheus remote write 1.0 (application/x-protobuf, proto=prometheus.WriteRequest) is supported"
+            "unsupported Content-Type {ct:?}: Prometheus remote write 1.0 (application/x-protobuf;proto=prometheus.WriteRequest) and 2.0 (application/x-protobuf;proto=io.prometheus.write.v2.Request) are supported"
         )
     };
     let ct = raw.to_str().map_err(|_| unsupported("(not text)"))?;
@@ -56,15 +62,18 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), String> {
     if !media.eq_ignore_ascii_case("application/x-protobuf") {
         return Err(unsupported(ct));
     }
+    let mut proto = Protocol::V1;
     for p in parts {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        if k.trim().eq_ignore_ascii_case("proto")
-            && v.trim().trim_matches('"') != "prometheus.WriteRequest"
-        {
-            return Err(unsupported(ct));
+        if k.trim().eq_ignore_ascii_case("proto") {
+            proto = match v.trim().trim_matches('"') {
+                "prometheus.WriteRequest" => Protocol::V1,
+                "io.prometheus.write.v2.Request" => Protocol::V2,
+                _ => return Err(unsupported(ct)),
+            };
         }
     }
-    Ok(())
+    Ok(proto)
 }
 
 pub async fn push(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Body) -> Response {
@@ -86,13 +95,16 @@ pub async fn push(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Bo
             return text(StatusCode::BAD_REQUEST, e);
         }
     };
-    if let Err(msg) = check_content_type(&headers) {
-        ing.metrics
-            .rejected_requests
-            .with(&["bad_content_type"])
-            .inc();
-        return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg);
-    }
+    let proto = match protocol(&headers) {
+        Ok(p) => p,
+        Err(msg) => {
+            ing.metrics
+                .rejected_requests
+                .with(&["bad_content_type"])
+                .inc();
+            return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg);
+        }
+    };
     let limit = ing.config.limits.max_recv_msg_size;
     let too_large = || {
         ing.metrics.rejected_requests.with(&["too_large"]).inc();
@@ -121,15 +133,13 @@ pub async fn push(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Bo
             ing.metrics.rejected_requests.with(&["bad_encoding"]).inc();
             return text(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "unsupported content encoding {enc:?}: remote write 1.0 is snappy-compressed"
-                ),
+                format!("unsupported content encoding {enc:?}: remote write is snappy-compressed"),
             );
         }
     }
     let ing2 = ing.clone();
     let work = tokio::task::spawn_blocking(move || {
-        decode_and_ingest(&ing2, &tenant, &body, limit, deadline)
+        decode_and_ingest(&ing2, &tenant, &body, limit, deadline, proto)
     });
     // On time-out the blocking work stops by itself at its next deadline check, before
     // it logs anything; if it is already past its last check it completes, and the
@@ -184,6 +194,7 @@ fn decode_and_ingest(
     body: &[u8],
     limit: usize,
     deadline: Option<Instant>,
+    proto: Protocol,
 ) -> Response {
     let bad_body = |e: strata_proto::DecodeError| {
         ing.metrics.rejected_requests.with(&["bad_body"]).inc();
@@ -207,6 +218,34 @@ fn decode_and_ingest(
         let mut buf = cell.take();
         let resp = match strata_proto::decompress_snappy_into(body, limit, &mut buf) {
             Err(e) => bad_body(e),
+            Ok(()) if proto == Protocol::V2 => match strata_proto::decode_write_v2_ref(&buf) {
+                Ok((req, _extras)) => {
+                    // 2.0 answers say what was written: the local ingest counts it; a
+                    // distributed 2xx wrote every sample. Exemplars and histograms are
+                    // not stored (yet): 0 of them written.
+                    let written = std::cell::Cell::new(None);
+                    let done = |res: crate::Result<Outcome>| {
+                        written.set(res.as_ref().ok().map(|o| o.accepted_samples));
+                        done(res)
+                    };
+                    let mut resp = ingest_ha(ing, tenant, &req, deadline, done);
+                    let samples = written
+                        .get()
+                        .or(resp.status().is_success().then(|| req.num_samples()));
+                    if let Some(n) = samples {
+                        let h = resp.headers_mut();
+                        for (k, v) in [
+                            ("x-prometheus-remote-write-samples-written", n),
+                            ("x-prometheus-remote-write-histograms-written", 0),
+                            ("x-prometheus-remote-write-exemplars-written", 0),
+                        ] {
+                            h.insert(k, v.into());
+                        }
+                    }
+                    resp
+                }
+                Err(e) => bad_body(e),
+            },
             Ok(()) => match strata_proto::decode_write_request_ref(&buf) {
                 Ok(req) => ingest_ha(ing, tenant, &req, deadline, done),
                 Err(strata_proto::DecodeError::Unsupported) => {

@@ -42,6 +42,16 @@ mod generated {
         include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
     }
 
+    pub mod io {
+        pub mod prometheus {
+            pub mod write {
+                pub mod v2 {
+                    include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
+                }
+            }
+        }
+    }
+
     pub mod strata {
         pub mod store {
             pub mod v1 {
@@ -67,6 +77,9 @@ mod generated {
 
 /// Prometheus remote write 1.0 and remote read messages (package `prometheus`).
 pub use generated::prometheus;
+
+/// Prometheus remote write 2.0 messages (package `io.prometheus.write.v2`).
+pub use generated::io::prometheus::write::v2 as write_v2;
 
 /// The Store API (package `strata.store.v1`): messages, [`store::store_client`] and
 /// [`store::store_server`].
@@ -98,6 +111,10 @@ pub enum DecodeError {
     /// groups); decode it with [`decode_write_request`] instead.
     #[error("protobuf: encoding not supported by the borrowing decoder")]
     Unsupported,
+    /// Well-formed protobuf whose content breaks the protocol's rules (a remote write
+    /// 2.0 symbol reference out of range, an odd number of label references).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl DecodeError {
@@ -106,7 +123,10 @@ impl DecodeError {
     pub fn http_status(&self) -> u16 {
         match self {
             DecodeError::TooLarge { .. } => 413,
-            DecodeError::Snappy(_) | DecodeError::Protobuf(_) | DecodeError::Unsupported => 400,
+            DecodeError::Snappy(_)
+            | DecodeError::Protobuf(_)
+            | DecodeError::Unsupported
+            | DecodeError::Invalid(_) => 400,
         }
     }
 }
@@ -370,6 +390,110 @@ pub fn decode_write_request_ref(raw: &[u8]) -> Result<WriteRequestRef<'_>, Decod
     }
 }
 
+/// What a remote write 2.0 request carried besides series and float samples: counted
+/// (for the `X-Prometheus-Remote-Write-*-Written` answers), not stored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct V2Extras {
+    pub exemplars: usize,
+    pub metadata: usize,
+}
+
+/// Decode a remote write 2.0 `io.prometheus.write.v2.Request` into the same borrowed
+/// view as 1.0, label references resolved against the request's symbol table. Native
+/// histograms are counted per series ([`WriteRequestRef::histograms`]), exemplars and
+/// metadata in the [`V2Extras`].
+pub fn decode_write_v2_ref(raw: &[u8]) -> Result<(WriteRequestRef<'_>, V2Extras), DecodeError> {
+    let mut out = WriteRequestRef {
+        series: Vec::with_capacity(raw.len() / 16),
+        labels: Vec::with_capacity(raw.len() / 4),
+        samples: Vec::with_capacity(raw.len() / 16),
+    };
+    let mut extras = V2Extras::default();
+    match wire::write_v2(raw, &mut out, &mut extras) {
+        Ok(()) => Ok((out, extras)),
+        Err(Some(invalid)) => Err(DecodeError::Invalid(invalid)),
+        Err(None) => match <write_v2::Request as Message>::decode(raw) {
+            Err(e) => Err(DecodeError::Protobuf(e)),
+            // prost reads what we refused (deprecated groups): no 2.0 sender writes them
+            Ok(_) => Err(DecodeError::Unsupported),
+        },
+    }
+}
+
+/// A remote write 1.0 request as 2.0: strings interned into the symbol table (which
+/// starts with ""), labels as references, samples, exemplars and histograms carried over
+/// (histogram bodies are not translated: they are sent as empty histograms with their
+/// timestamps, enough for a receiver to count and refuse them).
+pub fn write_request_to_v2(req: &WriteRequest) -> write_v2::Request {
+    fn intern<'a>(
+        s: &'a str,
+        index: &mut std::collections::HashMap<&'a str, u32>,
+        symbols: &mut Vec<String>,
+    ) -> u32 {
+        *index.entry(s).or_insert_with(|| {
+            symbols.push(s.to_string());
+            symbols.len() as u32 - 1
+        })
+    }
+    let mut symbols: Vec<String> = vec![String::new()];
+    let mut index: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    index.insert("", 0);
+    let mut timeseries = Vec::with_capacity(req.timeseries.len());
+    for ts in &req.timeseries {
+        let mut labels_refs = Vec::with_capacity(ts.labels.len() * 2);
+        for l in &ts.labels {
+            labels_refs.extend([
+                intern(&l.name, &mut index, &mut symbols),
+                intern(&l.value, &mut index, &mut symbols),
+            ]);
+        }
+        let exemplars = ts
+            .exemplars
+            .iter()
+            .map(|e| {
+                let mut refs = Vec::with_capacity(e.labels.len() * 2);
+                for l in &e.labels {
+                    refs.extend([
+                        intern(&l.name, &mut index, &mut symbols),
+                        intern(&l.value, &mut index, &mut symbols),
+                    ]);
+                }
+                write_v2::Exemplar {
+                    labels_refs: refs,
+                    value: e.value,
+                    timestamp: e.timestamp,
+                }
+            })
+            .collect();
+        timeseries.push(write_v2::TimeSeries {
+            labels_refs,
+            samples: ts
+                .samples
+                .iter()
+                .map(|s| write_v2::Sample {
+                    value: s.value,
+                    timestamp: s.timestamp,
+                })
+                .collect(),
+            histograms: ts
+                .histograms
+                .iter()
+                .map(|h| write_v2::Histogram {
+                    timestamp: h.timestamp,
+                    ..Default::default()
+                })
+                .collect(),
+            exemplars,
+            metadata: None,
+            created_timestamp: 0,
+        });
+    }
+    write_v2::Request {
+        symbols,
+        timeseries,
+    }
+}
+
 /// Decompress a snappy (block format) body into `buf` (reused between calls), refusing
 /// before any decompression if it would be over `max_decoded` bytes.
 pub fn decompress_snappy_into(
@@ -531,6 +655,118 @@ mod wire {
         Some(())
     }
 
+    /// Remote write 2.0: `Err(None)` for malformed protobuf, `Err(Some(why))` for
+    /// references that do not resolve.
+    pub(super) fn write_v2<'a>(
+        raw: &'a [u8],
+        out: &mut WriteRequestRef<'a>,
+        extras: &mut super::V2Extras,
+    ) -> Result<(), Option<String>> {
+        // The symbol table first: fields may come in any order.
+        let mut symbols: Vec<&'a str> = Vec::with_capacity(raw.len() / 32);
+        let mut buf = raw;
+        while !buf.is_empty() {
+            let (tag, wt) = key(&mut buf).ok_or(None)?;
+            if tag == 4 && wt == LEN {
+                let b = bytes(&mut buf).ok_or(None)?;
+                symbols.push(std::str::from_utf8(b).map_err(|_| None)?);
+            } else {
+                skip(&mut buf, wt).ok_or(None)?;
+            }
+        }
+        let mut refs: Vec<u32> = Vec::new();
+        let mut buf = raw;
+        while !buf.is_empty() {
+            let (tag, wt) = key(&mut buf).ok_or(None)?;
+            if tag == 5 {
+                if wt != LEN {
+                    return Err(None);
+                }
+                time_series_v2(
+                    bytes(&mut buf).ok_or(None)?,
+                    &symbols,
+                    &mut refs,
+                    out,
+                    extras,
+                )?;
+            } else {
+                skip(&mut buf, wt).ok_or(None)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn time_series_v2<'a>(
+        mut buf: &'a [u8],
+        symbols: &[&'a str],
+        refs: &mut Vec<u32>,
+        out: &mut WriteRequestRef<'a>,
+        extras: &mut super::V2Extras,
+    ) -> Result<(), Option<String>> {
+        refs.clear();
+        let s0 = out.samples.len() as u32;
+        let mut histograms = 0u32;
+        while !buf.is_empty() {
+            let (tag, wt) = key(&mut buf).ok_or(None)?;
+            match (tag, wt) {
+                // labels_refs, packed (as proto3 writes them) or one by one
+                (1, LEN) => {
+                    let mut packed = bytes(&mut buf).ok_or(None)?;
+                    while !packed.is_empty() {
+                        refs.push(
+                            u32::try_from(varint(&mut packed).ok_or(None)?).map_err(|_| None)?,
+                        );
+                    }
+                }
+                (1, VARINT) => {
+                    refs.push(u32::try_from(varint(&mut buf).ok_or(None)?).map_err(|_| None)?)
+                }
+                (2, LEN) => out
+                    .samples
+                    .push(sample(bytes(&mut buf).ok_or(None)?).ok_or(None)?),
+                (3, LEN) => {
+                    bytes(&mut buf).ok_or(None)?;
+                    histograms += 1;
+                }
+                (4, LEN) => {
+                    bytes(&mut buf).ok_or(None)?;
+                    extras.exemplars += 1;
+                }
+                (5, LEN) => {
+                    bytes(&mut buf).ok_or(None)?;
+                    extras.metadata += 1;
+                }
+                (1..=5, _) => return Err(None),
+                // created_timestamp (6) and unknown fields
+                _ => skip(&mut buf, wt).ok_or(None)?,
+            }
+        }
+        if !refs.len().is_multiple_of(2) {
+            return Err(Some(format!(
+                "a series has an odd number of label references ({})",
+                refs.len()
+            )));
+        }
+        let l0 = out.labels.len() as u32;
+        for pair in refs.chunks_exact(2) {
+            let get = |r: u32| {
+                symbols.get(r as usize).copied().ok_or_else(|| {
+                    Some(format!(
+                        "label reference {r} is out of range of the {} symbols",
+                        symbols.len()
+                    ))
+                })
+            };
+            out.labels.push((get(pair[0])?, get(pair[1])?));
+        }
+        out.series.push(TimeSeriesRef {
+            labels: (l0, out.labels.len() as u32),
+            samples: (s0, out.samples.len() as u32),
+            histograms,
+        });
+        Ok(())
+    }
+
     #[inline]
     fn label(mut buf: &[u8]) -> Option<(&str, &str)> {
         let (mut name, mut value) = ("", "");
@@ -592,6 +828,82 @@ mod tests {
         Label {
             name: name.into(),
             value: value.into(),
+        }
+    }
+
+    #[test]
+    fn remote_write_2_round_trips_to_the_same_view_as_1() {
+        let mut v1 = sample_request();
+        v1.timeseries.push(TimeSeries {
+            labels: vec![label("__name__", "up"), label("job", "api")],
+            samples: vec![
+                Sample {
+                    value: 3.5,
+                    timestamp: 2000,
+                },
+                Sample {
+                    value: -1.0,
+                    timestamp: 3000,
+                },
+            ],
+            ..Default::default()
+        });
+        let v2 = write_request_to_v2(&v1);
+        assert_eq!(v2.symbols[0], "");
+        // "up" and "__name__" once each in the table
+        assert_eq!(v2.symbols.iter().filter(|s| *s == "up").count(), 1);
+        let raw = v2.encode_to_vec();
+        let (got, extras) = decode_write_v2_ref(&raw).unwrap();
+        let want = WriteRequestRef::from_owned(&v1);
+        let a: Vec<_> = got.iter().map(|(l, s)| (l.to_vec(), s.to_vec())).collect();
+        let b: Vec<_> = want.iter().map(|(l, s)| (l.to_vec(), s.to_vec())).collect();
+        assert_eq!(a, b);
+        assert_eq!(extras.exemplars, 1);
+        // prost reads what we wrote the same way
+        assert_eq!(write_v2::Request::decode(raw.as_slice()).unwrap(), v2);
+    }
+
+    #[test]
+    fn remote_write_2_bad_references_are_named() {
+        let mut v2 = write_request_to_v2(&sample_request());
+        v2.timeseries[0].labels_refs.push(1);
+        let e = decode_write_v2_ref(&v2.encode_to_vec()).unwrap_err();
+        assert!(
+            e.to_string().contains("odd number of label references"),
+            "{e}"
+        );
+        v2.timeseries[0].labels_refs.push(99);
+        let e = decode_write_v2_ref(&v2.encode_to_vec()).unwrap_err();
+        assert!(
+            e.to_string().contains("label reference 99 is out of range"),
+            "{e}"
+        );
+        assert_eq!(e.http_status(), 400);
+    }
+
+    /// Mutated and truncated 2.0 requests: never a panic, always Ok or a decode error.
+    #[test]
+    fn remote_write_2_mutations_never_panic() {
+        let raw = write_request_to_v2(&sample_request()).encode_to_vec();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for n in 0..raw.len() {
+            let _ = decode_write_v2_ref(&raw[..n]);
+        }
+        for _ in 0..20_000 {
+            // xorshift: a fixed, repeatable stream of mutations
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut m = raw.clone();
+            for k in 0..(1 + seed % 4) {
+                let at = ((seed >> (8 * k)) as usize) % m.len();
+                m[at] = (seed >> (16 + k)) as u8;
+            }
+            if let Ok((r, _)) = decode_write_v2_ref(&m) {
+                for (labels, samples) in r.iter() {
+                    let _ = (labels.len(), samples.len());
+                }
+            }
         }
     }
 

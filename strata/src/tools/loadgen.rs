@@ -29,6 +29,10 @@ pub struct LoadgenArgs {
     /// Tenant sent as X-Scope-OrgID.
     #[arg(long)]
     tenant: Option<String>,
+    /// Remote write protocol: 1.0 (prometheus.WriteRequest) or 2.0
+    /// (io.prometheus.write.v2.Request, a symbol table per request).
+    #[arg(long, default_value = "1.0", value_parser = ["1.0", "2.0"])]
+    protocol: String,
     /// Active series.
     #[arg(long, default_value_t = 100_000)]
     series: usize,
@@ -182,11 +186,7 @@ fn encode_all(a: &LoadgenArgs) -> Vec<Vec<(Bytes, usize)>> {
             if pending[sh].len() >= a.max_samples_per_send {
                 let ts = std::mem::take(&mut pending[sh]);
                 let n = ts.len();
-                let body = strata_proto::encode_write_request(&WriteRequest {
-                    timeseries: ts,
-                    ..Default::default()
-                });
-                out[sh].push((Bytes::from(body), n));
+                out[sh].push((encode(a, ts), n));
             }
         }
         // flush the end of each scrape so every request holds one timestamp
@@ -194,15 +194,24 @@ fn encode_all(a: &LoadgenArgs) -> Vec<Vec<(Bytes, usize)>> {
             if !pending[sh].is_empty() {
                 let ts = std::mem::take(&mut pending[sh]);
                 let n = ts.len();
-                let body = strata_proto::encode_write_request(&WriteRequest {
-                    timeseries: ts,
-                    ..Default::default()
-                });
-                out[sh].push((Bytes::from(body), n));
+                out[sh].push((encode(a, ts), n));
             }
         }
     }
     out
+}
+
+/// One request body in the protocol asked for.
+fn encode(a: &LoadgenArgs, timeseries: Vec<TimeSeries>) -> Bytes {
+    let req = WriteRequest {
+        timeseries,
+        ..Default::default()
+    };
+    Bytes::from(if a.protocol == "2.0" {
+        strata_proto::encode_snappy_message(&strata_proto::write_request_to_v2(&req))
+    } else {
+        strata_proto::encode_write_request(&req)
+    })
 }
 
 /// (utime + stime in seconds, VmRSS bytes, VmHWM bytes) of a process.
@@ -296,6 +305,14 @@ async fn send_all(a: &LoadgenArgs, requests: Vec<Vec<(Bytes, usize)>>) -> anyhow
             bar.finish();
         })
     };
+    let (content_type, version) = if a.protocol == "2.0" {
+        (
+            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+            "2.0.0",
+        )
+    } else {
+        ("application/x-protobuf", "0.1.0")
+    };
     let mut tasks = Vec::new();
     for shard in requests {
         let (client, url, tenant) = (client.clone(), url.clone(), a.tenant.clone());
@@ -307,8 +324,8 @@ async fn send_all(a: &LoadgenArgs, requests: Vec<Vec<(Bytes, usize)>>) -> anyhow
                     let mut req = client
                         .post(&url)
                         .header("Content-Encoding", "snappy")
-                        .header("Content-Type", "application/x-protobuf")
-                        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                        .header("Content-Type", content_type)
+                        .header("X-Prometheus-Remote-Write-Version", version)
                         .body(body.clone());
                     if let Some(t) = &tenant {
                         req = req.header("X-Scope-OrgID", t);
