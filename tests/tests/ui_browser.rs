@@ -397,6 +397,9 @@ fn ui_pages_in_chromium() {
         "[...document.querySelectorAll('.u-legend .u-series .u-value')].map(e => e.textContent)",
     );
     assert_ne!(before, after, "the legend did not follow the mouse");
+    // The query went into the history the input offers.
+    let history = dt.eval("localStorage.getItem('strata.queryHistory')");
+    assert_eq!(history, serde_json::json!("[\"ui_requests\"]"));
     let vals: Vec<f64> = after.as_array().unwrap()[1..]
         .iter()
         .map(|v| v.as_str().unwrap().parse().unwrap())
@@ -486,6 +489,20 @@ fn ui_pages_in_chromium() {
     let dom = visit(&format!("{}/stores", q.url()), "stores-querier", &profile);
     assert!(dom.contains(&grpc) && dom.contains(&dead), "{dom}");
     assert!(dom.contains(">UP<") && dom.contains(">DOWN<"), "{dom}");
+    // A query over it answers with partial data and a warning naming the dead endpoint.
+    let dom = visit(
+        &format!("{}/#/query?expr=ui_requests&tab=table", q.url()),
+        "query-warning",
+        &profile,
+    );
+    assert!(dom.contains("2 result(s)"), "{dom}");
+    let warning = &dom[dom
+        .find("class=\"warn warning\"")
+        .expect("no warning shown")..];
+    assert!(
+        warning[..warning.find("</div>").unwrap()].contains(&dead),
+        "{warning}"
+    );
     drop(q);
 
     // A no-compact mark, put by the CLI, shows on the blocks page.
