@@ -489,6 +489,10 @@ fn ui_pages_in_chromium() {
     let dom = visit(&format!("{}/stores", q.url()), "stores-querier", &profile);
     assert!(dom.contains(&grpc) && dom.contains(&dead), "{dom}");
     assert!(dom.contains(">UP<") && dom.contains(">DOWN<"), "{dom}");
+    // It reads no bucket: no blocks to list.
+    let (code, body) = strata_testkit::http::get(&format!("{}/api/v1/blocks", q.url())).unwrap();
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains(r#""errorType":"not_found""#), "{body}");
     // A query over it answers with partial data and a warning naming the dead endpoint.
     let dom = visit(
         &format!("{}/#/query?expr=ui_requests&tab=table", q.url()),

@@ -204,7 +204,7 @@ pub(super) async fn stores(State(q): State<Arc<Querier>>, headers: HeaderMap) ->
 pub(super) async fn blocks(State(q): State<Arc<Querier>>) -> Response {
     let Some(b) = &q.sources.bucket else {
         return ApiError {
-            error_type: "unavailable",
+            error_type: "not_found",
             status: 404,
             message: "this querier reads no bucket (no --objstore.config-file)".into(),
         }
