@@ -562,6 +562,16 @@ impl Bucket {
     /// `meta.json` and whether it carries a deletion or no-compact mark. Directories
     /// without `meta.json` (uploads in progress or abandoned) are left out.
     pub async fn list_blocks(&self, tenant_prefix: &str) -> Result<Vec<BlockRef>> {
+        self.list_blocks_with(tenant_prefix, &mut |_, _| {}).await
+    }
+
+    /// [`Bucket::list_blocks`], calling `progress(done, total)` as each block's
+    /// directory has been read (for a progress bar over a large bucket).
+    pub async fn list_blocks_with(
+        &self,
+        tenant_prefix: &str,
+        progress: &mut (dyn FnMut(usize, usize) + Send),
+    ) -> Result<Vec<BlockRef>> {
         let tenant = prefix_path(tenant_prefix)?;
         let ulids: Vec<Ulid> = self
             .list_dirs(tenant_prefix)
@@ -573,15 +583,22 @@ impl Bucket {
                     .filter(|u| u.to_string() == *name)
             })
             .collect();
-        let mut blocks: Vec<BlockRef> = futures::stream::iter(ulids)
+        let total = ulids.len();
+        let mut reads = futures::stream::iter(ulids)
             .map(|ulid| {
                 let tenant = tenant.clone();
                 async move { self.block(tenant.as_ref(), ulid).await }
             })
-            .buffer_unordered(LIST_BLOCKS_CONCURRENCY)
-            .try_filter_map(|block| async move { Ok(block) })
-            .try_collect()
-            .await?;
+            .buffer_unordered(LIST_BLOCKS_CONCURRENCY);
+        let mut blocks = Vec::with_capacity(total);
+        let mut done = 0;
+        while let Some(block) = reads.next().await {
+            done += 1;
+            progress(done, total);
+            if let Some(b) = block? {
+                blocks.push(b);
+            }
+        }
         blocks.sort_unstable_by_key(|b| b.ulid);
         Ok(blocks)
     }

@@ -178,8 +178,18 @@ async fn ls(bucket: &Bucket, a: &LsArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut rows = Vec::new();
+    // blocks of the tenants listed before this one, for one bar over the whole bucket
+    let mut before = 0;
+    let mut bar = super::progress::Progress::new("bucket ls", "blocks read", 0);
     for tenant in tenants {
-        for b in bucket.list_blocks(&tenant).await? {
+        let blocks = bucket
+            .list_blocks_with(&tenant, &mut |done, total| {
+                bar.set_total((before + total) as u64);
+                bar.set((before + done) as u64);
+            })
+            .await?;
+        before += blocks.len();
+        for b in blocks {
             if b.deletion_marked && !a.include_marked {
                 continue;
             }
@@ -197,6 +207,7 @@ async fn ls(bucket: &Bucket, a: &LsArgs) -> anyhow::Result<ExitCode> {
             });
         }
     }
+    bar.finish();
     rows.sort_by(|x, y| {
         (&x.tenant, x.meta.min_time, x.meta.ulid).cmp(&(&y.tenant, y.meta.min_time, y.meta.ulid))
     });

@@ -43,19 +43,29 @@ impl Progress {
         self
     }
 
+    /// The total, once it is known (or grows).
+    pub fn set_total(&mut self, total: u64) {
+        self.total = total;
+    }
+
     /// `done` units are done; redraws when it is time to.
     pub fn set(&mut self, done: u64) {
         self.done = done;
         let every = if self.tty { TTY_EVERY } else { LOG_EVERY };
-        let due = self.last.is_none_or(|l| l.elapsed() >= every);
+        // a log gets its first line only once the work has taken a while
+        let since = self.last.unwrap_or(self.start);
+        let due = (self.tty && self.last.is_none()) || since.elapsed() >= every;
         if due {
             self.draw(false);
         }
     }
 
-    /// The final state, always shown, and the terminal's line ended.
+    /// The final state, and the terminal's line ended; nothing when nothing was shown
+    /// (short work in a log).
     pub fn finish(&mut self) {
-        self.draw(true);
+        if self.tty || self.last.is_some() {
+            self.draw(true);
+        }
     }
 
     fn draw(&mut self, last: bool) {
