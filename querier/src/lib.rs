@@ -107,6 +107,9 @@ pub struct QuerierConfig {
     /// Largest message of a streamed remote-read frame
     /// [`--storage.remote.read-max-bytes-in-frame`].
     pub remote_read_max_bytes_in_frame: usize,
+    /// Rulers (base URLs) whose `/api/v1/rules` and `/api/v1/alerts` are merged into
+    /// the querier's [`--ruler.url`].
+    pub ruler_urls: Vec<String>,
 }
 
 impl Default for QuerierConfig {
@@ -135,6 +138,7 @@ impl Default for QuerierConfig {
             remote_read_sample_limit: 50_000_000,
             remote_read_concurrent_limit: 10,
             remote_read_max_bytes_in_frame: 1 << 20,
+            ruler_urls: Vec::new(),
         }
     }
 }

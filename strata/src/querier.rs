@@ -27,6 +27,10 @@ pub struct QuerierCmd {
     /// endpoints are queried.
     #[arg(long = "objstore.config-file", value_name = "FILE")]
     pub objstore_config_file: Option<PathBuf>,
+    /// A ruler whose rules and alerts `/api/v1/rules` and `/api/v1/alerts` merge into
+    /// their answers, its base URL (repeatable).
+    #[arg(long = "ruler.url", value_name = "URL", value_delimiter = ',')]
+    pub ruler_urls: Vec<String>,
     /// Also serve the Store API here (as Thanos's querier does), so a global querier
     /// can list this one with `--endpoint`. Off when not given.
     #[arg(long = "grpc-address", value_name = "ADDRESS")]
@@ -215,6 +219,7 @@ pub fn run_querier(cmd: QuerierCmd) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let mut config = cmd.querier.config(cmd.endpoints.clone(), bucket)?;
+    config.ruler_urls = cmd.ruler_urls.clone();
     config.ring_peers = cmd
         .ring_peers
         .iter()

@@ -1,8 +1,8 @@
 //! The read-only endpoints a Prometheus answers that are not queries:
 //! `/api/v1/format_query` and `/api/v1/parse_query` (the expression pretty-printed, and
-//! as the syntax tree Prometheus 3's UI draws), `/api/v1/targets`, `/api/v1/rules` and
-//! `/api/v1/alerts` (valid and empty: the querier scrapes nothing and holds no rules),
-//! and Prometheus's JSON 404 for any other `/api/v1/` path.
+//! as the syntax tree Prometheus 3's UI draws), `/api/v1/targets` (empty: the querier
+//! scrapes nothing), `/api/v1/rules` and `/api/v1/alerts` (those of the `--ruler.url`
+//! rulers, merged; empty without one), and a JSON 404 for any other `/api/v1/` path.
 
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -69,12 +69,71 @@ pub(super) async fn targets() -> Response {
     ok(r#"{"activeTargets":[],"droppedTargets":[]}"#, &[])
 }
 
-pub(super) async fn rules() -> Response {
-    ok(r#"{"groups":[]}"#, &[])
+pub(super) async fn rules(
+    State(q): State<Arc<Querier>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    from_rulers(&q, &headers, raw.as_deref(), "rules", "groups").await
 }
 
-pub(super) async fn alerts() -> Response {
-    ok(r#"{"alerts":[]}"#, &[])
+pub(super) async fn alerts(
+    State(q): State<Arc<Querier>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    from_rulers(&q, &headers, raw.as_deref(), "alerts", "alerts").await
+}
+
+/// `/api/v1/{path}` of every `--ruler.url` (same query string and tenant), the `key`
+/// lists of their answers concatenated. A ruler that does not answer becomes a warning,
+/// as a failing store does under partial response. Without rulers: an empty list.
+async fn from_rulers(
+    q: &Querier,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    path: &str,
+    key: &str,
+) -> Response {
+    let mut items: Vec<Value> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
+    if !q.config.ruler_urls.is_empty() {
+        let client = reqwest::Client::new();
+        let asks = q.config.ruler_urls.iter().map(|base| {
+            let mut url = format!("{}/api/v1/{path}", base.trim_end_matches('/'));
+            if let Some(r) = raw.filter(|r| !r.is_empty()) {
+                url.push('?');
+                url.push_str(r);
+            }
+            let mut req = client.get(url).timeout(std::time::Duration::from_secs(10));
+            for h in ["x-scope-orgid", "thanos-tenant"] {
+                if let Some(v) = headers.get(h) {
+                    req = req.header(h, v.clone());
+                }
+            }
+            async move {
+                let resp = req.send().await.map_err(|e| format!("{base}: {e}"))?;
+                let status = resp.status();
+                let body = resp.bytes().await.map_err(|e| format!("{base}: {e}"))?;
+                if !status.is_success() {
+                    return Err(format!(
+                        "{base}: {status}: {}",
+                        String::from_utf8_lossy(&body).trim()
+                    ));
+                }
+                let v: Value = serde_json::from_slice(&body).map_err(|e| format!("{base}: {e}"))?;
+                Ok::<Value, String>(v)
+            }
+        });
+        for r in futures::future::join_all(asks).await {
+            match r {
+                Ok(v) => items.extend(v["data"][key].as_array().cloned().unwrap_or_default()),
+                Err(e) => warnings.push(format!("ruler {e}")),
+            }
+        }
+    }
+    let data = json!({ key: items });
+    ok(&data.to_string(), &warnings)
 }
 
 /// Any other `/api/v1/` path: an error object in Prometheus's shape instead of an empty
