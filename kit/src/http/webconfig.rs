@@ -140,8 +140,19 @@ impl WebConfig {
     }
 
     /// Whether `authorization` (a `Basic …` header value) names a user with the right
-    /// password.
+    /// password: the cached answer when this credential verified before, else bcrypt.
+    /// (What [`guard`] does, in one call.)
+    #[cfg(test)]
     fn authorized(&self, authorization: Option<&str>) -> bool {
+        match self.check_cached(authorization) {
+            Cached::Yes => true,
+            Cached::Invalid => false,
+            Cached::Unknown(c) => self.verify(c),
+        }
+    }
+
+    /// The cheap part of a check (decoding, SHA-256, the cache), fit for an I/O thread.
+    fn check_cached(&self, authorization: Option<&str>) -> Cached {
         let Some((user, pass)) = authorization
             .and_then(|a| a.strip_prefix("Basic "))
             .and_then(|b| {
@@ -155,34 +166,56 @@ impl WebConfig {
                     .map(|(u, p)| (u.to_string(), p.to_string()))
             })
         else {
-            return false;
+            return Cached::Invalid;
         };
-        let hash = self.users.get(&user);
         let key: [u8; 32] = {
             let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
             for part in [user.as_bytes(), b"\0", pass.as_bytes(), b"\0"] {
                 ctx.update(part);
             }
-            ctx.update(hash.map_or(&b""[..], |h| h.as_bytes()));
+            ctx.update(self.users.get(&user).map_or(&b""[..], |h| h.as_bytes()));
             ctx.finish().as_ref().try_into().expect("32 bytes")
         };
-        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if hash.is_some() && verified.contains(&key) {
-            return true;
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if self.users.contains_key(&user) && verified.contains(&key) {
+            return Cached::Yes;
         }
+        Cached::Unknown(Credential { user, pass, key })
+    }
+
+    /// bcrypt (tens of ms): without the cache's lock held, so other requests go on.
+    fn verify(&self, c: Credential) -> bool {
         // an unknown user costs a bcrypt too, so timing does not tell users apart
-        let ok = match hash {
-            Some(h) => bcrypt::verify(&pass, h).unwrap_or(false),
+        let ok = match self.users.get(&c.user) {
+            Some(h) => bcrypt::verify(&c.pass, h).unwrap_or(false),
             None => {
-                let _ = bcrypt::verify(&pass, dummy_hash());
+                let _ = bcrypt::verify(&c.pass, dummy_hash());
                 false
             }
         };
         if ok {
-            verified.insert(key);
+            self.verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(c.key);
         }
         ok
     }
+}
+
+/// A credential's standing before bcrypt.
+enum Cached {
+    Yes,
+    /// No `Basic` credential, or one that does not decode.
+    Invalid,
+    Unknown(Credential),
+}
+
+/// A decoded credential and its cache key.
+struct Credential {
+    user: String,
+    pass: String,
+    key: [u8; 32],
 }
 
 /// A hash to verify unknown users against, made once at the usual cost.
@@ -289,12 +322,16 @@ pub(super) async fn guard(State(cfg): State<Arc<WebConfig>>, req: Request, next:
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let ok = {
-            let cfg = cfg.clone();
-            // bcrypt is CPU work: off the I/O threads
-            tokio::task::spawn_blocking(move || cfg.authorized(auth.as_deref()))
-                .await
-                .unwrap_or(false)
+        let ok = match cfg.check_cached(auth.as_deref()) {
+            Cached::Yes => true,
+            Cached::Invalid => false,
+            Cached::Unknown(c) => {
+                let cfg = cfg.clone();
+                // bcrypt is CPU work: off the I/O threads
+                tokio::task::spawn_blocking(move || cfg.verify(c))
+                    .await
+                    .unwrap_or(false)
+            }
         };
         if !ok {
             let mut resp = (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();

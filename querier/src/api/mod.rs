@@ -15,7 +15,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use strata_promql::{Engine, EngineOptions, QueryError, QueryResult, Value};
+use strata_promql::{Engine, QueryError, QueryResult, Value};
 use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::{parse_selector, Matcher};
 
@@ -721,11 +721,7 @@ async fn exemplars(
             ));
         }
         // Prometheus gives this endpoint's parse errors without the parameter's name
-        let opts = EngineOptions {
-            max_depth: q.config.max_depth,
-            ..EngineOptions::default()
-        };
-        if let Err(e) = Engine::new(opts).parse(p.get("query")) {
+        if let Err(e) = Engine::new(q.engine_options()).parse(p.get("query")) {
             return Err(ApiError::bad_data(e.to_string()));
         }
         Ok(ok("[]", &[]))

@@ -17,7 +17,7 @@ use promql_parser::parser::{
     AtModifier, Expr, LabelModifier, Offset, VectorMatchCardinality, VectorSelector,
 };
 use serde_json::{json, Value};
-use strata_promql::{Engine, EngineOptions};
+use strata_promql::Engine;
 
 use super::{ok, ApiError, Params};
 use crate::Querier;
@@ -31,11 +31,7 @@ fn answer_parsed(
     data: fn(&Expr) -> String,
 ) -> Response {
     let parsed = Params::parse(headers, raw, body).and_then(|p| {
-        let opts = EngineOptions {
-            max_depth: q.config.max_depth,
-            ..EngineOptions::default()
-        };
-        Engine::new(opts)
+        Engine::new(q.engine_options())
             .parse(p.get("query"))
             .map_err(|e| ApiError::from_query(&e))
     });
@@ -328,7 +324,9 @@ mod tests {
     use super::*;
 
     fn tree(q: &str) -> Value {
-        ast(&Engine::new(EngineOptions::default()).parse(q).unwrap())
+        ast(&Engine::new(strata_promql::EngineOptions::default())
+            .parse(q)
+            .unwrap())
     }
 
     #[test]
