@@ -22,6 +22,7 @@ pub mod dedup;
 pub mod downsample;
 pub mod error;
 pub mod head;
+pub mod histogram;
 pub mod index;
 pub mod labels;
 pub mod matcher;

@@ -1,0 +1,152 @@
+//! Prometheus's native (sparse, exponential) histograms: the sample types, with the
+//! field meanings of Prometheus's `model/histogram` so that chunk encodings, WAL records,
+//! remote write and PromQL all share one representation.
+//!
+//! A [`Histogram`] is what integer-counted sources (remote write, the histogram chunk
+//! encoding) carry: bucket counts delta-encoded. A [`FloatHistogram`] holds absolute
+//! float counts; PromQL computes on it.
+
+/// Schema of histograms with custom (explicit) bucket boundaries (`CustomBucketsSchema`).
+pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
+/// Exponential schemas range from `EXPONENTIAL_SCHEMA_MIN` (base 2^16) to
+/// `EXPONENTIAL_SCHEMA_MAX` (base 2^(2^-8)).
+pub const EXPONENTIAL_SCHEMA_MIN: i32 = -4;
+pub const EXPONENTIAL_SCHEMA_MAX: i32 = 8;
+
+/// Prometheus's `CounterResetHint`, with its numeric values (they are encoded in chunks).
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CounterResetHint {
+    #[default]
+    Unknown = 0,
+    CounterReset = 1,
+    NotCounterReset = 2,
+    Gauge = 3,
+}
+
+impl CounterResetHint {
+    pub fn from_u8(b: u8) -> Option<CounterResetHint> {
+        match b {
+            0 => Some(CounterResetHint::Unknown),
+            1 => Some(CounterResetHint::CounterReset),
+            2 => Some(CounterResetHint::NotCounterReset),
+            3 => Some(CounterResetHint::Gauge),
+            _ => None,
+        }
+    }
+}
+
+/// A run of `length` consecutive buckets starting `offset` buckets after the end of the
+/// previous span (or at bucket index `offset` for the first span).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Span {
+    pub offset: i32,
+    pub length: u32,
+}
+
+/// An integer histogram; bucket counts are deltas (first bucket absolute, then each
+/// bucket's difference to the previous one, across spans).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Histogram {
+    pub counter_reset_hint: CounterResetHint,
+    pub schema: i32,
+    pub zero_threshold: f64,
+    pub zero_count: u64,
+    pub count: u64,
+    pub sum: f64,
+    pub positive_spans: Vec<Span>,
+    pub negative_spans: Vec<Span>,
+    pub positive_buckets: Vec<i64>,
+    pub negative_buckets: Vec<i64>,
+    /// Upper bounds of the custom buckets (only with [`CUSTOM_BUCKETS_SCHEMA`]).
+    pub custom_values: Vec<f64>,
+}
+
+/// A float histogram; bucket counts are absolute.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FloatHistogram {
+    pub counter_reset_hint: CounterResetHint,
+    pub schema: i32,
+    pub zero_threshold: f64,
+    pub zero_count: f64,
+    pub count: f64,
+    pub sum: f64,
+    pub positive_spans: Vec<Span>,
+    pub negative_spans: Vec<Span>,
+    pub positive_buckets: Vec<f64>,
+    pub negative_buckets: Vec<f64>,
+    /// Upper bounds of the custom buckets (only with [`CUSTOM_BUCKETS_SCHEMA`]).
+    pub custom_values: Vec<f64>,
+}
+
+/// Whether `schema` is the custom-buckets schema.
+pub fn is_custom_buckets(schema: i32) -> bool {
+    schema == CUSTOM_BUCKETS_SCHEMA
+}
+
+/// Whether `schema` is one Prometheus accepts.
+pub fn is_valid_schema(schema: i32) -> bool {
+    is_custom_buckets(schema) || (EXPONENTIAL_SCHEMA_MIN..=EXPONENTIAL_SCHEMA_MAX).contains(&schema)
+}
+
+impl Histogram {
+    /// The histogram with absolute float counts (Prometheus's `ToFloat`).
+    pub fn to_float(&self) -> FloatHistogram {
+        FloatHistogram {
+            counter_reset_hint: self.counter_reset_hint,
+            schema: self.schema,
+            zero_threshold: self.zero_threshold,
+            zero_count: self.zero_count as f64,
+            count: self.count as f64,
+            sum: self.sum,
+            positive_spans: self.positive_spans.clone(),
+            negative_spans: self.negative_spans.clone(),
+            positive_buckets: deltas_to_absolute(&self.positive_buckets),
+            negative_buckets: deltas_to_absolute(&self.negative_buckets),
+            custom_values: self.custom_values.clone(),
+        }
+    }
+}
+
+fn deltas_to_absolute(deltas: &[i64]) -> Vec<f64> {
+    let mut cur = 0i64;
+    deltas
+        .iter()
+        .map(|d| {
+            cur = cur.wrapping_add(*d);
+            cur as f64
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_float_accumulates_deltas() {
+        let h = Histogram {
+            schema: 0,
+            count: 9,
+            sum: 12.5,
+            zero_count: 1,
+            positive_spans: vec![
+                Span {
+                    offset: 0,
+                    length: 2,
+                },
+                Span {
+                    offset: 1,
+                    length: 1,
+                },
+            ],
+            positive_buckets: vec![2, 1, -2],
+            ..Default::default()
+        };
+        let f = h.to_float();
+        assert_eq!(f.positive_buckets, vec![2.0, 3.0, 1.0]);
+        assert_eq!(f.count, 9.0);
+        assert_eq!(f.zero_count, 1.0);
+        assert!(is_valid_schema(8) && is_valid_schema(-53) && !is_valid_schema(9));
+    }
+}
