@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/strata/store/v1/store.proto",
     "proto/strata/cluster/v1/cluster.proto",
     "proto/strata/ingester/v1/ingester.proto",
+    "proto/strata/metadata/v1/metadata.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -72,6 +72,11 @@ mod generated {
                 include!(concat!(env!("OUT_DIR"), "/strata.ingester.v1.rs"));
             }
         }
+        pub mod metadata {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/strata.metadata.v1.rs"));
+            }
+        }
     }
 }
 
@@ -91,6 +96,9 @@ pub use generated::strata::cluster::v1 as cluster;
 
 /// Ingester-to-ingester forwarding of remote writes (package `strata.ingester.v1`).
 pub use generated::strata::ingester::v1 as ingester;
+
+/// Metric metadata and exemplars from the ingesters (package `strata.metadata.v1`).
+pub use generated::strata::metadata::v1 as metadata;
 
 use prometheus::WriteRequest;
 
@@ -174,13 +182,274 @@ pub fn encode_write_request(req: &WriteRequest) -> Vec<u8> {
     encode_snappy_message(req)
 }
 
-/// One series of a [`WriteRequestRef`]: ranges into its flat label and sample lists.
+/// One series of a [`WriteRequestRef`]: ranges into its flat label, sample and
+/// histogram lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeSeriesRef {
     labels: (u32, u32),
     samples: (u32, u32),
-    /// Native histogram samples (not decoded: Strata stores floats only).
-    histograms: u32,
+    histograms: (u32, u32),
+}
+
+/// A count of a remote write histogram: `*_int` for integer histograms, `*_float` for
+/// float ones (the protobuf `oneof`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HistogramCount {
+    Int(u64),
+    Float(f64),
+}
+
+/// A bucket span of a remote write histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpanRef {
+    pub offset: i32,
+    pub length: u32,
+}
+
+/// One native histogram sample of a [`WriteRequestRef`] (remote write 1.0 and 2.0 share
+/// the message). Spans, deltas, counts and custom bounds are ranges into the request's
+/// flat lists: read them through [`HistogramView`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HistogramRef {
+    pub timestamp: i64,
+    /// `None` when the sender set neither `count_int` nor `count_float` (integer 0).
+    pub count: Option<HistogramCount>,
+    pub zero_count: Option<HistogramCount>,
+    pub sum: f64,
+    pub schema: i32,
+    pub zero_threshold: f64,
+    /// The `ResetHint` enum's number (0 unknown, 1 yes, 2 no, 3 gauge).
+    pub reset_hint: i32,
+    negative_spans: (u32, u32),
+    negative_deltas: (u32, u32),
+    negative_counts: (u32, u32),
+    positive_spans: (u32, u32),
+    positive_deltas: (u32, u32),
+    positive_counts: (u32, u32),
+    custom_values: (u32, u32),
+}
+
+impl Default for HistogramRef {
+    fn default() -> Self {
+        HistogramRef {
+            timestamp: 0,
+            count: None,
+            zero_count: None,
+            sum: 0.0,
+            schema: 0,
+            zero_threshold: 0.0,
+            reset_hint: 0,
+            negative_spans: (0, 0),
+            negative_deltas: (0, 0),
+            negative_counts: (0, 0),
+            positive_spans: (0, 0),
+            positive_deltas: (0, 0),
+            positive_counts: (0, 0),
+            custom_values: (0, 0),
+        }
+    }
+}
+
+/// A [`HistogramRef`] with the lists it points into.
+#[derive(Debug, Clone, Copy)]
+pub struct HistogramView<'r> {
+    pub h: &'r HistogramRef,
+    spans: &'r [SpanRef],
+    ints: &'r [i64],
+    floats: &'r [f64],
+}
+
+impl<'r> HistogramView<'r> {
+    /// Prometheus's `IsFloatHistogram`: the count is `count_float`.
+    pub fn is_float(&self) -> bool {
+        matches!(self.h.count, Some(HistogramCount::Float(_)))
+    }
+    pub fn negative_spans(&self) -> &'r [SpanRef] {
+        range(self.spans, self.h.negative_spans)
+    }
+    pub fn positive_spans(&self) -> &'r [SpanRef] {
+        range(self.spans, self.h.positive_spans)
+    }
+    pub fn negative_deltas(&self) -> &'r [i64] {
+        range(self.ints, self.h.negative_deltas)
+    }
+    pub fn positive_deltas(&self) -> &'r [i64] {
+        range(self.ints, self.h.positive_deltas)
+    }
+    pub fn negative_counts(&self) -> &'r [f64] {
+        range(self.floats, self.h.negative_counts)
+    }
+    pub fn positive_counts(&self) -> &'r [f64] {
+        range(self.floats, self.h.positive_counts)
+    }
+    pub fn custom_values(&self) -> &'r [f64] {
+        range(self.floats, self.h.custom_values)
+    }
+    /// The count as an integer (0 for a float count).
+    pub fn count_int(&self) -> u64 {
+        match self.h.count {
+            Some(HistogramCount::Int(n)) => n,
+            _ => 0,
+        }
+    }
+    /// The count as a float (an integer count converted).
+    pub fn count_float(&self) -> f64 {
+        match self.h.count {
+            Some(HistogramCount::Int(n)) => n as f64,
+            Some(HistogramCount::Float(f)) => f,
+            None => 0.0,
+        }
+    }
+    pub fn zero_count_int(&self) -> u64 {
+        match self.h.zero_count {
+            Some(HistogramCount::Int(n)) => n,
+            _ => 0,
+        }
+    }
+    pub fn zero_count_float(&self) -> f64 {
+        match self.h.zero_count {
+            Some(HistogramCount::Int(n)) => n as f64,
+            Some(HistogramCount::Float(f)) => f,
+            None => 0.0,
+        }
+    }
+
+    /// The histogram as the protobuf message (for forwarding and tests).
+    pub fn to_proto(&self) -> prometheus::Histogram {
+        use prometheus::histogram::{Count, ZeroCount};
+        let spans = |s: &[SpanRef]| {
+            s.iter()
+                .map(|s| prometheus::BucketSpan {
+                    offset: s.offset,
+                    length: s.length,
+                })
+                .collect()
+        };
+        prometheus::Histogram {
+            count: self.h.count.map(|c| match c {
+                HistogramCount::Int(n) => Count::CountInt(n),
+                HistogramCount::Float(f) => Count::CountFloat(f),
+            }),
+            sum: self.h.sum,
+            schema: self.h.schema,
+            zero_threshold: self.h.zero_threshold,
+            zero_count: self.h.zero_count.map(|c| match c {
+                HistogramCount::Int(n) => ZeroCount::ZeroCountInt(n),
+                HistogramCount::Float(f) => ZeroCount::ZeroCountFloat(f),
+            }),
+            negative_spans: spans(self.negative_spans()),
+            negative_deltas: self.negative_deltas().to_vec(),
+            negative_counts: self.negative_counts().to_vec(),
+            positive_spans: spans(self.positive_spans()),
+            positive_deltas: self.positive_deltas().to_vec(),
+            positive_counts: self.positive_counts().to_vec(),
+            reset_hint: self.h.reset_hint,
+            timestamp: self.h.timestamp,
+            custom_values: self.custom_values().to_vec(),
+        }
+    }
+}
+
+fn range<T>(v: &[T], r: (u32, u32)) -> &[T] {
+    v.get(r.0 as usize..r.1 as usize).unwrap_or_default()
+}
+
+/// The histogram lists of a [`WriteRequestRef`], shared by all its histograms so that
+/// decoding allocates per request, not per histogram.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct HistogramLists {
+    hists: Vec<HistogramRef>,
+    spans: Vec<SpanRef>,
+    ints: Vec<i64>,
+    floats: Vec<f64>,
+}
+
+impl HistogramLists {
+    /// Copy `v`'s lists in and push it; returns nothing, the caller tracks ranges.
+    fn push_view(&mut self, v: &HistogramView<'_>) {
+        let spans = |out: &mut Vec<SpanRef>, s: &[SpanRef]| {
+            let a = out.len() as u32;
+            out.extend_from_slice(s);
+            (a, out.len() as u32)
+        };
+        let ints = |out: &mut Vec<i64>, s: &[i64]| {
+            let a = out.len() as u32;
+            out.extend_from_slice(s);
+            (a, out.len() as u32)
+        };
+        let floats = |out: &mut Vec<f64>, s: &[f64]| {
+            let a = out.len() as u32;
+            out.extend_from_slice(s);
+            (a, out.len() as u32)
+        };
+        let h = HistogramRef {
+            negative_spans: spans(&mut self.spans, v.negative_spans()),
+            positive_spans: spans(&mut self.spans, v.positive_spans()),
+            negative_deltas: ints(&mut self.ints, v.negative_deltas()),
+            positive_deltas: ints(&mut self.ints, v.positive_deltas()),
+            negative_counts: floats(&mut self.floats, v.negative_counts()),
+            positive_counts: floats(&mut self.floats, v.positive_counts()),
+            custom_values: floats(&mut self.floats, v.custom_values()),
+            ..*v.h
+        };
+        self.hists.push(h);
+    }
+
+    /// Push an owned protobuf histogram.
+    fn push_proto(&mut self, p: &prometheus::Histogram) {
+        use prometheus::histogram::{Count, ZeroCount};
+        let mut h = HistogramRef {
+            timestamp: p.timestamp,
+            count: p.count.map(|c| match c {
+                Count::CountInt(n) => HistogramCount::Int(n),
+                Count::CountFloat(f) => HistogramCount::Float(f),
+            }),
+            zero_count: p.zero_count.map(|c| match c {
+                ZeroCount::ZeroCountInt(n) => HistogramCount::Int(n),
+                ZeroCount::ZeroCountFloat(f) => HistogramCount::Float(f),
+            }),
+            sum: p.sum,
+            schema: p.schema,
+            zero_threshold: p.zero_threshold,
+            reset_hint: p.reset_hint,
+            ..HistogramRef::default()
+        };
+        let mut spans = |s: &[prometheus::BucketSpan]| {
+            let a = self.spans.len() as u32;
+            self.spans.extend(s.iter().map(|s| SpanRef {
+                offset: s.offset,
+                length: s.length,
+            }));
+            (a, self.spans.len() as u32)
+        };
+        h.negative_spans = spans(&p.negative_spans);
+        h.positive_spans = spans(&p.positive_spans);
+        let mut ints = |s: &[i64]| {
+            let a = self.ints.len() as u32;
+            self.ints.extend_from_slice(s);
+            (a, self.ints.len() as u32)
+        };
+        h.negative_deltas = ints(&p.negative_deltas);
+        h.positive_deltas = ints(&p.positive_deltas);
+        let mut floats = |s: &[f64]| {
+            let a = self.floats.len() as u32;
+            self.floats.extend_from_slice(s);
+            (a, self.floats.len() as u32)
+        };
+        h.negative_counts = floats(&p.negative_counts);
+        h.positive_counts = floats(&p.positive_counts);
+        h.custom_values = floats(&p.custom_values);
+        self.hists.push(h);
+    }
+
+    fn view<'r>(&'r self, h: &'r HistogramRef) -> HistogramView<'r> {
+        HistogramView {
+            h,
+            spans: &self.spans,
+            ints: &self.ints,
+            floats: &self.floats,
+        }
+    }
 }
 
 /// One sample of a [`WriteRequestRef`].
@@ -190,14 +459,16 @@ pub struct SampleRef {
     pub timestamp: i64,
 }
 
-/// The series and samples of a remote write `WriteRequest` with label names and values
-/// borrowed from the decoded buffer: a handful of allocations per request instead of
-/// two per label. Exemplars, histograms and metadata are skipped.
+/// The series, samples and native histograms of a remote write `WriteRequest` with
+/// label names and values borrowed from the decoded buffer: a handful of allocations per
+/// request instead of two per label (histograms' spans and buckets share flat lists
+/// too). Exemplars and metadata are skipped.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct WriteRequestRef<'a> {
     series: Vec<TimeSeriesRef>,
     labels: Vec<(&'a str, &'a str)>,
     samples: Vec<SampleRef>,
+    hist: HistogramLists,
 }
 
 impl<'a> WriteRequestRef<'a> {
@@ -217,23 +488,35 @@ impl<'a> WriteRequestRef<'a> {
                 value: s.value,
                 timestamp: s.timestamp,
             }));
+            let h0 = out.hist.hists.len() as u32;
+            for h in &ts.histograms {
+                out.hist.push_proto(h);
+            }
             out.series.push(TimeSeriesRef {
                 labels: (l0, out.labels.len() as u32),
                 samples: (s0, out.samples.len() as u32),
-                histograms: ts.histograms.len() as u32,
+                histograms: (h0, out.hist.hists.len() as u32),
             });
         }
         out
     }
 
-    /// Native histogram samples of series `i` (counted, not decoded).
+    /// Number of native histogram samples of series `i`.
     pub fn histograms(&self, i: usize) -> usize {
-        self.series.get(i).map_or(0, |s| s.histograms as usize)
+        self.series
+            .get(i)
+            .map_or(0, |s| (s.histograms.1 - s.histograms.0) as usize)
+    }
+
+    /// The native histogram samples of series `i`, in request order.
+    pub fn histograms_of(&self, i: usize) -> impl ExactSizeIterator<Item = HistogramView<'_>> {
+        let r = self.series.get(i).map_or((0, 0), |s| s.histograms);
+        range(&self.hist.hists, r).iter().map(|h| self.hist.view(h))
     }
 
     /// Native histogram samples over all series.
     pub fn num_histograms(&self) -> usize {
-        self.series.iter().map(|s| s.histograms as usize).sum()
+        self.hist.hists.len()
     }
 
     /// Number of series.
@@ -257,6 +540,7 @@ impl<'a> WriteRequestRef<'a> {
             series: Vec::with_capacity(self.series.len()),
             labels: Vec::with_capacity(self.labels.len()),
             samples: self.samples.clone(),
+            hist: self.hist.clone(),
         };
         for s in &self.series {
             let l0 = out.labels.len() as u32;
@@ -280,6 +564,7 @@ impl<'a> WriteRequestRef<'a> {
             series: Vec::with_capacity(idx.len()),
             labels: Vec::new(),
             samples: Vec::new(),
+            hist: HistogramLists::default(),
         };
         for &i in idx {
             let s = &self.series[i];
@@ -289,23 +574,30 @@ impl<'a> WriteRequestRef<'a> {
                 .extend_from_slice(&self.labels[s.labels.0 as usize..s.labels.1 as usize]);
             out.samples
                 .extend_from_slice(&self.samples[s.samples.0 as usize..s.samples.1 as usize]);
+            let h0 = out.hist.hists.len() as u32;
+            for h in self.histograms_of(i) {
+                out.hist.push_view(&h);
+            }
             out.series.push(TimeSeriesRef {
                 labels: (l0, out.labels.len() as u32),
                 samples: (s0, out.samples.len() as u32),
-                histograms: s.histograms,
+                histograms: (h0, out.hist.hists.len() as u32),
             });
         }
         out
     }
 
     /// Append series `i` to `out` as one `timeseries` field of a protobuf
-    /// `WriteRequest` (labels and float samples; histograms are not decoded, so not
-    /// carried). Concatenating such fields gives a valid `WriteRequest` body: the
-    /// distributor builds each owner's request this way without an owned copy.
+    /// `WriteRequest` (labels, float samples, histograms). Concatenating such fields
+    /// gives a valid `WriteRequest` body: the distributor builds each owner's request
+    /// this way without an owned copy of the float part.
     pub fn encode_series(&self, i: usize, out: &mut Vec<u8>) {
         let s = &self.series[i];
         let labels = &self.labels[s.labels.0 as usize..s.labels.1 as usize];
         let samples = &self.samples[s.samples.0 as usize..s.samples.1 as usize];
+        // Histograms are rare next to floats: encoded through prost's message.
+        let hists: Vec<prometheus::Histogram> =
+            self.histograms_of(i).map(|h| h.to_proto()).collect();
         let label_len =
             |n: &str, v: &str| 2 + varint_len(n.len()) + n.len() + varint_len(v.len()) + v.len();
         let sample_len = |t: i64| 1 + 8 + 1 + varint_len(t as u64 as usize);
@@ -317,6 +609,9 @@ impl<'a> WriteRequestRef<'a> {
         for smp in samples {
             let l = sample_len(smp.timestamp);
             ts_len += 1 + varint_len(l) + l;
+        }
+        for h in &hists {
+            ts_len += prost::encoding::message::encoded_len(4, h);
         }
         out.reserve(1 + varint_len(ts_len) + ts_len);
         out.push(0x0a);
@@ -338,6 +633,9 @@ impl<'a> WriteRequestRef<'a> {
             out.extend_from_slice(&smp.value.to_le_bytes());
             out.push(0x10);
             put_varint(out, smp.timestamp as u64);
+        }
+        for h in &hists {
+            prost::encoding::message::encode(4, h, out);
         }
     }
 
@@ -379,6 +677,7 @@ pub fn decode_write_request_ref(raw: &[u8]) -> Result<WriteRequestRef<'_>, Decod
         series: Vec::with_capacity(raw.len() / 48),
         labels: Vec::with_capacity(raw.len() / 16),
         samples: Vec::with_capacity(raw.len() / 12),
+        hist: HistogramLists::default(),
     };
     match wire::write_request(raw, &mut out) {
         Some(()) => Ok(out),
@@ -399,14 +698,14 @@ pub struct V2Extras {
 }
 
 /// Decode a remote write 2.0 `io.prometheus.write.v2.Request` into the same borrowed
-/// view as 1.0, label references resolved against the request's symbol table. Native
-/// histograms are counted per series ([`WriteRequestRef::histograms`]), exemplars and
-/// metadata in the [`V2Extras`].
+/// view as 1.0 (native histograms included), label references resolved against the
+/// request's symbol table. Exemplars and metadata are counted in the [`V2Extras`].
 pub fn decode_write_v2_ref(raw: &[u8]) -> Result<(WriteRequestRef<'_>, V2Extras), DecodeError> {
     let mut out = WriteRequestRef {
         series: Vec::with_capacity(raw.len() / 16),
         labels: Vec::with_capacity(raw.len() / 4),
         samples: Vec::with_capacity(raw.len() / 16),
+        hist: HistogramLists::default(),
     };
     let mut extras = V2Extras::default();
     match wire::write_v2(raw, &mut out, &mut extras) {
@@ -422,8 +721,7 @@ pub fn decode_write_v2_ref(raw: &[u8]) -> Result<(WriteRequestRef<'_>, V2Extras)
 
 /// A remote write 1.0 request as 2.0: strings interned into the symbol table (which
 /// starts with ""), labels as references, samples, exemplars and histograms carried over
-/// (histogram bodies are not translated: they are sent as empty histograms with their
-/// timestamps, enough for a receiver to count and refuse them).
+/// (the two protocols' histogram messages have the same fields).
 pub fn write_request_to_v2(req: &WriteRequest) -> write_v2::Request {
     fn intern<'a>(
         s: &'a str,
@@ -475,14 +773,7 @@ pub fn write_request_to_v2(req: &WriteRequest) -> write_v2::Request {
                     timestamp: s.timestamp,
                 })
                 .collect(),
-            histograms: ts
-                .histograms
-                .iter()
-                .map(|h| write_v2::Histogram {
-                    timestamp: h.timestamp,
-                    ..Default::default()
-                })
-                .collect(),
+            histograms: ts.histograms.iter().map(histogram_to_v2).collect(),
             exemplars,
             metadata: None,
             created_timestamp: 0,
@@ -491,6 +782,42 @@ pub fn write_request_to_v2(req: &WriteRequest) -> write_v2::Request {
     write_v2::Request {
         symbols,
         timeseries,
+    }
+}
+
+/// A remote write 1.0 histogram as 2.0's message (same field numbers and meanings).
+pub fn histogram_to_v2(h: &prometheus::Histogram) -> write_v2::Histogram {
+    use prometheus::histogram::{Count, ZeroCount};
+    use write_v2::histogram as v2;
+    let spans = |s: &[prometheus::BucketSpan]| {
+        s.iter()
+            .map(|s| write_v2::BucketSpan {
+                offset: s.offset,
+                length: s.length,
+            })
+            .collect()
+    };
+    write_v2::Histogram {
+        count: h.count.map(|c| match c {
+            Count::CountInt(n) => v2::Count::CountInt(n),
+            Count::CountFloat(f) => v2::Count::CountFloat(f),
+        }),
+        sum: h.sum,
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        zero_count: h.zero_count.map(|c| match c {
+            ZeroCount::ZeroCountInt(n) => v2::ZeroCount::ZeroCountInt(n),
+            ZeroCount::ZeroCountFloat(f) => v2::ZeroCount::ZeroCountFloat(f),
+        }),
+        negative_spans: spans(&h.negative_spans),
+        negative_deltas: h.negative_deltas.clone(),
+        negative_counts: h.negative_counts.clone(),
+        positive_spans: spans(&h.positive_spans),
+        positive_deltas: h.positive_deltas.clone(),
+        positive_counts: h.positive_counts.clone(),
+        reset_hint: h.reset_hint,
+        timestamp: h.timestamp,
+        custom_values: h.custom_values.clone(),
     }
 }
 
@@ -519,7 +846,10 @@ pub fn decompress_snappy_into(
 /// A minimal protobuf reader for `WriteRequest` (upstream's field numbers). Every
 /// function returns `None` on malformed input; the caller then asks prost for its error.
 mod wire {
-    use super::{SampleRef, TimeSeriesRef, WriteRequestRef};
+    use super::{
+        HistogramCount, HistogramLists, HistogramRef, SampleRef, SpanRef, TimeSeriesRef,
+        WriteRequestRef,
+    };
 
     const VARINT: u64 = 0;
     const FIXED64: u64 = 1;
@@ -620,7 +950,7 @@ mod wire {
     fn time_series<'a>(mut buf: &'a [u8], out: &mut WriteRequestRef<'a>) -> Option<()> {
         let l0 = out.labels.len() as u32;
         let s0 = out.samples.len() as u32;
-        let mut histograms = 0u32;
+        let h0 = out.hist.hists.len() as u32;
         while !buf.is_empty() {
             let (tag, wt) = key(&mut buf)?;
             match tag {
@@ -640,8 +970,7 @@ mod wire {
                     if wt != LEN {
                         return None;
                     }
-                    bytes(&mut buf)?;
-                    histograms += 1;
+                    histogram(bytes(&mut buf)?, &mut out.hist)?;
                 }
                 // exemplars (3) and unknown fields
                 _ => skip(&mut buf, wt)?,
@@ -650,9 +979,120 @@ mod wire {
         out.series.push(TimeSeriesRef {
             labels: (l0, out.labels.len() as u32),
             samples: (s0, out.samples.len() as u32),
-            histograms,
+            histograms: (h0, out.hist.hists.len() as u32),
         });
         Some(())
+    }
+
+    /// Extend the range `r` of a repeated field by `start..end` of its list. A repeated
+    /// field split by another field of the same list (legal protobuf that no Prometheus
+    /// sender writes) is `None`: the caller falls back to prost.
+    fn extend(r: &mut Option<(u32, u32)>, start: usize, end: usize) -> Option<()> {
+        let (start, end) = (u32::try_from(start).ok()?, u32::try_from(end).ok()?);
+        match r {
+            Some((_, b)) if *b == start => *b = end,
+            Some(_) => return None,
+            None => *r = Some((start, end)),
+        }
+        Some(())
+    }
+
+    /// A `Histogram` message (1.0 and 2.0 share its field numbers).
+    fn histogram(mut buf: &[u8], out: &mut HistogramLists) -> Option<()> {
+        let mut h = HistogramRef::default();
+        // negative spans, positive spans; deltas; counts and custom values
+        let mut r: [Option<(u32, u32)>; 7] = [None; 7];
+        let f64_of = |b: &[u8]| f64::from_le_bytes(b.try_into().expect("8 bytes"));
+        while !buf.is_empty() {
+            let (tag, wt) = key(&mut buf)?;
+            match (tag, wt) {
+                (1, VARINT) => h.count = Some(HistogramCount::Int(varint(&mut buf)?)),
+                (2, FIXED64) => h.count = Some(HistogramCount::Float(f64_of(take(&mut buf, 8)?))),
+                (3, FIXED64) => h.sum = f64_of(take(&mut buf, 8)?),
+                (4, VARINT) => h.schema = unzigzag(varint(&mut buf)?) as i32,
+                (5, FIXED64) => h.zero_threshold = f64_of(take(&mut buf, 8)?),
+                (6, VARINT) => h.zero_count = Some(HistogramCount::Int(varint(&mut buf)?)),
+                (7, FIXED64) => {
+                    h.zero_count = Some(HistogramCount::Float(f64_of(take(&mut buf, 8)?)))
+                }
+                (8 | 11, LEN) => {
+                    let span = span(bytes(&mut buf)?)?;
+                    let at = out.spans.len();
+                    out.spans.push(span);
+                    extend(&mut r[usize::from(tag == 11)], at, at + 1)?;
+                }
+                (9 | 12, LEN) => {
+                    let mut packed = bytes(&mut buf)?;
+                    let at = out.ints.len();
+                    while !packed.is_empty() {
+                        out.ints.push(unzigzag(varint(&mut packed)?));
+                    }
+                    extend(&mut r[2 + usize::from(tag == 12)], at, out.ints.len())?;
+                }
+                (9 | 12, VARINT) => {
+                    let at = out.ints.len();
+                    out.ints.push(unzigzag(varint(&mut buf)?));
+                    extend(&mut r[2 + usize::from(tag == 12)], at, at + 1)?;
+                }
+                (10 | 13 | 16, LEN) => {
+                    let packed = bytes(&mut buf)?;
+                    if packed.len() % 8 != 0 {
+                        return None;
+                    }
+                    let at = out.floats.len();
+                    out.floats.extend(packed.chunks_exact(8).map(f64_of));
+                    let i = match tag {
+                        10 => 4,
+                        13 => 5,
+                        _ => 6,
+                    };
+                    extend(&mut r[i], at, out.floats.len())?;
+                }
+                (10 | 13 | 16, FIXED64) => {
+                    let at = out.floats.len();
+                    out.floats.push(f64_of(take(&mut buf, 8)?));
+                    let i = match tag {
+                        10 => 4,
+                        13 => 5,
+                        _ => 6,
+                    };
+                    extend(&mut r[i], at, at + 1)?;
+                }
+                (14, VARINT) => h.reset_hint = varint(&mut buf)? as i32,
+                (15, VARINT) => h.timestamp = varint(&mut buf)? as i64,
+                (1..=16, _) => return None,
+                _ => skip(&mut buf, wt)?,
+            }
+        }
+        let get = |i: usize| r[i].unwrap_or((0, 0));
+        h.negative_spans = get(0);
+        h.positive_spans = get(1);
+        h.negative_deltas = get(2);
+        h.positive_deltas = get(3);
+        h.negative_counts = get(4);
+        h.positive_counts = get(5);
+        h.custom_values = get(6);
+        out.hists.push(h);
+        Some(())
+    }
+
+    fn span(mut buf: &[u8]) -> Option<SpanRef> {
+        let mut s = SpanRef::default();
+        while !buf.is_empty() {
+            let (tag, wt) = key(&mut buf)?;
+            match (tag, wt) {
+                (1, VARINT) => s.offset = unzigzag(varint(&mut buf)?) as i32,
+                (2, VARINT) => s.length = varint(&mut buf)? as u32,
+                (1 | 2, _) => return None,
+                _ => skip(&mut buf, wt)?,
+            }
+        }
+        Some(s)
+    }
+
+    #[inline]
+    fn unzigzag(v: u64) -> i64 {
+        ((v >> 1) as i64) ^ -((v & 1) as i64)
     }
 
     /// Remote write 2.0: `Err(None)` for malformed protobuf, `Err(Some(why))` for
@@ -705,7 +1145,7 @@ mod wire {
     ) -> Result<(), Option<String>> {
         refs.clear();
         let s0 = out.samples.len() as u32;
-        let mut histograms = 0u32;
+        let h0 = out.hist.hists.len() as u32;
         while !buf.is_empty() {
             let (tag, wt) = key(&mut buf).ok_or(None)?;
             match (tag, wt) {
@@ -724,10 +1164,7 @@ mod wire {
                 (2, LEN) => out
                     .samples
                     .push(sample(bytes(&mut buf).ok_or(None)?).ok_or(None)?),
-                (3, LEN) => {
-                    bytes(&mut buf).ok_or(None)?;
-                    histograms += 1;
-                }
+                (3, LEN) => histogram(bytes(&mut buf).ok_or(None)?, &mut out.hist).ok_or(None)?,
                 (4, LEN) => {
                     bytes(&mut buf).ok_or(None)?;
                     extras.exemplars += 1;
@@ -762,7 +1199,7 @@ mod wire {
         out.series.push(TimeSeriesRef {
             labels: (l0, out.labels.len() as u32),
             samples: (s0, out.samples.len() as u32),
-            histograms,
+            histograms: (h0, out.hist.hists.len() as u32),
         });
         Ok(())
     }
@@ -902,6 +1339,168 @@ mod tests {
             if let Ok((r, _)) = decode_write_v2_ref(&m) {
                 for (labels, samples) in r.iter() {
                     let _ = (labels.len(), samples.len());
+                }
+            }
+        }
+    }
+
+    fn histogram_request() -> WriteRequest {
+        use histogram::{Count, ZeroCount};
+        let span = |offset, length| BucketSpan { offset, length };
+        WriteRequest {
+            timeseries: vec![
+                TimeSeries {
+                    labels: vec![label("__name__", "lat")],
+                    samples: vec![Sample {
+                        value: 1.0,
+                        timestamp: 500,
+                    }],
+                    histograms: vec![
+                        Histogram {
+                            count: Some(Count::CountInt(9)),
+                            sum: 12.5,
+                            schema: 3,
+                            zero_threshold: 1e-128,
+                            zero_count: Some(ZeroCount::ZeroCountInt(1)),
+                            negative_spans: vec![span(-2, 1)],
+                            negative_deltas: vec![2],
+                            positive_spans: vec![span(-3, 2), span(1, 1)],
+                            positive_deltas: vec![2, 1, -1],
+                            reset_hint: 2,
+                            timestamp: 1000,
+                            ..Default::default()
+                        },
+                        Histogram {
+                            count: Some(Count::CountFloat(3.5)),
+                            sum: -1.0,
+                            schema: -53,
+                            positive_spans: vec![span(0, 2)],
+                            positive_counts: vec![1.5, 2.0],
+                            custom_values: vec![0.1, 0.5],
+                            timestamp: 2000,
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                },
+                TimeSeries {
+                    labels: vec![label("__name__", "up")],
+                    histograms: vec![Histogram {
+                        sum: f64::from_bits(0x7ff0_0000_0000_0002),
+                        timestamp: 3000,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            ],
+            metadata: vec![],
+        }
+    }
+
+    fn views(r: &WriteRequestRef<'_>) -> Vec<Vec<Histogram>> {
+        (0..r.len())
+            .map(|i| r.histograms_of(i).map(|h| h.to_proto()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn histograms_decode_in_both_protocols() {
+        let req = histogram_request();
+        let want: Vec<Vec<Histogram>> = req
+            .timeseries
+            .iter()
+            .map(|t| t.histograms.clone())
+            .collect();
+        let raw = req.encode_to_vec();
+        let v1 = decode_write_request_ref(&raw).unwrap();
+        assert_eq!(v1.num_histograms(), 3);
+        assert_eq!(v1.histograms(0), 2);
+        // NaN payloads compare by bits through the encoding
+        let bits = |v: &Vec<Vec<Histogram>>| {
+            v.iter()
+                .map(|s| s.iter().map(|h| h.encode_to_vec()).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&views(&v1)), bits(&want));
+        let h = v1.histograms_of(0).next().unwrap();
+        assert!(!h.is_float());
+        assert_eq!(h.positive_deltas(), &[2, 1, -1]);
+        assert_eq!(
+            h.negative_spans(),
+            &[SpanRef {
+                offset: -2,
+                length: 1
+            }]
+        );
+        assert_eq!(h.h.schema, 3);
+        let f = v1.histograms_of(0).nth(1).unwrap();
+        assert!(f.is_float());
+        assert_eq!(f.custom_values(), &[0.1, 0.5]);
+        assert_eq!(f.h.schema, -53);
+
+        let raw2 = write_request_to_v2(&req).encode_to_vec();
+        let (v2, _) = decode_write_v2_ref(&raw2).unwrap();
+        assert_eq!(bits(&views(&v2)), bits(&want));
+
+        // forwarding re-encodes them; a subset keeps them with their series
+        let mut fwd = Vec::new();
+        v1.encode_series(1, &mut fwd);
+        v1.encode_series(0, &mut fwd);
+        let back = WriteRequest::decode(fwd.as_slice()).unwrap();
+        assert_eq!(back.timeseries[1].histograms, req.timeseries[0].histograms);
+        let sub = v1.subset(&[1]);
+        assert_eq!(sub.num_histograms(), 1);
+        assert_eq!(sub.histograms_of(0).next().unwrap().h.timestamp, 3000);
+        assert_eq!(
+            bits(&views(&v1.without_label("x"))),
+            bits(&views(&WriteRequestRef::from_owned(&req)))
+        );
+    }
+
+    #[test]
+    fn histogram_fields_out_of_order_fall_back_to_prost() {
+        // positive_deltas (12) split by negative_deltas (9): valid protobuf
+        let h = [
+            0x08, 0x03, // count_int 3
+            0x60, 0x02, // positive_deltas 1 (unpacked, zigzag 2)
+            0x48, 0x02, // negative_deltas 1
+            0x60, 0x00, // positive_deltas 0
+        ];
+        let mut ts = vec![0x0a, 0x06, 0x0a, 0x01, b'a', 0x12, 0x01, b'b'];
+        ts.push(0x22);
+        ts.push(h.len() as u8);
+        ts.extend_from_slice(&h);
+        let mut raw = vec![0x0a, ts.len() as u8];
+        raw.extend_from_slice(&ts);
+        assert!(matches!(
+            decode_write_request_ref(&raw),
+            Err(DecodeError::Unsupported)
+        ));
+        let owned = WriteRequest::decode(raw.as_slice()).unwrap();
+        let r = WriteRequestRef::from_owned(&owned);
+        assert_eq!(
+            r.histograms_of(0).next().unwrap().positive_deltas(),
+            &[1, 0]
+        );
+    }
+
+    /// Mutated 1.0 requests with histograms: never a panic.
+    #[test]
+    fn histogram_mutations_never_panic() {
+        let raw = histogram_request().encode_to_vec();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut m = raw.clone();
+            let at = (seed as usize) % m.len();
+            m[at] = (seed >> 32) as u8;
+            if let Ok(r) = decode_write_request_ref(&m) {
+                for i in 0..r.len() {
+                    for h in r.histograms_of(i) {
+                        let _ = (h.positive_spans().len(), h.custom_values().len());
+                    }
                 }
             }
         }
