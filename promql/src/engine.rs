@@ -149,12 +149,25 @@ impl Engine {
                 let v = cleanup(v)?;
                 Value::Vector(
                     v.into_iter()
-                        .filter_map(|s| {
-                            s.pts.first().map(|p| VectorSample {
-                                labels: s.labels,
-                                t,
-                                v: p.1,
-                            })
+                        .filter_map(|mut s| {
+                            if let Some(p) = s.pts.first() {
+                                Some(VectorSample {
+                                    labels: s.labels,
+                                    t,
+                                    v: p.1,
+                                    h: None,
+                                })
+                            } else if !s.hists.is_empty() {
+                                let (_, h) = s.hists.swap_remove(0);
+                                Some(VectorSample {
+                                    labels: s.labels,
+                                    t,
+                                    v: 0.0,
+                                    h: Some(Box::new(h)),
+                                })
+                            } else {
+                                None
+                            }
                         })
                         .collect(),
                 )
@@ -167,6 +180,7 @@ impl Engine {
                         .map(|s| RangeSeries {
                             labels: s.labels,
                             samples: s.pts,
+                            histograms: s.hists,
                         })
                         .collect(),
                 )
@@ -177,6 +191,7 @@ impl Engine {
         Ok(QueryResult {
             value,
             warnings,
+            infos: Vec::new(),
             stats,
         })
     }
@@ -239,12 +254,14 @@ impl Engine {
                     .enumerate()
                     .map(|(i, x)| (ctx.ts(i), x))
                     .collect(),
+                histograms: Vec::new(),
             }],
             Val::Vector(v) => cleanup(v)?
                 .into_iter()
                 .map(|s| RangeSeries {
                     labels: s.labels,
                     samples: s.pts,
+                    histograms: s.hists,
                 })
                 .collect(),
             _ => {
@@ -260,6 +277,7 @@ impl Engine {
         Ok(QueryResult {
             value: Value::Matrix(series),
             warnings,
+            infos: Vec::new(),
             stats,
         })
     }
@@ -297,6 +315,21 @@ fn cleanup(v: Vec<Series>) -> Result<Vec<Series>, QueryError> {
                     }
                 }
                 o.pts = merged;
+                if !s.hists.is_empty() {
+                    let taken: std::collections::HashSet<i64> = o
+                        .pts
+                        .iter()
+                        .map(|p| p.0)
+                        .chain(o.hists.iter().map(|p| p.0))
+                        .collect();
+                    if s.hists.iter().any(|p| taken.contains(&p.0)) {
+                        return Err(QueryError::Execution(
+                            "vector cannot contain metrics with the same labelset".into(),
+                        ));
+                    }
+                    o.hists.append(&mut s.hists);
+                    o.hists.sort_by_key(|p| p.0);
+                }
             }
             None => {
                 idx.insert(s.labels.clone(), out.len());

@@ -9,12 +9,21 @@
 use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::Matcher;
 
+pub use strata_tsdb::histogram::FloatHistogram;
+
 /// One series as storage returns it: labels and samples sorted by time (milliseconds).
 /// Stale markers (`0x7ff0000000000002` NaN) are kept: the engine interprets them.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Float samples and native histogram samples are kept apart, as Prometheus's `FPoint`
+/// and `HPoint`: a series may change type over time, but a timestamp holds one or the
+/// other. A histogram whose `sum` is the stale NaN is a stale marker.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StorageSeries {
     pub labels: Labels,
     pub samples: Vec<(i64, f64)>,
+    /// Native histogram samples sorted by time (integer histograms converted with
+    /// [`strata_tsdb::histogram::Histogram::to_float`]).
+    pub histograms: Vec<(i64, FloatHistogram)>,
     /// 0 for raw samples; else the (coarsest) resolution in ms of the downsampled
     /// aggregates among them, each stamped at the end of its window. `rate` and
     /// `increase` then measure from the last point before a range (see
@@ -30,6 +39,17 @@ pub trait LazySamples: Send + Sync {
     /// Replaces `out`'s contents with the series' samples, sorted by time and unique.
     /// Samples outside the selected range may be included (the engine trims).
     fn decode_into(&self, out: &mut Vec<(i64, f64)>) -> Result<(), StorageError>;
+
+    /// Replaces `out`'s contents with the series' native histogram samples, sorted by
+    /// time and unique (and never at a timestamp [`LazySamples::decode_into`] answers).
+    /// Samples outside the selected range may be included. The default: none.
+    fn decode_histograms_into(
+        &self,
+        out: &mut Vec<(i64, FloatHistogram)>,
+    ) -> Result<(), StorageError> {
+        out.clear();
+        Ok(())
+    }
 }
 
 /// A series' samples as [`Storage::select_lazy`] answers them.
@@ -61,12 +81,60 @@ impl Samples {
     }
 }
 
+/// Native histogram samples of one series as [`Storage::select_lazy`] answers them.
+#[derive(Default)]
+pub enum HistogramSamples {
+    /// None (the float-only case costs nothing).
+    #[default]
+    None,
+    Decoded(Vec<(i64, FloatHistogram)>),
+    /// Decoded when the engine consumes the series, by
+    /// [`LazySamples::decode_histograms_into`] (one object may serve floats and
+    /// histograms: share it with an `Arc` or decode both from the same chunks).
+    Lazy(Box<dyn LazySamples>),
+}
+
+impl std::fmt::Debug for HistogramSamples {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HistogramSamples::None => f.write_str("None"),
+            HistogramSamples::Decoded(v) => write!(f, "Decoded({} histograms)", v.len()),
+            HistogramSamples::Lazy(_) => f.write_str("Lazy"),
+        }
+    }
+}
+
+impl HistogramSamples {
+    pub fn is_none(&self) -> bool {
+        matches!(self, HistogramSamples::None)
+    }
+
+    /// The histogram samples into `out` (replacing its contents).
+    pub fn decode_into(&self, out: &mut Vec<(i64, FloatHistogram)>) -> Result<(), StorageError> {
+        match self {
+            HistogramSamples::None => {
+                out.clear();
+                Ok(())
+            }
+            HistogramSamples::Decoded(v) => {
+                out.clear();
+                out.extend_from_slice(v);
+                Ok(())
+            }
+            HistogramSamples::Lazy(l) => l.decode_histograms_into(out),
+        }
+    }
+}
+
 /// One series as [`Storage::select_lazy`] answers it: [`StorageSeries`] whose samples
 /// may still be encoded.
 #[derive(Debug)]
 pub struct SelectedSeries {
     pub labels: Labels,
     pub samples: Samples,
+    /// The series' native histogram samples ([`HistogramSamples::None`] for a float
+    /// series).
+    pub histograms: HistogramSamples,
     /// As [`StorageSeries::resolution`].
     pub resolution: i64,
 }
@@ -76,6 +144,11 @@ impl From<StorageSeries> for SelectedSeries {
         SelectedSeries {
             labels: s.labels,
             samples: Samples::Decoded(s.samples),
+            histograms: if s.histograms.is_empty() {
+                HistogramSamples::None
+            } else {
+                HistogramSamples::Decoded(s.histograms)
+            },
             resolution: s.resolution,
         }
     }
@@ -189,19 +262,23 @@ impl Default for EngineOptions {
     }
 }
 
-/// One element of an instant vector.
-#[derive(Debug, Clone, PartialEq)]
+/// One element of an instant vector: a float `v`, or a native histogram `h` (then `v`
+/// is 0 and meaningless).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct VectorSample {
     pub labels: Labels,
     pub t: i64,
     pub v: f64,
+    pub h: Option<Box<FloatHistogram>>,
 }
 
-/// One series of a range result (matrix).
-#[derive(Debug, Clone, PartialEq)]
+/// One series of a range result (matrix): float points and histogram points, each
+/// sorted by time (Prometheus's `floats` and `histograms`).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RangeSeries {
     pub labels: Labels,
     pub samples: Vec<(i64, f64)>,
+    pub histograms: Vec<(i64, FloatHistogram)>,
 }
 
 /// A query's result, in Prometheus's four result types.
@@ -228,7 +305,10 @@ impl Value {
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryResult {
     pub value: Value,
+    /// Prometheus's annotations: warnings (`PromQL warning: …`, and storage's) and
+    /// infos (`PromQL info: …`), the API's `warnings` and `infos`.
     pub warnings: Vec<String>,
+    pub infos: Vec<String>,
     /// What the evaluation read and how long it took (Prometheus's `stats=all`).
     pub stats: QueryStats,
 }

@@ -112,6 +112,7 @@ impl Storage for MemStorage {
             out.push(StorageSeries {
                 labels: labels.clone(),
                 samples: samples[lo..hi].to_vec(),
+                histograms: Vec::new(),
                 resolution: 0,
             });
         }
@@ -153,6 +154,7 @@ impl MemStorage {
         SelectedSeries {
             labels: s.labels,
             samples: Samples::Lazy(Box::new(MemChunks { chunks, mint, maxt })),
+            histograms: Default::default(),
             resolution: s.resolution,
         }
     }

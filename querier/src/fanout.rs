@@ -970,9 +970,12 @@ impl Storage for FanoutStorage {
         let mut buf = Vec::new();
         for s in self.select_lazy(matchers, mint, maxt, hints)? {
             s.samples.decode_into(&mut buf)?;
+            let mut histograms = Vec::new();
+            s.histograms.decode_into(&mut histograms)?;
             out.push(StorageSeries {
                 labels: s.labels,
                 samples: std::mem::take(&mut buf),
+                histograms,
                 resolution: s.resolution,
             });
         }
@@ -1028,6 +1031,7 @@ impl Storage for FanoutStorage {
                 SelectedSeries {
                     labels,
                     samples,
+                    histograms: Default::default(),
                     resolution,
                 }
             })

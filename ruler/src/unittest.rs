@@ -44,6 +44,7 @@ impl Storage for Mem {
                     .copied()
                     .filter(|(t, _)| (mint..=maxt).contains(t))
                     .collect(),
+                histograms: Vec::new(),
                 resolution: 0,
             })
             .filter(|s| !s.samples.is_empty())

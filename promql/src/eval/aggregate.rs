@@ -151,6 +151,7 @@ impl<'a> CellAgg<'a> {
                 labels,
                 drop_name,
                 pts,
+                hists: Vec::new(),
             });
         }
         out
@@ -359,6 +360,7 @@ impl Evaluator<'_> {
                         labels: input[si].labels.clone(),
                         drop_name: input[si].drop_name,
                         pts: std::mem::take(&mut outs[si]),
+                        hists: Vec::new(),
                     });
                 }
             } else {
@@ -368,6 +370,7 @@ impl Evaluator<'_> {
                             labels: input[si].labels.clone(),
                             drop_name: input[si].drop_name,
                             pts,
+                            hists: Vec::new(),
                         });
                     }
                 }
@@ -414,6 +417,7 @@ impl Evaluator<'_> {
                 labels: l.clone(),
                 drop_name: *d,
                 pts: Vec::new(),
+                hists: Vec::new(),
             })
             .collect();
         let mut st: Vec<G> = vec![G::default(); ng];

@@ -44,6 +44,7 @@ impl Evaluator<'_> {
                     labels: Labels::new(),
                     drop_name: false,
                     pts,
+                    hists: Vec::new(),
                 }]));
             }
             "scalar" => {
@@ -182,6 +183,7 @@ impl Evaluator<'_> {
                         labels: Labels::new(),
                         drop_name: false,
                         pts,
+                        hists: Vec::new(),
                     }]));
                 }
                 let mut v = self.eval_vector(args[0], ctx)?;
@@ -316,6 +318,7 @@ impl Evaluator<'_> {
                         labels,
                         drop_name: false,
                         pts,
+                        hists: Vec::new(),
                     }]
                 }))
             }
@@ -352,6 +355,7 @@ impl Evaluator<'_> {
                 labels,
                 drop_name,
                 pts: Vec::new(),
+                hists: Vec::new(),
             })
             .collect();
         let mut buckets: Vec<Vec<f::Bucket>> = vec![Vec::new(); out.len()];

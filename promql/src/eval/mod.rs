@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use promql_parser::parser::{AtModifier, Expr, Offset};
 use strata_tsdb::labels::{Labels, METRIC_NAME};
 
-use crate::{QueryError, Storage};
+use crate::{FloatHistogram, HistogramSamples, QueryError, Storage};
 
 type Result<T> = std::result::Result<T, QueryError>;
 
@@ -30,6 +30,14 @@ pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 pub fn is_stale(v: f64) -> bool {
     v.to_bits() == STALE_NAN_BITS
 }
+
+/// A histogram sample is a stale marker when its sum is the stale NaN.
+pub fn is_stale_hist(h: &FloatHistogram) -> bool {
+    is_stale(h.sum)
+}
+
+/// A histogram point at a time (Prometheus's `HPoint`).
+pub type HPoint = (i64, FloatHistogram);
 
 fn exec<T>(msg: impl Into<String>) -> Result<T> {
     Err(QueryError::Execution(msg.into()))
@@ -62,7 +70,23 @@ pub struct Series {
     pub labels: Labels,
     /// Delayed `__name__` removal: drop the name when the result is returned.
     pub drop_name: bool,
+    /// Float points (Prometheus's `FPoint`s).
     pub pts: Vec<(i64, f64)>,
+    /// Native histogram points, apart from the floats so that float-only paths never
+    /// look at them; a time has a float or a histogram, not both.
+    pub hists: Vec<HPoint>,
+}
+
+impl Series {
+    /// Whether the series has no point at all.
+    pub fn is_empty(&self) -> bool {
+        self.pts.is_empty() && self.hists.is_empty()
+    }
+
+    /// Points of both kinds.
+    pub fn len(&self) -> usize {
+        self.pts.len() + self.hists.len()
+    }
 }
 
 #[derive(Debug)]
@@ -81,6 +105,7 @@ pub(super) struct RawSeries {
     labels: Labels,
     drop_name: bool,
     samples: crate::Samples,
+    histograms: HistogramSamples,
     /// Samples outside `[lo, hi]` are left out when loaded.
     lo: i64,
     hi: i64,
@@ -97,6 +122,11 @@ impl RawSeries {
             labels: s.labels,
             drop_name: s.drop_name,
             samples: crate::Samples::Decoded(s.pts),
+            histograms: if s.hists.is_empty() {
+                HistogramSamples::None
+            } else {
+                HistogramSamples::Decoded(s.hists)
+            },
             lo: i64::MIN,
             hi: i64::MAX,
             drop_stale: false,
@@ -131,6 +161,39 @@ impl RawSeries {
             }
         }
     }
+
+    /// Whether the series may have histogram samples.
+    fn has_hists(&self) -> bool {
+        !self.histograms.is_none()
+    }
+
+    /// The series' histogram samples within its bounds ([`Self::load`]'s counterpart).
+    fn load_hists<'s>(&'s self, buf: &'s mut Vec<HPoint>) -> Result<&'s [HPoint]> {
+        let keep = |p: &HPoint| {
+            p.0 >= self.lo && p.0 <= self.hi && !(self.drop_stale && is_stale_hist(&p.1))
+        };
+        match &self.histograms {
+            HistogramSamples::None => Ok(&[]),
+            HistogramSamples::Decoded(v) => {
+                let a = v.partition_point(|p| p.0 < self.lo);
+                let b = a + v[a..].partition_point(|p| p.0 <= self.hi);
+                let w = &v[a..b];
+                if !(self.drop_stale && w.iter().any(|p| is_stale_hist(&p.1))) {
+                    return Ok(w);
+                }
+                buf.clear();
+                buf.extend(w.iter().filter(|p| keep(p)).cloned());
+                Ok(buf)
+            }
+            HistogramSamples::Lazy(l) => {
+                l.decode_histograms_into(buf)?;
+                if !buf.iter().all(keep) {
+                    buf.retain(keep);
+                }
+                Ok(buf)
+            }
+        }
+    }
 }
 
 /// Per-step data of a range-vector argument.
@@ -144,7 +207,7 @@ struct RangeData {
     refs: Vec<i64>,
 }
 
-fn window(pts: &[(i64, f64)], end: i64, range: i64) -> &[(i64, f64)] {
+fn window<T>(pts: &[(i64, T)], end: i64, range: i64) -> &[(i64, T)] {
     let lo = pts.partition_point(|p| p.0 <= end.saturating_sub(range));
     let hi = pts.partition_point(|p| p.0 <= end);
     &pts[lo..hi.max(lo)]
@@ -161,7 +224,7 @@ struct Windows {
 }
 
 impl Windows {
-    fn next<'a>(&mut self, pts: &'a [(i64, f64)], end: i64, range: i64) -> &'a [(i64, f64)] {
+    fn next<'a, T>(&mut self, pts: &'a [(i64, T)], end: i64, range: i64) -> &'a [(i64, T)] {
         if end < self.last_end || self.hi > pts.len() {
             self.lo = 0;
             self.hi = 0;
@@ -177,7 +240,7 @@ impl Windows {
 /// The first index at or after `from` whose timestamp fails `before` (`before` holds
 /// for a prefix of `pts`, and for every index below `from`).
 #[inline]
-fn gallop(pts: &[(i64, f64)], from: usize, before: impl Fn(i64) -> bool) -> usize {
+fn gallop<T>(pts: &[(i64, T)], from: usize, before: impl Fn(i64) -> bool) -> usize {
     let mut lo = from;
     let mut step = 1;
     while lo + step <= pts.len() && before(pts[lo + step - 1].0) {
@@ -209,15 +272,14 @@ impl Out {
             labels,
             drop_name,
             pts: Vec::new(),
+            hists: Vec::new(),
         });
         i
     }
     fn push_at(&mut self, i: usize, t: i64, v: f64) -> Result<()> {
         let s = &mut self.series[i];
-        if let Some(last) = s.pts.last() {
-            if last.0 == t {
-                return exec("vector cannot contain metrics with the same labelset");
-            }
+        if s.pts.last().is_some_and(|p| p.0 == t) || s.hists.last().is_some_and(|p| p.0 == t) {
+            return exec("vector cannot contain metrics with the same labelset");
         }
         s.pts.push((t, v));
         Ok(())
@@ -226,11 +288,17 @@ impl Out {
         let i = self.slot(labels, drop_name);
         self.push_at(i, t, v)
     }
+    #[allow(dead_code)]
+    fn push_hist_at(&mut self, i: usize, t: i64, h: FloatHistogram) -> Result<()> {
+        let s = &mut self.series[i];
+        if s.pts.last().is_some_and(|p| p.0 == t) || s.hists.last().is_some_and(|p| p.0 == t) {
+            return exec("vector cannot contain metrics with the same labelset");
+        }
+        s.hists.push((t, h));
+        Ok(())
+    }
     fn finish(self) -> Vec<Series> {
-        self.series
-            .into_iter()
-            .filter(|s| !s.pts.is_empty())
-            .collect()
+        self.series.into_iter().filter(|s| !s.is_empty()).collect()
     }
 }
 
@@ -391,8 +459,25 @@ impl<'a> Evaluator<'a> {
         Ok(pts)
     }
 
+    /// [`Self::load_range`] for the series' histogram samples.
+    fn load_range_hists<'s>(
+        &mut self,
+        rd: &RangeData,
+        s: &'s RawSeries,
+        buf: &'s mut Vec<HPoint>,
+    ) -> Result<&'s [HPoint]> {
+        let pts = s.load_hists(buf)?;
+        if rd.selector {
+            let mut w = Windows::default();
+            for &r in &rd.refs {
+                self.queryable += w.next(pts, r, rd.range).len() as u64;
+            }
+        }
+        Ok(pts)
+    }
+
     fn check_series(&self, s: &[Series]) -> Result<()> {
-        self.check_samples(s.iter().map(|s| s.pts.len()).sum())
+        self.check_samples(s.iter().map(|s| s.len()).sum())
     }
 
     fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
@@ -440,19 +525,28 @@ impl<'a> Evaluator<'a> {
                 let mut out = Vec::new();
                 let mut total = 0;
                 let mut buf = Vec::new();
+                let mut hbuf = Vec::new();
                 let mut held = 0;
                 for s in &rd.series {
                     self.check_time()?;
                     let pts = self.load_range(&rd, s, &mut buf)?;
                     held += pts.len();
                     let w = window(pts, rd.refs[0], rd.range);
-                    if !w.is_empty() {
-                        total += w.len();
-                        self.queryable += w.len() as u64;
+                    let hw = if s.has_hists() {
+                        let hs = self.load_range_hists(&rd, s, &mut hbuf)?;
+                        held += hs.len();
+                        window(hs, rd.refs[0], rd.range)
+                    } else {
+                        &[]
+                    };
+                    if !w.is_empty() || !hw.is_empty() {
+                        total += w.len() + hw.len();
+                        self.queryable += (w.len() + hw.len()) as u64;
                         out.push(Series {
                             labels: s.labels.clone(),
                             drop_name: s.drop_name,
                             pts: w.to_vec(),
+                            hists: hw.to_vec(),
                         });
                     }
                 }

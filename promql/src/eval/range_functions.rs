@@ -104,6 +104,7 @@ impl Evaluator<'_> {
                     labels,
                     drop_name: false,
                     pts,
+                    hists: Vec::new(),
                 }]
             });
             return Ok(Some((v, false)));
@@ -257,6 +258,7 @@ impl Evaluator<'_> {
                         labels: s.labels.clone(),
                         drop_name,
                         pts,
+                        hists: Vec::new(),
                     }),
                 }
             }

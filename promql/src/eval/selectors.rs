@@ -11,7 +11,8 @@ use strata_tsdb::matcher::{MatchOp, Matcher};
 use crate::{QueryError, SelectHints};
 
 use super::{
-    exec, gallop, is_stale, unwrap_parens, Ctx, Evaluator, RangeData, RawSeries, Result, Series,
+    exec, gallop, is_stale, is_stale_hist, unwrap_parens, Ctx, Evaluator, HPoint, RangeData,
+    RawSeries, Result, Series,
 };
 
 impl Evaluator<'_> {
@@ -73,6 +74,7 @@ impl Evaluator<'_> {
                     labels: s.labels,
                     drop_name: false,
                     samples: s.samples,
+                    histograms: s.histograms,
                     lo: mint.saturating_sub(res),
                     hi: maxt,
                     drop_stale,
@@ -112,18 +114,35 @@ impl Evaluator<'_> {
         let mut out = Vec::with_capacity(raw.len());
         let mut total = 0;
         let mut buf = Vec::new();
+        let mut hbuf = Vec::new();
         for s in raw {
             self.check_time()?;
             let mut pts = Vec::new();
-            self.steps_of(s.load(&mut buf)?, refs, ctx, ts_mode, &mut pts);
-            if !pts.is_empty() {
-                total += pts.len();
-                self.queryable += pts.len() as u64;
+            let mut hists = Vec::new();
+            if s.has_hists() {
+                let hs = s.load_hists(&mut hbuf)?;
+                self.steps_of_mixed(
+                    s.load(&mut buf)?,
+                    hs,
+                    refs,
+                    ctx,
+                    ts_mode,
+                    &mut pts,
+                    &mut hists,
+                );
+            } else {
+                self.steps_of(s.load(&mut buf)?, refs, ctx, ts_mode, &mut pts);
+            }
+            if !pts.is_empty() || !hists.is_empty() {
+                let n = pts.len() + hists.len();
+                total += n;
+                self.queryable += n as u64;
                 self.check_samples(total)?;
                 out.push(Series {
                     labels: s.labels,
                     drop_name: false,
                     pts,
+                    hists,
                 });
             }
         }
@@ -181,6 +200,56 @@ impl Evaluator<'_> {
                 continue;
             }
             out.push((ctx.ts(i), if ts_mode { t as f64 / 1000.0 } else { v }));
+        }
+    }
+
+    /// [`Self::steps_of`] for a series with float and histogram samples: at each step
+    /// the later of the last float and the last histogram within the lookback.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn steps_of_mixed(
+        &self,
+        pts: &[(i64, f64)],
+        hs: &[HPoint],
+        refs: &[i64],
+        ctx: Ctx,
+        ts_mode: bool,
+        out: &mut Vec<(i64, f64)>,
+        hout: &mut Vec<HPoint>,
+    ) {
+        let (mut fi, mut hi, mut last_r) = (0usize, 0usize, i64::MIN);
+        for (i, &r) in refs.iter().enumerate() {
+            if r < last_r {
+                fi = 0;
+                hi = 0;
+            }
+            last_r = r;
+            fi = gallop(pts, fi, |t| t <= r);
+            hi = gallop(hs, hi, |t| t <= r);
+            let f = fi.checked_sub(1).map(|j| &pts[j]);
+            let h = hi.checked_sub(1).map(|j| &hs[j]);
+            let take_hist = match (f, h) {
+                (None, None) => continue,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some(f), Some(h)) => h.0 > f.0,
+            };
+            if take_hist {
+                let (t, hv) = h.expect("histogram chosen");
+                if *t <= r.saturating_sub(self.lookback) || is_stale_hist(hv) {
+                    continue;
+                }
+                if ts_mode {
+                    out.push((ctx.ts(i), *t as f64 / 1000.0));
+                } else {
+                    hout.push((ctx.ts(i), hv.clone()));
+                }
+            } else {
+                let (t, v) = *f.expect("float chosen");
+                if t <= r.saturating_sub(self.lookback) || is_stale(v) {
+                    continue;
+                }
+                out.push((ctx.ts(i), if ts_mode { t as f64 / 1000.0 } else { v }));
+            }
         }
     }
 

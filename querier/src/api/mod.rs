@@ -826,6 +826,7 @@ mod tests {
             labels: l.clone(),
             t: 1_700_000_000_123,
             v: 1.0,
+            h: None,
         }]);
         assert_eq!(
             value_json(&v),
@@ -834,6 +835,7 @@ mod tests {
         let m = Value::Matrix(vec![RangeSeries {
             labels: Labels::from_pairs([("a", "b")]),
             samples: vec![(1000, f64::NAN), (2500, f64::INFINITY)],
+            histograms: Vec::new(),
         }]);
         assert_eq!(
             value_json(&m),
