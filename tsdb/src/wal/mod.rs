@@ -42,6 +42,7 @@
 //! [`Record`]). Only one [`Wal`] may have a directory open at a time (not enforced by a
 //! lock).
 
+mod histogram;
 mod record;
 mod replay;
 #[cfg(test)]
@@ -56,6 +57,7 @@ pub use record::{
     DecodeError, Record, RecordKind, RecordOwned, FRAME_VERSION, FRAME_VERSION_SNAPPY,
     FRAME_VERSION_ZSTD, HEADER_LEN, ZSTD_LEVEL,
 };
+pub use histogram::{RefFloatHistogram, RefHistogram};
 pub use replay::{replay, ReplayStats};
 
 use crate::error::{Error, Result};

@@ -43,6 +43,14 @@ pub enum RecordKind {
     Series = 1,
     /// Float samples: (series ref, timestamp ms, value).
     Samples = 2,
+    /// Integer native histogram samples (Prometheus's type 7), exponential schemas.
+    HistogramSamples = 7,
+    /// Float native histogram samples (type 8), exponential schemas.
+    FloatHistogramSamples = 8,
+    /// Integer native histogram samples with custom buckets (type 9).
+    CustomBucketsHistogramSamples = 9,
+    /// Float native histogram samples with custom buckets (type 10).
+    CustomBucketsFloatHistogramSamples = 10,
 }
 
 impl RecordKind {
@@ -50,6 +58,10 @@ impl RecordKind {
         match b {
             1 => Some(RecordKind::Series),
             2 => Some(RecordKind::Samples),
+            7 => Some(RecordKind::HistogramSamples),
+            8 => Some(RecordKind::FloatHistogramSamples),
+            9 => Some(RecordKind::CustomBucketsHistogramSamples),
+            10 => Some(RecordKind::CustomBucketsFloatHistogramSamples),
             _ => None,
         }
     }
@@ -63,6 +75,17 @@ pub enum Record<'a> {
     Series { entries: &'a [(u64, &'a Labels)] },
     /// `(series ref, timestamp ms, value)`.
     Samples { entries: &'a [(u64, i64, f64)] },
+    /// Integer native histogram samples; `custom_buckets` says they all have schema -53
+    /// (record type 9) or none has (type 7): the writer splits them.
+    Histograms {
+        custom_buckets: bool,
+        entries: &'a [super::histogram::RefHistogram],
+    },
+    /// Float native histogram samples (type 10 with custom buckets, else 8).
+    FloatHistograms {
+        custom_buckets: bool,
+        entries: &'a [super::histogram::RefFloatHistogram],
+    },
 }
 
 impl Record<'_> {
@@ -70,6 +93,8 @@ impl Record<'_> {
         match self {
             Record::Series { .. } => RecordKind::Series,
             Record::Samples { .. } => RecordKind::Samples,
+            Record::Histograms { custom_buckets, .. } => histogram_kind(*custom_buckets, false),
+            Record::FloatHistograms { custom_buckets, .. } => histogram_kind(*custom_buckets, true),
         }
     }
 
@@ -80,6 +105,10 @@ impl Record<'_> {
                 encode_series(buf, entries.len(), entries.iter().map(|(r, l)| (*r, *l)))
             }
             Record::Samples { entries } => encode_samples(buf, entries),
+            Record::Histograms { entries, .. } => super::histogram::encode_histograms(buf, entries),
+            Record::FloatHistograms { entries, .. } => {
+                super::histogram::encode_float_histograms(buf, entries)
+            }
         }
     }
 }
@@ -89,6 +118,24 @@ impl Record<'_> {
 pub enum RecordOwned {
     Series(Vec<(u64, Labels)>),
     Samples(Vec<(u64, i64, f64)>),
+    Histograms {
+        custom_buckets: bool,
+        entries: Vec<super::histogram::RefHistogram>,
+    },
+    FloatHistograms {
+        custom_buckets: bool,
+        entries: Vec<super::histogram::RefFloatHistogram>,
+    },
+}
+
+/// The record type of histogram samples.
+fn histogram_kind(custom_buckets: bool, float: bool) -> RecordKind {
+    match (custom_buckets, float) {
+        (false, false) => RecordKind::HistogramSamples,
+        (false, true) => RecordKind::FloatHistogramSamples,
+        (true, false) => RecordKind::CustomBucketsHistogramSamples,
+        (true, true) => RecordKind::CustomBucketsFloatHistogramSamples,
+    }
 }
 
 impl RecordOwned {
@@ -96,6 +143,12 @@ impl RecordOwned {
         match self {
             RecordOwned::Series(_) => RecordKind::Series,
             RecordOwned::Samples(_) => RecordKind::Samples,
+            RecordOwned::Histograms { custom_buckets, .. } => {
+                histogram_kind(*custom_buckets, false)
+            }
+            RecordOwned::FloatHistograms { custom_buckets, .. } => {
+                histogram_kind(*custom_buckets, true)
+            }
         }
     }
 
@@ -105,6 +158,12 @@ impl RecordOwned {
         match self {
             RecordOwned::Series(e) => encode_series(buf, e.len(), e.iter().map(|(r, l)| (*r, l))),
             RecordOwned::Samples(e) => encode_samples(buf, e),
+            RecordOwned::Histograms { entries, .. } => {
+                super::histogram::encode_histograms(buf, entries)
+            }
+            RecordOwned::FloatHistograms { entries, .. } => {
+                super::histogram::encode_float_histograms(buf, entries)
+            }
         }
     }
 
@@ -118,6 +177,24 @@ impl RecordOwned {
         let rec = match kind {
             RecordKind::Series => RecordOwned::Series(decode_series(&mut d, interner)?),
             RecordKind::Samples => RecordOwned::Samples(decode_samples(&mut d)?),
+            RecordKind::HistogramSamples | RecordKind::CustomBucketsHistogramSamples => {
+                let mut h = super::histogram::Dec::new(payload);
+                let entries = super::histogram::decode_histograms(&mut h)?;
+                d.pos = h.pos;
+                RecordOwned::Histograms {
+                    custom_buckets: kind == RecordKind::CustomBucketsHistogramSamples,
+                    entries,
+                }
+            }
+            RecordKind::FloatHistogramSamples | RecordKind::CustomBucketsFloatHistogramSamples => {
+                let mut h = super::histogram::Dec::new(payload);
+                let entries = super::histogram::decode_float_histograms(&mut h)?;
+                d.pos = h.pos;
+                RecordOwned::FloatHistograms {
+                    custom_buckets: kind == RecordKind::CustomBucketsFloatHistogramSamples,
+                    entries,
+                }
+            }
         };
         if d.pos != payload.len() {
             return Err(DecodeError("trailing bytes after record payload"));

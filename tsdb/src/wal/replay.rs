@@ -18,6 +18,8 @@ pub struct ReplayStats {
     pub series: u64,
     /// Sample entries in those records.
     pub samples: u64,
+    /// Native histogram sample entries (integer and float) in those records.
+    pub histograms: u64,
     /// Where a torn tail was cut off: the last segment and its new length.
     pub truncated: Option<(PathBuf, u64)>,
     /// Records of a frame version this code does not know, skipped.
@@ -201,6 +203,12 @@ impl Reader<'_, '_> {
             match &rec {
                 RecordOwned::Series(s) => self.stats.series += s.len() as u64,
                 RecordOwned::Samples(s) => self.stats.samples += s.len() as u64,
+                RecordOwned::Histograms { entries, .. } => {
+                    self.stats.histograms += entries.len() as u64
+                }
+                RecordOwned::FloatHistograms { entries, .. } => {
+                    self.stats.histograms += entries.len() as u64
+                }
             }
             f(rec)?;
         }
