@@ -5,6 +5,35 @@
 //! A [`Histogram`] is what integer-counted sources (remote write, the histogram chunk
 //! encoding) carry: bucket counts delta-encoded. A [`FloatHistogram`] holds absolute
 //! float counts; PromQL computes on it.
+//!
+//! [`chunk`] holds Prometheus's two histogram chunk encodings (byte-identical), and
+//! [`decode_chunk_float`] / [`decode_chunk`] decode a stored chunk of either encoding
+//! for read paths.
+
+mod bits;
+pub mod chunk;
+mod meta;
+#[cfg(test)]
+mod tests_chunk;
+
+use crate::chunkenc::Encoding;
+pub use chunk::{
+    AppendOutcome, CounterResetHeader, FloatHistogramChunk, FloatHistogramIter, HistogramChunk,
+    HistogramIter,
+};
+
+/// Why histogram chunk data could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("histogram chunk data ends early")]
+    Truncated,
+    #[error("invalid histogram chunk data: {0}")]
+    Invalid(&'static str),
+    #[error("histogram chunk has unsupported schema {0}")]
+    UnsupportedSchema(i32),
+    #[error("{0} chunks do not hold histograms")]
+    NotHistogram(Encoding),
+}
 
 /// Schema of histograms with custom (explicit) bucket boundaries (`CustomBucketsSchema`).
 pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
@@ -90,6 +119,22 @@ pub fn is_valid_schema(schema: i32) -> bool {
 }
 
 impl Histogram {
+    /// Prometheus's `Histogram.Equals`: same values (sum compared by bits, so two stale
+    /// markers are equal) and the same buckets, however the spans split them. The
+    /// counter-reset hint is not compared.
+    pub fn equals(&self, o: &Histogram) -> bool {
+        self.schema == o.schema
+            && self.count == o.count
+            && self.sum.to_bits() == o.sum.to_bits()
+            && (!is_custom_buckets(self.schema) || self.custom_values == o.custom_values)
+            && self.zero_threshold == o.zero_threshold
+            && self.zero_count == o.zero_count
+            && meta::spans_match(&self.negative_spans, &o.negative_spans)
+            && self.negative_buckets == o.negative_buckets
+            && meta::spans_match(&self.positive_spans, &o.positive_spans)
+            && self.positive_buckets == o.positive_buckets
+    }
+
     /// The histogram with absolute float counts (Prometheus's `ToFloat`).
     pub fn to_float(&self) -> FloatHistogram {
         FloatHistogram {
@@ -106,6 +151,81 @@ impl Histogram {
             custom_values: self.custom_values.clone(),
         }
     }
+}
+
+impl FloatHistogram {
+    /// Prometheus's `FloatHistogram.Equals` (counts and buckets compared by bits).
+    pub fn equals(&self, o: &FloatHistogram) -> bool {
+        let bits_eq = |a: &[f64], b: &[f64]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+        };
+        self.schema == o.schema
+            && self.count.to_bits() == o.count.to_bits()
+            && self.sum.to_bits() == o.sum.to_bits()
+            && (!is_custom_buckets(self.schema) || self.custom_values == o.custom_values)
+            && self.zero_threshold == o.zero_threshold
+            && self.zero_count.to_bits() == o.zero_count.to_bits()
+            && meta::spans_match(&self.negative_spans, &o.negative_spans)
+            && bits_eq(&self.negative_buckets, &o.negative_buckets)
+            && meta::spans_match(&self.positive_spans, &o.positive_spans)
+            && bits_eq(&self.positive_buckets, &o.positive_buckets)
+    }
+}
+
+/// Decode every sample of a histogram chunk (`Encoding::Histogram` or
+/// `Encoding::FloatHistogram`) as float histograms, appended to `out`: what PromQL
+/// computes on. Integer histograms are converted (Prometheus's `AtFloatHistogram`).
+/// On an error the samples before it are kept in `out`.
+pub fn decode_chunk_float(
+    encoding: Encoding,
+    data: &[u8],
+    out: &mut Vec<(i64, FloatHistogram)>,
+) -> Result<(), DecodeError> {
+    match encoding {
+        Encoding::Histogram => {
+            let mut it = HistogramIter::new(data);
+            out.reserve(it.num_samples());
+            loop {
+                let mut fh = FloatHistogram::default();
+                match it.next_float_into(&mut fh) {
+                    Some(t) => out.push((t, fh)),
+                    None => break,
+                }
+            }
+            it.err().cloned().map_or(Ok(()), Err)
+        }
+        Encoding::FloatHistogram => {
+            let mut it = FloatHistogramIter::new(data);
+            out.reserve(it.num_samples());
+            out.extend(it.by_ref());
+            it.err().cloned().map_or(Ok(()), Err)
+        }
+        e => Err(DecodeError::NotHistogram(e)),
+    }
+}
+
+/// Decode an integer histogram chunk (`Encoding::Histogram`) as it was written,
+/// appended to `out`.
+pub fn decode_chunk(data: &[u8], out: &mut Vec<(i64, Histogram)>) -> Result<(), DecodeError> {
+    let mut it = HistogramIter::new(data);
+    out.reserve(it.num_samples());
+    out.extend(it.by_ref());
+    it.err().cloned().map_or(Ok(()), Err)
+}
+
+/// A stored histogram chunk's samples in `[mint, maxt]` decoded as float histograms
+/// (for range-restricted reads); same contract as [`decode_chunk_float`].
+pub fn decode_chunk_float_in_range(
+    encoding: Encoding,
+    data: &[u8],
+    mint: i64,
+    maxt: i64,
+    out: &mut Vec<(i64, FloatHistogram)>,
+) -> Result<(), DecodeError> {
+    let mut tail = Vec::new();
+    let r = decode_chunk_float(encoding, data, &mut tail);
+    out.extend(tail.into_iter().filter(|(t, _)| *t >= mint && *t <= maxt));
+    r
 }
 
 fn deltas_to_absolute(deltas: &[i64]) -> Vec<f64> {
