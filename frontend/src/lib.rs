@@ -28,6 +28,7 @@ pub mod downstream;
 pub mod queue;
 pub mod report;
 pub mod response;
+pub mod shard;
 pub mod split;
 
 use cache::{add_extent, assemble, gaps, Extent, ResultsCache};
@@ -35,6 +36,7 @@ use downstream::{forwardable, part_headers, Answer, Downstream};
 use queue::FairQueue;
 use report::{QueryRecord, Report};
 use response::{decode, encode, merge_stats, Matrix, Merger, Series};
+use shard::ShardPlan;
 use split::{shape, split, RangeQuery};
 
 /// The frontend's errors.
@@ -67,6 +69,12 @@ pub struct FrontendConfig {
     pub log_queries_longer_than: Duration,
     /// Longest wait for one downstream answer.
     pub downstream_timeout: Duration,
+    /// `--query-frontend.query-sharding-total-shards`: shards of each split part of a
+    /// shardable query; 0 or 1 turns sharding off.
+    pub query_sharding_total_shards: usize,
+    /// `--query-frontend.query-sharding-max-sharded-queries`: shard queries of one
+    /// query at most (parts times shards; fewer shards per part beyond); 0 = no bound.
+    pub query_sharding_max_sharded_queries: usize,
 }
 
 impl Default for FrontendConfig {
@@ -82,6 +90,8 @@ impl Default for FrontendConfig {
             max_concurrent: 20,
             log_queries_longer_than: Duration::from_secs(5),
             downstream_timeout: Duration::from_secs(300),
+            query_sharding_total_shards: 0,
+            query_sharding_max_sharded_queries: 128,
         }
     }
 }
@@ -96,6 +106,8 @@ struct Metrics {
     retries: Counter,
     discarded: CounterVec,
     slow: Counter,
+    sharded_rewrites: Counter,
+    shard_queries: Counter,
 }
 
 impl Metrics {
@@ -136,6 +148,14 @@ impl Metrics {
             slow: reg.counter(
                 "strata_query_frontend_slow_queries_total",
                 "Queries over --query-frontend.log-queries-longer-than.",
+            ),
+            sharded_rewrites: reg.counter(
+                "strata_query_frontend_query_sharding_rewrites_succeeded_total",
+                "Range queries run as shards (--query-frontend.query-sharding-total-shards).",
+            ),
+            shard_queries: reg.counter(
+                "strata_query_frontend_sharded_queries_total",
+                "Shard queries sent downstream (each split part of a sharded query, per shard).",
             ),
         }
     }
@@ -302,6 +322,7 @@ struct Spent {
     downstream: Duration,
     requests: u64,
     retries: u64,
+    shard_queries: u64,
 }
 
 impl Frontend {
@@ -356,9 +377,25 @@ impl Frontend {
         }
     }
 
-    /// One range `[start, end]` of `q` from downstream.
+    /// One range `[start, end]` of `q` from downstream: as shards when it is sharded.
     async fn fetch(&self, ctx: &QueryCtx<'_>, start: i64, end: i64) -> Result<Matrix, Failure> {
-        let body = Bytes::from(ctx.q.part_form(start, end));
+        if let Some((plan, n)) = &ctx.shard {
+            if let Some(m) = self.fetch_sharded(ctx, plan, *n, start, end).await? {
+                return Ok(m);
+            }
+        }
+        self.fetch_query(ctx, &ctx.q.query, start, end).await
+    }
+
+    /// `[start, end]` of `query` (the client's, or a shard's) from downstream.
+    async fn fetch_query(
+        &self,
+        ctx: &QueryCtx<'_>,
+        query: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<Matrix, Failure> {
+        let body = Bytes::from(ctx.q.part_form_of(query, start, end));
         let a = self
             .send(
                 &ctx.tenant,
@@ -373,6 +410,60 @@ impl Frontend {
             return Err(Failure::Answer(a));
         }
         decode(&a.body).map_err(|e| Failure::Unavailable(e.to_string()))
+    }
+
+    /// `[start, end]` as `n` shard queries in parallel, combined; `None` when a shard
+    /// answered with native histograms, which are not combined here (the range is then
+    /// asked unsharded).
+    async fn fetch_sharded(
+        &self,
+        ctx: &QueryCtx<'_>,
+        plan: &ShardPlan,
+        n: u64,
+        start: i64,
+        end: i64,
+    ) -> Result<Option<Matrix>, Failure> {
+        let queries: Vec<Vec<String>> = (0..n).map(|i| plan.shard_queries(i, n)).collect();
+        let sent: u64 = queries.iter().map(|q| q.len() as u64).sum();
+        self.metrics.shard_queries.inc_by(sent);
+        ctx.spent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .shard_queries += sent;
+        let answers = futures::future::try_join_all(queries.iter().map(|qs| {
+            futures::future::try_join_all(qs.iter().map(|q| self.fetch_query(ctx, q, start, end)))
+        }))
+        .await?;
+        let mut out = Matrix::default();
+        let mut shards = Vec::with_capacity(answers.len());
+        for shard in answers {
+            let mut per_query = Vec::with_capacity(shard.len());
+            for mut m in shard {
+                if m.series.iter().any(|s| !s.histograms.is_empty()) {
+                    return Ok(None);
+                }
+                if let Some(st) = m.stats.take() {
+                    match &mut out.stats {
+                        None => out.stats = Some(st),
+                        Some(acc) => merge_stats(acc, &st),
+                    }
+                }
+                for w in m.warnings {
+                    if !out.warnings.contains(&w) {
+                        out.warnings.push(w);
+                    }
+                }
+                for i in m.infos {
+                    if !out.infos.contains(&i) {
+                        out.infos.push(i);
+                    }
+                }
+                per_query.push(m.series);
+            }
+            shards.push(per_query);
+        }
+        out.series = plan.combine(shards);
+        Ok(Some(out))
     }
 
     /// One split part: from the cache where it covers, from downstream for the rest.
@@ -452,6 +543,8 @@ struct QueryCtx<'a> {
     /// Newest time an answer may be cached for (now minus the freshness window).
     max_cache_time: i64,
     spent: Mutex<Spent>,
+    /// The query's shard plan and shards per part, when it is sharded.
+    shard: Option<(ShardPlan, u64)>,
 }
 
 impl QueryCtx<'_> {
@@ -497,6 +590,7 @@ async fn range(
     };
     let parts = split(q.start, q.end, q.step, interval);
     fe.metrics.parts.inc_by(parts.len() as u64);
+    let shard = fe.shard_plan(&q.query, parts.len());
     let ctx = QueryCtx {
         tenant: tenant.clone(),
         q: &q,
@@ -505,6 +599,7 @@ async fn range(
         cacheable: interval > 0 && !sh.negative_offset,
         max_cache_time: now_ms() - fe.config.max_freshness_ms,
         spent: Mutex::new(Spent::default()),
+        shard,
     };
     let split_done = began.elapsed();
     let (fe_ref, ctx_ref) = (&*fe, &ctx);
@@ -570,6 +665,8 @@ async fn range(
         "cacheHits": hits,
         "cacheMisses": misses,
         "downstreamRequests": spent.requests,
+        "shards": ctx.shard.as_ref().map_or(0, |s| s.1),
+        "shardedQueries": spent.shard_queries,
         "retries": spent.retries,
         "queueWaitSeconds": spent.queue.as_secs_f64(),
         "downstreamSeconds": spent.downstream.as_secs_f64(),
@@ -635,6 +732,28 @@ fn record_of(
 }
 
 impl Frontend {
+    /// The shard plan of `query` and the shards each of its `parts` gets: Mimir's
+    /// total shards, fewer when parts times shards would pass the bound of sharded
+    /// queries; `None` when it is off, the query does not shard, or one shard is left.
+    fn shard_plan(&self, query: &str, parts: usize) -> Option<(ShardPlan, u64)> {
+        let total = self.config.query_sharding_total_shards;
+        if total < 2 {
+            return None;
+        }
+        let max = self.config.query_sharding_max_sharded_queries;
+        let n = if max > 0 {
+            total.min(max / parts.max(1))
+        } else {
+            total
+        };
+        if n < 2 {
+            return None;
+        }
+        let plan = ShardPlan::of(query)?;
+        self.metrics.sharded_rewrites.inc();
+        Some((plan, n as u64))
+    }
+
     fn finish(&self, op: &str, began: Instant, code: u16) {
         self.metrics.queries.with(&[op, &code.to_string()]).inc();
         self.metrics.duration.with(&[op]).observe_since(began);

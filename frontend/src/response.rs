@@ -39,6 +39,31 @@ impl Points {
         self.ts.len()
     }
 
+    /// Append a float value, written as Prometheus writes one (Go's shortest `'f'`
+    /// form, `NaN`, `+Inf`, `-Inf`).
+    pub fn push_float(&mut self, t: i64, v: f64) {
+        use std::fmt::Write;
+        self.ts.push(t);
+        if v.is_nan() {
+            self.text.push_str("NaN");
+        } else if v.is_infinite() {
+            self.text.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+        } else {
+            // Rust's shortest round-trip digits, never an exponent: Go's 'f', -1.
+            let _ = write!(self.text, "{v}");
+        }
+        self.ends.push(self.text.len() as u32);
+    }
+
+    /// Value `i` read as a float (NaN if it is not one: a histogram's points).
+    pub fn float(&self, i: usize) -> f64 {
+        match self.value(i) {
+            "+Inf" | "Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or(f64::NAN),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ts.is_empty()
     }

@@ -70,8 +70,13 @@ impl RangeQuery {
     /// The form body of one part `[start, end]`, always asking for statistics (the
     /// frontend reports every query's cost).
     pub fn part_form(&self, start: i64, end: i64) -> String {
+        self.part_form_of(&self.query, start, end)
+    }
+
+    /// [`RangeQuery::part_form`] asking `query` instead (a shard of this one).
+    pub fn part_form_of(&self, query: &str, start: i64, end: i64) -> String {
         let mut pairs: Vec<(&str, String)> = vec![
-            ("query", self.query.clone()),
+            ("query", query.to_string()),
             ("start", format_seconds(start)),
             ("end", format_seconds(end)),
             ("step", format_seconds(self.step)),

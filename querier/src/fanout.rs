@@ -28,6 +28,7 @@ use crate::bucket::{add_external, labels_match, BucketReader, SeriesData};
 use crate::dedup;
 use crate::metrics::QuerierMetrics;
 use crate::series::{ChunksBuilder, EngineSeries, LazySeries, Part};
+use crate::shard::ShardSelector;
 use crate::stats::{Counter, QueryCost};
 
 /// How long an endpoint's external labels (from `Info`) are reused.
@@ -991,10 +992,17 @@ impl Storage for FanoutStorage {
         maxt: i64,
         hints: &SelectHints,
     ) -> Result<Vec<SelectedSeries>, StorageError> {
+        // A query shard's matcher names no label of any series: it is taken off here,
+        // and the shard's series kept once they are merged and deduplicated.
+        let (shard, matchers) = match ShardSelector::take_from(matchers) {
+            Ok(Some((s, rest))) => (Some(s), std::borrow::Cow::Owned(rest)),
+            Ok(None) => (None, std::borrow::Cow::Borrowed(matchers)),
+            Err(e) => return Err(StorageError::Unavailable(e.to_string())),
+        };
         let fetched = self.handle.block_on(async {
             let fetch =
                 self.sources
-                    .fetch_lazy(&self.opts, matchers, mint, maxt, Some(hints), false);
+                    .fetch_lazy(&self.opts, &matchers, mint, maxt, Some(hints), false);
             self.opts.cost.begin_select();
             let Some(cancel) = &self.cancel else {
                 return fetch.await.map_err(storage_error);
@@ -1015,7 +1023,7 @@ impl Storage for FanoutStorage {
         Ok(fetched
             .series
             .into_iter()
-            .filter(|(_, s)| !s.is_empty())
+            .filter(|(l, s)| !s.is_empty() && shard.is_none_or(|sh| sh.owns(l)))
             .map(|(labels, series)| {
                 let resolution = fetched.downsampled.get(&labels).copied().unwrap_or(0);
                 let samples = match series.replicas.as_slice() {

@@ -38,6 +38,7 @@ pub mod metrics;
 mod read;
 pub mod ring;
 pub mod series;
+pub mod shard;
 pub mod stats;
 pub mod storeapi;
 pub mod ui;
@@ -89,6 +90,9 @@ pub struct QuerierConfig {
     pub store_timeout: Option<Duration>,
     /// Bytes of block indexes kept in memory.
     pub index_cache_bytes: u64,
+    /// Bytes of chunk segments kept in memory; 0: none
+    /// [`--store.chunks-cache.max-size-bytes`].
+    pub chunks_cache_bytes: u64,
     /// How long a tenant's listing of bucket blocks is reused before listing again
     /// (zero: on every request).
     pub block_listing_ttl: Duration,
@@ -131,6 +135,7 @@ impl Default for QuerierConfig {
             auto_downsampling: true,
             store_timeout: None,
             index_cache_bytes: 256 << 20,
+            chunks_cache_bytes: 256 << 20,
             block_listing_ttl: Duration::from_secs(10),
             local_stores: Vec::new(),
             ring_peers: Vec::new(),
@@ -210,6 +215,7 @@ impl Querier {
             }),
             bucket: config.bucket.clone().map(|b| {
                 bucket::BucketReader::new(b, config.index_cache_bytes, config.block_listing_ttl)
+                    .with_chunks_cache(config.chunks_cache_bytes)
             }),
             metrics: metrics.clone(),
         });

@@ -66,12 +66,7 @@ impl BucketReader {
             .map(|(seg, start, end, refs)| async move {
                 let path = format!("{dir}/chunks/{}", segment_file_name(seg));
                 let size = segments[seg as usize];
-                let buf = self
-                    .bucket
-                    .get_range(&path, start..end)
-                    .await
-                    .map_err(StoreError::from)?;
-                count.object_read(buf.len());
+                let buf = self.chunk_range(&path, start..end, size, count).await?;
                 let mut got = Vec::with_capacity(refs.len());
                 for r in refs {
                     let off = u64::from(unpack_ref(r).1);
@@ -120,12 +115,7 @@ impl BucketReader {
         for _ in 0..2 {
             let range = long_chunk_range(off, needs, size)
                 .map_err(|why| corrupt_chunk(dir, &strata_tsdb::Error::corrupt(path, off, why)))?;
-            let one = self
-                .bucket
-                .get_range(path, range)
-                .await
-                .map_err(StoreError::from)?;
-            count.object_read(one.len());
+            let one = self.chunk_range(path, range, size, count).await?;
             match parse_chunk(&one, Path::new(path), off).map_err(|e| corrupt_chunk(dir, &e))? {
                 ParsedChunk::Chunk(enc, r) => return Ok((enc, one.slice(r))),
                 ParsedChunk::Needs(n) => needs = n,

@@ -46,6 +46,7 @@ use downsampled::{aggr_samples, join_pieces};
 use index_cache::{IndexCache, IndexWeight};
 use plan::Listing;
 
+mod chunk_cache;
 mod chunks;
 mod downsampled;
 mod index_cache;
@@ -65,6 +66,8 @@ pub type SeriesData = (Labels, Vec<(i64, f64)>);
 pub struct BucketReader {
     bucket: Bucket,
     cache: IndexCache,
+    /// Subranges of chunk segments (`--store.chunks-cache.max-size-bytes`); `None`: off.
+    chunks_cache: Option<chunk_cache::ChunksCache>,
     /// Block indexes read from the bucket (cache misses that loaded one).
     index_loads: AtomicU64,
     /// The visible blocks per tenant and when they were listed.
@@ -139,10 +142,17 @@ impl BucketReader {
                 Default::default(),
                 Default::default(),
             ),
+            chunks_cache: None,
             index_loads: AtomicU64::new(0),
             listings: Mutex::new(HashMap::new()),
             listing_ttl,
         }
+    }
+
+    /// Keep up to `bytes` of chunk segments in memory (0: no chunks cache).
+    pub fn with_chunks_cache(mut self, bytes: u64) -> Self {
+        self.chunks_cache = (bytes > 0).then(|| chunk_cache::new_cache(bytes));
+        self
     }
 
     pub fn bucket(&self) -> &Bucket {

@@ -1,0 +1,229 @@
+//! The chunks cache: byte ranges of chunk segments kept in memory in fixed subranges
+//! (Thanos's caching bucket: `chunk_subrange_size` 16000), bounded by bytes
+//! (`--store.chunks-cache.max-size-bytes`). A range read asks the cache for each
+//! subrange it covers and the bucket only for runs of missing ones.
+//!
+//! Why: the frontend's day parts of one query each read the same long chunks of the
+//! same multi-day (downsampled) blocks, and a range read bridging the gaps between a
+//! day's chunks reads the other days' chunks too; without a cache a 30-day query split
+//! by day read its blocks up to 30 times. Subranges being read are read once however
+//! many queries want them at the same time (the others wait), so parts running in
+//! parallel share one read.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use strata_store::StoreError;
+
+use crate::stats::Counter;
+
+use super::BucketReader;
+
+/// Bytes per cached subrange (Thanos's default `chunk_subrange_size`).
+pub(super) const SUBRANGE: u64 = 16_000;
+
+/// A subrange weighs its bytes plus its key.
+#[derive(Clone)]
+pub(super) struct SubrangeWeight;
+
+impl quick_cache::Weighter<(String, u64), Bytes> for SubrangeWeight {
+    fn weight(&self, k: &(String, u64), v: &Bytes) -> u64 {
+        (v.len() + k.0.len() + 64) as u64
+    }
+}
+
+pub(super) type ChunksCache = quick_cache::sync::Cache<(String, u64), Bytes, SubrangeWeight>;
+
+/// A cache of at most `bytes` (sharded: lookups come from every part of every query).
+pub(super) fn new_cache(bytes: u64) -> ChunksCache {
+    let opts = quick_cache::OptionsBuilder::new()
+        .estimated_items_capacity((bytes / SUBRANGE).clamp(16, 1 << 20) as usize)
+        .weight_capacity(bytes)
+        .build()
+        .expect("both capacities are set");
+    ChunksCache::with_options(opts, SubrangeWeight, Default::default(), Default::default())
+}
+
+impl BucketReader {
+    /// Bytes `range` of the chunk segment `path` of `size` bytes: through the chunks
+    /// cache when there is one. Only bytes read from the bucket are counted into
+    /// `count` (a cached range costs the object store nothing).
+    pub(super) async fn chunk_range(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        size: u64,
+        count: &Counter,
+    ) -> Result<Bytes, StoreError> {
+        let Some(cache) = self
+            .chunks_cache
+            .as_ref()
+            .filter(|_| range.end > range.start)
+        else {
+            let b = self
+                .bucket
+                .get_range(path, range)
+                .await
+                .map_err(StoreError::from)?;
+            count.object_read(b.len());
+            return Ok(b);
+        };
+        let first = range.start / SUBRANGE;
+        let last = (range.end - 1) / SUBRANGE;
+        let mut pieces: Vec<Option<Bytes>> = Vec::with_capacity((last - first + 1) as usize);
+        // Guards are taken in ascending order, so two reads waiting on each other's
+        // subranges cannot wait in a circle.
+        let mut guards = Vec::new();
+        for i in first..=last {
+            match cache.get_value_or_guard_async(&(path.to_string(), i)).await {
+                Ok(b) => pieces.push(Some(b)),
+                Err(g) => {
+                    pieces.push(None);
+                    guards.push((i, g));
+                }
+            }
+        }
+        // Runs of missing subranges, one range read each.
+        while !guards.is_empty() {
+            let mut j = 0;
+            while j + 1 < guards.len() && guards[j + 1].0 == guards[j].0 + 1 {
+                j += 1;
+            }
+            let from = guards[0].0 * SUBRANGE;
+            let to = ((guards[j].0 + 1) * SUBRANGE).min(size);
+            let buf = self
+                .bucket
+                .get_range(path, from..to)
+                .await
+                .map_err(StoreError::from)?;
+            count.object_read(buf.len());
+            if (buf.len() as u64) < to - from {
+                return Err(StoreError::Corrupt(format!(
+                    "{path}: {} bytes read of {from}..{to}",
+                    buf.len()
+                )));
+            }
+            for (i, g) in guards.drain(..=j) {
+                let s = (i * SUBRANGE - from) as usize;
+                let e = (((i + 1) * SUBRANGE).min(size) - from) as usize;
+                let piece = buf.slice(s..e);
+                pieces[(i - first) as usize] = Some(piece.clone());
+                // Err: the cache was cleared meanwhile; the bytes are still good here.
+                let _ = g.insert(piece);
+            }
+        }
+        let start = (range.start - first * SUBRANGE) as usize;
+        let len = (range.end - range.start) as usize;
+        if let [Some(one)] = pieces.as_slice() {
+            return Ok(one.slice(start..(start + len).min(one.len())));
+        }
+        let mut out = BytesMut::with_capacity(len);
+        let mut skip = start;
+        for p in pieces.into_iter().flatten() {
+            let p = p.get(skip.min(p.len())..).unwrap_or_default();
+            skip = 0;
+            let want = len - out.len();
+            out.extend_from_slice(&p[..p.len().min(want)]);
+            if out.len() == len {
+                break;
+            }
+        }
+        Ok(out.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use strata_objstore::Bucket;
+
+    use super::*;
+    use crate::stats::{QueryCost, QueryLimits};
+
+    #[test]
+    fn ranges_read_through_the_cache_are_the_bytes_and_cost_nothing_twice() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..100_003u32).map(|i| (i * 7 % 251) as u8).collect();
+        let size = data.len() as u64;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let reader = BucketReader::new(
+            Bucket::filesystem(tmp.path()).unwrap(),
+            1 << 20,
+            std::time::Duration::ZERO,
+        )
+        .with_chunks_cache(1 << 20);
+        rt.block_on(reader.bucket.put("b/chunks/000001", data.clone().into()))
+            .unwrap();
+        let cost = Arc::new(QueryCost::new(QueryLimits::default()));
+        let count = cost.source("bucket");
+        let ranges = [
+            0..10,
+            15_990..16_010,
+            5..99_000,
+            99_990..size,
+            32_000..48_000,
+            7..8,
+        ];
+        for r in ranges.iter().cloned() {
+            let got = rt
+                .block_on(reader.chunk_range("b/chunks/000001", r.clone(), size, &count))
+                .unwrap();
+            assert_eq!(&got[..], &data[r.start as usize..r.end as usize], "{r:?}");
+        }
+        let first = cost.total();
+        // Every subrange read once: the whole object, no more.
+        assert_eq!(first.object_bytes, size);
+        for r in ranges.iter().cloned() {
+            let got = rt
+                .block_on(reader.chunk_range("b/chunks/000001", r.clone(), size, &count))
+                .unwrap();
+            assert_eq!(&got[..], &data[r.start as usize..r.end as usize], "{r:?}");
+        }
+        assert_eq!(cost.total().object_bytes, size);
+        assert_eq!(cost.total().object_requests, first.object_requests);
+    }
+
+    #[test]
+    fn parallel_readers_of_the_same_range_read_it_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = vec![3u8; 200_000];
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let reader = Arc::new(
+            BucketReader::new(
+                Bucket::filesystem(tmp.path()).unwrap(),
+                1 << 20,
+                std::time::Duration::ZERO,
+            )
+            .with_chunks_cache(1 << 20),
+        );
+        rt.block_on(reader.bucket.put("c", data.clone().into()))
+            .unwrap();
+        let cost = Arc::new(QueryCost::new(QueryLimits::default()));
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..8u64)
+                .map(|i| {
+                    let (reader, count) = (reader.clone(), cost.source("bucket"));
+                    // Overlapping ranges, each starting elsewhere.
+                    tokio::spawn(async move {
+                        let r = (i * 9_000)..(150_000 + i * 5_000);
+                        let b = reader.chunk_range("c", r.clone(), 200_000, &count).await;
+                        assert_eq!(b.unwrap().len() as u64, r.end - r.start);
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        // Subranges 0..=11 (up to 185,000 rounded up to 192,000), each read once.
+        assert_eq!(cost.total().object_bytes, 192_000);
+    }
+}
