@@ -391,6 +391,41 @@ impl Block {
         Ok(out)
     }
 
+    /// The histogram samples of a selected series in `[mint, maxt]` as float
+    /// histograms, tombstones applied; float (XOR) chunks are skipped. Integer histogram
+    /// chunks are converted as Prometheus's `AtFloatHistogram` does.
+    pub fn histograms(
+        &self,
+        s: &SeriesChunks,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(i64, crate::histogram::FloatHistogram)>> {
+        let dels = self.tombstones.get(s.series_ref);
+        let mut out = Vec::new();
+        for c in &s.chunks {
+            let (enc, data) = self.chunks.chunk(c.chunk_ref)?;
+            if !matches!(enc, Encoding::Histogram | Encoding::FloatHistogram) {
+                continue;
+            }
+            let start = out.len();
+            let r = crate::histogram::decode_chunk_float(enc, data, &mut out);
+            let mut i = 0usize;
+            out.retain(|(t, _)| {
+                i += 1;
+                i <= start || (*t >= mint && *t <= maxt && !is_deleted(dels, *t))
+            });
+            if let Err(e) = r {
+                let (seg, off) = unpack_ref(c.chunk_ref);
+                return Err(Error::corrupt(
+                    self.dir.join(CHUNKS_DIRNAME).join(segment_file_name(seg)),
+                    u64::from(off),
+                    format!("series {}: histogram chunk data: {e}", s.labels),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every matching series with its samples in `[mint, maxt]`, tombstones applied;
     /// series with no samples left are skipped.
     pub fn series_samples(

@@ -6,9 +6,13 @@
 //!   only shared locks on the shard. A second set of shards maps label-set hashes to
 //!   refs for [`Head::get_or_create`].
 //! * Each series holds its interned labels, its closed chunks as exact-size
-//!   `Box<[u8]>` (the bytes a block stores), and one open [`XorChunk`], cut as
-//!   Prometheus does (120 samples, the size limit, and never across a multiple of the
-//!   chunk range, so blocks cut cleanly).
+//!   `Box<[u8]>` with their encoding (the bytes a block stores), and one open chunk: an
+//!   [`XorChunk`] for floats, cut as Prometheus does (120 samples, the size limit, and
+//!   never across a multiple of the chunk range, so blocks cut cleanly), or a histogram
+//!   chunk ([`crate::histogram::chunk`]) cut by Prometheus's histogram rules (1 KiB
+//!   target, 2 KiB at most, 10 samples at least, counter resets and layout changes).
+//!   A sample of another kind than the open chunk's cuts it, so floats and histograms
+//!   of one series never share a chunk.
 //! * The postings index (label name → value → sorted refs, plus all refs) sits behind
 //!   its own `RwLock`.
 //!
@@ -36,6 +40,8 @@ mod postings;
 mod series;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_histogram;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -47,14 +53,16 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use ulid::Ulid;
 
 use crate::block::{BlockWriter, MetaExtra};
-use crate::chunkenc::{EncodedChunk, XorIter};
+use crate::chunkenc::{EncodedChunk, Encoding, XorIter};
 use crate::error::{Error, Result};
+use crate::histogram::{decode_chunk_float, FloatHistogram, Histogram};
 use crate::labels::{Interner, Label, Labels, METRIC_NAME};
 use crate::matcher::Matcher;
 use crate::meta::BlockMeta;
 
 use postings::MemPostings;
-use series::{Appended, MemSeries, NO_SAMPLES};
+pub use series::HISTOGRAM_LAST_BITS;
+use series::{Appended, HistRef, MemSeries, NO_SAMPLES};
 
 /// Prometheus's default block / chunk range: 2 h.
 pub const DEFAULT_CHUNK_RANGE_MS: i64 = 2 * 60 * 60 * 1000;
@@ -150,13 +158,34 @@ pub struct HeadSeriesData {
 }
 
 impl HeadSeriesData {
-    /// Every sample of the chunks (not filtered to the query range).
+    /// Every float sample of the chunks (not filtered to the query range).
     pub fn samples(&self) -> Vec<(i64, f64)> {
         self.chunks
             .iter()
+            .filter(|c| c.encoding == Encoding::Xor)
             .flat_map(|c| XorIter::new(&c.data))
             .collect()
     }
+
+    /// Every histogram sample of the chunks as float histograms, in time order (not
+    /// filtered to the query range).
+    pub fn histograms(&self) -> Vec<(i64, FloatHistogram)> {
+        let mut out = Vec::new();
+        for c in &self.chunks {
+            if matches!(c.encoding, Encoding::Histogram | Encoding::FloatHistogram) {
+                // the head wrote these chunks: they decode
+                let _ = decode_chunk_float(c.encoding, &c.data, &mut out);
+            }
+        }
+        out
+    }
+}
+
+/// A histogram sample as the head stored it (for WAL checkpoints).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistogramSample {
+    Histogram(Histogram),
+    FloatHistogram(FloatHistogram),
 }
 
 /// The head part of Prometheus's `/api/v1/status/tsdb`.
@@ -672,6 +701,169 @@ impl Head {
         Ok(a)
     }
 
+    /// Append an integer histogram sample, with the same checks as
+    /// [`append`](Self::append): too old, out of order, and at the newest timestamp a
+    /// duplicate unless equal to the newest sample (an equal one is accepted and
+    /// ignored). The chunk rules are Prometheus's for histograms (see [`crate::histogram`]).
+    pub fn append_histogram(
+        &self,
+        series_ref: HeadSeriesRef,
+        t: i64,
+        h: &Histogram,
+    ) -> Result<(), AppendError> {
+        let min_valid_t = self.min_valid_time();
+        if t < min_valid_t {
+            return Err(AppendError::TooOld { t, min_valid_t });
+        }
+        self.append_hist_unchecked(series_ref, t, HistRef::Int(h))
+            .map(|_| ())
+    }
+
+    /// [`append_histogram`](Self::append_histogram) for float histograms.
+    pub fn append_float_histogram(
+        &self,
+        series_ref: HeadSeriesRef,
+        t: i64,
+        h: &FloatHistogram,
+    ) -> Result<(), AppendError> {
+        let min_valid_t = self.min_valid_time();
+        if t < min_valid_t {
+            return Err(AppendError::TooOld { t, min_valid_t });
+        }
+        self.append_hist_unchecked(series_ref, t, HistRef::Float(h))
+            .map(|_| ())
+    }
+
+    /// [`append_validated`](Self::append_validated) for integer histograms: no time
+    /// window check (the caller validated and logged the sample).
+    pub fn append_histogram_validated(
+        &self,
+        series_ref: HeadSeriesRef,
+        t: i64,
+        h: &Histogram,
+    ) -> Result<(), AppendError> {
+        self.append_hist_unchecked(series_ref, t, HistRef::Int(h))
+            .map(|_| ())
+    }
+
+    /// [`append_validated`](Self::append_validated) for float histograms.
+    pub fn append_float_histogram_validated(
+        &self,
+        series_ref: HeadSeriesRef,
+        t: i64,
+        h: &FloatHistogram,
+    ) -> Result<(), AppendError> {
+        self.append_hist_unchecked(series_ref, t, HistRef::Float(h))
+            .map(|_| ())
+    }
+
+    /// [`append_replay`](Self::append_replay) for integer histograms: samples older
+    /// than the last cut block are dropped, out-of-order and duplicate ones skipped
+    /// (`Ok(false)`).
+    pub fn append_histogram_replay(
+        &self,
+        series_ref: HeadSeriesRef,
+        t: i64,
+        h: &Histogram,
+    ) -> Result<bool, AppendError> {
+        self.replay_hist(series_ref, t, HistRef::Int(h))
+    }
+
+    /// [`append_replay`](Self::append_replay) for float histograms.
+    pub fn append_float_histogram_replay(
+        &self,
+        series_ref: HeadSeriesRef,
+        t: i64,
+        h: &FloatHistogram,
+    ) -> Result<bool, AppendError> {
+        self.replay_hist(series_ref, t, HistRef::Float(h))
+    }
+
+    /// The per-series rule for an integer histogram at `t` without appending it (what
+    /// [`check_sample`] is for floats): `Ok(true)` to store, `Ok(false)` for an exact
+    /// duplicate of the newest sample, else why it is refused. The time window is the
+    /// caller's (see [`min_valid_time`](Self::min_valid_time)).
+    pub fn check_histogram(
+        &self,
+        series_ref: HeadSeriesRef,
+        t: i64,
+        h: &Histogram,
+    ) -> Result<bool, AppendError> {
+        self.check_hist(series_ref, t, HistRef::Int(h))
+    }
+
+    /// [`check_histogram`](Self::check_histogram) for float histograms.
+    pub fn check_float_histogram(
+        &self,
+        series_ref: HeadSeriesRef,
+        t: i64,
+        h: &FloatHistogram,
+    ) -> Result<bool, AppendError> {
+        self.check_hist(series_ref, t, HistRef::Float(h))
+    }
+
+    fn check_hist(
+        &self,
+        series_ref: HeadSeriesRef,
+        t: i64,
+        h: HistRef<'_>,
+    ) -> Result<bool, AppendError> {
+        let shard = rl(self.series_shard(series_ref.0));
+        let s = shard
+            .get(&series_ref.0)
+            .ok_or(AppendError::UnknownSeries(series_ref))?;
+        let ok = s.lock().check_histogram(t, h);
+        ok
+    }
+
+    fn replay_hist(
+        &self,
+        series_ref: HeadSeriesRef,
+        t: i64,
+        h: HistRef<'_>,
+    ) -> Result<bool, AppendError> {
+        if t < self.min_valid_block.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        match self.append_hist_unchecked(series_ref, t, h) {
+            Ok(a) => Ok(matches!(a, Appended::Stored { .. })),
+            Err(AppendError::OutOfOrder { .. } | AppendError::DuplicateTimestamp { .. }) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn append_hist_unchecked(
+        &self,
+        series_ref: HeadSeriesRef,
+        t: i64,
+        h: HistRef<'_>,
+    ) -> Result<Appended, AppendError> {
+        let shard = rl(self.series_shard(series_ref.0));
+        let s = shard
+            .get(&series_ref.0)
+            .ok_or(AppendError::UnknownSeries(series_ref))?;
+        let a = s.lock().append_histogram(t, h, self.chunk_range)?;
+        drop(shard);
+        self.note_appended(a, t);
+        Ok(a)
+    }
+
+    fn note_appended(&self, a: Appended, t: i64) {
+        if let Appended::Stored { new_chunk } = a {
+            if new_chunk {
+                self.num_chunks.fetch_add(1, Ordering::Relaxed);
+            }
+            if t > self.max_time.load(Ordering::Relaxed) {
+                self.max_time.fetch_max(t, Ordering::Relaxed);
+            }
+            if t < self.min_time.load(Ordering::Relaxed) {
+                self.min_time.fetch_min(t, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Oldest sample time in the head (`i64::MAX` when empty).
     pub fn min_time(&self) -> i64 {
         self.min_time.load(Ordering::Relaxed)
@@ -983,6 +1175,27 @@ impl Head {
             for (r, s) in g.iter() {
                 buf.clear();
                 s.lock().samples_since(since, &mut buf);
+                if !buf.is_empty() {
+                    f(HeadSeriesRef(*r), &buf);
+                }
+            }
+        }
+    }
+
+    /// Call `f(ref, samples)` for every series with histogram samples at or after
+    /// `since`, with those samples in time order, as stored (for WAL checkpoint
+    /// records). Series come in no particular order; `f` runs without the series' lock.
+    pub fn for_each_histogram_since(
+        &self,
+        since: i64,
+        mut f: impl FnMut(HeadSeriesRef, &[(i64, HistogramSample)]),
+    ) {
+        let mut buf = Vec::new();
+        for shard in self.series.iter() {
+            let g = rl(shard);
+            for (r, s) in g.iter() {
+                buf.clear();
+                s.lock().histograms_since(since, &mut buf);
                 if !buf.is_empty() {
                     f(HeadSeriesRef(*r), &buf);
                 }

@@ -1,5 +1,7 @@
-//! One in-memory series: its interned labels, compact closed chunks and the open XOR
-//! chunk being appended to, with Prometheus's chunk-cutting rule.
+//! One in-memory series: its interned labels, compact closed chunks and the open chunk
+//! being appended to, with Prometheus's chunk-cutting rules. A series may hold float and
+//! histogram samples: one chunk list in time order, each chunk of one encoding (XOR,
+//! histogram or float histogram); a sample of another kind than the open chunk's cuts it.
 
 use std::sync::Mutex;
 
@@ -7,16 +9,131 @@ use crate::chunkenc::{
     compute_chunk_end_time, range_for_timestamp, EncodedChunk, Encoding, XorChunk, XorIter,
     MAX_BYTES_PER_XOR_CHUNK, SAMPLES_PER_CHUNK,
 };
+use crate::histogram::chunk::{
+    AppendOutcome, CounterResetHeader, MIN_SAMPLES_PER_HISTOGRAM_CHUNK,
+    TARGET_BYTES_PER_HISTOGRAM_CHUNK,
+};
+use crate::histogram::{
+    FloatHistogram, FloatHistogramChunk, FloatHistogramIter, Histogram, HistogramChunk,
+    HistogramIter,
+};
 use crate::labels::Label;
 
-use super::AppendError;
+use super::{AppendError, HistogramSample};
 
 /// A chunk that is no longer appended to: only its time range and its bytes, exactly as
 /// they go into a block's `chunks/` segment.
 pub(super) struct ClosedChunk {
     pub min_t: i64,
     pub max_t: i64,
+    pub encoding: Encoding,
     pub data: Box<[u8]>,
+}
+
+/// `last_v` while the newest sample is a histogram: [`check_sample`](super::check_sample)
+/// then refuses a float at its timestamp (unless the float has exactly these bits, a NaN
+/// payload no client sends; the head's own check still refuses that one).
+pub const HISTOGRAM_LAST_BITS: u64 = 0x7ff4_6869_7374_6f67;
+
+/// The kind of the newest sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LastKind {
+    Float,
+    Histogram,
+    FloatHistogram,
+}
+
+/// The open histogram chunk of either encoding.
+pub(super) enum HistChunk {
+    Int(HistogramChunk),
+    Float(FloatHistogramChunk),
+}
+
+impl HistChunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            HistChunk::Int(c) => c.bytes(),
+            HistChunk::Float(c) => c.bytes(),
+        }
+    }
+
+    fn num_samples(&self) -> usize {
+        match self {
+            HistChunk::Int(c) => c.num_samples(),
+            HistChunk::Float(c) => c.num_samples(),
+        }
+    }
+
+    fn encoding(&self) -> Encoding {
+        match self {
+            HistChunk::Int(_) => Encoding::Histogram,
+            HistChunk::Float(_) => Encoding::FloatHistogram,
+        }
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        match self {
+            HistChunk::Int(c) => c.into_bytes(),
+            HistChunk::Float(c) => c.into_bytes(),
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            HistChunk::Int(c) => c.capacity(),
+            HistChunk::Float(c) => c.capacity(),
+        }
+    }
+}
+
+/// A series' histogram state: the open histogram chunk (if the newest chunk is one) and
+/// the newest histogram (for the duplicate rule). Boxed so float-only series pay one
+/// pointer.
+pub(super) struct HistState {
+    open: Option<HistChunk>,
+    /// Prometheus's `histogramChunkHasComputedEndTime`.
+    end_computed: bool,
+    last_int: Histogram,
+    last_float: FloatHistogram,
+}
+
+/// A histogram sample of either kind, borrowed.
+#[derive(Clone, Copy)]
+pub(super) enum HistRef<'a> {
+    Int(&'a Histogram),
+    Float(&'a FloatHistogram),
+}
+
+impl HistRef<'_> {
+    fn kind(self) -> LastKind {
+        match self {
+            HistRef::Int(_) => LastKind::Histogram,
+            HistRef::Float(_) => LastKind::FloatHistogram,
+        }
+    }
+}
+
+/// Append a completed histogram chunk to `closed`.
+fn push_closed(closed: &mut Box<[ClosedChunk]>, min_t: i64, max_t: i64, c: HistChunk) {
+    let encoding = c.encoding();
+    let mut v = Vec::with_capacity(closed.len() + 1);
+    v.extend(std::mem::take(closed).into_vec());
+    v.push(ClosedChunk {
+        min_t,
+        max_t,
+        encoding,
+        data: c.into_bytes().into_boxed_slice(),
+    });
+    *closed = v.into_boxed_slice();
+}
+
+/// Prometheus's `computeChunkEndTime(start, cur, maxT, ratioToFull)`.
+fn compute_chunk_end_time_ratio(start: i64, cur: i64, max_t: i64, ratio_to_full: f64) -> i64 {
+    let n = (max_t - start) as f64 / ((cur - start + 1) as f64 * ratio_to_full);
+    if n <= 1.0 {
+        return max_t;
+    }
+    (start as f64 + (max_t - start) as f64 / n.floor()) as i64
 }
 
 /// `last_t` of a series that never had a sample.
@@ -57,6 +174,9 @@ pub(super) struct SeriesState {
     /// Timestamp and value bits of the newest sample ([`NO_SAMPLES`] before the first).
     last_t: i64,
     last_v: u64,
+    last_kind: LastKind,
+    /// Histogram state, from the first histogram sample on.
+    hist: Option<Box<HistState>>,
     /// Set by a truncation that found a series which never had a sample; the next one
     /// collects it (one grace period between `get_or_create` and the first append).
     pub gc_marked: bool,
@@ -80,6 +200,8 @@ impl SeriesState {
             next_at: 0,
             last_t: NO_SAMPLES,
             last_v: 0,
+            last_kind: LastKind::Float,
+            hist: None,
             gc_marked: false,
         }
     }
@@ -93,17 +215,21 @@ impl SeriesState {
         (self.last_t != NO_SAMPLES).then_some((self.last_t, self.last_v))
     }
 
+    fn open_hist(&self) -> Option<&HistChunk> {
+        self.hist.as_ref().and_then(|h| h.open.as_ref())
+    }
+
     /// Whether no chunk is left.
     pub fn is_empty(&self) -> bool {
-        self.head.is_none() && self.closed.is_empty()
+        self.head.is_none() && self.closed.is_empty() && self.open_hist().is_none()
     }
 
     /// The oldest sample time held, if any.
     pub fn min_t(&self) -> Option<i64> {
-        match (self.closed.first(), &self.head) {
-            (Some(c), _) => Some(c.min_t),
-            (None, Some(_)) => Some(self.head_min_t),
-            (None, None) => None,
+        match self.closed.first() {
+            Some(c) => Some(c.min_t),
+            None if self.head.is_some() || self.open_hist().is_some() => Some(self.head_min_t),
+            None => None,
         }
     }
 
@@ -112,7 +238,17 @@ impl SeriesState {
     pub fn append(&mut self, t: i64, v: f64, chunk_range: i64) -> Result<Appended, AppendError> {
         let vb = v.to_bits();
         if !super::check_sample(self.last(), t, vb)? {
+            if self.last_kind != LastKind::Float {
+                return Err(AppendError::DuplicateTimestamp {
+                    t,
+                    last_t: self.last_t,
+                });
+            }
             return Ok(Appended::Duplicate);
+        }
+        if self.hist.is_some() {
+            // a float after histograms: the histogram chunk is complete
+            self.close_hist();
         }
         if let Some(h) = &self.head {
             let n = h.num_samples();
@@ -136,8 +272,161 @@ impl SeriesState {
         self.head.get_or_insert_with(XorChunk::new).append(t, v);
         self.last_t = t;
         self.last_v = vb;
+        self.last_kind = LastKind::Float;
         self.gc_marked = false;
         Ok(Appended::Stored { new_chunk })
+    }
+
+    /// Prometheus's rule for a histogram at `t`: `Ok(false)` for an exact duplicate of
+    /// the newest sample (accepted, nothing stored), an error for an older timestamp or
+    /// another value at the newest timestamp (a float there included).
+    pub(super) fn check_histogram(&self, t: i64, h: HistRef<'_>) -> Result<bool, AppendError> {
+        if self.last_t == NO_SAMPLES || t > self.last_t {
+            return Ok(true);
+        }
+        let last_t = self.last_t;
+        if t < last_t {
+            return Err(AppendError::OutOfOrder { t, last_t });
+        }
+        let equal = match (h, &self.hist) {
+            (HistRef::Int(h), Some(s)) if self.last_kind == LastKind::Histogram => {
+                h.equals(&s.last_int)
+            }
+            (HistRef::Float(h), Some(s)) if self.last_kind == LastKind::FloatHistogram => {
+                h.equals(&s.last_float)
+            }
+            _ => false,
+        };
+        if equal {
+            Ok(false)
+        } else {
+            Err(AppendError::DuplicateTimestamp { t, last_t })
+        }
+    }
+
+    /// Append a histogram with the per-series checks and Prometheus's cutting rules for
+    /// histogram chunks (`histogramsAppendPreprocessor` + `AppendHistogram`): a new
+    /// chunk when the open one is of another encoding, at the chunk-range boundary
+    /// re-predicted once the chunk reaches a quarter of 1 KiB, at 2 KiB, and (by the
+    /// appender) on a counter reset or a layout change; new buckets re-code the chunk.
+    pub(super) fn append_histogram(
+        &mut self,
+        t: i64,
+        h: HistRef<'_>,
+        chunk_range: i64,
+    ) -> Result<Appended, AppendError> {
+        if !self.check_histogram(t, h)? {
+            return Ok(Appended::Duplicate);
+        }
+        self.close_head();
+        let st = self.hist.get_or_insert_with(|| {
+            Box::new(HistState {
+                open: None,
+                end_computed: false,
+                last_int: Histogram::default(),
+                last_float: FloatHistogram::default(),
+            })
+        });
+        let same_kind = matches!(
+            (&st.open, h),
+            (Some(HistChunk::Int(_)), HistRef::Int(_))
+                | (Some(HistChunk::Float(_)), HistRef::Float(_))
+        );
+        let mut prev: Option<HistChunk> = None;
+        let prev_min_t = self.head_min_t;
+        let mut created = false;
+        if !same_kind {
+            // another encoding (or none) open: it is complete
+            if let Some(c) = st.open.take() {
+                let max_t = self.last_t;
+                push_closed(&mut self.closed, self.head_min_t, max_t, c);
+            }
+            created = true;
+        } else if let Some(c) = &st.open {
+            let n = c.num_samples();
+            let bytes = c.bytes().len();
+            let target = TARGET_BYTES_PER_HISTOGRAM_CHUNK;
+            let next_range_start = if st.end_computed {
+                range_for_timestamp(self.head_min_t, chunk_range)
+            } else {
+                self.next_at
+            };
+            if !st.end_computed && bytes >= target / 4 {
+                let ratio = target as f64 / bytes as f64;
+                self.next_at =
+                    compute_chunk_end_time_ratio(self.head_min_t, self.last_t, self.next_at, ratio);
+                st.end_computed = true;
+            }
+            let cut = ((t >= self.next_at || bytes >= target * 2)
+                && (n >= MIN_SAMPLES_PER_HISTOGRAM_CHUNK || t >= next_range_start))
+                // the header cannot count more
+                || n >= usize::from(u16::MAX) - 1;
+            if cut {
+                prev = st.open.take();
+                created = true;
+            }
+        }
+        if created {
+            st.end_computed = false;
+            self.head_min_t = t;
+            self.next_at = range_for_timestamp(t, chunk_range);
+            st.open = Some(match h {
+                HistRef::Int(_) => HistChunk::Int(HistogramChunk::new()),
+                HistRef::Float(_) => HistChunk::Float(FloatHistogramChunk::new()),
+            });
+        }
+        let open = st.open.as_mut().expect("opened above");
+        let cut_to = match (open, h) {
+            (HistChunk::Int(c), HistRef::Int(h)) => {
+                let p = match &prev {
+                    Some(HistChunk::Int(p)) => Some(p),
+                    _ => None,
+                };
+                match c.append(p, t, h) {
+                    AppendOutcome::NewChunk(n) => Some(HistChunk::Int(n)),
+                    AppendOutcome::Appended | AppendOutcome::Recoded => None,
+                }
+            }
+            (HistChunk::Float(c), HistRef::Float(h)) => {
+                let p = match &prev {
+                    Some(HistChunk::Float(p)) => Some(p),
+                    _ => None,
+                };
+                match c.append(p, t, h) {
+                    AppendOutcome::NewChunk(n) => Some(HistChunk::Float(n)),
+                    AppendOutcome::Appended | AppendOutcome::Recoded => None,
+                }
+            }
+            _ => unreachable!("the open chunk matches the sample's kind"),
+        };
+        if let Some(p) = prev {
+            push_closed(&mut self.closed, prev_min_t, self.last_t, p);
+        }
+        if let Some(n) = cut_to {
+            let old = st.open.replace(n).expect("open");
+            push_closed(&mut self.closed, self.head_min_t, self.last_t, old);
+            self.head_min_t = t;
+            // Prometheus keeps histogramChunkHasComputedEndTime here (only its append
+            // preprocessor resets it)
+            self.next_at = range_for_timestamp(t, chunk_range);
+            created = true;
+        }
+        match h {
+            HistRef::Int(h) => st.last_int.clone_from(h),
+            HistRef::Float(h) => st.last_float.clone_from(h),
+        }
+        self.last_kind = h.kind();
+        self.last_t = t;
+        self.last_v = HISTOGRAM_LAST_BITS;
+        self.gc_marked = false;
+        Ok(Appended::Stored { new_chunk: created })
+    }
+
+    fn close_hist(&mut self) {
+        let Some(st) = self.hist.as_mut() else { return };
+        if let Some(c) = st.open.take() {
+            push_closed(&mut self.closed, self.head_min_t, self.last_t, c);
+        }
     }
 
     fn close_head(&mut self) {
@@ -148,6 +437,7 @@ impl SeriesState {
         v.push(ClosedChunk {
             min_t: self.head_min_t,
             max_t: self.last_t,
+            encoding: Encoding::Xor,
             data,
         });
         self.closed = v.into_boxed_slice();
@@ -169,34 +459,41 @@ impl SeriesState {
             self.head = None;
             removed += 1;
         }
+        if let Some(st) = self.hist.as_mut() {
+            if st.open.is_some() && self.last_t < mint {
+                st.open = None;
+                removed += 1;
+            }
+        }
         removed
     }
 
-    /// Every chunk, oldest first: (min_t, max_t, bytes).
-    pub fn chunks(&self) -> impl Iterator<Item = (i64, i64, &[u8])> {
+    /// Every chunk, oldest first: (min_t, max_t, encoding, bytes).
+    pub fn chunks(&self) -> impl Iterator<Item = (i64, i64, Encoding, &[u8])> {
+        let open = match (&self.head, self.open_hist()) {
+            (Some(h), _) => Some((self.head_min_t, self.last_t, Encoding::Xor, h.bytes())),
+            (None, Some(h)) => Some((self.head_min_t, self.last_t, h.encoding(), h.bytes())),
+            (None, None) => None,
+        };
         self.closed
             .iter()
-            .map(|c| (c.min_t, c.max_t, &*c.data))
-            .chain(
-                self.head
-                    .as_ref()
-                    .map(|h| (self.head_min_t, self.last_t, h.bytes())),
-            )
+            .map(|c| (c.min_t, c.max_t, c.encoding, &*c.data))
+            .chain(open)
+    }
+
+    /// Whether any chunk has samples in `[mint, maxt]` (nothing copied).
+    pub fn has_chunks_overlapping(&self, mint: i64, maxt: i64) -> bool {
+        self.chunks().any(|(lo, hi, _, _)| hi >= mint && lo <= maxt)
     }
 
     /// Copies of the chunks overlapping `[mint, maxt]` (both inclusive).
-    /// Whether any chunk has samples in `[mint, maxt]` (nothing copied).
-    pub fn has_chunks_overlapping(&self, mint: i64, maxt: i64) -> bool {
-        self.chunks().any(|(lo, hi, _)| hi >= mint && lo <= maxt)
-    }
-
     pub fn chunks_overlapping(&self, mint: i64, maxt: i64, out: &mut Vec<EncodedChunk>) {
-        for (lo, hi, data) in self.chunks() {
+        for (lo, hi, encoding, data) in self.chunks() {
             if hi >= mint && lo <= maxt {
                 out.push(EncodedChunk {
                     min_time: lo,
                     max_time: hi,
-                    encoding: Encoding::Xor,
+                    encoding,
                     data: data.to_vec(),
                 });
             }
@@ -207,7 +504,7 @@ impl SeriesState {
     /// copied as they are, chunks straddling a bound are re-encoded.
     pub fn chunks_for_block(&self, mint: i64, maxt: i64) -> Vec<EncodedChunk> {
         let mut out = Vec::new();
-        for (lo, hi, data) in self.chunks() {
+        for (lo, hi, encoding, data) in self.chunks() {
             if hi < mint || lo >= maxt {
                 continue;
             }
@@ -215,10 +512,17 @@ impl SeriesState {
                 out.push(EncodedChunk {
                     min_time: lo,
                     max_time: hi,
-                    encoding: Encoding::Xor,
+                    encoding,
                     data: data.to_vec(),
                 });
                 continue;
+            }
+            match encoding {
+                Encoding::Histogram | Encoding::FloatHistogram => {
+                    out.extend(rechunk_histograms(encoding, data, mint, maxt));
+                    continue;
+                }
+                _ => {}
             }
             let mut c = XorChunk::new();
             let (mut first, mut last) = (i64::MAX, i64::MIN);
@@ -243,19 +547,44 @@ impl SeriesState {
         out
     }
 
-    /// Appends the samples with timestamp `>= since` to `out`.
+    /// Appends the float samples with timestamp `>= since` to `out`.
     pub fn samples_since(&self, since: i64, out: &mut Vec<(i64, f64)>) {
-        for (_, hi, data) in self.chunks() {
-            if hi < since {
+        for (_, hi, enc, data) in self.chunks() {
+            if hi < since || enc != Encoding::Xor {
                 continue;
             }
             out.extend(XorIter::new(data).filter(|(t, _)| *t >= since));
         }
     }
 
+    /// Appends the histogram samples with timestamp `>= since` to `out`, as written.
+    pub fn histograms_since(&self, since: i64, out: &mut Vec<(i64, HistogramSample)>) {
+        if self.hist.is_none() {
+            return;
+        }
+        for (_, hi, enc, data) in self.chunks() {
+            if hi < since {
+                continue;
+            }
+            match enc {
+                Encoding::Histogram => out.extend(
+                    HistogramIter::new(data)
+                        .filter(|(t, _)| *t >= since)
+                        .map(|(t, h)| (t, HistogramSample::Histogram(h))),
+                ),
+                Encoding::FloatHistogram => out.extend(
+                    FloatHistogramIter::new(data)
+                        .filter(|(t, _)| *t >= since)
+                        .map(|(t, h)| (t, HistogramSample::FloatHistogram(h))),
+                ),
+                _ => {}
+            }
+        }
+    }
+
     /// Encoded bytes of every chunk (the open one's used part).
     pub fn chunk_bytes(&self) -> usize {
-        self.chunks().map(|(_, _, d)| d.len()).sum()
+        self.chunks().map(|(_, _, _, d)| d.len()).sum()
     }
 
     /// Other heap bytes owned: closed-chunk headers and the open chunk's spare room.
@@ -265,7 +594,92 @@ impl SeriesState {
                 let len = h.bytes().len();
                 xor_buf_capacity(len) - len
             })
+            + self.hist.as_ref().map_or(0, |st| {
+                std::mem::size_of::<HistState>()
+                    + st.open
+                        .as_ref()
+                        .map_or(0, |c| c.capacity().saturating_sub(c.bytes().len()))
+                    + st.last_int.positive_buckets.capacity() * 8
+                    + st.last_int.negative_buckets.capacity() * 8
+                    + st.last_float.positive_buckets.capacity() * 8
+                    + st.last_float.negative_buckets.capacity() * 8
+            })
     }
+}
+
+/// The samples of histogram chunk `data` in `[mint, maxt)` as chunks of the same
+/// encoding. Samples of one chunk always fit one chunk again; the header is kept when
+/// the chunk's first sample is kept (else the samples continue the chunk: not a reset).
+fn rechunk_histograms(encoding: Encoding, data: &[u8], mint: i64, maxt: i64) -> Vec<EncodedChunk> {
+    let header = CounterResetHeader::of(data);
+    let mut out = Vec::new();
+    let mut push = |lo: i64, hi: i64, bytes: Vec<u8>, n: usize| {
+        if n > 0 {
+            out.push(EncodedChunk {
+                min_time: lo,
+                max_time: hi,
+                encoding,
+                data: bytes,
+            });
+        }
+    };
+    let (mut first, mut last, mut kept_first) = (i64::MAX, i64::MIN, false);
+    if encoding == Encoding::Histogram {
+        let mut c = HistogramChunk::new();
+        for (i, (t, h)) in HistogramIter::new(data).enumerate() {
+            if t < mint || t >= maxt {
+                continue;
+            }
+            kept_first |= i == 0 && c.num_samples() == 0;
+            if first == i64::MAX {
+                first = t;
+            }
+            if let AppendOutcome::NewChunk(n) = c.append(None, t, &h) {
+                let done = std::mem::replace(&mut c, n);
+                let cnt = done.num_samples();
+                push(first, last, done.into_bytes(), cnt);
+                first = t;
+            }
+            last = t;
+        }
+        if c.num_samples() > 0 && header != CounterResetHeader::Gauge {
+            c.set_counter_reset_header(if kept_first {
+                header
+            } else {
+                CounterResetHeader::NotCounterReset
+            });
+        }
+        let cnt = c.num_samples();
+        push(first, last, c.into_bytes(), cnt);
+    } else {
+        let mut c = FloatHistogramChunk::new();
+        for (i, (t, h)) in FloatHistogramIter::new(data).enumerate() {
+            if t < mint || t >= maxt {
+                continue;
+            }
+            kept_first |= i == 0 && c.num_samples() == 0;
+            if first == i64::MAX {
+                first = t;
+            }
+            if let AppendOutcome::NewChunk(n) = c.append(None, t, &h) {
+                let done = std::mem::replace(&mut c, n);
+                let cnt = done.num_samples();
+                push(first, last, done.into_bytes(), cnt);
+                first = t;
+            }
+            last = t;
+        }
+        if c.num_samples() > 0 && header != CounterResetHeader::Gauge {
+            c.set_counter_reset_header(if kept_first {
+                header
+            } else {
+                CounterResetHeader::NotCounterReset
+            });
+        }
+        let cnt = c.num_samples();
+        push(first, last, c.into_bytes(), cnt);
+    }
+    out
 }
 
 /// The buffer an open [`XorChunk`] of `len` bytes holds: it starts at 128 bytes and
