@@ -95,6 +95,24 @@ pub struct FrontendArgs {
     /// Log queries that take at least this long, with their cost; 0 = none.
     #[arg(long = "query-frontend.log-queries-longer-than", value_name = "DURATION", default_value = "5s", value_parser = parse_duration_ms)]
     pub log_queries_longer_than_ms: i64,
+    /// Shards of each split part of a shardable query (`sum`, `count`, `min`, `max`,
+    /// `avg`, `group`, `topk`, `bottomk` over per-series work): each shard a query
+    /// with `__query_shard__="i_of_n"` on its selectors, run in parallel and combined
+    /// here; 0 or 1 = no sharding.
+    #[arg(
+        long = "query-frontend.query-sharding-total-shards",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub query_sharding_total_shards: usize,
+    /// Maximum number of shard queries of one query (split parts times shards); a
+    /// query split into more parts gets fewer shards per part. 0 = no bound.
+    #[arg(
+        long = "query-frontend.query-sharding-max-sharded-queries",
+        value_name = "N",
+        default_value_t = 128
+    )]
+    pub query_sharding_max_sharded_queries: usize,
 }
 
 impl FrontendArgs {
@@ -111,6 +129,8 @@ impl FrontendArgs {
             log_queries_longer_than: Duration::from_millis(
                 self.log_queries_longer_than_ms.max(0) as u64
             ),
+            query_sharding_total_shards: self.query_sharding_total_shards,
+            query_sharding_max_sharded_queries: self.query_sharding_max_sharded_queries,
             ..FrontendConfig::default()
         }
     }

@@ -133,6 +133,15 @@ pub struct QuerierArgs {
     /// Maximum time to wait for one store's answer; 0 = the query timeout.
     #[arg(long = "store.response-timeout", value_name = "DURATION", default_value = "0ms", value_parser = parse_duration_ms)]
     pub store_response_timeout_ms: i64,
+    /// Bytes of chunk data read from the bucket kept in memory (in 16000-byte
+    /// subranges of chunk segments, least useful evicted), so queries and the query
+    /// frontend's day parts reading the same blocks read them once; 0 = no cache.
+    #[arg(
+        long = "store.chunks-cache.max-size-bytes",
+        value_name = "BYTES",
+        default_value_t = 268_435_456
+    )]
+    pub chunks_cache_max_bytes: u64,
     /// Maximum number of samples a remote-read answer of the SAMPLES type may hold, over
     /// all of its queries; 0 = no limit. Streamed answers are not limited: they hold
     /// one query at a time.
@@ -208,6 +217,7 @@ impl QuerierArgs {
             remote_read_sample_limit: self.remote_read_sample_limit,
             remote_read_concurrent_limit: self.remote_read_concurrent_limit,
             remote_read_max_bytes_in_frame: self.remote_read_max_bytes_in_frame as usize,
+            chunks_cache_bytes: self.chunks_cache_max_bytes,
             ..QuerierConfig::default()
         })
     }

@@ -160,29 +160,35 @@ fn range_corpus() -> Vec<&'static str> {
     ]
 }
 
-#[test]
-fn split_range_answers_equal_prometheus_and_the_unsplit_querier() {
-    let tmp = tempfile::tempdir().unwrap();
+/// The generated data set in Prometheus 2.42 and in a bucket under one querier.
+fn prometheus_and_querier(tmp: &Path) -> (GenSpec, Prometheus, StrataProc) {
     let spec = GenSpec {
         extremes: false,
         ..GenSpec::default()
     };
     let (text, _) = openmetrics(&spec);
-    let input = tmp.path().join("in.om");
+    let input = tmp.join("in.om");
     std::fs::write(&input, text).unwrap();
-    let blocks = tmp.path().join("blocks");
+    let blocks = tmp.join("blocks");
     run_ok(
         Command::new(promtool())
             .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
             .arg(&input)
             .arg(&blocks),
     );
-    copy_dir(&blocks, &tmp.path().join("prom"));
-    let prom = Prometheus::start(&tmp.path().join("prom"), "global: {}\n", &[]);
-    let bucket = tmp.path().join("bucket");
+    copy_dir(&blocks, &tmp.join("prom"));
+    let prom = Prometheus::start(&tmp.join("prom"), "global: {}\n", &[]);
+    let bucket = tmp.join("bucket");
     copy_dir(&blocks, &bucket.join("anonymous"));
-    let cfg = bucket_config(tmp.path(), &bucket);
-    let querier = StrataProc::start_http_only(&tmp.path().join("q"), &["querier", &cfg]);
+    let cfg = bucket_config(tmp, &bucket);
+    let querier = StrataProc::start_http_only(&tmp.join("q"), &["querier", &cfg]);
+    (spec, prom, querier)
+}
+
+#[test]
+fn split_range_answers_equal_prometheus_and_the_unsplit_querier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spec, prom, querier) = prometheus_and_querier(tmp.path());
     // 20-minute parts: the corpus' 105-minute range becomes six parts.
     let fe = start_frontend(
         &tmp.path().join("fe"),
@@ -264,6 +270,117 @@ fn split_range_answers_equal_prometheus_and_the_unsplit_querier() {
     let (c2, b) = get(&format!("{}{path}", querier.url())).unwrap();
     assert_eq!((c1, &a), (c2, &b));
     assert_eq!(c1, 400);
+}
+
+/// Aggregations the frontend shards (and a few it must not), over the generated set.
+fn shard_corpus() -> Vec<&'static str> {
+    vec![
+        "sum(http_requests_total)",
+        "sum by (method) (rate(http_requests_total[5m]))",
+        "sum without (instance) (increase(http_requests_total[17m]))",
+        "count(http_requests_total)",
+        "count by (code) (http_requests_total > 10)",
+        "min by (zone) (temperature_celsius)",
+        "max without (instance) (max_over_time(temperature_celsius[1h]))",
+        "avg(temperature_celsius)",
+        "avg by (method) (rate(http_requests_total[5m]) * 60)",
+        "group by (method) (http_requests_total)",
+        "topk(3, rate(http_requests_total[5m]))",
+        "topk by (method) (1, http_requests_total)",
+        "bottomk(2, temperature_celsius)",
+        "sum by (le) (rate(request_duration_seconds_bucket[10m]))",
+        "max(max_over_time(rate(http_requests_total[5m])[30m:1m]))",
+        "sum(http_requests_total offset 10m)",
+        r#"sum({__name__=~"http_requests_total|temperature_celsius"})"#,
+        "count(-temperature_celsius)",
+        // not sharded: they combine series, or have no series
+        "histogram_quantile(0.9, sum by (le) (rate(request_duration_seconds_bucket[10m])))",
+        "sum(rate(http_requests_total[5m])) / 2",
+        "quantile(0.5, temperature_celsius)",
+        "sum(vector(1))",
+    ]
+}
+
+#[test]
+fn sharded_range_answers_equal_prometheus_and_the_unsharded_querier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spec, prom, querier) = prometheus_and_querier(tmp.path());
+    let fe = start_frontend(
+        &tmp.path().join("fe"),
+        &querier.url(),
+        &[
+            "--query-range.split-interval=30m",
+            "--query-frontend.query-sharding-total-shards=4",
+            "--query-range.results-cache.max-size-bytes=0",
+        ],
+    );
+    let step = 97_000;
+    let start = spec.start_ms + 70 * MIN + 1;
+    let end = spec.start_ms + 175 * MIN + 1;
+    let mut failures = Vec::new();
+    for q in shard_corpus().into_iter().chain(range_corpus()) {
+        let path = range_path(q, start, end, step);
+        let (code, ours) = get(&format!("{}{path}", fe.url())).unwrap();
+        let (_, unsharded) = get(&format!("{}{path}", querier.url())).unwrap();
+        let (_, theirs) = get(&format!("{}{path}", prom.url())).unwrap();
+        assert!(points(&ours).is_ok() || code >= 400, "{q}: {ours}");
+        failures.extend(differ(&format!("{q} vs Prometheus"), &ours, &theirs, false));
+        // Shards add floats in another order: equal within 1e-9, not bit for bit.
+        failures.extend(differ(
+            &format!("{q} vs unsharded"),
+            &ours,
+            &unsharded,
+            false,
+        ));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // 18 of the shard corpus and 4 of the range corpus shard, 4 shards in each part
+    // (avg: a sum and a count per shard).
+    let rewrites = fe.metric("strata_query_frontend_query_sharding_rewrites_succeeded_total");
+    assert_eq!(rewrites, 18.0 + 4.0);
+    let queries = (shard_corpus().len() + range_corpus().len()) as f64;
+    let parts = fe.metric("strata_query_frontend_split_queries_total") / queries;
+    assert!(parts >= 4.0, "{parts} parts");
+    let sent = fe.metric("strata_query_frontend_sharded_queries_total");
+    assert_eq!(sent, (22.0 + 2.0) * 4.0 * parts);
+    // The answer says it was sharded.
+    let path = range_path("sum(http_requests_total)", start, end, step) + "&stats=all";
+    let (_, body) = get(&format!("{}{path}", fe.url())).unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"]["stats"]["frontend"]["shards"], 4, "{body}");
+    assert_eq!(
+        v["data"]["stats"]["frontend"]["shardedQueries"], 16,
+        "{body}"
+    );
+
+    // The querier's side: every series is in exactly one shard, and a shard is a part.
+    let count = |q: &str| -> f64 {
+        let path = format!("/api/v1/query?query={}&time={}", encode(q), secs(start));
+        let (c, body) = get(&format!("{}{path}", querier.url())).unwrap();
+        assert_eq!(c, 200, "{q}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .map_or(0.0, |s| s.parse().unwrap())
+    };
+    let all = count("count(http_requests_total)");
+    let shards: Vec<f64> = (1..=3)
+        .map(|i| {
+            count(&format!(
+                r#"count(http_requests_total{{__query_shard__="{i}_of_3"}})"#
+            ))
+        })
+        .collect();
+    assert!(all >= 6.0, "{all}");
+    assert_eq!(shards.iter().sum::<f64>(), all, "{shards:?}");
+    assert!(shards.iter().all(|&n| n < all), "{shards:?}");
+    // A shard label value that is not Mimir's form is an error naming it.
+    let path = format!(
+        "/api/v1/query?query={}",
+        encode(r#"count(http_requests_total{__query_shard__="4_of_3"})"#)
+    );
+    let (c, body) = get(&format!("{}{path}", querier.url())).unwrap();
+    assert!(c >= 400 && body.contains("invalid shard ID"), "{c} {body}");
 }
 
 #[test]
