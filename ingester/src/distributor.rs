@@ -368,24 +368,11 @@ impl Distributor {
                 }
             }
         }
-        let hists = req.num_histograms();
         match worst {
             Some((s, m)) => text(
                 StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_REQUEST),
                 m,
             ),
-            None if hists > 0 => {
-                // forwarded parts do not carry histograms: refuse them out loud here
-                let e = crate::validate::SeriesError::NativeHistograms(hists);
-                ing.metrics
-                    .rejected_samples
-                    .with(&[e.reason()])
-                    .inc_by(hists as u64);
-                text(
-                    StatusCode::BAD_REQUEST,
-                    format!("{e}; the float samples were stored"),
-                )
-            }
             None => StatusCode::OK.into_response(),
         }
     }

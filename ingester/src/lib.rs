@@ -11,6 +11,7 @@
 pub mod distributor;
 pub mod grpc;
 pub mod ha;
+pub mod histograms;
 mod metrics;
 pub mod push;
 pub mod ratelimit;

@@ -7,6 +7,7 @@ pub struct IngesterMetrics {
     pub received_samples: Counter,
     pub received_series: Counter,
     pub accepted_samples: Counter,
+    pub ingested_histogram_samples: CounterVec,
     pub rejected_samples: CounterVec,
     pub rejected_requests: CounterVec,
     pub series_created: Counter,
@@ -37,6 +38,11 @@ impl IngesterMetrics {
             accepted_samples: r.counter(
                 "strata_ingester_ingested_samples_total",
                 "Samples appended to the head and the WAL.",
+            ),
+            ingested_histogram_samples: r.counter_vec(
+                "strata_ingester_ingested_histogram_samples_total",
+                "Native histogram samples appended to the head and the WAL, per tenant.",
+                &["tenant"],
             ),
             rejected_samples: r.counter_vec(
                 "strata_ingester_rejected_samples_total",

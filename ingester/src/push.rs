@@ -17,9 +17,11 @@ use axum::response::{IntoResponse, Response};
 use strata_proto::prometheus::WriteRequest;
 use strata_proto::WriteRequestRef;
 use strata_tsdb::head::{check_sample, AppendError, HeadSeriesRef};
+use strata_tsdb::histogram::is_custom_buckets;
 use strata_tsdb::labels::Labels;
-use strata_tsdb::wal::Record;
+use strata_tsdb::wal::{Record, RefFloatHistogram, RefHistogram};
 
+use crate::histograms::HistSample;
 use crate::validate::{validate_labels, SeriesError};
 use crate::Ingester;
 
@@ -329,8 +331,12 @@ fn store(
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub series: usize,
+    /// Float and histogram samples received.
     pub samples: usize,
+    /// Float samples stored (or already there).
     pub accepted_samples: usize,
+    /// Native histogram samples stored (or already there).
+    pub accepted_histograms: usize,
     pub rate_limited: Option<String>,
     /// Rejected series/samples by reason, with the first message for each.
     pub rejected: BTreeMap<&'static str, (usize, String)>,
@@ -414,6 +420,139 @@ fn append_error(e: AppendError) -> SeriesError {
     }
 }
 
+/// The accepted histogram samples of a request in request order, as runs of one WAL
+/// record type each (integer or float, exponential or custom buckets): replay appends
+/// them in the order they were accepted. Series refs are placeholders until a new
+/// series exists.
+#[derive(Default)]
+struct HistBuf {
+    runs: Vec<HistRun>,
+}
+
+enum HistRun {
+    Int(bool, Vec<RefHistogram>),
+    Float(bool, Vec<RefFloatHistogram>),
+}
+
+impl HistRun {
+    fn len(&self) -> usize {
+        match self {
+            HistRun::Int(_, v) => v.len(),
+            HistRun::Float(_, v) => v.len(),
+        }
+    }
+
+    /// `(ref, t)` of the entries from `from` on.
+    fn refs_from(&mut self, from: usize) -> Box<dyn Iterator<Item = (&mut u64, i64)> + '_> {
+        match self {
+            HistRun::Int(_, v) => Box::new(v[from..].iter_mut().map(|e| (&mut e.0, e.1))),
+            HistRun::Float(_, v) => Box::new(v[from..].iter_mut().map(|e| (&mut e.0, e.1))),
+        }
+    }
+}
+
+/// A position in a [`HistBuf`]: the number of runs, and the last run's length.
+type HistMark = (usize, usize);
+
+impl HistBuf {
+    fn mark(&self) -> HistMark {
+        (self.runs.len(), self.runs.last().map_or(0, HistRun::len))
+    }
+
+    fn push(&mut self, r: u64, t: i64, h: HistSample) {
+        match (self.runs.last_mut(), h) {
+            (Some(HistRun::Int(c, v)), HistSample::Int(h)) if *c == is_custom_buckets(h.schema) => {
+                v.push((r, t, h))
+            }
+            (Some(HistRun::Float(c, v)), HistSample::Float(h))
+                if *c == is_custom_buckets(h.schema) =>
+            {
+                v.push((r, t, h))
+            }
+            (_, HistSample::Int(h)) => self
+                .runs
+                .push(HistRun::Int(is_custom_buckets(h.schema), vec![(r, t, h)])),
+            (_, HistSample::Float(h)) => self
+                .runs
+                .push(HistRun::Float(is_custom_buckets(h.schema), vec![(r, t, h)])),
+        }
+    }
+
+    /// `(ref, t)` of every entry pushed since `m`.
+    fn since(&mut self, m: HistMark) -> impl Iterator<Item = (&mut u64, i64)> + '_ {
+        let first = m.0.saturating_sub(1);
+        self.runs[first..]
+            .iter_mut()
+            .enumerate()
+            .flat_map(move |(k, run)| run.refs_from(if k == 0 && m.0 > 0 { m.1 } else { 0 }))
+    }
+
+    fn stored_since(&mut self, m: HistMark) -> usize {
+        self.since(m).count()
+    }
+
+    fn truncate(&mut self, m: HistMark) {
+        self.runs.truncate(m.0);
+        match self.runs.last_mut() {
+            Some(HistRun::Int(_, v)) => v.truncate(m.1),
+            Some(HistRun::Float(_, v)) => v.truncate(m.1),
+            None => {}
+        }
+    }
+
+    fn set_ref(&mut self, m: HistMark, r: u64) {
+        self.since(m).for_each(|(e, _)| *e = r);
+    }
+
+    /// The newest timestamp pushed since `m` (one series' histograms, in order).
+    fn last_t(&mut self, m: HistMark) -> Option<i64> {
+        self.since(m).map(|(_, t)| t).max()
+    }
+
+    fn records<'a>(&'a self, recs: &mut Vec<Record<'a>>) {
+        for run in &self.runs {
+            recs.push(match run {
+                HistRun::Int(custom_buckets, entries) => Record::Histograms {
+                    custom_buckets: *custom_buckets,
+                    entries,
+                },
+                HistRun::Float(custom_buckets, entries) => Record::FloatHistograms {
+                    custom_buckets: *custom_buckets,
+                    entries,
+                },
+            });
+        }
+    }
+
+    /// Append what the WAL now has to the head, in the same order.
+    fn append_to(&self, head: &strata_tsdb::head::Head, tenant_id: &str) {
+        let log = |r: u64, t: i64, e: AppendError| {
+            // cannot happen while the write lock is held since validation
+            tracing::error!(tenant = tenant_id, series = r, t, error = %e, "logged histogram refused by the head");
+        };
+        for run in &self.runs {
+            match run {
+                HistRun::Int(_, v) => {
+                    for (r, t, h) in v {
+                        if let Err(e) = head.append_histogram_validated(HeadSeriesRef(*r), *t, h) {
+                            log(*r, *t, e);
+                        }
+                    }
+                }
+                HistRun::Float(_, v) => {
+                    for (r, t, h) in v {
+                        if let Err(e) =
+                            head.append_float_histogram_validated(HeadSeriesRef(*r), *t, h)
+                        {
+                            log(*r, *t, e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Series looked up together by [`ingest_ref`].
 const LOOKUP_BATCH: usize = 512;
 
@@ -489,6 +628,11 @@ pub fn ingest_ref_until(
     // at the clock so no sample from the future can move it.
     let min_valid = head.min_valid_time_at(now);
     let mut accepted = 0usize;
+    let mut accepted_hists = 0usize;
+    // Histograms to log and append, and each series' newest one in this request
+    // (allocated only for requests with histograms).
+    let mut hists_buf = HistBuf::default();
+    let mut hist_last: std::collections::HashMap<u64, i64> = std::collections::HashMap::new();
 
     // Look existing series up in batches (see `Head::get_many_by_pairs`), small enough
     // that what the lookups bring into the cache is still there for the checks.
@@ -518,15 +662,8 @@ pub fn ingest_ref_until(
                 continue;
             }
         };
-        let hists = req.histograms(i);
-        if hists > 0 {
-            // refused out loud: a 2xx must not hide samples we did not store
-            let e = SeriesError::NativeHistograms(hists);
-            let shown = Labels::from_pairs(pairs.iter().copied());
-            out.reject(&e, &shown, hists);
-            m.rejected_samples.with(&[e.reason()]).inc_by(hists as u64);
-        }
-        if samples.is_empty() {
+        let nhists = req.histograms(i);
+        if samples.is_empty() && nhists == 0 {
             continue;
         }
         // The series and its newest sample: from earlier in this request, else the head.
@@ -586,10 +723,70 @@ pub fn ingest_ref_until(
             }
         }
         let stored = samples_buf.len() - first;
+        // Native histograms after the floats (as Prometheus's write handler does): each
+        // must be newer than the series' samples so far, in the head and this request.
+        let hfirst = hists_buf.mark();
+        let mut hdups = 0usize;
+        if nhists > 0 {
+            let mut bound = samples_buf[first..]
+                .last()
+                .map(|s| s.1)
+                .max(series.and_then(|r| req_last.get(&r.0).map(|l| l.0)))
+                .max(series.and_then(|r| hist_last.get(&r.0).copied()));
+            for v in req.histograms_of(i) {
+                let t = v.h.timestamp;
+                let mut h = crate::histograms::from_view(&v);
+                let err = if t > max_t {
+                    Some(SeriesError::TooFarInFuture {
+                        t,
+                        grace_ms: limits.create_grace_period_ms,
+                    })
+                } else if t < min_valid {
+                    Some(SeriesError::TooOld { t, min_valid })
+                } else if let Err(e) = crate::histograms::prepare(
+                    &mut h,
+                    limits.max_native_histogram_buckets,
+                    limits.reduce_native_histogram_over_max_buckets,
+                ) {
+                    Some(SeriesError::Histogram(e))
+                } else if let Some(b) = bound.filter(|b| t <= *b) {
+                    Some(if t == b {
+                        SeriesError::DuplicateTimestamp { t }
+                    } else {
+                        SeriesError::OutOfOrder { t, last: b }
+                    })
+                } else {
+                    let checked = match (series, &h) {
+                        (None, _) => Ok(true),
+                        (Some(r), HistSample::Int(h)) => head.check_histogram(r, t, h),
+                        (Some(r), HistSample::Float(h)) => head.check_float_histogram(r, t, h),
+                    };
+                    match checked {
+                        Ok(true) => {
+                            hists_buf.push(placeholder, t, h);
+                            bound = Some(t);
+                            None
+                        }
+                        Ok(false) => {
+                            hdups += 1;
+                            None
+                        }
+                        Err(e) => Some(append_error(e)),
+                    }
+                };
+                if let Some(e) = err {
+                    let shown =
+                        shown.get_or_insert_with(|| Labels::from_pairs(pairs.iter().copied()));
+                    out.reject(&e, shown, 1);
+                    m.rejected_samples.with(&[e.reason()]).inc();
+                }
+            }
+        }
+        let hstored = hists_buf.stored_since(hfirst);
         let r = match series {
             Some(r) => r,
             // Don't create a series none of whose samples can be stored.
-            None if stored == 0 => continue,
+            None if stored + hstored == 0 => continue,
             None => {
                 let labels =
                     new_labels.unwrap_or_else(|| Labels::from_pairs(pairs.iter().copied()));
@@ -606,7 +803,8 @@ pub fn ingest_ref_until(
                 };
                 if let Some(e) = limit_err {
                     samples_buf.truncate(first);
-                    let n = stored + dups;
+                    hists_buf.truncate(hfirst);
+                    let n = stored + dups + hstored + hdups;
                     out.reject(&e, &labels, n);
                     m.rejected_samples.with(&[e.reason()]).inc_by(n as u64);
                     continue;
@@ -621,13 +819,18 @@ pub fn ingest_ref_until(
                 for e in &mut samples_buf[first..] {
                     e.0 = r.0;
                 }
+                hists_buf.set_ref(hfirst, r.0);
                 r
             }
         };
         if let Some(l) = last {
             req_last.insert(r.0, l);
         }
+        if let Some(t) = hists_buf.last_t(hfirst) {
+            hist_last.insert(r.0, t);
+        }
         accepted += stored + dups;
+        accepted_hists += hstored + hdups;
     }
 
     if out.timed_out.is_some() {
@@ -651,6 +854,7 @@ pub fn ingest_ref_until(
             entries: &samples_buf,
         });
     }
+    hists_buf.records(&mut recs);
     // Log first, under the lock; fsync after releasing it so concurrent pushes share one
     // fsync (group commit).
     let logged = if recs.is_empty() {
@@ -673,7 +877,9 @@ pub fn ingest_ref_until(
                 tracing::error!(tenant = tenant_id, series = r, t, error = %e, "logged sample refused by the head");
             }
         }
+        hists_buf.append_to(head, tenant_id);
         out.accepted_samples = accepted;
+        out.accepted_histograms = accepted_hists;
     }
     let seq = w.written_seq;
     let stats = w.wal.stats();
@@ -689,6 +895,11 @@ pub fn ingest_ref_until(
     }
     m.wal_size.with(&[tenant_id]).set(stats.size as f64);
     m.accepted_samples.inc_by(out.accepted_samples as u64);
+    if out.accepted_histograms > 0 {
+        m.ingested_histogram_samples
+            .with(&[tenant_id])
+            .inc_by(out.accepted_histograms as u64);
+    }
     m.head_series
         .with(&[tenant_id])
         .set(head.num_series() as f64);

@@ -88,6 +88,8 @@ pub fn floor_after_block(block_end: i64, block_duration_ms: i64) -> i64 {
 pub struct OpenStats {
     pub series: u64,
     pub samples: u64,
+    /// Native histogram samples replayed into the head.
+    pub histograms: u64,
     pub truncated: Option<(PathBuf, u64)>,
     /// Samples whose series record was not in the WAL: dropped. Must stay 0; anything
     /// else is a bug in the write path, reported rather than silently skipped.
@@ -149,6 +151,26 @@ impl TenantDb {
                         // already in a block are skipped by append_replay.
                         match head.append_replay(HeadSeriesRef(r), t, v) {
                             Ok(true) => stats.samples += 1,
+                            Ok(false) => {}
+                            Err(_) => stats.unknown_series_samples += 1,
+                        }
+                    }
+                }
+                RecordOwned::Histograms { entries, .. } => {
+                    for (r, t, h) in entries {
+                        let r = remap.get(&r).copied().unwrap_or(r);
+                        match head.append_histogram_replay(HeadSeriesRef(r), t, &h) {
+                            Ok(true) => stats.histograms += 1,
+                            Ok(false) => {}
+                            Err(_) => stats.unknown_series_samples += 1,
+                        }
+                    }
+                }
+                RecordOwned::FloatHistograms { entries, .. } => {
+                    for (r, t, h) in entries {
+                        let r = remap.get(&r).copied().unwrap_or(r);
+                        match head.append_float_histogram_replay(HeadSeriesRef(r), t, &h) {
+                            Ok(true) => stats.histograms += 1,
                             Ok(false) => {}
                             Err(_) => stats.unknown_series_samples += 1,
                         }
@@ -298,6 +320,23 @@ impl TenantDb {
         for chunk in samples.chunks(100_000) {
             recs.push(Record::Samples { entries: chunk });
         }
+        let (hists, float_hists) = checkpoint_histograms(&self.head, since);
+        for (custom_buckets, entries) in &hists {
+            for chunk in entries.chunks(10_000) {
+                recs.push(Record::Histograms {
+                    custom_buckets: *custom_buckets,
+                    entries: chunk,
+                });
+            }
+        }
+        for (custom_buckets, entries) in &float_hists {
+            for chunk in entries.chunks(10_000) {
+                recs.push(Record::FloatHistograms {
+                    custom_buckets: *custom_buckets,
+                    entries: chunk,
+                });
+            }
+        }
         w.wal.checkpoint(recs)?;
         Ok(())
     }
@@ -392,3 +431,33 @@ impl TenantDb {
 
 /// Shared handle.
 pub type Tenant = Arc<TenantDb>;
+
+/// Integer and float histogram samples the head holds at or after `since`, each split
+/// by custom buckets (`true`) or not: the WAL keeps them in different record types.
+#[allow(clippy::type_complexity)]
+fn checkpoint_histograms(
+    head: &strata_tsdb::head::Head,
+    since: i64,
+) -> (
+    [(bool, Vec<strata_tsdb::wal::RefHistogram>); 2],
+    [(bool, Vec<strata_tsdb::wal::RefFloatHistogram>); 2],
+) {
+    use strata_tsdb::head::HistogramSample;
+    use strata_tsdb::histogram::is_custom_buckets;
+    let mut ints = [(false, Vec::new()), (true, Vec::new())];
+    let mut floats = [(false, Vec::new()), (true, Vec::new())];
+    head.for_each_histogram_since(since, |r, hs| {
+        for (t, h) in hs {
+            match h {
+                HistogramSample::Histogram(h) => ints[usize::from(is_custom_buckets(h.schema))]
+                    .1
+                    .push((r.0, *t, h.clone())),
+                HistogramSample::FloatHistogram(h) => floats
+                    [usize::from(is_custom_buckets(h.schema))]
+                .1
+                .push((r.0, *t, h.clone())),
+            }
+        }
+    });
+    (ints, floats)
+}

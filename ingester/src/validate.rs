@@ -44,6 +44,20 @@ pub struct Limits {
     /// request's work stops before anything of it is logged, so the retry is safe.
     #[arg(long = "distributor.push-timeout", value_name = "DURATION", default_value = "30s", value_parser = strata_kit::parse_duration_ms)]
     pub push_timeout_ms: i64,
+    /// Maximum number of buckets of a native histogram sample (0 = no limit). Over it,
+    /// the sample's resolution is reduced until it fits (see
+    /// --validation.reduce-native-histogram-over-max-buckets).
+    #[arg(long = "validation.max-native-histogram-buckets", default_value_t = 0)]
+    pub max_native_histogram_buckets: usize,
+    /// Reduce the resolution of a native histogram sample over
+    /// --validation.max-native-histogram-buckets instead of refusing it.
+    #[arg(
+        long = "validation.reduce-native-histogram-over-max-buckets",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub reduce_native_histogram_over_max_buckets: bool,
 }
 
 impl Default for Limits {
@@ -59,6 +73,8 @@ impl Default for Limits {
             max_label_value_length: 2048,
             create_grace_period_ms: 10 * 60 * 1000,
             push_timeout_ms: 30_000,
+            max_native_histogram_buckets: 0,
+            reduce_native_histogram_over_max_buckets: true,
         }
     }
 }
@@ -95,8 +111,8 @@ pub enum SeriesError {
         t: i64,
         grace_ms: i64,
     },
-    /// Native histogram samples, which Strata does not store yet.
-    NativeHistograms(usize),
+    /// A native histogram sample refused by validation or the bucket limit.
+    Histogram(crate::histograms::HistogramError),
 }
 
 impl SeriesError {
@@ -117,7 +133,7 @@ impl SeriesError {
             SeriesError::TooOld { .. } => "sample_too_old",
             SeriesError::DuplicateTimestamp { .. } => "new_value_for_timestamp",
             SeriesError::TooFarInFuture { .. } => "too_far_in_future",
-            SeriesError::NativeHistograms(_) => "native_histograms_unsupported",
+            SeriesError::Histogram(e) => e.reason(),
         }
     }
 
@@ -138,7 +154,7 @@ impl SeriesError {
             SeriesError::TooOld { .. } => "err-mimir-sample-too-old",
             SeriesError::DuplicateTimestamp { .. } => "err-mimir-sample-duplicate-timestamp",
             SeriesError::TooFarInFuture { .. } => "err-mimir-too-far-in-future",
-            SeriesError::NativeHistograms(_) => "err-strata-native-histograms",
+            SeriesError::Histogram(e) => e.id(),
         }
     }
 }
@@ -179,10 +195,7 @@ impl fmt::Display for SeriesError {
                 f,
                 "the sample has been rejected because its timestamp is too old (timestamp {t}, minimum accepted {min_valid})"
             ),
-            SeriesError::NativeHistograms(n) => write!(
-                f,
-                "received {n} native histogram samples; native histograms are not supported yet, so they were not stored (the series' float samples were)"
-            ),
+            SeriesError::Histogram(e) => write!(f, "{e}"),
             SeriesError::TooFarInFuture { t, grace_ms } => write!(
                 f,
                 "received a sample whose timestamp is too far in the future, timestamp: {t} (more than {} after the ingester's clock; the limit is set by --validation.create-grace-period)",

@@ -515,14 +515,17 @@ fn bucket_outage_during_flush_loses_nothing() {
 }
 
 #[test]
-fn native_histograms_are_refused_out_loud() {
+fn invalid_native_histograms_are_refused_out_loud() {
     let tmp = tempfile::tempdir().unwrap();
     let strata = StrataProc::start_all(&tmp.path().join("strata"), &["--tsdb.ship-interval=1h"]);
     let t = now_ms();
     let mut s = series(&[("__name__", "mixed")], &[(t, 1.0)]);
+    // a count with no bucket to hold it: Prometheus's count mismatch
     s.histograms = vec![
         strata_proto::prometheus::Histogram {
-            timestamp: t,
+            count: Some(strata_proto::prometheus::histogram::Count::CountInt(5)),
+            sum: 1.0,
+            timestamp: t + 1,
             ..Default::default()
         };
         2
@@ -530,7 +533,9 @@ fn native_histograms_are_refused_out_loud() {
     let (status, body) = strata.push(None, &write_request(vec![s]));
     assert_eq!(status, 400, "{body}");
     assert!(
-        body.contains("native histograms are not supported") && body.contains("2 of 3 samples"),
+        body.contains("0 observations found in buckets, but the Count field is 5")
+            && body.contains("err-mimir-native-histogram-count-mismatch")
+            && body.contains("2 of 3 samples"),
         "{body}"
     );
     // the float sample of the same series is stored
