@@ -7,8 +7,9 @@
 //! compose). Then: every ingester's ring shows three ACTIVE members in three zones at
 //! their advertised addresses with one raft leader; the queriers answer for the HA pair
 //! (deduplicated) and for the sidecar's Prometheus, both the same; every Strata
-//! component is scraped `up`; the alert rules evaluate and the dashboard's queries
-//! answer, naming only served metrics.
+//! component is scraped `up`; the query frontend in front of both queriers answers
+//! range queries as a querier does (split and sharded); the alert rules evaluate and the
+//! dashboard's queries answer through the frontend, naming only served metrics.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -403,7 +404,7 @@ fn flag<'a>(s: &'a Service, name: &str) -> Option<&'a str> {
 
 /// The compose file has the topology of the issue: three ingesters in three zones on one
 /// ring, each advertising its own service, two queriers reading the ring and the sidecar,
-/// Grafana reading a querier.
+/// a query frontend in front of both, Grafana reading the frontend.
 fn check_shape(services: &BTreeMap<String, Service>) -> (Vec<&str>, Vec<&str>) {
     let ingesters = components(services, "ingester");
     let queriers = components(services, "querier");
@@ -447,14 +448,24 @@ fn check_shape(services: &BTreeMap<String, Service>) -> (Vec<&str>, Vec<&str>) {
         assert_eq!(flag(s, "endpoint"), Some("sidecar:10901"), "{q}");
         assert_eq!(flag(s, "query.replica-label"), Some("replica"), "{q}");
     }
-    // Grafana's data source is a querier of the file.
+    // One query frontend, in front of both queriers.
+    assert_eq!(components(services, "query-frontend"), ["query-frontend"]);
+    let downstream = flag(&services["query-frontend"], "query-frontend.downstream-url")
+        .expect("--query-frontend.downstream-url");
+    for q in &queriers {
+        assert!(
+            downstream.contains(&format!("http://{q}:10902")),
+            "{downstream}"
+        );
+    }
+    // Grafana's data source is the frontend.
     let ds: yaml_serde::Value = yaml_serde::from_str(
         &std::fs::read_to_string(deploy_dir().join("grafana/provisioning/datasources/strata.yml"))
             .unwrap(),
     )
     .unwrap();
     let url = ds["datasources"][0]["url"].as_str().unwrap();
-    assert_eq!(url, "http://querier-1:10902", "Grafana's data source");
+    assert_eq!(url, "http://query-frontend:10902", "Grafana's data source");
     (ingesters, queriers)
 }
 
@@ -628,6 +639,38 @@ fn compose_topology_runs_as_local_processes() {
         panic!("the queriers differ: {e}");
     }
 
+    // The query frontend answers range queries as the querier does: split (10-minute
+    // parts here) and sharded four ways, over a window remote write has delivered.
+    let frontend = topo.url("query-frontend", 10902);
+    let range = |base: &str, q: &str, end: f64| -> Value {
+        get_json(&format!(
+            "{base}/api/v1/query_range?query={}&start={:.3}&end={end:.3}&step=15&stats=all",
+            encode(q),
+            end - 1200.0,
+        ))
+    };
+    let sharded = "count by (job, instance) (up)";
+    let (via_frontend, direct) = eventually(
+        Duration::from_secs(30),
+        "the frontend's range answer equals the querier's",
+        &topo,
+        || {
+            // Up to a few seconds back (remote write has delivered that far); again
+            // if a sample arrived between the two answers.
+            let end = now_s() - 5.0;
+            let a = range(&frontend, sharded, end);
+            let b = range(&querier, sharded, end);
+            (a["status"] == "success"
+                && !result(&b).is_empty()
+                && a["data"]["result"] == b["data"]["result"])
+                .then_some((a, b))
+        },
+    );
+    assert!(result(&direct).len() >= strata_targets, "{direct}");
+    let fs = &via_frontend["data"]["stats"]["frontend"];
+    assert_eq!(fs["shards"], 4, "{via_frontend}");
+    assert!(fs["parts"].as_u64().unwrap() >= 1, "{via_frontend}");
+
     // The ingester the pair writes through forwards to the other owners.
     let forwarded = |name: &str| -> f64 {
         let (_, body) = get(&format!("{}/metrics", topo.url(name, 10902))).unwrap();
@@ -705,8 +748,8 @@ fn compose_topology_runs_as_local_processes() {
     let rules_text = std::fs::read_to_string(deploy_dir().join("rules/strata.yml")).unwrap();
     served("the alert rules", &rules_text);
 
-    // The dashboard: every panel's query is answered by the querier (Grafana's
-    // `$__rate_interval` stood in for) and names served metrics.
+    // The dashboard: every panel's query is answered through the frontend, Grafana's
+    // data source (`$__rate_interval` stood in for), and names served metrics.
     let dash_text =
         std::fs::read_to_string(deploy_dir().join("grafana/dashboards/strata-overview.json"))
             .unwrap();
@@ -721,7 +764,7 @@ fn compose_topology_runs_as_local_processes() {
     assert!(exprs.len() >= 10, "{exprs:?}");
     for e in &exprs {
         let q = e.replace("$__rate_interval", "1m");
-        let (code, body) = get(&format!("{querier}/api/v1/query?query={}", encode(&q))).unwrap();
+        let (code, body) = get(&format!("{frontend}/api/v1/query?query={}", encode(&q))).unwrap();
         assert_eq!(code, 200, "dashboard query {q}: {body}");
     }
     served("the dashboard", &exprs.join("\n"));
