@@ -181,6 +181,23 @@ impl HeadSeriesData {
     }
 }
 
+/// Cut samples of any kind (sorted by time; a repeated timestamp keeps the first) into
+/// chunks with the head's rules for each kind, as one series would hold them: what a
+/// merge of overlapping chunks re-cuts its merged samples with.
+pub fn cut_chunks(samples: &[(i64, crate::dedup::Sample)], chunk_range: i64) -> Vec<EncodedChunk> {
+    use crate::dedup::Sample;
+    let mut st = series::SeriesState::new_for_cut();
+    for (t, s) in samples {
+        // out-of-order or repeated samples are skipped, as the head refuses them
+        let _ = match s {
+            Sample::Float(v) => st.append(*t, *v, chunk_range),
+            Sample::Histogram(h) => st.append_histogram(*t, HistRef::Int(h), chunk_range),
+            Sample::FloatHistogram(h) => st.append_histogram(*t, HistRef::Float(h), chunk_range),
+        };
+    }
+    st.chunks_for_block(i64::MIN, i64::MAX)
+}
+
 /// A histogram sample as the head stored it (for WAL checkpoints).
 #[derive(Debug, Clone, PartialEq)]
 pub enum HistogramSample {

@@ -192,6 +192,11 @@ pub(super) enum Appended {
 }
 
 impl SeriesState {
+    /// A detached series state for [`super::cut_chunks`].
+    pub(super) fn new_for_cut() -> Self {
+        Self::new()
+    }
+
     fn new() -> Self {
         SeriesState {
             closed: Box::new([]),
