@@ -473,12 +473,15 @@ pub struct Network {
 
 impl Network {
     /// A client for `addr` (`host:port`), sharing one HTTP/2 connection per peer.
-    pub fn client(&self, addr: &str) -> Result<ClusterClient<Channel>, tonic::transport::Error> {
+    pub fn client(
+        &self,
+        addr: &str,
+    ) -> Result<ClusterClient<Channel>, strata_kit::grpc_tls::GrpcTlsError> {
         let mut g = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = g.get(addr) {
             return Ok(ClusterClient::new(c.clone()));
         }
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        let ch = strata_kit::grpc_tls::endpoint(addr)?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .connect_lazy();

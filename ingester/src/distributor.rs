@@ -127,7 +127,7 @@ impl Distributor {
         if let Some(c) = g.get(addr) {
             return Ok(c.clone());
         }
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        let ch = strata_kit::grpc_tls::endpoint(addr)
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)

@@ -5,6 +5,7 @@
 
 use clap::{Args, ValueEnum};
 
+pub mod grpc_tls;
 pub mod http;
 pub mod labels;
 pub mod metrics;
@@ -71,7 +72,8 @@ macro_rules! http_args {
     };
 }
 
-/// As [`http_args!`] for the gRPC server: `--grpc-address`, `--grpc-grace-period`.
+/// As [`http_args!`] for the gRPC server: `--grpc-address`, `--grpc-grace-period` and
+/// the `--grpc-server-tls-*` flags (applied process-wide, see [`grpc_tls::configure`]).
 #[macro_export]
 macro_rules! grpc_args {
     ($(#[$m:meta])* $vis:vis $name:ident, $port:literal) => {
@@ -84,6 +86,8 @@ macro_rules! grpc_args {
             /// Time to wait after an interrupt received for GRPC Server.
             #[arg(long = "grpc-grace-period", value_name = "DURATION", default_value = "2m", value_parser = $crate::parse_duration_ms)]
             pub grpc_grace_period_ms: i64,
+            #[command(flatten)]
+            pub tls: $crate::grpc_tls::GrpcServerTlsArgs,
         }
 
         #[allow(dead_code)]

@@ -213,13 +213,8 @@ impl Endpoint {
     fn client(&self, connect_timeout: Duration) -> Result<StoreClient<Channel>, String> {
         self.client
             .get_or_init(|| {
-                let uri = if self.addr.contains("://") {
-                    self.addr.clone()
-                } else {
-                    format!("http://{}", self.addr)
-                };
-                let ch = tonic::transport::Endpoint::from_shared(uri)
-                    .map_err(|e| format!("invalid address: {e}"))?
+                let ch = strata_kit::grpc_tls::endpoint(&self.addr)
+                    .map_err(|e| e.to_string())?
                     .connect_timeout(connect_timeout)
                     .connect_lazy();
                 let mut c = StoreClient::new(ch)

@@ -53,8 +53,7 @@ impl RingEndpoints {
     /// raft log); keep the last view when none answers.
     pub async fn refresh(&self) -> Result<usize, String> {
         let asks = self.peers.iter().map(|addr| async move {
-            let uri = format!("http://{addr}");
-            let ch = tonic::transport::Endpoint::from_shared(uri)
+            let ch = strata_kit::grpc_tls::endpoint(addr)
                 .map_err(|e| format!("{addr}: {e}"))?
                 .connect_timeout(Duration::from_secs(1))
                 .connect_lazy();

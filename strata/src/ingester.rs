@@ -31,6 +31,9 @@ pub struct IngesterCmd {
     http: HttpArgs,
     #[command(flatten)]
     grpc: GrpcArgs,
+    /// Replication to other ingesters and raft peers.
+    #[command(flatten)]
+    grpc_client_tls: strata_kit::grpc_tls::GrpcClientTlsArgs,
     #[command(flatten)]
     ingester: IngesterArgs,
     #[command(flatten)]
@@ -228,7 +231,7 @@ fn serve(
 
         let grpc_shutdown = shutdown.clone();
         let grpc = tokio::spawn(
-            tonic::transport::Server::builder()
+            strata_kit::grpc_tls::server_builder()?
                 .initial_stream_window_size(Some(8 << 20))
                 .initial_connection_window_size(Some(32 << 20))
                 .add_service(crate::compressed_store_server(

@@ -81,6 +81,10 @@ fn main() -> ExitCode {
             }
         }
     }
+    if let Err(e) = strata_kit::grpc_tls::configure(strata_kit::status::flags()) {
+        tracing::error!("{e}");
+        return ExitCode::from(1);
+    }
     let is_tool = matches!(cli.command, Command::Tools(_));
     let result = match cli.command {
         Command::All(cmd) => ingester::run_all(cmd),

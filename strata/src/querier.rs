@@ -35,6 +35,8 @@ pub struct QuerierCmd {
     /// can list this one with `--endpoint`. Off when not given.
     #[arg(long = "grpc-address", value_name = "ADDRESS")]
     pub grpc_address: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub grpc_tls: strata_kit::grpc_tls::GrpcServerTlsArgs,
     /// Cluster members to ask for the ingester ring (comma-separated `host:port` or
     /// `id=host:port`, as `--cluster.peers`): every healthy ingester on it is queried.
     #[arg(
@@ -68,6 +70,8 @@ pub struct QuerierArgs {
     /// accepts and answers zstd and gzip.
     #[arg(long = "grpc-compression", value_enum, default_value_t = GrpcCompressionArg::None)]
     pub grpc_compression: GrpcCompressionArg,
+    #[command(flatten)]
+    pub grpc_client_tls: strata_kit::grpc_tls::GrpcClientTlsArgs,
     /// Maximum time to process a query.
     #[arg(long = "query.timeout", value_name = "DURATION", default_value = "2m", value_parser = parse_duration_ms)]
     pub timeout_ms: i64,
@@ -266,7 +270,7 @@ pub fn run_querier(cmd: QuerierCmd) -> anyhow::Result<ExitCode> {
                 tracing::info!(%addr, "serving the Store API");
                 let sd = shutdown.clone();
                 Some(tokio::spawn(
-                    tonic::transport::Server::builder()
+                    strata_kit::grpc_tls::server_builder()?
                         .add_service(crate::compressed_store_server(
                             strata_querier::storeapi::QuerierStore::new(querier.clone())
                                 .into_server(),

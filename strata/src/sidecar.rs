@@ -74,7 +74,7 @@ pub fn run_sidecar(cmd: SidecarCmd) -> anyhow::Result<ExitCode> {
             }
         };
         let grpc = tokio::spawn(
-            tonic::transport::Server::builder()
+            strata_kit::grpc_tls::server_builder()?
                 .add_service(crate::compressed_store_server(
                     StoreService::new(sc.clone()).into_server(),
                 ))

@@ -9,6 +9,7 @@ pub mod procs;
 pub mod s3;
 pub mod storeapi_acceptance;
 pub mod strata;
+pub mod tls;
 
 /// Call `f` every 200 ms until it returns `Some`, failing the test with `what` after
 /// `timeout`: waiting on a condition, never on the clock.

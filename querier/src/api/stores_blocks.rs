@@ -51,13 +51,8 @@ fn component(t: i32) -> &'static str {
 async fn endpoint_status(addr: String, tenant: String, ring: bool) -> (&'static str, Value) {
     let last_check = now_rfc3339();
     let asked = async {
-        let uri = if addr.contains("://") {
-            addr.clone()
-        } else {
-            format!("http://{addr}")
-        };
-        let ch = tonic::transport::Endpoint::from_shared(uri)
-            .map_err(|e| format!("invalid address: {e}"))?
+        let ch = strata_kit::grpc_tls::endpoint(&addr)
+            .map_err(|e| e.to_string())?
             .connect_timeout(INFO_TIMEOUT)
             .connect_lazy();
         let mut req = tonic::Request::new(InfoRequest {});
