@@ -9,13 +9,19 @@
 //! concatenated in source order, sorted by time (stable: on equal timestamps the
 //! earlier source's sample stays) and deduplicated; replicas merged pairwise in label
 //! order with the penalty algorithm ([`crate::dedup`]).
+//!
+//! Native histogram chunks are decoded when they arrive (in range, as float histograms)
+//! and ride beside the series' floats ([`Part::Mixed`]); across HA replicas the first
+//! replica with histograms gives them (no penalty merge for histograms yet).
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use strata_promql::{LazySamples, StorageError};
+use strata_tsdb::chunkenc::Encoding;
 use strata_tsdb::chunkenc::{append_xor_in_range, count_xor_in_range};
 use strata_tsdb::dedup::merge_pair;
+use strata_tsdb::histogram::{decode_chunk_float_in_range, FloatHistogram};
 use strata_tsdb::labels::Labels;
 
 use crate::stats::{Counter, StoreError};
@@ -33,6 +39,12 @@ pub enum Part {
         /// Samples in range (counted when the chunks arrived).
         len: usize,
     },
+    /// Native histogram samples (in range, sorted by time, unique) beside the
+    /// series' floats.
+    Mixed {
+        floats: Box<Part>,
+        hists: Vec<(i64, FloatHistogram)>,
+    },
 }
 
 impl Part {
@@ -41,6 +53,35 @@ impl Part {
         match self {
             Part::Samples(v) => v.len(),
             Part::Chunks { len, .. } => *len,
+            Part::Mixed { floats, hists } => floats.len() + hists.len(),
+        }
+    }
+
+    /// The native histogram samples (none for a float-only part).
+    pub fn histograms(&self) -> &[(i64, FloatHistogram)] {
+        match self {
+            Part::Mixed { hists, .. } => hists,
+            _ => &[],
+        }
+    }
+
+    /// The float part and the histograms.
+    fn split(self) -> (Part, Vec<(i64, FloatHistogram)>) {
+        match self {
+            Part::Mixed { floats, hists } => (*floats, hists),
+            p => (p, Vec::new()),
+        }
+    }
+
+    /// `floats` with `hists` beside them (just `floats` when there are none).
+    fn join(floats: Part, hists: Vec<(i64, FloatHistogram)>) -> Part {
+        if hists.is_empty() {
+            floats
+        } else {
+            Part::Mixed {
+                floats: Box::new(floats),
+                hists,
+            }
         }
     }
 
@@ -59,6 +100,7 @@ impl Part {
                     append_xor_in_range(c, *mint, *maxt, out)?;
                 }
             }
+            Part::Mixed { floats, .. } => floats.append_to(out)?,
         }
         Ok(())
     }
@@ -67,6 +109,13 @@ impl Part {
     /// stay encoded; samples are concatenated and, where they overlap, sorted (stable:
     /// this part's sample wins a timestamp) and deduplicated.
     pub fn extend(self, next: Part) -> Result<Part, &'static str> {
+        if matches!(self, Part::Mixed { .. }) || matches!(next, Part::Mixed { .. }) {
+            let (a, mut ha) = self.split();
+            let (b, hb) = next.split();
+            ha.extend(hb);
+            sort_unique(&mut ha);
+            return Ok(Part::join(a.extend(b)?, ha));
+        }
         match (self, next) {
             (
                 Part::Chunks {
@@ -107,6 +156,7 @@ impl Part {
     pub fn decode(self) -> Result<Vec<(i64, f64)>, &'static str> {
         match self {
             Part::Samples(v) => Ok(v),
+            Part::Mixed { floats, .. } => floats.decode(),
             p => {
                 let mut out = Vec::with_capacity(p.len());
                 p.append_to(&mut out)?;
@@ -127,6 +177,8 @@ pub struct ChunksBuilder<'a> {
     /// The chunks overlap or are out of order: decoded, they need sorting.
     unordered: bool,
     last_max: i64,
+    /// Native histogram samples in range, decoded as their chunks arrived.
+    hists: Vec<(i64, FloatHistogram)>,
 }
 
 impl<'a> ChunksBuilder<'a> {
@@ -139,7 +191,22 @@ impl<'a> ChunksBuilder<'a> {
             len: 0,
             unordered: false,
             last_max: i64::MIN,
+            hists: Vec::new(),
         }
+    }
+
+    /// A native histogram chunk (`Encoding::Histogram` or `FloatHistogram`): its
+    /// samples in range are decoded now and counted as samples.
+    pub fn push_histogram(
+        &mut self,
+        encoding: Encoding,
+        data: &[u8],
+    ) -> Result<(), Result<StoreError, &'static str>> {
+        let before = self.hists.len();
+        decode_chunk_float_in_range(encoding, data, self.mint, self.maxt, &mut self.hists)
+            .map_err(|_| Err("histogram chunk does not decode"))?;
+        self.count.samples(self.hists.len() - before).map_err(Ok)?;
+        Ok(())
     }
 
     /// An XOR chunk whose samples lie in `[cmin, cmax]`; `Err` with the decoding error
@@ -163,7 +230,13 @@ impl<'a> ChunksBuilder<'a> {
 
     /// The part (`None` without samples in range). Overlapping chunks (a head and a
     /// block of the same time) are decoded here: their merge needs the samples.
-    pub fn finish(self) -> Result<Option<Part>, &'static str> {
+    pub fn finish(mut self) -> Result<Option<Part>, &'static str> {
+        if !self.hists.is_empty() {
+            let mut hists = std::mem::take(&mut self.hists);
+            sort_unique(&mut hists);
+            let floats = self.finish()?.unwrap_or(Part::Samples(Vec::new()));
+            return Ok(Some(Part::join(floats, hists)));
+        }
         if self.len == 0 {
             return Ok(None);
         }
@@ -217,6 +290,31 @@ impl LazySeries {
         Ok(())
     }
 
+    /// Whether any part holds native histogram samples.
+    pub fn has_histograms(&self) -> bool {
+        self.replicas
+            .iter()
+            .flatten()
+            .any(|p| !p.histograms().is_empty())
+    }
+
+    /// The merged native histogram samples into `out` (replacing its contents): the
+    /// first replica holding any, its parts merged as floats are.
+    pub fn decode_histograms_to(&self, out: &mut Vec<(i64, FloatHistogram)>) {
+        out.clear();
+        let Some(parts) = self
+            .replicas
+            .iter()
+            .find(|r| r.iter().any(|p| !p.histograms().is_empty()))
+        else {
+            return;
+        };
+        for p in parts {
+            out.extend_from_slice(p.histograms());
+        }
+        sort_unique(out);
+    }
+
     /// The merged samples.
     pub fn decode(self) -> Result<Vec<(i64, f64)>, &'static str> {
         if let [parts] = self.replicas.as_slice() {
@@ -231,6 +329,14 @@ impl LazySeries {
         let mut out = Vec::with_capacity(self.len());
         self.decode_to(&mut out)?;
         Ok(out)
+    }
+}
+
+/// Sort by time (stable: the first copy of a timestamp stays) and drop repeats.
+fn sort_unique(v: &mut Vec<(i64, FloatHistogram)>) {
+    if !v.windows(2).all(|w| w[0].0 < w[1].0) {
+        v.sort_by_key(|p| p.0);
+        v.dedup_by_key(|p| p.0);
     }
 }
 
@@ -259,6 +365,14 @@ impl LazySamples for EngineSeries {
         self.series.decode_to(out).map_err(|e| {
             StorageError::Unavailable(format!("series {}: chunk data: {e}", self.labels))
         })
+    }
+
+    fn decode_histograms_into(
+        &self,
+        out: &mut Vec<(i64, FloatHistogram)>,
+    ) -> Result<(), StorageError> {
+        self.series.decode_histograms_to(out);
+        Ok(())
     }
 }
 

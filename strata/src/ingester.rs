@@ -424,9 +424,24 @@ impl strata_querier::fanout::LocalStore for LocalIngester {
         for (labels, chunks) in series {
             count.series(&labels)?;
             let mut part = ChunksBuilder::new(count, mint, maxt);
-            for c in chunks.into_iter().filter(|c| c.encoding == Encoding::Xor) {
-                count.chunk(c.data.len())?;
+            for c in chunks {
                 let range = (c.min_time, c.max_time);
+                if matches!(c.encoding, Encoding::Histogram | Encoding::FloatHistogram) {
+                    count.chunk(c.data.len())?;
+                    part.push_histogram(c.encoding, &c.data).map_err(|e| {
+                        e.unwrap_or_else(|e| {
+                            StoreError::Corrupt(format!(
+                                "series {labels}: chunk [{}, {}]: {e}",
+                                range.0, range.1
+                            ))
+                        })
+                    })?;
+                    continue;
+                }
+                if c.encoding != Encoding::Xor {
+                    continue;
+                }
+                count.chunk(c.data.len())?;
                 part.push(c.data, range).map_err(|e| {
                     e.unwrap_or_else(|e| {
                         StoreError::Corrupt(format!(

@@ -385,8 +385,19 @@ impl BucketReader {
                     count.samples(samples.len() - before)?;
                     continue;
                 }
+                if matches!(*enc, Encoding::Histogram | Encoding::FloatHistogram) {
+                    part.push_histogram(*enc, data).map_err(|e| {
+                        e.unwrap_or_else(|e| {
+                            StoreError::Corrupt(format!(
+                                "block {dir}: series {labels}: chunk {:#x}: {e}",
+                                c.chunk_ref
+                            ))
+                        })
+                    })?;
+                    continue;
+                }
                 if *enc != Encoding::Xor {
-                    continue; // histogram chunks: not decodable to float samples
+                    continue;
                 }
                 part.push(data.clone(), (c.min_time, c.max_time))
                     .map_err(|e| {

@@ -8,6 +8,10 @@
 //! Prometheus's queue manager does: each shard sends its requests in order, so every
 //! series' samples arrive in time order. `--churn` replaces that fraction of series
 //! (a new `pod` value) at every scrape, as pods coming and going do.
+//!
+//! `--native-histograms` sends the histogram metrics as integer native histograms
+//! instead (one series each, schema 3, observations spread log-uniformly over about
+//! four decades with a rare far outlier, so buckets grow and now and then appear).
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +23,10 @@ use bytes::Bytes;
 use clap::Args;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use strata_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
+use strata_proto::prometheus::{
+    histogram::{Count, ZeroCount},
+    BucketSpan, Histogram, Label, Sample, TimeSeries, WriteRequest,
+};
 
 #[derive(Debug, Args)]
 pub struct LoadgenArgs {
@@ -63,6 +70,88 @@ pub struct LoadgenArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Timestamp of the last scrape in milliseconds since the epoch (default: now). The
+    /// same seed, flags and end time give byte-identical requests: two receivers can
+    /// be sent the same stream.
+    #[arg(long, value_name = "MS")]
+    end_time: Option<i64>,
+    /// Send the histogram metrics (a third of --metrics) as native histograms (integer
+    /// counts, schema 3), one series each, instead of classic bucket series.
+    #[arg(long)]
+    native_histograms: bool,
+}
+
+/// Schema of the generated native histograms: 8 buckets per power of two.
+const NATIVE_SCHEMA: i32 = 3;
+
+/// One native histogram series' running state: absolute counts by bucket index.
+#[derive(Default, Clone)]
+struct NativeState {
+    buckets: std::collections::BTreeMap<i32, u64>,
+    zero: u64,
+    count: u64,
+    sum: f64,
+}
+
+impl NativeState {
+    /// Record `n` observations drawn from `rng`.
+    fn observe(&mut self, rng: &mut SmallRng, n: usize) {
+        for _ in 0..n {
+            let r: f64 = rng.random_range(0.0..1.0);
+            let v = if r < 0.01 {
+                0.0
+            } else if r < 0.02 {
+                // rare outliers, far up: new buckets now and then
+                0.001 * 2f64.powf(rng.random_range(14.0..20.0))
+            } else {
+                0.001 * 2f64.powf(rng.random_range(0.0..13.0))
+            };
+            self.count += 1;
+            self.sum += v;
+            if v <= 1e-128 {
+                self.zero += 1;
+            } else {
+                // bucket idx holds (2^((idx-1)/8), 2^(idx/8)]
+                let idx = (v.log2() * f64::from(1 << NATIVE_SCHEMA)).ceil() as i32;
+                *self.buckets.entry(idx).or_default() += 1;
+            }
+        }
+    }
+
+    /// The histogram as remote write sends it: spans over the populated buckets,
+    /// delta-encoded counts.
+    fn to_proto(&self, t: i64) -> Histogram {
+        let mut spans: Vec<BucketSpan> = Vec::new();
+        let mut deltas = Vec::with_capacity(self.buckets.len());
+        let (mut prev_idx, mut prev_count) = (None::<i32>, 0i64);
+        for (&idx, &c) in &self.buckets {
+            match (prev_idx, spans.last_mut()) {
+                (Some(p), Some(last)) if idx == p + 1 => last.length += 1,
+                (Some(p), _) => spans.push(BucketSpan {
+                    offset: idx - p - 1,
+                    length: 1,
+                }),
+                (None, _) => spans.push(BucketSpan {
+                    offset: idx,
+                    length: 1,
+                }),
+            }
+            deltas.push(c as i64 - prev_count);
+            prev_count = c as i64;
+            prev_idx = Some(idx);
+        }
+        Histogram {
+            count: Some(Count::CountInt(self.count)),
+            sum: self.sum,
+            schema: NATIVE_SCHEMA,
+            zero_threshold: 1e-128,
+            zero_count: Some(ZeroCount::ZeroCountInt(self.zero)),
+            positive_spans: spans,
+            positive_deltas: deltas,
+            timestamp: t,
+            ..Default::default()
+        }
+    }
 }
 
 const BUCKETS: [&str; 8] = ["0.005", "0.01", "0.05", "0.1", "0.5", "1", "5", "+Inf"];
@@ -81,11 +170,20 @@ pub(crate) fn metric_kind(m: usize) -> usize {
 }
 
 pub(crate) fn slots(n: usize, metrics: usize) -> Vec<Slot> {
+    slots_with(n, metrics, false)
+}
+
+/// [`slots`], with one slot per histogram when they are `native`.
+fn slots_with(n: usize, metrics: usize, native: bool) -> Vec<Slot> {
     let mut v = Vec::with_capacity(n);
     let mut combo = 0usize;
     'outer: loop {
         for m in 0..metrics {
-            let parts = if metric_kind(m) == 2 { 10 } else { 1 };
+            let parts = if metric_kind(m) == 2 && !native {
+                10
+            } else {
+                1
+            };
             for part in 0..parts {
                 if v.len() == n {
                     break 'outer;
@@ -145,13 +243,17 @@ fn shard_of(slot: usize, shards: usize) -> usize {
 
 /// Pre-encode every request: `[shard][request]` in send order, with sample counts.
 fn encode_all(a: &LoadgenArgs) -> Vec<Vec<(Bytes, usize)>> {
-    let slots = slots(a.series, a.metrics.max(1));
+    let slots = slots_with(a.series, a.metrics.max(1), a.native_histograms);
+    let native = |s: &Slot| a.native_histograms && metric_kind(s.metric) == 2;
+    let mut states: Vec<NativeState> = vec![NativeState::default(); slots.len()];
     let shards = a.shards.max(1);
     let mut rng = SmallRng::seed_from_u64(a.seed);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now = a.end_time.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    });
     let start = now - (a.scrapes.saturating_sub(1) as i64) * a.interval;
     let mut generation = vec![0usize; slots.len()];
     let mut values = vec![0f64; slots.len()];
@@ -160,13 +262,34 @@ fn encode_all(a: &LoadgenArgs) -> Vec<Vec<(Bytes, usize)>> {
     for scrape in 0..a.scrapes {
         let t = start + scrape as i64 * a.interval;
         if scrape > 0 && a.churn > 0.0 {
-            for g in generation.iter_mut() {
+            for (i, g) in generation.iter_mut().enumerate() {
                 if rng.random_bool(a.churn.min(1.0)) {
                     *g += 1;
+                    // a new series starts from nothing
+                    states[i] = NativeState::default();
                 }
             }
         }
         for (i, s) in slots.iter().enumerate() {
+            let sh = shard_of(i, shards);
+            if native(s) {
+                let n = rng.random_range(0..40);
+                states[i].observe(&mut rng, n);
+                let mut labels = labels_for(s, generation[i]);
+                labels.retain(|l| l.name != "le");
+                labels[0].value = format!("loadgen_metric_{}_seconds", s.metric);
+                pending[sh].push(TimeSeries {
+                    labels,
+                    histograms: vec![states[i].to_proto(t)],
+                    ..Default::default()
+                });
+                if pending[sh].len() >= a.max_samples_per_send {
+                    let ts = std::mem::take(&mut pending[sh]);
+                    let n = ts.len();
+                    out[sh].push((encode(a, ts), n));
+                }
+                continue;
+            }
             let v = match metric_kind(s.metric) {
                 1 => rng.random_range(0.0..100.0),
                 _ => {
@@ -174,7 +297,6 @@ fn encode_all(a: &LoadgenArgs) -> Vec<Vec<(Bytes, usize)>> {
                     values[i]
                 }
             };
-            let sh = shard_of(i, shards);
             pending[sh].push(TimeSeries {
                 labels: labels_for(s, generation[i]),
                 samples: vec![Sample {
