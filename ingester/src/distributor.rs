@@ -145,7 +145,13 @@ impl Distributor {
 
     /// Store `req` on the owners of its series and answer the client. Runs on a
     /// blocking thread (the local part is appended here while the remote parts fly).
-    pub fn distribute(&self, ing: &Ingester, tenant: &str, req: &WriteRequestRef<'_>) -> Response {
+    pub fn distribute(
+        &self,
+        ing: &Ingester,
+        tenant: &str,
+        req: &WriteRequestRef<'_>,
+        extras: &crate::rw_extras::Extras<'_>,
+    ) -> Response {
         let ring = self.node.ring();
         let me = ring.index_of(&self.node.config.name);
         let rf = self.replication_factor;
@@ -153,7 +159,13 @@ impl Distributor {
         // One owner for everything (a cluster of one): no hashing, no copies.
         if ring.instances().len() == 1 && rf == 1 && me == Some(0) {
             return match ingest_ref(ing, tenant, req) {
-                Ok(o) => o.into_response(),
+                Ok(o) => {
+                    let written = crate::exemplars::ingest(ing, tenant, req, extras, None);
+                    let mut resp = o.into_response();
+                    resp.extensions_mut()
+                        .insert(crate::exemplars::ExemplarsWritten(written));
+                    resp
+                }
                 Err(e) => text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("push failed: {e}"),
@@ -235,6 +247,7 @@ impl Distributor {
                 body.extend_from_slice(&all[offsets[i]..offsets[i + 1]]);
                 samples += sample_counts[i];
             }
+            crate::exemplars::encode_forwarded(&mut body, req, extras, series);
             self.metrics.forwarded_samples.inc_by(samples as u64);
             let client = self.client(&inst.addr);
             let peer = inst.id.clone();
@@ -281,6 +294,7 @@ impl Distributor {
                 let part = req.subset(series);
                 let r = match ingest_ref(ing, tenant, &part) {
                     Ok(o) => {
+                        crate::exemplars::ingest(ing, tenant, req, extras, Some(series));
                         let accepted = o.accepted_samples as u64;
                         let (status, message) = o.status_message();
                         if status.is_server_error() {
@@ -415,6 +429,12 @@ impl IngesterRpc for PushService {
             };
             match ingest_ref(&ing, &req.tenant, &decoded) {
                 Ok(o) => {
+                    // exemplars travel as exemplar-only series after the samples
+                    let extras = crate::rw_extras::scan_v1(
+                        &req.write_request,
+                        ing.config.exemplars.max_exemplars > 0,
+                    );
+                    crate::exemplars::ingest(&ing, &req.tenant, &decoded, &extras, None);
                     let accepted_samples = o.accepted_samples as u64;
                     let (status, message) = o.status_message();
                     PushReply {

@@ -9,13 +9,17 @@
 //! and `tenants/<tenant>/shipper.json` (what is uploaded).
 
 pub mod distributor;
+pub mod exemplars;
 pub mod grpc;
 pub mod ha;
 pub mod histograms;
+pub mod metadata;
 mod metrics;
+pub mod otlp;
 pub mod push;
 pub mod ratelimit;
 mod ring_page;
+pub mod rw_extras;
 pub mod status;
 pub mod tenant;
 pub mod validate;
@@ -139,6 +143,12 @@ pub struct IngesterArgs {
     pub limits: Limits,
     #[command(flatten)]
     pub ha: ha::HaArgs,
+    #[command(flatten)]
+    pub metadata: metadata::MetadataArgs,
+    #[command(flatten)]
+    pub exemplars: exemplars::ExemplarArgs,
+    #[command(flatten)]
+    pub otlp: otlp::OtlpArgs,
 }
 
 /// `name="value"` (Thanos's `--label` syntax).
@@ -237,6 +247,7 @@ impl Ingester {
             self.config.wal_options(),
             limiter,
             self.config.labels.clone(),
+            self.config.exemplars.max_exemplars,
         )?;
         if stats.unknown_series_samples > 0 {
             self.metrics
@@ -385,11 +396,21 @@ impl Ingester {
         }
     }
 
+    /// The ingester's own answers to query API paths (metadata of this ingester), for a
+    /// standalone ingester; `strata all` serves these paths from its querier.
+    pub fn query_routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/api/v1/metadata", get(metadata::http_metadata))
+            .route("/prometheus/api/v1/metadata", get(metadata::http_metadata))
+            .with_state(self.clone())
+    }
+
     /// HTTP routes of the ingester, to merge into the component's router.
     pub fn routes(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/api/v1/push", post(push::push))
             .route("/api/v1/receive", post(push::push))
+            .route("/otlp/v1/metrics", post(otlp::push))
             .route("/ingester/flush", post(flush))
             .route("/distributor/ha_tracker", get(ha_tracker_status))
             .route("/ingester/ring", get(ring_page::ring_page))

@@ -22,6 +22,10 @@ pub struct IngesterMetrics {
     pub wal_replay_unknown_series_samples: Counter,
     pub store_series_frames: Counter,
     pub store_series_backpressure_waits: Counter,
+    pub metadata_received: Counter,
+    pub metadata_dropped: Counter,
+    pub exemplars_appended: Counter,
+    pub exemplars_rejected: CounterVec,
 }
 
 impl IngesterMetrics {
@@ -103,6 +107,23 @@ impl IngesterMetrics {
             store_series_backpressure_waits: r.counter(
                 "strata_ingester_store_series_backpressure_waits_total",
                 "Times a Store API Series answer's producer waited for a slow client.",
+            ),
+            metadata_received: r.counter(
+                "strata_ingester_metadata_received_total",
+                "Metric metadata entries received in remote-write requests and kept.",
+            ),
+            metadata_dropped: r.counter(
+                "strata_ingester_metadata_dropped_total",
+                "Metric metadata entries dropped (no family name, or over --ingester.max-metadata-per-user).",
+            ),
+            exemplars_appended: r.counter(
+                "strata_ingester_exemplars_appended_total",
+                "Exemplars stored (WAL and exemplar storage).",
+            ),
+            exemplars_rejected: r.counter_vec(
+                "strata_ingester_exemplars_rejected_total",
+                "Exemplars not stored, by reason (duplicates are not counted).",
+                &["reason"],
             ),
         }
     }

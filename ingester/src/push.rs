@@ -21,7 +21,9 @@ use strata_tsdb::histogram::is_custom_buckets;
 use strata_tsdb::labels::Labels;
 use strata_tsdb::wal::{Record, RefFloatHistogram, RefHistogram};
 
+use crate::exemplars::ExemplarsWritten;
 use crate::histograms::HistSample;
+use crate::rw_extras::Extras;
 use crate::validate::{validate_labels, SeriesError};
 use crate::Ingester;
 
@@ -216,21 +218,31 @@ fn decode_and_ingest(
             )
         }
     };
+    let want_exemplars = ing.config.exemplars.max_exemplars > 0;
     DECODE_BUF.with(|cell| {
         let mut buf = cell.take();
         let resp = match strata_proto::decompress_snappy_into(body, limit, &mut buf) {
             Err(e) => bad_body(e),
             Ok(()) if proto == Protocol::V2 => match strata_proto::decode_write_v2_ref(&buf) {
-                Ok((req, _extras)) => {
+                Ok((req, counted)) => {
+                    let extras = if counted.exemplars + counted.metadata > 0 {
+                        crate::rw_extras::scan_v2(&buf, want_exemplars)
+                    } else {
+                        Extras::default()
+                    };
                     // 2.0 answers say what was written: the local ingest counts it; a
-                    // distributed 2xx wrote every sample. Exemplars and histograms are
-                    // not stored (yet): 0 of them written.
+                    // distributed 2xx wrote every sample. Histograms are not stored
+                    // (yet): 0 of them written; exemplars as the local ingest stored.
                     let written = std::cell::Cell::new(None);
                     let done = |res: crate::Result<Outcome>| {
                         written.set(res.as_ref().ok().map(|o| o.accepted_samples));
                         done(res)
                     };
-                    let mut resp = ingest_ha(ing, tenant, &req, deadline, done);
+                    let mut resp = ingest_ha(ing, tenant, &req, deadline, &extras, done);
+                    let exemplars = resp
+                        .extensions()
+                        .get::<ExemplarsWritten>()
+                        .map_or(0, |e| e.0);
                     let samples = written
                         .get()
                         .or(resp.status().is_success().then(|| req.num_samples()));
@@ -239,7 +251,7 @@ fn decode_and_ingest(
                         for (k, v) in [
                             ("x-prometheus-remote-write-samples-written", n),
                             ("x-prometheus-remote-write-histograms-written", 0),
-                            ("x-prometheus-remote-write-exemplars-written", 0),
+                            ("x-prometheus-remote-write-exemplars-written", exemplars),
                         ] {
                             h.insert(k, v.into());
                         }
@@ -249,12 +261,16 @@ fn decode_and_ingest(
                 Err(e) => bad_body(e),
             },
             Ok(()) => match strata_proto::decode_write_request_ref(&buf) {
-                Ok(req) => ingest_ha(ing, tenant, &req, deadline, done),
+                Ok(req) => {
+                    let extras = crate::rw_extras::scan_v1(&buf, want_exemplars);
+                    ingest_ha(ing, tenant, &req, deadline, &extras, done)
+                }
                 Err(strata_proto::DecodeError::Unsupported) => {
                     match <WriteRequest as strata_proto::Message>::decode(buf.as_slice()) {
                         Ok(req) => {
+                            let extras = crate::rw_extras::scan_v1(&buf, want_exemplars);
                             let req = WriteRequestRef::from_owned(&req);
-                            ingest_ha(ing, tenant, &req, deadline, done)
+                            ingest_ha(ing, tenant, &req, deadline, &extras, done)
                         }
                         Err(e) => bad_body(strata_proto::DecodeError::Protobuf(e)),
                     }
@@ -276,6 +292,7 @@ fn ingest_ha(
     tenant: &str,
     req: &WriteRequestRef<'_>,
     deadline: Option<Instant>,
+    extras: &Extras<'_>,
     done: impl FnOnce(crate::Result<Outcome>) -> Response,
 ) -> Response {
     let decision = match req.iter().next() {
@@ -285,13 +302,13 @@ fn ingest_ha(
         None => crate::ha::Decision::NotHa,
     };
     match decision {
-        crate::ha::Decision::NotHa => store(ing, tenant, req, deadline, done),
+        crate::ha::Decision::NotHa => store(ing, tenant, req, deadline, extras, done),
         crate::ha::Decision::Accept { changed } => {
             if changed {
                 ing.metrics.ha_elected_changes.inc();
             }
             let stripped = req.without_label(&ing.ha.args.replica_label);
-            store(ing, tenant, &stripped, deadline, done)
+            store(ing, tenant, &stripped, deadline, extras, done)
         }
         crate::ha::Decision::Unavailable(e) => text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -319,12 +336,66 @@ fn store(
     tenant: &str,
     req: &WriteRequestRef<'_>,
     deadline: Option<Instant>,
+    extras: &Extras<'_>,
     done: impl FnOnce(crate::Result<Outcome>) -> Response,
 ) -> Response {
+    // Metadata stays on the ingester that received it (the querier asks them all).
+    crate::metadata::ingest(ing, tenant, &extras.metadata);
     match ing.distributor.get() {
-        Some(d) => d.distribute(ing, tenant, req),
-        None => done(ingest_ref_until(ing, tenant, req, deadline)),
+        Some(d) => d.distribute(ing, tenant, req, extras),
+        None => {
+            let res = ingest_ref_until(ing, tenant, req, deadline);
+            // after the samples: an exemplar needs its series in the head
+            let written = match &res {
+                Ok(o) if o.timed_out.is_none() => {
+                    crate::exemplars::ingest(ing, tenant, req, extras, None)
+                }
+                _ => 0,
+            };
+            let mut resp = done(res);
+            resp.extensions_mut().insert(ExemplarsWritten(written));
+            resp
+        }
     }
+}
+
+/// Store an uncompressed remote write 1.0 body (OTLP translates into one) as a push
+/// would. Besides the answer: when samples were refused for reasons a retry cannot fix
+/// (the rest stored), how many and the first reason.
+pub(crate) fn ingest_v1_raw(
+    ing: &Ingester,
+    tenant: &str,
+    raw: &[u8],
+    deadline: Option<Instant>,
+) -> (Response, Option<(usize, String)>) {
+    let req = match strata_proto::decode_write_request_ref(raw) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                text(StatusCode::BAD_REQUEST, format!("translated request: {e}")),
+                None,
+            )
+        }
+    };
+    let extras = crate::rw_extras::scan_v1(raw, ing.config.exemplars.max_exemplars > 0);
+    let refused = std::cell::RefCell::new(None);
+    let done = |res: crate::Result<Outcome>| match res {
+        Ok(o) => {
+            if o.timed_out.is_none() && o.rate_limited.is_none() {
+                if let Some(first) = &o.first_error {
+                    let n: usize = o.rejected.values().map(|v| v.0).sum();
+                    *refused.borrow_mut() = Some((n, first.clone()));
+                }
+            }
+            o.into_response()
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("push failed: {e}"),
+        ),
+    };
+    let resp = ingest_ha(ing, tenant, &req, deadline, &extras, done);
+    (resp, refused.into_inner())
 }
 
 /// What happened to a request that was read and decoded.

@@ -67,6 +67,10 @@ pub struct TenantDb {
     synced_seq: std::sync::atomic::AtomicU64,
     pub block_duration_ms: i64,
     pub external_labels: Vec<(String, String)>,
+    /// Metric metadata (`metadata.json`).
+    pub metadata: crate::metadata::TenantMetadata,
+    /// Exemplars (`--tsdb.max-exemplars`); locked after `write` when both are held.
+    exemplars: Mutex<strata_tsdb::exemplars::ExemplarStore>,
 }
 
 /// The oldest timestamp the head accepts after a local block ending (exclusive) at
@@ -108,6 +112,7 @@ impl TenantDb {
         wal_opts: WalOptions,
         limiter: TokenBucket,
         external_labels: Vec<(String, String)>,
+        max_exemplars: usize,
     ) -> Result<(TenantDb, OpenStats)> {
         let start = Instant::now();
         std::fs::create_dir_all(dir.join("blocks")).map_err(|e| Error::io(dir, e))?;
@@ -133,6 +138,7 @@ impl TenantDb {
         // A series logged again under another ref (its labels already known) maps to the
         // ref the head has.
         let mut remap: HashMap<u64, u64> = HashMap::new();
+        let mut exemplar_recs: Vec<strata_tsdb::exemplars::RefExemplar> = Vec::new();
         let (wal, rs) = Wal::replay_and_open(dir.join("wal"), wal_opts, &mut interner, |rec| {
             match rec {
                 RecordOwned::Series(entries) => {
@@ -176,9 +182,15 @@ impl TenantDb {
                         }
                     }
                 }
+                RecordOwned::Exemplars(entries) => {
+                    if max_exemplars > 0 {
+                        exemplar_recs.extend(entries);
+                    }
+                }
             }
             Ok(())
         })?;
+        let exemplars = replay_exemplars(&head, &remap, exemplar_recs, max_exemplars);
         stats.truncated = rs.truncated;
         stats.took = start.elapsed();
         let db = TenantDb {
@@ -198,8 +210,14 @@ impl TenantDb {
             synced_seq: std::sync::atomic::AtomicU64::new(0),
             block_duration_ms,
             external_labels,
+            metadata: crate::metadata::TenantMetadata::open(dir)?,
+            exemplars: Mutex::new(exemplars),
         };
         Ok((db, stats))
+    }
+
+    pub fn lock_exemplars(&self) -> MutexGuard<'_, strata_tsdb::exemplars::ExemplarStore> {
+        self.exemplars.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn lock_write(&self) -> MutexGuard<'_, WriteState> {
@@ -337,6 +355,10 @@ impl TenantDb {
                 });
             }
         }
+        let exemplars = checkpoint_exemplars(&self.lock_exemplars(), &series);
+        for chunk in exemplars.chunks(10_000) {
+            recs.push(Record::Exemplars { entries: chunk });
+        }
         w.wal.checkpoint(recs)?;
         Ok(())
     }
@@ -460,4 +482,61 @@ fn checkpoint_histograms(
         }
     });
     (ints, floats)
+}
+
+/// The exemplar store as the WAL left it: exemplar records whose series the head knows,
+/// in log order (so the newest survive when there are more than the store holds).
+fn replay_exemplars(
+    head: &Head,
+    remap: &HashMap<u64, u64>,
+    recs: Vec<strata_tsdb::exemplars::RefExemplar>,
+    max: usize,
+) -> strata_tsdb::exemplars::ExemplarStore {
+    let mut store = strata_tsdb::exemplars::ExemplarStore::new(max);
+    if recs.is_empty() {
+        return store;
+    }
+    let labels: HashMap<u64, Labels> = head
+        .series_snapshot()
+        .into_iter()
+        .map(|(r, l)| (r.0, l))
+        .collect();
+    for e in recs {
+        let r = remap.get(&e.series).copied().unwrap_or(e.series);
+        if let Some(series) = labels.get(&r) {
+            let ex = strata_tsdb::exemplars::Exemplar {
+                labels: e.labels,
+                value: e.value,
+                ts: e.ts,
+            };
+            // duplicates and out-of-order ones (a checkpoint overlapping segments) are
+            // refused as at ingest
+            let _ = store.add(series, ex);
+        }
+    }
+    store
+}
+
+/// The exemplar records a checkpoint carries: stored exemplars of series still in the
+/// head, oldest first.
+fn checkpoint_exemplars(
+    store: &strata_tsdb::exemplars::ExemplarStore,
+    series: &[(strata_tsdb::head::HeadSeriesRef, Labels)],
+) -> Vec<strata_tsdb::exemplars::RefExemplar> {
+    if store.is_empty() {
+        return Vec::new();
+    }
+    let refs: HashMap<&Labels, u64> = series.iter().map(|(r, l)| (l, r.0)).collect();
+    store
+        .snapshot()
+        .into_iter()
+        .filter_map(|(l, e)| {
+            refs.get(&l).map(|r| strata_tsdb::exemplars::RefExemplar {
+                series: *r,
+                ts: e.ts,
+                value: e.value,
+                labels: e.labels,
+            })
+        })
+        .collect()
 }

@@ -195,6 +195,7 @@ fn replay_counts_samples_of_unknown_series() {
         strata_tsdb::wal::WalOptions::default(),
         strata_ingester::ratelimit::TokenBucket::new(0.0, 0),
         vec![],
+        0,
     )
     .unwrap();
     assert_eq!(stats.samples, 1);

@@ -78,6 +78,45 @@ mod generated {
             }
         }
     }
+
+    pub mod opentelemetry {
+        pub mod proto {
+            pub mod common {
+                pub mod v1 {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/opentelemetry.proto.common.v1.rs"
+                    ));
+                }
+            }
+            pub mod resource {
+                pub mod v1 {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/opentelemetry.proto.resource.v1.rs"
+                    ));
+                }
+            }
+            pub mod metrics {
+                pub mod v1 {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/opentelemetry.proto.metrics.v1.rs"
+                    ));
+                }
+            }
+            pub mod collector {
+                pub mod metrics {
+                    pub mod v1 {
+                        include!(concat!(
+                            env!("OUT_DIR"),
+                            "/opentelemetry.proto.collector.metrics.v1.rs"
+                        ));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Prometheus remote write 1.0 and remote read messages (package `prometheus`).
@@ -99,6 +138,15 @@ pub use generated::strata::ingester::v1 as ingester;
 
 /// Metric metadata and exemplars from the ingesters (package `strata.metadata.v1`).
 pub use generated::strata::metadata::v1 as metadata;
+
+/// OpenTelemetry's OTLP metrics messages (packages `opentelemetry.proto.*.v1`; the
+/// files under `proto/opentelemetry/`, Apache-2.0, see its README).
+pub mod otlp {
+    pub use crate::generated::opentelemetry::proto::collector::metrics::v1 as collector;
+    pub use crate::generated::opentelemetry::proto::common::v1 as common;
+    pub use crate::generated::opentelemetry::proto::metrics::v1 as metrics;
+    pub use crate::generated::opentelemetry::proto::resource::v1 as resource;
+}
 
 use prometheus::WriteRequest;
 

@@ -19,7 +19,6 @@ use strata_proto::store::{
     PartialResponseStrategy, QueryHints, Range, SeriesRequest,
 };
 use strata_store::{matchers_to_proto, ErrorKind, StoreError};
-use strata_tsdb::chunkenc::Encoding;
 use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::{MatchOp, Matcher};
 use tokio::runtime::Handle;
@@ -329,21 +328,11 @@ impl Endpoint {
                         let corrupt =
                             |e| StoreError::Corrupt(format!("series {labels}: chunk data: {e}"));
                         for c in s.chunks {
-                            // Raw chunks only: downsampled aggregates have no reading
-                            // here. Histogram chunks are decoded as they arrive.
+                            // Raw XOR chunks only: downsampled aggregates and histograms
+                            // have no float-sample reading here.
                             let Some(raw) = c.raw else { continue };
                             count.chunk(raw.data.len())?;
-                            let hist = match chunk::Encoding::try_from(raw.r#type) {
-                                Ok(chunk::Encoding::Xor) => None,
-                                Ok(chunk::Encoding::Histogram) => Some(Encoding::Histogram),
-                                Ok(chunk::Encoding::FloatHistogram) => {
-                                    Some(Encoding::FloatHistogram)
-                                }
-                                Err(_) => continue,
-                            };
-                            if let Some(enc) = hist {
-                                part.push_histogram(enc, &raw.data)
-                                    .map_err(|e| e.unwrap_or_else(corrupt))?;
+                            if raw.r#type != chunk::Encoding::Xor as i32 {
                                 continue;
                             }
                             part.push(raw.data, (c.min_time, c.max_time))
@@ -509,6 +498,27 @@ impl Sources {
         hints: Option<&SelectHints>,
         skip_chunks: bool,
     ) -> Result<Fetched<LazySeries>, FetchError> {
+        self.fetch_shard(opts, matchers, None, mint, maxt, hints, skip_chunks)
+            .await
+    }
+
+    /// [`Sources::fetch_lazy`] for one query shard (when given): the bucket reads only
+    /// the shard's series; the caller keeps only them from the other sources.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_shard(
+        &self,
+        opts: &FetchOptions,
+        matchers: &[Matcher],
+        shard: Option<ShardSelector>,
+        mint: i64,
+        maxt: i64,
+        hints: Option<&SelectHints>,
+        skip_chunks: bool,
+    ) -> Result<Fetched<LazySeries>, FetchError> {
+        let shard = shard.map(|shard| crate::bucket::ShardFilter {
+            shard,
+            replica_labels: opts.replica_labels.clone().unwrap_or_default(),
+        });
         let req = SeriesRequest {
             min_time: mint,
             max_time: maxt,
@@ -555,7 +565,7 @@ impl Sources {
             let count = opts.cost.source(&format!("bucket {}", b.bucket()));
             let r = tokio::time::timeout(
                 opts.timeout,
-                b.series_counted(
+                b.series_of_shard(
                     &opts.tenant,
                     matchers,
                     mint,
@@ -564,6 +574,7 @@ impl Sources {
                     opts.max_resolution_ms,
                     func,
                     &count,
+                    shard.as_ref(),
                 ),
             )
             .await
@@ -1006,9 +1017,15 @@ impl Storage for FanoutStorage {
             Err(e) => return Err(StorageError::Unavailable(e.to_string())),
         };
         let fetched = self.handle.block_on(async {
-            let fetch =
-                self.sources
-                    .fetch_lazy(&self.opts, &matchers, mint, maxt, Some(hints), false);
+            let fetch = self.sources.fetch_shard(
+                &self.opts,
+                &matchers,
+                shard,
+                mint,
+                maxt,
+                Some(hints),
+                false,
+            );
             self.opts.cost.begin_select();
             let Some(cancel) = &self.cancel else {
                 return fetch.await.map_err(storage_error);
@@ -1032,14 +1049,6 @@ impl Storage for FanoutStorage {
             .filter(|(l, s)| !s.is_empty() && shard.is_none_or(|sh| sh.owns(l)))
             .map(|(labels, series)| {
                 let resolution = fetched.downsampled.get(&labels).copied().unwrap_or(0);
-                // Histograms were decoded as their chunks arrived.
-                let histograms = if series.has_histograms() {
-                    let mut h = Vec::new();
-                    series.decode_histograms_to(&mut h);
-                    strata_promql::HistogramSamples::Decoded(h)
-                } else {
-                    Default::default()
-                };
                 let samples = match series.replicas.as_slice() {
                     // Decoded already (downsampled aggregates): nothing to defer.
                     [p] if matches!(p.as_slice(), [Part::Samples(_)]) => {
@@ -1053,7 +1062,7 @@ impl Storage for FanoutStorage {
                 SelectedSeries {
                     labels,
                     samples,
-                    histograms,
+                    histograms: Default::default(),
                     resolution,
                 }
             })

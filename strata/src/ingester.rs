@@ -199,6 +199,9 @@ fn serve(
             state = state.with_cors_origin(a.query.cors_origin.clone());
         }
         let mut app = router(state.clone()).merge(ing.routes());
+        if all.is_none() {
+            app = app.merge(ing.query_routes());
+        }
         let mut compactor_task = None;
         let mut with_ruler = None;
         if let Some(AllExtras { query: q, ruler, compactor, frontend }) = all {
@@ -238,6 +241,8 @@ fn serve(
                     StoreService::new(ing.clone()).into_server(),
                 ))
                 .add_service(PushService::new(ing.clone()).into_server())
+                .add_service(strata_ingester::metadata::MetadataService::new(ing.clone()).into_server())
+                .add_service(strata_ingester::exemplars::ExemplarsService::new(ing.clone()).into_server())
                 .add_service(node.service())
                 .serve_with_incoming_shutdown(
                     crate::nodelay(grpc_listener),
@@ -467,3 +472,26 @@ impl strata_querier::fanout::LocalStore for LocalIngester {
         self.0.config.labels.clone()
     }
 }
+
+    fn metadata(
+        &self,
+        tenant: &str,
+        req: &strata_proto::metadata::MetricMetadataRequest,
+    ) -> Result<strata_proto::metadata::MetricMetadataResponse, String> {
+        let m = strata_ingester::metadata::query(
+            &self.0,
+            tenant,
+            &req.metric,
+            req.limit,
+            req.limit_per_metric,
+        );
+        Ok(strata_ingester::metadata::to_proto(m))
+    }
+
+    fn exemplars(
+        &self,
+        tenant: &str,
+        req: &strata_proto::metadata::ExemplarsRequest,
+    ) -> Result<strata_proto::metadata::ExemplarsResponse, String> {
+        strata_ingester::exemplars::answer(&self.0, tenant, req).map_err(|e| e.to_string())
+    }

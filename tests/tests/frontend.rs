@@ -374,6 +374,22 @@ fn sharded_range_answers_equal_prometheus_and_the_unsharded_querier() {
     assert!(all >= 6.0, "{all}");
     assert_eq!(shards.iter().sum::<f64>(), all, "{shards:?}");
     assert!(shards.iter().all(|&n| n < all), "{shards:?}");
+    // The bucket reads only the shard's series (the others' chunks are not fetched).
+    let fetched = |q: &str| -> u64 {
+        let path = format!(
+            "/api/v1/query?query={}&time={}&stats=all",
+            encode(q),
+            secs(start)
+        );
+        let (_, body) = get(&format!("{}{path}", querier.url())).unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["data"]["stats"]["strata"]["seriesFetched"]
+            .as_u64()
+            .unwrap()
+    };
+    let whole = fetched("count(http_requests_total)");
+    let one = fetched(r#"count(http_requests_total{__query_shard__="1_of_3"})"#);
+    assert!(one < whole, "{one} of {whole} series fetched");
     // A shard label value that is not Mimir's form is an error naming it.
     let path = format!(
         "/api/v1/query?query={}",

@@ -21,6 +21,7 @@ pub mod chunks;
 pub mod dedup;
 pub mod downsample;
 pub mod error;
+pub mod exemplars;
 pub mod head;
 pub mod histogram;
 pub mod index;

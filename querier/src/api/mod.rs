@@ -24,6 +24,7 @@ use crate::stats::{Cost, QueryCost, QueryLimits};
 use crate::Querier;
 
 mod json;
+mod metadata;
 mod params;
 mod status;
 mod stores_blocks;
@@ -54,8 +55,11 @@ pub(crate) fn router(q: Arc<Querier>) -> Router {
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
-        .route("/api/v1/metadata", get(metadata))
-        .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
+        .route("/api/v1/metadata", get(metadata::metadata))
+        .route(
+            "/api/v1/query_exemplars",
+            get(metadata::exemplars).post(metadata::exemplars),
+        )
         .route(
             "/api/v1/read",
             axum::routing::post(crate::read::remote_read),
@@ -685,48 +689,6 @@ async fn labels_inner(
         warnings.push("results truncated due to limit".into());
     }
     Ok(ok(&string_array(&vals), &warnings))
-}
-
-/// No metadata is stored yet: the parameters are checked as Prometheus checks them and
-/// the answer is empty.
-async fn metadata(headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
-    let r = (|| {
-        let p = Params::parse(&headers, raw.as_deref(), &[])?;
-        for name in ["limit", "limit_per_metric"] {
-            let v = p.get(name);
-            if !v.is_empty() && v.parse::<i64>().is_err() {
-                return Err(ApiError::bad_data(format!("{name} must be a number")));
-            }
-        }
-        Ok(ok("{}", &[]))
-    })();
-    r.unwrap_or_else(ApiError::into_response)
-}
-
-async fn exemplars(
-    State(q): State<Arc<Querier>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
-    let start = Instant::now();
-    let r = (|| {
-        let p = Params::parse(&headers, raw.as_deref(), &body)?;
-        tenant_of(&headers)?;
-        let start = time_param(&p, "start", MIN_TIME_MS)?;
-        let end = time_param(&p, "end", MAX_TIME_MS)?;
-        if end < start {
-            return Err(ApiError::bad_data(
-                "end timestamp must not be before start timestamp",
-            ));
-        }
-        // Prometheus gives this endpoint's parse errors without the parameter's name
-        if let Err(e) = Engine::new(q.engine_options()).parse(p.get("query")) {
-            return Err(ApiError::bad_data(e.to_string()));
-        }
-        Ok(ok("[]", &[]))
-    })();
-    finish(&q, "query_exemplars", start, r)
 }
 
 async fn buildinfo() -> Response {

@@ -222,6 +222,35 @@ impl BucketReader {
         func: Option<&str>,
         count: &Counter,
     ) -> Result<BucketSeries, StoreError> {
+        self.series_of_shard(
+            tenant,
+            matchers,
+            mint,
+            maxt,
+            skip_chunks,
+            max_resolution,
+            func,
+            count,
+            None,
+        )
+        .await
+    }
+
+    /// [`BucketReader::series_counted`] keeping only the series of one query shard
+    /// (when given): the others are dropped before their chunks are read or counted.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn series_of_shard(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        skip_chunks: bool,
+        max_resolution: i64,
+        func: Option<&str>,
+        count: &Counter,
+        shard: Option<&ShardFilter>,
+    ) -> Result<BucketSeries, StoreError> {
         let aggr = Aggr::for_func(func);
         // A rate over downsampled counters measures from the point before its range:
         // plan one (coarsest) window early, then read each downsampled block from one
@@ -264,6 +293,7 @@ impl BucketReader {
                     skip_chunks,
                     (aggr, continues),
                     count,
+                    shard,
                 )
             })
             .collect();
@@ -314,6 +344,7 @@ impl BucketReader {
         skip_chunks: bool,
         (aggr, continues): (Aggr, bool),
         count: &Counter,
+        shard: Option<&ShardFilter>,
     ) -> Result<Vec<(Labels, Part)>, StoreError> {
         let ext = external_labels(meta);
         // Matchers on external labels are answered by the meta; the rest by the index.
@@ -332,6 +363,9 @@ impl BucketReader {
         for r in refs {
             let (labels, mut chunks) = ir.series(r).map_err(StoreError::from)?;
             chunks.retain(|c| c.overlaps(mint, maxt));
+            if shard.is_some_and(|f| !f.owns(&labels, &ext)) {
+                continue;
+            }
             if !chunks.is_empty() {
                 // Counted before any chunk is read: a series limit stops the read here.
                 count.series(&labels)?;
@@ -471,6 +505,26 @@ fn merge_block(
         push(&mut out, item.expect("peeked"))?;
     }
     Ok(out)
+}
+
+/// One query shard's series, pushed down from the fan-out: the shard, and the replica
+/// labels its deduplication drops (the hash is over the labels the query sees).
+#[derive(Debug, Clone)]
+pub struct ShardFilter {
+    pub shard: crate::shard::ShardSelector,
+    pub replica_labels: Vec<String>,
+}
+
+impl ShardFilter {
+    /// Does the series `labels` of a block with external labels `ext` belong?
+    fn owns(&self, labels: &Labels, ext: &[(String, String)]) -> bool {
+        let l = add_external(labels.clone(), ext);
+        if self.replica_labels.is_empty() {
+            return self.shard.owns(&l);
+        }
+        let drop: Vec<&str> = self.replica_labels.iter().map(String::as_str).collect();
+        self.shard.owns(&l.without(&drop))
+    }
 }
 
 /// What [`BucketReader::series_at`] read.

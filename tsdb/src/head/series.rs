@@ -10,8 +10,7 @@ use crate::chunkenc::{
     MAX_BYTES_PER_XOR_CHUNK, SAMPLES_PER_CHUNK,
 };
 use crate::histogram::chunk::{
-    AppendOutcome, CounterResetHeader, MIN_SAMPLES_PER_HISTOGRAM_CHUNK,
-    TARGET_BYTES_PER_HISTOGRAM_CHUNK,
+    AppendOutcome, MIN_SAMPLES_PER_HISTOGRAM_CHUNK, TARGET_BYTES_PER_HISTOGRAM_CHUNK,
 };
 use crate::histogram::{
     FloatHistogram, FloatHistogramChunk, FloatHistogramIter, Histogram, HistogramChunk,
@@ -612,79 +611,16 @@ impl SeriesState {
     }
 }
 
-/// The samples of histogram chunk `data` in `[mint, maxt)` as chunks of the same
-/// encoding. Samples of one chunk always fit one chunk again; the header is kept when
-/// the chunk's first sample is kept (else the samples continue the chunk: not a reset).
 fn rechunk_histograms(encoding: Encoding, data: &[u8], mint: i64, maxt: i64) -> Vec<EncodedChunk> {
-    let header = CounterResetHeader::of(data);
-    let mut out = Vec::new();
-    let mut push = |lo: i64, hi: i64, bytes: Vec<u8>, n: usize| {
-        if n > 0 {
-            out.push(EncodedChunk {
-                min_time: lo,
-                max_time: hi,
-                encoding,
-                data: bytes,
-            });
-        }
-    };
-    let (mut first, mut last, mut kept_first) = (i64::MAX, i64::MIN, false);
-    if encoding == Encoding::Histogram {
-        let mut c = HistogramChunk::new();
-        for (i, (t, h)) in HistogramIter::new(data).enumerate() {
-            if t < mint || t >= maxt {
-                continue;
-            }
-            kept_first |= i == 0 && c.num_samples() == 0;
-            if first == i64::MAX {
-                first = t;
-            }
-            if let AppendOutcome::NewChunk(n) = c.append(None, t, &h) {
-                let done = std::mem::replace(&mut c, n);
-                let cnt = done.num_samples();
-                push(first, last, done.into_bytes(), cnt);
-                first = t;
-            }
-            last = t;
-        }
-        if c.num_samples() > 0 && header != CounterResetHeader::Gauge {
-            c.set_counter_reset_header(if kept_first {
-                header
-            } else {
-                CounterResetHeader::NotCounterReset
-            });
-        }
-        let cnt = c.num_samples();
-        push(first, last, c.into_bytes(), cnt);
-    } else {
-        let mut c = FloatHistogramChunk::new();
-        for (i, (t, h)) in FloatHistogramIter::new(data).enumerate() {
-            if t < mint || t >= maxt {
-                continue;
-            }
-            kept_first |= i == 0 && c.num_samples() == 0;
-            if first == i64::MAX {
-                first = t;
-            }
-            if let AppendOutcome::NewChunk(n) = c.append(None, t, &h) {
-                let done = std::mem::replace(&mut c, n);
-                let cnt = done.num_samples();
-                push(first, last, done.into_bytes(), cnt);
-                first = t;
-            }
-            last = t;
-        }
-        if c.num_samples() > 0 && header != CounterResetHeader::Gauge {
-            c.set_counter_reset_header(if kept_first {
-                header
-            } else {
-                CounterResetHeader::NotCounterReset
-            });
-        }
-        let cnt = c.num_samples();
-        push(first, last, c.into_bytes(), cnt);
-    }
-    out
+    crate::histogram::chunk::rechunk_in_range(encoding, data, mint, maxt)
+        .into_iter()
+        .map(|(min_time, max_time, data)| EncodedChunk {
+            min_time,
+            max_time,
+            encoding,
+            data,
+        })
+        .collect()
 }
 
 /// The buffer an open [`XorChunk`] of `len` bytes holds: it starts at 128 bytes and

@@ -237,69 +237,7 @@ impl HistogramChunk {
         t: i64,
         h: &Histogram,
     ) -> AppendOutcome<HistogramChunk> {
-        assert!(self.num < u16::MAX, "histogram chunk is full");
-        if self.num == 0 {
-            self.append_raw(t, h);
-            let header = if h.counter_reset_hint == CounterResetHint::Gauge {
-                CounterResetHeader::Gauge
-            } else if h.counter_reset_hint == CounterResetHint::CounterReset {
-                CounterResetHeader::CounterReset
-            } else if let Some(p) = prev {
-                p.appendable(h).hint
-            } else {
-                CounterResetHeader::Unknown
-            };
-            self.set_counter_reset_header(header);
-            return AppendOutcome::Appended;
-        }
-        if h.counter_reset_hint != CounterResetHint::Gauge {
-            let a = self.appendable(h);
-            if !a.ok || a.hint != CounterResetHeader::NotCounterReset {
-                let mut c = HistogramChunk::new();
-                c.set_counter_reset_header(a.hint);
-                c.append_raw(t, h);
-                return AppendOutcome::NewChunk(c);
-            }
-            let mut h = Cow::Borrowed(h);
-            if !a.p_bwd.is_empty() || !a.n_bwd.is_empty() {
-                let hm = h.to_mut();
-                if a.p_fwd.is_empty() && a.n_fwd.is_empty() {
-                    hm.positive_spans = self.p_spans.clone();
-                    hm.negative_spans = self.n_spans.clone();
-                } else {
-                    hm.positive_spans = adjust_for_inserts(&hm.positive_spans, &a.p_bwd);
-                    hm.negative_spans = adjust_for_inserts(&hm.negative_spans, &a.n_bwd);
-                }
-                recode_buckets(hm, &a.p_bwd, &a.n_bwd);
-            }
-            if !a.p_fwd.is_empty() || !a.n_fwd.is_empty() {
-                *self = self.recode(&a.p_fwd, &a.n_fwd, &h.positive_spans, &h.negative_spans);
-                self.append_raw(t, &h);
-                return AppendOutcome::Recoded;
-            }
-            self.append_raw(t, &h);
-            return AppendOutcome::Appended;
-        }
-        let Some(g) = self.appendable_gauge(h) else {
-            let mut c = HistogramChunk::new();
-            c.set_counter_reset_header(CounterResetHeader::Gauge);
-            c.append_raw(t, h);
-            return AppendOutcome::NewChunk(c);
-        };
-        let mut h = Cow::Borrowed(h);
-        if !g.p_bwd.is_empty() || !g.n_bwd.is_empty() {
-            let hm = h.to_mut();
-            hm.positive_spans = g.p_merged;
-            hm.negative_spans = g.n_merged;
-            recode_buckets(hm, &g.p_bwd, &g.n_bwd);
-        }
-        if !g.p_fwd.is_empty() || !g.n_fwd.is_empty() {
-            *self = self.recode(&g.p_fwd, &g.n_fwd, &h.positive_spans, &h.negative_spans);
-            self.append_raw(t, &h);
-            return AppendOutcome::Recoded;
-        }
-        self.append_raw(t, &h);
-        AppendOutcome::Appended
+        append_sample(self, prev, t, h)
     }
 
     /// Prometheus's `appendable`: whether `h` may follow the chunk's last sample.
@@ -362,29 +300,6 @@ impl HistogramChunk {
         r.n_bwd = n_bwd;
         r.ok = true;
         r
-    }
-
-    /// Prometheus's `appendableGauge`; `None` when `h` needs a new chunk.
-    fn appendable_gauge(&self, h: &Histogram) -> Option<GaugeAppendable> {
-        if self.num > 0 && self.counter_reset_header() != CounterResetHeader::Gauge {
-            return None;
-        }
-        if is_stale_nan(h.sum) {
-            return Some(GaugeAppendable::default());
-        }
-        if is_stale_nan(self.sum)
-            || h.schema != self.schema
-            || h.zero_threshold != self.zero_threshold
-            || (is_custom_buckets(h.schema) && !bounds_match(&h.custom_values, &self.custom_values))
-        {
-            return None;
-        }
-        Some(GaugeAppendable::new(
-            &self.p_spans,
-            &h.positive_spans,
-            &self.n_spans,
-            &h.negative_spans,
-        ))
     }
 
     /// Prometheus's `recode`: the chunk's samples re-encoded with `inserts` applied and
@@ -523,6 +438,315 @@ fn recode_float_buckets(h: &mut FloatHistogram, p: &[Insert], n: &[Insert]) {
     if !n.is_empty() {
         h.negative_buckets = insert(&h.negative_buckets, n, false);
     }
+}
+
+/// What the generic append needs from a chunk type and its sample type.
+trait ChunkOps: Sized {
+    type S: Clone;
+    fn fresh() -> Self;
+    fn num(&self) -> u16;
+    fn header(&self) -> CounterResetHeader;
+    fn set_hdr(&mut self, h: CounterResetHeader);
+    fn appendable(&self, h: &Self::S) -> Appendable;
+    /// The header of a chunk the head cut after `prev`, from `prev.appendable(h)`:
+    /// integer chunks take its header, float chunks only tell a reset from none.
+    fn first_header(a: &Appendable) -> CounterResetHeader;
+    fn recode(&self, p: &[Insert], n: &[Insert], ps: &[Span], ns: &[Span]) -> Self;
+    fn append_raw(&mut self, t: i64, h: &Self::S);
+    fn into_data(self) -> Vec<u8>;
+    /// The chunk's layout: schema, zero threshold, custom bounds, spans and whether the
+    /// last sample is a stale marker.
+    fn layout(&self) -> (i32, f64, &[f64], &[Span], &[Span], bool);
+}
+
+/// What the generic append needs from a sample.
+trait SampleOps: Clone {
+    fn hint(&self) -> CounterResetHint;
+    fn sum(&self) -> f64;
+    fn layout(&self) -> (i32, f64, &[f64]);
+    fn spans(&self) -> (&[Span], &[Span]);
+    fn spans_mut(&mut self) -> (&mut Vec<Span>, &mut Vec<Span>);
+    /// Prometheus's `recodeHistogram`: backward inserts applied to the buckets.
+    fn recode_buckets(&mut self, p: &[Insert], n: &[Insert]);
+}
+
+impl SampleOps for Histogram {
+    fn hint(&self) -> CounterResetHint {
+        self.counter_reset_hint
+    }
+    fn sum(&self) -> f64 {
+        self.sum
+    }
+    fn layout(&self) -> (i32, f64, &[f64]) {
+        (self.schema, self.zero_threshold, &self.custom_values)
+    }
+    fn spans(&self) -> (&[Span], &[Span]) {
+        (&self.positive_spans, &self.negative_spans)
+    }
+    fn spans_mut(&mut self) -> (&mut Vec<Span>, &mut Vec<Span>) {
+        (&mut self.positive_spans, &mut self.negative_spans)
+    }
+    fn recode_buckets(&mut self, p: &[Insert], n: &[Insert]) {
+        recode_buckets(self, p, n)
+    }
+}
+
+impl SampleOps for FloatHistogram {
+    fn hint(&self) -> CounterResetHint {
+        self.counter_reset_hint
+    }
+    fn sum(&self) -> f64 {
+        self.sum
+    }
+    fn layout(&self) -> (i32, f64, &[f64]) {
+        (self.schema, self.zero_threshold, &self.custom_values)
+    }
+    fn spans(&self) -> (&[Span], &[Span]) {
+        (&self.positive_spans, &self.negative_spans)
+    }
+    fn spans_mut(&mut self) -> (&mut Vec<Span>, &mut Vec<Span>) {
+        (&mut self.positive_spans, &mut self.negative_spans)
+    }
+    fn recode_buckets(&mut self, p: &[Insert], n: &[Insert]) {
+        recode_float_buckets(self, p, n)
+    }
+}
+
+impl ChunkOps for HistogramChunk {
+    type S = Histogram;
+    fn fresh() -> Self {
+        Self::new()
+    }
+    fn num(&self) -> u16 {
+        self.num
+    }
+    fn header(&self) -> CounterResetHeader {
+        self.counter_reset_header()
+    }
+    fn set_hdr(&mut self, h: CounterResetHeader) {
+        self.set_counter_reset_header(h)
+    }
+    fn appendable(&self, h: &Histogram) -> Appendable {
+        HistogramChunk::appendable(self, h)
+    }
+    fn first_header(a: &Appendable) -> CounterResetHeader {
+        a.hint
+    }
+    fn recode(&self, p: &[Insert], n: &[Insert], ps: &[Span], ns: &[Span]) -> Self {
+        HistogramChunk::recode(self, p, n, ps, ns)
+    }
+    fn append_raw(&mut self, t: i64, h: &Histogram) {
+        HistogramChunk::append_raw(self, t, h)
+    }
+    fn into_data(self) -> Vec<u8> {
+        self.into_bytes()
+    }
+    fn layout(&self) -> (i32, f64, &[f64], &[Span], &[Span], bool) {
+        (
+            self.schema,
+            self.zero_threshold,
+            &self.custom_values,
+            &self.p_spans,
+            &self.n_spans,
+            is_stale_nan(self.sum),
+        )
+    }
+}
+
+impl ChunkOps for FloatHistogramChunk {
+    type S = FloatHistogram;
+    fn fresh() -> Self {
+        Self::new()
+    }
+    fn num(&self) -> u16 {
+        self.num
+    }
+    fn header(&self) -> CounterResetHeader {
+        self.counter_reset_header()
+    }
+    fn set_hdr(&mut self, h: CounterResetHeader) {
+        self.set_counter_reset_header(h)
+    }
+    fn appendable(&self, h: &FloatHistogram) -> Appendable {
+        FloatHistogramChunk::appendable(self, h)
+    }
+    fn first_header(a: &Appendable) -> CounterResetHeader {
+        if a.hint == CounterResetHeader::CounterReset {
+            CounterResetHeader::CounterReset
+        } else {
+            CounterResetHeader::NotCounterReset
+        }
+    }
+    fn recode(&self, p: &[Insert], n: &[Insert], ps: &[Span], ns: &[Span]) -> Self {
+        FloatHistogramChunk::recode(self, p, n, ps, ns)
+    }
+    fn append_raw(&mut self, t: i64, h: &FloatHistogram) {
+        FloatHistogramChunk::append_raw(self, t, h)
+    }
+    fn into_data(self) -> Vec<u8> {
+        self.into_bytes()
+    }
+    fn layout(&self) -> (i32, f64, &[f64], &[Span], &[Span], bool) {
+        (
+            self.schema,
+            self.zero_threshold,
+            &self.custom_values,
+            &self.p_spans,
+            &self.n_spans,
+            is_stale_nan(self.sum.value),
+        )
+    }
+}
+
+/// Prometheus's `AppendHistogram` / `AppendFloatHistogram` (`appendOnly = false`).
+fn append_sample<C: ChunkOps>(c: &mut C, prev: Option<&C>, t: i64, h: &C::S) -> AppendOutcome<C>
+where
+    C::S: SampleOps,
+{
+    assert!(c.num() < u16::MAX, "histogram chunk is full");
+    if c.num() == 0 {
+        c.append_raw(t, h);
+        let header = match (h.hint(), prev) {
+            (CounterResetHint::Gauge, _) => CounterResetHeader::Gauge,
+            (CounterResetHint::CounterReset, _) => CounterResetHeader::CounterReset,
+            (_, Some(p)) => C::first_header(&p.appendable(h)),
+            (_, None) => CounterResetHeader::Unknown,
+        };
+        c.set_hdr(header);
+        return AppendOutcome::Appended;
+    }
+    let (p_fwd, n_fwd, p_bwd, n_bwd, merged) = if h.hint() != CounterResetHint::Gauge {
+        let a = c.appendable(h);
+        if !a.ok || a.hint != CounterResetHeader::NotCounterReset {
+            let mut n = C::fresh();
+            n.set_hdr(a.hint);
+            n.append_raw(t, h);
+            return AppendOutcome::NewChunk(n);
+        }
+        (a.p_fwd, a.n_fwd, a.p_bwd, a.n_bwd, None)
+    } else {
+        let Some(g) = appendable_gauge(c, h) else {
+            let mut n = C::fresh();
+            n.set_hdr(CounterResetHeader::Gauge);
+            n.append_raw(t, h);
+            return AppendOutcome::NewChunk(n);
+        };
+        (
+            g.p_fwd,
+            g.n_fwd,
+            g.p_bwd,
+            g.n_bwd,
+            Some((g.p_merged, g.n_merged)),
+        )
+    };
+    let mut h = Cow::Borrowed(h);
+    if !p_bwd.is_empty() || !n_bwd.is_empty() {
+        let hm = h.to_mut();
+        let (ps, ns) = hm.spans_mut();
+        if let Some((pm, nm)) = merged {
+            (*ps, *ns) = (pm, nm);
+        } else if p_fwd.is_empty() && n_fwd.is_empty() {
+            let (_, _, _, cp, cn, _) = c.layout();
+            (*ps, *ns) = (cp.to_vec(), cn.to_vec());
+        } else {
+            *ps = adjust_for_inserts(ps, &p_bwd);
+            *ns = adjust_for_inserts(ns, &n_bwd);
+        }
+        hm.recode_buckets(&p_bwd, &n_bwd);
+    }
+    if !p_fwd.is_empty() || !n_fwd.is_empty() {
+        let (ps, ns) = h.spans();
+        *c = c.recode(&p_fwd, &n_fwd, ps, ns);
+        c.append_raw(t, &h);
+        return AppendOutcome::Recoded;
+    }
+    c.append_raw(t, &h);
+    AppendOutcome::Appended
+}
+
+/// The samples of histogram chunk `data` (either encoding) with `mint <= t < maxt`, as
+/// chunks of the same encoding: `(min_t, max_t, bytes)`. Samples of one chunk fit one
+/// chunk again; the counter-reset header is kept when the chunk's first sample is kept,
+/// else the samples continue the chunk ("not a reset"). Gauge chunks stay gauge chunks.
+pub fn rechunk_in_range(
+    encoding: crate::chunkenc::Encoding,
+    data: &[u8],
+    mint: i64,
+    maxt: i64,
+) -> Vec<(i64, i64, Vec<u8>)> {
+    let header = CounterResetHeader::of(data);
+    match encoding {
+        crate::chunkenc::Encoding::Histogram => {
+            rechunk::<HistogramChunk>(HistogramIter::new(data), mint, maxt, header)
+        }
+        crate::chunkenc::Encoding::FloatHistogram => {
+            rechunk::<FloatHistogramChunk>(FloatHistogramIter::new(data), mint, maxt, header)
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn rechunk<C: ChunkOps>(
+    samples: impl Iterator<Item = (i64, C::S)>,
+    mint: i64,
+    maxt: i64,
+    header: CounterResetHeader,
+) -> Vec<(i64, i64, Vec<u8>)>
+where
+    C::S: SampleOps,
+{
+    let mut out = Vec::new();
+    let mut c = C::fresh();
+    let (mut first, mut last, mut kept_first) = (i64::MAX, i64::MIN, false);
+    for (i, (t, h)) in samples.enumerate() {
+        if t < mint || t >= maxt {
+            continue;
+        }
+        kept_first |= i == 0;
+        if c.num() == 0 {
+            first = t;
+        }
+        if let AppendOutcome::NewChunk(n) = append_sample(&mut c, None, t, &h) {
+            out.push((first, last, std::mem::replace(&mut c, n).into_data()));
+            first = t;
+        }
+        last = t;
+    }
+    if c.num() > 0 {
+        if header != CounterResetHeader::Gauge && out.is_empty() {
+            c.set_hdr(if kept_first {
+                header
+            } else {
+                CounterResetHeader::NotCounterReset
+            });
+        }
+        out.push((first, last, c.into_data()));
+    }
+    out
+}
+
+/// Prometheus's `appendableGauge`; `None` when `h` needs a new chunk.
+fn appendable_gauge<C: ChunkOps>(c: &C, h: &C::S) -> Option<GaugeAppendable>
+where
+    C::S: SampleOps,
+{
+    if c.num() > 0 && c.header() != CounterResetHeader::Gauge {
+        return None;
+    }
+    if is_stale_nan(h.sum()) {
+        return Some(GaugeAppendable::default());
+    }
+    let (schema, zt, custom, cp, cn, stale) = c.layout();
+    let (hs, hzt, hcustom) = h.layout();
+    if stale
+        || hs != schema
+        || hzt != zt
+        || (is_custom_buckets(hs) && !bounds_match(hcustom, custom))
+    {
+        return None;
+    }
+    let (hp, hn) = h.spans();
+    Some(GaugeAppendable::new(cp, hp, cn, hn))
 }
 
 #[derive(Default)]
@@ -892,78 +1116,30 @@ impl FloatHistogramChunk {
         t: i64,
         h: &FloatHistogram,
     ) -> AppendOutcome<FloatHistogramChunk> {
-        assert!(self.num < u16::MAX, "float histogram chunk is full");
-        if self.num == 0 {
-            self.append_raw(t, h);
-            let header = if h.counter_reset_hint == CounterResetHint::Gauge {
-                CounterResetHeader::Gauge
-            } else if h.counter_reset_hint == CounterResetHint::CounterReset {
-                CounterResetHeader::CounterReset
-            } else if let Some(p) = prev {
-                if p.appendable(h).counter_reset {
-                    CounterResetHeader::CounterReset
-                } else {
-                    CounterResetHeader::NotCounterReset
-                }
-            } else {
-                CounterResetHeader::Unknown
-            };
-            self.set_counter_reset_header(header);
-            return AppendOutcome::Appended;
-        }
-        if h.counter_reset_hint != CounterResetHint::Gauge {
-            let a = self.appendable(h);
-            if !a.ok || a.counter_reset {
-                let mut c = FloatHistogramChunk::new();
-                if a.counter_reset {
-                    c.set_counter_reset_header(CounterResetHeader::CounterReset);
-                }
-                c.append_raw(t, h);
-                return AppendOutcome::NewChunk(c);
-            }
-            let mut h = Cow::Borrowed(h);
-            if !a.p_bwd.is_empty() || !a.n_bwd.is_empty() {
-                let hm = h.to_mut();
-                if a.p_fwd.is_empty() && a.n_fwd.is_empty() {
-                    hm.positive_spans = self.p_spans.clone();
-                    hm.negative_spans = self.n_spans.clone();
-                } else {
-                    hm.positive_spans = adjust_for_inserts(&hm.positive_spans, &a.p_bwd);
-                    hm.negative_spans = adjust_for_inserts(&hm.negative_spans, &a.n_bwd);
-                }
-                recode_float_buckets(hm, &a.p_bwd, &a.n_bwd);
-            }
-            if !a.p_fwd.is_empty() || !a.n_fwd.is_empty() {
-                *self = self.recode(&a.p_fwd, &a.n_fwd, &h.positive_spans, &h.negative_spans);
-                self.append_raw(t, &h);
-                return AppendOutcome::Recoded;
-            }
-            self.append_raw(t, &h);
-            return AppendOutcome::Appended;
-        }
-        let Some(g) = self.appendable_gauge(h) else {
-            let mut c = FloatHistogramChunk::new();
-            c.set_counter_reset_header(CounterResetHeader::Gauge);
-            c.append_raw(t, h);
-            return AppendOutcome::NewChunk(c);
-        };
-        let mut h = Cow::Borrowed(h);
-        if !g.p_bwd.is_empty() || !g.n_bwd.is_empty() {
-            let hm = h.to_mut();
-            hm.positive_spans = g.p_merged;
-            hm.negative_spans = g.n_merged;
-            recode_float_buckets(hm, &g.p_bwd, &g.n_bwd);
-        }
-        if !g.p_fwd.is_empty() || !g.n_fwd.is_empty() {
-            *self = self.recode(&g.p_fwd, &g.n_fwd, &h.positive_spans, &h.negative_spans);
-            self.append_raw(t, &h);
-            return AppendOutcome::Recoded;
-        }
-        self.append_raw(t, &h);
-        AppendOutcome::Appended
+        append_sample(self, prev, t, h)
     }
 
-    fn appendable(&self, h: &FloatHistogram) -> FloatAppendable {
+    /// Prometheus's float `appendable`, its `counterReset` result as the header a new
+    /// chunk gets: a reset, else unknown when `h` does not fit, "not a reset" when it does.
+    fn appendable(&self, h: &FloatHistogram) -> Appendable {
+        let r = self.appendable_inner(h);
+        Appendable {
+            hint: if r.counter_reset {
+                CounterResetHeader::CounterReset
+            } else if r.ok {
+                CounterResetHeader::NotCounterReset
+            } else {
+                CounterResetHeader::Unknown
+            },
+            p_fwd: r.p_fwd,
+            n_fwd: r.n_fwd,
+            p_bwd: r.p_bwd,
+            n_bwd: r.n_bwd,
+            ok: r.ok,
+        }
+    }
+
+    fn appendable_inner(&self, h: &FloatHistogram) -> FloatAppendable {
         let mut r = FloatAppendable::default();
         if self.num > 0 && self.counter_reset_header() == CounterResetHeader::Gauge {
             return r;
@@ -1020,28 +1196,6 @@ impl FloatHistogramChunk {
         r.n_bwd = n_bwd;
         r.ok = true;
         r
-    }
-
-    fn appendable_gauge(&self, h: &FloatHistogram) -> Option<GaugeAppendable> {
-        if self.num > 0 && self.counter_reset_header() != CounterResetHeader::Gauge {
-            return None;
-        }
-        if is_stale_nan(h.sum) {
-            return Some(GaugeAppendable::default());
-        }
-        if is_stale_nan(self.sum.value)
-            || h.schema != self.schema
-            || h.zero_threshold != self.zero_threshold
-            || (is_custom_buckets(h.schema) && !bounds_match(&h.custom_values, &self.custom_values))
-        {
-            return None;
-        }
-        Some(GaugeAppendable::new(
-            &self.p_spans,
-            &h.positive_spans,
-            &self.n_spans,
-            &h.negative_spans,
-        ))
     }
 
     fn recode(

@@ -378,3 +378,32 @@ proptest! {
         let _ = decode_chunk_float(Encoding::FloatHistogram, &data, &mut out);
     }
 }
+
+#[test]
+fn rechunk_keeps_or_derives_the_header() {
+    let mut c = HistogramChunk::new();
+    let mut first = ih(1, 0, 1.0, &[(0, 1)], &[1]);
+    first.counter_reset_hint = CounterResetHint::CounterReset;
+    append_all(&mut c, &[(1, first)]);
+    for t in 2..=5 {
+        c.append(None, t, &ih(t as u64, 0, 1.0, &[(0, 1)], &[t]));
+    }
+    assert_eq!(c.counter_reset_header(), CounterResetHeader::CounterReset);
+    let all = chunk::rechunk_in_range(Encoding::Histogram, c.bytes(), 0, 10);
+    assert_eq!(all.len(), 1);
+    assert_eq!((all[0].0, all[0].1), (1, 5));
+    assert_eq!(all[0].2, c.bytes());
+    let tail = chunk::rechunk_in_range(Encoding::Histogram, c.bytes(), 3, 10);
+    assert_eq!((tail[0].0, tail[0].1), (3, 5));
+    assert_eq!(
+        CounterResetHeader::of(&tail[0].2),
+        CounterResetHeader::NotCounterReset
+    );
+    let head = chunk::rechunk_in_range(Encoding::Histogram, c.bytes(), 0, 3);
+    assert_eq!((head[0].0, head[0].1), (1, 2));
+    assert_eq!(
+        CounterResetHeader::of(&head[0].2),
+        CounterResetHeader::CounterReset
+    );
+    assert_eq!(HistogramIter::new(&head[0].2).count(), 2);
+}

@@ -43,6 +43,8 @@ pub enum RecordKind {
     Series = 1,
     /// Float samples: (series ref, timestamp ms, value).
     Samples = 2,
+    /// Exemplars (Prometheus's record type 4): series ref, timestamp, value, labels.
+    Exemplars = 4,
     /// Integer native histogram samples (Prometheus's type 7), exponential schemas.
     HistogramSamples = 7,
     /// Float native histogram samples (type 8), exponential schemas.
@@ -58,6 +60,7 @@ impl RecordKind {
         match b {
             1 => Some(RecordKind::Series),
             2 => Some(RecordKind::Samples),
+            4 => Some(RecordKind::Exemplars),
             7 => Some(RecordKind::HistogramSamples),
             8 => Some(RecordKind::FloatHistogramSamples),
             9 => Some(RecordKind::CustomBucketsHistogramSamples),
@@ -75,6 +78,10 @@ pub enum Record<'a> {
     Series { entries: &'a [(u64, &'a Labels)] },
     /// `(series ref, timestamp ms, value)`.
     Samples { entries: &'a [(u64, i64, f64)] },
+    /// Exemplars of series declared earlier in the log.
+    Exemplars {
+        entries: &'a [crate::exemplars::RefExemplar],
+    },
     /// Integer native histogram samples; `custom_buckets` says they all have schema -53
     /// (record type 9) or none has (type 7): the writer splits them.
     Histograms {
@@ -93,6 +100,7 @@ impl Record<'_> {
         match self {
             Record::Series { .. } => RecordKind::Series,
             Record::Samples { .. } => RecordKind::Samples,
+            Record::Exemplars { .. } => RecordKind::Exemplars,
             Record::Histograms { custom_buckets, .. } => histogram_kind(*custom_buckets, false),
             Record::FloatHistograms { custom_buckets, .. } => histogram_kind(*custom_buckets, true),
         }
@@ -105,6 +113,7 @@ impl Record<'_> {
                 encode_series(buf, entries.len(), entries.iter().map(|(r, l)| (*r, *l)))
             }
             Record::Samples { entries } => encode_samples(buf, entries),
+            Record::Exemplars { entries } => crate::exemplars::encode_wal(buf, entries),
             Record::Histograms { entries, .. } => super::histogram::encode_histograms(buf, entries),
             Record::FloatHistograms { entries, .. } => {
                 super::histogram::encode_float_histograms(buf, entries)
@@ -118,6 +127,7 @@ impl Record<'_> {
 pub enum RecordOwned {
     Series(Vec<(u64, Labels)>),
     Samples(Vec<(u64, i64, f64)>),
+    Exemplars(Vec<crate::exemplars::RefExemplar>),
     Histograms {
         custom_buckets: bool,
         entries: Vec<super::histogram::RefHistogram>,
@@ -143,6 +153,7 @@ impl RecordOwned {
         match self {
             RecordOwned::Series(_) => RecordKind::Series,
             RecordOwned::Samples(_) => RecordKind::Samples,
+            RecordOwned::Exemplars(_) => RecordKind::Exemplars,
             RecordOwned::Histograms { custom_buckets, .. } => {
                 histogram_kind(*custom_buckets, false)
             }
@@ -158,6 +169,7 @@ impl RecordOwned {
         match self {
             RecordOwned::Series(e) => encode_series(buf, e.len(), e.iter().map(|(r, l)| (*r, l))),
             RecordOwned::Samples(e) => encode_samples(buf, e),
+            RecordOwned::Exemplars(e) => crate::exemplars::encode_wal(buf, e),
             RecordOwned::Histograms { entries, .. } => {
                 super::histogram::encode_histograms(buf, entries)
             }
@@ -177,6 +189,12 @@ impl RecordOwned {
         let rec = match kind {
             RecordKind::Series => RecordOwned::Series(decode_series(&mut d, interner)?),
             RecordKind::Samples => RecordOwned::Samples(decode_samples(&mut d)?),
+            RecordKind::Exemplars => {
+                d.pos = payload.len();
+                RecordOwned::Exemplars(
+                    crate::exemplars::decode_wal(payload, interner).map_err(DecodeError)?,
+                )
+            }
             RecordKind::HistogramSamples | RecordKind::CustomBucketsHistogramSamples => {
                 let mut h = super::histogram::Dec::new(payload);
                 let entries = super::histogram::decode_histograms(&mut h)?;

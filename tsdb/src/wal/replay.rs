@@ -203,6 +203,7 @@ impl Reader<'_, '_> {
             match &rec {
                 RecordOwned::Series(s) => self.stats.series += s.len() as u64,
                 RecordOwned::Samples(s) => self.stats.samples += s.len() as u64,
+                RecordOwned::Exemplars(_) => {}
                 RecordOwned::Histograms { entries, .. } => {
                     self.stats.histograms += entries.len() as u64
                 }
