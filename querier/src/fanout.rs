@@ -19,6 +19,7 @@ use strata_proto::store::{
     PartialResponseStrategy, QueryHints, Range, SeriesRequest,
 };
 use strata_store::{matchers_to_proto, ErrorKind, StoreError};
+use strata_tsdb::chunkenc::Encoding;
 use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::{MatchOp, Matcher};
 use tokio::runtime::Handle;
@@ -328,11 +329,21 @@ impl Endpoint {
                         let corrupt =
                             |e| StoreError::Corrupt(format!("series {labels}: chunk data: {e}"));
                         for c in s.chunks {
-                            // Raw XOR chunks only: downsampled aggregates and histograms
-                            // have no float-sample reading here.
+                            // Raw chunks only: downsampled aggregates have no reading
+                            // here. Histogram chunks are decoded as they arrive.
                             let Some(raw) = c.raw else { continue };
                             count.chunk(raw.data.len())?;
-                            if raw.r#type != chunk::Encoding::Xor as i32 {
+                            let hist = match chunk::Encoding::try_from(raw.r#type) {
+                                Ok(chunk::Encoding::Xor) => None,
+                                Ok(chunk::Encoding::Histogram) => Some(Encoding::Histogram),
+                                Ok(chunk::Encoding::FloatHistogram) => {
+                                    Some(Encoding::FloatHistogram)
+                                }
+                                Err(_) => continue,
+                            };
+                            if let Some(enc) = hist {
+                                part.push_histogram(enc, &raw.data)
+                                    .map_err(|e| e.unwrap_or_else(corrupt))?;
                                 continue;
                             }
                             part.push(raw.data, (c.min_time, c.max_time))
@@ -1049,6 +1060,14 @@ impl Storage for FanoutStorage {
             .filter(|(l, s)| !s.is_empty() && shard.is_none_or(|sh| sh.owns(l)))
             .map(|(labels, series)| {
                 let resolution = fetched.downsampled.get(&labels).copied().unwrap_or(0);
+                // Histograms were decoded as their chunks arrived.
+                let histograms = if series.has_histograms() {
+                    let mut h = Vec::new();
+                    series.decode_histograms_to(&mut h);
+                    strata_promql::HistogramSamples::Decoded(h)
+                } else {
+                    Default::default()
+                };
                 let samples = match series.replicas.as_slice() {
                     // Decoded already (downsampled aggregates): nothing to defer.
                     [p] if matches!(p.as_slice(), [Part::Samples(_)]) => {
@@ -1062,7 +1081,7 @@ impl Storage for FanoutStorage {
                 SelectedSeries {
                     labels,
                     samples,
-                    histograms: Default::default(),
+                    histograms,
                     resolution,
                 }
             })
