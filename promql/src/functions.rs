@@ -294,22 +294,9 @@ pub fn bucket_quantile(q: f64, buckets: &mut Vec<Bucket>) -> f64 {
     if buckets.is_empty() {
         return f64::NAN;
     }
-    buckets.sort_by(|a, b| {
-        a.upper_bound
-            .partial_cmp(&b.upper_bound)
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
-    if buckets[buckets.len() - 1].upper_bound != f64::INFINITY {
+    let Some(out) = sorted_coalesced(buckets) else {
         return f64::NAN;
-    }
-    // coalesce buckets with the same upper bound
-    let mut out: Vec<Bucket> = Vec::with_capacity(buckets.len());
-    for b in buckets.iter() {
-        match out.last_mut() {
-            Some(last) if last.upper_bound == b.upper_bound => last.count += b.count,
-            _ => out.push(*b),
-        }
-    }
+    };
     *buckets = out;
     // ensure monotonicity, ignoring tiny deltas
     let mut prev = buckets[0].count;
@@ -349,6 +336,94 @@ pub fn bucket_quantile(q: f64, buckets: &mut Vec<Bucket>) -> f64 {
         rank -= buckets[b - 1].count;
     }
     bucket_start + (bucket_end - bucket_start) * (rank / count)
+}
+
+/// Classic buckets sorted by upper bound, those with the same bound added up (Go's
+/// `coalesceBuckets`); `None` without a `+Inf` bucket.
+fn sorted_coalesced(buckets: &mut [Bucket]) -> Option<Vec<Bucket>> {
+    buckets.sort_by(|a, b| {
+        a.upper_bound
+            .partial_cmp(&b.upper_bound)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    if buckets[buckets.len() - 1].upper_bound != f64::INFINITY {
+        return None;
+    }
+    let mut out: Vec<Bucket> = Vec::with_capacity(buckets.len());
+    for b in buckets.iter() {
+        match out.last_mut() {
+            Some(last) if last.upper_bound == b.upper_bound => last.count += b.count,
+            _ => out.push(*b),
+        }
+    }
+    Some(out)
+}
+
+/// Prometheus's `BucketFraction`: the share of observations in `(lower, upper]` of
+/// classic `le` buckets, interpolated linearly within a bucket.
+pub fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [Bucket]) -> f64 {
+    if buckets.is_empty() {
+        return f64::NAN;
+    }
+    let Some(bs) = sorted_coalesced(buckets) else {
+        return f64::NAN;
+    };
+    let count = bs[bs.len() - 1].count;
+    if count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    let mut lower_bound = if bs[0].upper_bound <= 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        0.0
+    };
+    for (i, b) in bs.iter().enumerate() {
+        if i > 0 {
+            lower_bound = bs[i - 1].upper_bound;
+        }
+        let upper_bound = b.upper_bound;
+        let interp = |v: f64| {
+            if lower_bound == f64::NEG_INFINITY {
+                return b.count;
+            }
+            rank + (b.count - rank) * (v - lower_bound) / (upper_bound - lower_bound)
+        };
+        if !lower_set && lower_bound >= lower {
+            lower_rank = rank;
+            lower_set = true;
+        }
+        if !upper_set && lower_bound >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && lower_bound < lower && upper_bound > lower {
+            lower_rank = interp(lower);
+            lower_set = true;
+        }
+        if !upper_set && lower_bound < upper && upper_bound > upper {
+            upper_rank = interp(upper);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank = b.count;
+    }
+    if !lower_set || lower_rank > count {
+        lower_rank = count;
+    }
+    if !upper_set || upper_rank > count {
+        upper_rank = count;
+    }
+    (upper_rank - lower_rank) / count
 }
 
 /// `double_exponential_smoothing` (formerly `holt_winters`).

@@ -217,6 +217,7 @@ pub trait Storage: Send + Sync {
 mod engine;
 mod eval;
 pub mod functions;
+pub mod histogram;
 #[cfg(any(test, feature = "testing"))]
 pub mod promqltest;
 mod scan;

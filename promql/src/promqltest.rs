@@ -8,8 +8,10 @@ use strata_tsdb::labels::Labels;
 
 use crate::eval::STALE_NAN_BITS;
 use crate::functions::almost_equal;
+use crate::histogram as hist;
 use crate::testing::MemStorage;
-use crate::{Engine, EngineOptions, Value};
+use crate::{Engine, EngineOptions, FloatHistogram, Value};
+use strata_tsdb::histogram::{CounterResetHint, Span};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -95,17 +97,166 @@ fn parse_number_hex(s: &str, hex: bool) -> Option<f64> {
     Some(if neg { -v } else { v })
 }
 
-/// One value slot of a series description: a number, a stale marker or a gap.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One value slot of a series description: a number, a stale marker, a native
+/// histogram (with whether its counter-reset hint was written out) or a gap.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Slot {
     Val(f64),
+    Hist(Box<FloatHistogram>, bool),
     Gap,
 }
 
-/// Expand `1 2 _ 4 stale 6 _x3 7 0+10x100 1-1x3 5x2`.
+/// Value tokens of a series line: split at whitespace outside `{{…}}`.
+pub fn split_values(rest: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut depth = 0usize;
+    let b = rest.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if rest[i..].starts_with("{{") {
+            depth += 1;
+            cur.push_str("{{");
+            i += 2;
+            continue;
+        }
+        if depth > 0 && rest[i..].starts_with("}}") {
+            depth -= 1;
+            cur.push_str("}}");
+            i += 2;
+            continue;
+        }
+        let c = rest[i..].chars().next().expect("in bounds");
+        if c.is_whitespace() && depth == 0 {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+        } else {
+            cur.push(c);
+        }
+        i += c.len_utf8();
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Parse the inside of `{{schema:1 sum:3 count:22 buckets:[5 10 7] …}}`: the histogram
+/// and whether `counter_reset_hint` was given.
+pub fn parse_histogram(body: &str) -> Result<(FloatHistogram, bool), String> {
+    let mut h = FloatHistogram::default();
+    let mut hint_set = false;
+    let (mut pos, mut neg): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
+    let (mut off, mut noff) = (0i32, 0i32);
+    let mut rest = body.trim();
+    let num = |s: &str| parse_number_hex(s, true).ok_or_else(|| format!("bad number {s:?}"));
+    while !rest.is_empty() {
+        let (key, after) = rest
+            .split_once(':')
+            .ok_or_else(|| format!("bad histogram field in {body:?}"))?;
+        let key = key.trim();
+        let after = after.trim_start();
+        let (val, next) = if let Some(a) = after.strip_prefix('[') {
+            let end = a.find(']').ok_or("unclosed [")?;
+            (&a[..end], &a[end + 1..])
+        } else {
+            let end = after.find(char::is_whitespace).unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        rest = next.trim_start();
+        let list = || -> Result<Vec<f64>, String> { val.split_whitespace().map(num).collect() };
+        match key {
+            "schema" => h.schema = num(val)? as i32,
+            "sum" => h.sum = num(val)?,
+            "count" => h.count = num(val)?,
+            "z_bucket" => h.zero_count = num(val)?,
+            "z_bucket_w" => h.zero_threshold = num(val)?,
+            "buckets" => pos = list()?,
+            "n_buckets" => neg = list()?,
+            "offset" => off = num(val)? as i32,
+            "n_offset" => noff = num(val)? as i32,
+            "custom_values" => h.custom_values = list()?,
+            "counter_reset_hint" => {
+                hint_set = true;
+                h.counter_reset_hint = match val {
+                    "unknown" => CounterResetHint::Unknown,
+                    "reset" => CounterResetHint::CounterReset,
+                    "not_reset" => CounterResetHint::NotCounterReset,
+                    "gauge" => CounterResetHint::Gauge,
+                    v => return Err(format!("bad counter_reset_hint {v:?}")),
+                }
+            }
+            k => return Err(format!("unknown histogram field {k:?}")),
+        }
+    }
+    if !pos.is_empty() {
+        h.positive_spans = vec![Span {
+            offset: off,
+            length: pos.len() as u32,
+        }];
+        h.positive_buckets = pos;
+    }
+    if !neg.is_empty() {
+        h.negative_spans = vec![Span {
+            offset: noff,
+            length: neg.len() as u32,
+        }];
+        h.negative_buckets = neg;
+    }
+    Ok((h, hint_set))
+}
+
+/// A histogram token: `{{…}}`, `{{…}}xN`, `{{…}}+{{…}}xN` or `{{…}}-{{…}}xN`.
+fn expand_histogram(tok: &str, out: &mut Vec<Slot>) -> Result<(), String> {
+    let bad = || format!("bad histogram value {tok:?}");
+    let end = tok.find("}}").ok_or_else(bad)?;
+    let (base, base_set) = parse_histogram(&tok[2..end])?;
+    let rest = &tok[end + 2..];
+    if rest.is_empty() {
+        out.push(Slot::Hist(Box::new(base), base_set));
+        return Ok(());
+    }
+    if let Some(n) = rest.strip_prefix('x') {
+        let n: usize = n.parse().map_err(|_| bad())?;
+        for _ in 0..=n {
+            out.push(Slot::Hist(Box::new(base.clone()), base_set));
+        }
+        return Ok(());
+    }
+    let sub = rest.starts_with('-');
+    let inc = rest[1..].strip_prefix("{{").ok_or_else(bad)?;
+    let iend = inc.find("}}").ok_or_else(bad)?;
+    let (inc_h, inc_set) = parse_histogram(&inc[..iend])?;
+    let n: usize = inc[iend + 2..]
+        .strip_prefix('x')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(bad)?;
+    out.push(Slot::Hist(Box::new(base.clone()), inc_set));
+    let mut cur = base;
+    for _ in 0..n {
+        if cur.schema > inc_h.schema {
+            return Err(format!(
+                "error combining histograms: cannot merge from schema {} to {}",
+                inc_h.schema, cur.schema
+            ));
+        }
+        cur = hist::combine(&cur, &inc_h, sub)
+            .map_err(|_| "error combining histograms".to_string())?
+            .0;
+        out.push(Slot::Hist(Box::new(cur.clone()), inc_set));
+    }
+    Ok(())
+}
+
+/// Expand `1 2 _ 4 stale 6 _x3 7 0+10x100 1-1x3 5x2` and histogram literals.
 pub fn expand_values(tokens: &[&str]) -> Result<Vec<Slot>, String> {
     let mut out = Vec::new();
     for &tok in tokens {
+        if tok.starts_with("{{") {
+            expand_histogram(tok, &mut out)?;
+            continue;
+        }
         if tok == "_" {
             out.push(Slot::Gap);
             continue;
@@ -193,10 +344,7 @@ pub fn parse_series_line(line: &str) -> Result<(Labels, Vec<String>), String> {
     let sel = &line[..end];
     let rest = &line[end..];
     let labels = parse_labels(sel)?;
-    Ok((
-        labels,
-        rest.split_whitespace().map(str::to_string).collect(),
-    ))
+    Ok((labels, split_values(rest)))
 }
 
 pub fn parse_labels(sel: &str) -> Result<Labels, String> {
@@ -252,21 +400,18 @@ fn identifiers(q: &str) -> HashSet<String> {
 /// Skip rules for features this engine does not implement.
 fn rule_skip(
     c: &EvalCase,
-    hist_names: &HashSet<String>,
+    nhcb_names: &HashSet<String>,
     session_skip: &Option<String>,
 ) -> Option<String> {
     if let Some(r) = session_skip {
         return Some(r.clone());
     }
     let q = &c.query;
-    if c.results.iter().any(|(_, r)| r.contains("{{")) {
-        return Some("native histograms: expected histogram samples".into());
-    }
     let ids = identifiers(q);
-    if let Some(n) = ids.iter().find(|i| hist_names.contains(*i)) {
-        let _ = n;
+    if ids.iter().any(|i| nhcb_names.contains(i)) {
         return Some(
-            "native histograms: query reads a series loaded with histogram samples".into(),
+            "load_with_nhcb: classic buckets converted to custom-bucket histograms (runner does not convert)"
+                .into(),
         );
     }
     for (f, why) in [
@@ -276,15 +421,6 @@ fn rule_skip(
         ("fill_right", "binop fill modifiers"),
         ("anchored", "extended range selectors (anchored)"),
         ("smoothed", "extended range selectors (smoothed)"),
-        ("histogram_count", "native histograms: histogram_count"),
-        ("histogram_sum", "native histograms: histogram_sum"),
-        ("histogram_avg", "native histograms: histogram_avg"),
-        ("histogram_stddev", "native histograms: histogram_stddev"),
-        ("histogram_stdvar", "native histograms: histogram_stdvar"),
-        (
-            "histogram_fraction",
-            "native histograms: histogram_fraction",
-        ),
         (
             "histogram_quantiles",
             "native histograms: histogram_quantiles",
@@ -319,9 +455,64 @@ fn go_float_eq(exp: f64, act: f64) -> bool {
     almost_equal(exp, act, 1e-6)
 }
 
+/// One result series: float points and histogram points.
+struct Got {
+    labels: Labels,
+    floats: Vec<(i64, f64)>,
+    hists: Vec<(i64, FloatHistogram)>,
+}
+
+impl Got {
+    fn show(&self) -> String {
+        let mut s = format!("{} {:?}", self.labels, self.floats);
+        for (t, h) in &self.hists {
+            s.push_str(&format!(" {}@{t}", hist_expr(h)));
+        }
+        s
+    }
+}
+
+/// A histogram in the test files' notation, for messages.
+fn hist_expr(h: &FloatHistogram) -> String {
+    format!(
+        "{{{{schema:{} count:{} sum:{} z_bucket:{} z_bucket_w:{} spans:{:?} buckets:{:?} n_spans:{:?} n_buckets:{:?} custom_values:{:?} hint:{:?}}}}}",
+        h.schema,
+        h.count,
+        h.sum,
+        h.zero_count,
+        h.zero_threshold,
+        h.positive_spans.iter().map(|s| (s.offset, s.length)).collect::<Vec<_>>(),
+        h.positive_buckets,
+        h.negative_spans.iter().map(|s| (s.offset, s.length)).collect::<Vec<_>>(),
+        h.negative_buckets,
+        h.custom_values,
+        h.counter_reset_hint
+    )
+}
+
+/// Prometheus's `compareNativeHistogram` on both histograms compacted: floats within
+/// the tolerance, same layout, the hint only when the expectation names one.
+fn hist_eq(exp: &FloatHistogram, got: &FloatHistogram, hint_set: bool) -> bool {
+    let (e, g) = (hist::compact(exp), hist::compact(got));
+    let buckets_eq = |a: &[f64], b: &[f64]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| go_float_eq(*x, *y))
+    };
+    e.schema == g.schema
+        && go_float_eq(e.count, g.count)
+        && go_float_eq(e.sum, g.sum)
+        && (!hist::uses_custom(&e) || e.custom_values == g.custom_values)
+        && e.zero_threshold == g.zero_threshold
+        && go_float_eq(e.zero_count, g.zero_count)
+        && e.negative_spans == g.negative_spans
+        && buckets_eq(&e.negative_buckets, &g.negative_buckets)
+        && e.positive_spans == g.positive_spans
+        && buckets_eq(&e.positive_buckets, &g.positive_buckets)
+        && (!hint_set || e.counter_reset_hint == g.counter_reset_hint)
+}
+
 fn compare_rows(
     rows: &[(usize, String)],
-    got: &[(Labels, Vec<(i64, f64)>)],
+    got: &[Got],
     times: Option<(i64, i64, i64)>,
     ordered: bool,
 ) -> Result<(), String> {
@@ -336,60 +527,63 @@ fn compare_rows(
             "expected {} series, got {}: {}",
             exp.len(),
             got.len(),
-            got.iter()
-                .map(|g| format!("{} {:?}", g.0, g.1))
-                .collect::<Vec<_>>()
-                .join("; ")
+            got.iter().map(Got::show).collect::<Vec<_>>().join("; ")
         ));
     }
-    type Slots<'a> = (usize, &'a Vec<(i64, f64)>);
-    let gm: HashMap<&Labels, Slots<'_>> = got
+    let gm: HashMap<&Labels, usize> = got
         .iter()
         .enumerate()
-        .map(|(i, g)| (&g.0, (i, &g.1)))
+        .map(|(i, g)| (&g.labels, i))
         .collect();
     for (ei, (l, slots)) in exp.iter().enumerate() {
-        let Some(&(gi, pts)) = gm.get(l) else {
+        let Some(&gi) = gm.get(l) else {
             return Err(format!(
                 "expected series {l} not found; got {}",
                 got.iter()
-                    .map(|g| g.0.to_string())
+                    .map(|g| g.labels.to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
         };
+        let g = &got[gi];
         if ordered && gi != ei {
             return Err(format!("series {l} at position {gi}, expected {ei}"));
         }
-        let expected: Vec<(i64, f64)> = match times {
-            None => slots
-                .iter()
-                .filter_map(|s| match s {
-                    Slot::Val(v) => Some((0, *v)),
-                    Slot::Gap => None,
-                })
-                .collect(),
-            Some((start, _end, step)) => slots
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| match s {
-                    Slot::Val(v) => Some((start + i as i64 * step, *v)),
-                    Slot::Gap => None,
-                })
-                .collect(),
+        let at = |i: usize| match times {
+            None => 0,
+            Some((start, _, step)) => start + i as i64 * step,
         };
-        if expected.len() != pts.len() {
-            return Err(format!(
-                "series {l}: expected {:?}, got {:?}",
-                expected, pts
-            ));
+        let mut ef: Vec<(i64, f64)> = Vec::new();
+        let mut eh: Vec<(i64, &FloatHistogram, bool)> = Vec::new();
+        for (i, s) in slots.iter().enumerate() {
+            match s {
+                Slot::Val(v) => ef.push((at(i), *v)),
+                Slot::Hist(h, set) => eh.push((at(i), h, *set)),
+                Slot::Gap => {}
+            }
         }
-        for (e, g) in expected.iter().zip(pts.iter()) {
-            if (times.is_some() && e.0 != g.0) || !go_float_eq(e.1, g.1) {
-                return Err(format!(
-                    "series {l}: expected {:?}, got {:?}",
-                    expected, pts
-                ));
+        let fail = || {
+            format!(
+                "series {l}: expected {:?} and histograms [{}], got {}",
+                ef,
+                eh.iter()
+                    .map(|(t, h, _)| format!("{}@{t}", hist_expr(h)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                g.show()
+            )
+        };
+        if ef.len() != g.floats.len() || eh.len() != g.hists.len() {
+            return Err(fail());
+        }
+        for (e, p) in ef.iter().zip(g.floats.iter()) {
+            if (times.is_some() && e.0 != p.0) || !go_float_eq(e.1, p.1) {
+                return Err(fail());
+            }
+        }
+        for (e, p) in eh.iter().zip(g.hists.iter()) {
+            if (times.is_some() && e.0 != p.0) || !hist_eq(e.1, &p.1, e.2) {
+                return Err(fail());
             }
         }
     }
@@ -438,7 +632,16 @@ fn run_case(engine: &Engine, st: &MemStorage, c: &EvalCase) -> Result<(), String
             if !go_float_eq(e, v) {
                 return Err(format!("expected scalar {e}, got {v}"));
             }
-            check_range_consistency(engine, st, c, &[(Labels::new(), vec![(0, v)])])
+            check_range_consistency(
+                engine,
+                st,
+                c,
+                &[Got {
+                    labels: Labels::new(),
+                    floats: vec![(0, v)],
+                    hists: vec![],
+                }],
+            )
         }
         Value::String { s, .. } => Err(format!("unexpected string result {s:?}")),
         Value::Vector(v) => {
@@ -448,8 +651,21 @@ fn run_case(engine: &Engine, st: &MemStorage, c: &EvalCase) -> Result<(), String
             if c.results.len() == 1 && parse_number(c.results[0].1.trim()).is_some() {
                 return Err(format!("expected scalar, got vector {v:?}"));
             }
-            let got: Vec<(Labels, Vec<(i64, f64)>)> =
-                v.into_iter().map(|s| (s.labels, vec![(0, s.v)])).collect();
+            let got: Vec<Got> = v
+                .into_iter()
+                .map(|s| match s.h {
+                    Some(h) => Got {
+                        labels: s.labels,
+                        floats: vec![],
+                        hists: vec![(0, *h)],
+                    },
+                    None => Got {
+                        labels: s.labels,
+                        floats: vec![(0, s.v)],
+                        hists: vec![],
+                    },
+                })
+                .collect();
             compare_rows(&c.results, &got, None, c.ordered)?;
             check_range_consistency(engine, st, c, &got)
         }
@@ -464,8 +680,14 @@ fn run_case(engine: &Engine, st: &MemStorage, c: &EvalCase) -> Result<(), String
                     return Err("matrix not sorted by labels".into());
                 }
             }
-            let got: Vec<(Labels, Vec<(i64, f64)>)> =
-                m.into_iter().map(|s| (s.labels, s.samples)).collect();
+            let got: Vec<Got> = m
+                .into_iter()
+                .map(|s| Got {
+                    labels: s.labels,
+                    floats: s.samples,
+                    hists: s.histograms,
+                })
+                .collect();
             compare_rows(&c.results, &got, Some(times), false)
         }
     }
@@ -491,7 +713,7 @@ fn check_range_consistency(
     engine: &Engine,
     st: &MemStorage,
     c: &EvalCase,
-    instant: &[(Labels, Vec<(i64, f64)>)],
+    instant: &[Got],
 ) -> Result<(), String> {
     let ids = identifiers(&c.query);
     if ["start", "end", "step", "range"]
@@ -508,23 +730,41 @@ fn check_range_consistency(
     let Value::Matrix(m) = res.value else {
         return Err("range re-run did not return a matrix".into());
     };
-    let mut mid: Vec<(Labels, f64)> = m
+    type Point = (Labels, Option<f64>, Option<FloatHistogram>);
+    let mut mid: Vec<Point> = m
         .into_iter()
         .filter_map(|s| {
-            s.samples
-                .iter()
-                .find(|p| p.0 == t)
-                .map(|p| (s.labels.clone(), p.1))
+            let f = s.samples.iter().find(|p| p.0 == t).map(|p| p.1);
+            let h = s.histograms.iter().find(|p| p.0 == t).map(|p| p.1.clone());
+            (f.is_some() || h.is_some()).then(|| (s.labels.clone(), f, h))
         })
         .collect();
-    let mut inst: Vec<(Labels, f64)> = instant.iter().map(|(l, p)| (l.clone(), p[0].1)).collect();
+    let mut inst: Vec<Point> = instant
+        .iter()
+        .map(|g| {
+            (
+                g.labels.clone(),
+                g.floats.first().map(|p| p.1),
+                g.hists.first().map(|p| p.1.clone()),
+            )
+        })
+        .collect();
     mid.sort_by(|a, b| a.0.cmp(&b.0));
     inst.sort_by(|a, b| a.0.cmp(&b.0));
     let same = mid.len() == inst.len()
-        && mid
-            .iter()
-            .zip(inst.iter())
-            .all(|(a, b)| a.0 == b.0 && go_float_eq(b.1, a.1));
+        && mid.iter().zip(inst.iter()).all(|(a, b)| {
+            a.0 == b.0
+                && match (a.1, b.1) {
+                    (Some(x), Some(y)) => go_float_eq(y, x),
+                    (None, None) => true,
+                    _ => false,
+                }
+                && match (&a.2, &b.2) {
+                    (Some(x), Some(y)) => hist_eq(y, x, true),
+                    (None, None) => true,
+                    _ => false,
+                }
+        });
     if !same {
         return Err(format!(
             "range re-run middle step {mid:?} differs from instant result {inst:?}"
@@ -612,18 +852,6 @@ pub fn run_script_on(
                         session_skip = Some("start timestamps (@st) in load".into());
                         continue;
                     }
-                    if bl.contains("{{") {
-                        let name = bl.split(['{', ' ', '\t']).next().unwrap_or("").to_string();
-                        if let Ok(l) = parse_series_line(bl.split("{{").next().unwrap_or("")) {
-                            if let Some(n) = l.0.get("__name__") {
-                                hist_names.insert(n.to_string());
-                            }
-                        }
-                        if !name.is_empty() {
-                            hist_names.insert(name);
-                        }
-                        continue;
-                    }
                     match parse_series_line(bl).and_then(|(labels, toks)| {
                         let t: Vec<&str> = toks.iter().map(|s| s.as_str()).collect();
                         expand_values(&t).map(|v| (labels, v))
@@ -641,15 +869,21 @@ pub fn run_script_on(
                                     }
                                 }
                             }
-                            let samples: Vec<(i64, f64)> = vals
-                                .iter()
-                                .enumerate()
-                                .filter_map(|(k, s)| match s {
-                                    Slot::Val(v) => Some((k as i64 * interval, *v)),
-                                    Slot::Gap => None,
-                                })
-                                .collect();
-                            st.add(labels, samples);
+                            let mut samples: Vec<(i64, f64)> = Vec::new();
+                            let mut hists: Vec<(i64, FloatHistogram)> = Vec::new();
+                            for (k, s) in vals.into_iter().enumerate() {
+                                let t = k as i64 * interval;
+                                match s {
+                                    Slot::Val(v) => samples.push((t, v)),
+                                    Slot::Hist(h, _) => hists.push((t, *h)),
+                                    Slot::Gap => {}
+                                }
+                            }
+                            if hists.is_empty() {
+                                st.add(labels, samples);
+                            } else {
+                                st.add_mixed(labels, samples, hists);
+                            }
                         }
                         Err(e) => report.cases.push(CaseResult {
                             line: *bln,

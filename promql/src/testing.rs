@@ -12,13 +12,16 @@ use strata_tsdb::matcher::Matcher;
 use strata_tsdb::chunkenc::{append_xor_in_range, XorChunk};
 
 use crate::{
-    LazySamples, Samples, SelectHints, SelectedSeries, Storage, StorageError, StorageSeries,
+    FloatHistogram, HistogramSamples, LazySamples, Samples, SelectHints, SelectedSeries, Storage,
+    StorageError, StorageSeries,
 };
 
 /// Series kept in memory, sorted by labels; samples sorted by time.
 #[derive(Debug, Default)]
 pub struct MemStorage {
     series: Mutex<BTreeMap<Labels, Vec<(i64, f64)>>>,
+    /// Native histogram samples, by series (a series may have both kinds).
+    hists: Mutex<BTreeMap<Labels, Vec<(i64, FloatHistogram)>>>,
     /// Answer `select_lazy` with decoded samples instead of chunks.
     decoded: bool,
 }
@@ -74,8 +77,39 @@ impl MemStorage {
         *s = out;
     }
 
+    /// Add float and histogram samples to a series; a timestamp keeps the newest sample
+    /// of either kind.
+    pub fn add_mixed(
+        &self,
+        labels: Labels,
+        floats: Vec<(i64, f64)>,
+        hists: Vec<(i64, FloatHistogram)>,
+    ) {
+        {
+            let mut g = self.series.lock().unwrap();
+            if let Some(s) = g.get_mut(&labels) {
+                s.retain(|p| hists.binary_search_by_key(&p.0, |h| h.0).is_err());
+            }
+        }
+        {
+            let mut g = self.hists.lock().unwrap();
+            let s = g.entry(labels.clone()).or_default();
+            s.retain(|p| {
+                floats.binary_search_by_key(&p.0, |f| f.0).is_err()
+                    && hists.binary_search_by_key(&p.0, |h| h.0).is_err()
+            });
+            s.extend(hists);
+            s.sort_by_key(|p| p.0);
+            set_hints(s);
+        }
+        if !floats.is_empty() {
+            self.add(labels, floats);
+        }
+    }
+
     pub fn clear(&self) {
         self.series.lock().unwrap().clear();
+        self.hists.lock().unwrap().clear();
     }
 
     pub fn len(&self) -> usize {
@@ -96,23 +130,31 @@ impl Storage for MemStorage {
         _hints: &SelectHints,
     ) -> Result<Vec<StorageSeries>, StorageError> {
         let g = self.series.lock().unwrap();
+        let gh = self.hists.lock().unwrap();
+        let mut names: Vec<&Labels> = g.keys().chain(gh.keys()).collect();
+        names.sort();
+        names.dedup();
         let mut out = Vec::new();
-        for (labels, samples) in g.iter() {
+        for labels in names {
             if !matchers
                 .iter()
                 .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
             {
                 continue;
             }
+            let samples: &[(i64, f64)] = g.get(labels).map_or(&[], |v| v.as_slice());
             let lo = samples.partition_point(|p| p.0 < mint);
             let hi = samples.partition_point(|p| p.0 <= maxt);
-            if lo >= hi {
+            let hs: &[(i64, FloatHistogram)] = gh.get(labels).map_or(&[], |v| v.as_slice());
+            let hlo = hs.partition_point(|p| p.0 < mint);
+            let hhi = hs.partition_point(|p| p.0 <= maxt);
+            if lo >= hi && hlo >= hhi {
                 continue;
             }
             out.push(StorageSeries {
                 labels: labels.clone(),
                 samples: samples[lo..hi].to_vec(),
-                histograms: Vec::new(),
+                histograms: hs[hlo..hhi].to_vec(),
                 resolution: 0,
             });
         }
@@ -154,8 +196,36 @@ impl MemStorage {
         SelectedSeries {
             labels: s.labels,
             samples: Samples::Lazy(Box::new(MemChunks { chunks, mint, maxt })),
-            histograms: Default::default(),
+            // No histogram chunk encoding here: histograms are answered decoded.
+            histograms: if s.histograms.is_empty() {
+                HistogramSamples::None
+            } else {
+                HistogramSamples::Decoded(s.histograms)
+            },
             resolution: s.resolution,
         }
+    }
+}
+
+/// Counter-reset hints as Prometheus's head stores them (what a query reads back):
+/// gauge histograms stay gauges; the first histogram of a run is `Unknown`, one after a
+/// detected (or declared) reset `CounterReset`, every other `NotCounterReset`.
+fn set_hints(s: &mut [(i64, FloatHistogram)]) {
+    use strata_tsdb::histogram::CounterResetHint as H;
+    let mut prev: Option<FloatHistogram> = None;
+    for (_, h) in s.iter_mut() {
+        if h.counter_reset_hint == H::Gauge {
+            prev = None;
+            continue;
+        }
+        let hint = match &prev {
+            None if h.counter_reset_hint == H::CounterReset => H::CounterReset,
+            None => H::Unknown,
+            Some(p) if crate::histogram::detect_reset(h, p) => H::CounterReset,
+            Some(_) => H::NotCounterReset,
+        };
+        h.counter_reset_hint = H::Unknown;
+        prev = Some(h.clone());
+        h.counter_reset_hint = hint;
     }
 }

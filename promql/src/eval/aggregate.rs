@@ -9,6 +9,7 @@ use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
 use strata_tsdb::labels::{Labels, METRIC_NAME};
 
 use crate::functions as f;
+use crate::FloatHistogram;
 
 use super::{
     cmp_nan_last, drop_name_labels, exec, for_each_step, unwrap_parens, valid_label_name, Ctx,
@@ -175,7 +176,8 @@ impl Evaluator<'_> {
         ctx: Ctx,
     ) -> Result<std::result::Result<Val, Vec<RawSeries>>> {
         let mut acc = CellAgg::new(op, by, names, ctx);
-        if !acc.fits(raw.iter().map(|s| (&s.labels, false))) {
+        // The cells hold floats: series with histogram samples go the step-by-step way.
+        if raw.iter().any(|s| s.has_hists()) || !acc.fits(raw.iter().map(|s| (&s.labels, false))) {
             return Ok(Err(raw));
         }
         let mut pts = Vec::new();
@@ -222,7 +224,7 @@ impl Evaluator<'_> {
             Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
         };
         let streamable = matches!(op, T_SUM | T_AVG | T_COUNT | T_GROUP | T_MIN | T_MAX);
-        let input = match unwrap_parens(&a.expr) {
+        let mut input = match unwrap_parens(&a.expr) {
             Expr::VectorSelector(vs) if streamable => {
                 let Some((raw, refs)) = self.select_instant(vs, ctx, None)? else {
                     return Ok(Val::Vector(Vec::new()));
@@ -297,6 +299,91 @@ impl Evaluator<'_> {
             member.push(gi);
         }
         let ng = groups.len();
+
+        if op == T_LIMITK && input.iter().any(|s| !s.hists.is_empty()) {
+            // limitk keeps samples of either kind: the first k series (in input order)
+            // of each group with a sample at the step.
+            let mut taken = vec![0usize; ng];
+            let mut res: Vec<Series> = input
+                .iter()
+                .map(|s| Series {
+                    labels: s.labels.clone(),
+                    drop_name: s.drop_name,
+                    pts: Vec::new(),
+                    hists: Vec::new(),
+                })
+                .collect();
+            let (mut fc, mut hc) = (vec![0usize; input.len()], vec![0usize; input.len()]);
+            for (i, &k) in param.iter().enumerate().take(n) {
+                let t = ctx.ts(i);
+                let k = if k < 1.0 { 0 } else { k as i64 as usize };
+                taken.iter_mut().for_each(|x| *x = 0);
+                for (si, s) in input.iter().enumerate() {
+                    let f = s.pts.get(fc[si]).filter(|p| p.0 == t).copied();
+                    let h = s.hists.get(hc[si]).filter(|p| p.0 == t);
+                    if f.is_none() && h.is_none() {
+                        continue;
+                    }
+                    let g = member[si];
+                    let keep = taken[g] < k;
+                    taken[g] += 1;
+                    if let Some(p) = f {
+                        fc[si] += 1;
+                        if keep {
+                            res[si].pts.push(p);
+                        }
+                    }
+                    if let Some(p) = h {
+                        hc[si] += 1;
+                        if keep {
+                            res[si].hists.push(p.clone());
+                        }
+                    }
+                }
+            }
+            res.retain(|s| !s.is_empty());
+            return Ok(Val::Vector(res));
+        }
+
+        // Histogram samples: counted by count/group, added up by sum/avg (apart from the
+        // floats, see `merge_hists`), ignored by the others.
+        let mut hist_groups: Vec<Vec<(i64, FloatHistogram)>> = Vec::new();
+        // count_values: each histogram sample's value as Prometheus prints it, by step.
+        let mut hist_values: HashMap<i64, Vec<(usize, String)>> = HashMap::new();
+        if input.iter().any(|s| !s.hists.is_empty()) {
+            match op {
+                T_COUNT | T_GROUP => {
+                    for s in &mut input {
+                        if !s.hists.is_empty() {
+                            let hs = std::mem::take(&mut s.hists);
+                            s.pts.extend(hs.into_iter().map(|(t, _)| (t, 0.0)));
+                            s.pts.sort_by_key(|p| p.0);
+                        }
+                    }
+                }
+                T_SUM | T_AVG => {
+                    hist_groups = sum_hists(&input, &member, ng, op == T_AVG);
+                    for s in &mut input {
+                        s.hists.clear();
+                    }
+                }
+                _ => {
+                    if op == T_COUNT_VALUES {
+                        for (si, s) in input.iter().enumerate() {
+                            for (t, h) in &s.hists {
+                                hist_values
+                                    .entry(*t)
+                                    .or_default()
+                                    .push((si, crate::histogram::to_go_string(h)));
+                            }
+                        }
+                    }
+                    for s in &mut input {
+                        s.hists.clear();
+                    }
+                }
+            }
+        }
 
         if matches!(op, T_TOPK | T_BOTTOMK | T_LIMITK | T_LIMIT_RATIO) {
             let mut outs: Vec<Vec<(i64, f64)>> = vec![Vec::new(); input.len()];
@@ -384,8 +471,13 @@ impl Evaluator<'_> {
             for_each_step(self.stop, &input, ctx, |_, t, samples| {
                 let mut counts: Vec<(Labels, f64)> = Vec::new();
                 let mut cidx: HashMap<Labels, usize> = HashMap::new();
-                for &(si, x) in samples {
-                    let l = groups[member[si]].0.with(&label, &f::format_float_f(x));
+                let hv = hist_values.get(&t).map(|v| v.as_slice()).unwrap_or(&[]);
+                let values = samples
+                    .iter()
+                    .map(|&(si, x)| (si, f::format_float_f(x)))
+                    .chain(hv.iter().cloned());
+                for (si, x) in values {
+                    let l = groups[member[si]].0.with(&label, &x);
                     match cidx.get(&l) {
                         Some(&c) => counts[c].1 += 1.0,
                         None => {
@@ -467,9 +559,78 @@ impl Evaluator<'_> {
             }
             Ok(())
         })?;
-        out.retain(|s| !s.pts.is_empty());
+        if !hist_groups.is_empty() {
+            for (o, hs) in out.iter_mut().zip(hist_groups) {
+                merge_hists(o, hs);
+            }
+        }
+        out.retain(|s| !s.is_empty());
         self.check_series(&out)?;
         Ok(Val::Vector(out))
+    }
+}
+
+/// Per group, the sum (or with `avg` the mean) of its histogram samples at each step;
+/// a step where histograms with exponential and custom buckets meet has none.
+fn sum_hists(
+    input: &[Series],
+    member: &[usize],
+    ng: usize,
+    avg: bool,
+) -> Vec<Vec<(i64, FloatHistogram)>> {
+    use std::collections::BTreeMap;
+    // Per group and step: the histograms in input order (None once exponential and
+    // custom buckets meet).
+    let mut acc: Vec<BTreeMap<i64, Option<Vec<&FloatHistogram>>>> = vec![BTreeMap::new(); ng];
+    for (si, s) in input.iter().enumerate() {
+        for (t, h) in &s.hists {
+            let cell = acc[member[si]]
+                .entry(*t)
+                .or_insert_with(|| Some(Vec::new()));
+            if let Some(v) = cell {
+                if v.first().is_some_and(|f| {
+                    crate::histogram::uses_custom(f) != crate::histogram::uses_custom(h)
+                }) {
+                    *cell = None;
+                } else {
+                    v.push(h);
+                }
+            }
+        }
+    }
+    acc.into_iter()
+        .map(|g| {
+            g.into_iter()
+                .filter_map(|(t, c)| {
+                    let hs = c?;
+                    let h = if avg {
+                        crate::histogram::mean_of(&hs)?
+                    } else {
+                        crate::histogram::sum_of(hs.iter().copied(), false)?
+                    };
+                    Some((t, h))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Adds a group's histogram results to its float results; a step with both has neither
+/// (Prometheus drops a group mixing floats and histograms).
+fn merge_hists(o: &mut Series, hs: Vec<(i64, FloatHistogram)>) {
+    if hs.is_empty() {
+        return;
+    }
+    let mut clash = std::collections::HashSet::new();
+    for (t, h) in hs {
+        if o.pts.binary_search_by_key(&t, |p| p.0).is_ok() {
+            clash.insert(t);
+        } else {
+            o.hists.push((t, h));
+        }
+    }
+    if !clash.is_empty() {
+        o.pts.retain(|p| !clash.contains(&p.0));
     }
 }
 

@@ -8,6 +8,7 @@ use promql_parser::parser::{BinaryExpr, Expr, LabelModifier, VectorMatchCardinal
 use strata_tsdb::labels::{Labels, METRIC_NAME};
 
 use super::{exec, Ctx, Evaluator, Out, Result, Series, Val};
+use crate::FloatHistogram;
 
 impl Evaluator<'_> {
     pub(super) fn eval_binary(&mut self, b: &BinaryExpr, ctx: Ctx) -> Result<Val> {
@@ -67,21 +68,54 @@ impl Evaluator<'_> {
                         }
                     });
                 }
-                v.retain(|s| !s.pts.is_empty());
+                for ser in &mut v {
+                    if ser.hists.is_empty() {
+                        continue;
+                    }
+                    let mut bools = false;
+                    for (t, h) in std::mem::take(&mut ser.hists) {
+                        let i = ((t - ctx.start) / ctx.step) as usize;
+                        let (l, r) = if swap {
+                            (Sv::F(s[i]), Sv::H(&h))
+                        } else {
+                            (Sv::H(&h), Sv::F(s[i]))
+                        };
+                        match Sv::apply(op, l, r, return_bool) {
+                            Some(SvRes::H(h)) => ser.hists.push((t, h)),
+                            Some(SvRes::F(x)) => {
+                                ser.pts.push((t, x));
+                                bools = true;
+                            }
+                            None => {}
+                        }
+                    }
+                    if bools {
+                        ser.pts.sort_by_key(|p| p.0);
+                    }
+                }
+                v.retain(|s| !s.is_empty());
                 Ok(Val::Vector(v))
             }
-            (Val::Vector(l), Val::Vector(r)) => self.vector_binop(b, op, return_bool, l, r, ctx),
+            (Val::Vector(l), Val::Vector(r)) => {
+                if l.iter().chain(r.iter()).all(|s| s.hists.is_empty()) {
+                    self.vector_binop::<f64>(b, op, return_bool, &l, &r, ctx)
+                } else {
+                    self.vector_binop::<Sv<'_>>(b, op, return_bool, &l, &r, ctx)
+                }
+            }
             _ => exec("invalid operand types for binary operation"),
         }
     }
 
-    fn vector_binop(
+    /// Vector-vector operations, generic over the sample type: float-only operands
+    /// take the `f64` instance, operands with histograms the [`Sv`] one.
+    fn vector_binop<'s, S: Elem<'s>>(
         &mut self,
         b: &BinaryExpr,
         op: TokenId,
         return_bool: bool,
-        lhs: Vec<Series>,
-        rhs: Vec<Series>,
+        lhs: &'s [Series],
+        rhs: &'s [Series],
         ctx: Ctx,
     ) -> Result<Val> {
         let (on, names): (bool, Vec<String>) =
@@ -116,8 +150,8 @@ impl Evaluator<'_> {
         let rsig: Vec<String> = rhs.iter().map(|s| sig(&s.labels)).collect();
         let n = ctx.n();
         // per-step sample lists
-        let lsteps = step_lists(&lhs, ctx);
-        let rsteps = step_lists(&rhs, ctx);
+        let lsteps = S::step_lists(lhs, ctx);
+        let rsteps = S::step_lists(rhs, ctx);
         let mut out = Out::default();
 
         if matches!(op, T_LAND | T_LOR | T_LUNLESS) {
@@ -136,7 +170,7 @@ impl Evaluator<'_> {
                                 let slot = *lslot[si].get_or_insert_with(|| {
                                     out.slot(lhs[si].labels.clone(), lhs[si].drop_name)
                                 });
-                                out.push_at(slot, t, x)?;
+                                x.push(&mut out, slot, t)?;
                             }
                         }
                     }
@@ -147,7 +181,7 @@ impl Evaluator<'_> {
                             let slot = *lslot[si].get_or_insert_with(|| {
                                 out.slot(lhs[si].labels.clone(), lhs[si].drop_name)
                             });
-                            out.push_at(slot, t, x)?;
+                            x.push(&mut out, slot, t)?;
                         }
                         for &(si, x) in &rsteps[i] {
                             if ls.contains(rsig[si].as_str()) {
@@ -156,7 +190,7 @@ impl Evaluator<'_> {
                             let slot = *rslot[si].get_or_insert_with(|| {
                                 out.slot(rhs[si].labels.clone(), rhs[si].drop_name)
                             });
-                            out.push_at(slot, t, x)?;
+                            x.push(&mut out, slot, t)?;
                         }
                     }
                 }
@@ -175,9 +209,9 @@ impl Evaluator<'_> {
         };
         let one_to_one = include.is_none();
         let (many, one, msig, osig, msteps, osteps) = if one_to_many {
-            (&rhs, &lhs, &rsig, &lsig, &rsteps, &lsteps)
+            (rhs, lhs, &rsig, &lsig, &rsteps, &lsteps)
         } else {
-            (&lhs, &rhs, &lsig, &rsig, &lsteps, &rsteps)
+            (lhs, rhs, &lsig, &rsig, &lsteps, &rsteps)
         };
         let drop_for_op =
             return_bool || !matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE);
@@ -188,7 +222,7 @@ impl Evaluator<'_> {
             if msteps[i].is_empty() || osteps[i].is_empty() {
                 continue;
             }
-            let mut omap: HashMap<&str, (usize, f64)> = HashMap::new();
+            let mut omap: HashMap<&str, (usize, S)> = HashMap::new();
             for &(si, x) in &osteps[i] {
                 if let Some(&(dup, _)) = omap.get(osig[si].as_str()) {
                     let side = if one_to_many { "left" } else { "right" };
@@ -218,12 +252,9 @@ impl Evaluator<'_> {
                     set.insert(usize::MAX);
                 }
                 let (fl, fr) = if one_to_many { (ov, mv) } else { (mv, ov) };
-                let (mut val, keep) = elem_binop(op, fl, fr);
-                if return_bool {
-                    val = if keep { 1.0 } else { 0.0 };
-                } else if !keep {
+                let Some(val) = S::apply(op, fl, fr, return_bool) else {
                     continue;
-                }
+                };
                 let slot = match pair_slot.get(&(mi, oi)) {
                     Some(&s) => s,
                     None => {
@@ -261,7 +292,7 @@ impl Evaluator<'_> {
                         "multiple matches for labels: grouping labels must ensure unique matches",
                     );
                 }
-                out.push_at(slot, t, val)?;
+                S::push_result(&mut out, slot, t, val)?;
             }
         }
         let res = out.finish();
@@ -270,14 +301,147 @@ impl Evaluator<'_> {
     }
 }
 
-fn step_lists(series: &[Series], ctx: Ctx) -> Vec<Vec<(usize, f64)>> {
-    let mut v = vec![Vec::new(); ctx.n()];
-    for (si, s) in series.iter().enumerate() {
-        for &(t, x) in &s.pts {
-            v[((t - ctx.start) / ctx.step) as usize].push((si, x));
+/// A sample of a binary operation's operand: `f64` for float-only operands, [`Sv`]
+/// when histograms are involved.
+pub(super) trait Elem<'s>: Copy + Sized {
+    type Res;
+    /// Per step, the `(series index, sample)` present.
+    fn step_lists(series: &'s [Series], ctx: Ctx) -> Vec<Vec<(usize, Self)>>;
+    /// `l op r`, or `None` when the pair is filtered out (or incompatible).
+    fn apply(op: TokenId, l: Self, r: Self, return_bool: bool) -> Option<Self::Res>;
+    fn push(self, out: &mut Out, slot: usize, t: i64) -> Result<()>;
+    fn push_result(out: &mut Out, slot: usize, t: i64, r: Self::Res) -> Result<()>;
+}
+
+impl<'s> Elem<'s> for f64 {
+    type Res = f64;
+    fn step_lists(series: &'s [Series], ctx: Ctx) -> Vec<Vec<(usize, f64)>> {
+        let mut v = vec![Vec::new(); ctx.n()];
+        for (si, s) in series.iter().enumerate() {
+            for &(t, x) in &s.pts {
+                v[((t - ctx.start) / ctx.step) as usize].push((si, x));
+            }
+        }
+        v
+    }
+    #[inline]
+    fn apply(op: TokenId, l: f64, r: f64, return_bool: bool) -> Option<f64> {
+        let (val, keep) = elem_binop(op, l, r);
+        if return_bool {
+            Some(if keep { 1.0 } else { 0.0 })
+        } else {
+            keep.then_some(val)
         }
     }
-    v
+    #[inline]
+    fn push(self, out: &mut Out, slot: usize, t: i64) -> Result<()> {
+        out.push_at(slot, t, self)
+    }
+    #[inline]
+    fn push_result(out: &mut Out, slot: usize, t: i64, r: f64) -> Result<()> {
+        out.push_at(slot, t, r)
+    }
+}
+
+/// A float or a histogram sample of an operand.
+#[derive(Clone, Copy)]
+pub(super) enum Sv<'s> {
+    F(f64),
+    H(&'s FloatHistogram),
+}
+
+/// The result of an operation on [`Sv`]s.
+pub(super) enum SvRes {
+    F(f64),
+    H(FloatHistogram),
+}
+
+impl<'s> Elem<'s> for Sv<'s> {
+    type Res = SvRes;
+    fn step_lists(series: &'s [Series], ctx: Ctx) -> Vec<Vec<(usize, Sv<'s>)>> {
+        let mut v = vec![Vec::new(); ctx.n()];
+        for (si, s) in series.iter().enumerate() {
+            for &(t, x) in &s.pts {
+                v[((t - ctx.start) / ctx.step) as usize].push((si, Sv::F(x)));
+            }
+            for (t, h) in &s.hists {
+                v[((t - ctx.start) / ctx.step) as usize].push((si, Sv::H(h)));
+            }
+        }
+        v
+    }
+    fn apply(op: TokenId, l: Sv<'s>, r: Sv<'s>, return_bool: bool) -> Option<SvRes> {
+        let (res, keep) = hist_binop(op, l, r)?;
+        if return_bool {
+            return Some(SvRes::F(if keep { 1.0 } else { 0.0 }));
+        }
+        keep.then_some(res)
+    }
+    fn push(self, out: &mut Out, slot: usize, t: i64) -> Result<()> {
+        match self {
+            Sv::F(x) => out.push_at(slot, t, x),
+            Sv::H(h) => out.push_hist_at(slot, t, h.clone()),
+        }
+    }
+    fn push_result(out: &mut Out, slot: usize, t: i64, r: SvRes) -> Result<()> {
+        match r {
+            SvRes::F(x) => out.push_at(slot, t, x),
+            SvRes::H(h) => out.push_hist_at(slot, t, h),
+        }
+    }
+}
+
+/// Prometheus's `vectorElemBinop` with histograms: (result, keep); `None` for
+/// operations not defined on the operand types (the pair is dropped).
+pub(super) fn hist_binop(op: TokenId, l: Sv<'_>, r: Sv<'_>) -> Option<(SvRes, bool)> {
+    use crate::histogram as hist;
+    match (l, r) {
+        (Sv::F(a), Sv::F(b)) => {
+            let (v, keep) = elem_binop(op, a, b);
+            Some((SvRes::F(v), keep))
+        }
+        (Sv::F(f), Sv::H(h)) | (Sv::H(h), Sv::F(f)) if op == T_MUL => {
+            let mut h = h.clone();
+            hist::mul(&mut h, f);
+            Some((SvRes::H(hist::compact(&h)), true))
+        }
+        (Sv::H(h), Sv::F(f)) if op == T_DIV => {
+            let mut h = h.clone();
+            hist::div(&mut h, f);
+            Some((SvRes::H(hist::compact(&h)), true))
+        }
+        (Sv::H(a), Sv::H(b)) => match op {
+            T_ADD | T_SUB => {
+                let (mut h, _) = hist::combine(a, b, op == T_SUB).ok()?;
+                if op == T_SUB {
+                    h.counter_reset_hint = strata_tsdb::histogram::CounterResetHint::Gauge;
+                }
+                Some((SvRes::H(hist::compact(&h)), true))
+            }
+            T_EQLC => Some((SvRes::H(a.clone()), hist_equals(a, b))),
+            T_NEQ => Some((SvRes::H(a.clone()), !hist_equals(a, b))),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Prometheus's `FloatHistogram.Equals` on compacted histograms (bit-exact values).
+pub(super) fn hist_equals(a: &FloatHistogram, b: &FloatHistogram) -> bool {
+    let (a, b) = (crate::histogram::compact(a), crate::histogram::compact(b));
+    let bits = |x: &[f64], y: &[f64]| {
+        x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())
+    };
+    a.schema == b.schema
+        && a.zero_threshold.to_bits() == b.zero_threshold.to_bits()
+        && a.zero_count.to_bits() == b.zero_count.to_bits()
+        && a.count.to_bits() == b.count.to_bits()
+        && a.sum.to_bits() == b.sum.to_bits()
+        && a.positive_spans == b.positive_spans
+        && a.negative_spans == b.negative_spans
+        && bits(&a.positive_buckets, &b.positive_buckets)
+        && bits(&a.negative_buckets, &b.negative_buckets)
+        && a.custom_values == b.custom_values
 }
 
 fn match_labels(l: &Labels, on: bool, names: &[String]) -> Labels {

@@ -48,7 +48,7 @@ impl Evaluator<'_> {
                 }]));
             }
             "scalar" => {
-                let v = self.eval_vector(args[0], ctx)?;
+                let v = self.eval_vector_floats(args[0], ctx)?;
                 let mut out = vec![f64::NAN; n];
                 let mut cnt = vec![0u32; n];
                 for s in &v {
@@ -78,6 +78,11 @@ impl Evaluator<'_> {
                     s.drop_name = true;
                     for p in &mut s.pts {
                         p.1 = p.0 as f64 / 1000.0;
+                    }
+                    if !s.hists.is_empty() {
+                        s.pts
+                            .extend(s.hists.drain(..).map(|(t, _)| (t, t as f64 / 1000.0)));
+                        s.pts.sort_by_key(|p| p.0);
                     }
                 }
                 return Ok(Val::Vector(v));
@@ -124,7 +129,7 @@ impl Evaluator<'_> {
                     "deg" => |x: f64| x * 180.0 / std::f64::consts::PI,
                     _ => |x: f64| x * std::f64::consts::PI / 180.0,
                 };
-                let mut v = self.eval_vector(args[0], ctx)?;
+                let mut v = self.eval_vector_floats(args[0], ctx)?;
                 for s in &mut v {
                     s.drop_name = true;
                     for p in &mut s.pts {
@@ -134,7 +139,7 @@ impl Evaluator<'_> {
                 Ok(Val::Vector(v))
             }
             "round" | "clamp" | "clamp_min" | "clamp_max" => {
-                let mut v = self.eval_vector(args[0], ctx)?;
+                let mut v = self.eval_vector_floats(args[0], ctx)?;
                 let params: Vec<Vec<f64>> = args[1..]
                     .iter()
                     .map(|a| self.eval_scalar(a, ctx))
@@ -186,7 +191,7 @@ impl Evaluator<'_> {
                         hists: Vec::new(),
                     }]));
                 }
-                let mut v = self.eval_vector(args[0], ctx)?;
+                let mut v = self.eval_vector_floats(args[0], ctx)?;
                 for s in &mut v {
                     s.drop_name = true;
                     for p in &mut s.pts {
@@ -196,7 +201,7 @@ impl Evaluator<'_> {
                 Ok(Val::Vector(v))
             }
             "sort" | "sort_desc" => {
-                let mut v = self.eval_vector(args[0], ctx)?;
+                let mut v = self.eval_vector_floats(args[0], ctx)?;
                 // ordering only matters for instant queries: order series by their value
                 let desc = name == "sort_desc";
                 v.sort_by(|a, b| {
@@ -265,6 +270,9 @@ impl Evaluator<'_> {
                     for (t, x) in s.pts {
                         out.push_at(i, t, x)?;
                     }
+                    for (t, h) in s.hists {
+                        out.push_hist_at(i, t, h)?;
+                    }
                 }
                 Ok(Val::Vector(out.finish()))
             }
@@ -295,6 +303,9 @@ impl Evaluator<'_> {
                     for (t, x) in s.pts {
                         out.push_at(i, t, x)?;
                     }
+                    for (t, h) in s.hists {
+                        out.push_hist_at(i, t, h)?;
+                    }
                 }
                 Ok(Val::Vector(out.finish()))
             }
@@ -302,7 +313,7 @@ impl Evaluator<'_> {
                 let v = self.eval_vector(args[0], ctx)?;
                 let mut present = vec![false; n];
                 for s in &v {
-                    for &(t, _) in &s.pts {
+                    for t in s.pts.iter().map(|p| p.0).chain(s.hists.iter().map(|p| p.0)) {
                         present[((t - ctx.start) / ctx.step) as usize] = true;
                     }
                 }
@@ -322,6 +333,67 @@ impl Evaluator<'_> {
                     }]
                 }))
             }
+            "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+            | "histogram_stdvar" | "histogram_fraction" => {
+                let (lo, hi) = if name == "histogram_fraction" {
+                    (
+                        self.eval_scalar(args[0], ctx)?,
+                        self.eval_scalar(args[1], ctx)?,
+                    )
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                let arg = if name == "histogram_fraction" {
+                    args[2]
+                } else {
+                    args[0]
+                };
+                let mut v = self.eval_vector(arg, ctx)?;
+                let mut out = Vec::new();
+                if name == "histogram_fraction" && v.iter().any(|s| !s.pts.is_empty()) {
+                    // Classic `le` buckets among the input.
+                    let floats: Vec<Series> = v
+                        .iter_mut()
+                        .filter(|s| !s.pts.is_empty())
+                        .map(|s| Series {
+                            labels: s.labels.clone(),
+                            drop_name: s.drop_name,
+                            pts: std::mem::take(&mut s.pts),
+                            hists: Vec::new(),
+                        })
+                        .collect();
+                    out = self
+                        .classic_buckets(floats, ctx, |i, b| f::bucket_fraction(lo[i], hi[i], b))?;
+                }
+                for s in v {
+                    if s.hists.is_empty() {
+                        continue;
+                    }
+                    let pts = s
+                        .hists
+                        .iter()
+                        .map(|(t, h)| {
+                            let i = ((t - ctx.start) / ctx.step) as usize;
+                            let x = match name {
+                                "histogram_count" => h.count,
+                                "histogram_sum" => h.sum,
+                                "histogram_avg" => h.sum / h.count,
+                                "histogram_stddev" => crate::histogram::variance(h).sqrt(),
+                                "histogram_stdvar" => crate::histogram::variance(h),
+                                _ => crate::histogram::fraction(lo[i], hi[i], h).0,
+                            };
+                            (*t, x)
+                        })
+                        .collect();
+                    out.push(Series {
+                        labels: s.labels,
+                        drop_name: true,
+                        pts,
+                        hists: Vec::new(),
+                    });
+                }
+                Ok(Val::Vector(out))
+            }
             "histogram_quantile" => self.eval_histogram_quantile(&args, ctx),
             _ => exec(format!("function {name:?} is not supported")),
         }
@@ -329,7 +401,42 @@ impl Evaluator<'_> {
 
     fn eval_histogram_quantile(&mut self, args: &[&Expr], ctx: Ctx) -> Result<Val> {
         let q = self.eval_scalar(args[0], ctx)?;
-        let v = self.eval_vector(args[1], ctx)?;
+        let mut v = self.eval_vector(args[1], ctx)?;
+        // Native histograms: a quantile of each histogram sample.
+        let mut native: Vec<Series> = Vec::new();
+        for s in &mut v {
+            if s.hists.is_empty() {
+                continue;
+            }
+            let pts = s
+                .hists
+                .drain(..)
+                .map(|(t, h)| {
+                    let i = ((t - ctx.start) / ctx.step) as usize;
+                    (t, crate::histogram::quantile(q[i], &h).0)
+                })
+                .collect();
+            native.push(Series {
+                labels: s.labels.clone(),
+                drop_name: true,
+                pts,
+                hists: Vec::new(),
+            });
+        }
+        v.retain(|s| !s.pts.is_empty());
+        let mut out = self.classic_buckets(v, ctx, |i, b| f::bucket_quantile(q[i], b))?;
+        out.extend(native);
+        Ok(Val::Vector(out))
+    }
+
+    /// Classic histograms among `v` (series with an `le` label, grouped by their
+    /// other labels): `f(step, buckets)` per group and step.
+    fn classic_buckets(
+        &mut self,
+        v: Vec<Series>,
+        ctx: Ctx,
+        f: impl Fn(usize, &mut Vec<f::Bucket>) -> f64,
+    ) -> Result<Vec<Series>> {
         // group series by their labels without `le` (and the name)
         let mut groups: HashMap<Labels, usize> = HashMap::new();
         let mut group_labels: Vec<(Labels, bool)> = Vec::new();
@@ -373,14 +480,14 @@ impl Evaluator<'_> {
             }
             for (gi, b) in buckets.iter_mut().enumerate() {
                 if !b.is_empty() {
-                    let r = f::bucket_quantile(q[i], b);
+                    let r = f(i, b);
                     out[gi].pts.push((t, r));
                 }
             }
             Ok(())
         })?;
         out.retain(|s| !s.pts.is_empty());
-        Ok(Val::Vector(out))
+        Ok(out)
     }
 }
 

@@ -288,7 +288,6 @@ impl Out {
         let i = self.slot(labels, drop_name);
         self.push_at(i, t, v)
     }
-    #[allow(dead_code)]
     fn push_hist_at(&mut self, i: usize, t: i64, h: FloatHistogram) -> Result<()> {
         let s = &mut self.series[i];
         if s.pts.last().is_some_and(|p| p.0 == t) || s.hists.last().is_some_and(|p| p.0 == t) {
@@ -511,6 +510,9 @@ impl<'a> Evaluator<'a> {
                         for p in &mut s.pts {
                             p.1 = -p.1;
                         }
+                        for (_, h) in &mut s.hists {
+                            crate::histogram::mul(h, -1.0);
+                        }
                     }
                     Ok(Val::Vector(ss))
                 }
@@ -568,6 +570,19 @@ impl<'a> Evaluator<'a> {
             Val::Vector(v) => Ok(v),
             _ => exec("expected instant vector"),
         }
+    }
+
+    /// An instant vector with its histogram samples left out (what Prometheus's float
+    /// functions do with them).
+    fn eval_vector_floats(&mut self, e: &Expr, ctx: Ctx) -> Result<Vec<Series>> {
+        let mut v = self.eval_vector(e, ctx)?;
+        if v.iter().any(|s| !s.hists.is_empty()) {
+            for s in &mut v {
+                s.hists.clear();
+            }
+            v.retain(|s| !s.pts.is_empty());
+        }
+        Ok(v)
     }
 
     fn eval_scalar(&mut self, e: &Expr, ctx: Ctx) -> Result<Vec<f64>> {

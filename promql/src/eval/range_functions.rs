@@ -9,7 +9,100 @@ use crate::QueryError;
 
 use super::aggregate::CellAgg;
 use super::calls::absent_labels;
-use super::{exec, unwrap_parens, Ctx, Evaluator, Result, Series, Val, Windows};
+use super::{exec, unwrap_parens, Ctx, Evaluator, HPoint, Result, Series, Val, Windows};
+use crate::histogram as hist;
+use crate::FloatHistogram;
+
+/// A range function's value over a window holding histogram samples.
+enum HistOut {
+    F(f64),
+    H(FloatHistogram),
+}
+
+/// `name` over a window with histogram samples `hw` (and floats `w`): what Prometheus
+/// defines for histograms; `None` where it gives no result (mixed samples where a
+/// function needs one kind, functions defined on floats only).
+fn hist_window(
+    name: &str,
+    w: &[(i64, f64)],
+    hw: &[HPoint],
+    end: i64,
+    range: i64,
+) -> Option<HistOut> {
+    let mixed = !w.is_empty();
+    let last_h = &hw[hw.len() - 1];
+    let first_h = &hw[0];
+    match name {
+        "count_over_time" => Some(HistOut::F((w.len() + hw.len()) as f64)),
+        "present_over_time" => Some(HistOut::F(1.0)),
+        "last_over_time" => match w.last() {
+            Some(f) if f.0 > last_h.0 => Some(HistOut::F(f.1)),
+            _ => Some(HistOut::H(last_h.1.clone())),
+        },
+        "first_over_time" => match w.first() {
+            Some(f) if f.0 < first_h.0 => Some(HistOut::F(f.1)),
+            _ => Some(HistOut::H(first_h.1.clone())),
+        },
+        "ts_of_last_over_time" => {
+            let t = w.last().map_or(last_h.0, |f| f.0.max(last_h.0));
+            Some(HistOut::F(t as f64 / 1000.0))
+        }
+        "ts_of_first_over_time" => {
+            let t = w.first().map_or(first_h.0, |f| f.0.min(first_h.0));
+            Some(HistOut::F(t as f64 / 1000.0))
+        }
+        "changes" | "resets" => {
+            // Floats and histograms in time order; a change of kind counts as both.
+            let mut all: Vec<(i64, Option<f64>, Option<&FloatHistogram>)> = w
+                .iter()
+                .map(|p| (p.0, Some(p.1), None))
+                .chain(hw.iter().map(|p| (p.0, None, Some(&p.1))))
+                .collect();
+            all.sort_by_key(|p| p.0);
+            let mut n = 0;
+            for pair in all.windows(2) {
+                let hit = match (pair[0], pair[1]) {
+                    ((_, Some(a), _), (_, Some(b), _)) => {
+                        if name == "changes" {
+                            a != b && !(a.is_nan() && b.is_nan())
+                        } else {
+                            b < a
+                        }
+                    }
+                    ((_, _, Some(a)), (_, _, Some(b))) => {
+                        if name == "changes" {
+                            !super::binary::hist_equals(a, b)
+                        } else {
+                            hist::detect_reset(b, a)
+                        }
+                    }
+                    _ => true,
+                };
+                n += hit as usize;
+            }
+            Some(HistOut::F(n as f64))
+        }
+        "irate" | "idelta" => {
+            // The last two samples, whatever their kind: both must be histograms.
+            let prev_h = hw.len().checked_sub(2).map(|i| &hw[i]);
+            let last_f = w.last().map_or(i64::MIN, |p| p.0);
+            if last_f > last_h.0 || prev_h.is_none_or(|p| last_f > p.0) {
+                return None;
+            }
+            hist::instant_value(prev_h?, last_h, name == "irate").map(HistOut::H)
+        }
+        _ if mixed => None,
+        "rate" | "increase" | "delta" => {
+            hist::extrapolated_rate(hw, end, range, name != "delta", name == "rate").map(HistOut::H)
+        }
+        "sum_over_time" => hist::sum_of(hw.iter().map(|p| &p.1), false).map(HistOut::H),
+        "avg_over_time" => {
+            let hs: Vec<&FloatHistogram> = hw.iter().map(|p| &p.1).collect();
+            hist::mean_of(&hs).map(HistOut::H)
+        }
+        _ => None,
+    }
+}
 
 impl Evaluator<'_> {
     /// Functions over a range vector; `None` when `name` is not one.
@@ -85,6 +178,14 @@ impl Evaluator<'_> {
                 for (i, p) in present.iter_mut().enumerate() {
                     *p |= !windows.next(pts, rd.refs[i], rd.range).is_empty();
                 }
+                if s.has_hists() {
+                    let mut hbuf = Vec::new();
+                    let hs = self.load_range_hists(&rd, s, &mut hbuf)?;
+                    let mut windows = Windows::default();
+                    for (i, p) in present.iter_mut().enumerate() {
+                        *p |= !windows.next(hs, rd.refs[i], rd.range).is_empty();
+                    }
+                }
             }
             if rd.selector {
                 self.note_held(held);
@@ -124,6 +225,10 @@ impl Evaluator<'_> {
             }
         }
         let keep_name = matches!(name, "last_over_time" | "first_over_time");
+        // Aggregation cells hold floats: histogram results take the usual way.
+        if rd.series.iter().any(|s| s.has_hists()) {
+            agg = None;
+        }
         if let Some(acc) = &agg {
             if !acc.fits(
                 rd.series
@@ -141,11 +246,21 @@ impl Evaluator<'_> {
         // One series decoded at a time into `raw`, reused for the next.
         let mut raw: Vec<(i64, f64)> = Vec::new();
         let mut held = 0;
+        let mut hraw: Vec<HPoint> = Vec::new();
         for s in &rd.series {
             self.check_time()?;
             let mut pts = Vec::new();
+            let mut hout: Vec<HPoint> = Vec::new();
             let mut windows = Windows::default();
+            let mut hwindows = Windows::default();
             let res = s.res;
+            let hs: &[HPoint] = if s.has_hists() {
+                let h = self.load_range_hists(&rd, s, &mut hraw)?;
+                held += h.len();
+                h
+            } else {
+                &[]
+            };
             let samples = self.load_range(&rd, s, &mut raw)?;
             held += samples.len();
             let s_pts = samples;
@@ -154,6 +269,19 @@ impl Evaluator<'_> {
                     self.check_time()?;
                 }
                 let w = windows.next(s_pts, rd.refs[i], rd.range);
+                if !hs.is_empty() {
+                    let hw = hwindows.next(hs, rd.refs[i], rd.range);
+                    if !hw.is_empty() {
+                        step_load[i] += hw.len();
+                        if let Some(r) = hist_window(name, w, hw, rd.refs[i], rd.range) {
+                            match r {
+                                HistOut::F(v) => pts.push((ctx.ts(i), v)),
+                                HistOut::H(h) => hout.push((ctx.ts(i), h)),
+                            }
+                        }
+                        continue;
+                    }
+                }
                 if w.is_empty() {
                     continue;
                 }
@@ -248,8 +376,8 @@ impl Evaluator<'_> {
                     pts.push((ctx.ts(i), v));
                 }
             }
-            if !pts.is_empty() {
-                total += pts.len();
+            if !pts.is_empty() || !hout.is_empty() {
+                total += pts.len() + hout.len();
                 self.check_samples(total)?;
                 let drop_name = s.drop_name || !keep_name;
                 match agg.as_deref_mut() {
@@ -258,7 +386,7 @@ impl Evaluator<'_> {
                         labels: s.labels.clone(),
                         drop_name,
                         pts,
-                        hists: Vec::new(),
+                        hists: hout,
                     }),
                 }
             }

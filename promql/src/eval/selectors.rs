@@ -321,11 +321,21 @@ impl Evaluator<'_> {
         if (hi.saturating_sub(start) / step) as u64 >= self.max_samples as u64 {
             return Err(QueryError::TooManySamples);
         }
-        let series = if inner.n() == 0 {
+        let mut series = if inner.n() == 0 {
             Vec::new()
         } else {
             self.eval_vector(&sq.expr, inner)?
         };
+        // As Prometheus: a subquery's histograms are not consecutive samples, so their
+        // (Not)CounterReset hints say nothing about them: reset detection starts over.
+        for s in &mut series {
+            for (_, h) in &mut s.hists {
+                use strata_tsdb::histogram::CounterResetHint as H;
+                if matches!(h.counter_reset_hint, H::CounterReset | H::NotCounterReset) {
+                    h.counter_reset_hint = H::Unknown;
+                }
+            }
+        }
         Ok(RangeData {
             series: series.into_iter().map(RawSeries::decoded).collect(),
             selector: false,

@@ -3,6 +3,7 @@
 //! vectors, matrices.
 
 use super::*;
+use strata_promql::FloatHistogram;
 
 /// `{"status":"error","errorType":…,"error":…}`.
 pub fn error_body(error_type: &str, message: &str) -> String {
@@ -16,12 +17,23 @@ pub fn error_body(error_type: &str, message: &str) -> String {
 
 /// `{"status":"success","data":<data>}` plus `"warnings"` when there are any.
 pub fn success_body(data: &str, warnings: &[String]) -> String {
+    success_body_annotated(data, warnings, &[])
+}
+
+/// [`success_body`] with PromQL's info annotations as Prometheus 3 answers them
+/// (`"infos"` after `"warnings"`, each left out when empty).
+pub fn success_body_annotated(data: &str, warnings: &[String], infos: &[String]) -> String {
     let mut out = String::with_capacity(data.len() + 40);
     out.push_str(r#"{"status":"success","data":"#);
     out.push_str(data);
-    if !warnings.is_empty() {
-        out.push_str(r#","warnings":["#);
-        for (i, w) in warnings.iter().enumerate() {
+    for (name, list) in [("warnings", warnings), ("infos", infos)] {
+        if list.is_empty() {
+            continue;
+        }
+        out.push_str(",\"");
+        out.push_str(name);
+        out.push_str("\":[");
+        for (i, w) in list.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
@@ -195,6 +207,53 @@ pub(super) fn write_point(out: &mut String, t: i64, v: f64) {
     out.push_str("\"]");
 }
 
+/// A native histogram as Prometheus's `jsonutil.MarshalHistogram` writes it:
+/// `{"count":"…","sum":"…","buckets":[[boundary_rule,"lower","upper","count"],…]}`,
+/// populated buckets only, `buckets` left out when none; the boundary rule is 0 (upper
+/// inclusive), 1 (lower inclusive), 2 (neither) or 3 (both).
+pub fn write_histogram(out: &mut String, h: &FloatHistogram) {
+    out.push_str(r#"{"count":""#);
+    write_value(out, h.count);
+    out.push_str(r#"","sum":""#);
+    write_value(out, h.sum);
+    out.push('"');
+    let mut found = false;
+    for b in strata_promql::histogram::all_buckets(h) {
+        if b.count == 0.0 {
+            continue;
+        }
+        out.push_str(if found { "," } else { r#","buckets":["# });
+        found = true;
+        let rule = match (b.lower_inclusive, b.upper_inclusive) {
+            (true, true) => '3',
+            (true, false) => '1',
+            (false, true) => '0',
+            (false, false) => '2',
+        };
+        out.push('[');
+        out.push(rule);
+        for v in [b.lower, b.upper, b.count] {
+            out.push_str(",\"");
+            write_value(out, v);
+            out.push('"');
+        }
+        out.push(']');
+    }
+    if found {
+        out.push(']');
+    }
+    out.push('}');
+}
+
+/// `[t,{histogram}]`.
+fn write_hpoint(out: &mut String, t: i64, h: &FloatHistogram) {
+    out.push('[');
+    write_ts(out, t);
+    out.push(',');
+    write_histogram(out, h);
+    out.push(']');
+}
+
 /// `{"name":"value",…}` in label order.
 pub fn write_labels(out: &mut String, l: &Labels) {
     out.push('{');
@@ -238,8 +297,16 @@ pub fn value_json(v: &Value) -> String {
                 }
                 out.push_str(r#"{"metric":"#);
                 write_labels(&mut out, &s.labels);
-                out.push_str(r#","value":"#);
-                write_point(&mut out, s.t, s.v);
+                match &s.h {
+                    None => {
+                        out.push_str(r#","value":"#);
+                        write_point(&mut out, s.t, s.v);
+                    }
+                    Some(h) => {
+                        out.push_str(r#","histogram":"#);
+                        write_hpoint(&mut out, s.t, h);
+                    }
+                }
                 out.push('}');
             }
             out.push(']');
@@ -252,14 +319,29 @@ pub fn value_json(v: &Value) -> String {
                 }
                 out.push_str(r#"{"metric":"#);
                 write_labels(&mut out, &s.labels);
-                out.push_str(r#","values":["#);
-                for (j, &(t, v)) in s.samples.iter().enumerate() {
-                    if j > 0 {
-                        out.push(',');
+                // Prometheus leaves out `values` of a histogram-only series and
+                // `histograms` of a float-only one.
+                if !s.samples.is_empty() || s.histograms.is_empty() {
+                    out.push_str(r#","values":["#);
+                    for (j, &(t, v)) in s.samples.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        write_point(&mut out, t, v);
                     }
-                    write_point(&mut out, t, v);
+                    out.push(']');
                 }
-                out.push_str("]}");
+                if !s.histograms.is_empty() {
+                    out.push_str(r#","histograms":["#);
+                    for (j, (t, h)) in s.histograms.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        write_hpoint(&mut out, *t, h);
+                    }
+                    out.push(']');
+                }
+                out.push('}');
             }
             out.push(']');
         }
@@ -285,4 +367,88 @@ pub(super) fn go_quote(s: &str) -> String {
     let mut out = String::new();
     let _ = strata_tsdb::labels::go_quote(&mut out, s);
     out
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+    use strata_promql::{RangeSeries, VectorSample};
+    use strata_tsdb::histogram::Span;
+
+    /// `{{schema:0 count:9 sum:-2.5 z_bucket:1 z_bucket_w:0.001 buckets:[2 3] n_buckets:[3]}}`
+    fn sample() -> FloatHistogram {
+        FloatHistogram {
+            schema: 0,
+            count: 9.0,
+            sum: -2.5,
+            zero_count: 1.0,
+            zero_threshold: 0.001,
+            positive_spans: vec![Span {
+                offset: 0,
+                length: 3,
+            }],
+            // An empty bucket is left out of the JSON.
+            positive_buckets: vec![2.0, 0.0, 3.0],
+            negative_spans: vec![Span {
+                offset: 1,
+                length: 1,
+            }],
+            negative_buckets: vec![3.0],
+            ..Default::default()
+        }
+    }
+
+    /// The bytes Prometheus's `jsonutil.MarshalHistogram` writes: buckets from the
+    /// lowest value up, negative ones lower-inclusive (1), the zero bucket closed (3),
+    /// positive ones upper-inclusive (0).
+    #[test]
+    fn vector_histogram_sample_is_prometheus_json() {
+        let v = Value::Vector(vec![VectorSample {
+            labels: Labels::from_pairs([("__name__", "h")]),
+            t: 1_700_000_000_500,
+            v: 0.0,
+            h: Some(Box::new(sample())),
+        }]);
+        assert_eq!(
+            value_json(&v),
+            r#"{"resultType":"vector","result":[{"metric":{"__name__":"h"},"histogram":[1700000000.500,{"count":"9","sum":"-2.5","buckets":[[1,"-2","-1","3"],[3,"-0.001","0.001","1"],[0,"0.5","1","2"],[0,"2","4","3"]]}]}]}"#
+        );
+    }
+
+    #[test]
+    fn matrix_histograms_beside_values() {
+        let only_h = FloatHistogram {
+            count: 0.0,
+            sum: 0.0,
+            ..Default::default()
+        };
+        let m = Value::Matrix(vec![
+            RangeSeries {
+                labels: Labels::from_pairs([("a", "1")]),
+                samples: vec![(1000, 1.0)],
+                histograms: vec![(2000, only_h.clone())],
+            },
+            RangeSeries {
+                labels: Labels::from_pairs([("a", "2")]),
+                samples: vec![],
+                histograms: vec![(3000, only_h)],
+            },
+        ]);
+        assert_eq!(
+            value_json(&m),
+            r#"{"resultType":"matrix","result":[{"metric":{"a":"1"},"values":[[1,"1"]],"histograms":[[2,{"count":"0","sum":"0"}]]},{"metric":{"a":"2"},"histograms":[[3,{"count":"0","sum":"0"}]]}]}"#
+        );
+    }
+
+    #[test]
+    fn infos_follow_warnings() {
+        assert_eq!(
+            success_body_annotated("[]", &["w".into()], &["i".into()]),
+            r#"{"status":"success","data":[],"warnings":["w"],"infos":["i"]}"#
+        );
+        assert_eq!(
+            success_body_annotated("[]", &[], &["i".into()]),
+            r#"{"status":"success","data":[],"infos":["i"]}"#
+        );
+    }
 }
