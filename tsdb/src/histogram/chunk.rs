@@ -118,14 +118,12 @@ fn stale_float_histogram(sum: f64) -> FloatHistogram {
     }
 }
 
-/// Running sums of delta-encoded buckets, into `out`.
-fn absolute(deltas: &[i64], out: &mut Vec<i64>) {
-    out.clear();
-    let mut cur = 0i64;
-    out.extend(deltas.iter().map(|d| {
-        cur = cur.wrapping_add(*d);
-        cur
-    }));
+/// Running sums of delta-encoded buckets: their absolute counts.
+fn running(deltas: &[i64]) -> impl Iterator<Item = i64> + '_ {
+    deltas.iter().scan(0i64, |cur, d| {
+        *cur = cur.wrapping_add(*d);
+        Some(*cur)
+    })
 }
 
 /// Custom bucket bounds equal (Prometheus's `CustomBucketBoundsMatch`).
@@ -277,20 +275,21 @@ impl HistogramChunk {
             r.hint = CounterResetHeader::CounterReset;
             return r;
         }
-        let (mut a_abs, mut b_abs) = (Vec::new(), Vec::new());
-        absolute(&self.p_buckets, &mut a_abs);
-        absolute(&h.positive_buckets, &mut b_abs);
-        let Some((p_fwd, p_bwd)) =
-            expand_spans_and_buckets(&self.p_spans, &h.positive_spans, &a_abs, &b_abs)
-        else {
+        let Some((p_fwd, p_bwd)) = expand_spans_and_buckets(
+            &self.p_spans,
+            &h.positive_spans,
+            running(&self.p_buckets),
+            running(&h.positive_buckets),
+        ) else {
             r.hint = CounterResetHeader::CounterReset;
             return r;
         };
-        absolute(&self.n_buckets, &mut a_abs);
-        absolute(&h.negative_buckets, &mut b_abs);
-        let Some((n_fwd, n_bwd)) =
-            expand_spans_and_buckets(&self.n_spans, &h.negative_spans, &a_abs, &b_abs)
-        else {
+        let Some((n_fwd, n_bwd)) = expand_spans_and_buckets(
+            &self.n_spans,
+            &h.negative_spans,
+            running(&self.n_buckets),
+            running(&h.negative_buckets),
+        ) else {
             r.hint = CounterResetHeader::CounterReset;
             return r;
         };
@@ -1170,22 +1169,20 @@ impl FloatHistogramChunk {
             r.counter_reset = true;
             return r;
         }
-        let a_abs: Vec<f64> = self.p_buckets.iter().map(|x| x.value).collect();
         let Some((p_fwd, p_bwd)) = expand_spans_and_buckets(
             &self.p_spans,
             &h.positive_spans,
-            &a_abs,
-            &h.positive_buckets,
+            self.p_buckets.iter().map(|x| x.value),
+            h.positive_buckets.iter().copied(),
         ) else {
             r.counter_reset = true;
             return r;
         };
-        let a_abs: Vec<f64> = self.n_buckets.iter().map(|x| x.value).collect();
         let Some((n_fwd, n_bwd)) = expand_spans_and_buckets(
             &self.n_spans,
             &h.negative_spans,
-            &a_abs,
-            &h.negative_buckets,
+            self.n_buckets.iter().map(|x| x.value),
+            h.negative_buckets.iter().copied(),
         ) else {
             r.counter_reset = true;
             return r;

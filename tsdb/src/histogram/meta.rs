@@ -245,8 +245,8 @@ pub(crate) struct Insert {
 pub(crate) fn expand_spans_and_buckets<C: PartialOrd + Copy + Default>(
     a: &[Span],
     b: &[Span],
-    a_counts: &[C],
-    b_counts: &[C],
+    mut a_counts: impl Iterator<Item = C>,
+    mut b_counts: impl Iterator<Item = C>,
 ) -> Option<(Vec<Insert>, Vec<Insert>)> {
     let mut ai = BucketIdx::new(a);
     let mut bi = BucketIdx::new(b);
@@ -256,7 +256,8 @@ pub(crate) fn expand_spans_and_buckets<C: PartialOrd + Copy + Default>(
     let mut b_inter = Insert::default();
     let mut a_idx = ai.next();
     let mut b_idx = bi.next();
-    let (mut a_ci, mut b_ci) = (0usize, 0usize);
+    // the counts at the current positions (positions only ever advance by one)
+    let (mut a_cur, mut b_cur) = (a_counts.next(), b_counts.next());
 
     fn add_insert(inserts: &mut Vec<Insert>, ins: &mut Insert, other_idx: i64) {
         if ins.num == 0 {
@@ -286,7 +287,7 @@ pub(crate) fn expand_spans_and_buckets<C: PartialOrd + Copy + Default>(
         };
         match (a_first, a_idx, b_idx) {
             (std::cmp::Ordering::Equal, _, _) => {
-                if a_counts.get(a_ci)? > b_counts.get(b_ci)? {
+                if a_cur? > b_cur? {
                     return None;
                 }
                 // advance a
@@ -296,7 +297,7 @@ pub(crate) fn expand_spans_and_buckets<C: PartialOrd + Copy + Default>(
                 }
                 a_idx = ai.next();
                 a_inter.pos += 1;
-                a_ci += 1;
+                a_cur = a_counts.next();
                 // advance b
                 if b_inter.num > 0 {
                     b_inserts.push(b_inter);
@@ -304,11 +305,11 @@ pub(crate) fn expand_spans_and_buckets<C: PartialOrd + Copy + Default>(
                 }
                 b_idx = bi.next();
                 b_inter.pos += 1;
-                b_ci += 1;
+                b_cur = b_counts.next();
             }
             (std::cmp::Ordering::Less, Some(av), _) => {
                 // b misses a bucket of a: fine only when it is empty in a
-                if *a_counts.get(a_ci)? != C::default() {
+                if a_cur? != C::default() {
                     return None;
                 }
                 add_insert(&mut b_inserts, &mut b_inter, av);
@@ -318,7 +319,7 @@ pub(crate) fn expand_spans_and_buckets<C: PartialOrd + Copy + Default>(
                 }
                 a_idx = ai.next();
                 a_inter.pos += 1;
-                a_ci += 1;
+                a_cur = a_counts.next();
             }
             (_, _, Some(bv)) => {
                 // a misses a bucket of b
@@ -329,7 +330,7 @@ pub(crate) fn expand_spans_and_buckets<C: PartialOrd + Copy + Default>(
                 }
                 b_idx = bi.next();
                 b_inter.pos += 1;
-                b_ci += 1;
+                b_cur = b_counts.next();
             }
             (_, _, None) => unreachable!("a is ahead only while b has buckets"),
         }
@@ -569,7 +570,8 @@ mod tests {
         let b = sp(&[(0, 3), (1, 1), (1, 4), (3, 3)]);
         let a_abs = [6.0, 3.0, 3.0, 2.0, 4.0, 5.0, 1.0];
         let b_abs = [6.0, 3.0, 0.0, 3.0, 0.0, 0.0, 2.0, 4.0, 5.0, 0.0, 1.0];
-        let (fwd, bwd) = expand_spans_and_buckets(&a, &b, &a_abs, &b_abs).unwrap();
+        let (fwd, bwd) =
+            expand_spans_and_buckets(&a, &b, a_abs.iter().copied(), b_abs.iter().copied()).unwrap();
         assert!(bwd.is_empty());
         assert_eq!(
             fwd.iter().map(|i| (i.pos, i.num)).collect::<Vec<_>>(),
@@ -584,7 +586,10 @@ mod tests {
         // a bucket that went down is a counter reset
         let mut b_abs2 = b_abs;
         b_abs2[7] = 3.0;
-        assert!(expand_spans_and_buckets(&a, &b, &a_abs, &b_abs2).is_none());
+        assert!(
+            expand_spans_and_buckets(&a, &b, a_abs.iter().copied(), b_abs2.iter().copied())
+                .is_none()
+        );
     }
 
     #[test]
