@@ -12,6 +12,10 @@
 //! streamed answer holds one query's series at a time and is written to the client
 //! frame by frame (at most `--storage.remote.read-max-bytes-in-frame` each) as it is
 //! produced, the producer waiting while the client is slow.
+//!
+//! Native histograms: `SAMPLES` answers carry them in `histograms` (as float
+//! histograms); streamed answers re-cut a series with histograms into XOR, histogram
+//! and float histogram chunks with the head's rules, each with its encoding.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,7 +29,9 @@ use strata_proto::prometheus::{
     QueryResult, ReadRequest, Sample, TimeSeries,
 };
 use strata_proto::Message;
-use strata_tsdb::chunkenc::ChunkCutter;
+use strata_tsdb::chunkenc::{ChunkCutter, Encoding};
+use strata_tsdb::histogram::FloatHistogram;
+use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::Matcher;
 use strata_tsdb::varint::{put_uvarint, uvarint_len};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -48,6 +54,65 @@ fn text(status: u16, msg: impl Into<String>) -> ApiError {
         },
         status,
         message: msg.into(),
+    }
+}
+
+/// One series of a read answer: floats and native histograms.
+type ReadSeries = (Labels, Vec<(i64, f64)>, Vec<(i64, FloatHistogram)>);
+
+/// One query's series, merged and deduplicated, decoded.
+fn fetch_series(
+    q: &Querier,
+    h: &tokio::runtime::Handle,
+    opts: &FetchOptions,
+    ms: &[Matcher],
+    mint: i64,
+    maxt: i64,
+) -> Result<Vec<ReadSeries>, ApiError> {
+    let f = h
+        .block_on(q.sources.fetch_lazy(opts, ms, mint, maxt, None, false))
+        .map_err(|e| text(422, e.0))?;
+    let mut out = Vec::with_capacity(f.series.len());
+    for (l, s) in f.series {
+        let mut hists = Vec::new();
+        s.decode_histograms_to(&mut hists);
+        hists.retain(|(t, _)| *t >= mint && *t <= maxt);
+        let floats = s
+            .decode()
+            .map_err(|e| text(422, format!("series {l}: chunk data: {e}")))?;
+        if !floats.is_empty() || !hists.is_empty() {
+            out.push((l, floats, hists));
+        }
+    }
+    Ok(out)
+}
+
+/// A float histogram as remote write/read's message (Prometheus's
+/// `FloatHistogramToHistogramProto`).
+fn histogram_proto(t: i64, h: &FloatHistogram) -> strata_proto::prometheus::Histogram {
+    use strata_proto::prometheus::histogram::{Count, ZeroCount};
+    let spans = |s: &[strata_tsdb::histogram::Span]| {
+        s.iter()
+            .map(|s| strata_proto::prometheus::BucketSpan {
+                offset: s.offset,
+                length: s.length,
+            })
+            .collect()
+    };
+    strata_proto::prometheus::Histogram {
+        count: Some(Count::CountFloat(h.count)),
+        sum: h.sum,
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        zero_count: Some(ZeroCount::ZeroCountFloat(h.zero_count)),
+        negative_spans: spans(&h.negative_spans),
+        negative_counts: h.negative_buckets.clone(),
+        positive_spans: spans(&h.positive_spans),
+        positive_counts: h.positive_buckets.clone(),
+        reset_hint: h.counter_reset_hint as i32,
+        timestamp: t,
+        custom_values: h.custom_values.clone(),
+        ..Default::default()
     }
 }
 
@@ -152,23 +217,24 @@ async fn samples_answer(
             let mut encoded = Vec::new();
             let mut total = 0usize;
             for (ms, mint, maxt) in &queries {
-                let f = h
-                    .block_on(q.sources.fetch(&opts, ms, *mint, *maxt, None, false))
-                    .map_err(|e| text(422, e.0))?;
-                total += f.series.iter().map(|(_, s)| s.len()).sum::<usize>();
+                let series = fetch_series(&q, &h, &opts, ms, *mint, *maxt)?;
+                total += series
+                    .iter()
+                    .map(|(_, s, hs)| s.len() + hs.len())
+                    .sum::<usize>();
                 if limit > 0 && total > limit {
                     return Err(over_sample_limit(limit));
                 }
                 let result = QueryResult {
-                    timeseries: f
-                        .series
+                    timeseries: series
                         .into_iter()
-                        .map(|(labels, samples)| TimeSeries {
+                        .map(|(labels, samples, hists)| TimeSeries {
                             labels: strata_store::labels_to_proto(&labels),
                             samples: samples
                                 .into_iter()
                                 .map(|(timestamp, value)| Sample { value, timestamp })
                                 .collect(),
+                            histograms: hists.iter().map(|(t, h)| histogram_proto(*t, h)).collect(),
                             ..Default::default()
                         })
                         .collect(),
@@ -220,17 +286,23 @@ async fn streamed_answer(
         let _slot = slot;
         let q = producer_q;
         for (qi, (ms, mint, maxt)) in queries.iter().enumerate() {
-            let f = match handle.block_on(q.sources.fetch(&opts, ms, *mint, *maxt, None, false)) {
-                Ok(f) => f,
+            let series = match fetch_series(&q, &handle, &opts, ms, *mint, *maxt) {
+                Ok(s) => s,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(text(422, e.0)));
+                    let _ = tx.blocking_send(Err(e));
                     return;
                 }
             };
             let mut send = |frame: Vec<u8>| tx.blocking_send(Ok(frame.into())).is_ok();
-            for (labels, samples) in f.series {
+            for (labels, samples, hists) in series {
                 let labels = strata_store::labels_to_proto(&labels);
-                if !series_frames(qi as i64, labels, &samples, max_bytes, &mut send) {
+                let ok = if hists.is_empty() {
+                    series_frames(qi as i64, labels, &samples, max_bytes, &mut send)
+                } else {
+                    let chunks = mixed_chunks(samples, hists);
+                    chunk_frames(qi as i64, labels, chunks, max_bytes, &mut send)
+                };
+                if !ok {
                     return; // the client went away
                 }
             }
@@ -283,6 +355,50 @@ fn series_frames(
     for &(t, v) in samples {
         cutter.append(t, v);
     }
+    let chunks = cutter.finish().into_iter().map(|c| Chunk {
+        min_time_ms: c.min_time,
+        max_time_ms: c.max_time,
+        r#type: chunk::Encoding::Xor as i32,
+        data: c.data.into(),
+    });
+    chunk_frames(query_index, labels, chunks, max_bytes, send)
+}
+
+/// A series with native histograms as chunks of each kind (floats and histograms
+/// merged by time, cut with the head's rules), with their encodings.
+fn mixed_chunks(
+    floats: Vec<(i64, f64)>,
+    hists: Vec<(i64, FloatHistogram)>,
+) -> impl Iterator<Item = Chunk> {
+    use strata_tsdb::dedup::Sample as S;
+    let mut all: Vec<(i64, S)> = floats
+        .into_iter()
+        .map(|(t, v)| (t, S::Float(v)))
+        .chain(hists.into_iter().map(|(t, h)| (t, S::FloatHistogram(h))))
+        .collect();
+    all.sort_by_key(|s| s.0); // stable: a float before a histogram at one timestamp
+    strata_tsdb::dedup::cut_samples(&all, 2 * 3_600_000)
+        .into_iter()
+        .map(|c| Chunk {
+            min_time_ms: c.min_time,
+            max_time_ms: c.max_time,
+            r#type: match c.encoding {
+                Encoding::Histogram => chunk::Encoding::Histogram,
+                Encoding::FloatHistogram => chunk::Encoding::FloatHistogram,
+                _ => chunk::Encoding::Xor,
+            } as i32,
+            data: c.data.into(),
+        })
+}
+
+/// [`series_frames`] of chunks already cut.
+fn chunk_frames(
+    query_index: i64,
+    labels: Vec<Label>,
+    chunks_in: impl Iterator<Item = Chunk>,
+    max_bytes: usize,
+    send: &mut impl FnMut(Vec<u8>) -> bool,
+) -> bool {
     // Sizes of the message's fields, to fill a frame without encoding it twice.
     let field = |len: usize| 1 + uvarint_len(len as u64) + len;
     let index_len = if query_index == 0 {
@@ -292,13 +408,7 @@ fn series_frames(
     };
     let labels_len: usize = labels.iter().map(|l| field(l.encoded_len())).sum();
     let (mut chunks, mut series_len) = (Vec::new(), labels_len);
-    for c in cutter.finish() {
-        let chunk = Chunk {
-            min_time_ms: c.min_time,
-            max_time_ms: c.max_time,
-            r#type: chunk::Encoding::Xor as i32,
-            data: c.data.into(),
-        };
+    for chunk in chunks_in {
         let add = field(chunk.encoded_len());
         if !chunks.is_empty() && index_len + field(series_len + add) > max_bytes {
             let full = std::mem::take(&mut chunks);

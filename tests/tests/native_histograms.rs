@@ -8,7 +8,14 @@
 use std::process::Command;
 
 use serde_json::Value;
-use strata_testkit::http::{encode, get_json};
+use strata_proto::prometheus::histogram::Count;
+use strata_proto::prometheus::read_request::ResponseType;
+use strata_proto::prometheus::{
+    chunk, label_matcher, ChunkedReadResponse, ChunkedSeries, LabelMatcher, Query, ReadRequest,
+    ReadResponse,
+};
+use strata_proto::Message;
+use strata_testkit::http::{encode, get_json, post_bytes};
 use strata_testkit::procs::{strata_bin, Prometheus};
 use strata_testkit::strata::StrataProc;
 
@@ -223,4 +230,120 @@ fn remote_write_2_histograms_match_1() {
     }
     let written = strata.metric("strata_ingester_ingested_histogram_samples_total");
     assert_eq!(written, 400.0);
+
+    // remote read: SAMPLES answers carry the histograms, streamed answers carry them
+    // as float histogram chunks; both hold the same 10 series of 40 samples
+    let samples = remote_read(&strata, end, ResponseType::Samples);
+    let ReadBody::Samples(resp) = samples else {
+        panic!()
+    };
+    let series = &resp.results[0].timeseries;
+    assert_eq!(series.len(), 10);
+    let from_samples: Vec<Vec<(i64, f64, f64)>> = series
+        .iter()
+        .map(|ts| {
+            assert!(ts.samples.is_empty());
+            ts.histograms
+                .iter()
+                .map(|h| {
+                    let Some(Count::CountFloat(c)) = h.count else {
+                        panic!("{h:?}")
+                    };
+                    (h.timestamp, c, h.sum)
+                })
+                .collect()
+        })
+        .collect();
+    assert!(from_samples.iter().all(|s| s.len() == 40));
+    // the newest count of each series is what Prometheus answers for it
+    let raw = normalize(&prom.query(HIST, at));
+    let mut newest: Vec<f64> = from_samples.iter().map(|s| s[39].1).collect();
+    let mut want: Vec<f64> = raw.iter().map(|r| r.2[0]).collect();
+    newest.sort_by(f64::total_cmp);
+    want.sort_by(f64::total_cmp);
+    assert_eq!(newest, want);
+
+    let ReadBody::Streamed(frames) = remote_read(&strata, end, ResponseType::StreamedXorChunks)
+    else {
+        panic!()
+    };
+    let mut from_chunks: Vec<Vec<(i64, f64, f64)>> = Vec::new();
+    for s in frames {
+        let mut out = Vec::new();
+        for c in &s.chunks {
+            assert_eq!(c.r#type, chunk::Encoding::FloatHistogram as i32, "{c:?}");
+            strata_tsdb::histogram::decode_chunk_float(
+                strata_tsdb::chunkenc::Encoding::FloatHistogram,
+                &c.data,
+                &mut out,
+            )
+            .unwrap();
+        }
+        from_chunks.push(out.iter().map(|(t, h)| (*t, h.count, h.sum)).collect());
+    }
+    let mut from_samples = from_samples;
+    for v in [&mut from_chunks, &mut from_samples] {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    }
+    assert_eq!(from_chunks, from_samples);
+}
+
+enum ReadBody {
+    Samples(ReadResponse),
+    Streamed(Vec<ChunkedSeries>),
+}
+
+/// A remote read of the native histogram metric over the 40 scrapes before `end`.
+fn remote_read(s: &StrataProc, end: i64, rt: ResponseType) -> ReadBody {
+    let req = ReadRequest {
+        queries: vec![Query {
+            start_timestamp_ms: end - 40 * 15_000,
+            end_timestamp_ms: end,
+            matchers: vec![LabelMatcher {
+                r#type: label_matcher::Type::Eq as i32,
+                name: "__name__".into(),
+                value: HIST.into(),
+            }],
+            hints: None,
+        }],
+        accepted_response_types: vec![rt as i32],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .unwrap();
+    let (code, _, bytes) = post_bytes(
+        &format!("{}/api/v1/read", s.url()),
+        &[("Content-Encoding", "snappy")],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&bytes));
+    if rt == ResponseType::Samples {
+        let raw = snap::raw::Decoder::new().decompress_vec(&bytes).unwrap();
+        return ReadBody::Samples(ReadResponse::decode(raw.as_slice()).unwrap());
+    }
+    let mut buf = &bytes[..];
+    let mut out: Vec<ChunkedSeries> = Vec::new();
+    while !buf.is_empty() {
+        let (mut len, mut i) = (0usize, 0usize);
+        loop {
+            let b = buf[i];
+            len |= usize::from(b & 0x7f) << (7 * i);
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let msg = &buf[i + 4..i + 4 + len];
+        let frame = ChunkedReadResponse::decode(msg).unwrap();
+        // a series split over frames repeats its labels
+        for cs in frame.chunked_series {
+            match out.last_mut() {
+                Some(last) if last.labels == cs.labels => last.chunks.extend(cs.chunks),
+                _ => out.push(cs),
+            }
+        }
+        buf = &buf[i + 4 + len..];
+    }
+    ReadBody::Streamed(out)
 }
