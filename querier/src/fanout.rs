@@ -32,6 +32,9 @@ use crate::series::{ChunksBuilder, EngineSeries, LazySeries, Part};
 use crate::shard::ShardSelector;
 use crate::stats::{Counter, QueryCost};
 
+mod meta;
+pub use meta::MetadataAnswer;
+
 /// How long an endpoint's external labels (from `Info`) are reused.
 const INFO_TTL: Duration = Duration::from_secs(60);
 /// Largest gRPC message accepted from an endpoint.
@@ -142,6 +145,24 @@ pub trait LocalStore: Send + Sync + std::fmt::Debug {
 
     /// The labels the endpoint's `Info` advertises (added to its series that lack them).
     fn external_labels(&self) -> Vec<(String, String)>;
+
+    /// Metric metadata of `tenant` (`/api/v1/metadata`); none by default.
+    fn metadata(
+        &self,
+        _tenant: &str,
+        _req: &strata_proto::metadata::MetricMetadataRequest,
+    ) -> Result<strata_proto::metadata::MetricMetadataResponse, String> {
+        Ok(Default::default())
+    }
+
+    /// Exemplars of `tenant` (`/api/v1/query_exemplars`); none by default.
+    fn exemplars(
+        &self,
+        _tenant: &str,
+        _req: &strata_proto::metadata::ExemplarsRequest,
+    ) -> Result<strata_proto::metadata::ExemplarsResponse, String> {
+        Ok(Default::default())
+    }
 }
 
 /// Compression of Store API calls to endpoints [`--grpc-compression`]: requests are

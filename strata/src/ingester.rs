@@ -471,7 +471,6 @@ impl strata_querier::fanout::LocalStore for LocalIngester {
     fn external_labels(&self) -> Vec<(String, String)> {
         self.0.config.labels.clone()
     }
-}
 
     fn metadata(
         &self,
@@ -495,3 +494,4 @@ impl strata_querier::fanout::LocalStore for LocalIngester {
     ) -> Result<strata_proto::metadata::ExemplarsResponse, String> {
         strata_ingester::exemplars::answer(&self.0, tenant, req).map_err(|e| e.to_string())
     }
+}
