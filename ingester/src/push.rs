@@ -231,11 +231,15 @@ fn decode_and_ingest(
                         Extras::default()
                     };
                     // 2.0 answers say what was written: the local ingest counts it; a
-                    // distributed 2xx wrote every sample. Histograms are not stored
-                    // (yet): 0 of them written; exemplars as the local ingest stored.
+                    // distributed 2xx wrote every sample and histogram; exemplars as
+                    // the local ingest stored.
                     let written = std::cell::Cell::new(None);
                     let done = |res: crate::Result<Outcome>| {
-                        written.set(res.as_ref().ok().map(|o| o.accepted_samples));
+                        written.set(
+                            res.as_ref()
+                                .ok()
+                                .map(|o| (o.accepted_samples, o.accepted_histograms)),
+                        );
                         done(res)
                     };
                     let mut resp = ingest_ha(ing, tenant, &req, deadline, &extras, done);
@@ -243,14 +247,15 @@ fn decode_and_ingest(
                         .extensions()
                         .get::<ExemplarsWritten>()
                         .map_or(0, |e| e.0);
-                    let samples = written
-                        .get()
-                        .or(resp.status().is_success().then(|| req.num_samples()));
-                    if let Some(n) = samples {
+                    let samples = written.get().or(resp
+                        .status()
+                        .is_success()
+                        .then(|| (req.num_samples(), req.num_histograms())));
+                    if let Some((n, hists)) = samples {
                         let h = resp.headers_mut();
                         for (k, v) in [
                             ("x-prometheus-remote-write-samples-written", n),
-                            ("x-prometheus-remote-write-histograms-written", 0),
+                            ("x-prometheus-remote-write-histograms-written", hists),
                             ("x-prometheus-remote-write-exemplars-written", exemplars),
                         ] {
                             h.insert(k, v.into());

@@ -364,20 +364,12 @@ fn series_frames(
     chunk_frames(query_index, labels, chunks, max_bytes, send)
 }
 
-/// A series with native histograms as chunks of each kind (floats and histograms
-/// merged by time, cut with the head's rules), with their encodings.
+/// A series with native histograms as chunks of each kind, with their encodings.
 fn mixed_chunks(
     floats: Vec<(i64, f64)>,
     hists: Vec<(i64, FloatHistogram)>,
 ) -> impl Iterator<Item = Chunk> {
-    use strata_tsdb::dedup::Sample as S;
-    let mut all: Vec<(i64, S)> = floats
-        .into_iter()
-        .map(|(t, v)| (t, S::Float(v)))
-        .chain(hists.into_iter().map(|(t, h)| (t, S::FloatHistogram(h))))
-        .collect();
-    all.sort_by_key(|s| s.0); // stable: a float before a histogram at one timestamp
-    strata_tsdb::dedup::cut_samples(&all, 2 * 3_600_000)
+    crate::series::cut_mixed(floats, hists)
         .into_iter()
         .map(|c| Chunk {
             min_time_ms: c.min_time,

@@ -332,6 +332,23 @@ impl LazySeries {
     }
 }
 
+/// A decoded series with native histograms as chunks of each kind (floats and
+/// histograms merged by time, cut with the head's rules: 2 h chunk ranges), each with
+/// its encoding; for answers that re-encode (Store API, streamed remote read).
+pub fn cut_mixed(
+    floats: Vec<(i64, f64)>,
+    hists: Vec<(i64, FloatHistogram)>,
+) -> Vec<strata_tsdb::chunkenc::EncodedChunk> {
+    use strata_tsdb::dedup::Sample as S;
+    let mut all: Vec<(i64, S)> = floats
+        .into_iter()
+        .map(|(t, v)| (t, S::Float(v)))
+        .chain(hists.into_iter().map(|(t, h)| (t, S::FloatHistogram(h))))
+        .collect();
+    all.sort_by_key(|s| s.0); // stable: a float before a histogram at one timestamp
+    strata_tsdb::dedup::cut_samples(&all, 2 * 3_600_000)
+}
+
 /// Sort by time (stable: the first copy of a timestamp stays) and drop repeats.
 fn sort_unique(v: &mut Vec<(i64, FloatHistogram)>) {
     if !v.windows(2).all(|w| w[0].0 < w[1].0) {

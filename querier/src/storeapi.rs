@@ -12,7 +12,7 @@ use strata_proto::store::{
     SeriesRequest, SeriesResponse, StoreType,
 };
 use strata_store::{labels_to_proto, matchers_from_proto};
-use strata_tsdb::chunkenc::ChunkCutter;
+use strata_tsdb::chunkenc::{ChunkCutter, Encoding};
 use tonic::{Request, Response, Status};
 
 use crate::fanout::FetchOptions;
@@ -97,7 +97,7 @@ impl Store for QuerierStore {
         let fetched = self
             .q
             .sources
-            .fetch(
+            .fetch_lazy(
                 &opts,
                 &matchers,
                 r.min_time,
@@ -116,25 +116,49 @@ impl Store for QuerierStore {
                 })
             })
             .collect();
-        for (labels, samples) in fetched.series {
-            let mut cutter = ChunkCutter::new(2 * 3_600_000);
-            for (t, v) in samples {
-                cutter.append(t, v);
-            }
-            let chunks = cutter
-                .finish()
-                .into_iter()
-                .map(|c| AggrChunk {
-                    min_time: c.min_time,
-                    max_time: c.max_time,
-                    raw: Some(Chunk {
-                        r#type: chunk::Encoding::Xor as i32,
-                        data: c.data.into(),
-                        hash: 0,
-                    }),
-                    ..AggrChunk::default()
-                })
-                .collect();
+        for (labels, series) in fetched.series {
+            let mut hists = Vec::new();
+            series.decode_histograms_to(&mut hists);
+            let samples = series
+                .decode()
+                .map_err(|e| Status::internal(format!("series {labels}: chunk data: {e}")))?;
+            let raw =
+                |(min_time, max_time, encoding, data): (i64, i64, chunk::Encoding, Vec<u8>)| {
+                    AggrChunk {
+                        min_time,
+                        max_time,
+                        raw: Some(Chunk {
+                            r#type: encoding as i32,
+                            data: data.into(),
+                            hash: 0,
+                        }),
+                        ..AggrChunk::default()
+                    }
+                };
+            let chunks: Vec<AggrChunk> = if hists.is_empty() {
+                let mut cutter = ChunkCutter::new(2 * 3_600_000);
+                for (t, v) in samples {
+                    cutter.append(t, v);
+                }
+                cutter
+                    .finish()
+                    .into_iter()
+                    .map(|c| raw((c.min_time, c.max_time, chunk::Encoding::Xor, c.data.into())))
+                    .collect()
+            } else {
+                // Thanos's numbering: XOR 0, HISTOGRAM 1, FLOAT_HISTOGRAM 2
+                crate::series::cut_mixed(samples, hists)
+                    .into_iter()
+                    .map(|c| {
+                        let enc = match c.encoding {
+                            Encoding::Histogram => chunk::Encoding::Histogram,
+                            Encoding::FloatHistogram => chunk::Encoding::FloatHistogram,
+                            _ => chunk::Encoding::Xor,
+                        };
+                        raw((c.min_time, c.max_time, enc, c.data))
+                    })
+                    .collect()
+            };
             frames.push(Ok(SeriesResponse {
                 result: Some(series_response::Result::Series(Series {
                     labels: labels_to_proto(&labels),

@@ -199,6 +199,28 @@ fn native_histograms_answer_as_prometheus_does() {
     assert_eq!(raw.len(), 10);
     assert!(answers[0][0].get("histogram").is_some(), "{}", answers[0]);
 
+    // over the Store API: a querier reading the ingester's histogram chunks over gRPC,
+    // and a global querier reading that querier's re-encoded chunks
+    let local = StrataProc::start_with_grpc(
+        &tmp.path().join("local"),
+        &[
+            "querier",
+            &format!("--endpoint=127.0.0.1:{}", strata.grpc_port),
+        ],
+    );
+    let global = StrataProc::start_http_only(
+        &tmp.path().join("global"),
+        &[
+            "querier",
+            &format!("--endpoint=127.0.0.1:{}", local.grpc_port),
+        ],
+    );
+    for (q, want) in QUERIES.iter().zip(&answers) {
+        assert_same(q, want, &strata_query(&local, q, at));
+        assert_same(q, want, &strata_query(&global, q, at));
+    }
+    drop((local, global));
+
     // acknowledged histograms survive kill -9: the same answers after the restart
     strata.kill9();
     strata.restart();

@@ -53,11 +53,11 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use histogram::{RefFloatHistogram, RefHistogram};
 pub use record::{
     DecodeError, Record, RecordKind, RecordOwned, FRAME_VERSION, FRAME_VERSION_SNAPPY,
     FRAME_VERSION_ZSTD, HEADER_LEN, ZSTD_LEVEL,
 };
-pub use histogram::{RefFloatHistogram, RefHistogram};
 pub use replay::{replay, ReplayStats};
 
 use crate::error::{Error, Result};
