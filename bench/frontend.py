@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Query frontend benchmark (issue #16): a 30-day dashboard query over 10k series on a
 bucket with downsampled blocks, through `strata query-frontend` in front of one
-`strata querier`: cold (fresh frontend), warm (every part cached), shifted by one step
-(only the new edge computed), and parallel split vs unsplit vs split run one part at a
-time. The cases take turns in every round; medians are printed, with the load average.
+`strata querier`: cold (fresh querier and frontend), warm (every part cached), shifted by
+one step (only the new edge computed), parallel split vs unsplit vs split run one part
+at a time, and sharded (`--query-frontend.query-sharding-total-shards`, split and
+unsplit). The cases take turns in every round; medians are printed, with the load
+average and each cold case's object-store bytes and requests (from `stats=all`).
 
     cargo build --release -p strata
     python3 bench/frontend.py [--workdir DIR] [--rounds 5] [--binary target/release/strata]
+        [--shards 4] [--querier-arg=--store.chunks-cache.max-size-bytes=0]
 
 The bucket (synth: 10k series, 100 metric names, 30 days at 60 s; then one compactor
 pass: 2h → 8h → 2d → 14d and raw → 5m → 1h) is built once per workdir and reused.
@@ -112,7 +115,13 @@ RESOLUTION = ["auto"]
 def range_url(base, q, start, end, step_s):
     return (f"{base}/api/v1/query_range?query={urllib.parse.quote(q)}"
             f"&start={start / 1000:.3f}&end={end / 1000:.3f}&step={step_s}"
-            f"&max_source_resolution={RESOLUTION[0]}")
+            f"&max_source_resolution={RESOLUTION[0]}&stats=all")
+
+
+def object_store(body):
+    """(bytes, requests) read from the object store, as the answer's stats say."""
+    s = json.loads(body)["data"].get("stats", {}).get("strata", {})
+    return s.get("objectStoreBytes", 0), s.get("objectStoreRequests", 0)
 
 
 def result(body):
@@ -144,6 +153,10 @@ def main():
     ap.add_argument("--binary", default="target/release/strata")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--days", type=int, default=30, help="range of the query")
+    ap.add_argument("--shards", type=int, default=4,
+                    help="--query-frontend.query-sharding-total-shards of the sharded cases")
+    ap.add_argument("--querier-arg", action="append", default=[],
+                    help="an extra flag for the querier (repeatable)")
     ap.add_argument("--resolution", default="auto",
                     help="max_source_resolution: auto, or 0s to read raw blocks only")
     a = ap.parse_args()
@@ -151,8 +164,9 @@ def main():
     os.makedirs(a.workdir, exist_ok=True)
     cfg = build_bucket(binary, a.workdir)
     log = open(os.path.join(a.workdir, "procs.log"), "ab")
-    querier, qurl = spawn(binary, ["querier", f"--objstore.config-file={cfg}",
-                                   "--query.log-slow-queries-over=0", "--query.max-samples=500000000"], log)
+    q_args = ["querier", f"--objstore.config-file={cfg}", "--query.log-slow-queries-over=0",
+              "--query.max-samples=500000000", *a.querier_arg]
+    querier, qurl = spawn(binary, q_args, log)
     query = 'sum by (namespace) (rate({job="loadgen"}[1h]))'
     step_s = 3600
     step = step_s * 1000
@@ -160,30 +174,44 @@ def main():
     start = end - a.days * DAY
     RESOLUTION[0] = a.resolution
     fe_args = ["query-frontend", f"--query-frontend.downstream-url={qurl}"]
-    cases = {k: [] for k in ["unsplit", "cold", "cold, 1 part at a time", "warm", "shifted"]}
+    sharded = f"--query-frontend.query-sharding-total-shards={a.shards}"
+    cold_cases = {
+        "cold": [],
+        "cold, 1 part at a time": ["--query-frontend.max-parallelism=1"],
+        f"cold, {a.shards} shards a part": [sharded],
+        f"unsplit, {a.shards} shards": [sharded, "--query-range.split-interval=0"],
+    }
+    cases = {k: [] for k in ["unsplit", *cold_cases, "warm", "shifted"]}
+    io = {k: [] for k in ["unsplit", *cold_cases]}
     want = None
     load = [os.getloadavg()[0]]
     for r in range(a.rounds):
+        # Every cold case on a fresh querier: no chunk or index cached from another case.
+        stop(querier)
+        querier, qurl = spawn(binary, q_args, log)
         t, body = get(range_url(qurl, query, start, end, step_s))
         cases["unsplit"].append(t)
+        io["unsplit"].append(object_store(body))
         want = want or result(body)
-        fe, furl = spawn(binary, fe_args, log)
-        t, body = get(range_url(furl, query, start, end, step_s))
-        cases["cold"].append(t)
-        check(result(body), want, "cold")
-        t, body = get(range_url(furl, query, start, end, step_s))
-        cases["warm"].append(t)
-        check(result(body), want, "warm")
-        s = (r + 1) * step
-        t, body = get(range_url(furl, query, start + s, end + s, step_s))
-        cases["shifted"].append(t)
-        _, fresh = get(range_url(qurl, query, start + s, end + s, step_s))
-        check(result(body), result(fresh), "shifted")
-        stop(fe)
-        fe, furl = spawn(binary, fe_args + ["--query-frontend.max-parallelism=1"], log)
-        t, body = get(range_url(furl, query, start, end, step_s))
-        cases["cold, 1 part at a time"].append(t)
-        stop(fe)
+        for name, extra in cold_cases.items():
+            stop(querier)
+            querier, qurl = spawn(binary, q_args, log)
+            fe_args[1] = f"--query-frontend.downstream-url={qurl}"
+            fe, furl = spawn(binary, fe_args + extra, log)
+            t, body = get(range_url(furl, query, start, end, step_s))
+            cases[name].append(t)
+            io[name].append(object_store(body))
+            check(result(body), want, name)
+            if name == "cold":
+                t, body = get(range_url(furl, query, start, end, step_s))
+                cases["warm"].append(t)
+                check(result(body), want, "warm")
+                s = (r + 1) * step
+                t, body = get(range_url(furl, query, start + s, end + s, step_s))
+                cases["shifted"].append(t)
+                _, fresh = get(range_url(qurl, query, start + s, end + s, step_s))
+                check(result(body), result(fresh), "shifted")
+            stop(fe)
         load.append(os.getloadavg()[0])
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1] * 1e3:.1f} ms" for k, v in cases.items()),
               flush=True)
@@ -197,6 +225,12 @@ def main():
     print("|---|---|---|---|")
     for k, v in med.items():
         print(f"| {k} | {v:.1f} ms | {med['unsplit'] / v:.2f}× | {med['cold'] / v:.1f}× |")
+    print("\n| cold case | object-store bytes | object-store requests |")
+    print("|---|---|---|")
+    for k, v in io.items():
+        b = statistics.median(x[0] for x in v)
+        n = statistics.median(x[1] for x in v)
+        print(f"| {k} | {b / 1e9:.2f} GB | {n:.0f} |")
 
 
 if __name__ == "__main__":
