@@ -347,3 +347,158 @@ fn histograms_since_for_checkpoints_and_truncation() {
     let got = h.select(&[], i64::MIN, i64::MAX);
     assert_eq!(encodings(&got[0]), vec![Encoding::Xor]);
 }
+
+mod prop {
+    use super::*;
+    use crate::dedup::{decode_samples, Sample};
+    use proptest::prelude::*;
+
+    /// A sample to append: kind (0 float, 1 histogram, 2 float histogram, 3 gauge
+    /// histogram), time step and a value seed.
+    fn ops() -> impl Strategy<Value = Vec<(u8, i64, u64)>> {
+        proptest::collection::vec((0u8..4, 0i64..400_000, 0u64..50), 1..300)
+    }
+
+    fn histogram_for(kind: u8, seed: u64, i: u64) -> Histogram {
+        // mostly growing counters with occasional resets and layout changes
+        let mut h = hist(if seed % 7 == 0 { seed } else { i + seed });
+        if seed % 5 == 0 {
+            h.positive_spans.push(Span {
+                offset: 1,
+                length: 1,
+            });
+            h.positive_buckets.push(1);
+            h.count += (i + seed) as u64 + 1;
+        }
+        if seed % 11 == 0 {
+            h.schema = 2;
+        }
+        if kind == 3 {
+            h.counter_reset_hint = CounterResetHint::Gauge;
+        }
+        h
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn mixed_series_read_back_as_appended(ops in ops()) {
+            let h = Head::new(HeadOptions { chunk_range_ms: 3_600_000, stripes: 4 });
+            let (r, _) = h.get_or_create(&ls(&[("__name__", "x")]));
+            let mut t = 1_000i64;
+            let mut want: Vec<(i64, Sample)> = Vec::new();
+            for (i, (kind, dt, seed)) in ops.into_iter().enumerate() {
+                t += dt;
+                let s = match kind {
+                    0 => Sample::Float(seed as f64),
+                    1 | 3 => Sample::Histogram(histogram_for(kind, seed, i as u64)),
+                    _ => Sample::FloatHistogram(histogram_for(kind, seed, i as u64).to_float()),
+                };
+                let res = match &s {
+                    Sample::Float(v) => h.append_validated(r, t, *v),
+                    Sample::Histogram(x) => h.append_histogram_validated(r, t, x),
+                    Sample::FloatHistogram(x) => h.append_float_histogram_validated(r, t, x),
+                };
+                match res {
+                    Ok(()) => {
+                        if want.last().is_none_or(|(lt, _)| *lt != t) {
+                            want.push((t, s));
+                        }
+                    }
+                    Err(e) => prop_assert!(dt == 0, "{e} at {t}"),
+                }
+            }
+            let got = h.select(&[], i64::MIN, i64::MAX);
+            let chunks = &got[0].chunks;
+            for w in chunks.windows(2) {
+                prop_assert!(w[0].max_time < w[1].min_time);
+            }
+            for c in chunks {
+                prop_assert_eq!(c.min_time / 3_600_000, c.max_time / 3_600_000);
+            }
+            let back = decode_samples(chunks).unwrap();
+            prop_assert_eq!(back.len(), want.len());
+            for ((gt, gs), (wt, ws)) in back.iter().zip(&want) {
+                prop_assert_eq!(gt, wt);
+                let same = match (gs, ws) {
+                    (Sample::Float(a), Sample::Float(b)) => a == b,
+                    (Sample::Histogram(a), Sample::Histogram(b)) => {
+                        a.to_float().equals(&b.to_float()) || same_nonzero(a, b)
+                    }
+                    (Sample::FloatHistogram(a), Sample::FloatHistogram(b)) => {
+                        a.equals(b) || same_nonzero(&to_int(a), &to_int(b))
+                    }
+                    _ => false,
+                };
+                prop_assert!(same, "at {}: {:?} != {:?}", gt, gs, ws);
+            }
+            // and the block cut of everything is the same samples
+            let for_block = decode_samples(&cut_chunks(&back, 3_600_000)).unwrap();
+            prop_assert_eq!(for_block.len(), back.len());
+        }
+    }
+
+    fn to_int(f: &FloatHistogram) -> Histogram {
+        let deltas = |b: &[f64]| {
+            let mut prev = 0i64;
+            b.iter()
+                .map(|x| {
+                    let d = *x as i64 - prev;
+                    prev = *x as i64;
+                    d
+                })
+                .collect()
+        };
+        Histogram {
+            schema: f.schema,
+            zero_threshold: f.zero_threshold,
+            zero_count: f.zero_count as u64,
+            count: f.count as u64,
+            sum: f.sum,
+            positive_spans: f.positive_spans.clone(),
+            negative_spans: f.negative_spans.clone(),
+            positive_buckets: deltas(&f.positive_buckets),
+            negative_buckets: deltas(&f.negative_buckets),
+            ..Default::default()
+        }
+    }
+
+    /// Equal once empty buckets a re-coded chunk or a backward insert added are ignored.
+    fn same_nonzero(a: &Histogram, b: &Histogram) -> bool {
+        let nz = |spans: &[Span], deltas: &[i64]| {
+            let f = Histogram {
+                positive_spans: spans.to_vec(),
+                positive_buckets: deltas.to_vec(),
+                ..Default::default()
+            }
+            .to_float();
+            let mut out = Vec::new();
+            let mut idx = 0i32;
+            let mut k = 0usize;
+            for (n, s) in f.positive_spans.iter().enumerate() {
+                idx += s.offset + i32::from(n > 0);
+                for j in 0..s.length {
+                    if j > 0 {
+                        idx += 1;
+                    }
+                    if f.positive_buckets[k] != 0.0 {
+                        out.push((idx, f.positive_buckets[k]));
+                    }
+                    k += 1;
+                }
+                if s.length == 0 {
+                    idx -= 1;
+                }
+            }
+            out
+        };
+        a.schema == b.schema
+            && a.count == b.count
+            && a.zero_count == b.zero_count
+            && a.sum.to_bits() == b.sum.to_bits()
+            && nz(&a.positive_spans, &a.positive_buckets)
+                == nz(&b.positive_spans, &b.positive_buckets)
+            && nz(&a.negative_spans, &a.negative_buckets)
+                == nz(&b.negative_spans, &b.negative_buckets)
+    }
+}
