@@ -217,7 +217,7 @@ async fn samples_answer(
             let mut encoded = Vec::new();
             let mut total = 0usize;
             for (ms, mint, maxt) in &queries {
-                let series = fetch_series(&q, &h, &opts, ms, *mint, *maxt)?;
+                let series = fetch_series(q, h, &opts, ms, *mint, *maxt)?;
                 total += series
                     .iter()
                     .map(|(_, s, hs)| s.len() + hs.len())

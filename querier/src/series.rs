@@ -11,8 +11,8 @@
 //! order with the penalty algorithm ([`crate::dedup`]).
 //!
 //! Native histogram chunks are decoded when they arrive (in range, as float histograms)
-//! and ride beside the series' floats ([`Part::Mixed`]); across HA replicas the first
-//! replica with histograms gives them (no penalty merge for histograms yet).
+//! and ride beside the series' floats ([`Part::Mixed`]); HA replicas' histograms are
+//! merged with the same penalty algorithm as floats.
 
 use std::collections::BTreeMap;
 
@@ -298,21 +298,29 @@ impl LazySeries {
             .any(|p| !p.histograms().is_empty())
     }
 
-    /// The merged native histogram samples into `out` (replacing its contents): the
-    /// first replica holding any, its parts merged as floats are.
+    /// The merged native histogram samples into `out` (replacing its contents): each
+    /// replica's parts merged as floats are, replicas merged pairwise in label order
+    /// with the penalty algorithm (as floats, without counter correction).
     pub fn decode_histograms_to(&self, out: &mut Vec<(i64, FloatHistogram)>) {
         out.clear();
-        let Some(parts) = self
-            .replicas
-            .iter()
-            .find(|r| r.iter().any(|p| !p.histograms().is_empty()))
-        else {
-            return;
-        };
-        for p in parts {
-            out.extend_from_slice(p.histograms());
+        let mut first = true;
+        for parts in &self.replicas {
+            let mut r: Vec<(i64, FloatHistogram)> = Vec::new();
+            for p in parts {
+                r.extend_from_slice(p.histograms());
+            }
+            sort_unique(&mut r);
+            if first {
+                *out = r;
+                first = false;
+            } else if !r.is_empty() {
+                *out = if out.is_empty() {
+                    r
+                } else {
+                    strata_tsdb::dedup::merge_pair_samples(out, &r)
+                };
+            }
         }
-        sort_unique(out);
     }
 
     /// The merged samples.
@@ -509,6 +517,53 @@ mod tests {
 
     /// HA dedup of parts decoded at consumption gives what dedup of decoded series
     /// gave (`crate::dedup::dedup`), counters included.
+    fn fh(count: f64) -> FloatHistogram {
+        FloatHistogram {
+            count,
+            sum: count,
+            ..Default::default()
+        }
+    }
+
+    /// Histograms ride beside floats through extend, merge and HA dedup: a replica's
+    /// gap is filled from the other replica, as for floats.
+    #[test]
+    fn histograms_merge_and_dedup_as_floats_do() {
+        let h = |ts: &[i64]| -> Vec<(i64, FloatHistogram)> {
+            ts.iter().map(|&t| (t, fh(t as f64))).collect()
+        };
+        let mixed = |floats: Vec<(i64, f64)>, hs| Part::join(Part::Samples(floats), hs);
+        // one block's part, then a later one: concatenated
+        let p = mixed(vec![(1, 1.0)], h(&[10_000, 20_000]))
+            .extend(mixed(vec![], h(&[20_000, 30_000])))
+            .unwrap();
+        assert_eq!(p.histograms(), h(&[10_000, 20_000, 30_000]).as_slice());
+        assert_eq!(p.len(), 4);
+        assert_eq!(p.clone().decode().unwrap(), vec![(1, 1.0)]);
+        // replica a misses a long stretch; b fills it
+        let all: Vec<i64> = (0..100).map(|i| i * 15_000).collect();
+        let gap: Vec<i64> = all
+            .iter()
+            .copied()
+            .filter(|t| !(300_000..900_000).contains(t))
+            .collect();
+        let s = LazySeries {
+            replicas: vec![vec![mixed(vec![], h(&gap))], vec![mixed(vec![], h(&all))]],
+            counter: true,
+        };
+        assert!(s.has_histograms());
+        let mut out = Vec::new();
+        s.decode_histograms_to(&mut out);
+        let got: Vec<i64> = out.iter().map(|p| p.0).collect();
+        assert_eq!(got, all);
+        // a float-only series has none
+        let f = LazySeries {
+            replicas: vec![vec![Part::Samples(vec![(1, 1.0)])]],
+            counter: false,
+        };
+        assert!(!f.has_histograms());
+    }
+
     #[test]
     fn lazy_dedup_matches_eager_dedup() {
         let count = Counter::unaccounted();

@@ -143,7 +143,7 @@ impl Store for QuerierStore {
                 cutter
                     .finish()
                     .into_iter()
-                    .map(|c| raw((c.min_time, c.max_time, chunk::Encoding::Xor, c.data.into())))
+                    .map(|c| raw((c.min_time, c.max_time, chunk::Encoding::Xor, c.data)))
                     .collect()
             } else {
                 // Thanos's numbering: XOR 0, HISTOGRAM 1, FLOAT_HISTOGRAM 2
