@@ -361,16 +361,20 @@ mod prop {
 
     fn histogram_for(kind: u8, seed: u64, i: u64) -> Histogram {
         // mostly growing counters with occasional resets and layout changes
-        let mut h = hist(if seed % 7 == 0 { seed } else { i + seed });
-        if seed % 5 == 0 {
+        let mut h = hist(if seed.is_multiple_of(7) {
+            seed
+        } else {
+            i + seed
+        });
+        if seed.is_multiple_of(5) {
             h.positive_spans.push(Span {
                 offset: 1,
                 length: 1,
             });
             h.positive_buckets.push(1);
-            h.count += (i + seed) as u64 + 1;
+            h.count += i + seed + 1;
         }
-        if seed % 11 == 0 {
+        if seed.is_multiple_of(11) {
             h.schema = 2;
         }
         if kind == 3 {
