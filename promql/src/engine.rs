@@ -109,6 +109,7 @@ impl Engine {
             ticks: 0,
             queryable: 0,
             peak: Default::default(),
+            annos: Default::default(),
         }
     }
 
@@ -133,7 +134,10 @@ impl Engine {
                 },
             )
         });
-        let warnings = storage.take_warnings();
+        let mut warnings = storage.take_warnings();
+        let annos = ev.annos.take();
+        warnings.extend(annos.warnings);
+        let infos = annos.infos;
         let mut stats = QueryStats {
             total_queryable_samples: ev.queryable,
             peak_samples: ev.peak.get() as u64,
@@ -191,7 +195,7 @@ impl Engine {
         Ok(QueryResult {
             value,
             warnings,
-            infos: Vec::new(),
+            infos,
             stats,
         })
     }
@@ -238,7 +242,10 @@ impl Engine {
         let mut ev = self.evaluator(storage, start, end, step);
         let evaluating = Instant::now();
         let val = guarded(|| ev.eval(&expr, ctx));
-        let warnings = storage.take_warnings();
+        let mut warnings = storage.take_warnings();
+        let annos = ev.annos.take();
+        warnings.extend(annos.warnings);
+        let infos = annos.infos;
         let mut stats = QueryStats {
             total_queryable_samples: ev.queryable,
             peak_samples: ev.peak.get() as u64,
@@ -277,7 +284,7 @@ impl Engine {
         Ok(QueryResult {
             value: Value::Matrix(series),
             warnings,
-            infos: Vec::new(),
+            infos,
             stats,
         })
     }

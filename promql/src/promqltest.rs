@@ -366,6 +366,73 @@ pub fn parse_labels(sel: &str) -> Result<Labels, String> {
     }
 }
 
+/// One `expect warn msg: …` / `regex: …` line.
+#[derive(Debug)]
+enum AnnoExpect {
+    Msg(String),
+    Regex(regex::Regex),
+}
+
+impl AnnoExpect {
+    /// Whether annotation `got` (which carries no ` (line:col)` position: see
+    /// `eval::Annotations`) matches; an expected text's position is left out of the
+    /// comparison, a pattern is tried on `got` with the position `(1:1)` appended.
+    fn matches(&self, got: &str) -> bool {
+        match self {
+            AnnoExpect::Msg(m) => strip_position(m) == got,
+            AnnoExpect::Regex(r) => r.is_match(got) || r.is_match(&format!("{got} (1:1)")),
+        }
+    }
+}
+
+/// `text (12:3)` → `text`.
+fn strip_position(m: &str) -> &str {
+    if let Some(open) = m.rfind(" (") {
+        let tail = &m[open + 2..];
+        if let Some(pos) = tail.strip_suffix(')') {
+            if pos.split(':').count() == 2 && pos.split(':').all(|x| x.parse::<u32>().is_ok()) {
+                return &m[..open];
+            }
+        }
+    }
+    m
+}
+
+/// Prometheus's `checkAnnotations`.
+fn check_annotations(c: &EvalCase, warnings: &[String], infos: &[String]) -> Result<(), String> {
+    if c.warn && warnings.is_empty() {
+        return Err("expected warnings but got none".into());
+    }
+    if c.info && infos.is_empty() {
+        return Err("expected info annotations but got none".into());
+    }
+    for (kind, exp, got) in [
+        ("warn", &c.warn_expect, warnings),
+        ("info", &c.info_expect, infos),
+    ] {
+        if exp.is_empty() {
+            continue;
+        }
+        for e in exp.iter() {
+            if !got.iter().any(|g| e.matches(g)) {
+                return Err(format!("expected {kind} annotation {e:?}, found {got:?}"));
+            }
+        }
+        for g in got {
+            if !exp.iter().any(|e| e.matches(g)) {
+                return Err(format!("unexpected {kind} annotation {g:?}"));
+            }
+        }
+    }
+    if c.no_warn && !warnings.is_empty() {
+        return Err(format!("unexpected warnings {warnings:?}"));
+    }
+    if c.no_info && !infos.is_empty() {
+        return Err(format!("unexpected infos {infos:?}"));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Default)]
 struct EvalCase {
     query: String,
@@ -375,7 +442,14 @@ struct EvalCase {
     fail_msg: Option<String>,
     fail_regex: Option<String>,
     ordered: bool,
-    annotations: bool,
+    /// `expect warn`/`eval_warn`, `expect info`/`eval_info`: some are required.
+    warn: bool,
+    info: bool,
+    /// Expected texts (`msg:`) or patterns (`regex:`) of warnings and infos.
+    warn_expect: Vec<AnnoExpect>,
+    info_expect: Vec<AnnoExpect>,
+    no_warn: bool,
+    no_info: bool,
     expect_string: Option<String>,
     expect_range: Option<(i64, i64, i64)>,
     results: Vec<(usize, String)>,
@@ -441,9 +515,6 @@ fn rule_skip(
     }
     if !c.fail && parser::parse(q).is_err() {
         return Some("duration expressions: query not parseable by promql-parser 0.11".into());
-    }
-    if c.annotations {
-        return Some("annotations (expect warn/info) not implemented".into());
     }
     None
 }
@@ -616,6 +687,7 @@ fn run_case(engine: &Engine, st: &MemStorage, c: &EvalCase) -> Result<(), String
         };
     }
     let res = res.map_err(|e| format!("unexpected error: {e}"))?;
+    check_annotations(c, &res.warnings, &res.infos)?;
     if let Some(s) = &c.expect_string {
         return match res.value {
             Value::String { s: got, .. } if &got == s => Ok(()),
@@ -899,7 +971,8 @@ pub fn run_script_on(
                 match w {
                     "eval_fail" => c.fail = true,
                     "eval_ordered" => c.ordered = true,
-                    "eval_warn" | "eval_info" => c.annotations = true,
+                    "eval_warn" => c.warn = true,
+                    "eval_info" => c.info = true,
                     _ => {}
                 }
                 let parsed = (|| -> Result<(), String> {
@@ -939,8 +1012,28 @@ pub fn run_script_on(
                                     c.fail_regex = Some(r.trim().to_string());
                                 }
                             } else if e.starts_with("warn") || e.starts_with("info") {
-                                c.annotations = true;
-                            } else if e.starts_with("no_warn") || e.starts_with("no_info") {
+                                let warn = e.starts_with("warn");
+                                let rest = e[4..].trim();
+                                let exp = if let Some(m) = rest.strip_prefix("msg:") {
+                                    Some(AnnoExpect::Msg(m.trim().to_string()))
+                                } else if let Some(r) = rest.strip_prefix("regex:") {
+                                    Some(AnnoExpect::Regex(
+                                        regex::Regex::new(r.trim()).map_err(|e| e.to_string())?,
+                                    ))
+                                } else {
+                                    None
+                                };
+                                if warn {
+                                    c.warn = true;
+                                    c.warn_expect.extend(exp);
+                                } else {
+                                    c.info = true;
+                                    c.info_expect.extend(exp);
+                                }
+                            } else if e.starts_with("no_warn") {
+                                c.no_warn = true;
+                            } else if e.starts_with("no_info") {
+                                c.no_info = true;
                             } else if e == "ordered" {
                                 c.ordered = true;
                             } else if let Some(s) = e.strip_prefix("string") {

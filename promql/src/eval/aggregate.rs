@@ -215,6 +215,11 @@ impl Evaluator<'_> {
                 count_label = Some(l);
             } else {
                 param = self.eval_scalar(p, ctx)?;
+                if op == T_QUANTILE {
+                    if let Some(&bad) = param.iter().find(|x| !(0.0..=1.0).contains(*x)) {
+                        self.warn(super::anno::invalid_quantile(bad));
+                    }
+                }
             }
         }
         // grouping
@@ -362,12 +367,26 @@ impl Evaluator<'_> {
                     }
                 }
                 T_SUM | T_AVG => {
-                    hist_groups = sum_hists(&input, &member, ng, op == T_AVG);
+                    let mut annos = self.annos.borrow_mut();
+                    hist_groups = sum_hists(&input, &member, ng, op == T_AVG, &mut annos);
                     for s in &mut input {
                         s.hists.clear();
                     }
                 }
                 _ => {
+                    let what = match op {
+                        T_MIN => "min",
+                        T_MAX => "max",
+                        T_TOPK => "topk",
+                        T_BOTTOMK => "bottomk",
+                        T_STDDEV => "stddev",
+                        T_STDVAR => "stdvar",
+                        T_QUANTILE => "quantile",
+                        _ => "",
+                    };
+                    if !what.is_empty() {
+                        self.info(super::anno::ignored_in_aggregation(what));
+                    }
                     if op == T_COUNT_VALUES {
                         for (si, s) in input.iter().enumerate() {
                             for (t, h) in &s.hists {
@@ -561,7 +580,9 @@ impl Evaluator<'_> {
         })?;
         if !hist_groups.is_empty() {
             for (o, hs) in out.iter_mut().zip(hist_groups) {
-                merge_hists(o, hs);
+                if merge_hists(o, hs) {
+                    self.warn(super::anno::mixed_floats_histograms_aggregation());
+                }
             }
         }
         out.retain(|s| !s.is_empty());
@@ -577,6 +598,7 @@ fn sum_hists(
     member: &[usize],
     ng: usize,
     avg: bool,
+    annos: &mut super::Annotations,
 ) -> Vec<Vec<(i64, FloatHistogram)>> {
     use std::collections::BTreeMap;
     // Per group and step: the histograms in input order (None once exponential and
@@ -591,6 +613,7 @@ fn sum_hists(
                 if v.first().is_some_and(|f| {
                     crate::histogram::uses_custom(f) != crate::histogram::uses_custom(h)
                 }) {
+                    annos.warn(super::anno::mixed_exponential_custom(""));
                     *cell = None;
                 } else {
                     v.push(h);
@@ -603,6 +626,7 @@ fn sum_hists(
             g.into_iter()
                 .filter_map(|(t, c)| {
                     let hs = c?;
+                    note_sum(&hs, annos);
                     let h = if avg {
                         crate::histogram::mean_of(&hs)?
                     } else {
@@ -617,9 +641,9 @@ fn sum_hists(
 
 /// Adds a group's histogram results to its float results; a step with both has neither
 /// (Prometheus drops a group mixing floats and histograms).
-fn merge_hists(o: &mut Series, hs: Vec<(i64, FloatHistogram)>) {
+fn merge_hists(o: &mut Series, hs: Vec<(i64, FloatHistogram)>) -> bool {
     if hs.is_empty() {
-        return;
+        return false;
     }
     let mut clash = std::collections::HashSet::new();
     for (t, h) in hs {
@@ -632,6 +656,7 @@ fn merge_hists(o: &mut Series, hs: Vec<(i64, FloatHistogram)>) {
     if !clash.is_empty() {
         o.pts.retain(|p| !clash.contains(&p.0));
     }
+    !clash.is_empty()
 }
 
 /// Moves the `k` first of `g` in `topk` (`top`) or `bottomk` order to its front, in
@@ -654,4 +679,19 @@ fn ratio_hash(l: &Labels) -> f64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     l.hash(&mut h);
     (h.finish() as f64) / (u64::MAX as f64 + 1.0)
+}
+
+/// Annotations of a sum of histograms (aggregation or `*_over_time`): conflicting
+/// counter-reset hints (unless a gauge makes the sum a gauge), custom bounds reconciled.
+pub(super) fn note_sum(hs: &[&FloatHistogram], annos: &mut super::Annotations) {
+    use strata_tsdb::histogram::CounterResetHint as H;
+    let hint = |x: H| hs.iter().any(|h| h.counter_reset_hint == x);
+    if hint(H::CounterReset) && hint(H::NotCounterReset) && !hint(H::Gauge) {
+        annos.warn(super::anno::counter_reset_collision("aggregation"));
+    }
+    if hs.first().is_some_and(|f| {
+        crate::histogram::uses_custom(f) && hs.iter().any(|h| h.custom_values != f.custom_values)
+    }) {
+        annos.info(super::anno::mismatched_custom_buckets("aggregation"));
+    }
 }

@@ -7,7 +7,9 @@ use promql_parser::parser::token::*;
 use promql_parser::parser::{BinaryExpr, Expr, LabelModifier, VectorMatchCardinality};
 use strata_tsdb::labels::{Labels, METRIC_NAME};
 
-use super::{exec, Ctx, Evaluator, Out, Result, Series, Val};
+use std::cell::RefCell;
+
+use super::{anno, exec, Annotations, Ctx, Evaluator, Out, Result, Series, Val};
 use crate::FloatHistogram;
 
 impl Evaluator<'_> {
@@ -80,7 +82,7 @@ impl Evaluator<'_> {
                         } else {
                             (Sv::H(&h), Sv::F(s[i]))
                         };
-                        match Sv::apply(op, l, r, return_bool) {
+                        match Sv::apply(op, l, r, return_bool, &self.annos) {
                             Some(SvRes::H(h)) => ser.hists.push((t, h)),
                             Some(SvRes::F(x)) => {
                                 ser.pts.push((t, x));
@@ -252,7 +254,7 @@ impl Evaluator<'_> {
                     set.insert(usize::MAX);
                 }
                 let (fl, fr) = if one_to_many { (ov, mv) } else { (mv, ov) };
-                let Some(val) = S::apply(op, fl, fr, return_bool) else {
+                let Some(val) = S::apply(op, fl, fr, return_bool, &self.annos) else {
                     continue;
                 };
                 let slot = match pair_slot.get(&(mi, oi)) {
@@ -308,7 +310,13 @@ pub(super) trait Elem<'s>: Copy + Sized {
     /// Per step, the `(series index, sample)` present.
     fn step_lists(series: &'s [Series], ctx: Ctx) -> Vec<Vec<(usize, Self)>>;
     /// `l op r`, or `None` when the pair is filtered out (or incompatible).
-    fn apply(op: TokenId, l: Self, r: Self, return_bool: bool) -> Option<Self::Res>;
+    fn apply(
+        op: TokenId,
+        l: Self,
+        r: Self,
+        return_bool: bool,
+        annos: &RefCell<Annotations>,
+    ) -> Option<Self::Res>;
     fn push(self, out: &mut Out, slot: usize, t: i64) -> Result<()>;
     fn push_result(out: &mut Out, slot: usize, t: i64, r: Self::Res) -> Result<()>;
 }
@@ -325,7 +333,13 @@ impl<'s> Elem<'s> for f64 {
         v
     }
     #[inline]
-    fn apply(op: TokenId, l: f64, r: f64, return_bool: bool) -> Option<f64> {
+    fn apply(
+        op: TokenId,
+        l: f64,
+        r: f64,
+        return_bool: bool,
+        _annos: &RefCell<Annotations>,
+    ) -> Option<f64> {
         let (val, keep) = elem_binop(op, l, r);
         if return_bool {
             Some(if keep { 1.0 } else { 0.0 })
@@ -370,8 +384,50 @@ impl<'s> Elem<'s> for Sv<'s> {
         }
         v
     }
-    fn apply(op: TokenId, l: Sv<'s>, r: Sv<'s>, return_bool: bool) -> Option<SvRes> {
-        let (res, keep) = hist_binop(op, l, r)?;
+    fn apply(
+        op: TokenId,
+        l: Sv<'s>,
+        r: Sv<'s>,
+        return_bool: bool,
+        annos: &RefCell<Annotations>,
+    ) -> Option<SvRes> {
+        let (res, keep) = match hist_binop(op, l, r) {
+            Ok(x) => x,
+            Err(note) => {
+                let mut a = annos.borrow_mut();
+                match note {
+                    Note::Incompatible => {
+                        let kind = |x: &Sv<'_>| match x {
+                            Sv::F(_) => "float",
+                            Sv::H(_) => "histogram",
+                        };
+                        let op = promql_parser::parser::token::TokenType::new(op).to_string();
+                        a.info(anno::incompatible_types(&op, kind(&l), kind(&r)));
+                    }
+                    Note::Schemas => a.warn(anno::mixed_exponential_custom("")),
+                }
+                return None;
+            }
+        };
+        if let (Sv::H(_), Sv::H(_), T_ADD | T_SUB) = (l, r, op) {
+            let what = if op == T_ADD {
+                "addition"
+            } else {
+                "subtraction"
+            };
+            if let (Sv::H(a), Sv::H(b)) = (l, r) {
+                let info = crate::histogram::combine(a, b, op == T_SUB)
+                    .map(|x| x.1)
+                    .unwrap_or_default();
+                let mut an = annos.borrow_mut();
+                if info.counter_reset_collision {
+                    an.warn(anno::counter_reset_collision(what));
+                }
+                if info.custom_reconciled {
+                    an.info(anno::mismatched_custom_buckets(what));
+                }
+            }
+        }
         if return_bool {
             return Some(SvRes::F(if keep { 1.0 } else { 0.0 }));
         }
@@ -393,36 +449,48 @@ impl<'s> Elem<'s> for Sv<'s> {
 
 /// Prometheus's `vectorElemBinop` with histograms: (result, keep); `None` for
 /// operations not defined on the operand types (the pair is dropped).
-pub(super) fn hist_binop(op: TokenId, l: Sv<'_>, r: Sv<'_>) -> Option<(SvRes, bool)> {
+/// Why [`hist_binop`] gave no result.
+pub(super) enum Note {
+    /// The operator is not defined on these sample types.
+    Incompatible,
+    /// Histograms with exponential and custom buckets.
+    Schemas,
+}
+
+pub(super) fn hist_binop(
+    op: TokenId,
+    l: Sv<'_>,
+    r: Sv<'_>,
+) -> std::result::Result<(SvRes, bool), Note> {
     use crate::histogram as hist;
     match (l, r) {
         (Sv::F(a), Sv::F(b)) => {
             let (v, keep) = elem_binop(op, a, b);
-            Some((SvRes::F(v), keep))
+            Ok((SvRes::F(v), keep))
         }
         (Sv::F(f), Sv::H(h)) | (Sv::H(h), Sv::F(f)) if op == T_MUL => {
             let mut h = h.clone();
             hist::mul(&mut h, f);
-            Some((SvRes::H(hist::compact(&h)), true))
+            Ok((SvRes::H(hist::compact(&h)), true))
         }
         (Sv::H(h), Sv::F(f)) if op == T_DIV => {
             let mut h = h.clone();
             hist::div(&mut h, f);
-            Some((SvRes::H(hist::compact(&h)), true))
+            Ok((SvRes::H(hist::compact(&h)), true))
         }
         (Sv::H(a), Sv::H(b)) => match op {
             T_ADD | T_SUB => {
-                let (mut h, _) = hist::combine(a, b, op == T_SUB).ok()?;
+                let (mut h, _) = hist::combine(a, b, op == T_SUB).map_err(|_| Note::Schemas)?;
                 if op == T_SUB {
                     h.counter_reset_hint = strata_tsdb::histogram::CounterResetHint::Gauge;
                 }
-                Some((SvRes::H(hist::compact(&h)), true))
+                Ok((SvRes::H(hist::compact(&h)), true))
             }
-            T_EQLC => Some((SvRes::H(a.clone()), hist_equals(a, b))),
-            T_NEQ => Some((SvRes::H(a.clone()), !hist_equals(a, b))),
-            _ => None,
+            T_EQLC => Ok((SvRes::H(a.clone()), hist_equals(a, b))),
+            T_NEQ => Ok((SvRes::H(a.clone()), !hist_equals(a, b))),
+            _ => Err(Note::Incompatible),
         },
-        _ => None,
+        _ => Err(Note::Incompatible),
     }
 }
 

@@ -201,6 +201,9 @@ impl Evaluator<'_> {
                 Ok(Val::Vector(v))
             }
             "sort" | "sort_desc" => {
+                if self.query_start != self.query_end {
+                    self.warn(super::anno::sort_in_range_query());
+                }
                 let mut v = self.eval_vector_floats(args[0], ctx)?;
                 // ordering only matters for instant queries: order series by their value
                 let desc = name == "sort_desc";
@@ -211,6 +214,9 @@ impl Evaluator<'_> {
                 Ok(Val::Vector(v))
             }
             "sort_by_label" | "sort_by_label_desc" => {
+                if self.query_start != self.query_end {
+                    self.warn(super::anno::sort_in_range_query());
+                }
                 let mut v = self.eval_vector(args[0], ctx)?;
                 let mut names = Vec::new();
                 for a in &args[1..] {
@@ -352,7 +358,7 @@ impl Evaluator<'_> {
                 let mut out = Vec::new();
                 if name == "histogram_fraction" && v.iter().any(|s| !s.pts.is_empty()) {
                     // Classic `le` buckets among the input.
-                    let floats: Vec<Series> = v
+                    let mut floats: Vec<Series> = v
                         .iter_mut()
                         .filter(|s| !s.pts.is_empty())
                         .map(|s| Series {
@@ -362,6 +368,12 @@ impl Evaluator<'_> {
                             hists: Vec::new(),
                         })
                         .collect();
+                    let mut native: Vec<Series> = std::mem::take(&mut v)
+                        .into_iter()
+                        .filter(|s| !s.hists.is_empty())
+                        .collect();
+                    self.drop_mixed_classic_native(&mut native, &mut floats);
+                    v = native;
                     out = self
                         .classic_buckets(floats, ctx, |i, b| f::bucket_fraction(lo[i], hi[i], b))?;
                 }
@@ -380,7 +392,15 @@ impl Evaluator<'_> {
                                 "histogram_avg" => h.sum / h.count,
                                 "histogram_stddev" => crate::histogram::variance(h).sqrt(),
                                 "histogram_stdvar" => crate::histogram::variance(h),
-                                _ => crate::histogram::fraction(lo[i], hi[i], h).0,
+                                _ => {
+                                    let (x, nans) = crate::histogram::fraction(lo[i], hi[i], h);
+                                    if nans {
+                                        self.info(super::anno::fraction_nans(
+                                            s.labels.get(METRIC_NAME).unwrap_or(""),
+                                        ));
+                                    }
+                                    x
+                                }
                             };
                             (*t, x)
                         })
@@ -401,6 +421,9 @@ impl Evaluator<'_> {
 
     fn eval_histogram_quantile(&mut self, args: &[&Expr], ctx: Ctx) -> Result<Val> {
         let q = self.eval_scalar(args[0], ctx)?;
+        if let Some(&bad) = q.iter().find(|x| !(0.0..=1.0).contains(*x)) {
+            self.warn(super::anno::invalid_quantile(bad));
+        }
         let mut v = self.eval_vector(args[1], ctx)?;
         // Native histograms: a quantile of each histogram sample.
         let mut native: Vec<Series> = Vec::new();
@@ -413,7 +436,18 @@ impl Evaluator<'_> {
                 .drain(..)
                 .map(|(t, h)| {
                     let i = ((t - ctx.start) / ctx.step) as usize;
-                    (t, crate::histogram::quantile(q[i], &h).0)
+                    let (x, note) = crate::histogram::quantile(q[i], &h);
+                    let name = s.labels.get(METRIC_NAME).unwrap_or("");
+                    match note {
+                        Some(crate::histogram::QuantileNote::NaNResult) => {
+                            self.info(super::anno::quantile_nan_result(name))
+                        }
+                        Some(crate::histogram::QuantileNote::NaNSkew) => {
+                            self.info(super::anno::quantile_nan_skew(name))
+                        }
+                        None => {}
+                    }
+                    (t, x)
                 })
                 .collect();
             native.push(Series {
@@ -424,9 +458,39 @@ impl Evaluator<'_> {
             });
         }
         v.retain(|s| !s.pts.is_empty());
+        self.drop_mixed_classic_native(&mut native, &mut v);
         let mut out = self.classic_buckets(v, ctx, |i, b| f::bucket_quantile(q[i], b))?;
         out.extend(native);
         Ok(Val::Vector(out))
+    }
+
+    /// A native histogram series and classic buckets with the same labels (but `le`
+    /// and the name): Prometheus answers neither, with a warning.
+    fn drop_mixed_classic_native(&self, native: &mut Vec<Series>, classic: &mut Vec<Series>) {
+        if native.is_empty() || classic.is_empty() {
+            return;
+        }
+        let keys: HashSet<Labels> = classic
+            .iter()
+            .filter(|s| s.labels.get("le").is_some())
+            .map(|s| s.labels.without(&["le", METRIC_NAME]))
+            .collect();
+        let mut clash: HashSet<Labels> = HashSet::new();
+        native.retain(|s| {
+            let k = s.labels.without(&[METRIC_NAME]);
+            if keys.contains(&k) {
+                self.warn(super::anno::mixed_classic_native(
+                    s.labels.get(METRIC_NAME).unwrap_or(""),
+                ));
+                clash.insert(k);
+                false
+            } else {
+                true
+            }
+        });
+        if !clash.is_empty() {
+            classic.retain(|s| !clash.contains(&s.labels.without(&["le", METRIC_NAME])));
+        }
     }
 
     /// Classic histograms among `v` (series with an `le` label, grouped by their
@@ -445,6 +509,11 @@ impl Evaluator<'_> {
             let ub = match s.labels.get("le").map(parse_go_float) {
                 Some(Some(ub)) => ub,
                 _ => {
+                    self.warn(format!(
+                        "PromQL warning: bucket label \"le\" is missing or has a malformed value of {:?} for metric name {:?}",
+                        s.labels.get("le").unwrap_or(""),
+                        s.labels.get(METRIC_NAME).unwrap_or("")
+                    ));
                     member.push(None);
                     continue;
                 }

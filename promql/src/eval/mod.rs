@@ -43,6 +43,103 @@ fn exec<T>(msg: impl Into<String>) -> Result<T> {
     Err(QueryError::Execution(msg.into()))
 }
 
+/// Prometheus's annotations (`util/annotations`), gathered while evaluating: each text
+/// once. Texts are Prometheus's, without the ` (line:col)` position Prometheus appends
+/// (the parser keeps no positions).
+#[derive(Debug, Default)]
+pub struct Annotations {
+    pub warnings: Vec<String>,
+    pub infos: Vec<String>,
+}
+
+impl Annotations {
+    pub fn warn(&mut self, msg: String) {
+        if !self.warnings.contains(&msg) {
+            self.warnings.push(msg);
+        }
+    }
+    pub fn info(&mut self, msg: String) {
+        if !self.infos.contains(&msg) {
+            self.infos.push(msg);
+        }
+    }
+}
+
+/// Annotation texts (Prometheus's `util/annotations`).
+pub mod anno {
+    pub fn possible_non_counter(name: &str) -> String {
+        format!("PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}")
+    }
+    pub fn ignored_in_aggregation(op: &str) -> String {
+        format!("PromQL info: ignored histogram in {op} aggregation")
+    }
+    pub fn ignored_in_mixed_range(name: &str) -> String {
+        format!("PromQL info: ignored histograms in a range containing both floats and histograms for metric name {name:?}")
+    }
+    pub fn incompatible_types(op: &str, l: &str, r: &str) -> String {
+        format!("PromQL info: incompatible sample types encountered for binary operator {op:?}: {l} {op} {r}")
+    }
+    pub fn mixed_floats_histograms(name: &str) -> String {
+        format!(
+            "PromQL warning: encountered a mix of histograms and floats for metric name {name:?}"
+        )
+    }
+    pub fn mixed_floats_histograms_aggregation() -> String {
+        "PromQL warning: encountered a mix of histograms and floats for aggregation".into()
+    }
+    pub fn mixed_exponential_custom(name: &str) -> String {
+        format!("PromQL warning: vector contains a mix of histograms with exponential and custom buckets schemas for metric name {name:?}")
+    }
+    pub fn not_counter(name: &str) -> String {
+        format!("PromQL warning: this native histogram metric is not a counter: {name:?}")
+    }
+    pub fn not_gauge(name: &str) -> String {
+        format!("PromQL warning: this native histogram metric is not a gauge: {name:?}")
+    }
+    /// `operation`: addition, subtraction or aggregation.
+    pub fn counter_reset_collision(operation: &str) -> String {
+        format!("PromQL warning: conflicting counter resets during histogram {operation}")
+    }
+    pub fn mismatched_custom_buckets(operation: &str) -> String {
+        format!("PromQL info: mismatched custom buckets were reconciled during {operation}")
+    }
+    pub fn quantile_nan_result(name: &str) -> String {
+        with_name(
+            "PromQL info: input to histogram_quantile has NaN observations, result is NaN",
+            name,
+        )
+    }
+    pub fn quantile_nan_skew(name: &str) -> String {
+        with_name("PromQL info: input to histogram_quantile has NaN observations, result is skewed higher", name)
+    }
+    pub fn fraction_nans(name: &str) -> String {
+        with_name("PromQL info: input to histogram_fraction has NaN observations, which are excluded from all fractions", name)
+    }
+    pub fn sort_in_range_query() -> String {
+        "PromQL warning: sort is ineffective for range queries since results are always ordered by labels".into()
+    }
+    pub fn invalid_quantile(q: f64) -> String {
+        format!(
+            "PromQL warning: quantile value should be between 0 and 1, got {}",
+            crate::histogram::go_g(q)
+        )
+    }
+    pub fn mixed_classic_native(name: &str) -> String {
+        with_name(
+            "PromQL warning: vector contains a mix of classic and native histograms",
+            name,
+        )
+    }
+    /// Prometheus's `maybeAddMetricName`.
+    fn with_name(msg: &str, name: &str) -> String {
+        if name.is_empty() {
+            msg.to_string()
+        } else {
+            format!("{msg} for metric name {name:?}")
+        }
+    }
+}
+
 /// The steps a node is evaluated at.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx {
@@ -409,9 +506,19 @@ pub struct Evaluator<'a> {
     pub queryable: u64,
     /// Prometheus's `peakSamples`: the most samples held at a check.
     pub peak: std::cell::Cell<usize>,
+    /// Warnings and infos for the answer.
+    pub annos: std::cell::RefCell<Annotations>,
 }
 
 impl<'a> Evaluator<'a> {
+    fn warn(&self, msg: String) {
+        self.annos.borrow_mut().warn(msg);
+    }
+
+    fn info(&self, msg: String) {
+        self.annos.borrow_mut().info(msg);
+    }
+
     fn check_time(&mut self) -> Result<()> {
         self.ticks = self.ticks.wrapping_add(1);
         if self.ticks % 16 == 1 {

@@ -2,7 +2,7 @@
 //! over each step's window, optionally straight into an aggregation's cells.
 
 use promql_parser::parser::Expr;
-use strata_tsdb::labels::Labels;
+use strata_tsdb::labels::{Labels, METRIC_NAME};
 
 use crate::functions as f;
 use crate::QueryError;
@@ -17,6 +17,36 @@ use crate::FloatHistogram;
 enum HistOut {
     F(f64),
     H(FloatHistogram),
+    /// A function on floats only: computed on the window's floats, if any.
+    Floats,
+}
+
+enum HistKind {
+    /// Defined on histograms (or on both kinds): `hist_window` answers.
+    Histograms,
+    /// Histograms are ignored: the float computation runs on the floats.
+    FloatsOnly,
+}
+
+fn hist_window_kind(name: &str) -> HistKind {
+    match name {
+        "count_over_time"
+        | "present_over_time"
+        | "last_over_time"
+        | "first_over_time"
+        | "ts_of_last_over_time"
+        | "ts_of_first_over_time"
+        | "changes"
+        | "resets"
+        | "irate"
+        | "idelta"
+        | "rate"
+        | "increase"
+        | "delta"
+        | "sum_over_time"
+        | "avg_over_time" => HistKind::Histograms,
+        _ => HistKind::FloatsOnly,
+    }
 }
 
 /// `name` over a window with histogram samples `hw` (and floats `w`): what Prometheus
@@ -28,7 +58,10 @@ fn hist_window(
     hw: &[HPoint],
     end: i64,
     range: i64,
+    metric: &str,
+    annos: &mut super::Annotations,
 ) -> Option<HistOut> {
+    use strata_tsdb::histogram::CounterResetHint as H;
     let mixed = !w.is_empty();
     let last_h = &hw[hw.len() - 1];
     let first_h = &hw[0];
@@ -83,24 +116,90 @@ fn hist_window(
             Some(HistOut::F(n as f64))
         }
         "irate" | "idelta" => {
-            // The last two samples, whatever their kind: both must be histograms.
-            let prev_h = hw.len().checked_sub(2).map(|i| &hw[i]);
-            let last_f = w.last().map_or(i64::MIN, |p| p.0);
-            if last_f > last_h.0 || prev_h.is_none_or(|p| last_f > p.0) {
+            // The last two samples, whatever their kind.
+            let is_rate = name == "irate";
+            let mut last: Vec<(i64, Option<f64>, Option<&HPoint>)> = w
+                .iter()
+                .rev()
+                .take(2)
+                .map(|p| (p.0, Some(p.1), None))
+                .chain(hw.iter().rev().take(2).map(|p| (p.0, None, Some(p))))
+                .collect();
+            last.sort_by_key(|p| p.0);
+            if last.len() < 2 {
                 return None;
             }
-            hist::instant_value(prev_h?, last_h, name == "irate").map(HistOut::H)
+            let (a, b) = (last[last.len() - 2], last[last.len() - 1]);
+            match (a, b) {
+                ((ta, Some(x), _), (tb, Some(y), _)) => {
+                    crate::functions::instant_value(&[(ta, x), (tb, y)], is_rate).map(HistOut::F)
+                }
+                ((_, _, Some(p)), (_, _, Some(l))) => {
+                    let gauge = |h: &FloatHistogram| h.counter_reset_hint == H::Gauge;
+                    if is_rate && (gauge(&p.1) || gauge(&l.1)) {
+                        annos.warn(super::anno::not_counter(metric));
+                    }
+                    if !(is_rate || gauge(&p.1) && gauge(&l.1)) {
+                        annos.warn(super::anno::not_gauge(metric));
+                    }
+                    if !(is_rate && hist::detect_reset(&l.1, &p.1)) {
+                        match hist::combine(&l.1, &p.1, true) {
+                            Err(_) => {
+                                annos.warn(super::anno::mixed_exponential_custom(metric));
+                                return None;
+                            }
+                            Ok((_, info)) if info.custom_reconciled => {
+                                annos.info(super::anno::mismatched_custom_buckets("subtraction"));
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                    hist::instant_value(p, l, is_rate).map(HistOut::H)
+                }
+                _ => {
+                    annos.warn(super::anno::mixed_floats_histograms(metric));
+                    None
+                }
+            }
         }
-        _ if mixed => None,
+        "rate" | "increase" | "delta" | "sum_over_time" | "avg_over_time" if mixed => {
+            annos.warn(super::anno::mixed_floats_histograms(metric));
+            None
+        }
         "rate" | "increase" | "delta" => {
-            hist::extrapolated_rate(hw, end, range, name != "delta", name == "rate").map(HistOut::H)
+            let counter = name != "delta";
+            if hw.len() >= 2 {
+                let (first, last) = (&hw[0].1, &last_h.1);
+                if counter && hw.iter().any(|p| p.1.counter_reset_hint == H::Gauge) {
+                    annos.warn(super::anno::not_counter(metric));
+                }
+                if !counter
+                    && (first.counter_reset_hint != H::Gauge || last.counter_reset_hint != H::Gauge)
+                {
+                    annos.warn(super::anno::not_gauge(metric));
+                }
+            }
+            let r = hist::extrapolated_rate(hw, end, range, counter, name == "rate");
+            if r.is_none() && hw.len() >= 2 {
+                annos.warn(super::anno::mixed_exponential_custom(metric));
+            }
+            r.map(HistOut::H)
         }
-        "sum_over_time" => hist::sum_of(hw.iter().map(|p| &p.1), false).map(HistOut::H),
-        "avg_over_time" => {
+        "sum_over_time" | "avg_over_time" => {
             let hs: Vec<&FloatHistogram> = hw.iter().map(|p| &p.1).collect();
-            hist::mean_of(&hs).map(HistOut::H)
+            super::aggregate::note_sum(&hs, annos);
+            if name == "sum_over_time" {
+                hist::sum_of(hs.into_iter(), false).map(HistOut::H)
+            } else {
+                hist::mean_of(&hs).map(HistOut::H)
+            }
         }
-        _ => None,
+        _ => {
+            if mixed {
+                annos.info(super::anno::ignored_in_mixed_range(metric));
+            }
+            Some(HistOut::Floats)
+        }
     }
 }
 
@@ -161,6 +260,11 @@ impl Evaluator<'_> {
         for (i, a) in args.iter().enumerate() {
             if i != range_idx {
                 params.push(self.eval_scalar(a, ctx)?);
+            }
+        }
+        if name == "quantile_over_time" {
+            if let Some(&bad) = params[0].iter().find(|x| !(0.0..=1.0).contains(*x)) {
+                self.warn(super::anno::invalid_quantile(bad));
             }
         }
         let rd = self.eval_range(args[range_idx], ctx, Some(name))?;
@@ -264,6 +368,16 @@ impl Evaluator<'_> {
             let samples = self.load_range(&rd, s, &mut raw)?;
             held += samples.len();
             let s_pts = samples;
+            if matches!(name, "rate" | "increase") && !s_pts.is_empty() && !s.drop_name {
+                if let Some(m) = s.labels.get(METRIC_NAME) {
+                    if !["_total", "_sum", "_count", "_bucket"]
+                        .iter()
+                        .any(|x| m.ends_with(x))
+                    {
+                        self.info(super::anno::possible_non_counter(m));
+                    }
+                }
+            }
             for i in 0..n {
                 if i % 64 == 63 {
                     self.check_time()?;
@@ -273,13 +387,21 @@ impl Evaluator<'_> {
                     let hw = hwindows.next(hs, rd.refs[i], rd.range);
                     if !hw.is_empty() {
                         step_load[i] += hw.len();
-                        if let Some(r) = hist_window(name, w, hw, rd.refs[i], rd.range) {
-                            match r {
-                                HistOut::F(v) => pts.push((ctx.ts(i), v)),
-                                HistOut::H(h) => hout.push((ctx.ts(i), h)),
-                            }
+                        let metric = s.labels.get(METRIC_NAME).unwrap_or("");
+                        let r = {
+                            let mut annos = self.annos.borrow_mut();
+                            hist_window(name, w, hw, rd.refs[i], rd.range, metric, &mut annos)
+                        };
+                        match r {
+                            Some(HistOut::F(v)) => pts.push((ctx.ts(i), v)),
+                            Some(HistOut::H(h)) => hout.push((ctx.ts(i), h)),
+                            // Histograms ignored: on to the floats below.
+                            Some(HistOut::Floats) => {}
+                            None => {}
                         }
-                        continue;
+                        if !matches!(hist_window_kind(name), HistKind::FloatsOnly) {
+                            continue;
+                        }
                     }
                 }
                 if w.is_empty() {

@@ -527,7 +527,10 @@ async fn query_inner(
         .await
         .map_err(|e| ApiError::from_query(&e))?;
     let data = query_data(&res, &exec, !p.get("stats").is_empty());
-    Ok(ok(&data, &res.warnings))
+    Ok(json_response(
+        200,
+        success_body_annotated(&data, &res.warnings, &res.infos),
+    ))
 }
 
 async fn query_range_inner(
@@ -570,7 +573,10 @@ async fn query_range_inner(
         .await
         .map_err(|e| ApiError::from_query(&e))?;
     let data = query_data(&res, &exec, !p.get("stats").is_empty());
-    Ok(ok(&data, &res.warnings))
+    Ok(json_response(
+        200,
+        success_body_annotated(&data, &res.warnings, &res.infos),
+    ))
 }
 
 async fn series_inner(
