@@ -1,6 +1,7 @@
 //! The storage core every Strata component shares: labels with string interning,
-//! label matchers with Prometheus's regex semantics, XOR (Gorilla) chunks bit-compatible
-//! with Prometheus's `chunkenc`, and a reader and writer for the Prometheus TSDB block
+//! label matchers with Prometheus's regex semantics, XOR (Gorilla) chunks and native
+//! histogram chunks (integer and float) byte-compatible with Prometheus's `chunkenc`, the
+//! in-memory head and its WAL, and a reader and writer for the Prometheus TSDB block
 //! format (`meta.json`, `index` v2, `chunks/NNNNNN`, `tombstones`).
 //!
 //! ```
