@@ -221,6 +221,32 @@ fn native_histograms_answer_as_prometheus_does() {
     }
     drop((local, global));
 
+    // a sidecar in front of Prometheus passes its histogram chunks (read over
+    // streamed remote read) through the Store API
+    let side = StrataProc::start_with_grpc(
+        &tmp.path().join("side"),
+        &[
+            "sidecar",
+            &format!("--prometheus.url={}", prom.url()),
+            &format!("--tsdb.path={}", prom.data_dir.display()),
+            "--label=source=\"prom\"",
+        ],
+    );
+    let via_side = StrataProc::start_http_only(
+        &tmp.path().join("via-side"),
+        &[
+            "querier",
+            &format!("--endpoint=127.0.0.1:{}", side.grpc_port),
+        ],
+    );
+    for q in [
+        "sum(rate(loadgen_metric_2_seconds[5m]))",
+        "histogram_count(sum(loadgen_metric_2_seconds))",
+    ] {
+        assert_same(q, &prom.query(q, at), &strata_query(&via_side, q, at));
+    }
+    drop((side, via_side));
+
     // acknowledged histograms survive kill -9: the same answers after the restart
     strata.kill9();
     strata.restart();
