@@ -676,8 +676,18 @@ impl Sources {
                         }
                     }
                 }
-                (bs.series, Vec::new())
+                (bs.series, bs.warnings)
             });
+            // a corrupt block is a warning only where partial answers are allowed
+            let r = match r {
+                Ok((_, w)) if !opts.partial_response && !w.is_empty() => {
+                    Err(StoreError::Corrupt(w.join("; ")))
+                }
+                r => r.map(|(s, w)| {
+                    let w: Vec<String> = w.into_iter().map(|w| format!("{name}: {w}")).collect();
+                    (s, w)
+                }),
+            };
             (name, r)
         });
         let mut parts = Vec::new();

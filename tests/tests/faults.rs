@@ -301,3 +301,129 @@ fn a_slow_object_store_makes_queries_time_out_not_hang() {
         "{body}"
     );
 }
+
+fn bucket_blocks(bucket: &Path, tenant: &str) -> Vec<std::path::PathBuf> {
+    let Ok(rd) = std::fs::read_dir(bucket.join(tenant)) else {
+        return Vec::new();
+    };
+    let mut v: Vec<_> = rd
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("meta.json").exists())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_corrupted_chunk_in_the_bucket_costs_only_its_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = tmp.path().join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    let cfg = tmp.path().join("bucket.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+            bucket.display()
+        ),
+    )
+    .unwrap();
+    let mut strata = StrataProc::start_all(
+        &tmp.path().join("strata"),
+        &[
+            "--tsdb.ship-interval=1h",
+            &format!("--objstore.config-file={}", cfg.display()),
+        ],
+    );
+    // three blocks, one flush each: two in one 20-minute window, a newer one after it
+    // (so that the compactor, run with 10m,20m ranges, compacts the first two)
+    const W: i64 = 20 * 60_000;
+    let t0 = (now_ms() - 60 * 60_000) / W * W;
+    for (job, t) in [("first", t0), ("second", t0 + W / 2), ("third", t0 + 2 * W)] {
+        let req = write_request(
+            (0..20)
+                .map(|s| {
+                    series(
+                        &[
+                            ("__name__", "corrupt_test"),
+                            ("job", job),
+                            ("s", &s.to_string()),
+                        ],
+                        &(0..20)
+                            .map(|k| (t + k * 15_000, k as f64))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect(),
+        );
+        assert_eq!(strata.push(None, &req).0, 200);
+        let (s, body) = strata.flush();
+        assert_eq!(s, 200, "{body}");
+    }
+    let blocks = bucket_blocks(&bucket, "anonymous");
+    assert_eq!(blocks.len(), 3, "{blocks:?}");
+    // flip bytes in the middle of the first block's chunk data
+    let seg = blocks[0].join("chunks").join("000001");
+    let mut data = std::fs::read(&seg).unwrap();
+    let mid = data.len() / 2;
+    for b in &mut data[mid..mid + 16] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&seg, &data).unwrap();
+    let bad = blocks[0].file_name().unwrap().to_string_lossy().to_string();
+
+    let q = StrataProc::start_http_only(
+        &tmp.path().join("q"),
+        &[
+            "querier",
+            &format!("--objstore.config-file={}", cfg.display()),
+        ],
+    );
+    let url = format!(
+        "{}/api/v1/query?query={}&time={}",
+        q.url(),
+        encode("count by (job) (count_over_time(corrupt_test[2h]))"),
+        (t0 + 3 * W) as f64 / 1000.0
+    );
+    let (status, body) = get(&url).unwrap();
+    println!("{status}: {body}");
+    assert_eq!(status, 200, "{body}");
+    // the other block's series are all there, and the warning names the bad block
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let second = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["metric"]["job"] == "second")
+        .map(|r| r["value"][1].as_str().unwrap().to_string());
+    assert_eq!(second.as_deref(), Some("20"), "{body}");
+    assert!(body.contains(r#""job":"third""#), "{body}");
+    assert!(
+        body.contains(&bad),
+        "the warning must name block {bad}: {body}"
+    );
+
+    // the compactor marks it no-compact instead of failing every pass (the one in
+    // `strata all` holds the bucket's lock: stop it first)
+    strata.terminate(Duration::from_secs(20));
+    for l in strata.log().lines().filter(|l| l.contains("compact")) {
+        println!("all: {l}");
+    }
+    assert!(
+        !blocks[0].join("no-compact-mark.json").exists(),
+        "marked before the compactor ran"
+    );
+    let out = Command::new(strata_testkit::procs::strata_bin())
+        .args(["compactor", "--objstore.config-file"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(tmp.path().join("compactor"))
+        .arg("--compaction.block-ranges=10m,20m")
+        .output()
+        .unwrap();
+    println!("compactor: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        blocks[0].join("no-compact-mark.json").exists(),
+        "no no-compact mark on {bad}"
+    );
+}

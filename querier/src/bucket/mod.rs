@@ -298,10 +298,24 @@ impl BucketReader {
             })
             .collect();
         let mut per_block = futures::stream::iter(futs).buffered(BLOCKS_IN_FLIGHT);
+        // A block whose index or chunks are corrupt costs only its own series: the
+        // answer comes from the other blocks, with a warning naming it (the compactor
+        // marks it no-compact). Any other error fails the bucket's answer.
+        let mut warnings = Vec::new();
+        let mut skip_corrupt = |r: Result<Vec<(Labels, Part)>, StoreError>| match r {
+            Err(e) if e.kind() == strata_store::ErrorKind::Corrupt => {
+                tracing::warn!(error = %e, "skipping a corrupt block");
+                warnings.push(e.to_string());
+                Ok(None)
+            }
+            r => r.map(Some),
+        };
         let series = if downsampled.is_empty() || skip_chunks {
             let mut merged: Vec<(Labels, Part)> = Vec::new();
             while let Some(r) = per_block.next().await {
-                merged = merge_block(merged, r?)?;
+                if let Some(b) = skip_corrupt(r)? {
+                    merged = merge_block(merged, b)?;
+                }
             }
             merged
         } else {
@@ -309,7 +323,11 @@ impl BucketReader {
             let mut decoded = Vec::with_capacity(plan.len());
             let mut i = 0;
             while let Some(r) = per_block.next().await {
-                let s: Result<Vec<SeriesData>, StoreError> = r?
+                let Some(b) = skip_corrupt(r)? else {
+                    i += 1;
+                    continue;
+                };
+                let s: Result<Vec<SeriesData>, StoreError> = b
                     .into_iter()
                     .map(|(l, p)| {
                         let v = p.decode().map_err(|e| {
@@ -330,6 +348,7 @@ impl BucketReader {
             series,
             blocks_read,
             downsampled,
+            warnings,
         })
     }
 
@@ -536,6 +555,8 @@ pub struct BucketSeries {
     pub blocks_read: Vec<i64>,
     /// Time ranges (inclusive) answered from downsampled blocks.
     pub downsampled: Vec<(i64, i64)>,
+    /// Blocks left out of the answer because they are corrupt, each naming the block.
+    pub warnings: Vec<String>,
 }
 
 #[cfg(test)]
