@@ -146,6 +146,21 @@ fn bench(c: &mut Criterion) {
             black_box(req.num_samples())
         })
     });
+    // The second pass for metadata and exemplars (rw_extras), with exemplars wanted:
+    // what every 1.0 push pays on top of its decode while exemplar storage is on.
+    let raw = request(t).encode_to_vec();
+    g.bench_function("decode v1", |b| {
+        b.iter(|| black_box(strata_proto::decode_write_request_ref(&raw).unwrap().len()))
+    });
+    g.bench_function("scan metadata+exemplars v1", |b| {
+        b.iter(|| {
+            black_box(
+                strata_ingester::rw_extras::scan_v1(&raw, true)
+                    .exemplars
+                    .len(),
+            )
+        })
+    });
     g.finish();
 }
 

@@ -430,10 +430,14 @@ impl IngesterRpc for PushService {
             match ingest_ref(&ing, &req.tenant, &decoded) {
                 Ok(o) => {
                     // exemplars travel as exemplar-only series after the samples
-                    let extras = crate::rw_extras::scan_v1(
-                        &req.write_request,
-                        ing.config.exemplars.max_exemplars > 0,
-                    );
+                    let extras = if decoded.num_extras() > 0 {
+                        crate::rw_extras::scan_v1(
+                            &req.write_request,
+                            ing.config.exemplars.max_exemplars > 0,
+                        )
+                    } else {
+                        crate::rw_extras::Extras::default()
+                    };
                     crate::exemplars::ingest(&ing, &req.tenant, &decoded, &extras, None);
                     let accepted_samples = o.accepted_samples as u64;
                     let (status, message) = o.status_message();

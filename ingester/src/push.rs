@@ -267,14 +267,14 @@ fn decode_and_ingest(
             },
             Ok(()) => match strata_proto::decode_write_request_ref(&buf) {
                 Ok(req) => {
-                    let extras = crate::rw_extras::scan_v1(&buf, want_exemplars);
+                    let extras = scan_v1_if_any(&req, &buf, want_exemplars);
                     ingest_ha(ing, tenant, &req, deadline, &extras, done)
                 }
                 Err(strata_proto::DecodeError::Unsupported) => {
                     match <WriteRequest as strata_proto::Message>::decode(buf.as_slice()) {
                         Ok(req) => {
-                            let extras = crate::rw_extras::scan_v1(&buf, want_exemplars);
                             let req = WriteRequestRef::from_owned(&req);
+                            let extras = scan_v1_if_any(&req, &buf, want_exemplars);
                             ingest_ha(ing, tenant, &req, deadline, &extras, done)
                         }
                         Err(e) => bad_body(strata_proto::DecodeError::Protobuf(e)),
@@ -288,6 +288,14 @@ fn decode_and_ingest(
         }
         resp
     })
+}
+
+/// A 1.0 body's metadata and exemplars, looked for only when its decode counted some.
+fn scan_v1_if_any<'a>(req: &WriteRequestRef<'_>, raw: &'a [u8], exemplars: bool) -> Extras<'a> {
+    if req.num_extras() == 0 {
+        return Extras::default();
+    }
+    crate::rw_extras::scan_v1(raw, exemplars)
 }
 
 /// [`ingest_ref`] behind the HA tracker: a non-elected replica's request is answered
@@ -382,7 +390,7 @@ pub(crate) fn ingest_v1_raw(
             )
         }
     };
-    let extras = crate::rw_extras::scan_v1(raw, ing.config.exemplars.max_exemplars > 0);
+    let extras = scan_v1_if_any(&req, raw, ing.config.exemplars.max_exemplars > 0);
     let refused = std::cell::RefCell::new(None);
     let done = |res: crate::Result<Outcome>| match res {
         Ok(o) => {

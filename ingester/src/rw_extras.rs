@@ -367,6 +367,15 @@ mod tests {
         assert_eq!(x.exemplar_labels(&e), &[("trace_id", "abc")]);
         // without exemplars wanted, the series are not looked into
         assert!(scan_v1(&raw, false).exemplars.is_empty());
+        // the sample decoder counts them, so a body without any is not scanned
+        let counted = strata_proto::decode_write_request_ref(&raw).unwrap();
+        assert_eq!(counted.num_extras(), 2);
+        let mut plain = req();
+        plain.metadata.clear();
+        plain.timeseries[1].exemplars.clear();
+        let plain = plain.encode_to_vec();
+        let counted = strata_proto::decode_write_request_ref(&plain).unwrap();
+        assert_eq!(counted.num_extras(), 0);
     }
 
     #[test]

@@ -517,6 +517,9 @@ pub struct WriteRequestRef<'a> {
     labels: Vec<(&'a str, &'a str)>,
     samples: Vec<SampleRef>,
     hist: HistogramLists,
+    /// Exemplars and metadata entries a 1.0 body carried: counted while decoding (not
+    /// decoded), so a receiver looks for them only when there are some.
+    extras: u32,
 }
 
 impl<'a> WriteRequestRef<'a> {
@@ -545,7 +548,9 @@ impl<'a> WriteRequestRef<'a> {
                 samples: (s0, out.samples.len() as u32),
                 histograms: (h0, out.hist.hists.len() as u32),
             });
+            out.extras += ts.exemplars.len() as u32;
         }
+        out.extras += req.metadata.len() as u32;
         out
     }
 
@@ -581,6 +586,12 @@ impl<'a> WriteRequestRef<'a> {
         self.samples.len()
     }
 
+    /// Exemplars and metadata entries of a decoded 1.0 body (0 for 2.0, whose are in
+    /// [`V2Extras`]).
+    pub fn num_extras(&self) -> usize {
+        self.extras as usize
+    }
+
     /// The same request without label `name` on any series (the HA tracker drops the
     /// replica label from an accepted replica's series). Samples are shared by index.
     pub fn without_label(&self, name: &str) -> WriteRequestRef<'a> {
@@ -589,6 +600,7 @@ impl<'a> WriteRequestRef<'a> {
             labels: Vec::with_capacity(self.labels.len()),
             samples: self.samples.clone(),
             hist: self.hist.clone(),
+            extras: self.extras,
         };
         for s in &self.series {
             let l0 = out.labels.len() as u32;
@@ -613,6 +625,7 @@ impl<'a> WriteRequestRef<'a> {
             labels: Vec::new(),
             samples: Vec::new(),
             hist: HistogramLists::default(),
+            extras: 0,
         };
         for &i in idx {
             let s = &self.series[i];
@@ -726,6 +739,7 @@ pub fn decode_write_request_ref(raw: &[u8]) -> Result<WriteRequestRef<'_>, Decod
         labels: Vec::with_capacity(raw.len() / 16),
         samples: Vec::with_capacity(raw.len() / 12),
         hist: HistogramLists::default(),
+        extras: 0,
     };
     match wire::write_request(raw, &mut out) {
         Some(()) => Ok(out),
@@ -754,6 +768,7 @@ pub fn decode_write_v2_ref(raw: &[u8]) -> Result<(WriteRequestRef<'_>, V2Extras)
         labels: Vec::with_capacity(raw.len() / 4),
         samples: Vec::with_capacity(raw.len() / 16),
         hist: HistogramLists::default(),
+        extras: 0,
     };
     let mut extras = V2Extras::default();
     match wire::write_v2(raw, &mut out, &mut extras) {
@@ -988,6 +1003,9 @@ mod wire {
                     return None;
                 }
                 time_series(bytes(&mut buf)?, out)?;
+            } else if tag == 3 && wt == LEN {
+                bytes(&mut buf)?;
+                out.extras += 1;
             } else {
                 skip(&mut buf, wt)?;
             }
@@ -1020,7 +1038,11 @@ mod wire {
                     }
                     histogram(bytes(&mut buf)?, &mut out.hist)?;
                 }
-                // exemplars (3) and unknown fields
+                3 if wt == LEN => {
+                    bytes(&mut buf)?;
+                    out.extras += 1;
+                }
+                // unknown fields
                 _ => skip(&mut buf, wt)?,
             }
         }
