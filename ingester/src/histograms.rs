@@ -323,42 +323,61 @@ fn check_custom_side(
     Ok(())
 }
 
+/// What both kinds share: the layout (schema, spans against bucket counts, custom
+/// bounds, zero bucket of custom-bucket histograms).
+struct Layout<'a> {
+    schema: i32,
+    custom_values: &'a [f64],
+    positive_spans: &'a [Span],
+    positive_n: usize,
+    negative_spans: &'a [Span],
+    negative_n: usize,
+    zero_count_is_zero: bool,
+    zero_threshold: f64,
+}
+
+impl Layout<'_> {
+    /// Prometheus's `Validate` checks of the layout, in its order.
+    fn check(&self) -> Result<(), HistogramError> {
+        if is_custom_buckets(self.schema) {
+            return check_custom_side(
+                self.custom_values,
+                self.positive_spans,
+                self.positive_n,
+                self.zero_count_is_zero,
+                self.zero_threshold,
+                !self.negative_spans.is_empty() || self.negative_n > 0,
+            );
+        }
+        check_spans("positive side", self.positive_spans, self.positive_n, false)?;
+        check_spans("negative side", self.negative_spans, self.negative_n, false)?;
+        if !self.custom_values.is_empty() {
+            return Err(invalid(
+                InvalidKind::Other,
+                "histogram with exponential schema must not have custom bounds".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Prometheus's `Histogram.Validate` / `FloatHistogram.Validate`.
 pub fn validate(h: &HistSample) -> Result<(), HistogramError> {
     match h {
         HistSample::Int(h) => {
-            let mut total: u64 = 0;
-            if is_custom_buckets(h.schema) {
-                check_custom_side(
-                    &h.custom_values,
-                    &h.positive_spans,
-                    h.positive_buckets.len(),
-                    h.zero_count == 0,
-                    h.zero_threshold,
-                    !h.negative_spans.is_empty() || !h.negative_buckets.is_empty(),
-                )?;
-            } else {
-                check_spans(
-                    "positive side",
-                    &h.positive_spans,
-                    h.positive_buckets.len(),
-                    false,
-                )?;
-                check_spans(
-                    "negative side",
-                    &h.negative_spans,
-                    h.negative_buckets.len(),
-                    false,
-                )?;
-                total = total.wrapping_add(sum_deltas("negative side", &h.negative_buckets)?);
-                if !h.custom_values.is_empty() {
-                    return Err(invalid(
-                        InvalidKind::Other,
-                        "histogram with exponential schema must not have custom bounds".into(),
-                    ));
-                }
+            Layout {
+                schema: h.schema,
+                custom_values: &h.custom_values,
+                positive_spans: &h.positive_spans,
+                positive_n: h.positive_buckets.len(),
+                negative_spans: &h.negative_spans,
+                negative_n: h.negative_buckets.len(),
+                zero_count_is_zero: h.zero_count == 0,
+                zero_threshold: h.zero_threshold,
             }
-            total = total.wrapping_add(sum_deltas("positive side", &h.positive_buckets)?);
+            .check()?;
+            let total = sum_deltas("negative side", &h.negative_buckets)?
+                .wrapping_add(sum_deltas("positive side", &h.positive_buckets)?);
             let in_buckets = total.wrapping_add(h.zero_count);
             if h.sum.is_nan() {
                 if in_buckets > h.count {
@@ -376,43 +395,25 @@ pub fn validate(h: &HistSample) -> Result<(), HistogramError> {
             Ok(())
         }
         HistSample::Float(h) => {
-            if is_custom_buckets(h.schema) {
-                check_custom_side(
-                    &h.custom_values,
-                    &h.positive_spans,
-                    h.positive_buckets.len(),
-                    h.zero_count == 0.0,
-                    h.zero_threshold,
-                    !h.negative_spans.is_empty() || !h.negative_buckets.is_empty(),
-                )?;
-            } else {
-                check_spans(
-                    "positive side",
-                    &h.positive_spans,
-                    h.positive_buckets.len(),
-                    false,
-                )?;
-                check_spans(
-                    "negative side",
-                    &h.negative_spans,
-                    h.negative_buckets.len(),
-                    false,
-                )?;
-                if let Some(i) = h.negative_buckets.iter().position(|c| *c < 0.0) {
-                    return Err(negative_bucket("negative side", i, h.negative_buckets[i]));
-                }
-                if h.zero_count < 0.0 {
-                    return Err(invalid(
-                        InvalidKind::NegativeBucketCount,
-                        format!("zero bucket has observation count of {}: histogram has a bucket whose observation count is negative", h.zero_count),
-                    ));
-                }
-                if !h.custom_values.is_empty() {
-                    return Err(invalid(
-                        InvalidKind::Other,
-                        "histogram with exponential schema must not have custom bounds".into(),
-                    ));
-                }
+            Layout {
+                schema: h.schema,
+                custom_values: &h.custom_values,
+                positive_spans: &h.positive_spans,
+                positive_n: h.positive_buckets.len(),
+                negative_spans: &h.negative_spans,
+                negative_n: h.negative_buckets.len(),
+                zero_count_is_zero: h.zero_count == 0.0,
+                zero_threshold: h.zero_threshold,
+            }
+            .check()?;
+            if let Some(i) = h.negative_buckets.iter().position(|c| *c < 0.0) {
+                return Err(negative_bucket("negative side", i, h.negative_buckets[i]));
+            }
+            if h.zero_count < 0.0 {
+                return Err(invalid(
+                    InvalidKind::NegativeBucketCount,
+                    format!("zero bucket has observation count of {}: histogram has a bucket whose observation count is negative", h.zero_count),
+                ));
             }
             if h.count < 0.0 {
                 return Err(invalid(
