@@ -212,3 +212,103 @@ remote_write:
         ex_before
     );
 }
+
+/// POST with curl to see the answer's headers: (status, lowercased head).
+fn post_head(url: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("body");
+    std::fs::write(&f, body).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", "--data-binary"])
+        .arg(format!("@{}", f.display()))
+        .args(["-H", &format!("Content-Type: {content_type}")])
+        .args([
+            "-H",
+            "Content-Encoding: snappy",
+            "-H",
+            "X-Scope-OrgID: v2",
+            url,
+        ])
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head)
+}
+
+/// Remote write 2.0's per-series metadata (named after the series without a
+/// histogram's `_count`) and exemplars, and the `Exemplars-Written` count (a duplicate
+/// is accepted, not written again).
+#[test]
+fn remote_write_2_metadata_and_exemplars() {
+    use strata_proto::write_v2;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = StrataProc::start_all(tmp.path(), &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let symbols = [
+        "",
+        "__name__",
+        "rpc_seconds_count",
+        "job",
+        "api",
+        "trace_id",
+        "t1",
+        "Calls.",
+        "seconds",
+    ];
+    let req = |t: i64| write_v2::Request {
+        symbols: symbols.iter().map(|s| s.to_string()).collect(),
+        timeseries: vec![write_v2::TimeSeries {
+            labels_refs: vec![1, 2, 3, 4],
+            samples: vec![write_v2::Sample {
+                value: 3.0,
+                timestamp: t,
+            }],
+            exemplars: vec![write_v2::Exemplar {
+                labels_refs: vec![5, 6],
+                value: 0.25,
+                timestamp: t,
+            }],
+            metadata: Some(write_v2::Metadata {
+                r#type: write_v2::metadata::MetricType::Histogram as i32,
+                help_ref: 7,
+                unit_ref: 8,
+            }),
+            ..Default::default()
+        }],
+    };
+    let url = format!("{}/api/v1/push", s.url());
+    let ct = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
+    let body = strata_proto::encode_snappy_message(&req(now));
+    let (status, head) = post_head(&url, ct, &body);
+    assert!((200..300).contains(&status), "{head}");
+    assert!(
+        head.contains("x-prometheus-remote-write-exemplars-written: 1"),
+        "{head}"
+    );
+    let (_, head) = post_head(&url, ct, &body);
+    assert!(
+        head.contains("x-prometheus-remote-write-exemplars-written: 0"),
+        "{head}"
+    );
+    assert_eq!(
+        get_data(&format!("{}/api/v1/metadata", s.url()), "v2"),
+        serde_json::json!({"rpc_seconds": [{"type": "histogram", "help": "Calls.", "unit": "seconds"}]})
+    );
+    let ex = get_data(
+        &format!(
+            "{}/api/v1/query_exemplars?query=rpc_seconds_count&start=0&end={}",
+            s.url(),
+            now / 1000 + 60
+        ),
+        "v2",
+    );
+    assert_eq!(
+        ex[0]["exemplars"][0]["labels"],
+        serde_json::json!({"trace_id": "t1"})
+    );
+    assert_eq!(ex[0]["exemplars"][0]["value"], "0.25");
+}
