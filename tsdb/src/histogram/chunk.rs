@@ -238,69 +238,6 @@ impl HistogramChunk {
         append_sample(self, prev, t, h)
     }
 
-    /// Prometheus's `appendable`: whether `h` may follow the chunk's last sample.
-    fn appendable(&self, h: &Histogram) -> Appendable {
-        let mut r = Appendable {
-            hint: CounterResetHeader::NotCounterReset,
-            ..Appendable::default()
-        };
-        if self.num > 0 && self.counter_reset_header() == CounterResetHeader::Gauge {
-            return r;
-        }
-        if h.counter_reset_hint == CounterResetHint::CounterReset {
-            r.hint = CounterResetHeader::CounterReset;
-            return r;
-        }
-        if is_stale_nan(h.sum) {
-            r.ok = true;
-            return r;
-        }
-        if is_stale_nan(self.sum) {
-            r.hint = CounterResetHeader::Unknown;
-            return r;
-        }
-        if h.count < self.cnt {
-            r.hint = CounterResetHeader::CounterReset;
-            return r;
-        }
-        if h.schema != self.schema || h.zero_threshold != self.zero_threshold {
-            r.hint = CounterResetHeader::Unknown;
-            return r;
-        }
-        if is_custom_buckets(h.schema) && !bounds_match(&h.custom_values, &self.custom_values) {
-            r.hint = CounterResetHeader::CounterReset;
-            return r;
-        }
-        if h.zero_count < self.z_cnt {
-            r.hint = CounterResetHeader::CounterReset;
-            return r;
-        }
-        let Some((p_fwd, p_bwd)) = expand_spans_and_buckets(
-            &self.p_spans,
-            &h.positive_spans,
-            running(&self.p_buckets),
-            running(&h.positive_buckets),
-        ) else {
-            r.hint = CounterResetHeader::CounterReset;
-            return r;
-        };
-        let Some((n_fwd, n_bwd)) = expand_spans_and_buckets(
-            &self.n_spans,
-            &h.negative_spans,
-            running(&self.n_buckets),
-            running(&h.negative_buckets),
-        ) else {
-            r.hint = CounterResetHeader::CounterReset;
-            return r;
-        };
-        r.p_fwd = p_fwd;
-        r.p_bwd = p_bwd;
-        r.n_fwd = n_fwd;
-        r.n_bwd = n_bwd;
-        r.ok = true;
-        r
-    }
-
     /// Prometheus's `recode`: the chunk's samples re-encoded with `inserts` applied and
     /// the new spans, header kept.
     fn recode(
@@ -446,7 +383,14 @@ trait ChunkOps: Sized {
     fn num(&self) -> u16;
     fn header(&self) -> CounterResetHeader;
     fn set_hdr(&mut self, h: CounterResetHeader);
-    fn appendable(&self, h: &Self::S) -> Appendable;
+    /// The header a new chunk gets when `h` follows a gauge chunk (Prometheus's integer
+    /// and float appenders differ here).
+    const AFTER_GAUGE: CounterResetHeader;
+    /// Whether `h`'s count (`zero`: zero-bucket count) is below the last sample's.
+    fn count_dropped(&self, h: &Self::S, zero: bool) -> bool;
+    /// [`expand_spans_and_buckets`] of the last sample's buckets against `h`'s,
+    /// positive then negative.
+    fn expand(&self, h: &Self::S) -> Option<[(Vec<Insert>, Vec<Insert>); 2]>;
     /// The header of a chunk the head cut after `prev`, from `prev.appendable(h)`:
     /// integer chunks take its header, float chunks only tell a reset from none.
     fn first_header(a: &Appendable) -> CounterResetHeader;
@@ -525,8 +469,29 @@ impl ChunkOps for HistogramChunk {
     fn set_hdr(&mut self, h: CounterResetHeader) {
         self.set_counter_reset_header(h)
     }
-    fn appendable(&self, h: &Histogram) -> Appendable {
-        HistogramChunk::appendable(self, h)
+    const AFTER_GAUGE: CounterResetHeader = CounterResetHeader::NotCounterReset;
+    fn count_dropped(&self, h: &Histogram, zero: bool) -> bool {
+        if zero {
+            h.zero_count < self.z_cnt
+        } else {
+            h.count < self.cnt
+        }
+    }
+    fn expand(&self, h: &Histogram) -> Option<[(Vec<Insert>, Vec<Insert>); 2]> {
+        Some([
+            expand_spans_and_buckets(
+                &self.p_spans,
+                &h.positive_spans,
+                running(&self.p_buckets),
+                running(&h.positive_buckets),
+            )?,
+            expand_spans_and_buckets(
+                &self.n_spans,
+                &h.negative_spans,
+                running(&self.n_buckets),
+                running(&h.negative_buckets),
+            )?,
+        ])
     }
     fn first_header(a: &Appendable) -> CounterResetHeader {
         a.hint
@@ -566,8 +531,29 @@ impl ChunkOps for FloatHistogramChunk {
     fn set_hdr(&mut self, h: CounterResetHeader) {
         self.set_counter_reset_header(h)
     }
-    fn appendable(&self, h: &FloatHistogram) -> Appendable {
-        FloatHistogramChunk::appendable(self, h)
+    const AFTER_GAUGE: CounterResetHeader = CounterResetHeader::Unknown;
+    fn count_dropped(&self, h: &FloatHistogram, zero: bool) -> bool {
+        if zero {
+            h.zero_count < self.z_cnt.value
+        } else {
+            h.count < self.cnt.value
+        }
+    }
+    fn expand(&self, h: &FloatHistogram) -> Option<[(Vec<Insert>, Vec<Insert>); 2]> {
+        Some([
+            expand_spans_and_buckets(
+                &self.p_spans,
+                &h.positive_spans,
+                self.p_buckets.iter().map(|x| x.value),
+                h.positive_buckets.iter().copied(),
+            )?,
+            expand_spans_and_buckets(
+                &self.n_spans,
+                &h.negative_spans,
+                self.n_buckets.iter().map(|x| x.value),
+                h.negative_buckets.iter().copied(),
+            )?,
+        ])
     }
     fn first_header(a: &Appendable) -> CounterResetHeader {
         if a.hint == CounterResetHeader::CounterReset {
@@ -608,14 +594,14 @@ where
         let header = match (h.hint(), prev) {
             (CounterResetHint::Gauge, _) => CounterResetHeader::Gauge,
             (CounterResetHint::CounterReset, _) => CounterResetHeader::CounterReset,
-            (_, Some(p)) => C::first_header(&p.appendable(h)),
+            (_, Some(p)) => C::first_header(&appendable(p, h)),
             (_, None) => CounterResetHeader::Unknown,
         };
         c.set_hdr(header);
         return AppendOutcome::Appended;
     }
     let (p_fwd, n_fwd, p_bwd, n_bwd, merged) = if h.hint() != CounterResetHint::Gauge {
-        let a = c.appendable(h);
+        let a = appendable(c, h);
         if !a.ok || a.hint != CounterResetHeader::NotCounterReset {
             let mut n = C::fresh();
             n.set_hdr(a.hint);
@@ -722,6 +708,54 @@ where
         out.push((first, last, c.into_data()));
     }
     out
+}
+
+/// Prometheus's `appendable`: whether `h` may follow the chunk's last sample, with the
+/// inserts it needs, and the counter-reset header a new chunk gets if it does not (float
+/// chunks: a reset, else unknown; their `counterReset` flag as a header).
+fn appendable<C: ChunkOps>(c: &C, h: &C::S) -> Appendable
+where
+    C::S: SampleOps,
+{
+    let no = |hint| Appendable {
+        hint,
+        ..Appendable::default()
+    };
+    if c.num() > 0 && c.header() == CounterResetHeader::Gauge {
+        return no(C::AFTER_GAUGE);
+    }
+    if h.hint() == CounterResetHint::CounterReset {
+        return no(CounterResetHeader::CounterReset);
+    }
+    let ok = |[(p_fwd, p_bwd), (n_fwd, n_bwd)]: [(Vec<Insert>, Vec<Insert>); 2]| Appendable {
+        p_fwd,
+        n_fwd,
+        p_bwd,
+        n_bwd,
+        ok: true,
+        hint: CounterResetHeader::NotCounterReset,
+    };
+    if is_stale_nan(h.sum()) {
+        return ok(Default::default());
+    }
+    let (schema, zt, custom, _, _, stale) = c.layout();
+    let (hs, hzt, hcustom) = h.layout();
+    if stale {
+        return no(CounterResetHeader::Unknown);
+    }
+    if c.count_dropped(h, false) {
+        return no(CounterResetHeader::CounterReset);
+    }
+    if hs != schema || hzt != zt {
+        return no(CounterResetHeader::Unknown);
+    }
+    if (is_custom_buckets(hs) && !bounds_match(hcustom, custom)) || c.count_dropped(h, true) {
+        return no(CounterResetHeader::CounterReset);
+    }
+    match c.expand(h) {
+        Some(e) => ok(e),
+        None => no(CounterResetHeader::CounterReset),
+    }
 }
 
 /// Prometheus's `appendableGauge`; `None` when `h` needs a new chunk.
@@ -1118,83 +1152,6 @@ impl FloatHistogramChunk {
         append_sample(self, prev, t, h)
     }
 
-    /// Prometheus's float `appendable`, its `counterReset` result as the header a new
-    /// chunk gets: a reset, else unknown when `h` does not fit, "not a reset" when it does.
-    fn appendable(&self, h: &FloatHistogram) -> Appendable {
-        let r = self.appendable_inner(h);
-        Appendable {
-            hint: if r.counter_reset {
-                CounterResetHeader::CounterReset
-            } else if r.ok {
-                CounterResetHeader::NotCounterReset
-            } else {
-                CounterResetHeader::Unknown
-            },
-            p_fwd: r.p_fwd,
-            n_fwd: r.n_fwd,
-            p_bwd: r.p_bwd,
-            n_bwd: r.n_bwd,
-            ok: r.ok,
-        }
-    }
-
-    fn appendable_inner(&self, h: &FloatHistogram) -> FloatAppendable {
-        let mut r = FloatAppendable::default();
-        if self.num > 0 && self.counter_reset_header() == CounterResetHeader::Gauge {
-            return r;
-        }
-        if h.counter_reset_hint == CounterResetHint::CounterReset {
-            r.counter_reset = true;
-            return r;
-        }
-        if is_stale_nan(h.sum) {
-            r.ok = true;
-            return r;
-        }
-        if is_stale_nan(self.sum.value) {
-            return r;
-        }
-        if h.count < self.cnt.value {
-            r.counter_reset = true;
-            return r;
-        }
-        if h.schema != self.schema || h.zero_threshold != self.zero_threshold {
-            return r;
-        }
-        if is_custom_buckets(h.schema) && !bounds_match(&h.custom_values, &self.custom_values) {
-            r.counter_reset = true;
-            return r;
-        }
-        if h.zero_count < self.z_cnt.value {
-            r.counter_reset = true;
-            return r;
-        }
-        let Some((p_fwd, p_bwd)) = expand_spans_and_buckets(
-            &self.p_spans,
-            &h.positive_spans,
-            self.p_buckets.iter().map(|x| x.value),
-            h.positive_buckets.iter().copied(),
-        ) else {
-            r.counter_reset = true;
-            return r;
-        };
-        let Some((n_fwd, n_bwd)) = expand_spans_and_buckets(
-            &self.n_spans,
-            &h.negative_spans,
-            self.n_buckets.iter().map(|x| x.value),
-            h.negative_buckets.iter().copied(),
-        ) else {
-            r.counter_reset = true;
-            return r;
-        };
-        r.p_fwd = p_fwd;
-        r.p_bwd = p_bwd;
-        r.n_fwd = n_fwd;
-        r.n_bwd = n_bwd;
-        r.ok = true;
-        r
-    }
-
     fn recode(
         &self,
         p_ins: &[Insert],
@@ -1288,16 +1245,6 @@ impl FloatHistogramChunk {
         self.t = t;
         self.t_delta = t_delta;
     }
-}
-
-#[derive(Default)]
-struct FloatAppendable {
-    p_fwd: Vec<Insert>,
-    n_fwd: Vec<Insert>,
-    p_bwd: Vec<Insert>,
-    n_bwd: Vec<Insert>,
-    ok: bool,
-    counter_reset: bool,
 }
 
 /// Decodes float histogram chunk data (Prometheus's `floatHistogramIterator`).
