@@ -431,7 +431,12 @@ impl Frontend {
             .unwrap_or_else(|e| e.into_inner())
             .shard_queries += sent;
         let answers = futures::future::try_join_all(queries.iter().map(|qs| {
-            futures::future::try_join_all(qs.iter().map(|q| self.fetch_query(ctx, q, start, end)))
+            futures::future::try_join_all(qs.iter().map(|q| async move {
+                // Mimir's max-parallelism bounds parts and shards in flight together, so
+                // one sharded query never fills its tenant's queue by itself.
+                let _slot = ctx.shard_slots.acquire().await;
+                self.fetch_query(ctx, q, start, end).await
+            }))
         }))
         .await?;
         let mut out = Matrix::default();
@@ -545,6 +550,8 @@ struct QueryCtx<'a> {
     spent: Mutex<Spent>,
     /// The query's shard plan and shards per part, when it is sharded.
     shard: Option<(ShardPlan, u64)>,
+    /// Shard queries of this query in flight at once (`--query-frontend.max-parallelism`).
+    shard_slots: tokio::sync::Semaphore,
 }
 
 impl QueryCtx<'_> {
@@ -600,6 +607,7 @@ async fn range(
         max_cache_time: now_ms() - fe.config.max_freshness_ms,
         spent: Mutex::new(Spent::default()),
         shard,
+        shard_slots: tokio::sync::Semaphore::new(fe.config.max_parallelism.max(1)),
     };
     let split_done = began.elapsed();
     let (fe_ref, ctx_ref) = (&*fe, &ctx);

@@ -353,6 +353,28 @@ fn sharded_range_answers_equal_prometheus_and_the_unsharded_querier() {
         "{body}"
     );
 
+    // Many shards of many parts, one slot downstream and a short tenant queue: the
+    // query's own shard queries (at most --query-frontend.max-parallelism in flight)
+    // do not fill its queue, and the answer is the same.
+    let narrow = start_frontend(
+        &tmp.path().join("fe-narrow"),
+        &querier.url(),
+        &[
+            "--query-range.split-interval=20m",
+            "--query-frontend.query-sharding-total-shards=16",
+            "--query-frontend.max-parallelism=4",
+            "--query-frontend.max-concurrent=1",
+            "--query-frontend.max-outstanding-requests-per-tenant=10",
+        ],
+    );
+    let q = "sum by (method) (rate(http_requests_total[5m]))";
+    let path = range_path(q, start, end, step);
+    let (code, ours) = get(&format!("{}{path}", narrow.url())).unwrap();
+    let (_, unsharded) = get(&format!("{}{path}", querier.url())).unwrap();
+    assert_eq!(code, 200, "{ours}");
+    assert_eq!(differ(q, &ours, &unsharded, false), None);
+    assert!(narrow.metric("strata_query_frontend_sharded_queries_total") >= 16.0 * 5.0);
+
     // The querier's side: every series is in exactly one shard, and a shard is a part.
     let count = |q: &str| -> f64 {
         let path = format!("/api/v1/query?query={}&time={}", encode(q), secs(start));
