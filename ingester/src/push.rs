@@ -509,7 +509,7 @@ fn append_error(e: AppendError) -> SeriesError {
 /// them in the order they were accepted. Series refs are placeholders until a new
 /// series exists.
 #[derive(Default)]
-struct HistBuf {
+pub(crate) struct HistBuf {
     runs: Vec<HistRun>,
 }
 
@@ -543,7 +543,7 @@ impl HistBuf {
         (self.runs.len(), self.runs.last().map_or(0, HistRun::len))
     }
 
-    fn push(&mut self, r: u64, t: i64, h: HistSample) {
+    pub(crate) fn push(&mut self, r: u64, t: i64, h: HistSample) {
         match (self.runs.last_mut(), h) {
             (Some(HistRun::Int(c, v)), HistSample::Int(h)) if *c == is_custom_buckets(h.schema) => {
                 v.push((r, t, h))
@@ -593,18 +593,23 @@ impl HistBuf {
         self.since(m).map(|(_, t)| t).max()
     }
 
-    fn records<'a>(&'a self, recs: &mut Vec<Record<'a>>) {
+    /// The WAL records, one per run (or per `max` entries of a run), in order.
+    pub(crate) fn records<'a>(&'a self, max: usize, recs: &mut Vec<Record<'a>>) {
         for run in &self.runs {
-            recs.push(match run {
-                HistRun::Int(custom_buckets, entries) => Record::Histograms {
-                    custom_buckets: *custom_buckets,
-                    entries,
-                },
-                HistRun::Float(custom_buckets, entries) => Record::FloatHistograms {
-                    custom_buckets: *custom_buckets,
-                    entries,
-                },
-            });
+            match run {
+                HistRun::Int(custom_buckets, entries) => {
+                    recs.extend(entries.chunks(max).map(|e| Record::Histograms {
+                        custom_buckets: *custom_buckets,
+                        entries: e,
+                    }))
+                }
+                HistRun::Float(custom_buckets, entries) => {
+                    recs.extend(entries.chunks(max).map(|e| Record::FloatHistograms {
+                        custom_buckets: *custom_buckets,
+                        entries: e,
+                    }))
+                }
+            }
         }
     }
 
@@ -938,7 +943,7 @@ pub fn ingest_ref_until(
             entries: &samples_buf,
         });
     }
-    hists_buf.records(&mut recs);
+    hists_buf.records(usize::MAX, &mut recs);
     // Log first, under the lock; fsync after releasing it so concurrent pushes share one
     // fsync (group commit).
     let logged = if recs.is_empty() {

@@ -338,23 +338,21 @@ impl TenantDb {
         for chunk in samples.chunks(100_000) {
             recs.push(Record::Samples { entries: chunk });
         }
-        let (hists, float_hists) = checkpoint_histograms(&self.head, since);
-        for (custom_buckets, entries) in &hists {
-            for chunk in entries.chunks(10_000) {
-                recs.push(Record::Histograms {
-                    custom_buckets: *custom_buckets,
-                    entries: chunk,
-                });
+        // In time order per series, as runs of one record type (a series that switches
+        // between integer and float histograms replays as it was written).
+        let mut hists = crate::push::HistBuf::default();
+        self.head.for_each_histogram_since(since, |r, hs| {
+            use crate::histograms::HistSample;
+            use strata_tsdb::head::HistogramSample;
+            for (t, h) in hs {
+                let h = match h {
+                    HistogramSample::Histogram(h) => HistSample::Int(h.clone()),
+                    HistogramSample::FloatHistogram(h) => HistSample::Float(h.clone()),
+                };
+                hists.push(r.0, *t, h);
             }
-        }
-        for (custom_buckets, entries) in &float_hists {
-            for chunk in entries.chunks(10_000) {
-                recs.push(Record::FloatHistograms {
-                    custom_buckets: *custom_buckets,
-                    entries: chunk,
-                });
-            }
-        }
+        });
+        hists.records(10_000, &mut recs);
         let exemplars = checkpoint_exemplars(&self.lock_exemplars(), &series);
         for chunk in exemplars.chunks(10_000) {
             recs.push(Record::Exemplars { entries: chunk });
@@ -453,36 +451,6 @@ impl TenantDb {
 
 /// Shared handle.
 pub type Tenant = Arc<TenantDb>;
-
-/// Integer and float histogram samples the head holds at or after `since`, each split
-/// by custom buckets (`true`) or not: the WAL keeps them in different record types.
-#[allow(clippy::type_complexity)]
-fn checkpoint_histograms(
-    head: &strata_tsdb::head::Head,
-    since: i64,
-) -> (
-    [(bool, Vec<strata_tsdb::wal::RefHistogram>); 2],
-    [(bool, Vec<strata_tsdb::wal::RefFloatHistogram>); 2],
-) {
-    use strata_tsdb::head::HistogramSample;
-    use strata_tsdb::histogram::is_custom_buckets;
-    let mut ints = [(false, Vec::new()), (true, Vec::new())];
-    let mut floats = [(false, Vec::new()), (true, Vec::new())];
-    head.for_each_histogram_since(since, |r, hs| {
-        for (t, h) in hs {
-            match h {
-                HistogramSample::Histogram(h) => ints[usize::from(is_custom_buckets(h.schema))]
-                    .1
-                    .push((r.0, *t, h.clone())),
-                HistogramSample::FloatHistogram(h) => floats
-                    [usize::from(is_custom_buckets(h.schema))]
-                .1
-                .push((r.0, *t, h.clone())),
-            }
-        }
-    });
-    (ints, floats)
-}
 
 /// The exemplar store as the WAL left it: exemplar records whose series the head knows,
 /// in log order (so the newest survive when there are more than the store holds).

@@ -312,3 +312,53 @@ fn the_bucket_limit_reduces_resolution_or_refuses() {
         "{msg}"
     );
 }
+
+/// A block cut rewrites the WAL as a checkpoint of what the head keeps: histograms kept
+/// there (a series switching from float to integer histograms included) replay after a
+/// crash as they were.
+#[test]
+fn a_checkpoint_keeps_histograms_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = 60_000;
+    let b0 = (now_ms() - 40 * m).div_euclid(10 * m) * 10 * m;
+    let float_hist = |t: i64, i: i64| Histogram {
+        count: Some(Count::CountFloat(2.0 + i as f64)),
+        sum: 1.0,
+        schema: 0,
+        positive_spans: vec![BucketSpan {
+            offset: 0,
+            length: 1,
+        }],
+        positive_counts: vec![2.0 + i as f64],
+        timestamp: t,
+        ..Default::default()
+    };
+    let before;
+    {
+        let ing = open(dir.path(), &["--tsdb.block-duration=10m"]);
+        for i in 0..30 {
+            let t = b0 + i * m;
+            // minutes 0..24 float, 25..29 integer histograms (a checkpoint writing
+            // all integer ones first would replay the float ones as out of order)
+            let h = if i < 25 {
+                float_hist(t, i)
+            } else {
+                int_hist(t, i as u64)
+            };
+            let out =
+                push::ingest(&ing, "team", request(vec![series("lat", &[], vec![h])])).unwrap();
+            assert_eq!(out.accepted_histograms, 1, "{:?}", out.first_error);
+        }
+        before = head_histograms(&ing, "lat");
+        let cut = ing.tenant("team").unwrap().cut_blocks(false).unwrap();
+        assert_eq!(cut.len(), 2);
+    }
+    let ing = open(dir.path(), &["--tsdb.block-duration=10m"]);
+    let after = head_histograms(&ing, "lat");
+    let kept: Vec<_> = before
+        .into_iter()
+        .filter(|(t, _)| *t >= b0 + 20 * m)
+        .collect();
+    assert_eq!(after.len(), 10);
+    assert_eq!(after, kept);
+}
