@@ -312,3 +312,73 @@ fn remote_write_2_metadata_and_exemplars() {
     );
     assert_eq!(ex[0]["exemplars"][0]["value"], "0.25");
 }
+
+/// A standalone ingester and a querier that reads it over gRPC (not in process):
+/// metadata and exemplars arrive through the `strata.metadata.v1` services; the
+/// ingester answers `/api/v1/metadata` itself too.
+#[test]
+fn querier_reads_metadata_and_exemplars_over_grpc() {
+    use strata_proto::prometheus::{metric_metadata::MetricType, Exemplar, Label, MetricMetadata};
+    use strata_testkit::strata::{series, write_request};
+    let tmp = tempfile::tempdir().unwrap();
+    let ing = StrataProc::start_with_grpc(
+        &tmp.path().join("ing"),
+        &[
+            "ingester",
+            &format!("--tsdb.path={}", tmp.path().join("ing").display()),
+        ],
+    );
+    let q = StrataProc::start_http_only(
+        &tmp.path().join("q"),
+        &[
+            "querier",
+            &format!("--endpoint=127.0.0.1:{}", ing.grpc_port),
+        ],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut s = series(&[("__name__", "jobs_total"), ("queue", "a")], &[(now, 1.0)]);
+    s.exemplars = vec![Exemplar {
+        labels: vec![Label {
+            name: "trace_id".into(),
+            value: "abc".into(),
+        }],
+        value: 1.0,
+        timestamp: now,
+    }];
+    let mut req = write_request(vec![s]);
+    req.metadata = vec![MetricMetadata {
+        r#type: MetricType::Counter as i32,
+        metric_family_name: "jobs".into(),
+        help: "Jobs done.".into(),
+        unit: String::new(),
+    }];
+    let (code, body) = ing.push(Some("t"), &req);
+    assert_eq!(code, 200, "{body}");
+    let want = serde_json::json!({"jobs": [{"type": "counter", "help": "Jobs done.", "unit": ""}]});
+    assert_eq!(get_data(&format!("{}/api/v1/metadata", q.url()), "t"), want);
+    assert_eq!(
+        get_data(&format!("{}/api/v1/metadata", ing.url()), "t"),
+        want
+    );
+    assert_eq!(
+        get_data(&format!("{}/api/v1/metadata", q.url()), "other"),
+        serde_json::json!({})
+    );
+    let ex = get_data(
+        &format!(
+            "{}/api/v1/query_exemplars?query={}&start=0&end={}",
+            q.url(),
+            encode(r#"jobs_total{queue="a"}"#),
+            now / 1000 + 60
+        ),
+        "t",
+    );
+    assert_eq!(
+        ex[0]["seriesLabels"],
+        serde_json::json!({"__name__": "jobs_total", "queue": "a"})
+    );
+    assert_eq!(ex[0]["exemplars"][0]["labels"]["trace_id"], "abc");
+}
