@@ -51,13 +51,31 @@ pub struct Report {
     pub crashes: Vec<Crash>,
 }
 
-/// A signal from an error: its message with digits removed, so offsets and lengths in
-/// messages do not make every input look new.
+/// A signal from an error: its message without what varies from input to input —
+/// numbers, hexadecimal words (checksums) and quoted text (label names, snippets of the
+/// input) — so that only a new *kind* of error counts as new.
 pub fn error_signal(e: &dyn std::fmt::Display) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for c in e.to_string().chars().filter(|c| !c.is_ascii_digit()) {
-        c.hash(&mut h);
+    let msg = e.to_string();
+    let mut norm = String::with_capacity(msg.len());
+    let mut quote: Option<char> = None;
+    for word in msg.split_inclusive(|c: char| !c.is_alphanumeric()) {
+        let mut kept = String::new();
+        for c in word.chars() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == '"' || c == '`' || c == '\'' => quote = Some(c),
+                None => kept.push(c),
+            }
+        }
+        let core = kept.trim_end_matches(|c: char| !c.is_alphanumeric());
+        if core.chars().all(|c| c.is_ascii_hexdigit()) {
+            kept = kept[core.len()..].to_string();
+        }
+        norm.push_str(&kept);
     }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    norm.hash(&mut h);
     h.finish() | 1
 }
 
@@ -226,4 +244,20 @@ pub fn target(name: &str) -> Option<Target> {
 /// Random bytes (for the mutator's tests and seeds).
 pub fn random_bytes(rng: &mut SmallRng, n: usize) -> Vec<u8> {
     (0..n).map(|_| rng.random()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_signals_ignore_what_varies_per_input() {
+        let a = error_signal(&"chunk checksum mismatch: stored fd80edfe, computed a7dab7a4");
+        let b = error_signal(&"chunk checksum mismatch: stored 0123abcd, computed 99");
+        assert_eq!(a, b);
+        let c = error_signal(&r#"unexpected character "x" in label "job""#);
+        let d = error_signal(&r#"unexpected character "{" in label "instance""#);
+        assert_eq!(c, d);
+        assert_ne!(a, c);
+    }
 }
