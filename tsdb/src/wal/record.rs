@@ -478,6 +478,8 @@ impl Header {
 // Samples: uvarint(n) [ uvarint(base_ref) varint(base_t)
 //                       { varint(ref - base_ref) varint(t - base_t) f64 bits LE } ]
 // where base_* are the first entry's; deltas wrap, so every i64/u64 round-trips.
+// Native histogram samples (kinds 7-10) and exemplars (4): `wal/histogram.rs` and
+// `crate::exemplars`.
 
 fn encode_series<'l>(
     buf: &mut Vec<u8>,
