@@ -472,22 +472,12 @@ fn identifiers(q: &str) -> HashSet<String> {
 }
 
 /// Skip rules for features this engine does not implement.
-fn rule_skip(
-    c: &EvalCase,
-    nhcb_names: &HashSet<String>,
-    session_skip: &Option<String>,
-) -> Option<String> {
+fn rule_skip(c: &EvalCase, session_skip: &Option<String>) -> Option<String> {
     if let Some(r) = session_skip {
         return Some(r.clone());
     }
     let q = &c.query;
     let ids = identifiers(q);
-    if ids.iter().any(|i| nhcb_names.contains(i)) {
-        return Some(
-            "load_with_nhcb: classic buckets converted to custom-bucket histograms (runner does not convert)"
-                .into(),
-        );
-    }
     for (f, why) in [
         ("info", "info() function"),
         ("fill", "binop fill modifiers"),
@@ -845,6 +835,105 @@ fn check_range_consistency(
     Ok(())
 }
 
+/// `load_with_nhcb`: classic `_bucket`/`_count`/`_sum` series gathered per base series
+/// and timestamp, converted to custom-bucket histograms as Prometheus's `convertnhcb`
+/// does (cumulative `le` counts become per-bucket counts; the count defaults to the
+/// highest bucket's; a missing `+Inf` bucket is added with the count).
+#[derive(Default)]
+struct Nhcb {
+    /// Base series → time → (`le` → cumulative count, count, sum).
+    series: BTreeMap<Labels, BTreeMap<i64, NhcbPoint>>,
+}
+
+#[derive(Default)]
+struct NhcbPoint {
+    buckets: Vec<(f64, f64)>,
+    count: Option<f64>,
+    sum: f64,
+}
+
+impl Nhcb {
+    fn add(&mut self, labels: &Labels, samples: &[(i64, f64)]) {
+        let Some(name) = labels.get("__name__") else {
+            return;
+        };
+        let (base, kind) = if let Some(b) = name.strip_suffix("_bucket") {
+            (b, 0)
+        } else if let Some(b) = name.strip_suffix("_count") {
+            (b, 1)
+        } else if let Some(b) = name.strip_suffix("_sum") {
+            (b, 2)
+        } else {
+            return;
+        };
+        let le = if kind == 0 {
+            match labels.get("le").and_then(parse_number) {
+                Some(le) if !le.is_nan() => Some(le),
+                _ => return,
+            }
+        } else {
+            None
+        };
+        let key = labels.without(&["le"]).with("__name__", base);
+        let m = self.series.entry(key).or_default();
+        for &(t, v) in samples {
+            let p = m.entry(t).or_default();
+            match (kind, le) {
+                (0, Some(le)) => p.buckets.push((le, v)),
+                (1, _) => p.count = Some(v),
+                _ => p.sum = v,
+            }
+        }
+    }
+
+    fn store(self, st: &MemStorage) -> Result<(), String> {
+        for (labels, points) in self.series {
+            let mut hists = Vec::new();
+            for (t, mut p) in points {
+                p.buckets
+                    .sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+                let count = p
+                    .count
+                    .or_else(|| p.buckets.last().map(|b| b.1))
+                    .unwrap_or(0.0);
+                if p.buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+                    p.buckets.push((f64::INFINITY, count));
+                }
+                if p.buckets.last().is_some_and(|b| b.1 != count) {
+                    return Err(format!("count mismatch for {labels} at {t}"));
+                }
+                let mut prev = 0.0;
+                let counts: Vec<(i32, f64)> = p
+                    .buckets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| {
+                        let c = b.1 - prev;
+                        prev = b.1;
+                        (i as i32, c)
+                    })
+                    .collect();
+                let (positive_spans, positive_buckets) = hist::build(&counts);
+                let h = FloatHistogram {
+                    schema: strata_tsdb::histogram::CUSTOM_BUCKETS_SCHEMA,
+                    count,
+                    sum: p.sum,
+                    positive_spans,
+                    positive_buckets,
+                    custom_values: p.buckets[..p.buckets.len() - 1]
+                        .iter()
+                        .map(|b| b.0)
+                        .collect(),
+                    ..Default::default()
+                };
+                hists.push((t, hist::compact(&h)));
+            }
+            st.add_mixed(labels, Vec::new(), hists);
+        }
+        Ok(())
+    }
+}
+
 /// Run every case of one test file's text.
 pub fn run_script(file: &str, text: &str, skips: &HashMap<(String, usize), String>) -> FileReport {
     run_script_on(MemStorage::new(), file, text, skips)
@@ -878,7 +967,6 @@ pub fn run_script_on(
             )
         })
         .collect();
-    let mut hist_names: HashSet<String> = HashSet::new();
     let mut session_skip: Option<String> = None;
     let mut i = 0;
     while i < lines.len() {
@@ -897,7 +985,6 @@ pub fn run_script_on(
         match word {
             "clear" => {
                 st.clear();
-                hist_names.clear();
                 session_skip = None;
             }
             "load" | "load_with_nhcb" => {
@@ -914,6 +1001,7 @@ pub fn run_script_on(
                         continue;
                     }
                 };
+                let mut nhcb = Nhcb::default();
                 for (bln, bl) in block {
                     if bl.contains("@st")
                         || bl
@@ -934,13 +1022,6 @@ pub fn run_script_on(
                                 session_skip =
                                     Some("type_and_unit labels (__type__/__unit__)".into());
                             }
-                            if word == "load_with_nhcb" {
-                                if let Some(n) = labels.get("__name__") {
-                                    if let Some(base) = n.strip_suffix("_bucket") {
-                                        hist_names.insert(base.to_string());
-                                    }
-                                }
-                            }
                             let mut samples: Vec<(i64, f64)> = Vec::new();
                             let mut hists: Vec<(i64, FloatHistogram)> = Vec::new();
                             for (k, s) in vals.into_iter().enumerate() {
@@ -950,6 +1031,9 @@ pub fn run_script_on(
                                     Slot::Hist(h, _) => hists.push((t, *h)),
                                     Slot::Gap => {}
                                 }
+                            }
+                            if word == "load_with_nhcb" {
+                                nhcb.add(&labels, &samples);
                             }
                             if hists.is_empty() {
                                 st.add(labels, samples);
@@ -963,6 +1047,13 @@ pub fn run_script_on(
                             outcome: Outcome::Fail(format!("load: {e}")),
                         }),
                     }
+                }
+                if let Err(e) = nhcb.store(&st) {
+                    report.cases.push(CaseResult {
+                        line: ln,
+                        query: l.clone(),
+                        outcome: Outcome::Fail(format!("load_with_nhcb: {e}")),
+                    });
                 }
             }
             w if w.starts_with("eval") => {
@@ -1068,7 +1159,7 @@ pub fn run_script_on(
                     Outcome::Fail(format!("bad eval command: {e}"))
                 } else if let Some(r) = skips.get(&(file.to_string(), ln)) {
                     Outcome::Skip(r.clone())
-                } else if let Some(r) = rule_skip(&c, &hist_names, &session_skip) {
+                } else if let Some(r) = rule_skip(&c, &session_skip) {
                     Outcome::Skip(r)
                 } else {
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

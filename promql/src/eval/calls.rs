@@ -473,11 +473,11 @@ impl Evaluator<'_> {
         let keys: HashSet<Labels> = classic
             .iter()
             .filter(|s| s.labels.get("le").is_some())
-            .map(|s| s.labels.without(&["le", METRIC_NAME]))
+            .map(|s| s.labels.without(&["le"]))
             .collect();
         let mut clash: HashSet<Labels> = HashSet::new();
         native.retain(|s| {
-            let k = s.labels.without(&[METRIC_NAME]);
+            let k = s.labels.clone();
             if keys.contains(&k) {
                 self.warn(super::anno::mixed_classic_native(
                     s.labels.get(METRIC_NAME).unwrap_or(""),
@@ -489,7 +489,7 @@ impl Evaluator<'_> {
             }
         });
         if !clash.is_empty() {
-            classic.retain(|s| !clash.contains(&s.labels.without(&["le", METRIC_NAME])));
+            classic.retain(|s| !clash.contains(&s.labels.without(&["le"])));
         }
     }
 
@@ -518,7 +518,7 @@ impl Evaluator<'_> {
                     continue;
                 }
             };
-            let key = s.labels.without(&["le", METRIC_NAME]);
+            let key = s.labels.without(&["le"]);
             let gi = *groups.entry(key.clone()).or_insert_with(|| {
                 group_labels.push((key, true));
                 group_labels.len() - 1
