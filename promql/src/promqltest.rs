@@ -485,10 +485,6 @@ fn rule_skip(c: &EvalCase, session_skip: &Option<String>) -> Option<String> {
         ("fill_right", "binop fill modifiers"),
         ("anchored", "extended range selectors (anchored)"),
         ("smoothed", "extended range selectors (smoothed)"),
-        (
-            "histogram_quantiles",
-            "native histograms: histogram_quantiles",
-        ),
         ("start_timestamp", "start timestamps"),
         (
             "limit_ratio",

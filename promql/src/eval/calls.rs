@@ -415,6 +415,31 @@ impl Evaluator<'_> {
                 Ok(Val::Vector(out))
             }
             "histogram_quantile" => self.eval_histogram_quantile(&args, ctx),
+            "histogram_quantiles" => {
+                // histogram_quantiles(v, "label", q1, q2, …): histogram_quantile per
+                // quantile, told apart by `label` set to the quantile.
+                let label = self.eval_string(args[1], ctx)?;
+                if !valid_label_name(&label) {
+                    return exec(format!("invalid quantile label name {label:?}"));
+                }
+                let mut out = Out::default();
+                for q_expr in &args[2..] {
+                    let q = self.eval_scalar(q_expr, ctx)?;
+                    let Val::Vector(v) = self.eval_histogram_quantile(&[q_expr, args[0]], ctx)?
+                    else {
+                        continue;
+                    };
+                    for s in v {
+                        for (t, x) in s.pts {
+                            let i = ((t - ctx.start) / ctx.step) as usize;
+                            let l = s.labels.with(&label, &openmetrics_float(q[i]));
+                            let slot = out.slot(l, s.drop_name);
+                            out.push_at(slot, t, x)?;
+                        }
+                    }
+                }
+                Ok(Val::Vector(out.finish()))
+            }
             _ => exec(format!("function {name:?} is not supported")),
         }
     }
@@ -557,6 +582,17 @@ impl Evaluator<'_> {
         })?;
         out.retain(|s| !s.pts.is_empty());
         Ok(out)
+    }
+}
+
+/// Prometheus's `labels.FormatOpenMetricsFloat`: Go's shortest `%g`, with `.0` after
+/// an integer.
+fn openmetrics_float(f: f64) -> String {
+    let s = crate::histogram::go_g(f);
+    if f.is_finite() && f == f.floor() && !s.contains(['e', '.']) {
+        format!("{s}.0")
+    } else {
+        s
     }
 }
 
