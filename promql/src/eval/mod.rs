@@ -556,13 +556,18 @@ impl<'a> Evaluator<'a> {
         buf: &'s mut Vec<(i64, f64)>,
     ) -> Result<&'s [(i64, f64)]> {
         let pts = s.load(buf)?;
+        self.count_windows(rd, pts);
+        Ok(pts)
+    }
+
+    /// A selector's samples count once per step window they are in.
+    fn count_windows<T>(&mut self, rd: &RangeData, pts: &[(i64, T)]) {
         if rd.selector {
             let mut w = Windows::default();
             for &r in &rd.refs {
                 self.queryable += w.next(pts, r, rd.range).len() as u64;
             }
         }
-        Ok(pts)
     }
 
     /// [`Self::load_range`] for the series' histogram samples.
@@ -573,12 +578,7 @@ impl<'a> Evaluator<'a> {
         buf: &'s mut Vec<HPoint>,
     ) -> Result<&'s [HPoint]> {
         let pts = s.load_hists(buf)?;
-        if rd.selector {
-            let mut w = Windows::default();
-            for &r in &rd.refs {
-                self.queryable += w.next(pts, r, rd.range).len() as u64;
-            }
-        }
+        self.count_windows(rd, pts);
         Ok(pts)
     }
 
