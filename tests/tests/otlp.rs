@@ -74,7 +74,9 @@ resource = Resource.create({
     "deployment.environment": "test",
     "host.name": "h1",
 })
-provider = MeterProvider(resource=resource, metric_readers=[reader])
+from opentelemetry.sdk.metrics.view import View, ExponentialBucketHistogramAggregation
+provider = MeterProvider(resource=resource, metric_readers=[reader], views=[
+    View(instrument_name="rpc.payload", aggregation=ExponentialBucketHistogramAggregation())])
 meter = provider.get_meter("checkout", "1.2.3")
 
 requests = meter.create_counter("http.server.requests", unit="{request}", description="Requests served.")
@@ -94,6 +96,10 @@ meter.create_observable_gauge("cpu.utilization", unit="1",
 duration = meter.create_histogram("http.server.duration", unit="ms")
 for v in (5, 50, 500):
     duration.record(v, {"http.route": "/a"})
+
+payload = meter.create_histogram("rpc.payload", unit="By")
+for v in (100, 1000, 1000, 10000):
+    payload.record(v, {"rpc": "get"})
 
 ok = provider.force_flush(30000)
 provider.shutdown()
@@ -204,6 +210,8 @@ fn opentelemetry_sdk_series_follow_prometheus_translation() {
             &[("http_route", "/a"), ("le", le)],
         ));
     }
+    // the exponential histogram: one native histogram series, no suffixes but the unit
+    want.insert(with("rpc_payload_bytes", &[("rpc", "get")]));
     // target_info: the other resource attributes (the SDK adds telemetry.sdk.*)
     want.insert(with(
         "target_info",
@@ -245,6 +253,15 @@ fn opentelemetry_sdk_series_follow_prometheus_translation() {
         let q = format!(r#"http_server_duration_milliseconds_bucket{{le="{le}"}}"#);
         assert_eq!(value(&s, "otel", &q), n, "{q}");
     }
+    // the exponential histogram as a native histogram: count, sum, and a quantile
+    // inside the bucket that holds 1000 (OTLP's buckets are (base^i, base^(i+1)])
+    assert_eq!(value(&s, "otel", "histogram_count(rpc_payload_bytes)"), 4.0);
+    assert_eq!(
+        value(&s, "otel", "histogram_sum(rpc_payload_bytes)"),
+        12100.0
+    );
+    let median = value(&s, "otel", "histogram_quantile(0.5, rpc_payload_bytes)");
+    assert!((900.0..=1100.0).contains(&median), "median {median}");
     // metadata: type, help and unit as Prometheus records them
     let (_, body) = get_with(
         &format!(
@@ -276,8 +293,9 @@ fn otlp_json_gzip_partial_success_and_errors() {
     let s = StrataProc::start_all(tmp.path(), &[]);
     let url = format!("{}/otlp/v1/metrics", s.url());
     let t = now_ns();
-    // a summary, a cumulative sum, a delta sum and an exponential histogram: the
-    // last two are refused as a partial success, the others stored
+    // a summary, a cumulative sum, a delta sum and two exponential histograms: the
+    // delta sum and the histogram of scale -5 are refused as a partial success, the
+    // others stored (the other histogram as a native histogram)
     let body = format!(
         r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"api"}}}}]}},
         "scopeMetrics":[{{"metrics":[
@@ -286,7 +304,8 @@ fn otlp_json_gzip_partial_success_and_errors() {
              "attributes":[{{"key":"0rpc","value":{{"stringValue":"x"}}}}]}}]}}}},
           {{"name":"bytes.sent","unit":"By","sum":{{"aggregationTemporality":2,"isMonotonic":true,"dataPoints":[{{"timeUnixNano":"{t}","asInt":"1024"}}]}}}},
           {{"name":"jobs.done","sum":{{"aggregationTemporality":1,"isMonotonic":true,"dataPoints":[{{"timeUnixNano":"{t}","asInt":"1"}},{{"timeUnixNano":"{t}","asInt":"2"}}]}}}},
-          {{"name":"size","exponentialHistogram":{{"aggregationTemporality":2,"dataPoints":[{{"timeUnixNano":"{t}","count":"1"}}]}}}}
+          {{"name":"size","exponentialHistogram":{{"aggregationTemporality":2,"dataPoints":[{{"timeUnixNano":"{t}","count":"3","sum":6.0,"scale":0,"zeroCount":"1","positive":{{"offset":0,"bucketCounts":["1","1"]}}}}]}}}},
+          {{"name":"coarse","exponentialHistogram":{{"aggregationTemporality":2,"dataPoints":[{{"timeUnixNano":"{t}","count":"1","scale":-5,"positive":{{"bucketCounts":["1"]}}}}]}}}}
         ]}}]}}]}}"#
     );
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -310,7 +329,10 @@ fn otlp_json_gzip_partial_success_and_errors() {
         msg.contains("invalid temporality") && msg.contains("jobs.done"),
         "{msg}"
     );
-    assert!(msg.contains("exponential histogram"), "{msg}");
+    assert!(
+        msg.contains("coarse") && msg.contains("Scale must be >= -4, was -5"),
+        "{msg}"
+    );
     let got = series_of(&s, "j", r#"{job="api"}"#);
     let names: BTreeSet<String> = got
         .iter()
@@ -322,12 +344,17 @@ fn otlp_json_gzip_partial_success_and_errors() {
             "bytes_sent_total",
             "rpc_latency_seconds",
             "rpc_latency_seconds_count",
-            "rpc_latency_seconds_sum"
+            "rpc_latency_seconds_sum",
+            "size"
         ]
         .into_iter()
         .map(String::from)
         .collect()
     );
+    // schema 0, zero bucket 1, OTLP buckets (1,2] and (2,4] as native buckets 1 and 2
+    assert_eq!(value(&s, "j", "histogram_count(size)"), 3.0);
+    assert_eq!(value(&s, "j", "histogram_sum(size)"), 6.0);
+    assert_eq!(value(&s, "j", "histogram_fraction(0, 2, size)"), 2.0 / 3.0);
     assert!(got.contains(&labels(&[
         ("__name__", "rpc_latency_seconds"),
         ("job", "api"),

@@ -290,7 +290,7 @@ struct Histogram {
 #[serde(rename_all = "camelCase")]
 struct ExpHistogram {
     #[serde(default, alias = "data_points")]
-    data_points: Vec<serde::de::IgnoredAny>,
+    data_points: Vec<ExpHistogramPoint>,
     #[serde(
         default,
         alias = "aggregation_temporality",
@@ -323,6 +323,53 @@ struct NumberPoint {
     exemplars: Vec<Exemplar>,
     #[serde(default)]
     flags: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExpHistogramPoint {
+    #[serde(default)]
+    attributes: Vec<KeyValue>,
+    #[serde(default, alias = "start_time_unix_nano", deserialize_with = "uint64")]
+    start_time_unix_nano: u64,
+    #[serde(default, alias = "time_unix_nano", deserialize_with = "uint64")]
+    time_unix_nano: u64,
+    #[serde(default, deserialize_with = "uint64")]
+    count: u64,
+    #[serde(default, deserialize_with = "opt_double")]
+    sum: Option<f64>,
+    #[serde(default)]
+    scale: i32,
+    #[serde(default, alias = "zero_count", deserialize_with = "uint64")]
+    zero_count: u64,
+    #[serde(default)]
+    positive: Option<ExpBuckets>,
+    #[serde(default)]
+    negative: Option<ExpBuckets>,
+    #[serde(default)]
+    exemplars: Vec<Exemplar>,
+    #[serde(default)]
+    flags: u32,
+    #[serde(default, alias = "zero_threshold", deserialize_with = "double")]
+    zero_threshold: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExpBuckets {
+    #[serde(default)]
+    offset: i32,
+    #[serde(default, alias = "bucket_counts", deserialize_with = "uint64s")]
+    bucket_counts: Vec<u64>,
+}
+
+impl From<ExpBuckets> for exponential_histogram_data_point::Buckets {
+    fn from(b: ExpBuckets) -> Self {
+        exponential_histogram_data_point::Buckets {
+            offset: b.offset,
+            bucket_counts: b.bucket_counts,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -499,14 +546,24 @@ impl From<Metric> for m::Metric {
                 aggregation_temporality: h.aggregation_temporality,
             }))
         } else if let Some(h) = x.exponential_histogram {
-            // only counted (they are refused): empty points of the right number
             Some(metric::Data::ExponentialHistogram(
                 m::ExponentialHistogram {
                     data_points: h
                         .data_points
-                        .iter()
-                        .map(|_| m::ExponentialHistogramDataPoint {
-                            positive: None::<exponential_histogram_data_point::Buckets>,
+                        .into_iter()
+                        .map(|p| m::ExponentialHistogramDataPoint {
+                            attributes: kvs(p.attributes),
+                            start_time_unix_nano: p.start_time_unix_nano,
+                            time_unix_nano: p.time_unix_nano,
+                            count: p.count,
+                            sum: p.sum,
+                            scale: p.scale,
+                            zero_count: p.zero_count,
+                            positive: p.positive.map(Into::into),
+                            negative: p.negative.map(Into::into),
+                            flags: p.flags,
+                            exemplars: p.exemplars.into_iter().map(Into::into).collect(),
+                            zero_threshold: p.zero_threshold,
                             ..Default::default()
                         })
                         .collect(),

@@ -8,8 +8,8 @@
 //! * gauges and non-monotonic sums are gauges, monotonic cumulative sums counters;
 //!   delta temporality is refused (as Prometheus without its delta feature flags);
 //! * histograms: `_bucket{le}` (cumulative), `_sum`, `_count`; summaries: `{quantile}`,
-//!   `_sum`, `_count`; exponential histograms are refused until native histograms are
-//!   stored;
+//!   `_sum`, `_count`; exponential histograms become integer native histograms
+//!   (`exponentialToNativeHistogram`, scales above 8 merged down to 8);
 //! * `service.namespace`/`service.name` → `job`, `service.instance.id` → `instance`, the
 //!   other resource attributes on `target_info` (and promoted to every series when listed
 //!   in `--distributor.otel-promote-resource-attributes`);
@@ -20,12 +20,16 @@ use std::collections::BTreeMap;
 use strata_proto::otlp::collector::ExportMetricsServiceRequest;
 use strata_proto::otlp::common::{any_value, AnyValue, KeyValue};
 use strata_proto::otlp::metrics::{
-    exemplar, metric, number_data_point, AggregationTemporality, Exemplar as OtlpExemplar, Gauge,
-    NumberDataPoint, Sum,
+    exemplar, exponential_histogram_data_point, metric, number_data_point, AggregationTemporality,
+    Exemplar as OtlpExemplar, ExponentialHistogramDataPoint, Gauge, NumberDataPoint, Sum,
 };
 use strata_proto::prometheus::{
     metric_metadata::MetricType, Exemplar, Label, MetricMetadata, Sample, TimeSeries, WriteRequest,
 };
+
+/// Prometheus's `defaultZeroThreshold` for exponential histograms (OTLP's own
+/// `zero_threshold` is not used, as Prometheus does not).
+const DEFAULT_ZERO_THRESHOLD: f64 = 1e-128;
 
 /// Prometheus's staleness marker.
 const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
@@ -508,13 +512,11 @@ pub fn translate(req: &ExportMetricsServiceRequest, settings: &Settings) -> Tran
                         h.data_points.len(),
                     ),
                     metric::Data::Summary(s) => (Kind::Summary, None, s.data_points.len()),
-                    metric::Data::ExponentialHistogram(h) => {
-                        out.reject(h.data_points.len(), format!(
-                            "exponential histogram {:?}: exponential histograms become Prometheus native histograms, which Strata does not store yet",
-                            m.name
-                        ));
-                        continue;
-                    }
+                    metric::Data::ExponentialHistogram(h) => (
+                        Kind::Histogram,
+                        Some(h.aggregation_temporality),
+                        h.data_points.len(),
+                    ),
                 };
                 if temporality.is_some_and(|t| t != AggregationTemporality::Cumulative as i32) {
                     out.reject(
@@ -552,6 +554,7 @@ pub fn translate(req: &ExportMetricsServiceRequest, settings: &Settings) -> Tran
                         unit: unit_name(&m.unit),
                     },
                 );
+                let mut point_errors: Vec<String> = Vec::new();
                 let ts = &mut out.request.timeseries;
                 let mut seen = |t: i64| {
                     earliest = earliest.min(t);
@@ -653,7 +656,28 @@ pub fn translate(req: &ExportMetricsServiceRequest, settings: &Settings) -> Tran
                             }
                         }
                     }
-                    metric::Data::ExponentialHistogram(_) => {}
+                    metric::Data::ExponentialHistogram(h) => {
+                        for p in &h.data_points {
+                            let t = ms(p.time_unix_nano);
+                            let hist = match exponential_to_native(p, t) {
+                                Ok(hist) => hist,
+                                Err(why) => {
+                                    point_errors.push(format!("metric {:?}: {why}", m.name));
+                                    continue;
+                                }
+                            };
+                            seen(t);
+                            let base = point_labels(&p.attributes, &res);
+                            let mut s = series(&name, &base, None, t, 0.0);
+                            s.samples.clear();
+                            s.histograms.push(hist);
+                            s.exemplars = exemplars(&p.exemplars);
+                            ts.push(s);
+                        }
+                    }
+                }
+                for why in point_errors {
+                    out.reject(1, why);
                 }
             }
         }
@@ -722,9 +746,188 @@ fn target_info(
     });
 }
 
+/// An OTLP exponential histogram point as Prometheus's integer native histogram
+/// (`exponentialToNativeHistogram`): scales above 8 are merged down to 8, scales below
+/// -4 refused, bucket indexes moved by one (OTLP's bucket 0 is `(1, base]`, Prometheus's
+/// `(base^-1, 1]`), the reset hint left unknown, no recorded value → a stale marker.
+fn exponential_to_native(
+    p: &ExponentialHistogramDataPoint,
+    t: i64,
+) -> Result<strata_proto::prometheus::Histogram, String> {
+    use strata_proto::prometheus::histogram::{Count, ZeroCount};
+    if p.scale < -4 {
+        return Err(format!(
+            "cannot convert exponential to native histogram. Scale must be >= -4, was {}",
+            p.scale
+        ));
+    }
+    let scale_down = (p.scale - 8).max(0);
+    let layout = |b: &Option<exponential_histogram_data_point::Buckets>| match b {
+        Some(b) => buckets_layout(&b.bucket_counts, b.offset, scale_down),
+        None => (Vec::new(), Vec::new()),
+    };
+    let (positive_spans, positive_deltas) = layout(&p.positive);
+    let (negative_spans, negative_deltas) = layout(&p.negative);
+    let (sum, count) = if p.flags & NO_RECORDED_VALUE != 0 {
+        (f64::from_bits(STALE_NAN), STALE_NAN)
+    } else {
+        (p.sum.unwrap_or(0.0), p.count)
+    };
+    Ok(strata_proto::prometheus::Histogram {
+        count: Some(Count::CountInt(count)),
+        sum,
+        schema: p.scale.min(8),
+        zero_threshold: DEFAULT_ZERO_THRESHOLD,
+        zero_count: Some(ZeroCount::ZeroCountInt(p.zero_count)),
+        negative_spans,
+        negative_deltas,
+        positive_spans,
+        positive_deltas,
+        timestamp: t,
+        ..Default::default()
+    })
+}
+
+/// Dense OTLP buckets (`offset`, counts) as sparse native-histogram spans and deltas,
+/// `2^scale_down` buckets merged into one (Prometheus's `convertBucketsLayout`, from
+/// client_golang's `makeBuckets`: gaps of up to two empty buckets are filled, longer
+/// ones start a new span).
+fn buckets_layout(
+    counts: &[u64],
+    offset: i32,
+    scale_down: i32,
+) -> (Vec<strata_proto::prometheus::BucketSpan>, Vec<i64>) {
+    use strata_proto::prometheus::BucketSpan;
+    if counts.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let mut spans = vec![BucketSpan {
+        offset: (offset >> scale_down) + 1,
+        length: 0,
+    }];
+    let mut deltas = Vec::new();
+    let mut prev = 0i64;
+    let mut push = |spans: &mut Vec<BucketSpan>, count: i64| {
+        if let Some(last) = spans.last_mut() {
+            last.length += 1;
+        }
+        deltas.push(count - prev);
+        prev = count;
+    };
+    let mut idx = (offset >> scale_down) + 1;
+    let mut count = 0i64;
+    let fill_gap =
+        |spans: &mut Vec<BucketSpan>, gap: i32, push: &mut dyn FnMut(&mut Vec<BucketSpan>, i64)| {
+            if gap > 2 {
+                spans.push(BucketSpan {
+                    offset: gap,
+                    length: 0,
+                });
+            } else {
+                for _ in 0..gap {
+                    push(spans, 0);
+                }
+            }
+        };
+    for (i, c) in counts.iter().enumerate() {
+        let next = ((i as i32 + offset) >> scale_down) + 1;
+        if next == idx {
+            count += *c as i64;
+            continue;
+        }
+        if count == 0 {
+            count = *c as i64;
+            continue;
+        }
+        fill_gap(&mut spans, next - idx - 1, &mut push);
+        push(&mut spans, count);
+        count = *c as i64;
+        idx = next;
+    }
+    let gap = ((counts.len() as i32 + offset - 1) >> scale_down) + 1 - idx;
+    fill_gap(&mut spans, gap, &mut push);
+    push(&mut spans, count);
+    (spans, deltas)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Prometheus's `TestConvertBucketsLayout` cases, at scale-downs 0, 1 and 2.
+    #[test]
+    fn exponential_buckets_become_native_spans_as_prometheus_converts_them() {
+        let span = |offset, length| strata_proto::prometheus::BucketSpan { offset, length };
+        let cases: &[(
+            i32,
+            &[u64],
+            i32,
+            Vec<strata_proto::prometheus::BucketSpan>,
+            &[i64],
+        )] = &[
+            (0, &[4, 3, 2, 1], 0, vec![span(1, 4)], &[4, -1, -1, -1]),
+            (0, &[4, 3, 2, 1], 1, vec![span(1, 2)], &[7, -4]),
+            (0, &[4, 3, 2, 1], 2, vec![span(1, 1)], &[10]),
+            (1, &[4, 3, 2, 1], 0, vec![span(2, 4)], &[4, -1, -1, -1]),
+            (1, &[4, 3, 2, 1], 1, vec![span(1, 3)], &[4, 1, -4]),
+            (1, &[4, 3, 2, 1], 2, vec![span(1, 2)], &[9, -8]),
+            (
+                4,
+                &[4, 2, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                0,
+                vec![span(5, 4), span(12, 1)],
+                &[4, -2, -2, 2, -1],
+            ),
+            (
+                4,
+                &[4, 2, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                1,
+                vec![span(3, 2), span(6, 1)],
+                &[6, -4, -1],
+            ),
+            (
+                4,
+                &[4, 2, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                2,
+                vec![span(2, 1), span(3, 1)],
+                &[8, -7],
+            ),
+        ];
+        for (offset, counts, down, spans, deltas) in cases {
+            let (s, d) = buckets_layout(counts, *offset, *down);
+            assert_eq!(
+                (&s, d.as_slice()),
+                (spans, *deltas),
+                "offset {offset}, scale down {down}"
+            );
+        }
+        assert_eq!(buckets_layout(&[], 3, 0), (Vec::new(), Vec::new()));
+    }
+
+    #[test]
+    fn exponential_points_above_scale_8_merge_down_and_below_minus_4_are_refused() {
+        let p = ExponentialHistogramDataPoint {
+            scale: 10,
+            count: 10,
+            sum: Some(5.0),
+            zero_count: 1,
+            positive: Some(exponential_histogram_data_point::Buckets {
+                offset: 0,
+                bucket_counts: vec![4, 3, 2, 0],
+            }),
+            ..Default::default()
+        };
+        let h = exponential_to_native(&p, 1000).unwrap();
+        assert_eq!(h.schema, 8);
+        assert_eq!(h.positive_deltas, vec![9]);
+        assert_eq!(h.zero_threshold, 1e-128);
+        let low = ExponentialHistogramDataPoint { scale: -5, ..p };
+        let e = exponential_to_native(&low, 1000).unwrap_err();
+        assert_eq!(
+            e,
+            "cannot convert exponential to native histogram. Scale must be >= -4, was -5"
+        );
+    }
 
     #[test]
     fn names_as_prometheus() {
