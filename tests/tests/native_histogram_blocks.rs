@@ -50,7 +50,7 @@ fn counter(i: i64) -> Histogram {
         offset: -1,
         length: 2,
     }];
-    if i >= 50 && i < 80 {
+    if (50..80).contains(&i) {
         pos.push(k);
         spans.push(Span {
             offset: 2,
@@ -250,7 +250,7 @@ fn blocks_in(dir: &Path) -> Vec<PathBuf> {
                 .map(|e| e.path())
                 .filter(|p| {
                     p.join("meta.json").exists()
-                        && p.file_name().and_then(|n| n.to_str()).map_or(false, |n| {
+                        && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
                             n.len() == 26 && n.chars().all(|c| c.is_ascii_alphanumeric())
                         })
                 })

@@ -857,14 +857,11 @@ mod tests {
     /// Prometheus's `TestConvertBucketsLayout` cases, at scale-downs 0, 1 and 2.
     #[test]
     fn exponential_buckets_become_native_spans_as_prometheus_converts_them() {
-        let span = |offset, length| strata_proto::prometheus::BucketSpan { offset, length };
-        let cases: &[(
-            i32,
-            &[u64],
-            i32,
-            Vec<strata_proto::prometheus::BucketSpan>,
-            &[i64],
-        )] = &[
+        use strata_proto::prometheus::BucketSpan;
+        let span = |offset, length| BucketSpan { offset, length };
+        // (offset, counts, scale down, spans, deltas)
+        type Case<'a> = (i32, &'a [u64], i32, Vec<BucketSpan>, &'a [i64]);
+        let cases: &[Case] = &[
             (0, &[4, 3, 2, 1], 0, vec![span(1, 4)], &[4, -1, -1, -1]),
             (0, &[4, 3, 2, 1], 1, vec![span(1, 2)], &[7, -4]),
             (0, &[4, 3, 2, 1], 2, vec![span(1, 1)], &[10]),
