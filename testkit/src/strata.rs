@@ -168,6 +168,11 @@ impl StrataProc {
         drop(std::mem::replace(self, me));
     }
 
+    /// The process id (for signals sent from another thread).
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
     /// SIGKILL, no chance to clean up.
     pub fn kill9(&mut self) {
         self.proc.kill();
