@@ -1,13 +1,21 @@
 //! The synchronous part of a compaction: merge opened blocks series by series into a
 //! [`BlockWriter`], and downsample one block into another.
+//!
+//! Chunks of any encoding (XOR floats, native histograms, float histograms) are merged:
+//! chunks that do not overlap are copied as they are; overlapping ones (vertical
+//! compaction, HA replicas) are decoded, merged by time or by the penalty algorithm and
+//! re-cut with the head's rules (`dedup::cut_samples`), so histogram chunks get the
+//! counter-reset headers and sizes Prometheus's head would give them. Downsampling
+//! aggregates float series; histogram chunks are kept raw (see docs/compactor.md).
 
 use std::collections::{BTreeMap, HashSet};
 
 use strata_tsdb::block::{Block, BlockWriter, SeriesChunks};
 use strata_tsdb::chunkenc::{ChunkCutter, EncodedChunk, Encoding};
-use strata_tsdb::dedup::merge_pair;
+use strata_tsdb::dedup::{self, merge_pair, merge_pair_samples, Sample};
 use strata_tsdb::downsample::{downsample_aggr, downsample_raw, AggrChunk};
 use strata_tsdb::labels::Labels;
+use strata_tsdb::tombstones::is_deleted;
 use ulid::Ulid;
 
 /// Why a merge failed.
@@ -21,7 +29,7 @@ pub(crate) enum MergeError {
     Write(String),
 }
 
-type Samples = Vec<(i64, f64)>;
+type Samples = Vec<(i64, Sample)>;
 
 /// An input of a merge: an open block and the replica it comes from (the values of the
 /// replica labels among its external labels; empty without dedup).
@@ -87,7 +95,7 @@ pub(crate) fn merge_into(
                     .or_default()
                     .entry(rep)
                     .or_default();
-                *slot = merge_by_time(vec![std::mem::take(slot), samples]);
+                *slot = dedup::merge_by_time(vec![std::mem::take(slot), samples]);
             }
             continue;
         }
@@ -104,11 +112,8 @@ pub(crate) fn merge_into(
                 "series {labels} exists both with and without a replica label; cannot deduplicate"
             )));
         }
-        let merged = replicas
-            .into_values()
-            .reduce(|acc, s| merge_pair(&acc, &s, false))
-            .unwrap_or_default();
-        w.add_series(labels, cut(&merged, chunk_range))
+        let chunks = merge_replicas(replicas.into_values().collect(), chunk_range);
+        w.add_series(labels, chunks)
             .map_err(|e| MergeError::Write(e.to_string()))?;
     }
     Ok(())
@@ -148,15 +153,6 @@ fn merge_series(
     if !overlap && !tombstoned && replicas.len() < 2 {
         return Ok(raw);
     }
-    if raw.iter().any(|c| c.encoding != Encoding::Xor) {
-        let l = &parts[0].1.labels;
-        return Err(MergeError::Halt(format!(
-            "series {l}: overlapping {} chunks cannot be merged",
-            raw.iter()
-                .find(|c| c.encoding != Encoding::Xor)
-                .map_or("", |c| c.encoding.as_str())
-        )));
-    }
     // Per replica, merge by time; then replicas by penalty.
     let mut per_replica: Vec<(&str, Vec<Samples>)> = Vec::new();
     for (i, s) in parts {
@@ -169,36 +165,65 @@ fn merge_series(
     }
     let merged = per_replica
         .into_iter()
-        .map(|(_, runs)| merge_by_time(runs))
-        .reduce(|acc, s| merge_pair(&acc, &s, false))
+        .map(|(_, runs)| dedup::merge_by_time(runs))
+        .collect();
+    Ok(merge_replicas(merged, chunk_range))
+}
+
+/// Merge replicas of one series (each sorted by time, unique timestamps) with the
+/// penalty algorithm and cut the result into chunks. Float-only series keep the float
+/// path (XOR chunks cut as before); a series with any histogram sample is re-cut with
+/// the head's rules, whose chunk kinds follow the samples.
+fn merge_replicas(replicas: Vec<Samples>, chunk_range: i64) -> Vec<EncodedChunk> {
+    let floats_only = replicas
+        .iter()
+        .all(|r| r.iter().all(|(_, s)| matches!(s, Sample::Float(_))));
+    if floats_only {
+        let merged = replicas
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|(t, s)| match s {
+                        Sample::Float(v) => (t, v),
+                        _ => unreachable!("checked: floats only"),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .reduce(|acc, s| merge_pair(&acc, &s, false))
+            .unwrap_or_default();
+        return cut(&merged, chunk_range);
+    }
+    let merged = replicas
+        .into_iter()
+        .reduce(|acc, s| merge_pair_samples(&acc, &s))
         .unwrap_or_default();
-    Ok(cut(&merged, chunk_range))
+    dedup::cut_samples(&merged, chunk_range.max(1))
 }
 
+/// Every sample of a series in one block, whatever its chunks' encodings, tombstones
+/// applied.
 fn decode(b: &Block, s: &SeriesChunks) -> Result<Samples, MergeError> {
-    if let Some(c) = s.chunks.iter().find(|c| {
-        b.chunks()
-            .chunk(c.chunk_ref)
-            .is_ok_and(|(e, _)| e != Encoding::Xor)
-    }) {
-        return Err(MergeError::Halt(format!(
-            "series {}: chunk [{}, {}] is not a float chunk; cannot merge it sample by sample",
-            s.labels, c.min_time, c.max_time
-        )));
+    let mut raw = Vec::with_capacity(s.chunks.len());
+    for c in &s.chunks {
+        let (encoding, data) = b.chunks().chunk(c.chunk_ref).map_err(corrupt(b))?;
+        raw.push(EncodedChunk {
+            min_time: c.min_time,
+            max_time: c.max_time,
+            encoding,
+            data: data.to_vec(),
+        });
     }
-    b.samples(s, i64::MIN, i64::MAX).map_err(corrupt(b))
-}
-
-/// Merge sorted runs by timestamp; on equal timestamps the earlier run wins.
-fn merge_by_time(runs: Vec<Samples>) -> Samples {
-    let mut runs: Vec<Samples> = runs.into_iter().filter(|r| !r.is_empty()).collect();
-    if runs.len() <= 1 {
-        return runs.pop().unwrap_or_default();
+    let mut out = dedup::decode_samples(&raw).map_err(|e| {
+        MergeError::Corrupt(
+            b.meta().ulid,
+            format!("series {}: chunk data: {e}", s.labels),
+        )
+    })?;
+    let dels = b.tombstones().get(s.series_ref);
+    if !dels.is_empty() {
+        out.retain(|(t, _)| !is_deleted(dels, *t));
     }
-    let mut all: Samples = runs.into_iter().flatten().collect();
-    all.sort_by_key(|s| s.0);
-    all.dedup_by_key(|s| s.0);
-    all
+    Ok(out)
 }
 
 fn cut(samples: &[(i64, f64)], chunk_range: i64) -> Vec<EncodedChunk> {
@@ -209,44 +234,94 @@ fn cut(samples: &[(i64, f64)], chunk_range: i64) -> Vec<EncodedChunk> {
     c.finish()
 }
 
+/// A chunk of a run of one kind (float or histogram) in a series being downsampled.
+type RunChunk<'a> = (strata_tsdb::index::ChunkMeta, Encoding, &'a [u8]);
+
 /// Downsample every series of `b` (raw or 5m) to `resolution` into `w`.
+///
+/// A series' chunks are taken in runs of one kind, as Thanos cuts them: runs of float
+/// chunks become aggregate chunks; runs of native histogram chunks are kept raw (the
+/// query path reads them in a downsampled block as in a raw one), re-cut only where
+/// tombstones delete some of their samples.
 pub(crate) fn downsample_into(
     b: &Block,
     resolution: i64,
     w: &mut BlockWriter,
 ) -> Result<(), MergeError> {
     let in_res = crate::plan::resolution(b.meta());
+    let dels_of = |s: &SeriesChunks| b.tombstones().get(s.series_ref);
     for s in b.select(&[], i64::MIN, i64::MAX).map_err(corrupt(b))? {
         let s = s.map_err(corrupt(b))?;
-        let chunks = if in_res == 0 {
-            let samples = b.samples(&s, i64::MIN, i64::MAX).map_err(corrupt(b))?;
-            downsample_raw(&samples, resolution)
-        } else {
-            let mut datas = Vec::with_capacity(s.chunks.len());
-            for c in &s.chunks {
-                let (enc, data) = b.chunks().chunk(c.chunk_ref).map_err(corrupt(b))?;
-                if enc != Encoding::Aggr {
+        let mut runs: Vec<(bool, Vec<RunChunk<'_>>)> = Vec::new();
+        for c in &s.chunks {
+            let (enc, data) = b.chunks().chunk(c.chunk_ref).map_err(corrupt(b))?;
+            let hist = matches!(enc, Encoding::Histogram | Encoding::FloatHistogram);
+            match runs.last_mut() {
+                Some((h, run)) if *h == hist => run.push((*c, enc, data)),
+                _ => runs.push((hist, vec![(*c, enc, data)])),
+            }
+        }
+        let several = runs.len() > 1;
+        let mut chunks = Vec::new();
+        for (hist, run) in runs {
+            if hist {
+                let raw: Vec<EncodedChunk> = run
+                    .iter()
+                    .map(|(c, enc, data)| EncodedChunk {
+                        min_time: c.min_time,
+                        max_time: c.max_time,
+                        encoding: *enc,
+                        data: data.to_vec(),
+                    })
+                    .collect();
+                let dels = dels_of(&s);
+                if dels.is_empty() {
+                    chunks.extend(raw);
+                    continue;
+                }
+                let mut samples = dedup::decode_samples(&raw).map_err(|e| {
+                    MergeError::Corrupt(
+                        b.meta().ulid,
+                        format!("series {}: chunk data: {e}", s.labels),
+                    )
+                })?;
+                samples.retain(|(t, _)| !is_deleted(dels, *t));
+                // Raw chunks never span more than the head's 2h range; keep that bound.
+                chunks.extend(dedup::cut_samples(&samples, 2 * 60 * 60 * 1000));
+                continue;
+            }
+            let (mint, maxt) = if several {
+                (
+                    run.first().map_or(0, |c| c.0.min_time),
+                    run.last().map_or(0, |c| c.0.max_time),
+                )
+            } else {
+                (b.meta().min_time, b.meta().max_time)
+            };
+            if in_res == 0 {
+                let part = SeriesChunks {
+                    labels: s.labels.clone(),
+                    series_ref: s.series_ref,
+                    chunks: run.iter().map(|c| c.0).collect(),
+                };
+                let samples = b.samples(&part, i64::MIN, i64::MAX).map_err(corrupt(b))?;
+                chunks.extend(downsample_raw(&samples, resolution));
+                continue;
+            }
+            let mut parsed = Vec::with_capacity(run.len());
+            for (_, enc, data) in &run {
+                if *enc != Encoding::Aggr {
                     return Err(MergeError::Corrupt(
                         b.meta().ulid,
                         format!("series {}: {enc} chunk in a downsampled block", s.labels),
                     ));
                 }
-                datas.push(data);
+                parsed.push(AggrChunk::new(data).map_err(corrupt(b))?);
             }
-            let parsed = datas
-                .iter()
-                .map(|d| AggrChunk::new(d))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(corrupt(b))?;
-            downsample_aggr(
-                &parsed,
-                b.meta().min_time,
-                b.meta().max_time,
-                in_res,
-                resolution,
-            )
-            .map_err(corrupt(b))?
-        };
+            chunks.extend(
+                downsample_aggr(&parsed, mint, maxt, in_res, resolution).map_err(corrupt(b))?,
+            );
+        }
         w.add_series(s.labels, chunks)
             .map_err(|e| MergeError::Write(e.to_string()))?;
     }
