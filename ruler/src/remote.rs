@@ -78,6 +78,17 @@ fn parse_value(s: &serde_json::Value) -> f64 {
 }
 
 fn parse_result(data: &serde_json::Value, t: i64) -> Result<Vec<Sample>, Error> {
+    // A native histogram result has no float to record or alert on: say so rather than
+    // write NaN (the rule's health shows the error).
+    if let Some(h) = data["result"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s.get("histogram").is_some()))
+    {
+        return Err(Error::Query(format!(
+            "rule result {} is a native histogram sample; the ruler records and alerts on float samples only (wrap the expression in histogram_count, histogram_sum or histogram_quantile)",
+            h["metric"]
+        )));
+    }
     match data["resultType"].as_str() {
         Some("vector") => Ok(data["result"]
             .as_array()
@@ -234,6 +245,9 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(r#"{"resultType":"scalar","result":[1,"2"]}"#).unwrap();
         assert_eq!(parse_result(&v, 5).unwrap()[0].v, 2.0);
+        let h: serde_json::Value = serde_json::from_str(r#"{"resultType":"vector","result":[{"metric":{"job":"a"},"histogram":[1,{"count":"2","sum":"3","buckets":[[0,"1","2","2"]]}]}]}"#).unwrap();
+        let e = parse_result(&h, 5).unwrap_err().to_string();
+        assert!(e.contains("is a native histogram sample"), "{e}");
         let v: serde_json::Value =
             serde_json::from_str(r#"{"resultType":"string","result":[1,"x"]}"#).unwrap();
         assert!(parse_result(&v, 5).is_err());
