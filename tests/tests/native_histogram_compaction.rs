@@ -2,13 +2,16 @@
 //! Prometheus 2.42 (`--enable-feature=native-histograms`): a horizontally compacted
 //! block answers `histogram_count`, `histogram_sum` and `rate` exactly as the input
 //! blocks did, and the block deduplicated from an HA pair's overlapping blocks answers
-//! the penalty-merged replicas' histograms.
+//! the penalty-merged replicas' histograms. A querier reads a block downsampled to 5m
+//! (histogram chunks kept raw) and answers its histograms as from the raw block.
 
 use std::path::Path;
 
 use strata_compactor::{Compactor, CompactorConfig};
 use strata_objstore::Bucket;
+use strata_testkit::http::{encode, get};
 use strata_testkit::procs::Prometheus;
+use strata_testkit::strata::StrataProc;
 use strata_tsdb::block::{BlockWriter, MetaExtra};
 use strata_tsdb::dedup::{cut_samples, merge_pair_samples, Sample};
 use strata_tsdb::histogram::{Histogram, Span};
@@ -248,4 +251,117 @@ fn prometheus_2_42_reads_compacted_histogram_blocks_as_their_inputs() {
         );
     }
     prom.stop();
+}
+
+/// `strata_querier_bucket_blocks_read_total{resolution}` of a querier.
+fn blocks_read(q: &StrataProc, res: &str) -> f64 {
+    let (_, body) = get(&format!("{}/metrics", q.url())).unwrap();
+    let line = format!("strata_querier_bucket_blocks_read_total{{resolution=\"{res}\"}}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&line).and_then(|x| x.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// A 48h raw block downsampled to 5m keeps its histogram chunks raw: the querier, asked
+/// for 5m data, reads the 5m block and answers `histogram_count`/`histogram_sum`/`rate`
+/// exactly as from the raw block.
+///
+/// Ignored until the querier keeps histograms when a query reads downsampled blocks:
+/// its downsampled path (`querier/src/bucket/mod.rs`, the `join_pieces` branch) decodes
+/// every part to floats and drops `Part::Mixed`'s histograms, so the 5m answer is empty
+/// (see docs/plans/native-histograms.md, part 4, left).
+#[test]
+#[ignore = "querier drops histogram parts on its downsampled read path"]
+fn querier_answers_histograms_from_a_downsampled_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket_dir = tmp.path().join("bucket");
+    let yaml = format!(
+        "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+        bucket_dir.display()
+    );
+    let cfg = tmp.path().join("bucket.yml");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let bucket = Bucket::from_yaml(&yaml).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t0 = (1_700_000_000_000 / (48 * H)) * (48 * H);
+    let step = 60_000;
+    let all: Vec<(i64, Sample)> = (0..48 * H / step)
+        .map(|k| (t0 + k * step, Sample::Histogram(hist(k))))
+        .collect();
+    // the querier's tenant: anonymous
+    let blocks = tmp.path().join("blocks");
+    let ulid = Ulid::new();
+    let mut w = BlockWriter::new(&blocks, ulid).unwrap();
+    let mut chunks = Vec::new();
+    for k in 0..24 {
+        let part: Vec<(i64, Sample)> = all
+            .iter()
+            .filter(|(t, _)| (t0 + k * 2 * H..t0 + (k + 1) * 2 * H).contains(t))
+            .cloned()
+            .collect();
+        chunks.extend(cut_samples(&part, 2 * H));
+    }
+    w.add_series(nh(), chunks).unwrap();
+    w.finish(Some(MetaExtra {
+        min_time: Some(t0),
+        max_time: Some(t0 + 48 * H),
+        compaction: None,
+        thanos: Some(ThanosMeta {
+            labels: [("cluster".to_string(), "d".to_string())].into(),
+            source: "test".into(),
+            ..Default::default()
+        }),
+    }))
+    .unwrap();
+    rt.block_on(bucket.upload_dir(blocks.join(ulid.to_string()), &format!("anonymous/{ulid}")))
+        .unwrap();
+    let compactor = Compactor::new(
+        bucket.clone(),
+        CompactorConfig {
+            data_dir: tmp.path().join("compactor"),
+            delete_delay: std::time::Duration::ZERO,
+            lock_lease: std::time::Duration::ZERO,
+            ..Default::default()
+        },
+        &strata_kit::metrics::Registry::new(),
+    );
+    let r = rt.block_on(compactor.run_once()).unwrap();
+    assert_eq!(r.downsamplings, 1, "{r:?}");
+
+    let q = StrataProc::start_http_only(
+        &tmp.path().join("q"),
+        &[
+            "querier",
+            &format!("--objstore.config-file={}", cfg.display()),
+        ],
+    );
+    let ask = |expr: &str, t: i64, res: &str| -> String {
+        let url = format!(
+            "{}/api/v1/query?query={}&time={}&max_source_resolution={res}",
+            q.url(),
+            encode(expr),
+            t / 1000
+        );
+        let (code, body) = get(&url).unwrap();
+        assert_eq!(code, 200, "{expr} ({res}): {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        value(&v["data"]["result"])
+    };
+    for k in [30, 700, 1500, 2800] {
+        let t = t0 + k * step;
+        for expr in [
+            "histogram_count(nh)",
+            "histogram_sum(nh)",
+            "histogram_count(rate(nh[10m]))",
+        ] {
+            let raw = ask(expr, t, "0s");
+            let before = blocks_read(&q, "5m");
+            let five = ask(expr, t, "5m");
+            assert!(blocks_read(&q, "5m") > before, "{expr}: 5m block not read");
+            assert_eq!(five, raw, "{expr} at k={k}");
+            if expr == "histogram_count(nh)" {
+                assert_eq!(raw, format!("{}", hist(k).count as f64));
+            }
+        }
+    }
 }
