@@ -5,6 +5,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+mod common;
+
+use common::{config, resolution};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use strata_compactor::{Compactor, CompactorConfig};
@@ -14,11 +17,11 @@ use strata_objstore::object_store::{
     ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use strata_objstore::Bucket;
-use strata_tsdb::block::{open_blocks, Block, BlockWriter, MetaExtra};
+use strata_tsdb::block::{open_blocks, Block};
 use strata_tsdb::chunkenc::ChunkCutter;
 use strata_tsdb::downsample::{AggrChunk, AggrType, RES_5M};
 use strata_tsdb::labels::Labels;
-use strata_tsdb::meta::{BlockMeta, ThanosMeta};
+use strata_tsdb::meta::BlockMeta;
 use ulid::Ulid;
 
 const H: i64 = 3_600_000;
@@ -34,40 +37,16 @@ async fn put_block(
     max: i64,
     ext: &[(&str, &str)],
 ) -> Ulid {
-    let ulid = Ulid::new();
-    let mut w = BlockWriter::new(tmp, ulid).unwrap();
-    for (l, s) in model {
-        let mut c = ChunkCutter::new(2 * H);
-        for &(t, v) in s.iter().filter(|(t, _)| (min..max).contains(t)) {
-            c.append(t, v);
+    common::upload_block(bucket, tmp, TENANT, (min, max), ext, |w| {
+        for (l, s) in model {
+            let mut c = ChunkCutter::new(2 * H);
+            for &(t, v) in s.iter().filter(|(t, _)| (min..max).contains(t)) {
+                c.append(t, v);
+            }
+            w.add_series(l.clone(), c.finish()).unwrap();
         }
-        w.add_series(l.clone(), c.finish()).unwrap();
-    }
-    let thanos = ThanosMeta {
-        labels: ext
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        source: "test".into(),
-        ..Default::default()
-    };
-    w.finish(Some(MetaExtra {
-        min_time: Some(min),
-        max_time: Some(max),
-        compaction: None,
-        thanos: Some(thanos),
-    }))
-    .unwrap();
-    bucket
-        .upload_dir(tmp.join(ulid.to_string()), &format!("{TENANT}/{ulid}"))
-        .await
-        .unwrap();
-    std::fs::remove_dir_all(tmp.join(ulid.to_string())).unwrap();
-    ulid
-}
-
-fn resolution(m: &BlockMeta) -> i64 {
-    m.thanos.as_ref().map_or(0, |t| t.downsample.resolution)
+    })
+    .await
 }
 
 /// The raw blocks a reader reads (`strata_tsdb::meta::visible_blocks`, the querier's rule).
@@ -108,27 +87,7 @@ async fn read_visible(bucket: &Bucket) -> Model {
 }
 
 async fn live_metas(bucket: &Bucket) -> Vec<BlockMeta> {
-    let mut v: Vec<BlockMeta> = bucket
-        .list_blocks(TENANT)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| !r.deletion_marked)
-        .map(|r| BlockMeta::from_json(&r.meta_json, Path::new("meta.json")).unwrap())
-        .collect();
-    v.sort_by_key(|m| (resolution(m), m.min_time));
-    v
-}
-
-/// One compactor per test bucket: no lease (the crash test starts a second compactor
-/// after the first "died" mid-pass, which a lease would make wait it out).
-fn config(dir: &Path) -> CompactorConfig {
-    CompactorConfig {
-        data_dir: dir.to_path_buf(),
-        delete_delay: std::time::Duration::ZERO,
-        lock_lease: std::time::Duration::ZERO,
-        ..Default::default()
-    }
+    common::live_metas(bucket, TENANT).await
 }
 
 fn series_labels(i: usize) -> Labels {

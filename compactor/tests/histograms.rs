@@ -6,16 +6,18 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use strata_compactor::{Compactor, CompactorConfig};
-use strata_kit::metrics::Registry;
+mod common;
+
+use common::{config, live_metas, one_pass, resolution};
+use strata_compactor::CompactorConfig;
 use strata_objstore::Bucket;
-use strata_tsdb::block::{Block, BlockWriter, MetaExtra};
+use strata_tsdb::block::Block;
 use strata_tsdb::chunkenc::Encoding;
 use strata_tsdb::dedup::{cut_samples, merge_pair_samples, Sample};
 use strata_tsdb::downsample::{AggrChunk, AggrType, RES_5M};
 use strata_tsdb::histogram::{CounterResetHint, FloatHistogram, Histogram, Span};
 use strata_tsdb::labels::Labels;
-use strata_tsdb::meta::{BlockMeta, ThanosMeta};
+use strata_tsdb::meta::BlockMeta;
 use ulid::Ulid;
 
 const H: i64 = 3_600_000;
@@ -128,54 +130,17 @@ async fn put_block(
     max: i64,
     ext: &[(&str, &str)],
 ) -> Ulid {
-    let ulid = Ulid::new();
-    let mut w = BlockWriter::new(tmp, ulid).unwrap();
-    for (l, s) in model {
-        let part: Vec<(i64, Sample)> = s
-            .iter()
-            .filter(|(t, _)| (min..max).contains(t))
-            .cloned()
-            .collect();
-        w.add_series(l.clone(), cut_samples(&part, 2 * H)).unwrap();
-    }
-    let thanos = ThanosMeta {
-        labels: ext
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        source: "test".into(),
-        ..Default::default()
-    };
-    w.finish(Some(MetaExtra {
-        min_time: Some(min),
-        max_time: Some(max),
-        compaction: None,
-        thanos: Some(thanos),
-    }))
-    .unwrap();
-    bucket
-        .upload_dir(tmp.join(ulid.to_string()), &format!("{TENANT}/{ulid}"))
-        .await
-        .unwrap();
-    std::fs::remove_dir_all(tmp.join(ulid.to_string())).unwrap();
-    ulid
-}
-
-fn resolution(m: &BlockMeta) -> i64 {
-    m.thanos.as_ref().map_or(0, |t| t.downsample.resolution)
-}
-
-async fn live_metas(bucket: &Bucket) -> Vec<BlockMeta> {
-    let mut v: Vec<BlockMeta> = bucket
-        .list_blocks(TENANT)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| !r.deletion_marked)
-        .map(|r| BlockMeta::from_json(&r.meta_json, Path::new("meta.json")).unwrap())
-        .collect();
-    v.sort_by_key(|m| (resolution(m), m.min_time));
-    v
+    common::upload_block(bucket, tmp, TENANT, (min, max), ext, |w| {
+        for (l, s) in model {
+            let part: Vec<(i64, Sample)> = s
+                .iter()
+                .filter(|(t, _)| (min..max).contains(t))
+                .cloned()
+                .collect();
+            w.add_series(l.clone(), cut_samples(&part, 2 * H)).unwrap();
+        }
+    })
+    .await
 }
 
 /// What a histogram sample means, independent of its bucket layout (a re-coded chunk
@@ -275,15 +240,6 @@ async fn read_block(bucket: &Bucket, m: &BlockMeta, dir: &Path) -> Read {
     (hs, fs, encs)
 }
 
-fn config(dir: &Path) -> CompactorConfig {
-    CompactorConfig {
-        data_dir: dir.to_path_buf(),
-        delete_delay: std::time::Duration::ZERO,
-        lock_lease: std::time::Duration::ZERO,
-        ..Default::default()
-    }
-}
-
 /// An HA pair (replica=a/b, each with its own gap, b scraping 4 s later) writes the
 /// same histogram series over the same 2h: the compactor merges the overlapping blocks
 /// into one whose samples are the penalty-merged replicas — every sample from one
@@ -320,11 +276,9 @@ async fn ha_pair_histograms_deduplicate_into_one_stream() {
         replica_labels: vec!["replica".into()],
         ..config(&dir.path().join("data"))
     };
-    let c = Compactor::new(bucket.clone(), cfg, &Registry::new());
-    let r = c.run_once().await.unwrap();
-    assert!(r.halted_streams.is_empty(), "{:?}", r.halted_streams);
+    let r = one_pass(&bucket, cfg).await;
     assert_eq!(r.compactions, 1, "{r:?}");
-    let live = live_metas(&bucket).await;
+    let live = live_metas(&bucket, TENANT).await;
     assert_eq!(live.len(), 1);
     assert!(!live[0]
         .thanos
@@ -381,15 +335,9 @@ async fn histogram_blocks_compact_horizontally() {
         )
         .await;
     }
-    let c = Compactor::new(
-        bucket.clone(),
-        config(&dir.path().join("data")),
-        &Registry::new(),
-    );
-    let r = c.run_once().await.unwrap();
-    assert!(r.halted_streams.is_empty(), "{:?}", r.halted_streams);
+    let r = one_pass(&bucket, config(&dir.path().join("data"))).await;
     assert_eq!(r.compactions, 1, "{r:?}");
-    let live = live_metas(&bucket).await;
+    let live = live_metas(&bucket, TENANT).await;
     assert_eq!(live.len(), 2);
     assert_eq!((live[0].min_time, live[0].max_time), (0, 8 * H));
 
@@ -441,15 +389,9 @@ async fn downsampling_keeps_histogram_chunks_raw() {
     model.insert(name("mixed"), mixed.clone());
     let tmp = dir.path().join("tmp");
     put_block(&bucket, &tmp, &model, 0, 48 * H, &[("cluster", "eu")]).await;
-    let c = Compactor::new(
-        bucket.clone(),
-        config(&dir.path().join("data")),
-        &Registry::new(),
-    );
-    let r = c.run_once().await.unwrap();
-    assert!(r.halted_streams.is_empty(), "{:?}", r.halted_streams);
+    let r = one_pass(&bucket, config(&dir.path().join("data"))).await;
     assert_eq!(r.downsamplings, 1, "{r:?}");
-    let live = live_metas(&bucket).await;
+    let live = live_metas(&bucket, TENANT).await;
     let five: Vec<&BlockMeta> = live.iter().filter(|m| resolution(m) == RES_5M).collect();
     assert_eq!(five.len(), 1);
 
