@@ -448,3 +448,50 @@ async fn downsampling_keeps_histogram_chunks_raw() {
     }
     assert_eq!(seen, 4);
 }
+
+/// An HA pair remote-written into one block: the series carry the replica label
+/// themselves. With `--deduplication.replica-label`, the compactor merges them into one
+/// series without it, histograms included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_labelled_histogram_series_merge_into_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::filesystem(dir.path().join("bucket")).unwrap();
+    let every = 15_000;
+    let a = series(&scrapes(0, 2 * H, every, 0, 10 * 60_000..30 * 60_000));
+    let b = series(&scrapes(0, 2 * H, every, 3000, 60 * 60_000..75 * 60_000));
+    let with = |m: &Series, r: &str| -> Series {
+        m.iter()
+            .map(|(l, s)| {
+                let mut pairs: Vec<(String, String)> = l
+                    .iter()
+                    .map(|x| (x.name.to_string(), x.value.to_string()))
+                    .collect();
+                pairs.push(("replica".into(), r.into()));
+                (Labels::from_pairs(pairs), s.clone())
+            })
+            .collect()
+    };
+    let mut both = with(&a, "a");
+    both.extend(with(&b, "b"));
+    let tmp = dir.path().join("tmp");
+    // Two overlapping blocks of the one writer, so the stream has something to merge.
+    put_block(&bucket, &tmp, &both, 0, 2 * H, &[("cluster", "eu")]).await;
+    put_block(&bucket, &tmp, &both, 0, 2 * H, &[("cluster", "eu")]).await;
+    let cfg = CompactorConfig {
+        replica_labels: vec!["replica".into()],
+        ..config(&dir.path().join("data"))
+    };
+    let r = one_pass(&bucket, cfg).await;
+    assert_eq!(r.compactions, 1, "{r:?}");
+    let live = live_metas(&bucket, TENANT).await;
+    assert_eq!(live.len(), 1);
+    let (hs, _, encs) = read_block(&bucket, &live[0], dir.path()).await;
+    assert_eq!(encs.len(), 3, "{:?}", encs.keys().collect::<Vec<_>>());
+    for n in ["nh_counter", "nh_gauge"] {
+        let l = name(n);
+        let got = &hs[&l];
+        assert_eq!(got, &keys(&merge_pair_samples(&a[&l], &b[&l])), "{n}");
+        let max_gap = got.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap();
+        assert!(max_gap <= 2 * every, "{n}: gap of {max_gap} ms not filled");
+    }
+}
