@@ -16,6 +16,7 @@ pub mod histograms;
 pub mod metadata;
 mod metrics;
 pub mod otlp;
+pub mod overrides;
 pub mod push;
 pub mod ratelimit;
 mod ring_page;
@@ -142,6 +143,8 @@ pub struct IngesterArgs {
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]
+    pub runtime_config: overrides::RuntimeConfigArgs,
+    #[command(flatten)]
     pub ha: ha::HaArgs,
     #[command(flatten)]
     pub metadata: metadata::MetadataArgs,
@@ -186,6 +189,8 @@ pub struct Ingester {
     pub ha: ha::HaTracker,
     /// Set once this ingester is in a ring: pushes go to each series' owners.
     pub distributor: OnceLock<Arc<distributor::Distributor>>,
+    /// Per-tenant limits (`--runtime-config.file` over the limit flags).
+    pub overrides: Arc<overrides::Overrides>,
     tenants: RwLock<HashMap<String, Tenant>>,
 }
 
@@ -203,7 +208,20 @@ impl Ingester {
         }
         let tenants_dir = config.data_dir.join("tenants");
         std::fs::create_dir_all(&tenants_dir).map_err(|e| Error::io(&tenants_dir, e))?;
+        let overrides = overrides::Overrides::open(
+            config.limits.clone(),
+            &config.runtime_config,
+            registry.gauge(
+                "strata_runtime_config_last_reload_successful",
+                "Whether the last reload of --runtime-config.file succeeded (1) or failed (0).",
+            ),
+        )
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+        overrides.watch(std::time::Duration::from_millis(
+            config.runtime_config.reload_period_ms.max(0) as u64,
+        ));
         let ing = Arc::new(Ingester {
+            overrides,
             metrics: IngesterMetrics::new(registry),
             ha: ha::HaTracker::new(config.ha.clone()),
             distributor: OnceLock::new(),
@@ -236,10 +254,8 @@ impl Ingester {
             return Ok(t.clone());
         }
         let dir = self.config.data_dir.join("tenants").join(id);
-        let limiter = ratelimit::TokenBucket::new(
-            self.config.limits.ingestion_rate,
-            self.config.limits.ingestion_burst,
-        );
+        let limits = self.overrides.limits(id);
+        let limiter = ratelimit::TokenBucket::new(limits.ingestion_rate, limits.ingestion_burst);
         let (db, stats) = TenantDb::open(
             id,
             &dir,
@@ -412,6 +428,7 @@ impl Ingester {
             .route("/api/v1/receive", post(push::push))
             .route("/otlp/v1/metrics", post(otlp::push))
             .route("/ingester/flush", post(flush))
+            .route("/runtime_config", get(runtime_config))
             .route("/distributor/ha_tracker", get(ha_tracker_status))
             .route("/ingester/ring", get(ring_page::ring_page))
             .route("/cluster/raft", get(ring_page::raft_status))
@@ -419,6 +436,19 @@ impl Ingester {
             .route("/prometheus/api/v1/status/tsdb", get(status::tsdb_status))
             .with_state(self.clone())
     }
+}
+
+/// `GET /runtime_config`: the per-tenant overrides in force (Mimir's endpoint).
+async fn runtime_config(State(ing): State<Arc<Ingester>>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        ing.overrides.to_yaml(),
+    )
+        .into_response()
 }
 
 /// `GET /distributor/ha_tracker`: the elected replica of every HA cluster (JSON).

@@ -681,7 +681,7 @@ pub fn ingest_ref_until(
     deadline: Option<Instant>,
 ) -> crate::Result<Outcome> {
     let tenant = ing.tenant(tenant_id)?;
-    let limits = &ing.config.limits;
+    let limits = &ing.overrides.limits(tenant_id);
     let mut out = Outcome {
         series: req.len(),
         samples: req.num_samples() + req.num_histograms(),
@@ -694,6 +694,9 @@ pub fn ingest_ref_until(
     let max_t = now.saturating_add(limits.create_grace_period_ms);
 
     let mut w = tenant.lock_write();
+    // the tenant's rate may have changed with the runtime configuration
+    w.limiter
+        .set_limits(limits.ingestion_rate, limits.ingestion_burst);
     if !w.limiter.try_take(out.samples as u64) {
         m.rejected_samples
             .with(&["rate_limited"])

@@ -27,6 +27,17 @@ impl TokenBucket {
         }
     }
 
+    /// Change the rate and burst (a runtime configuration reload); tokens already in
+    /// the bucket are kept, capped at the new burst.
+    pub fn set_limits(&mut self, rate: f64, burst: u64) {
+        let next = TokenBucket::new(rate, burst);
+        if next.rate != self.rate || next.burst != self.burst {
+            self.rate = next.rate;
+            self.burst = next.burst;
+            self.tokens = self.tokens.min(self.burst);
+        }
+    }
+
     /// Take `n` tokens if available; false (and nothing taken) otherwise.
     pub fn try_take(&mut self, n: u64) -> bool {
         self.try_take_at(n, Instant::now())
