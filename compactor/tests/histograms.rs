@@ -495,3 +495,85 @@ async fn replica_labelled_histogram_series_merge_into_one() {
         assert!(max_gap <= 2 * every, "{n}: gap of {max_gap} ms not filled");
     }
 }
+
+/// A 10d 5m block (float aggregates and raw histogram chunks, as the 5m pass writes
+/// them) downsampled to 1h: the aggregates are aggregated again, the histogram chunks
+/// carried over unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_minute_block_with_histograms_downsamples_to_1h() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::filesystem(dir.path().join("bucket")).unwrap();
+    let d = 24 * H;
+    let sc = scrapes(0, 10 * d, 5 * 60_000, 0, 0..0);
+    let model = series(&sc);
+    let floats: Vec<(i64, f64)> = sc.iter().map(|&(t, k)| (t, k as f64)).collect();
+    common::upload_block_at(
+        &bucket,
+        &dir.path().join("tmp"),
+        TENANT,
+        (0, 10 * d),
+        (&[("cluster", "eu")], RES_5M),
+        |w| {
+            for n in ["nh_counter", "nh_gauge"] {
+                let s = &model[&name(n)];
+                let mut chunks = Vec::new();
+                for k in 0..120 {
+                    let part: Vec<(i64, Sample)> = s
+                        .iter()
+                        .filter(|(t, _)| (k * 2 * H..(k + 1) * 2 * H).contains(t))
+                        .cloned()
+                        .collect();
+                    chunks.extend(cut_samples(&part, 2 * H));
+                }
+                w.add_series(name(n), chunks).unwrap();
+            }
+            let aggr = strata_tsdb::downsample::downsample_raw(&floats, RES_5M);
+            w.add_series(name("plain"), aggr).unwrap();
+        },
+    )
+    .await;
+    let r = one_pass(&bucket, config(&dir.path().join("data"))).await;
+    assert_eq!(r.downsamplings, 1, "{r:?}");
+    let live = live_metas(&bucket, TENANT).await;
+    let hour: Vec<&BlockMeta> = live
+        .iter()
+        .filter(|m| resolution(m) == strata_tsdb::downsample::RES_1H)
+        .collect();
+    assert_eq!(hour.len(), 1);
+    let bdir = dir.path().join("d1h");
+    bucket
+        .download_dir(&format!("{TENANT}/{}", hour[0].ulid), &bdir)
+        .await
+        .unwrap();
+    let b = Block::open(&bdir).unwrap();
+    let mut seen = 0;
+    for s in b.select(&[], i64::MIN, i64::MAX).unwrap() {
+        let s = s.unwrap();
+        let mut count = 0.0;
+        let mut aggr = 0;
+        for c in &s.chunks {
+            let (enc, data) = b.chunks().chunk(c.chunk_ref).unwrap();
+            if enc == Encoding::Aggr {
+                aggr += 1;
+                count += AggrChunk::new(data)
+                    .unwrap()
+                    .samples(AggrType::Count)
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.1)
+                    .sum::<f64>();
+            }
+        }
+        let hist = b.histograms(&s, i64::MIN, i64::MAX).unwrap();
+        let hkeys: Vec<Key> = hist.iter().map(|(t, h)| key(*t, h)).collect();
+        if s.labels == name("plain") {
+            assert_eq!(aggr, s.chunks.len());
+            assert_eq!(count, sc.len() as f64);
+        } else {
+            assert_eq!(aggr, 0);
+            assert_eq!(hkeys, keys(&model[&s.labels]));
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 3);
+}

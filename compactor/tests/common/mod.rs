@@ -8,7 +8,7 @@ use std::path::Path;
 use strata_compactor::{CompactorConfig, PassReport};
 use strata_objstore::Bucket;
 use strata_tsdb::block::{BlockWriter, MetaExtra};
-use strata_tsdb::meta::{BlockMeta, ThanosMeta};
+use strata_tsdb::meta::{BlockMeta, ThanosDownsample, ThanosMeta};
 use ulid::Ulid;
 
 /// Write a block covering `[min, max)` with external labels `ext` (series added by
@@ -17,8 +17,20 @@ pub async fn upload_block(
     bucket: &Bucket,
     tmp: &Path,
     tenant: &str,
-    (min, max): (i64, i64),
+    range: (i64, i64),
     ext: &[(&str, &str)],
+    add: impl FnOnce(&mut BlockWriter),
+) -> Ulid {
+    upload_block_at(bucket, tmp, tenant, range, (ext, 0), add).await
+}
+
+/// [`upload_block`] of a block at downsampling `resolution` (ms; 0 for raw).
+pub async fn upload_block_at(
+    bucket: &Bucket,
+    tmp: &Path,
+    tenant: &str,
+    (min, max): (i64, i64),
+    (ext, resolution): (&[(&str, &str)], i64),
     add: impl FnOnce(&mut BlockWriter),
 ) -> Ulid {
     let ulid = Ulid::new();
@@ -30,6 +42,7 @@ pub async fn upload_block(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         source: "test".into(),
+        downsample: ThanosDownsample { resolution },
         ..Default::default()
     };
     w.finish(Some(MetaExtra {
