@@ -8,6 +8,7 @@
 //! `tenants/<tenant>/blocks/<ULID>/` (local blocks, kept `--tsdb.retention` after upload)
 //! and `tenants/<tenant>/shipper.json` (what is uploaded).
 
+pub mod cardinality;
 pub mod distributor;
 pub mod exemplars;
 pub mod grpc;
@@ -144,6 +145,8 @@ pub struct IngesterArgs {
     pub limits: Limits,
     #[command(flatten)]
     pub runtime_config: overrides::RuntimeConfigArgs,
+    #[command(flatten)]
+    pub cardinality_guard: cardinality::GuardArgs,
     #[command(flatten)]
     pub ha: ha::HaArgs,
     #[command(flatten)]

@@ -26,6 +26,7 @@ pub struct IngesterMetrics {
     pub metadata_dropped: Counter,
     pub exemplars_appended: Counter,
     pub exemplars_rejected: CounterVec,
+    pub cardinality_guard_refused: CounterVec,
 }
 
 impl IngesterMetrics {
@@ -124,6 +125,11 @@ impl IngesterMetrics {
                 "strata_ingester_exemplars_rejected_total",
                 "Exemplars not stored, by reason (duplicates are not counted).",
                 &["reason"],
+            ),
+            cardinality_guard_refused: r.counter_vec(
+                "strata_cardinality_guard_refused_series_total",
+                "New series refused by the cardinality guard, by tenant, metric and exploding label.",
+                &["tenant", "metric", "label"],
             ),
         }
     }

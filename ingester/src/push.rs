@@ -19,6 +19,7 @@ use strata_proto::WriteRequestRef;
 use strata_tsdb::head::{check_sample, AppendError, HeadSeriesRef};
 use strata_tsdb::histogram::is_custom_buckets;
 use strata_tsdb::labels::Labels;
+use strata_tsdb::matcher::{MatchOp, Matcher};
 use strata_tsdb::wal::{Record, RefFloatHistogram, RefHistogram};
 
 use crate::exemplars::ExemplarsWritten;
@@ -891,7 +892,19 @@ pub fn ingest_ref_until(
                 {
                     Some(SeriesError::PerMetricSeriesLimit)
                 } else {
-                    None
+                    w.guard
+                        .check(&ing.config.cardinality_guard, metric, pairs, now, |label| {
+                            let m = Matcher::new(MatchOp::Equal, "__name__", metric)
+                                .expect("an equality matcher");
+                            head.label_values(label, &[m])
+                        })
+                        .err()
+                        .map(|r| {
+                            m.cardinality_guard_refused
+                                .with(&[tenant_id, &r.metric, &r.label])
+                                .inc();
+                            SeriesError::CardinalityGuard(Box::new(r))
+                        })
                 };
                 if let Some(e) = limit_err {
                     samples_buf.truncate(first);

@@ -45,7 +45,22 @@ pub async fn tsdb_status(
     let data = match ing.existing_tenant(&tenant) {
         Some(t) => {
             let s = t.head.stats(limit);
-            json!({
+            let guard: Vec<Value> = t
+                .lock_write()
+                .guard
+                .state()
+                .into_iter()
+                .map(|g| {
+                    json!({
+                        "metric": g.metric,
+                        "label": g.label,
+                        "active": g.active,
+                        "since": g.since_ms,
+                        "refusedSeries": g.refused_series,
+                    })
+                })
+                .collect();
+            let mut v = json!({
                 "headStats": {
                     "numSeries": s.num_series,
                     "numLabelPairs": s.num_label_pairs,
@@ -57,7 +72,13 @@ pub async fn tsdb_status(
                 "labelValueCountByLabelName": pairs(&s.label_value_count_by_label_name),
                 "memoryInBytesByLabelName": pairs(&s.memory_in_bytes_by_label_name),
                 "seriesCountByLabelValuePair": pairs(&s.series_count_by_label_value_pair),
-            })
+            });
+            // Strata's own field, only once the guard has acted (Prometheus's answer
+            // otherwise, unchanged)
+            if !guard.is_empty() {
+                v["cardinalityGuard"] = Value::Array(guard);
+            }
+            v
         }
         None => json!({
             "headStats": {"numSeries": 0, "numLabelPairs": 0, "chunkCount": 0, "minTime": i64::MAX, "maxTime": i64::MIN},

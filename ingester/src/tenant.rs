@@ -52,6 +52,8 @@ pub struct WriteState {
     /// being validated, for series that appear more than once in it.
     pub req_last: HashMap<u64, (i64, u64)>,
     pub limiter: TokenBucket,
+    /// The cardinality guard's windows (see [`crate::cardinality`]).
+    pub guard: crate::cardinality::Guard,
 }
 
 pub struct TenantDb {
@@ -203,6 +205,7 @@ impl TenantDb {
                 series_buf: Vec::new(),
                 samples_buf: Vec::new(),
                 req_last: HashMap::new(),
+                guard: Default::default(),
                 limiter,
             }),
             ship_lock: tokio::sync::Mutex::new(()),

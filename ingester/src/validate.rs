@@ -95,6 +95,8 @@ pub enum SeriesError {
     UnsortedLabels(String),
     PerUserSeriesLimit,
     PerMetricSeriesLimit,
+    /// A new series refused by the cardinality guard.
+    CardinalityGuard(Box<crate::cardinality::Refusal>),
     OutOfOrder {
         t: i64,
         last: i64,
@@ -129,6 +131,7 @@ impl SeriesError {
             SeriesError::UnsortedLabels(_) => "labels_not_sorted",
             SeriesError::PerUserSeriesLimit => "per_user_series_limit",
             SeriesError::PerMetricSeriesLimit => "per_metric_series_limit",
+            SeriesError::CardinalityGuard(_) => "cardinality_guard",
             SeriesError::OutOfOrder { .. } => "sample_out_of_order",
             SeriesError::TooOld { .. } => "sample_too_old",
             SeriesError::DuplicateTimestamp { .. } => "new_value_for_timestamp",
@@ -150,6 +153,7 @@ impl SeriesError {
             SeriesError::UnsortedLabels(_) => "err-mimir-labels-not-sorted",
             SeriesError::PerUserSeriesLimit => "err-mimir-max-series-per-user",
             SeriesError::PerMetricSeriesLimit => "err-mimir-max-series-per-metric",
+            SeriesError::CardinalityGuard(_) => "err-strata-cardinality-guard",
             SeriesError::OutOfOrder { .. } => "err-mimir-sample-out-of-order",
             SeriesError::TooOld { .. } => "err-mimir-sample-too-old",
             SeriesError::DuplicateTimestamp { .. } => "err-mimir-sample-duplicate-timestamp",
@@ -186,6 +190,18 @@ impl fmt::Display for SeriesError {
             SeriesError::PerMetricSeriesLimit => write!(
                 f,
                 "per-metric series limit reached: this metric has too many active series; reduce its cardinality or raise the limit (--ingester.max-global-series-per-metric)"
+            ),
+            SeriesError::CardinalityGuard(r) => write!(
+                f,
+                "cardinality guard: metric {:?} gained more than {} new series within {}, most of them new values of label {:?} ({} distinct); new series with a new value of {:?} (here {:?}) are refused until a window passes without that growth, while existing series and new series with known values of {:?} are accepted (--ingester.cardinality-guard.max-new-series-per-metric)",
+                r.metric,
+                r.new_series.saturating_sub(1),
+                strata_kit::format_duration_ms(r.window_ms),
+                r.label,
+                r.distinct_values,
+                r.label,
+                r.value,
+                r.label
             ),
             SeriesError::OutOfOrder { t, last } => write!(
                 f,
