@@ -662,9 +662,13 @@ fn all_members_stopped_at_once_all_exit() {
             .args(["-TERM", &p.proc.child.id().to_string()])
             .status();
     }
+    let mut flushed = 0;
     for p in &mut ing {
         let status = p.terminate(Duration::from_secs(60));
         assert!(status.success(), "{status}: {}", p.log());
-        assert!(p.log().contains("flushed the head"), "{}", p.log());
+        flushed += usize::from(p.log().contains("flushed the head"));
     }
+    // the write was acknowledged at quorum: at least two members held the sample (the
+    // third may not have, when its copy was still in flight) and flushed it
+    assert!(flushed >= 2, "only {flushed} members flushed the sample");
 }

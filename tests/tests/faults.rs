@@ -341,11 +341,18 @@ fn corrupted_chunks_and_index_in_the_bucket_cost_only_their_blocks() {
     strata_testkit::poll("first compaction pass", Duration::from_secs(30), || {
         strata.log().contains("compaction pass done").then_some(())
     });
-    // three blocks, one flush each: two in one 20-minute window, a newer one after it
-    // (so that the compactor, run with 10m,20m ranges, compacts the first two)
+    // four blocks, one flush each: three in one 20-minute window, a newer one after it
+    // (so that the compactor, run with 10m,20m ranges, compacts the first three: after
+    // it marks whichever damaged block it opens first, two remain to compact, and the
+    // other damaged one is opened too)
     const W: i64 = 20 * 60_000;
     let t0 = (now_ms() - 60 * 60_000) / W * W;
-    for (job, t) in [("first", t0), ("second", t0 + W / 2), ("third", t0 + 2 * W)] {
+    for (job, t) in [
+        ("first", t0),
+        ("extra", t0 + W / 4),
+        ("second", t0 + W / 2),
+        ("third", t0 + 2 * W),
+    ] {
         let req = write_request(
             (0..20)
                 .map(|s| {
@@ -367,7 +374,7 @@ fn corrupted_chunks_and_index_in_the_bucket_cost_only_their_blocks() {
         assert_eq!(s, 200, "{body}");
     }
     let blocks = bucket_blocks(&bucket, "anonymous");
-    assert_eq!(blocks.len(), 3, "{blocks:?}");
+    assert_eq!(blocks.len(), 4, "{blocks:?}");
     // flip bytes in the middle of the first block's chunk data
     let seg = blocks[0].join("chunks").join("000001");
     let mut data = std::fs::read(&seg).unwrap();
@@ -377,8 +384,8 @@ fn corrupted_chunks_and_index_in_the_bucket_cost_only_their_blocks() {
     }
     std::fs::write(&seg, &data).unwrap();
     let bad = blocks[0].file_name().unwrap().to_string_lossy().to_string();
-    // and cut the second block's index short
-    let index = blocks[1].join("index");
+    // and cut the third block's index short
+    let index = blocks[2].join("index");
     let len = std::fs::metadata(&index).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -386,7 +393,7 @@ fn corrupted_chunks_and_index_in_the_bucket_cost_only_their_blocks() {
         .unwrap()
         .set_len(len * 2 / 3)
         .unwrap();
-    let bad_index = blocks[1].file_name().unwrap().to_string_lossy().to_string();
+    let bad_index = blocks[2].file_name().unwrap().to_string_lossy().to_string();
 
     let q = StrataProc::start_http_only(
         &tmp.path().join("q"),
@@ -419,7 +426,10 @@ fn corrupted_chunks_and_index_in_the_bucket_cost_only_their_blocks() {
         .collect();
     assert_eq!(
         jobs,
-        vec![("third".to_string(), "20".to_string())],
+        vec![
+            ("extra".to_string(), "20".to_string()),
+            ("third".to_string(), "20".to_string())
+        ],
         "{body}"
     );
     for name in [&bad, &bad_index] {
@@ -448,7 +458,7 @@ fn corrupted_chunks_and_index_in_the_bucket_cost_only_their_blocks() {
         .output()
         .unwrap();
     println!("compactor: {}", String::from_utf8_lossy(&out.stderr));
-    for (b, name) in [(&blocks[0], &bad), (&blocks[1], &bad_index)] {
+    for (b, name) in [(&blocks[0], &bad), (&blocks[2], &bad_index)] {
         assert!(
             b.join("no-compact-mark.json").exists(),
             "no no-compact mark on {name}"
