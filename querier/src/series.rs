@@ -66,7 +66,7 @@ impl Part {
     }
 
     /// The float part and the histograms.
-    fn split(self) -> (Part, Vec<(i64, FloatHistogram)>) {
+    pub(crate) fn split(self) -> (Part, Vec<(i64, FloatHistogram)>) {
         match self {
             Part::Mixed { floats, hists } => (*floats, hists),
             p => (p, Vec::new()),
@@ -74,7 +74,7 @@ impl Part {
     }
 
     /// `floats` with `hists` beside them (just `floats` when there are none).
-    fn join(floats: Part, hists: Vec<(i64, FloatHistogram)>) -> Part {
+    pub(crate) fn join(floats: Part, hists: Vec<(i64, FloatHistogram)>) -> Part {
         if hists.is_empty() {
             floats
         } else {

@@ -266,12 +266,9 @@ fn blocks_read(q: &StrataProc, res: &str) -> f64 {
 /// for 5m data, reads the 5m block and answers `histogram_count`/`histogram_sum`/`rate`
 /// exactly as from the raw block.
 ///
-/// Ignored until the querier keeps histograms when a query reads downsampled blocks:
-/// its downsampled path (`querier/src/bucket/mod.rs`, the `join_pieces` branch) decodes
-/// every part to floats and drops `Part::Mixed`'s histograms, so the 5m answer is empty
-/// (see docs/plans/native-histograms.md, part 4, left).
+/// (The querier's downsampled read path once decoded every part to floats and dropped
+/// the histograms beside them, so the 5m answer was empty.)
 #[test]
-#[ignore = "querier drops histogram parts on its downsampled read path"]
 fn querier_answers_histograms_from_a_downsampled_block() {
     let tmp = tempfile::tempdir().unwrap();
     let bucket_dir = tmp.path().join("bucket");

@@ -24,6 +24,7 @@
 //! (aggregate chunks to samples, joining per-block pieces).
 
 use std::collections::HashMap;
+use strata_tsdb::histogram::FloatHistogram;
 
 use futures::StreamExt;
 use std::sync::atomic::AtomicU64;
@@ -320,7 +321,11 @@ impl BucketReader {
             merged
         } else {
             // Downsampled pieces are joined across blocks sample by sample: decoded.
+            // Native histograms (kept raw in downsampled blocks) ride beside the floats,
+            // concatenated in plan order, the earlier block winning a shared timestamp.
             let mut decoded = Vec::with_capacity(plan.len());
+            let mut hists: std::collections::BTreeMap<Labels, Vec<(i64, FloatHistogram)>> =
+                Default::default();
             let mut i = 0;
             while let Some(r) = per_block.next().await {
                 let Some(b) = skip_corrupt(r)? else {
@@ -330,7 +335,12 @@ impl BucketReader {
                 let s: Result<Vec<SeriesData>, StoreError> = b
                     .into_iter()
                     .map(|(l, p)| {
-                        let v = p.decode().map_err(|e| {
+                        let (floats, h) = p.split();
+                        if !h.is_empty() {
+                            // blocks arrive in plan order (`buffered` keeps it)
+                            hists.entry(l.clone()).or_default().extend(h);
+                        }
+                        let v = floats.decode().map_err(|e| {
                             StoreError::Corrupt(format!("series {l}: chunk data: {e}"))
                         })?;
                         Ok((l, v))
@@ -339,10 +349,20 @@ impl BucketReader {
                 decoded.push((plan[i].mint, s?));
                 i += 1;
             }
-            join_pieces(decoded, aggr == Aggr::Counter)
+            let mut out: Vec<(Labels, Part)> = join_pieces(decoded, aggr == Aggr::Counter)
                 .into_iter()
-                .map(|(l, s)| (l, Part::Samples(s)))
-                .collect()
+                .map(|(l, s)| {
+                    let h = hists.remove(&l).map(sorted_unique).unwrap_or_default();
+                    (l, Part::join(Part::Samples(s), h))
+                })
+                .filter(|(_, p)| !p.is_empty())
+                .collect();
+            // series that hold only histograms
+            for (l, h) in hists {
+                out.push((l, Part::join(Part::Samples(Vec::new()), sorted_unique(h))));
+            }
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            out
         };
         Ok(BucketSeries {
             series,
@@ -544,6 +564,13 @@ impl ShardFilter {
         let drop: Vec<&str> = self.replica_labels.iter().map(String::as_str).collect();
         self.shard.owns(&l.without(&drop))
     }
+}
+
+/// Sorted by time, the first of equal timestamps kept (the earlier block's).
+fn sorted_unique(mut h: Vec<(i64, FloatHistogram)>) -> Vec<(i64, FloatHistogram)> {
+    h.sort_by_key(|p| p.0);
+    h.dedup_by_key(|p| p.0);
+    h
 }
 
 /// What [`BucketReader::series_at`] read.
