@@ -236,16 +236,6 @@ pub fn clock_seed() -> u64 {
         .unwrap_or(1)
 }
 
-/// A target by name.
-pub fn target(name: &str) -> Option<Target> {
-    targets::all().into_iter().find(|t| t.name == name)
-}
-
-/// Random bytes (for the mutator's tests and seeds).
-pub fn random_bytes(rng: &mut SmallRng, n: usize) -> Vec<u8> {
-    (0..n).map(|_| rng.random()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -485,25 +485,9 @@ fn seeds_chunk_segment() -> Vec<Vec<u8>> {
         let body = &c[..];
         prost::encoding::encode_varint((body.len() - 1) as u64, &mut out);
         out.extend_from_slice(body);
-        out.extend_from_slice(&crc32c_be(body));
+        out.extend_from_slice(&crc32c::crc32c(body).to_be_bytes());
     }
     vec![out]
-}
-
-fn crc32c_be(b: &[u8]) -> [u8; 4] {
-    // the block format's CRC32-C (Castagnoli), computed bitwise: seeds only
-    let mut crc: u32 = !0;
-    for &x in b {
-        crc ^= u32::from(x);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82f6_3b78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    (!crc).to_be_bytes()
 }
 
 fn wal_record(data: &[u8]) -> u64 {

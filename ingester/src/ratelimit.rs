@@ -3,6 +3,15 @@
 
 use std::time::Instant;
 
+/// The burst in force: the configured one, else one second of the rate (at least 1000).
+fn effective_burst(rate: f64, burst: u64) -> f64 {
+    if burst > 0 {
+        burst as f64
+    } else {
+        rate.max(1000.0)
+    }
+}
+
 #[derive(Debug)]
 pub struct TokenBucket {
     rate: f64,
@@ -14,11 +23,7 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// `rate` ≤ 0 means unlimited.
     pub fn new(rate: f64, burst: u64) -> Self {
-        let burst = if burst > 0 {
-            burst as f64
-        } else {
-            rate.max(1000.0)
-        };
+        let burst = effective_burst(rate, burst);
         TokenBucket {
             rate,
             burst,
@@ -30,11 +35,11 @@ impl TokenBucket {
     /// Change the rate and burst (a runtime configuration reload); tokens already in
     /// the bucket are kept, capped at the new burst.
     pub fn set_limits(&mut self, rate: f64, burst: u64) {
-        let next = TokenBucket::new(rate, burst);
-        if next.rate != self.rate || next.burst != self.burst {
-            self.rate = next.rate;
-            self.burst = next.burst;
-            self.tokens = self.tokens.min(self.burst);
+        let burst = effective_burst(rate, burst);
+        if rate != self.rate || burst != self.burst {
+            self.rate = rate;
+            self.burst = burst;
+            self.tokens = self.tokens.min(burst);
         }
     }
 

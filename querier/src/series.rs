@@ -358,7 +358,7 @@ pub fn cut_mixed(
 }
 
 /// Sort by time (stable: the first copy of a timestamp stays) and drop repeats.
-fn sort_unique(v: &mut Vec<(i64, FloatHistogram)>) {
+pub(crate) fn sort_unique(v: &mut Vec<(i64, FloatHistogram)>) {
     if !v.windows(2).all(|w| w[0].0 < w[1].0) {
         v.sort_by_key(|p| p.0);
         v.dedup_by_key(|p| p.0);

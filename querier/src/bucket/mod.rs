@@ -352,14 +352,16 @@ impl BucketReader {
             let mut out: Vec<(Labels, Part)> = join_pieces(decoded, aggr == Aggr::Counter)
                 .into_iter()
                 .map(|(l, s)| {
-                    let h = hists.remove(&l).map(sorted_unique).unwrap_or_default();
+                    let mut h = hists.remove(&l).unwrap_or_default();
+                    crate::series::sort_unique(&mut h);
                     (l, Part::join(Part::Samples(s), h))
                 })
                 .filter(|(_, p)| !p.is_empty())
                 .collect();
             // series that hold only histograms
-            for (l, h) in hists {
-                out.push((l, Part::join(Part::Samples(Vec::new()), sorted_unique(h))));
+            for (l, mut h) in hists {
+                crate::series::sort_unique(&mut h);
+                out.push((l, Part::join(Part::Samples(Vec::new()), h)));
             }
             out.sort_by(|a, b| a.0.cmp(&b.0));
             out
@@ -564,13 +566,6 @@ impl ShardFilter {
         let drop: Vec<&str> = self.replica_labels.iter().map(String::as_str).collect();
         self.shard.owns(&l.without(&drop))
     }
-}
-
-/// Sorted by time, the first of equal timestamps kept (the earlier block's).
-fn sorted_unique(mut h: Vec<(i64, FloatHistogram)>) -> Vec<(i64, FloatHistogram)> {
-    h.sort_by_key(|p| p.0);
-    h.dedup_by_key(|p| p.0);
-    h
 }
 
 /// What [`BucketReader::series_at`] read.
