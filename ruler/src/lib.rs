@@ -40,6 +40,38 @@ pub struct Sample {
     pub v: f64,
 }
 
+/// An engine's answer at `t` as the samples a rule evaluates. A native histogram sample
+/// has no float to record or alert on: it fails the rule, naming the series, rather
+/// than being taken as a float it does not have.
+pub fn samples_from_value(value: strata_promql::Value, t: i64) -> Result<Vec<Sample>, Error> {
+    match value {
+        strata_promql::Value::Vector(v) => v
+            .into_iter()
+            .map(|s| match s.h {
+                Some(_) => Err(histogram_result(&s.labels.to_string())),
+                None => Ok(Sample {
+                    labels: s.labels,
+                    t,
+                    v: s.v,
+                }),
+            })
+            .collect(),
+        strata_promql::Value::Scalar { v, .. } => Ok(vec![Sample {
+            labels: Labels::new(),
+            t,
+            v,
+        }]),
+        _ => Err(Error::Query("rule result is not a vector or scalar".into())),
+    }
+}
+
+/// Why a rule whose result holds a native histogram sample of `series` fails.
+pub(crate) fn histogram_result(series: &str) -> Error {
+    Error::Query(format!(
+        "rule result {series} is a native histogram sample; the ruler records and alerts on float samples only (wrap the expression in histogram_count, histogram_sum or histogram_quantile)"
+    ))
+}
+
 /// Why the ruler failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -130,4 +162,37 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod value_tests {
+    use super::*;
+
+    #[test]
+    fn histogram_results_fail_the_rule_and_floats_pass() {
+        let labels = Labels::from_pairs([("job", "a")]);
+        let sample = |h| strata_promql::VectorSample {
+            labels: labels.clone(),
+            t: 5,
+            v: 2.0,
+            h,
+        };
+        let ok = samples_from_value(strata_promql::Value::Vector(vec![sample(None)]), 5).unwrap();
+        assert_eq!(
+            ok,
+            vec![Sample {
+                labels: labels.clone(),
+                t: 5,
+                v: 2.0
+            }]
+        );
+        let h = Some(Box::new(strata_promql::FloatHistogram::default()));
+        let e = samples_from_value(strata_promql::Value::Vector(vec![sample(h)]), 5)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(r#"{job="a"} is a native histogram sample"#),
+            "{e}"
+        );
+    }
 }

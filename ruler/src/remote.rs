@@ -84,10 +84,7 @@ fn parse_result(data: &serde_json::Value, t: i64) -> Result<Vec<Sample>, Error> 
         .as_array()
         .and_then(|a| a.iter().find(|s| s.get("histogram").is_some()))
     {
-        return Err(Error::Query(format!(
-            "rule result {} is a native histogram sample; the ruler records and alerts on float samples only (wrap the expression in histogram_count, histogram_sum or histogram_quantile)",
-            h["metric"]
-        )));
+        return Err(crate::histogram_result(&h["metric"].to_string()));
     }
     match data["resultType"].as_str() {
         Some("vector") => Ok(data["result"]

@@ -74,22 +74,7 @@ impl QueryEngine for MemEngine {
     ) -> BoxFuture<'a, Result<Vec<Sample>, Error>> {
         let r = strata_promql::Engine::new(self.1.clone()).instant(&*self.0, expr, t);
         Box::pin(async move {
-            match r.map_err(|e| Error::Query(e.to_string()))?.value {
-                strata_promql::Value::Vector(v) => Ok(v
-                    .into_iter()
-                    .map(|s| Sample {
-                        labels: s.labels,
-                        t,
-                        v: s.v,
-                    })
-                    .collect()),
-                strata_promql::Value::Scalar { v, .. } => Ok(vec![Sample {
-                    labels: Labels::new(),
-                    t,
-                    v,
-                }]),
-                _ => Err(Error::Query("rule result is not a vector or scalar".into())),
-            }
+            crate::samples_from_value(r.map_err(|e| Error::Query(e.to_string()))?.value, t)
         })
     }
 }

@@ -292,22 +292,7 @@ impl QueryEngine for InProcess {
                 })
                 .await?
                 .map_err(|e| Error::Query(e.to_string()))?;
-            match r.value {
-                strata_promql::Value::Vector(v) => Ok(v
-                    .into_iter()
-                    .map(|s| Sample {
-                        labels: s.labels,
-                        t,
-                        v: s.v,
-                    })
-                    .collect()),
-                strata_promql::Value::Scalar { v, .. } => Ok(vec![Sample {
-                    labels: Labels::new(),
-                    t,
-                    v,
-                }]),
-                _ => Err(Error::Query("rule result is not a vector or scalar".into())),
-            }
+            strata_ruler::samples_from_value(r.value, t)
         })
     }
 
