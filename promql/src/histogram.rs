@@ -76,7 +76,7 @@ pub fn bound(idx: i32, schema: i32, custom: &[f64]) -> f64 {
         if exp == 1024 {
             return f64::MAX;
         }
-        return ldexp(1.0, exp);
+        return strata_tsdb::histogram::ldexp(1.0, exp);
     }
     let frac_idx = idx & ((1 << schema) - 1);
     let frac = EXPONENTIAL_BOUNDS[schema as usize][frac_idx as usize];
@@ -84,23 +84,7 @@ pub fn bound(idx: i32, schema: i32, custom: &[f64]) -> f64 {
     if frac == 0.5 && exp == 1025 {
         return f64::MAX;
     }
-    ldexp(frac, exp)
-}
-
-fn ldexp(frac: f64, exp: i64) -> f64 {
-    // Exact for the ranges bounds take: split large exponents so powi does not overflow
-    // early, as Go's math.Ldexp.
-    let mut f = frac;
-    let mut e = exp;
-    while e > 1000 {
-        f *= 2f64.powi(1000);
-        e -= 1000;
-    }
-    while e < -1000 {
-        f *= 2f64.powi(-1000);
-        e += 1000;
-    }
-    f * 2f64.powi(e as i32)
+    strata_tsdb::histogram::ldexp(frac, exp)
 }
 
 /// One bucket with its bounds (Prometheus's `histogram.Bucket`).

@@ -110,7 +110,7 @@ fn read_zero_threshold(r: &mut BitReader<'_>) -> Result<f64, DecodeError> {
     Ok(match r.read_byte()? {
         0 => 0.0,
         255 => f64::from_bits(r.read_bits(64)?),
-        b => ldexp(0.5, i32::from(b) - 243),
+        b => super::ldexp(0.5, i64::from(b) - 243),
     })
 }
 
@@ -130,22 +130,6 @@ fn frexp(f: f64) -> (f64, i32) {
     exp += ((bits >> 52) & 0x7ff) as i32 - 1022;
     let frac = f64::from_bits((bits & !(0x7ff << 52)) | (1022 << 52));
     (frac, exp)
-}
-
-/// `frac * 2^exp` (exact for the powers of two the zero threshold uses).
-fn ldexp(frac: f64, exp: i32) -> f64 {
-    let mut v = frac;
-    let mut e = exp;
-    // Scale in steps that stay within the normal range.
-    while e > 1000 {
-        v *= 2f64.powi(1000);
-        e -= 1000;
-    }
-    while e < -1000 {
-        v *= 2f64.powi(-1000);
-        e += 1000;
-    }
-    v * 2f64.powi(e)
 }
 
 /// Prometheus's `putCustomBound`: bounds that are whole multiples of 0.001 in

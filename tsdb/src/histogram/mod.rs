@@ -118,6 +118,29 @@ pub fn is_valid_schema(schema: i32) -> bool {
     is_custom_buckets(schema) || (EXPONENTIAL_SCHEMA_MIN..=EXPONENTIAL_SCHEMA_MAX).contains(&schema)
 }
 
+/// `frac * 2^exp`, as Go's `math.Ldexp`: exact across the whole range (large exponents
+/// are applied in steps so no intermediate power overflows early). Bucket bounds and
+/// the zero threshold encoding use it.
+pub fn ldexp(frac: f64, exp: i64) -> f64 {
+    let mut f = frac;
+    let mut e = exp;
+    while e > 1000 {
+        f *= 2f64.powi(1000);
+        e -= 1000;
+        if f.is_infinite() {
+            return f;
+        }
+    }
+    while e < -1000 {
+        f *= 2f64.powi(-1000);
+        e += 1000;
+        if f == 0.0 {
+            return f;
+        }
+    }
+    f * 2f64.powi(e as i32)
+}
+
 impl Histogram {
     /// Prometheus's `Histogram.Equals`: same values (sum compared by bits, so two stale
     /// markers are equal) and the same buckets, however the spans split them. The
@@ -242,6 +265,17 @@ fn deltas_to_absolute(deltas: &[i64]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ldexp_as_go() {
+        assert_eq!(ldexp(0.5, 1), 1.0);
+        assert_eq!(ldexp(1.0, -1074), f64::from_bits(1)); // the smallest subnormal
+        assert_eq!(ldexp(1.0, 1023), 2f64.powi(1023));
+        assert_eq!(ldexp(1.0, 1024), f64::INFINITY);
+        assert_eq!(ldexp(1.0, -1075), 0.0);
+        assert_eq!(ldexp(1.0, i64::from(i32::MAX) << 4), f64::INFINITY);
+        assert_eq!(ldexp(-1.0, -(i64::from(i32::MAX) << 4)), -0.0);
+    }
 
     #[test]
     fn to_float_accumulates_deltas() {
