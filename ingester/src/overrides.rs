@@ -53,6 +53,25 @@ pub struct TenantLimits {
     pub max_label_value_length: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_native_histogram_buckets: Option<usize>,
+    /// A duration (`30m`), as Mimir writes it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "duration_opt",
+        serialize_with = "duration_out"
+    )]
+    pub out_of_order_time_window: Option<i64>,
+}
+
+fn duration_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let s = String::deserialize(d)?;
+    strata_kit::parse_duration_ms(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn duration_out<S: serde::Serializer>(v: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&strata_kit::format_duration_ms(v.unwrap_or(0)))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -174,6 +193,9 @@ impl Overrides {
             }
             if let Some(v) = o.max_native_histogram_buckets {
                 l.max_native_histogram_buckets = v;
+            }
+            if let Some(v) = o.out_of_order_time_window {
+                l.out_of_order_time_window_ms = v;
             }
         }
         l

@@ -58,6 +58,12 @@ pub struct Limits {
         value_name = "BOOL"
     )]
     pub reduce_native_histogram_over_max_buckets: bool,
+    /// How far behind the tenant's newest sample a float sample may be and still be
+    /// accepted out of order (0 = out-of-order samples are refused). Prometheus's
+    /// `storage.tsdb.out_of_order_time_window`, Mimir's
+    /// `-ingester.out-of-order-time-window`; native histograms stay in order only.
+    #[arg(long = "tsdb.out-of-order-time-window", alias = "ingester.out-of-order-time-window", value_name = "DURATION", default_value = "0s", value_parser = strata_kit::parse_duration_ms)]
+    pub out_of_order_time_window_ms: i64,
 }
 
 impl Default for Limits {
@@ -75,6 +81,7 @@ impl Default for Limits {
             push_timeout_ms: 30_000,
             max_native_histogram_buckets: 0,
             reduce_native_histogram_over_max_buckets: true,
+            out_of_order_time_window_ms: 0,
         }
     }
 }
