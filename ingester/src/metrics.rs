@@ -8,6 +8,8 @@ pub struct IngesterMetrics {
     pub received_series: Counter,
     pub accepted_samples: Counter,
     pub ingested_histogram_samples: CounterVec,
+    /// Mimir's `cortex_ingester_tsdb_out_of_order_samples_appended_total`.
+    pub ooo_samples: CounterVec,
     pub rejected_samples: CounterVec,
     pub rejected_requests: CounterVec,
     pub series_created: Counter,
@@ -47,6 +49,11 @@ impl IngesterMetrics {
             ingested_histogram_samples: r.counter_vec(
                 "strata_ingester_ingested_histogram_samples_total",
                 "Native histogram samples appended to the head and the WAL, per tenant.",
+                &["tenant"],
+            ),
+            ooo_samples: r.counter_vec(
+                "strata_ingester_tsdb_out_of_order_samples_appended_total",
+                "Float samples accepted out of order (inside --tsdb.out-of-order-time-window), per tenant.",
                 &["tenant"],
             ),
             rejected_samples: r.counter_vec(

@@ -500,6 +500,9 @@ fn append_error(e: AppendError) -> SeriesError {
         },
         AppendError::OutOfOrder { t, last_t } => SeriesError::OutOfOrder { t, last: last_t },
         AppendError::DuplicateTimestamp { t, .. } => SeriesError::DuplicateTimestamp { t },
+        AppendError::TooOldForWindow { t, window_ms } => {
+            SeriesError::TooOldForWindow { t, window_ms }
+        }
         // the series was garbage-collected between lookup and append: treat as too old
         AppendError::UnknownSeries(_) => SeriesError::TooOld { t: 0, min_valid: 0 },
     }
@@ -720,6 +723,16 @@ pub fn ingest_ref_until(
     // Fixed for the request, as Prometheus fixes it when an appender is created; anchored
     // at the clock so no sample from the future can move it.
     let min_valid = head.min_valid_time_at(now);
+    // With an out-of-order window, a float older than its series' newest sample is
+    // accepted down to here (Prometheus's `headMaxt - oooTimeWindow`).
+    let ooo_window = limits.out_of_order_time_window_ms;
+    let ooo_min = if ooo_window > 0 {
+        head.ooo_min_valid_time_at(now, ooo_window)
+    } else {
+        i64::MAX
+    };
+    let lowest = min_valid.min(ooo_min);
+    let mut ooo_accepted = 0usize;
     let mut accepted = 0usize;
     let mut accepted_hists = 0usize;
     // Histograms to log and append, and each series' newest one in this request
@@ -792,13 +805,52 @@ pub fn ingest_ref_until(
                     t,
                     grace_ms: limits.create_grace_period_ms,
                 })
-            } else if t < min_valid {
-                Some(SeriesError::TooOld { t, min_valid })
+            } else if t < lowest {
+                Some(if ooo_window > 0 && t >= head.min_valid_block() {
+                    SeriesError::TooOldForWindow {
+                        t,
+                        window_ms: ooo_window,
+                    }
+                } else {
+                    SeriesError::TooOld {
+                        t,
+                        min_valid: lowest,
+                    }
+                })
             } else {
-                match check_sample(last, t, v.to_bits()) {
+                let vb = v.to_bits();
+                let checked = match check_sample(last, t, vb) {
+                    Err(AppendError::OutOfOrder { .. }) if ooo_window > 0 => {
+                        if t < ooo_min {
+                            Err(AppendError::TooOldForWindow {
+                                t,
+                                window_ms: ooo_window,
+                            })
+                        } else {
+                            // a sample at `t` earlier in this request, else in the head
+                            let held = samples_buf[first..].iter().find(|s| s.1 == t);
+                            let c = match (held, series) {
+                                (Some(s), _) if s.2.to_bits() == vb => Ok(false),
+                                (Some(_), _) => {
+                                    Err(AppendError::DuplicateTimestamp { t, last_t: t })
+                                }
+                                (None, Some(r)) => head.check_out_of_order(r, t, vb),
+                                (None, None) => Ok(true),
+                            };
+                            if c == Ok(true) {
+                                ooo_accepted += 1;
+                                samples_buf.push((placeholder, t, v));
+                                continue;
+                            }
+                            c
+                        }
+                    }
+                    c => c,
+                };
+                match checked {
                     Ok(true) => {
                         samples_buf.push((placeholder, t, v));
-                        last = Some((t, v.to_bits()));
+                        last = Some((t, vb));
                         None
                     }
                     Ok(false) => {
@@ -821,9 +873,11 @@ pub fn ingest_ref_until(
         let hfirst = hists_buf.mark();
         let mut hdups = 0usize;
         if nhists > 0 {
+            // the newest float so far (out-of-order ones are older)
             let mut bound = samples_buf[first..]
-                .last()
+                .iter()
                 .map(|s| s.1)
+                .max()
                 .max(series.and_then(|r| req_last.get(&r.0).map(|l| l.0)))
                 .max(series.and_then(|r| hist_last.get(&r.0).copied()));
             for v in req.histograms_of(i) {
@@ -985,6 +1039,9 @@ pub fn ingest_ref_until(
         hists_buf.append_to(head, tenant_id);
         out.accepted_samples = accepted;
         out.accepted_histograms = accepted_hists;
+        if ooo_accepted > 0 {
+            m.ooo_samples.with(&[tenant_id]).inc_by(ooo_accepted as u64);
+        }
     }
     let seq = w.written_seq;
     let stats = w.wal.stats();

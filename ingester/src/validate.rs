@@ -115,6 +115,11 @@ pub enum SeriesError {
     DuplicateTimestamp {
         t: i64,
     },
+    /// Older than the series' newest sample and beyond the out-of-order window.
+    TooOldForWindow {
+        t: i64,
+        window_ms: i64,
+    },
     /// Later than the ingester's clock plus `--validation.create-grace-period`.
     TooFarInFuture {
         t: i64,
@@ -140,7 +145,7 @@ impl SeriesError {
             SeriesError::PerMetricSeriesLimit => "per_metric_series_limit",
             SeriesError::CardinalityGuard(_) => "cardinality_guard",
             SeriesError::OutOfOrder { .. } => "sample_out_of_order",
-            SeriesError::TooOld { .. } => "sample_too_old",
+            SeriesError::TooOld { .. } | SeriesError::TooOldForWindow { .. } => "sample_too_old",
             SeriesError::DuplicateTimestamp { .. } => "new_value_for_timestamp",
             SeriesError::TooFarInFuture { .. } => "too_far_in_future",
             SeriesError::Histogram(e) => e.reason(),
@@ -163,6 +168,7 @@ impl SeriesError {
             SeriesError::CardinalityGuard(_) => "err-strata-cardinality-guard",
             SeriesError::OutOfOrder { .. } => "err-mimir-sample-out-of-order",
             SeriesError::TooOld { .. } => "err-mimir-sample-too-old",
+            SeriesError::TooOldForWindow { .. } => "err-mimir-sample-timestamp-too-old",
             SeriesError::DuplicateTimestamp { .. } => "err-mimir-sample-duplicate-timestamp",
             SeriesError::TooFarInFuture { .. } => "err-mimir-too-far-in-future",
             SeriesError::Histogram(e) => e.id(),
@@ -217,6 +223,11 @@ impl fmt::Display for SeriesError {
             SeriesError::TooOld { t, min_valid } => write!(
                 f,
                 "the sample has been rejected because its timestamp is too old (timestamp {t}, minimum accepted {min_valid})"
+            ),
+            SeriesError::TooOldForWindow { t, window_ms } => write!(
+                f,
+                "the sample has been rejected because another sample with a more recent timestamp has already been ingested and this sample is beyond the out-of-order time window of {} (timestamp {t}; the window is set by --tsdb.out-of-order-time-window)",
+                strata_kit::format_duration_ms(*window_ms)
             ),
             SeriesError::Histogram(e) => write!(f, "{e}"),
             SeriesError::TooFarInFuture { t, grace_ms } => write!(

@@ -13,6 +13,10 @@
 //!   target, 2 KiB at most, 10 samples at least, counter resets and layout changes).
 //!   A sample of another kind than the open chunk's cuts it, so floats and histograms
 //!   of one series never share a chunk.
+//! * With an out-of-order window, a float sample older than its series' newest goes to
+//!   the series' out-of-order buffer (`head/ooo.rs`, Prometheus's `memSeries.ooo`); reads and
+//!   block cuts merge it with the in-order chunks into sorted, unique samples, and WAL
+//!   replay sends older samples there again (the WAL holds them as ordinary samples).
 //! * The postings index (label name → value → sorted refs, plus all refs) sits behind
 //!   its own `RwLock`.
 //!
@@ -36,12 +40,15 @@
 //!
 //! [`XorChunk`]: crate::chunkenc::XorChunk
 
+mod ooo;
 mod postings;
 mod series;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_histogram;
+#[cfg(test)]
+mod tests_ooo;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -60,6 +67,7 @@ use crate::labels::{Interner, Label, Labels, METRIC_NAME};
 use crate::matcher::Matcher;
 use crate::meta::BlockMeta;
 
+pub use ooo::OOO_CAPACITY;
 use postings::MemPostings;
 pub use series::HISTOGRAM_LAST_BITS;
 use series::{Appended, HistRef, MemSeries, NO_SAMPLES};
@@ -74,6 +82,9 @@ pub struct HeadOptions {
     pub chunk_range_ms: i64,
     /// Number of series shards (rounded up to a power of two). Default 64.
     pub stripes: usize,
+    /// How far behind the newest sample [`Head::append`] accepts an out-of-order float
+    /// sample; 0 (the default) refuses them. See [`Head::set_out_of_order_window`].
+    pub out_of_order_time_window_ms: i64,
 }
 
 impl Default for HeadOptions {
@@ -81,6 +92,7 @@ impl Default for HeadOptions {
         HeadOptions {
             chunk_range_ms: DEFAULT_CHUNK_RANGE_MS,
             stripes: 64,
+            out_of_order_time_window_ms: 0,
         }
     }
 }
@@ -109,10 +121,14 @@ pub enum AppendError {
     /// Older than the series' newest sample (`ErrOutOfOrderSample`).
     #[error("sample timestamp {t} is out of order: the series' last timestamp is {last_t}")]
     OutOfOrder { t: i64, last_t: i64 },
-    /// Same timestamp as the series' newest sample, different value
-    /// (`ErrDuplicateSampleForTimestamp`).
+    /// Same timestamp as a sample of the series (its newest, or with an out-of-order
+    /// window any), different value (`ErrDuplicateSampleForTimestamp`).
     #[error("duplicate sample for timestamp {t} with a different value")]
     DuplicateTimestamp { t: i64, last_t: i64 },
+    /// Older than the series' newest sample and beyond the out-of-order window
+    /// (`ErrTooOldSample`).
+    #[error("sample timestamp {t} is too old: it is beyond the out-of-order time window of {window_ms} ms")]
+    TooOldForWindow { t: i64, window_ms: i64 },
 }
 
 impl AppendError {
@@ -120,7 +136,9 @@ impl AppendError {
     pub fn reason(&self) -> &'static str {
         match self {
             AppendError::UnknownSeries(_) => "unknown-series",
-            AppendError::TooOld { .. } => "sample-timestamp-too-old",
+            AppendError::TooOld { .. } | AppendError::TooOldForWindow { .. } => {
+                "sample-timestamp-too-old"
+            }
             AppendError::OutOfOrder { .. } => "sample-out-of-order",
             AppendError::DuplicateTimestamp { .. } => "new-value-for-timestamp",
         }
@@ -195,7 +213,7 @@ pub fn cut_chunks(samples: &[(i64, crate::dedup::Sample)], chunk_range: i64) -> 
             Sample::FloatHistogram(h) => st.append_histogram(*t, HistRef::Float(h), chunk_range),
         };
     }
-    st.chunks_for_block(i64::MIN, i64::MAX)
+    st.chunks_for_block(i64::MIN, i64::MAX, chunk_range)
 }
 
 /// A histogram sample as the head stored it (for WAL checkpoints).
@@ -392,6 +410,8 @@ pub struct Head {
     max_time: AtomicI64,
     /// No sample older than this is accepted: the end of the last cut block.
     min_valid_block: AtomicI64,
+    /// [`HeadOptions::out_of_order_time_window_ms`], changeable at run time.
+    ooo_window: AtomicI64,
 }
 
 impl fmt::Debug for Head {
@@ -428,6 +448,7 @@ impl Head {
             min_time: AtomicI64::new(i64::MAX),
             max_time: AtomicI64::new(i64::MIN),
             min_valid_block: AtomicI64::new(i64::MIN),
+            ooo_window: AtomicI64::new(opts.out_of_order_time_window_ms.max(0)),
         }
     }
 
@@ -632,6 +653,48 @@ impl Head {
         self.min_valid_block.load(Ordering::Relaxed)
     }
 
+    /// The out-of-order window [`append`](Self::append) applies (ms; 0 = none).
+    pub fn out_of_order_window(&self) -> i64 {
+        self.ooo_window.load(Ordering::Relaxed)
+    }
+
+    /// Change [`append`](Self::append)'s out-of-order window (a runtime override).
+    pub fn set_out_of_order_window(&self, window_ms: i64) {
+        self.ooo_window.store(window_ms.max(0), Ordering::Relaxed);
+    }
+
+    /// The oldest timestamp an out-of-order sample may have with a `window_ms` window:
+    /// the window behind the newest sample (anchored at no later than `now_ms`, as
+    /// [`min_valid_time_at`](Self::min_valid_time_at)), never before the end of the last
+    /// cut block. Prometheus would also take older ones within the window into a block
+    /// overlapping the cut ones; the head keeps the cut range closed.
+    pub fn ooo_min_valid_time_at(&self, now_ms: i64, window_ms: i64) -> i64 {
+        let block = self.min_valid_block.load(Ordering::Relaxed);
+        let max = self.max_time.load(Ordering::Relaxed);
+        if max == i64::MIN {
+            return block;
+        }
+        block.max(max.min(now_ms).saturating_sub(window_ms))
+    }
+
+    /// Prometheus's rule for an out-of-order float at `t` (older than the series'
+    /// newest sample) without storing it: `Ok(true)` to store it, `Ok(false)` when the
+    /// series holds a sample at `t` with these value bits (accepted, nothing stored), an
+    /// error when it holds one with another value. The window is the caller's.
+    pub fn check_out_of_order(
+        &self,
+        series_ref: HeadSeriesRef,
+        t: i64,
+        v_bits: u64,
+    ) -> Result<bool, AppendError> {
+        let shard = rl(self.series_shard(series_ref.0));
+        let s = shard
+            .get(&series_ref.0)
+            .ok_or(AppendError::UnknownSeries(series_ref))?;
+        let ok = s.lock().check_ooo(t, v_bits);
+        ok
+    }
+
     /// Timestamp and value bits of the series' newest sample (`Ok(None)` before the
     /// first): what [`check_sample`] needs to validate a sample without appending it.
     pub fn last_sample(
@@ -646,10 +709,12 @@ impl Head {
         Ok(last)
     }
 
-    /// Append a sample the caller already validated (with [`check_sample`] and the time
-    /// window) and logged: no window check, so the head takes what the WAL has. The
-    /// per-series rule still applies; it can only fail if the caller did not hold off
-    /// other writers between validating and appending.
+    /// Append a sample the caller already validated (with [`check_sample`], the time
+    /// window and, for one older than the series' newest, the out-of-order window and
+    /// [`check_out_of_order`](Self::check_out_of_order)) and logged: no window check, so
+    /// the head takes what the WAL has; an older sample goes to the series'
+    /// out-of-order buffer. The per-series rule still applies; it can only fail if the
+    /// caller did not hold off other writers between validating and appending.
     #[inline]
     pub fn append_validated(
         &self,
@@ -657,22 +722,48 @@ impl Head {
         t: i64,
         v: f64,
     ) -> Result<(), AppendError> {
-        self.append_unchecked(series_ref, t, v).map(|_| ())
+        self.append_unchecked(series_ref, t, v, true).map(|_| ())
     }
 
     /// Append one sample, with Prometheus's checks (see [`AppendError`]). A sample equal
-    /// to the newest one (timestamp and value bits) is accepted and ignored.
+    /// to the newest one (timestamp and value bits) is accepted and ignored. With an
+    /// out-of-order window ([`HeadOptions::out_of_order_time_window_ms`]), an older
+    /// sample inside it is kept apart and merged into reads and blocks.
     #[inline]
     pub fn append(&self, series_ref: HeadSeriesRef, t: i64, v: f64) -> Result<(), AppendError> {
         let min_valid_t = self.min_valid_time();
-        if t < min_valid_t {
-            return Err(AppendError::TooOld { t, min_valid_t });
+        let window = self.ooo_window.load(Ordering::Relaxed);
+        if window == 0 {
+            if t < min_valid_t {
+                return Err(AppendError::TooOld { t, min_valid_t });
+            }
+            return self.append_unchecked(series_ref, t, v, false).map(|_| ());
         }
-        self.append_unchecked(series_ref, t, v).map(|_| ())
+        let block = self.min_valid_block.load(Ordering::Relaxed);
+        if t < block {
+            return Err(AppendError::TooOld {
+                t,
+                min_valid_t: block,
+            });
+        }
+        let ooo_min = self.ooo_min_valid_time_at(i64::MAX, window);
+        let too_old = AppendError::TooOldForWindow {
+            t,
+            window_ms: window,
+        };
+        if t < min_valid_t.min(ooo_min) {
+            return Err(too_old);
+        }
+        match self.append_unchecked(series_ref, t, v, t >= ooo_min) {
+            Err(AppendError::OutOfOrder { .. }) => Err(too_old),
+            r => r.map(|_| ()),
+        }
     }
 
     /// [`append`](Self::append) for WAL replay: samples older than the last cut block
-    /// are dropped and out-of-order or duplicate samples skipped, not errors (`false`).
+    /// are dropped and duplicate samples skipped, not errors (`false`). Samples older
+    /// than the series' newest go to its out-of-order buffer, whatever the window now:
+    /// the WAL holds only samples that were accepted (with a window, in any order).
     /// The `chunk_range / 2` bound does not apply: the WAL already accepted them.
     pub fn append_replay(
         &self,
@@ -683,7 +774,7 @@ impl Head {
         if t < self.min_valid_block.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        match self.append_unchecked(series_ref, t, v) {
+        match self.append_unchecked(series_ref, t, v, true) {
             Ok(a) => Ok(matches!(a, Appended::Stored { .. })),
             Err(AppendError::OutOfOrder { .. } | AppendError::DuplicateTimestamp { .. }) => {
                 Ok(false)
@@ -697,12 +788,13 @@ impl Head {
         series_ref: HeadSeriesRef,
         t: i64,
         v: f64,
+        ooo: bool,
     ) -> Result<Appended, AppendError> {
         let shard = rl(self.series_shard(series_ref.0));
         let s = shard
             .get(&series_ref.0)
             .ok_or(AppendError::UnknownSeries(series_ref))?;
-        let a = s.lock().append(t, v, self.chunk_range)?;
+        let a = s.lock().append_with(t, v, self.chunk_range, ooo)?;
         drop(shard);
         if let Appended::Stored { new_chunk } = a {
             if new_chunk {
@@ -933,7 +1025,8 @@ impl Head {
         let mut out = Vec::new();
         self.visit(&refs, |r, s| {
             let mut chunks = Vec::new();
-            s.lock().chunks_overlapping(mint, maxt, &mut chunks);
+            s.lock()
+                .chunks_overlapping(mint, maxt, self.chunk_range, &mut chunks);
             if !chunks.is_empty() {
                 out.push(HeadSeriesData {
                     series_ref: HeadSeriesRef(r),
@@ -978,7 +1071,8 @@ impl Head {
         let mut out = Vec::new();
         let shard = rl(&self.series[(r.0 & self.mask) as usize]);
         if let Some(s) = shard.get(&r.0) {
-            s.lock().chunks_overlapping(mint, maxt, &mut out);
+            s.lock()
+                .chunks_overlapping(mint, maxt, self.chunk_range, &mut out);
         }
         out
     }
@@ -1071,7 +1165,7 @@ impl Head {
                     if s.labels.is_empty() {
                         continue;
                     }
-                    let chunks = s.lock().chunks_for_block(mint, maxt);
+                    let chunks = s.lock().chunks_for_block(mint, maxt, self.chunk_range);
                     if !chunks.is_empty() {
                         batch.push((Labels::from_sorted_unchecked(s.labels.to_vec()), chunks));
                     }

@@ -18,6 +18,7 @@ use crate::histogram::{
 };
 use crate::labels::Label;
 
+use super::ooo::OooState;
 use super::{AppendError, HistogramSample};
 
 /// A chunk that is no longer appended to: only its time range and its bytes, exactly as
@@ -176,6 +177,8 @@ pub(super) struct SeriesState {
     last_kind: LastKind,
     /// Histogram state, from the first histogram sample on.
     hist: Option<Box<HistState>>,
+    /// Out-of-order float samples, from the first one on.
+    ooo: Option<Box<OooState>>,
     /// Set by a truncation that found a series which never had a sample; the next one
     /// collects it (one grace period between `get_or_create` and the first append).
     pub gc_marked: bool,
@@ -206,6 +209,7 @@ impl SeriesState {
             last_v: 0,
             last_kind: LastKind::Float,
             hist: None,
+            ooo: None,
             gc_marked: false,
         }
     }
@@ -225,16 +229,134 @@ impl SeriesState {
 
     /// Whether no chunk is left.
     pub fn is_empty(&self) -> bool {
-        self.head.is_none() && self.closed.is_empty() && self.open_hist().is_none()
+        self.head.is_none()
+            && self.closed.is_empty()
+            && self.open_hist().is_none()
+            && self.ooo_span().is_none()
     }
 
     /// The oldest sample time held, if any.
     pub fn min_t(&self) -> Option<i64> {
-        match self.closed.first() {
+        let in_order = match self.closed.first() {
             Some(c) => Some(c.min_t),
             None if self.head.is_some() || self.open_hist().is_some() => Some(self.head_min_t),
             None => None,
+        };
+        match (in_order, self.ooo_span()) {
+            (Some(a), Some((b, _))) => Some(a.min(b)),
+            (a, b) => a.or(b.map(|b| b.0)),
         }
+    }
+
+    fn ooo_span(&self) -> Option<(i64, i64)> {
+        self.ooo.as_ref().and_then(|o| o.span())
+    }
+
+    /// Whether out-of-order samples overlap `[mint, maxt]`.
+    fn ooo_overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.ooo_span()
+            .is_some_and(|(lo, hi)| hi >= mint && lo <= maxt)
+    }
+
+    /// [`append`](Self::append), and with `ooo` a sample older than the newest one goes
+    /// to the out-of-order buffer (the caller checked the window) instead of being
+    /// refused.
+    #[inline]
+    pub fn append_with(
+        &mut self,
+        t: i64,
+        v: f64,
+        chunk_range: i64,
+        ooo: bool,
+    ) -> Result<Appended, AppendError> {
+        match self.append(t, v, chunk_range) {
+            Err(AppendError::OutOfOrder { .. }) if ooo => self.insert_ooo(t, v),
+            r => r,
+        }
+    }
+
+    /// Prometheus's rule for an out-of-order float at `t`: `Ok(true)` to store it,
+    /// `Ok(false)` when a sample with these value bits is held at `t` already (accepted,
+    /// nothing stored), an error when one with another value is.
+    pub fn check_ooo(&self, t: i64, v_bits: u64) -> Result<bool, AppendError> {
+        let held = self
+            .in_order_value_at(t)
+            .or_else(|| self.ooo.as_ref().and_then(|o| o.value_at(t)));
+        match held {
+            None => Ok(true),
+            Some(b) if b == v_bits => Ok(false),
+            Some(_) => Err(AppendError::DuplicateTimestamp {
+                t,
+                last_t: self.last_t,
+            }),
+        }
+    }
+
+    /// Value bits of the in-order float sample at `t`, if any (one chunk decoded).
+    fn in_order_value_at(&self, t: i64) -> Option<u64> {
+        let i = self.closed.partition_point(|c| c.max_t < t);
+        let data = match self.closed.get(i) {
+            Some(c) if c.min_t <= t => (c.encoding == Encoding::Xor).then_some(&*c.data)?,
+            Some(_) => return None,
+            None if self.head_min_t <= t => self.head.as_ref()?.bytes(),
+            None => return None,
+        };
+        XorIter::new(data)
+            .take_while(|s| s.0 <= t)
+            .find(|s| s.0 == t)
+            .map(|s| s.1.to_bits())
+    }
+
+    fn insert_ooo(&mut self, t: i64, v: f64) -> Result<Appended, AppendError> {
+        if !self.check_ooo(t, v.to_bits())? {
+            return Ok(Appended::Duplicate);
+        }
+        self.ooo.get_or_insert_with(Box::default).insert(t, v);
+        self.gc_marked = false;
+        // not counted as a head chunk (Prometheus counts OOO chunks apart)
+        Ok(Appended::Stored { new_chunk: false })
+    }
+
+    /// The samples in `[mint, maxt]`, in-order and out-of-order merged: sorted, one per
+    /// timestamp (an in-order sample wins a tie), re-cut into chunks.
+    fn merged_chunks(&self, mint: i64, maxt: i64, chunk_range: i64) -> Vec<EncodedChunk> {
+        use crate::dedup::Sample;
+        let mut in_order: Vec<(i64, Sample)> = Vec::new();
+        for (lo, hi, encoding, data) in self.chunks() {
+            if hi < mint || lo > maxt {
+                continue;
+            }
+            let keep = |t: &i64| *t >= mint && *t <= maxt;
+            match encoding {
+                Encoding::Xor => in_order.extend(
+                    XorIter::new(data)
+                        .filter(|s| keep(&s.0))
+                        .map(|(t, v)| (t, Sample::Float(v))),
+                ),
+                _ => {
+                    let c = EncodedChunk {
+                        min_time: lo,
+                        max_time: hi,
+                        encoding,
+                        data: data.to_vec(),
+                    };
+                    // the head wrote these chunks: they decode
+                    let all =
+                        crate::dedup::decode_samples(std::slice::from_ref(&c)).unwrap_or_default();
+                    in_order.extend(all.into_iter().filter(|s| keep(&s.0)));
+                }
+            }
+        }
+        let mut ooo = Vec::new();
+        if let Some(o) = &self.ooo {
+            o.samples_in(mint, maxt, &mut ooo);
+        }
+        let ooo = ooo
+            .into_iter()
+            .map(|(t, v)| (t, Sample::Float(v)))
+            .collect();
+        let merged = crate::dedup::merge_by_time(vec![in_order, ooo]);
+        super::cut_chunks(&merged, chunk_range)
     }
 
     /// Prometheus's per-series checks and chunk cutting. `chunk_range` > 0.
@@ -469,6 +591,12 @@ impl SeriesState {
                 removed += 1;
             }
         }
+        if let Some(o) = self.ooo.as_mut() {
+            o.truncate_before(mint);
+            if o.is_empty() {
+                self.ooo = None;
+            }
+        }
         removed
     }
 
@@ -487,11 +615,24 @@ impl SeriesState {
 
     /// Whether any chunk has samples in `[mint, maxt]` (nothing copied).
     pub fn has_chunks_overlapping(&self, mint: i64, maxt: i64) -> bool {
-        self.chunks().any(|(lo, hi, _, _)| hi >= mint && lo <= maxt)
+        self.ooo_overlaps(mint, maxt)
+            || self.chunks().any(|(lo, hi, _, _)| hi >= mint && lo <= maxt)
     }
 
-    /// Copies of the chunks overlapping `[mint, maxt]` (both inclusive).
-    pub fn chunks_overlapping(&self, mint: i64, maxt: i64, out: &mut Vec<EncodedChunk>) {
+    /// Copies of the chunks overlapping `[mint, maxt]` (both inclusive). With
+    /// out-of-order samples in the range, the samples in it are merged and re-cut, so
+    /// readers always get sorted, non-overlapping chunks.
+    pub fn chunks_overlapping(
+        &self,
+        mint: i64,
+        maxt: i64,
+        chunk_range: i64,
+        out: &mut Vec<EncodedChunk>,
+    ) {
+        if self.ooo_overlaps(mint, maxt) {
+            out.extend(self.merged_chunks(mint, maxt, chunk_range));
+            return;
+        }
         for (lo, hi, encoding, data) in self.chunks() {
             if hi >= mint && lo <= maxt {
                 out.push(EncodedChunk {
@@ -505,8 +646,12 @@ impl SeriesState {
     }
 
     /// Chunks holding exactly the samples in `[mint, maxt)`: chunks inside the range are
-    /// copied as they are, chunks straddling a bound are re-encoded.
-    pub fn chunks_for_block(&self, mint: i64, maxt: i64) -> Vec<EncodedChunk> {
+    /// copied as they are, chunks straddling a bound are re-encoded; out-of-order
+    /// samples in the range are merged in (the whole range re-cut).
+    pub fn chunks_for_block(&self, mint: i64, maxt: i64, chunk_range: i64) -> Vec<EncodedChunk> {
+        if maxt > mint && self.ooo_overlaps(mint, maxt - 1) {
+            return self.merged_chunks(mint, maxt - 1, chunk_range);
+        }
         let mut out = Vec::new();
         for (lo, hi, encoding, data) in self.chunks() {
             if hi < mint || lo >= maxt {
@@ -551,13 +696,23 @@ impl SeriesState {
         out
     }
 
-    /// Appends the float samples with timestamp `>= since` to `out`.
+    /// Appends the float samples with timestamp `>= since` to `out`, out-of-order ones
+    /// merged in: sorted, one per timestamp.
     pub fn samples_since(&self, since: i64, out: &mut Vec<(i64, f64)>) {
+        let start = out.len();
         for (_, hi, enc, data) in self.chunks() {
             if hi < since || enc != Encoding::Xor {
                 continue;
             }
             out.extend(XorIter::new(data).filter(|(t, _)| *t >= since));
+        }
+        if let Some(o) = &self.ooo {
+            o.samples_in(since, i64::MAX, out);
+            // stable: an in-order sample stays first at a tie and wins it
+            out[start..].sort_by_key(|s| s.0);
+            let mut merged = out.split_off(start);
+            merged.dedup_by_key(|s| s.0);
+            out.extend(merged);
         }
     }
 
@@ -586,14 +741,16 @@ impl SeriesState {
         }
     }
 
-    /// Encoded bytes of every chunk (the open one's used part).
+    /// Encoded bytes of every chunk (the open one's used part), out-of-order ones included.
     pub fn chunk_bytes(&self) -> usize {
-        self.chunks().map(|(_, _, _, d)| d.len()).sum()
+        self.chunks().map(|(_, _, _, d)| d.len()).sum::<usize>()
+            + self.ooo.as_ref().map_or(0, |o| o.data_bytes())
     }
 
     /// Other heap bytes owned: closed-chunk headers and the open chunk's spare room.
     pub fn overhead_bytes(&self) -> usize {
         self.closed.len() * std::mem::size_of::<ClosedChunk>()
+            + self.ooo.as_ref().map_or(0, |o| o.overhead_bytes())
             + self.head.as_ref().map_or(0, |h| {
                 let len = h.bytes().len();
                 xor_buf_capacity(len) - len

@@ -168,7 +168,7 @@ proptest! {
         ms in proptest::collection::vec(matcher_strategy(), 0..4),
         gc_first in 0usize..4,
     ) {
-        let h = Head::new(HeadOptions { chunk_range_ms: 1000, stripes: 4 });
+        let h = Head::new(HeadOptions { chunk_range_ms: 1000, stripes: 4, ..HeadOptions::default() });
         let mut uniq = series.clone();
         uniq.sort();
         uniq.dedup();
@@ -264,6 +264,7 @@ fn concurrent_appends() {
     let h = Head::new(HeadOptions {
         chunk_range_ms: 2 * H,
         stripes: 16,
+        ..HeadOptions::default()
     });
     const THREADS: usize = 4;
     const SERIES: usize = 200;
@@ -442,6 +443,7 @@ fn truncate_collects_series_and_postings() {
     let h = Head::new(HeadOptions {
         chunk_range_ms: 10_000,
         stripes: 2,
+        ..HeadOptions::default()
     });
     let old = ls(&[("__name__", "old"), ("job", "gone")]);
     let both = ls(&[("__name__", "both"), ("job", "kept")]);
@@ -527,10 +529,12 @@ fn replay_with_refs() {
     let (c, created) = h.get_or_create(&ls(&[("__name__", "c")]));
     assert!(created);
     assert_eq!(c, HeadSeriesRef(11));
-    // replayed samples: duplicates and out-of-order are skipped, not errors
+    // replayed samples: duplicates are skipped, not errors; an older sample was
+    // accepted out of order (the WAL holds only accepted samples) and is kept
     assert_eq!(h.append_replay(HeadSeriesRef(10), 100, 1.0), Ok(true));
     assert_eq!(h.append_replay(HeadSeriesRef(10), 100, 1.0), Ok(false));
-    assert_eq!(h.append_replay(HeadSeriesRef(10), 50, 1.0), Ok(false));
+    assert_eq!(h.append_replay(HeadSeriesRef(10), 50, 1.0), Ok(true));
+    assert_eq!(h.append_replay(HeadSeriesRef(10), 50, 3.0), Ok(false));
     assert_eq!(h.append_replay(HeadSeriesRef(10), 100, 2.0), Ok(false));
     assert_eq!(h.append_replay(HeadSeriesRef(10), 200, 2.0), Ok(true));
     assert!(h.append_replay(HeadSeriesRef(99), 200, 2.0).is_err());

@@ -387,7 +387,7 @@ mod prop {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn mixed_series_read_back_as_appended(ops in ops()) {
-            let h = Head::new(HeadOptions { chunk_range_ms: 3_600_000, stripes: 4 });
+            let h = Head::new(HeadOptions { chunk_range_ms: 3_600_000, stripes: 4, ..HeadOptions::default() });
             let (r, _) = h.get_or_create(&ls(&[("__name__", "x")]));
             let mut t = 1_000i64;
             let mut want: Vec<(i64, Sample)> = Vec::new();
