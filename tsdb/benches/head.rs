@@ -8,6 +8,8 @@
 //! * `head/append`: samples per second appending to 100k existing series, 10 samples
 //!   each per iteration, one thread.
 //! * `head/get_or_create`: series lookups per second for existing series.
+//! * `head_ooo/*`: with a 1 h out-of-order window, 30 samples per series into 10k fresh
+//!   series, in order, or the newest first and the other 29 shuffled (out of order).
 //!
 //! `cargo bench -p strata-tsdb --bench head -- --warm-up-time 1 --measurement-time 3`
 
@@ -195,9 +197,69 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// Append cost of out-of-order samples against in-order ones, same samples.
+fn ooo_benches(c: &mut Criterion) {
+    const SERIES: usize = 10_000;
+    const PER_SERIES: usize = 30;
+    let all: Vec<Labels> = (0..SERIES).map(labels).collect();
+    let mut rng = SmallRng::seed_from_u64(3);
+    let samples: Vec<Vec<(i64, f64)>> = (0..SERIES)
+        .map(|i| {
+            let mut gen = Gen::new(i);
+            (0..PER_SERIES as i64)
+                .map(|k| gen.next(&mut rng, k * INTERVAL))
+                .collect()
+        })
+        .collect();
+    // the newest first, then the rest in a random order
+    let shuffled: Vec<Vec<(i64, f64)>> = samples
+        .iter()
+        .map(|s| {
+            let (newest, rest) = s.split_last().unwrap();
+            let mut rest = rest.to_vec();
+            for i in (1..rest.len()).rev() {
+                rest.swap(i, rng.random_range(0..=i));
+            }
+            std::iter::once(*newest).chain(rest).collect()
+        })
+        .collect();
+    let fresh = || {
+        let h = Head::new(HeadOptions {
+            out_of_order_time_window_ms: 60 * 60 * 1000,
+            ..HeadOptions::default()
+        });
+        let refs: Vec<HeadSeriesRef> = all.iter().map(|l| h.get_or_create(l).0).collect();
+        (h, refs)
+    };
+    let mut g = c.benchmark_group("head_ooo");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements((SERIES * PER_SERIES) as u64));
+    for (name, input) in [
+        ("in-order/10k series x 30", &samples),
+        ("out-of-order/10k series x 30", &shuffled),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                fresh,
+                |(h, refs)| {
+                    for (r, s) in refs.iter().zip(input) {
+                        for &(t, v) in s {
+                            h.append(*r, t, v).unwrap();
+                        }
+                    }
+                    h
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
 fn main() {
     memory_report();
     let mut c = Criterion::default().configure_from_args();
+    ooo_benches(&mut c);
     benches(&mut c);
     c.final_summary();
 }
