@@ -827,8 +827,13 @@ pub fn ingest_ref_until(
                                 window_ms: ooo_window,
                             })
                         } else {
-                            // a sample at `t` earlier in this request, else in the head
-                            let held = samples_buf[first..].iter().find(|s| s.1 == t);
+                            // a sample at `t` earlier in this request (this occurrence
+                            // of the series, or an earlier one), else in the head
+                            let held =
+                                samples_buf[first..].iter().find(|s| s.1 == t).or_else(|| {
+                                    let r = series.filter(|r| req_last.contains_key(&r.0))?;
+                                    samples_buf[..first].iter().find(|s| s.0 == r.0 && s.1 == t)
+                                });
                             let c = match (held, series) {
                                 (Some(s), _) if s.2.to_bits() == vb => Ok(false),
                                 (Some(_), _) => {
@@ -947,11 +952,17 @@ pub fn ingest_ref_until(
                     Some(SeriesError::PerMetricSeriesLimit)
                 } else {
                     w.guard
-                        .check(&ing.config.cardinality_guard, metric, pairs, now, |label| {
-                            let m = Matcher::new(MatchOp::Equal, "__name__", metric)
-                                .expect("an equality matcher");
-                            head.label_values(label, &[m])
-                        })
+                        .check(
+                            &ing.overrides.guard(tenant_id),
+                            metric,
+                            pairs,
+                            now,
+                            |label| {
+                                let m = Matcher::new(MatchOp::Equal, "__name__", metric)
+                                    .expect("an equality matcher");
+                                head.label_values(label, &[m])
+                            },
+                        )
                         .err()
                         .map(|r| {
                             m.cardinality_guard_refused

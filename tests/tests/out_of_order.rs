@@ -292,9 +292,23 @@ fn no_window_refuses_as_before_and_a_tenant_override_opens_one() {
         body.contains("beyond the out-of-order time window of 10m"),
         "{body}"
     );
+    // a series twice in one request: its second occurrence is checked against the first
+    let labels = [("__name__", "ooo"), ("s", "a")];
+    let (code, body) = strata.push(
+        Some("late"),
+        &write_request(vec![
+            series(&labels, &[(newest - 2 * MIN, 5.0)]),
+            series(&labels, &[(newest - 2 * MIN, 6.0)]),
+        ]),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("the same timestamp, but a different value"),
+        "{body}"
+    );
     assert_eq!(
         answered(&strata, "late", newest)["a"],
-        vec![(newest - MIN, 2.0), (newest, 1.0)]
+        vec![(newest - 2 * MIN, 5.0), (newest - MIN, 2.0), (newest, 1.0)]
     );
     assert_eq!(
         answered(&strata, "anonymous", newest)["a"],
