@@ -6,8 +6,10 @@
 //!    subset of the other's, which is at a higher level or has more sources: a
 //!    compaction that uploaded its result but crashed before marking its inputs) get a
 //!    deletion mark, so a crash at any point is finished by the next pass.
-//! 2. **Retention** per resolution (`--retention.resolution-raw|5m|1h`, 0 = forever):
-//!    blocks whose max time is older get a deletion mark.
+//! 2. **Retention** per resolution (`--retention.resolution-raw|5m|1h`, 0 = forever),
+//!    or per tenant at every resolution (`compactor_blocks_retention_period` in the
+//!    runtime configuration, Mimir's key, re-read at every pass): blocks whose max time
+//!    is older get a deletion mark.
 //! 3. **Compaction** per stream: blocks with the same tenant, resolution and external
 //!    labels minus the replica labels (`--deduplication.replica-label`). Overlapping
 //!    blocks are merged first (vertical compaction; replicas of an HA pair are merged
@@ -44,10 +46,11 @@ pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strata_kit::metrics::Registry;
+use strata_kit::runtime_config::RuntimeConfig;
 use strata_kit::shutdown::Shutdown;
 use strata_objstore::{BlockRef, Bucket, DELETION_MARK, META_JSON};
 use strata_tsdb::block::{Block, BlockWriter, MetaExtra};
@@ -162,6 +165,8 @@ pub struct Compactor {
     halted: Mutex<HashMap<String, BTreeSet<Ulid>>>,
     /// The one-compactor-per-bucket lease.
     lock: lock::BucketLock,
+    /// Per-tenant retention (`compactor_blocks_retention_period`), read at every pass.
+    runtime: Arc<RuntimeConfig>,
 }
 
 impl std::fmt::Debug for Compactor {
@@ -190,6 +195,34 @@ impl Compactor {
             config,
             metrics: CompactorMetrics::new(registry),
             halted: Mutex::new(HashMap::new()),
+            runtime: RuntimeConfig::none(),
+        }
+    }
+
+    /// Read per-tenant retention from this runtime configuration (`strata all` shares
+    /// the ingester's; `strata compactor` opens `--runtime-config.file`).
+    pub fn with_runtime_config(mut self, runtime: Arc<RuntimeConfig>) -> Self {
+        self.runtime = runtime;
+        self
+    }
+
+    /// How long `tenant`'s blocks at `resolution` are kept, in ms (0: forever): the
+    /// tenant's `compactor_blocks_retention_period` when the runtime configuration has
+    /// one (at every resolution, as Mimir has one retention), else the flag of the
+    /// resolution.
+    fn retention(&self, tenant: &str, resolution: i64) -> i64 {
+        if let Some(r) = self
+            .runtime
+            .tenant(tenant)
+            .compactor_blocks_retention_period
+        {
+            return r;
+        }
+        match resolution {
+            0 => self.config.retention_raw,
+            RES_5M => self.config.retention_5m,
+            RES_1H => self.config.retention_1h,
+            _ => 0,
         }
     }
 
@@ -360,12 +393,7 @@ impl Compactor {
         }
         let now = now_ms();
         for m in &live {
-            let keep = match resolution(m) {
-                0 => self.config.retention_raw,
-                RES_5M => self.config.retention_5m,
-                RES_1H => self.config.retention_1h,
-                _ => 0,
-            };
+            let keep = self.retention(tenant, resolution(m));
             if keep > 0 && m.max_time < now - keep && !l.deletion_marked.contains(&m.ulid) {
                 self.mark_deleted(tenant, m.ulid, "retention", report)
                     .await?;

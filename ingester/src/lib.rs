@@ -211,18 +211,13 @@ impl Ingester {
         }
         let tenants_dir = config.data_dir.join("tenants");
         std::fs::create_dir_all(&tenants_dir).map_err(|e| Error::io(&tenants_dir, e))?;
-        let overrides = overrides::Overrides::open(
+        let runtime = overrides::RuntimeConfig::open(&config.runtime_config, registry)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let overrides = overrides::Overrides::new(
             config.limits.clone(),
-            &config.runtime_config,
-            registry.gauge(
-                "strata_runtime_config_last_reload_successful",
-                "Whether the last reload of --runtime-config.file succeeded (1) or failed (0).",
-            ),
-        )
-        .map_err(|e| Error::Invalid(e.to_string()))?;
-        overrides.watch(std::time::Duration::from_millis(
-            config.runtime_config.reload_period_ms.max(0) as u64,
-        ));
+            config.cardinality_guard.clone(),
+            runtime,
+        );
         let ing = Arc::new(Ingester {
             overrides,
             metrics: IngesterMetrics::new(registry),

@@ -9,6 +9,7 @@ pub mod grpc_tls;
 pub mod http;
 pub mod labels;
 pub mod metrics;
+pub mod runtime_config;
 pub mod shutdown;
 pub mod status;
 pub mod tenant;

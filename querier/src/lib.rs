@@ -114,6 +114,9 @@ pub struct QuerierConfig {
     /// Rulers (base URLs) whose `/api/v1/rules` and `/api/v1/alerts` are merged into
     /// the querier's [`--ruler.url`].
     pub ruler_urls: Vec<String>,
+    /// Per-tenant query limits over the flags' [`--runtime-config.file`]; `strata all`
+    /// shares the ingester's.
+    pub runtime_config: Arc<strata_kit::runtime_config::RuntimeConfig>,
 }
 
 impl Default for QuerierConfig {
@@ -144,6 +147,7 @@ impl Default for QuerierConfig {
             remote_read_concurrent_limit: 10,
             remote_read_max_bytes_in_frame: 1 << 20,
             ruler_urls: Vec::new(),
+            runtime_config: strata_kit::runtime_config::RuntimeConfig::none(),
         }
     }
 }
@@ -260,15 +264,22 @@ impl Querier {
             replica_labels: Some(self.config.replica_labels.clone()),
             max_resolution_ms: 0,
             timeout: self.config.store_timeout.unwrap_or(self.config.timeout),
-            cost: stats::QueryCost::new(self.fetch_limits()),
+            cost: stats::QueryCost::new(self.fetch_limits(tenant)),
         }
     }
 
-    /// The per-request fetch limits (no sample limit: PromQL queries add theirs).
-    pub fn fetch_limits(&self) -> stats::QueryLimits {
+    /// `tenant`'s per-request fetch limits: its runtime-configuration entry
+    /// (`max_fetched_series_per_query`, `max_fetched_chunk_bytes_per_query`) over the
+    /// flags; no sample limit (PromQL queries add theirs).
+    pub fn fetch_limits(&self, tenant: &str) -> stats::QueryLimits {
+        let o = self.config.runtime_config.tenant(tenant);
         stats::QueryLimits {
-            max_series: self.config.max_fetched_series,
-            max_chunk_bytes: self.config.max_fetched_chunk_bytes,
+            max_series: o
+                .max_fetched_series_per_query
+                .unwrap_or(self.config.max_fetched_series),
+            max_chunk_bytes: o
+                .max_fetched_chunk_bytes_per_query
+                .unwrap_or(self.config.max_fetched_chunk_bytes),
             max_samples: 0,
         }
     }

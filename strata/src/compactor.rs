@@ -11,6 +11,7 @@ use strata_compactor::{Compactor, CompactorConfig};
 use strata_kit::http::{instrument, router, Readiness, Server, ServerState};
 use strata_kit::metrics::Registry;
 use strata_kit::parse_duration_ms;
+use strata_kit::runtime_config::RuntimeConfig;
 use strata_kit::shutdown::Shutdown;
 use strata_kit::HttpArgs;
 use strata_objstore::Bucket;
@@ -34,6 +35,9 @@ pub struct CompactorCmd {
     pub wait_interval_ms: i64,
     #[command(flatten)]
     pub compactor: CompactorArgs,
+    /// Per-tenant retention (`compactor_blocks_retention_period`).
+    #[command(flatten)]
+    pub runtime_config: strata_kit::runtime_config::RuntimeConfigArgs,
 }
 
 /// The compaction flags, for `strata compactor` (and `strata all`).
@@ -102,7 +106,9 @@ pub fn run_compactor(cmd: CompactorCmd) -> anyhow::Result<ExitCode> {
         let registry = Registry::with_process_metrics();
         let shutdown = Shutdown::with_signals();
         tracing::info!(bucket = %bucket, wait = cmd.wait, "starting compactor");
-        let compactor = Compactor::new(bucket, config, &registry);
+        let runtime = RuntimeConfig::open(&cmd.runtime_config, &registry)?;
+        let compactor =
+            Compactor::new(bucket, config, &registry).with_runtime_config(runtime.clone());
         if !cmd.wait {
             let r = compactor.run_once().await;
             compactor.release_lock().await;
@@ -117,7 +123,7 @@ pub fn run_compactor(cmd: CompactorCmd) -> anyhow::Result<ExitCode> {
             .with_grace_period(cmd.http.grace_period());
         let readiness = Readiness::new();
         let state = ServerState::new(&registry, readiness.clone());
-        let app = instrument(router(state.clone()), &state);
+        let app = instrument(router(state.clone()).merge(runtime.routes()), &state);
         readiness.set_ready();
         let server = tokio::spawn(http.serve(app, shutdown.clone()));
         compactor.run_forever(shutdown.clone()).await;

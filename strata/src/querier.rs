@@ -9,6 +9,7 @@ use clap::{ArgAction, Args, ValueEnum};
 use strata_kit::http::{instrument, router, Readiness, Server, ServerState};
 use strata_kit::metrics::Registry;
 use strata_kit::parse_duration_ms;
+use strata_kit::runtime_config::RuntimeConfig;
 use strata_kit::shutdown::Shutdown;
 use strata_kit::HttpArgs;
 use strata_objstore::Bucket;
@@ -48,6 +49,9 @@ pub struct QuerierCmd {
     pub ring_peers: Vec<String>,
     #[command(flatten)]
     querier: QuerierArgs,
+    /// Per-tenant query limits (`max_fetched_series_per_query`, …).
+    #[command(flatten)]
+    runtime_config: strata_kit::runtime_config::RuntimeConfigArgs,
 }
 
 /// `--grpc-compression` values (Thanos's flag on its querier's Store API client).
@@ -260,6 +264,8 @@ pub fn run_querier(cmd: QuerierCmd) -> anyhow::Result<ExitCode> {
             replica_labels = ?config.replica_labels,
             "starting querier"
         );
+        let runtime = RuntimeConfig::open(&cmd.runtime_config, &registry)?;
+        config.runtime_config = runtime.clone();
         let querier = Querier::new(config, &registry).context("querier")?;
         let grpc = match cmd.grpc_address {
             None => None,
@@ -282,7 +288,12 @@ pub fn run_querier(cmd: QuerierCmd) -> anyhow::Result<ExitCode> {
         let readiness = Readiness::new();
         let state = ServerState::new(&registry, readiness.clone())
             .with_cors_origin(cmd.querier.cors_origin.clone());
-        let app = instrument(router(state.clone()).merge(querier.routes()), &state);
+        let app = instrument(
+            router(state.clone())
+                .merge(querier.routes())
+                .merge(runtime.routes()),
+            &state,
+        );
         // Ready once the ring (when there is one) was read: a query before that would
         // miss every ingester.
         if let Some(ring) = querier.ring() {

@@ -1,11 +1,21 @@
 //! Per-tenant overrides from `--runtime-config.file` (Mimir's `overrides:` shape) on the
 //! real binary: a tenant's own rate and series limits, changed without a restart, and a
-//! broken file that keeps the last good configuration.
+//! broken file that keeps the last good configuration; the same file gives the
+//! compactor a tenant's retention and the querier a tenant's query limits.
 
+use std::path::Path;
 use std::time::Duration;
 
-use strata_testkit::http::get;
+use strata_objstore::Bucket;
+use strata_testkit::http::{encode, get, get_with};
 use strata_testkit::strata::{series, write_request, StrataProc};
+use strata_tsdb::block::{BlockWriter, MetaExtra};
+use strata_tsdb::chunkenc::ChunkCutter;
+use strata_tsdb::labels::Labels;
+use strata_tsdb::meta::ThanosMeta;
+use ulid::Ulid;
+
+const H: i64 = 3_600_000;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -14,21 +24,27 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-#[test]
-fn tenant_overrides_apply_and_reload_without_a_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("runtime.yml");
-    std::fs::write(
-        &cfg,
-        "overrides:\n  tight:\n    ingestion_rate: 10\n    ingestion_burst_size: 100\n",
-    )
-    .unwrap();
+/// `strata all` reading `yaml` as its runtime configuration (re-read every 200 ms);
+/// the file's path, to change it.
+fn all_with_runtime_config(tmp: &Path, yaml: &str) -> (StrataProc, std::path::PathBuf) {
+    let cfg = tmp.join("runtime.yml");
+    std::fs::write(&cfg, yaml).unwrap();
     let strata = StrataProc::start_all(
-        &tmp.path().join("strata"),
+        &tmp.join("strata"),
         &[
             &format!("--runtime-config.file={}", cfg.display()),
             "--runtime-config.reload-period=200ms",
         ],
+    );
+    (strata, cfg)
+}
+
+#[test]
+fn tenant_overrides_apply_and_reload_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (strata, cfg) = all_with_runtime_config(
+        tmp.path(),
+        "overrides:\n  tight:\n    ingestion_rate: 10\n    ingestion_burst_size: 100\n",
     );
     let t = now_ms();
     let samples: Vec<(i64, f64)> = (0..150).map(|i| (t + i, 1.0)).collect();
@@ -77,4 +93,185 @@ fn tenant_overrides_apply_and_reload_without_a_restart() {
         strata.log().contains("max_global_series_per_usr"),
         "the log must name the bad key"
     );
+}
+
+/// A 2h block of one series from `min`, uploaded to `tenant` in `bucket`.
+fn upload_block(
+    rt: &tokio::runtime::Runtime,
+    bucket: &Bucket,
+    tmp: &Path,
+    tenant: &str,
+    min: i64,
+) -> Ulid {
+    let ulid = Ulid::new();
+    let mut w = BlockWriter::new(tmp, ulid).unwrap();
+    let mut c = ChunkCutter::new(2 * H);
+    for i in 0..120 {
+        c.append(min + i * 60_000, i as f64);
+    }
+    w.add_series(
+        Labels::from_pairs([("__name__", "up"), ("job", tenant)]),
+        c.finish(),
+    )
+    .unwrap();
+    w.finish(Some(MetaExtra {
+        min_time: Some(min),
+        max_time: Some(min + 2 * H),
+        compaction: None,
+        thanos: Some(ThanosMeta {
+            source: "test".into(),
+            ..Default::default()
+        }),
+    }))
+    .unwrap();
+    let dir = tmp.join(ulid.to_string());
+    rt.block_on(bucket.upload_dir(&dir, &format!("{tenant}/{ulid}")))
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    ulid
+}
+
+/// `compactor_blocks_retention_period` per tenant: the compactor marks tenant A's
+/// blocks past it for deletion and keeps tenant B's (the flags keep everything); a
+/// retention given to B later, without a restart, marks B's old block at the next pass.
+#[test]
+fn compactor_applies_retention_per_tenant_and_reloads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket_dir = tmp.path().join("bucket");
+    let yaml = format!(
+        "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+        bucket_dir.display()
+    );
+    let objstore = tmp.path().join("bucket.yml");
+    std::fs::write(&objstore, &yaml).unwrap();
+    let bucket = Bucket::from_yaml(&yaml).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let now = now_ms() / (2 * H) * (2 * H);
+    let blocks = tmp.path().join("blocks");
+    let old = now - 30 * 24 * H;
+    let (a_old, a_new) = (
+        upload_block(&rt, &bucket, &blocks, "tenant-a", old),
+        upload_block(&rt, &bucket, &blocks, "tenant-a", now - 4 * H),
+    );
+    let b_old = upload_block(&rt, &bucket, &blocks, "tenant-b", old);
+    let cfg = tmp.path().join("runtime.yml");
+    std::fs::write(
+        &cfg,
+        "overrides:\n  tenant-a:\n    compactor_blocks_retention_period: 7d\n",
+    )
+    .unwrap();
+    let compactor = StrataProc::start_http_only(
+        &tmp.path().join("compactor"),
+        &[
+            "compactor",
+            &format!("--objstore.config-file={}", objstore.display()),
+            &format!("--data-dir={}", tmp.path().join("compactor/data").display()),
+            "--wait",
+            "--wait-interval=1s",
+            "--downsampling.disable",
+            &format!("--runtime-config.file={}", cfg.display()),
+            "--runtime-config.reload-period=200ms",
+        ],
+    );
+    let marked = |tenant: &str, u: Ulid| {
+        bucket_dir
+            .join(tenant)
+            .join(u.to_string())
+            .join("deletion-mark.json")
+            .exists()
+    };
+    strata_testkit::poll("A's old block marked", Duration::from_secs(30), || {
+        marked("tenant-a", a_old).then_some(())
+    });
+    // a pass that marked A's old block looked at B's too: B's is kept
+    assert!(!marked("tenant-b", b_old), "B's old block marked");
+    assert!(!marked("tenant-a", a_new), "A's recent block marked");
+    let (_, shown) = get(&format!("{}/runtime_config", compactor.url())).unwrap();
+    assert!(
+        shown.contains("compactor_blocks_retention_period: 168h0m0s"),
+        "{shown}"
+    );
+
+    std::fs::write(
+        &cfg,
+        "overrides:\n  tenant-a:\n    compactor_blocks_retention_period: 7d\n  tenant-b:\n    compactor_blocks_retention_period: 10d\n",
+    )
+    .unwrap();
+    strata_testkit::poll(
+        "B's old block marked after the reload",
+        Duration::from_secs(30),
+        || marked("tenant-b", b_old).then_some(()),
+    );
+    assert!(!marked("tenant-a", a_new), "A's recent block marked");
+}
+
+/// `max_fetched_series_per_query` and `max_fetched_chunk_bytes_per_query` per tenant in
+/// the querier: tenant A trips its limit with Mimir's message, tenant B with the same
+/// query and data is answered; a limit raised in the file lets A through, no restart.
+#[test]
+fn querier_applies_query_limits_per_tenant_and_reloads_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (strata, cfg) = all_with_runtime_config(
+        tmp.path(),
+        "overrides:\n  tenant-a:\n    max_fetched_series_per_query: 3\n  tenant-c:\n    max_fetched_chunk_bytes_per_query: 10\n",
+    );
+    let t = now_ms();
+    let five: Vec<_> = (0..5)
+        .map(|i| {
+            series(
+                &[("__name__", "m"), ("i", &i.to_string())],
+                &[(t - 1000, 1.0)],
+            )
+        })
+        .collect();
+    for tenant in ["tenant-a", "tenant-b", "tenant-c"] {
+        assert_eq!(
+            strata.push(Some(tenant), &write_request(five.clone())).0,
+            200
+        );
+    }
+    let query = |tenant: &str| {
+        let url = format!(
+            "{}/api/v1/query?query={}&time={}",
+            strata.url(),
+            encode("sum(m)"),
+            t / 1000
+        );
+        get_with(&url, &[("X-Scope-OrgID", tenant)]).unwrap()
+    };
+    let (code, body) = query("tenant-a");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("the query exceeded the maximum number of series (limit: 3 series) (err-mimir-max-series-per-query)"),
+        "{body}"
+    );
+    let (code, body) = query("tenant-c");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("err-mimir-max-chunks-bytes-per-query"),
+        "{body}"
+    );
+    let (code, body) = query("tenant-b");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""5"]"#), "{body}");
+    // the series API counts against the same limit
+    let url = format!("{}/api/v1/series?match[]=m", strata.url());
+    let (code, body) = get_with(&url, &[("X-Scope-OrgID", "tenant-a")]).unwrap();
+    assert!(
+        code >= 400 && body.contains("err-mimir-max-series-per-query"),
+        "{code} {body}"
+    );
+
+    std::fs::write(
+        &cfg,
+        "overrides:\n  tenant-a:\n    max_fetched_series_per_query: 5\n",
+    )
+    .unwrap();
+    strata_testkit::poll("tenant A's raised limit", Duration::from_secs(20), || {
+        (query("tenant-a").0 == 200).then_some(())
+    });
+    assert_eq!(query("tenant-c").0, 200, "C's limit is gone");
 }

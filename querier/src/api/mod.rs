@@ -178,13 +178,14 @@ impl Querier {
                 ns / 1_000_000
             }
         };
+        let cost = QueryCost::new(self.fetch_limits(&tenant));
         Ok(FetchOptions {
             tenant,
             partial_response,
             replica_labels,
             max_resolution_ms,
             timeout: self.config.store_timeout.unwrap_or(self.config.timeout),
-            cost: QueryCost::new(self.fetch_limits()),
+            cost,
         })
     }
 
@@ -221,7 +222,7 @@ impl Querier {
         let mut opts = opts;
         opts.cost = QueryCost::new(QueryLimits {
             max_samples: self.config.max_samples as u64,
-            ..self.fetch_limits()
+            ..self.fetch_limits(&opts.tenant)
         });
         let cost = opts.cost.clone();
         let tenant = opts.tenant.clone();
