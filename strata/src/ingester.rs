@@ -205,7 +205,8 @@ fn serve(
         let mut compactor_task = None;
         let mut with_ruler = None;
         if let Some(AllExtras { query: q, ruler, compactor, frontend }) = all {
-            let c = strata_compactor::Compactor::new(querier_bucket.clone(), compactor, &registry);
+            let c = strata_compactor::Compactor::new(querier_bucket.clone(), compactor, &registry)
+                .with_runtime_config(ing.overrides.runtime().clone());
             let sd = shutdown.clone();
             compactor_task = Some(tokio::spawn(async move { c.run_forever(sd).await }));
             // In one process the querier reads the ingester (its head and local blocks)
@@ -214,6 +215,7 @@ fn serve(
             let local = std::net::SocketAddr::from(([127, 0, 0, 1], grpc_local.port()));
             let mut config = q.config(vec![local.to_string()], Some(querier_bucket))?;
             config.local_stores = vec![(local.to_string(), Arc::new(LocalIngester(ing.clone())))];
+            config.runtime_config = ing.overrides.runtime().clone();
             let querier = strata_querier::Querier::new(config, &registry).context("querier")?;
             with_ruler = crate::ruler::start_in_all(ruler, querier.clone(), ing.config.labels.clone(), http.local_addr(), readiness.clone(), &registry, shutdown.clone())?;
             app = match frontend {
