@@ -5,7 +5,9 @@
 //! the window passes quietly only *new* series carrying a value of that label not seen
 //! before are refused. Existing series, and new series with known values of the label,
 //! keep flowing: a deploy that adds a `request_id` label loses the new `request_id`
-//! series, not the metric. Off by default.
+//! series, not the metric. Off by default; per tenant, the runtime configuration's
+//! `cardinality_guard_max_new_series_per_metric` and `cardinality_guard_window` replace
+//! the flags ([`crate::overrides::Overrides::guard`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

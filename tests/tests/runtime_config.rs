@@ -275,3 +275,44 @@ fn querier_applies_query_limits_per_tenant_and_reloads_them() {
     });
     assert_eq!(query("tenant-c").0, 200, "C's limit is gone");
 }
+
+/// The cardinality guard per tenant: off by the flags, on for tenant A through its
+/// `cardinality_guard_max_new_series_per_metric`; the same exploding pushes are refused
+/// for A and accepted for B, and turning A's guard off in the file lets A's new series
+/// in again without a restart.
+#[test]
+fn cardinality_guard_per_tenant_and_reloaded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (strata, cfg) = all_with_runtime_config(
+        tmp.path(),
+        "overrides:\n  tenant-a:\n    cardinality_guard_max_new_series_per_metric: 5\n    cardinality_guard_window: 1h\n",
+    );
+    let t = now_ms() - 60_000;
+    let push = |tenant: &str, id: &str, k: i64| {
+        let l = [("__name__", "req_total"), ("request_id", id)];
+        strata.push(
+            Some(tenant),
+            &write_request(vec![series(&l, &[(t + k, 1.0)])]),
+        )
+    };
+    for tenant in ["tenant-a", "tenant-b"] {
+        for i in 0..6 {
+            let (s, b) = push(tenant, &format!("r{i}"), i);
+            assert_eq!(s, 200, "{tenant} series {i}: {b}");
+        }
+    }
+    let (s, b) = push("tenant-a", "r-new", 10);
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("err-strata-cardinality-guard"), "{b}");
+    assert!(b.contains(r#"label "request_id""#), "{b}");
+    assert_eq!(push("tenant-b", "r-new", 10).0, 200, "B has no guard");
+
+    std::fs::write(
+        &cfg,
+        "overrides:\n  tenant-a:\n    cardinality_guard_max_new_series_per_metric: 0\n",
+    )
+    .unwrap();
+    strata_testkit::poll("A's guard turned off", Duration::from_secs(20), || {
+        (push("tenant-a", "r-later", 20).0 == 200).then_some(())
+    });
+}
