@@ -293,18 +293,34 @@ impl SeriesState {
     }
 
     /// Value bits of the in-order float sample at `t`, if any (one chunk decoded).
+    /// A histogram there gives [`HISTOGRAM_LAST_BITS`], so a float at its timestamp is
+    /// a duplicate.
     fn in_order_value_at(&self, t: i64) -> Option<u64> {
         let i = self.closed.partition_point(|c| c.max_t < t);
-        let data = match self.closed.get(i) {
-            Some(c) if c.min_t <= t => (c.encoding == Encoding::Xor).then_some(&*c.data)?,
+        let (encoding, data) = match self.closed.get(i) {
+            Some(c) if c.min_t <= t => (c.encoding, &*c.data),
             Some(_) => return None,
-            None if self.head_min_t <= t => self.head.as_ref()?.bytes(),
+            None if self.head_min_t <= t => match (&self.head, self.open_hist()) {
+                (Some(h), _) => (Encoding::Xor, h.bytes()),
+                (None, Some(h)) => (h.encoding(), h.bytes()),
+                (None, None) => return None,
+            },
             None => return None,
         };
-        XorIter::new(data)
-            .take_while(|s| s.0 <= t)
-            .find(|s| s.0 == t)
-            .map(|s| s.1.to_bits())
+        let at_t = |ts: &mut dyn Iterator<Item = i64>| ts.take_while(|x| *x <= t).any(|x| x == t);
+        match encoding {
+            Encoding::Xor => XorIter::new(data)
+                .take_while(|s| s.0 <= t)
+                .find(|s| s.0 == t)
+                .map(|s| s.1.to_bits()),
+            Encoding::Histogram => {
+                at_t(&mut HistogramIter::new(data).map(|s| s.0)).then_some(HISTOGRAM_LAST_BITS)
+            }
+            Encoding::FloatHistogram => {
+                at_t(&mut FloatHistogramIter::new(data).map(|s| s.0)).then_some(HISTOGRAM_LAST_BITS)
+            }
+            _ => None,
+        }
     }
 
     fn insert_ooo(&mut self, t: i64, v: f64) -> Result<Appended, AppendError> {

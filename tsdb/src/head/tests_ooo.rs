@@ -160,6 +160,34 @@ fn duplicates_outside_window_and_no_window() {
 }
 
 #[test]
+fn a_float_at_a_histogram_timestamp_is_a_duplicate() {
+    use crate::histogram::Histogram;
+    let h = head(10 * MIN);
+    let r = series(&h);
+    let hist = Histogram {
+        count: 1,
+        zero_count: 1,
+        ..Histogram::default()
+    };
+    for t in [MIN, 2 * MIN] {
+        h.append_histogram(r, t, &hist).unwrap();
+    }
+    h.append(r, 3 * MIN, 1.0).unwrap();
+    assert!(matches!(
+        h.append(r, 2 * MIN, 1.0),
+        Err(AppendError::DuplicateTimestamp { .. })
+    ));
+    // between the histograms: stored out of order, read back between them
+    h.append(r, MIN + 1, 5.0).unwrap();
+    let got = &h.select(&[], 0, i64::MAX)[0];
+    assert_eq!(got.samples(), vec![(MIN + 1, 5.0), (3 * MIN, 1.0)]);
+    assert_eq!(
+        got.histograms().iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![MIN, 2 * MIN]
+    );
+}
+
+#[test]
 fn buffers_seal_into_chunks_and_a_block_holds_the_merge() {
     let dir = tempfile::tempdir().unwrap();
     let h = head(2 * H);
