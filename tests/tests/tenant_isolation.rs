@@ -1,17 +1,20 @@
-//! Tenant B never reads tenant A's data, on any read path: the Prometheus HTTP API
-//! (query, range query, series, labels, label values, metadata, exemplars, status),
-//! remote read and the Store API, over A's samples both in the head and in a block
-//! shipped to the bucket. Each check first asks as A and must find A's data there, so
-//! an endpoint that answers nothing at all fails the test.
+//! Tenant B never reads tenant A's data, and A never reads B's, on any read path: the
+//! Prometheus HTTP API (query, range query, series, labels, label values, metadata,
+//! exemplars, `/api/v1/status/tsdb`, the stores and blocks pages), remote read and the
+//! Store API. Three topologies: `strata all` (head and bucket), a querier over its
+//! Store API, and a querier that reads only the bucket after a flush. Each check also
+//! asks as the owner and must find the owner's data there, so an endpoint that answers
+//! nothing at all fails the test.
 
-use strata_proto::prometheus::{label_matcher, LabelMatcher, Query, ReadRequest};
+use strata_proto::prometheus::{
+    label_matcher, Exemplar, Label, LabelMatcher, MetricMetadata, Query, ReadRequest, TimeSeries,
+    WriteRequest,
+};
 use strata_proto::store::store_client::StoreClient;
 use strata_proto::store::{LabelNamesRequest, LabelValuesRequest, SeriesRequest};
 use strata_proto::Message;
 use strata_testkit::http::{encode, get_with, post_bytes};
-use strata_testkit::strata::{series, write_request, StrataProc};
-
-const SECRET: &str = "secret_metric_of_a";
+use strata_testkit::strata::{series, StrataProc};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -20,30 +23,140 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// Every HTTP read answer for `tenant`, with what was asked; `ingester` adds the
-/// ingester's own `/api/v1/status/tsdb` (`strata all` serves it, a querier does not).
-fn http_answers(base: &str, tenant: &str, t: i64, ingester: bool) -> Vec<(String, String)> {
+/// What one tenant writes; every string in it names the tenant, so any of them in an
+/// answer to the other tenant is a leak.
+struct Tenant {
+    id: &'static str,
+    /// A metric only this tenant has, with a label only it has.
+    metric: &'static str,
+    only_label: &'static str,
+    /// The value of `owner` (a label both have) and of `shared_name`'s `owner`.
+    owner: &'static str,
+    help: &'static str,
+    trace: &'static str,
+}
+
+const A: Tenant = Tenant {
+    id: "tenant-a",
+    metric: "secret_metric_of_a",
+    only_label: "a_only",
+    owner: "a",
+    help: "help text of a",
+    trace: "trace_of_a",
+};
+const B: Tenant = Tenant {
+    id: "tenant-b",
+    metric: "private_metric_of_b",
+    only_label: "b_only",
+    owner: "b",
+    help: "help text of b",
+    trace: "trace_of_b",
+};
+
+impl Tenant {
+    /// One sample at `ts` of each series, an exemplar and the metric's metadata.
+    fn write(&self, ts: i64) -> WriteRequest {
+        let mut own = series(
+            &[
+                ("__name__", self.metric),
+                (self.only_label, "x"),
+                ("owner", self.owner),
+            ],
+            &[(ts, 1.0)],
+        );
+        own.exemplars = vec![Exemplar {
+            labels: vec![Label {
+                name: "trace_id".into(),
+                value: self.trace.into(),
+            }],
+            value: 1.0,
+            timestamp: ts,
+        }];
+        let shared: TimeSeries = series(
+            &[("__name__", "shared_name"), ("owner", self.owner)],
+            &[(ts, 2.0)],
+        );
+        WriteRequest {
+            timeseries: vec![own, shared],
+            metadata: vec![MetricMetadata {
+                r#type: 1, // counter
+                metric_family_name: self.metric.into(),
+                help: self.help.into(),
+                unit: String::new(),
+            }],
+        }
+    }
+
+    /// Whether `body` shows anything of this tenant's own data.
+    fn in_text(&self, body: &str) -> bool {
+        [
+            self.metric,
+            self.only_label,
+            self.help,
+            self.trace,
+            self.id,
+            &format!("\"{}\"", self.owner),
+        ]
+        .iter()
+        .any(|n| body.contains(n))
+    }
+
+    fn in_bytes(&self, hay: &[u8]) -> bool {
+        let n = self.metric.as_bytes();
+        hay.windows(n.len()).any(|w| w == n)
+    }
+}
+
+/// What a topology serves: which HTTP reads answer with a tenant's data there.
+struct Topology<'a> {
+    name: &'a str,
+    proc: &'a StrataProc,
+    /// Metadata and exemplars (not kept in blocks: absent from a bucket-only querier).
+    metadata: bool,
+    /// The ingester's `/api/v1/status/tsdb`.
+    tsdb_status: bool,
+    /// A bucket to list in `/api/v1/blocks`.
+    bucket: bool,
+}
+
+/// Every HTTP read answer for `tenant`: (path, whether the tenant's data must be in
+/// it, body).
+fn http_answers(top: &Topology, tenant: &str, t: i64) -> Vec<(String, bool, String)> {
     let all = encode(r#"{__name__=~".+"}"#);
     let (s, e) = ((t - 3_600_000) / 1000, t / 1000 + 60);
     let paths = [
-        format!("/api/v1/query?query={all}&time={e}"),
-        format!("/api/v1/query_range?query={all}&start={s}&end={e}&step=60"),
-        format!("/api/v1/series?match[]={all}&start={s}&end={e}"),
-        "/api/v1/labels".to_string(),
-        "/api/v1/label/__name__/values".to_string(),
-        "/api/v1/label/owner/values".to_string(),
-        "/api/v1/metadata".to_string(),
-        format!("/api/v1/query_exemplars?query={all}&start={s}&end={e}"),
+        (format!("/api/v1/query?query={all}&time={e}"), true),
+        (
+            format!("/api/v1/query_range?query={all}&start={s}&end={e}&step=60"),
+            true,
+        ),
+        (
+            format!("/api/v1/series?match[]={all}&start={s}&end={e}"),
+            true,
+        ),
+        ("/api/v1/labels".to_string(), true),
+        ("/api/v1/label/__name__/values".to_string(), true),
+        ("/api/v1/label/owner/values".to_string(), true),
+        ("/api/v1/metadata".to_string(), top.metadata),
+        (
+            format!("/api/v1/query_exemplars?query={all}&start={s}&end={e}"),
+            top.metadata,
+        ),
+        ("/api/v1/status/tsdb".to_string(), top.tsdb_status),
+        ("/api/v1/blocks".to_string(), top.bucket),
+        ("/api/v1/stores".to_string(), false),
     ];
-    let tsdb = ingester.then(|| "/api/v1/status/tsdb".to_string());
     paths
-        .iter()
-        .chain(tsdb.iter())
-        .map(|p| {
-            let (code, body) =
-                get_with(&format!("{base}{p}"), &[("X-Scope-OrgID", tenant)]).unwrap();
-            assert_eq!(code, 200, "{p} as {tenant}: {body}");
-            (p.clone(), body)
+        .into_iter()
+        // the ingester's status and the bucket's blocks only where there are such
+        .filter(|(p, _)| {
+            (top.tsdb_status || !p.contains("status/tsdb")) && (top.bucket || !p.contains("blocks"))
+        })
+        .map(|(p, sees)| {
+            let url = format!("{}{p}", top.proc.url());
+            let (code, body) = get_with(&url, &[("X-Scope-OrgID", tenant)]).unwrap();
+            assert_eq!(code, 200, "{} {p} as {tenant}: {body}", top.name);
+            (p, sees, body)
         })
         .collect()
 }
@@ -132,66 +245,109 @@ fn store_api(port: u16, tenant: &str) -> String {
 }
 
 #[test]
-fn tenant_b_never_reads_tenant_a() {
+fn tenants_never_read_each_other() {
     let tmp = tempfile::tempdir().unwrap();
     let s = StrataProc::start_all(tmp.path(), &["--tsdb.ship-interval=1h"]);
     let querier = StrataProc::start_with_grpc(
         &tmp.path().join("querier"),
         &["querier", &format!("--endpoint=127.0.0.1:{}", s.grpc_port)],
     );
+    let objstore = tmp.path().join("bucket.yml");
+    std::fs::write(
+        &objstore,
+        format!(
+            "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+            tmp.path().join("bucket").display()
+        ),
+    )
+    .unwrap();
+    let bucket_querier = StrataProc::start_with_grpc(
+        &tmp.path().join("bucket-querier"),
+        &[
+            "querier",
+            &format!("--objstore.config-file={}", objstore.display()),
+        ],
+    );
     let t = now_ms();
-    let a = |ts: i64| {
-        write_request(vec![
-            series(
-                &[("__name__", SECRET), ("a_only", "x"), ("owner", "a")],
-                &[(ts, 1.0)],
-            ),
-            series(&[("__name__", "shared_name"), ("owner", "a")], &[(ts, 2.0)]),
-        ])
-    };
-    let b = write_request(vec![series(
-        &[("__name__", "shared_name"), ("owner", "b")],
-        &[(t - 60_000, 3.0)],
-    )]);
-    // A: one sample cut into a block and shipped, one left in the head
-    assert_eq!(s.push(Some("tenant-a"), &a(t - 120_000)).0, 200);
-    assert_eq!(s.flush().0, 200);
-    assert_eq!(s.push(Some("tenant-a"), &a(t - 60_000)).0, 200);
-    assert_eq!(s.push(Some("tenant-b"), &b).0, 200);
-
-    // the querier of `strata all` (head + bucket) and a querier over its Store API
-    for (base, ingester) in [(s.url(), true), (querier.url(), false)] {
-        for ((path, as_a), (_, as_b)) in http_answers(&base, "tenant-a", t, ingester)
-            .into_iter()
-            .zip(http_answers(&base, "tenant-b", t, ingester))
-        {
-            // metadata and exemplars are not stored yet: empty for both tenants
-            let a_sees = !(path.contains("metadata") || path.contains("exemplars"));
-            let of_a = |body: &str| {
-                body.contains(SECRET) || body.contains("a_only") || body.contains("\"a\"")
-            };
-            if a_sees {
-                assert!(of_a(&as_a), "{base}{path} as A shows nothing of A: {as_a}");
-            }
-            assert!(!of_a(&as_b), "{base}{path} as B shows A's data: {as_b}");
-        }
-        let (ra, rb) = (
-            remote_read(&base, "tenant-a", t),
-            remote_read(&base, "tenant-b", t),
-        );
-        let has =
-            |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
-        assert!(has(&ra, SECRET), "remote read as A misses A");
-        assert!(!has(&rb, SECRET), "remote read as B shows A");
-        assert!(has(&rb, "shared_name"), "remote read as B misses B");
+    // each tenant: one sample cut into a block and shipped, one left in the head
+    for who in [&A, &B] {
+        assert_eq!(s.push(Some(who.id), &who.write(t - 120_000)).0, 200);
     }
-    for port in [s.grpc_port, querier.grpc_port] {
-        let (sa, sb) = (store_api(port, "tenant-a"), store_api(port, "tenant-b"));
-        assert!(sa.contains(SECRET), "Store API :{port} as A misses A: {sa}");
-        assert!(!sb.contains(SECRET), "Store API :{port} as B shows A: {sb}");
-        assert!(
-            sb.contains("shared_name"),
-            "Store API :{port} as B misses B: {sb}"
-        );
+    assert_eq!(s.flush().0, 200);
+    for who in [&A, &B] {
+        assert_eq!(s.push(Some(who.id), &who.write(t - 60_000)).0, 200);
+    }
+
+    let topologies = [
+        Topology {
+            name: "strata all",
+            proc: &s,
+            metadata: true,
+            tsdb_status: true,
+            bucket: true,
+        },
+        Topology {
+            name: "querier over the Store API",
+            proc: &querier,
+            metadata: true,
+            tsdb_status: false,
+            bucket: false,
+        },
+        Topology {
+            name: "querier over the bucket",
+            proc: &bucket_querier,
+            metadata: false,
+            tsdb_status: false,
+            bucket: true,
+        },
+    ];
+    for top in &topologies {
+        for (me, other) in [(&A, &B), (&B, &A)] {
+            for (path, sees, body) in http_answers(top, me.id, t) {
+                if sees {
+                    assert!(
+                        me.in_text(&body),
+                        "{} {path} as {} shows nothing of its own: {body}",
+                        top.name,
+                        me.id
+                    );
+                }
+                assert!(
+                    !other.in_text(&body),
+                    "{} {path} as {} shows {}'s data: {body}",
+                    top.name,
+                    me.id,
+                    other.id
+                );
+            }
+            let r = remote_read(&top.proc.url(), me.id, t);
+            assert!(
+                me.in_bytes(&r),
+                "{}: remote read as {} misses its own",
+                top.name,
+                me.id
+            );
+            assert!(
+                !other.in_bytes(&r),
+                "{}: remote read as {} shows {}",
+                top.name,
+                me.id,
+                other.id
+            );
+            let st = store_api(top.proc.grpc_port, me.id);
+            assert!(
+                me.in_text(&st),
+                "{}: Store API as {} misses its own: {st}",
+                top.name,
+                me.id
+            );
+            assert!(
+                !other.in_text(&st),
+                "{}: Store API as {} shows {}: {st}",
+                top.name,
+                me.id,
+                other.id
+            );
+        }
     }
 }

@@ -6,8 +6,9 @@
 //!   `labelSets`, `minTime`, `maxTime`; Strata adds the bucket under `bucket` and says
 //!   whether an endpoint came from the ring (`ring: true`).
 //! * `GET /api/v1/blocks` (Thanos's bucket web shape): `{"blocks":[meta.json…],"label":…,
-//!   "refreshedAt":…,"err":null}`, every tenant's blocks; each `meta.json` object gains
-//!   `tenant`, `deletionMark` and `noCompactMark`.
+//!   "refreshedAt":…,"err":null}`: the blocks of the tenant the request names, every
+//!   tenant's without a tenant header; each `meta.json` object gains `tenant`,
+//!   `deletionMark` and `noCompactMark`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -196,7 +197,18 @@ pub(super) async fn stores(State(q): State<Arc<Querier>>, headers: HeaderMap) ->
     ok(&json!(data).to_string(), &[])
 }
 
-pub(super) async fn blocks(State(q): State<Arc<Querier>>) -> Response {
+/// A request that names a tenant (`X-Scope-OrgID`, `THANOS-TENANT`) sees only that
+/// tenant's blocks; one without a tenant header (an operator, the web UI) sees every
+/// tenant's, as Thanos's bucket web does. Behind a gateway that sets the header, no
+/// tenant lists another's.
+pub(super) async fn blocks(State(q): State<Arc<Querier>>, headers: HeaderMap) -> Response {
+    let named = strata_kit::tenant::TENANT_HEADERS
+        .iter()
+        .any(|h| headers.contains_key(*h));
+    let only = match named.then(|| tenant_of(&headers)).transpose() {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
     let Some(b) = &q.sources.bucket else {
         return ApiError {
             error_type: "not_found",
@@ -206,7 +218,7 @@ pub(super) async fn blocks(State(q): State<Arc<Querier>>) -> Response {
         .into_response();
     };
     let refreshed = now_rfc3339();
-    let (blocks, err) = match list_blocks(b.bucket(), None).await {
+    let (blocks, err) = match list_blocks(b.bucket(), only.as_deref()).await {
         Ok(v) => (v, Value::Null),
         Err(e) => (Vec::new(), json!(e)),
     };
