@@ -136,7 +136,8 @@ impl Planned {
 
 /// The series of the tenant matching `matchers` with data in `[mint, maxt]`, head and
 /// local blocks merged, sorted by labels, chunks sorted by min time (none with
-/// `skip_chunks`). Blocking: opens and reads local blocks.
+/// `skip_chunks`). Blocking: opens and reads local blocks; those `skip_block` accepts
+/// are left out (the querier of `strata all` reads them from the bucket instead).
 fn plan(
     ing: &Ingester,
     tenant: &str,
@@ -144,6 +145,7 @@ fn plan(
     mint: i64,
     maxt: i64,
     skip_chunks: bool,
+    skip_block: SkipBlock<'_>,
 ) -> Result<Planned, strata_tsdb::Error> {
     let Some(t) = ing.existing_tenant(tenant) else {
         return Ok(Planned {
@@ -155,7 +157,9 @@ fn plan(
         });
     };
     let mut blocks = open_blocks(&t.blocks_dir())?;
-    blocks.retain(|b| !(b.meta().max_time <= mint || b.meta().min_time > maxt));
+    blocks.retain(|b| {
+        !(b.meta().max_time <= mint || b.meta().min_time > maxt || skip_block(b.meta()))
+    });
     if blocks.is_empty() {
         // Only the head: its series come sorted and unique, no merge map needed.
         let series = t
@@ -236,7 +240,23 @@ pub fn select_chunks(
     maxt: i64,
     skip_chunks: bool,
 ) -> Result<Vec<(Labels, Vec<SelectedChunk>)>, strata_tsdb::Error> {
-    let mut p = plan(ing, tenant, matchers, mint, maxt, skip_chunks)?;
+    select_chunks_skipping(ing, tenant, matchers, mint, maxt, skip_chunks, &|_| false)
+}
+
+/// Which local blocks a selection leaves out (by their `meta.json`).
+pub type SkipBlock<'a> = &'a dyn Fn(&strata_tsdb::meta::BlockMeta) -> bool;
+
+/// [`select_chunks`] leaving out the local blocks `skip_block` accepts.
+pub fn select_chunks_skipping(
+    ing: &Ingester,
+    tenant: &str,
+    matchers: &[Matcher],
+    mint: i64,
+    maxt: i64,
+    skip_chunks: bool,
+    skip_block: SkipBlock<'_>,
+) -> Result<Vec<(Labels, Vec<SelectedChunk>)>, strata_tsdb::Error> {
+    let mut p = plan(ing, tenant, matchers, mint, maxt, skip_chunks, skip_block)?;
     let series = std::mem::take(&mut p.series);
     let mut out = Vec::with_capacity(series.len());
     for (l, srcs) in series {
@@ -313,6 +333,7 @@ fn produce_series(
         req.min_time,
         req.max_time,
         req.skip_chunks,
+        &|_| false,
     )
     .map_err(internal)?;
     let m = &ing.metrics;
@@ -356,7 +377,7 @@ fn select_labels(
     mint: i64,
     maxt: i64,
 ) -> Result<Vec<Labels>, Status> {
-    let p = plan(ing, tenant, matchers, mint, maxt, true)
+    let p = plan(ing, tenant, matchers, mint, maxt, true, &|_| false)
         .map_err(|e| Status::internal(e.to_string()))?;
     Ok(p.series.into_iter().map(|(l, _)| l).collect())
 }

@@ -25,7 +25,7 @@ use strata_tsdb::matcher::{MatchOp, Matcher};
 use tokio::runtime::Handle;
 use tonic::transport::Channel;
 
-use crate::bucket::{add_external, labels_match, BucketReader, SeriesData};
+use crate::bucket::{add_external, labels_match, BucketReader, ReadFromBucket, SeriesData};
 use crate::dedup;
 use crate::metrics::QuerierMetrics;
 use crate::series::{ChunksBuilder, EngineSeries, LazySeries, Part};
@@ -141,6 +141,24 @@ pub trait LocalStore: Send + Sync + std::fmt::Debug {
             .into_iter()
             .map(|(l, s)| (l, Part::Samples(s)))
             .collect())
+    }
+
+    /// [`LocalStore::series_parts`] leaving out the local blocks the bucket's read
+    /// already answers for ([`ReadFromBucket::covers`]), so `strata all` does not read
+    /// freshly shipped blocks twice. The default reads them anyway (the merge keeps the
+    /// answer right, at twice the cost).
+    #[allow(clippy::too_many_arguments)]
+    fn series_parts_skipping(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        skip_chunks: bool,
+        count: &Counter,
+        _in_bucket: &ReadFromBucket,
+    ) -> Result<Vec<(Labels, Part)>, StoreError> {
+        self.series_parts(tenant, matchers, mint, maxt, skip_chunks, count)
     }
 
     /// The labels the endpoint's `Info` advertises (added to its series that lack them).
@@ -300,22 +318,25 @@ impl Endpoint {
         ext
     }
 
-    /// Series for `req` (whose matchers are `matchers`).
+    /// Series for `req` (whose matchers are `matchers`); an endpoint in this process
+    /// leaves out its local blocks that `in_bucket` covers.
     async fn series(
         &self,
         req: SeriesRequest,
         matchers: &[Matcher],
         opts: &FetchOptions,
         count: &Counter,
+        in_bucket: &ReadFromBucket,
     ) -> Result<(Vec<(Labels, Part)>, Vec<String>), StoreError> {
         if let Some(local) = &self.local {
-            let mut out = local.series_parts(
+            let mut out = local.series_parts_skipping(
                 &opts.tenant,
                 matchers,
                 req.min_time,
                 req.max_time,
                 req.skip_chunks,
                 count,
+                in_bucket,
             )?;
             let ext = local.external_labels();
             if !ext.is_empty() {
@@ -573,53 +594,94 @@ impl Sources {
             }),
             ..Default::default()
         };
+        let func = hints.and_then(|h| h.func.as_deref());
+        let timed_out = || StoreError::Transient(format!("no response within {:?}", opts.timeout));
+        // The bucket's blocks are planned first (from the cached listing) so that an
+        // endpoint in this process (`strata all`'s ingester) leaves out exactly the
+        // local blocks the bucket will read: freshly shipped blocks are read once, and
+        // a block deleted locally or uploaded meanwhile is still read from one side.
+        let bucket_count = self
+            .bucket
+            .as_ref()
+            .map(|b| (b, opts.cost.source(&format!("bucket {}", b.bucket()))));
+        let plan = match &bucket_count {
+            Some((b, count)) => Some(
+                tokio::time::timeout(
+                    opts.timeout,
+                    b.plan_read(
+                        &opts.tenant,
+                        mint,
+                        maxt,
+                        skip_chunks,
+                        opts.max_resolution_ms,
+                        func,
+                        count,
+                    ),
+                )
+                .await
+                .unwrap_or_else(|_| Err(timed_out())),
+            ),
+            None => None,
+        };
+        let in_bucket = match &plan {
+            Some(Ok(p)) => p.raw_sources(),
+            _ => ReadFromBucket::default(),
+        };
         let (all_eps, tolerated) = self.all_endpoints();
         let in_ring: Vec<bool> = all_eps.iter().map(|(_, r)| *r).collect();
-        let eps = all_eps.iter().map(|(ep, _)| {
+        let read_endpoint = |ep: &Arc<Endpoint>, in_bucket: &ReadFromBucket| {
             let req = req.clone();
             let name = format!("endpoint {}", ep.addr);
             let count = opts.cost.source(&name);
+            let (ep, in_bucket) = (ep.clone(), in_bucket.clone());
             async move {
-                let r = tokio::time::timeout(opts.timeout, ep.series(req, matchers, opts, &count))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(StoreError::Transient(format!(
-                            "no response within {:?}",
-                            opts.timeout
-                        )))
-                    });
+                let r = tokio::time::timeout(
+                    opts.timeout,
+                    ep.series(req, matchers, opts, &count, &in_bucket),
+                )
+                .await
+                .unwrap_or_else(|_| Err(timed_out()));
                 (name, r)
             }
-        });
-        let func = hints.and_then(|h| h.func.as_deref());
+        };
+        let eps = all_eps.iter().map(|(ep, _)| read_endpoint(ep, &in_bucket));
         let bucket = async {
-            let Some(b) = &self.bucket else { return None };
-            let count = opts.cost.source(&format!("bucket {}", b.bucket()));
-            let r = tokio::time::timeout(
-                opts.timeout,
-                b.series_of_shard(
-                    &opts.tenant,
-                    matchers,
-                    mint,
-                    maxt,
-                    skip_chunks,
-                    opts.max_resolution_ms,
-                    func,
-                    &count,
-                    shard.as_ref(),
-                ),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Transient(format!(
-                    "no response within {:?}",
-                    opts.timeout
-                )))
-            });
+            let (b, count) = bucket_count.as_ref()?;
+            let r = match plan? {
+                Ok(plan) => tokio::time::timeout(
+                    opts.timeout,
+                    b.read_plan(
+                        plan,
+                        &opts.tenant,
+                        matchers,
+                        skip_chunks,
+                        count,
+                        shard.as_ref(),
+                    ),
+                )
+                .await
+                .unwrap_or_else(|_| Err(timed_out())),
+                Err(e) => Err(e),
+            };
             Some((format!("bucket {}", b.bucket()), r))
         };
         let (mut results, bucket) =
             futures::future::join(futures::future::join_all(eps), bucket).await;
+        // The bucket failed (or skipped a corrupt block) after the local endpoints left
+        // its blocks to it: with a partial answer allowed, read them again in full, so
+        // the local copies fill in as they did before the bucket was asked first.
+        let bucket_failed = match &bucket {
+            Some((_, Err(e))) => e.allows_partial_response(),
+            Some((_, Ok(bs))) => !bs.warnings.is_empty(),
+            None => false,
+        };
+        if bucket_failed && opts.partial_response && !in_bucket.is_empty() {
+            for (i, (ep, _)) in all_eps.iter().enumerate() {
+                if ep.local.is_some() {
+                    results[i] = read_endpoint(ep, &ReadFromBucket::default()).await;
+                }
+            }
+        }
         // The query's own limit: its message as it is, whichever source hit it.
         if let Some(msg) = opts.cost.tripped() {
             self.metrics.limited.with(&[limit_label(msg)]).inc();

@@ -175,6 +175,17 @@ fn instant(q: &str, extra: &str) -> String {
     format!("/api/v1/query?query={enc}&time={t}{extra}")
 }
 
+/// The `stats=all` cost of the source whose name starts with `prefix`.
+fn source(b: &serde_json::Value, prefix: &str) -> serde_json::Value {
+    b["data"]["stats"]["strata"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"].as_str().unwrap().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {b}"))
+        .clone()
+}
+
 fn assert_limit(status: u16, body: &serde_json::Value, msg: &str) {
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["errorType"], "execution", "{body}");
@@ -255,15 +266,6 @@ async fn stats_all_counts_the_data_read() {
         block_listing_ttl: std::time::Duration::ZERO,
         ..Default::default()
     });
-    let source = |b: &serde_json::Value, prefix: &str| -> serde_json::Value {
-        b["data"]["stats"]["strata"]["sources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["source"].as_str().unwrap().starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} in {b}"))
-            .clone()
-    };
     let all = (SERIES * SAMPLES) as u64;
 
     // From the endpoint: every sample of every series, in one chunk each.
@@ -337,4 +339,112 @@ async fn stats_all_counts_the_data_read() {
     // Without `stats`, no statistics.
     let (_, b) = get(&q, &instant("x", "")).await;
     assert!(b["data"].get("stats").is_none(), "{b}");
+}
+
+/// An in-process store (as `strata all`'s ingester) holding one local block, the same
+/// block the bucket holds: it leaves the block out when the bucket's read covers it.
+#[derive(Debug)]
+struct LocalBlock {
+    meta: strata_tsdb::meta::BlockMeta,
+}
+
+impl strata_querier::fanout::LocalStore for LocalBlock {
+    fn series(
+        &self,
+        _tenant: &str,
+        _matchers: &[strata_tsdb::matcher::Matcher],
+        _mint: i64,
+        _maxt: i64,
+        _skip_chunks: bool,
+    ) -> Result<Vec<strata_querier::bucket::SeriesData>, String> {
+        unreachable!("read through series_parts_skipping")
+    }
+
+    fn series_parts_skipping(
+        &self,
+        _tenant: &str,
+        matchers: &[strata_tsdb::matcher::Matcher],
+        mint: i64,
+        maxt: i64,
+        _skip_chunks: bool,
+        count: &strata_querier::stats::Counter,
+        in_bucket: &strata_querier::bucket::ReadFromBucket,
+    ) -> Result<Vec<(Labels, strata_querier::series::Part)>, strata_querier::stats::StoreError>
+    {
+        if in_bucket.covers(&self.meta, mint, maxt) {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for (l, s) in data("y") {
+            if !strata_querier::bucket::labels_match(&l, matchers) {
+                continue;
+            }
+            count.series(&l)?;
+            let s: Vec<_> = s
+                .into_iter()
+                .filter(|p| p.0 >= mint && p.0 <= maxt)
+                .collect();
+            count.samples(s.len())?;
+            out.push((l, strata_querier::series::Part::Samples(s)));
+        }
+        Ok(out)
+    }
+
+    fn external_labels(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+/// Issue #12: a block both an in-process store and the bucket hold is read once (from
+/// the bucket, planned first); when the bucket then fails to read it, the local copy
+/// fills in (with a warning), as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_held_locally_and_in_the_bucket_is_read_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = bucket(tmp.path()).await;
+    let block = std::fs::read_dir(tmp.path().join("scratch"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("meta.json").is_file())
+        .unwrap();
+    let meta = strata_tsdb::meta::BlockMeta::read(&block).unwrap();
+    let ulid = meta.ulid;
+    let q = querier(QuerierConfig {
+        endpoints: vec!["local:1".into()],
+        local_stores: vec![("local:1".into(), Arc::new(LocalBlock { meta }) as _)],
+        bucket: Some(bucket),
+        block_listing_ttl: std::time::Duration::from_secs(3600),
+        chunks_cache_bytes: 0,
+        ..Default::default()
+    });
+    let uri = instant("sum(count_over_time(y[1h]))", "&stats=all");
+    let (s, b) = get(&q, &uri).await;
+    assert_eq!(s, 200, "{b}");
+    let answer = b["data"]["result"].clone();
+    // every sample once
+    assert_eq!(answer[0]["value"][1], (SERIES * SAMPLES).to_string(), "{b}");
+    let st = &b["data"]["stats"]["strata"];
+    assert_eq!(st["seriesFetched"], SERIES as u64, "{st}");
+    assert_eq!(
+        source(&b, "bucket ")["seriesFetched"],
+        SERIES as u64,
+        "{st}"
+    );
+    assert_eq!(source(&b, "endpoint ")["seriesFetched"], 0, "{st}");
+    assert!(b.get("warnings").is_none(), "{b}");
+
+    // The bucket's copy is gone (listing and index cached): the local copy answers.
+    std::fs::remove_dir_all(tmp.path().join(format!("bucket/anonymous/{ulid}/chunks"))).unwrap();
+    let (s, b) = get(&q, &uri).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["data"]["result"], answer, "{b}");
+    assert!(
+        b["warnings"].as_array().is_some_and(|w| !w.is_empty()),
+        "{b}"
+    );
+    assert_eq!(
+        source(&b, "endpoint ")["seriesFetched"],
+        SERIES as u64,
+        "{b}"
+    );
 }

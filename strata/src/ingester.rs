@@ -401,8 +401,6 @@ impl strata_querier::fanout::LocalStore for LocalIngester {
             .collect()
     }
 
-    /// Chunks kept encoded, each counted before anything is decoded: the engine decodes
-    /// a series when it consumes it.
     fn series_parts(
         &self,
         tenant: &str,
@@ -415,16 +413,43 @@ impl strata_querier::fanout::LocalStore for LocalIngester {
         Vec<(strata_tsdb::labels::Labels, strata_querier::series::Part)>,
         strata_querier::stats::StoreError,
     > {
+        self.series_parts_skipping(
+            tenant,
+            matchers,
+            mint,
+            maxt,
+            skip_chunks,
+            count,
+            &Default::default(),
+        )
+    }
+
+    /// Chunks kept encoded, each counted before anything is decoded: the engine decodes
+    /// a series when it consumes it. Local blocks the bucket read covers are left out.
+    fn series_parts_skipping(
+        &self,
+        tenant: &str,
+        matchers: &[strata_tsdb::matcher::Matcher],
+        mint: i64,
+        maxt: i64,
+        skip_chunks: bool,
+        count: &strata_querier::stats::Counter,
+        in_bucket: &strata_querier::bucket::ReadFromBucket,
+    ) -> Result<
+        Vec<(strata_tsdb::labels::Labels, strata_querier::series::Part)>,
+        strata_querier::stats::StoreError,
+    > {
         use strata_querier::series::{ChunksBuilder, Part};
         use strata_querier::stats::StoreError;
         use strata_tsdb::chunkenc::Encoding;
-        let series = strata_ingester::grpc::select_chunks(
+        let series = strata_ingester::grpc::select_chunks_skipping(
             &self.0,
             tenant,
             matchers,
             mint,
             maxt,
             skip_chunks,
+            &|meta| in_bucket.covers(meta, mint, maxt),
         )
         .map_err(|e| StoreError::Other(e.to_string()))?;
         let mut out = Vec::with_capacity(series.len());

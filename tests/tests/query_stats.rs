@@ -123,3 +123,66 @@ fn a_query_over_max_samples_is_refused_before_memory_grows() {
     let (code, b) = query(&s, "count(big{i=\"7\"})", end);
     assert_eq!(code, 200, "{b}");
 }
+
+/// Issue #12: after `POST /ingester/flush` the fresh block is both the ingester's local
+/// block and (once the querier's listing refreshes) a bucket block. The querier reads it
+/// once, from the bucket: `stats=all` counts each series and sample once, and the answer
+/// is the one before the flush.
+#[test]
+fn a_flushed_block_is_read_once_after_the_listing_refreshes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = StrataProc::start_all(&tmp.path().join("strata"), &[]);
+    let (n_series, n_samples) = (20usize, 40i64);
+    let t0 = now_ms() - 3_600_000;
+    let ts = (0..n_series)
+        .map(|i| {
+            let samples: Vec<(i64, f64)> = (0..n_samples)
+                .map(|j| (t0 + j * 15_000, (i as i64 * j) as f64))
+                .collect();
+            series(&[("__name__", "m"), ("i", &i.to_string())], &samples)
+        })
+        .collect();
+    let (code, body) = s.push(None, &write_request(ts));
+    assert!(code < 300, "{code} {body}");
+    let end = t0 + (n_samples - 1) * 15_000;
+    let q = "sum(sum_over_time(m[1h]))";
+    let (code, before) = query(&s, q, end);
+    assert_eq!(code, 200, "{before}");
+    let (code, body) = s.flush();
+    assert!(code < 300, "{code} {body}");
+    let source = |b: &serde_json::Value, prefix: &str| -> Option<serde_json::Value> {
+        b["data"]["stats"]["strata"]["sources"]
+            .as_array()?
+            .iter()
+            .find(|s| s["source"].as_str().unwrap_or("").starts_with(prefix))
+            .cloned()
+    };
+    // Poll until the querier's block listing (refreshed every 10 s) has the block.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let after = loop {
+        let (code, b) = query(&s, q, end);
+        assert_eq!(code, 200, "{b}");
+        if source(&b, "bucket ").is_some_and(|s| s["seriesFetched"] != 0) {
+            break b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bucket never served the flushed block: {b}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    assert_eq!(
+        after["data"]["result"], before["data"]["result"],
+        "{after} vs {before}"
+    );
+    let st = &after["data"]["stats"];
+    let all = n_series as u64 * n_samples as u64;
+    assert_eq!(st["strata"]["seriesFetched"], n_series as u64, "{st}");
+    assert_eq!(st["strata"]["samplesFetched"], all, "{st}");
+    assert_eq!(st["samples"]["totalQueryableSamples"], all, "{st}");
+    let bucket = source(&after, "bucket ").unwrap();
+    assert_eq!(bucket["seriesFetched"], n_series as u64, "{bucket}");
+    if let Some(ep) = source(&after, "endpoint ") {
+        assert_eq!(ep["seriesFetched"], 0, "{ep}");
+    }
+}

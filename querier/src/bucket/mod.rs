@@ -76,6 +76,63 @@ pub struct BucketReader {
     listing_ttl: std::time::Duration,
 }
 
+/// The blocks one read uses ([`BucketReader::plan_read`]).
+#[derive(Debug, Clone)]
+pub struct ReadPlan {
+    blocks: Vec<PlannedBlock>,
+    aggr: Aggr,
+    /// The query's start (a downsampled counter read starts earlier).
+    mint: i64,
+}
+
+impl ReadPlan {
+    /// The raw blocks whose data this read answers for: every source block of each
+    /// planned raw block, with the range read from it. A source that another process
+    /// (the ingester of `strata all`) still holds locally need not be read there too.
+    pub fn raw_sources(&self) -> ReadFromBucket {
+        let mut out = HashMap::new();
+        for p in self
+            .blocks
+            .iter()
+            .filter(|p| resolution(&p.meta) == RES_RAW)
+        {
+            let sources = &p.meta.compaction.sources;
+            // a block without sources is its own (older writers left them out)
+            let own = [p.meta.ulid];
+            let ids = if sources.is_empty() {
+                &own[..]
+            } else {
+                &sources[..]
+            };
+            for id in ids {
+                out.insert(*id, (p.mint, p.maxt));
+            }
+        }
+        ReadFromBucket(out)
+    }
+}
+
+/// Raw blocks a bucket read covers: ULID → the time range the bucket reads for the
+/// planned block that holds its data ([`ReadPlan::raw_sources`]).
+#[derive(Debug, Clone, Default)]
+pub struct ReadFromBucket(HashMap<ulid::Ulid, (i64, i64)>);
+
+impl ReadFromBucket {
+    /// Whether the bucket read already answers for all of the local block `meta`
+    /// within `[mint, maxt]` (the local read's range).
+    pub fn covers(&self, meta: &BlockMeta, mint: i64, maxt: i64) -> bool {
+        let Some(&(from, to)) = self.0.get(&meta.ulid) else {
+            return false;
+        };
+        // a block's maxTime is exclusive
+        meta.min_time.max(mint) >= from && (meta.max_time - 1).min(maxt) <= to
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 impl std::fmt::Debug for BucketReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BucketReader")
@@ -252,6 +309,27 @@ impl BucketReader {
         count: &Counter,
         shard: Option<&ShardFilter>,
     ) -> Result<BucketSeries, StoreError> {
+        let plan = self
+            .plan_read(tenant, mint, maxt, skip_chunks, max_resolution, func, count)
+            .await?;
+        self.read_plan(plan, tenant, matchers, skip_chunks, count, shard)
+            .await
+    }
+
+    /// Which blocks a read of `[mint, maxt]` uses, from the (cached) listing: what
+    /// [`BucketReader::read_plan`] then reads. Planned apart so the caller knows which
+    /// blocks' data the bucket answers for before any source is read.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn plan_read(
+        &self,
+        tenant: &str,
+        mint: i64,
+        maxt: i64,
+        skip_chunks: bool,
+        max_resolution: i64,
+        func: Option<&str>,
+        count: &Counter,
+    ) -> Result<ReadPlan, StoreError> {
         let aggr = Aggr::for_func(func);
         // A rate over downsampled counters measures from the point before its range:
         // plan one (coarsest) window early, then read each downsampled block from one
@@ -263,13 +341,31 @@ impl BucketReader {
             mint
         };
         let listed = self.listing(tenant, count).await?;
-        let mut plan = plan_blocks(&listed, wide, maxt, max_resolution);
+        let mut blocks = plan_blocks(&listed, wide, maxt, max_resolution);
         if early {
-            plan.retain_mut(|p| {
+            blocks.retain_mut(|p| {
                 p.mint = p.mint.max(mint.saturating_sub(resolution(&p.meta)));
                 p.mint <= p.maxt
             });
         }
+        Ok(ReadPlan { blocks, aggr, mint })
+    }
+
+    /// Read the series matching `matchers` from the blocks of `plan`.
+    pub async fn read_plan(
+        &self,
+        plan: ReadPlan,
+        tenant: &str,
+        matchers: &[Matcher],
+        skip_chunks: bool,
+        count: &Counter,
+        shard: Option<&ShardFilter>,
+    ) -> Result<BucketSeries, StoreError> {
+        let ReadPlan {
+            blocks: plan,
+            aggr,
+            mint,
+        } = plan;
         let blocks_read: Vec<i64> = plan.iter().map(|p| resolution(&p.meta)).collect();
         let downsampled: Vec<(i64, i64)> = plan
             .iter()
@@ -615,4 +711,43 @@ fn blocks_merge_in_one_pass() {
             ("d".into(), vec![(2, 4.0)]),
         ]
     );
+}
+
+/// A local block is left to the bucket only when a planned raw block holds it (as a
+/// source) and the bucket reads all of the local block's part of the query's range.
+#[test]
+fn a_local_block_is_covered_only_by_a_planned_raw_block_reading_all_of_it() {
+    let (a, b, c) = (ulid::Ulid::new(), ulid::Ulid::new(), ulid::Ulid::new());
+    let mut compacted = BlockMeta::new(c, 0, 4000);
+    compacted.compaction.sources = vec![a, b];
+    let plan = |p_mint, p_maxt| ReadPlan {
+        blocks: vec![PlannedBlock {
+            meta: compacted.clone(),
+            mint: p_mint,
+            maxt: p_maxt,
+        }],
+        aggr: Aggr::for_func(None),
+        mint: p_mint,
+    };
+    let local_a = BlockMeta::new(a, 0, 2000);
+    let local_b = BlockMeta::new(b, 2000, 4000);
+    let full = plan(0, 3999).raw_sources();
+    assert!(full.covers(&local_a, 0, 3999));
+    assert!(full.covers(&local_b, 0, 3999));
+    // a block that is neither planned nor a planned block's source
+    assert!(!full.covers(&BlockMeta::new(ulid::Ulid::new(), 0, 2000), 0, 3999));
+    // the bucket reads only [1000, 3999]: `a`'s [0, 1000) would be lost
+    let part = plan(1000, 3999).raw_sources();
+    assert!(!part.covers(&local_a, 0, 3999));
+    assert!(part.covers(&local_a, 1000, 3999));
+    assert!(part.covers(&local_b, 0, 3999));
+    // downsampled blocks cover nothing here (their ranges drop other sources' samples)
+    let mut ds = plan(0, 3999);
+    ds.blocks[0]
+        .meta
+        .thanos
+        .get_or_insert_with(Default::default)
+        .downsample
+        .resolution = 300_000;
+    assert!(ds.raw_sources().is_empty());
 }
