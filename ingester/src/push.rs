@@ -795,6 +795,7 @@ pub fn ingest_ref_until(
         // Check every sample against the window and the series' newest sample (kept
         // up to date through the request); new series get their ref once one passes.
         let first = samples_buf.len();
+        let ooo_before = ooo_accepted;
         let placeholder = series.map_or(0, |r| r.0);
         let mut dups = 0usize;
         let mut shown: Option<Labels> = None;
@@ -973,6 +974,7 @@ pub fn ingest_ref_until(
                 };
                 if let Some(e) = limit_err {
                     samples_buf.truncate(first);
+                    ooo_accepted = ooo_before;
                     hists_buf.truncate(hfirst);
                     let n = stored + dups + hstored + hdups;
                     out.reject(&e, &labels, n);
