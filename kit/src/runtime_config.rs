@@ -312,4 +312,19 @@ mod tests {
             .to_string();
         assert!(e.contains("ingestion_rat"), "{e}");
     }
+
+    /// The example in `docs/operations.md` parses, with every key it shows.
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("../../docs/operations.md");
+        let from = doc.find("## Per-tenant overrides").expect("the section");
+        let block = &doc[from..];
+        let start = block.find("```yaml\n").expect("a yaml block") + 8;
+        let yaml = &block[start..start + block[start..].find("```").unwrap()];
+        let cfg: FileContents = yaml_serde::from_str(yaml).unwrap();
+        let a = &cfg.overrides["team-a"];
+        assert_eq!(a.compactor_blocks_retention_period, Some(90 * 86_400_000));
+        assert_eq!(a.max_fetched_chunk_bytes_per_query, Some(1_000_000_000));
+        assert_eq!(a.cardinality_guard_window, Some(600_000));
+    }
 }
