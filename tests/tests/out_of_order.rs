@@ -7,13 +7,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use strata_testkit::http::{encode, get};
-use strata_testkit::procs::promtool_dump;
+use strata_testkit::procs::{promtool, promtool_dump, run_ok};
 use strata_testkit::strata::{series, write_request, StrataProc};
 
 const MIN: i64 = 60_000;
@@ -89,10 +90,20 @@ fn live_blocks(bucket: &Path, tenant: &str) -> Vec<PathBuf> {
 }
 
 /// `promtool tsdb dump` of these blocks: per series `s`, the samples in dump order.
+/// `promtool tsdb analyze` must read each of them too.
 fn dumped(blocks: &[PathBuf]) -> BTreeMap<String, Vec<(i64, f64)>> {
     let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("wal")).unwrap();
     for b in blocks {
-        strata_testkit::procs::copy_dir(b, &tmp.path().join(b.file_name().unwrap()));
+        let id = b.file_name().unwrap();
+        strata_testkit::procs::copy_dir(b, &tmp.path().join(id));
+        let out = run_ok(
+            Command::new(promtool())
+                .args(["tsdb", "analyze"])
+                .arg(tmp.path())
+                .arg(id),
+        );
+        assert!(out.contains("Series: 2"), "{out}");
     }
     let mut out: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
     for line in promtool_dump(tmp.path()).lines() {
