@@ -3,7 +3,9 @@
 //! growing counters, new buckets now and then) to a real Prometheus 2.42 started with
 //! `--enable-feature=native-histograms` and to `strata all`; raw selectors and
 //! histogram functions answer the same in both. Histograms acknowledged before a
-//! `kill -9` answer the same after the restart (WAL replay).
+//! `kill -9` answer the same after the restart (WAL replay). And the issue's scrape
+//! test ([`scrape`]): a Prometheus 2.42 scraping native histograms over the protobuf
+//! exposition remote-writes to Strata, which answers as that Prometheus does.
 
 use std::process::Command;
 
@@ -141,6 +143,22 @@ fn assert_same(expr: &str, prom: &Value, strata: &Value) {
     assert!(same, "{expr}\nprometheus: {prom}\nstrata:     {strata}");
 }
 
+/// `histogram_quantile(0.9, sum(rate(<range>)))`. Prometheus 3 (and Strata) interpolate
+/// exponentially within a native bucket where 2.42 interpolated linearly, so Strata's
+/// quantile is checked against 2.42's own `sum(rate(<range>))` answer (`sum_rate`) with
+/// 3's rule, and 2.42's quantile must fall in the same bucket.
+fn check_quantile(prom: &Prometheus, strata: &StrataProc, range: &str, sum_rate: &Value, at: i64) {
+    let q = format!("histogram_quantile(0.9, sum(rate({range})))");
+    let got = num(&strata_query(strata, &q, at)[0]["value"][1]);
+    let (want, (lo, hi)) = quantile_exponential(0.9, &sum_rate[0]["histogram"][1]);
+    assert!(close(got, want), "{q}: strata {got}, expected {want}");
+    let old = num(&prom.query(&q, at)[0]["value"][1]);
+    assert!(
+        old > lo && old <= hi,
+        "{q}: 2.42 answered {old}, outside ({lo}, {hi}]"
+    );
+}
+
 /// The queries compared, each with whether it must answer something.
 const QUERIES: &[&str] = &[
     HIST,
@@ -181,18 +199,12 @@ fn native_histograms_answer_as_prometheus_does() {
         assert_same(q, &want, &got);
         answers.push(want);
     }
-    // histogram_quantile: Prometheus 3 (and Strata) interpolate exponentially within a
-    // native bucket where 2.42 interpolated linearly, so the quantile is checked against
-    // 2.42's own sum(rate(...)) buckets with 3's rule, and 2.42's answer must fall in
-    // the same bucket
-    let q = "histogram_quantile(0.9, sum(rate(loadgen_metric_2_seconds[5m])))";
-    let got = num(&strata_query(&strata, q, at)[0]["value"][1]);
-    let (want, (lo, hi)) = quantile_exponential(0.9, &answers[2][0]["histogram"][1]);
-    assert!(close(got, want), "{q}: strata {got}, expected {want}");
-    let old = num(&prom.query(q, at)[0]["value"][1]);
-    assert!(
-        old > lo && old <= hi,
-        "{q}: 2.42 answered {old}, outside ({lo}, {hi}]"
+    check_quantile(
+        &prom,
+        &strata,
+        "loadgen_metric_2_seconds[5m]",
+        &answers[2],
+        at,
     );
     // the raw selector answers 10 histograms, not floats
     let raw = normalize(&answers[0]);
@@ -394,4 +406,298 @@ fn remote_read(s: &StrataProc, end: i64, rt: ResponseType) -> ReadBody {
         buf = &buf[i + 4 + len..];
     }
     ReadBody::Streamed(out)
+}
+
+/// The issue's scrape test: a real Prometheus 2.42 with native histograms scrapes a
+/// target serving the protobuf exposition (a native histogram with zero, positive and
+/// negative buckets that fill and grow between scrapes, plus a float counter) and
+/// remote-writes to `strata all`; nothing is refused, and both answer the same.
+mod scrape {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use serde_json::Value;
+    use strata_testkit::http::{encode, get, get_json};
+    use strata_testkit::procs::Prometheus;
+    use strata_testkit::strata::{metric_sum, StrataProc};
+
+    use super::{assert_same, check_quantile, normalize, num, strata_query};
+
+    /// Protobuf wire encoding, just what `io.prometheus.client.MetricFamily` needs
+    /// (field numbers from Prometheus's `prompb/io/prometheus/client/metrics.proto`).
+    #[derive(Default)]
+    struct Pb(Vec<u8>);
+
+    impl Pb {
+        fn varint(&mut self, mut v: u64) {
+            while v >= 0x80 {
+                self.0.push(v as u8 | 0x80);
+                v >>= 7;
+            }
+            self.0.push(v as u8);
+        }
+        fn tag(&mut self, field: u32, wire: u8) {
+            self.varint(u64::from(field) << 3 | u64::from(wire));
+        }
+        fn uint(&mut self, field: u32, v: u64) {
+            self.tag(field, 0);
+            self.varint(v);
+        }
+        fn sint(&mut self, field: u32, v: i64) {
+            self.uint(field, ((v << 1) ^ (v >> 63)) as u64);
+        }
+        fn double(&mut self, field: u32, v: f64) {
+            self.tag(field, 1);
+            self.0.extend_from_slice(&v.to_le_bytes());
+        }
+        fn bytes(&mut self, field: u32, b: &[u8]) {
+            self.tag(field, 2);
+            self.varint(b.len() as u64);
+            self.0.extend_from_slice(b);
+        }
+        fn msg(&mut self, field: u32, f: impl FnOnce(&mut Pb)) {
+            let mut m = Pb::default();
+            f(&mut m);
+            self.bytes(field, &m.0);
+        }
+    }
+
+    /// Buckets as (index, absolute count) → spans (field `span`) and deltas (`delta`).
+    fn buckets(m: &mut Pb, span: u32, delta: u32, b: &[(i32, u64)]) {
+        let mut prev: Option<i32> = None;
+        let mut spans: Vec<(i32, u32)> = Vec::new();
+        for &(i, _) in b {
+            match (prev, spans.last_mut()) {
+                (Some(p), Some(last)) if i == p + 1 => last.1 += 1,
+                (Some(p), _) => spans.push((i - p - 1, 1)),
+                (None, _) => spans.push((i, 1)),
+            }
+            prev = Some(i);
+        }
+        for (offset, len) in spans {
+            m.msg(span, |s| {
+                s.sint(1, i64::from(offset));
+                s.uint(2, u64::from(len));
+            });
+        }
+        let mut last = 0i64;
+        for &(_, c) in b {
+            m.sint(delta, c as i64 - last);
+            last = c as i64;
+        }
+    }
+
+    /// A `MetricFamily` of `type` (0 counter, 4 histogram) with one metric `{path="/a"}`
+    /// whose value `value` writes.
+    fn family(name: &str, help: &str, r#type: u64, value: impl FnOnce(&mut Pb)) -> Pb {
+        let mut f = Pb::default();
+        f.bytes(1, name.as_bytes());
+        f.bytes(2, help.as_bytes());
+        f.uint(3, r#type);
+        f.msg(4, |m| {
+            m.msg(1, |l| {
+                l.bytes(1, b"path");
+                l.bytes(2, b"/a");
+            });
+            value(m);
+        });
+        f
+    }
+
+    /// Scrape `n`'s exposition: `demo_latency_seconds`, a native histogram (schema 1,
+    /// zero threshold 0.001) whose buckets fill, and gain new far buckets every fifth
+    /// scrape, and `demo_requests_total`, a float counter.
+    fn exposition(n: u64) -> Vec<u8> {
+        let mut pos: Vec<(i32, u64)> = vec![(-1, n), (0, 2 * n), (1, 3 * n + 1), (4, n / 2)];
+        for k in 0..n / 5 {
+            pos.push((8 + 3 * k as i32, k + 1));
+        }
+        let neg: Vec<(i32, u64)> = vec![(2, n / 3), (3, n)];
+        let zero = n / 4;
+        let count = zero + pos.iter().chain(&neg).map(|b| b.1).sum::<u64>();
+        let sum = 1.25 * n as f64 - 0.5 * (n / 3) as f64;
+        let hist = family("demo_latency_seconds", "Request latency.", 4, |m| {
+            m.msg(7, |h| {
+                h.uint(1, count);
+                h.double(2, sum);
+                h.sint(5, 1);
+                h.double(6, 0.001);
+                h.uint(7, zero);
+                buckets(h, 9, 10, &neg);
+                buckets(h, 12, 13, &pos);
+            });
+        });
+        // far from 0: 2.42 limited a float rate's extrapolation to the counter's zero
+        // point before its threshold check, 3 (and Strata) after it
+        let counter = family("demo_requests_total", "Requests handled.", 0, |m| {
+            m.msg(3, |c| c.double(1, 1000.0 + 7.0 * n as f64));
+        });
+        let mut out = Pb::default();
+        for f in [hist, counter] {
+            out.varint(f.0.len() as u64);
+            out.0.extend_from_slice(&f.0);
+        }
+        out.0
+    }
+
+    /// Serve [`exposition`] on a loopback port, one scrape number per request; returns
+    /// the port and the number of scrapes served.
+    fn protobuf_target() -> (u16, Arc<AtomicU64>) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let served = Arc::new(AtomicU64::new(0));
+        let count = served.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let body = exposition(count.load(Ordering::SeqCst) + 1);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                if s.write_all(head.as_bytes()).is_ok() && s.write_all(&body).is_ok() {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        (port, served)
+    }
+
+    fn prom_metric(prom: &Prometheus, name: &str) -> f64 {
+        let (_, body) = get(&format!("{}/metrics", prom.url())).unwrap();
+        metric_sum(&body, name)
+    }
+
+    /// `data.result` of a query at `at` (ms), as the server answered it.
+    fn raw(base: &str, expr: &str, at: i64) -> Value {
+        let v = get_json(&format!(
+            "{base}/api/v1/query?query={}&time={}.{:03}",
+            encode(expr),
+            at / 1000,
+            at % 1000
+        ));
+        assert_eq!(v["status"], "success", "{expr}: {v}");
+        v["data"]["result"].clone()
+    }
+
+    fn wait(what: &str, mut ok: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !ok() {
+            assert!(start.elapsed() < Duration::from_secs(90), "{what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    const QUERIES: &[&str] = &[
+        "demo_latency_seconds",
+        "histogram_count(rate(demo_latency_seconds[1m]))",
+        "histogram_sum(rate(demo_latency_seconds[1m]))",
+        "sum(rate(demo_latency_seconds[1m]))",
+        "sum(rate(demo_requests_total[1m]))",
+        "demo_requests_total",
+    ];
+
+    #[test]
+    fn scraped_native_histograms_remote_written_answer_as_prometheus() {
+        let tmp = tempfile::tempdir().unwrap();
+        let strata =
+            StrataProc::start_all(&tmp.path().join("strata"), &["--tsdb.ship-interval=1h"]);
+        let (target, served) = protobuf_target();
+        let config = format!(
+            r#"
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: demo
+    static_configs:
+      - targets: ['127.0.0.1:{target}']
+remote_write:
+  - url: {}/api/v1/push
+    send_native_histograms: true
+    queue_config:
+      batch_send_deadline: 1s
+"#,
+            strata.url()
+        );
+        let prom = Prometheus::start(
+            &tmp.path().join("prom"),
+            &config,
+            &["--enable-feature=native-histograms"],
+        );
+        wait("Prometheus never scraped 12 times", || {
+            served.load(Ordering::SeqCst) >= 12
+        });
+
+        // the query time: half a scrape after the second newest histogram Prometheus
+        // holds, so no range edge falls on a sample (2.42's ranges include their start,
+        // 3's and ours do not)
+        let now = super::now_ms() + 1_000;
+        let stored = raw(&prom.url(), "demo_latency_seconds[1h]", now);
+        let times: Vec<i64> = stored[0]["histograms"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no histograms stored: {stored}"))
+            .iter()
+            .map(|h| (num(&h[0]) * 1000.0).round() as i64)
+            .collect();
+        assert!(times.len() >= 10, "{stored}");
+        let at = times[times.len() - 2] + 500;
+        let upto = times.iter().filter(|t| **t <= at).count() as f64;
+
+        // Prometheus's queue has sent them (polled on its own /metrics), refusing none
+        wait("Prometheus never sent the histograms", || {
+            prom_metric(&prom, "prometheus_remote_storage_histograms_total") >= upto
+        });
+        for m in [
+            "prometheus_remote_storage_samples_failed_total",
+            "prometheus_remote_storage_histograms_failed_total",
+            "prometheus_remote_storage_samples_dropped_total",
+            "prometheus_remote_storage_histograms_dropped_total",
+        ] {
+            assert_eq!(prom_metric(&prom, m), 0.0, "{m}");
+        }
+        assert!(strata.metric("strata_ingester_ingested_histogram_samples_total") >= upto);
+        // the float counter travels in other batches: wait for its newest sample too
+        let newest = "timestamp(demo_requests_total)";
+        let want = raw(&prom.url(), newest, at);
+        wait("the counter's newest sample never reached Strata", || {
+            raw(&strata.url(), newest, at) == want
+        });
+
+        // the raw samples as the servers answer them: the same JSON
+        let range = "demo_latency_seconds[30s]";
+        let want = raw(&prom.url(), range, at);
+        assert!(
+            want[0]["histograms"].as_array().unwrap().len() >= 10,
+            "{want}"
+        );
+        // (2.42 counts a batch as sent before the send returns: polled, then asserted)
+        let start = Instant::now();
+        while raw(&strata.url(), range, at) != want && start.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(raw(&strata.url(), range, at), want, "{range}");
+        let body = want[0]["histograms"].as_array().unwrap().last().unwrap()[1].clone();
+        assert!(body["buckets"].as_array().unwrap().len() >= 8, "{body}");
+        assert!(
+            num(&body["buckets"][0][1]) < 0.0,
+            "negative buckets: {body}"
+        );
+
+        let mut answers = Vec::new();
+        for q in QUERIES {
+            let want = prom.query(q, at);
+            assert!(
+                !want.as_array().unwrap().is_empty(),
+                "Prometheus: nothing for {q}"
+            );
+            assert_same(q, &want, &strata_query(&strata, q, at));
+            answers.push(want);
+        }
+        check_quantile(&prom, &strata, "demo_latency_seconds[1m]", &answers[3], at);
+        assert_eq!(normalize(&answers[0]).len(), 1);
+    }
 }
