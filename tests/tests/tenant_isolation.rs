@@ -1,8 +1,9 @@
 //! Tenant B never reads tenant A's data, and A never reads B's, on any read path: the
 //! Prometheus HTTP API (query, range query, series, labels, label values, metadata,
 //! exemplars, `/api/v1/status/tsdb`, the stores and blocks pages), remote read and the
-//! Store API. Three topologies: `strata all` (head and bucket), a querier over its
-//! Store API, and a querier that reads only the bucket after a flush. Each check also
+//! Store API. Four topologies: `strata all` (head and bucket), a querier over its
+//! Store API, a querier that reads only the bucket after a flush, and a query frontend
+//! (splitting and caching range queries) in front of `strata all`. Each check also
 //! asks as the owner and must find the owner's data there, so an endpoint that answers
 //! nothing at all fails the test.
 
@@ -112,6 +113,8 @@ struct Topology<'a> {
     tsdb_status: bool,
     /// A bucket to list in `/api/v1/blocks`.
     bucket: bool,
+    /// A Store API to ask.
+    grpc: bool,
 }
 
 /// Every HTTP read answer for `tenant`: (path, whether the tenant's data must be in
@@ -263,6 +266,17 @@ fn tenants_never_read_each_other() {
             &format!("--objstore.config-file={}", objstore.display()),
         ],
     );
+    // range queries split into 10m parts, every part cached: a cache that mixed up
+    // tenants would answer B with A's parts
+    let frontend = StrataProc::start_http_only(
+        &tmp.path().join("frontend"),
+        &[
+            "query-frontend",
+            &format!("--query-frontend.downstream-url={}", s.url()),
+            "--query-range.split-interval=10m",
+            "--query-range.max-freshness=0s",
+        ],
+    );
     let t = now_ms();
     // each tenant: one sample cut into a block and shipped, one left in the head
     for who in [&A, &B] {
@@ -280,6 +294,7 @@ fn tenants_never_read_each_other() {
             metadata: true,
             tsdb_status: true,
             bucket: true,
+            grpc: true,
         },
         Topology {
             name: "querier over the Store API",
@@ -287,6 +302,7 @@ fn tenants_never_read_each_other() {
             metadata: true,
             tsdb_status: false,
             bucket: false,
+            grpc: true,
         },
         Topology {
             name: "querier over the bucket",
@@ -294,6 +310,15 @@ fn tenants_never_read_each_other() {
             metadata: false,
             tsdb_status: false,
             bucket: true,
+            grpc: true,
+        },
+        Topology {
+            name: "query frontend (split and cached) over strata all",
+            proc: &frontend,
+            metadata: true,
+            tsdb_status: true,
+            bucket: true,
+            grpc: false,
         },
     ];
     for top in &topologies {
@@ -303,11 +328,13 @@ fn tenants_never_read_each_other() {
             let read =
                 String::from_utf8_lossy(&remote_read(&top.proc.url(), me.id, t)).into_owned();
             answers.push(("remote read".into(), true, read));
-            answers.push((
-                "Store API".into(),
-                true,
-                store_api(top.proc.grpc_port, me.id),
-            ));
+            if top.grpc {
+                answers.push((
+                    "Store API".into(),
+                    true,
+                    store_api(top.proc.grpc_port, me.id),
+                ));
+            }
             for (what, sees, body) in answers {
                 assert!(
                     !sees || me.in_text(&body),
@@ -325,4 +352,17 @@ fn tenants_never_read_each_other() {
             }
         }
     }
+    // the frontend did cache: A's range query again is answered from the cache, so B's
+    // answers above (with none of A's data) came past a filled cache
+    let hits = frontend.metric("strata_query_frontend_results_cache_hits_total");
+    let again = http_answers(&topologies[3], A.id, t);
+    let (_, _, body) = again
+        .iter()
+        .find(|(p, _, _)| p.contains("query_range"))
+        .unwrap();
+    assert!(A.in_text(body), "{body}");
+    assert!(
+        frontend.metric("strata_query_frontend_results_cache_hits_total") > hits,
+        "the range query was not answered from the cache"
+    );
 }
