@@ -154,6 +154,79 @@ pub fn all_buckets(h: &FloatHistogram) -> Vec<Bucket> {
     out
 }
 
+/// One side's `(index, count)` buckets under a schema and the zero threshold a cut
+/// bucket shows (0 when none is cut).
+type FitSide = (Vec<(i32, f64)>, f64);
+
+/// The exponential-schema histogram whose [`all_buckets`] are `buckets` (the inverse
+/// of the query API's histogram JSON, for clients that read it back, such as the
+/// ruler over HTTP). The schema is the highest one whose bounds are the buckets'
+/// bounds, preferring one where no bucket is cut by the zero threshold (the innermost
+/// bucket on each side may be: its bound towards zero is then the threshold). The
+/// counter-reset hint is not in the JSON (`Unknown`); a zero threshold that cuts no
+/// bucket and holds nothing is not in it either (0); custom-bucket histograms cannot be
+/// told from exponential ones and are refused when their bounds fit no schema.
+pub fn from_buckets(count: f64, sum: f64, buckets: &[Bucket]) -> Result<FloatHistogram, String> {
+    let mut h = FloatHistogram {
+        count,
+        sum,
+        ..Default::default()
+    };
+    // (bound away from zero, bound towards zero, count, positive), innermost first
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    for b in buckets {
+        if b.lower_inclusive && b.upper_inclusive {
+            h.zero_threshold = b.upper;
+            h.zero_count = b.count;
+        } else if b.upper > 0.0 {
+            pos.push((b.upper, b.lower, b.count));
+        } else {
+            neg.push((-b.lower, -b.upper, b.count));
+        }
+    }
+    neg.reverse();
+    let zero_bucket = h.zero_count > 0.0;
+    // each side's (index, count) under `schema` and the threshold a cut bucket shows
+    let fit = |schema: i32, cut_ok: bool| -> Option<[FitSide; 2]> {
+        let scale = f64::from(schema).exp2();
+        let side = |bs: &[(f64, f64, f64)]| -> Option<FitSide> {
+            let mut cut = 0.0;
+            let mut out = Vec::with_capacity(bs.len());
+            for (k, &(far, near, c)) in bs.iter().enumerate() {
+                let idx = (far.log2() * scale).round() as i32;
+                if bound(idx, schema, &[]) != far {
+                    return None;
+                }
+                let inner = bound(idx - 1, schema, &[]);
+                if near != inner {
+                    let cut_here = cut_ok && k == 0 && near > inner && near < far;
+                    if !cut_here || (zero_bucket && near != h.zero_threshold) {
+                        return None;
+                    }
+                    cut = near;
+                }
+                out.push((idx, c));
+            }
+            Some((out, cut))
+        };
+        Some([side(&pos)?, side(&neg)?])
+    };
+    let max = EXPONENTIAL_BOUNDS.len() as i32 - 1;
+    let found = [false, true]
+        .into_iter()
+        .find_map(|cut_ok| (-4..=max).rev().find_map(|s| Some((s, fit(s, cut_ok)?))));
+    let Some((schema, [(p, pcut), (n, ncut)])) = found else {
+        return Err("bucket bounds fit no exponential schema".into());
+    };
+    h.schema = schema;
+    if !zero_bucket {
+        h.zero_threshold = pcut.max(ncut);
+    }
+    (h.positive_spans, h.positive_buckets) = build(&p);
+    (h.negative_spans, h.negative_buckets) = build(&n);
+    Ok(h)
+}
+
 fn target_idx(idx: i32, from: i32, to: i32) -> i32 {
     ((idx - 1) >> (from - to)) + 1
 }
@@ -1636,3 +1709,63 @@ pub(crate) const EXPONENTIAL_BOUNDS: [&[f64]; 9] = [
         0.9972960560854698,
     ],
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Histograms survive [`all_buckets`] → [`from_buckets`]: every schema, negative
+    /// buckets, a zero bucket, and a zero threshold cutting the first buckets.
+    #[test]
+    fn from_buckets_inverts_all_buckets() {
+        for schema in -4..=8 {
+            for (zt, zc) in [(0.0, 0.0), (0.001, 3.0), (0.6, 0.0)] {
+                // buckets wholly inside the zero bucket do not exist (they are merged
+                // into it)
+                let outside = |b: &[(i32, f64)]| -> Vec<(i32, f64)> {
+                    b.iter()
+                        .copied()
+                        .filter(|(i, _)| bound(*i, schema, &[]) > zt)
+                        .collect()
+                };
+                let (ps, pb) = build(&outside(&[(-3, 1.0), (0, 2.0), (1, 5.0), (7, 1.5)]));
+                let (ns, nb) = build(&outside(&[(-1, 4.0), (2, 1.0)]));
+                let h = FloatHistogram {
+                    schema,
+                    zero_threshold: zt,
+                    zero_count: zc,
+                    count: 14.5 + zc,
+                    sum: 3.25,
+                    positive_spans: ps,
+                    positive_buckets: pb,
+                    negative_spans: ns,
+                    negative_buckets: nb,
+                    ..Default::default()
+                };
+                let got = from_buckets(h.count, h.sum, &all_buckets(&h)).unwrap();
+                // a threshold that cuts no bucket and holds nothing is not in the JSON
+                let cuts = all_buckets(&h)
+                    .iter()
+                    .any(|b| b.lower == zt || b.upper == -zt);
+                let want_zt = if zc > 0.0 || cuts { zt } else { 0.0 };
+                assert_eq!(got.schema, schema, "{h:?}");
+                assert_eq!(got.zero_threshold, want_zt, "{h:?}");
+                let mut want = h.clone();
+                want.zero_threshold = want_zt;
+                assert_eq!(got, want, "schema {schema}, zero threshold {zt}");
+            }
+        }
+        let refused = from_buckets(
+            1.0,
+            1.0,
+            &[Bucket {
+                lower: 1.0,
+                upper: 3.0,
+                count: 1.0,
+                lower_inclusive: false,
+                upper_inclusive: true,
+            }],
+        );
+        assert!(refused.is_err(), "{refused:?}");
+    }
+}

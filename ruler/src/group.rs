@@ -223,11 +223,11 @@ impl Group {
             let mut out = vector;
             for l in &self.series_in_prev[i] {
                 if !returned.contains(l) {
-                    out.push(Sample {
-                        labels: l.clone(),
-                        t: query_ts,
-                        v: f64::from_bits(STALE_NAN),
-                    });
+                    out.push(Sample::float(
+                        l.clone(),
+                        query_ts,
+                        f64::from_bits(STALE_NAN),
+                    ));
                 }
             }
             self.write(env, out).await;
@@ -236,11 +236,7 @@ impl Group {
         if !self.stale_series.is_empty() {
             let stale: Vec<Sample> = std::mem::take(&mut self.stale_series)
                 .into_iter()
-                .map(|labels| Sample {
-                    labels,
-                    t: query_ts,
-                    v: f64::from_bits(STALE_NAN),
-                })
+                .map(|labels| Sample::float(labels, query_ts, f64::from_bits(STALE_NAN)))
                 .collect();
             self.write(env, stale).await;
         }
@@ -321,11 +317,7 @@ impl Group {
         self.series_in_prev
             .iter()
             .flatten()
-            .map(|l| Sample {
-                labels: l.clone(),
-                t,
-                v: f64::from_bits(STALE_NAN),
-            })
+            .map(|l| Sample::float(l.clone(), t, f64::from_bits(STALE_NAN)))
             .collect()
     }
 }
@@ -697,11 +689,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .iter()
-                .map(|l| Sample {
-                    labels: l.clone(),
-                    t,
-                    v: 1.0,
-                })
+                .map(|l| Sample::float(l.clone(), t, 1.0))
                 .collect();
             Box::pin(async move { Ok(v) })
         }

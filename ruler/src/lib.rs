@@ -16,6 +16,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use strata_promql::FloatHistogram;
 use strata_tsdb::labels::Labels;
 
 pub mod api;
@@ -32,44 +33,44 @@ pub mod unittest;
 /// A boxed future, so the query and write interfaces are object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// One element of an instant vector.
+/// One element of an instant vector: a float, or a native histogram (`h`; `v` is then
+/// 0, the float Prometheus's rules see for a histogram sample: an alert on one fires
+/// with `$value` 0, a recording rule writes the histogram).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub labels: Labels,
     pub t: i64,
     pub v: f64,
+    pub h: Option<Box<FloatHistogram>>,
 }
 
-/// An engine's answer at `t` as the samples a rule evaluates. A native histogram sample
-/// has no float to record or alert on: it fails the rule, naming the series, rather
-/// than being taken as a float it does not have.
-pub fn samples_from_value(value: strata_promql::Value, t: i64) -> Result<Vec<Sample>, Error> {
-    match value {
-        strata_promql::Value::Vector(v) => v
-            .into_iter()
-            .map(|s| match s.h {
-                Some(_) => Err(histogram_result(&s.labels.to_string())),
-                None => Ok(Sample {
-                    labels: s.labels,
-                    t,
-                    v: s.v,
-                }),
-            })
-            .collect(),
-        strata_promql::Value::Scalar { v, .. } => Ok(vec![Sample {
-            labels: Labels::new(),
+impl Sample {
+    /// A float sample.
+    pub fn float(labels: Labels, t: i64, v: f64) -> Sample {
+        Sample {
+            labels,
             t,
             v,
-        }]),
-        _ => Err(Error::Query("rule result is not a vector or scalar".into())),
+            h: None,
+        }
     }
 }
 
-/// Why a rule whose result holds a native histogram sample of `series` fails.
-pub(crate) fn histogram_result(series: &str) -> Error {
-    Error::Query(format!(
-        "rule result {series} is a native histogram sample; the ruler records and alerts on float samples only (wrap the expression in histogram_count, histogram_sum or histogram_quantile)"
-    ))
+/// An engine's answer at `t` as the samples a rule evaluates.
+pub fn samples_from_value(value: strata_promql::Value, t: i64) -> Result<Vec<Sample>, Error> {
+    match value {
+        strata_promql::Value::Vector(v) => Ok(v
+            .into_iter()
+            .map(|s| Sample {
+                labels: s.labels,
+                t,
+                v: if s.h.is_some() { 0.0 } else { s.v },
+                h: s.h,
+            })
+            .collect()),
+        strata_promql::Value::Scalar { v, .. } => Ok(vec![Sample::float(Labels::new(), t, v)]),
+        _ => Err(Error::Query("rule result is not a vector or scalar".into())),
+    }
 }
 
 /// Why the ruler failed.
@@ -169,7 +170,7 @@ mod value_tests {
     use super::*;
 
     #[test]
-    fn histogram_results_fail_the_rule_and_floats_pass() {
+    fn histogram_results_are_histogram_samples_and_floats_floats() {
         let labels = Labels::from_pairs([("job", "a")]);
         let sample = |h| strata_promql::VectorSample {
             labels: labels.clone(),
@@ -178,21 +179,24 @@ mod value_tests {
             h,
         };
         let ok = samples_from_value(strata_promql::Value::Vector(vec![sample(None)]), 5).unwrap();
+        assert_eq!(ok, vec![Sample::float(labels.clone(), 5, 2.0)]);
+        let h = Box::new(FloatHistogram {
+            count: 3.0,
+            ..Default::default()
+        });
+        let got = samples_from_value(
+            strata_promql::Value::Vector(vec![sample(Some(h.clone()))]),
+            5,
+        )
+        .unwrap();
         assert_eq!(
-            ok,
+            got,
             vec![Sample {
-                labels: labels.clone(),
+                labels,
                 t: 5,
-                v: 2.0
+                v: 0.0,
+                h: Some(h)
             }]
-        );
-        let h = Some(Box::new(strata_promql::FloatHistogram::default()));
-        let e = samples_from_value(strata_promql::Value::Vector(vec![sample(h)]), 5)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains(r#"{job="a"} is a native histogram sample"#),
-            "{e}"
         );
     }
 }

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use strata_proto::prometheus::{Label, Sample as PbSample, TimeSeries, WriteRequest};
+use strata_proto::prometheus::{
+    BucketSpan, Histogram, Label, Sample as PbSample, TimeSeries, WriteRequest,
+};
 use strata_tsdb::labels::Labels;
 
 use crate::{Appender, BoxFuture, Error, QueryEngine, Sample};
@@ -78,39 +80,63 @@ fn parse_value(s: &serde_json::Value) -> f64 {
 }
 
 fn parse_result(data: &serde_json::Value, t: i64) -> Result<Vec<Sample>, Error> {
-    // A native histogram result has no float to record or alert on: say so rather than
-    // write NaN (the rule's health shows the error).
-    if let Some(h) = data["result"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s.get("histogram").is_some()))
-    {
-        return Err(crate::histogram_result(&h["metric"].to_string()));
-    }
     match data["resultType"].as_str() {
-        Some("vector") => Ok(data["result"]
+        Some("vector") => data["result"]
             .as_array()
             .map(|a| a.as_slice())
             .unwrap_or_default()
             .iter()
-            .map(|s| Sample {
-                labels: Labels::from_pairs(
+            .map(|s| {
+                let labels = Labels::from_pairs(
                     s["metric"]
                         .as_object()
                         .into_iter()
                         .flatten()
                         .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or(""))),
-                ),
-                t,
-                v: parse_value(&s["value"][1]),
+                );
+                match s.get("histogram") {
+                    Some(h) => Ok(Sample {
+                        h: Some(Box::new(parse_histogram(&h[1]).map_err(|e| {
+                            Error::Query(format!("rule result {labels}: histogram: {e}"))
+                        })?)),
+                        ..Sample::float(labels, t, 0.0)
+                    }),
+                    None => Ok(Sample::float(labels, t, parse_value(&s["value"][1]))),
+                }
             })
-            .collect()),
-        Some("scalar") => Ok(vec![Sample {
-            labels: Labels::new(),
+            .collect(),
+        Some("scalar") => Ok(vec![Sample::float(
+            Labels::new(),
             t,
-            v: parse_value(&data["result"][1]),
-        }]),
+            parse_value(&data["result"][1]),
+        )]),
         _ => Err(Error::Query("rule result is not a vector or scalar".into())),
     }
+}
+
+/// A native histogram from the query API's JSON (`{"count","sum","buckets"}`, buckets
+/// as `[boundary_rule, lower, upper, count]`), back into spans and counts.
+fn parse_histogram(h: &serde_json::Value) -> Result<strata_promql::FloatHistogram, String> {
+    let mut buckets = Vec::new();
+    for b in h["buckets"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+    {
+        let rule = b[0].as_u64().ok_or_else(|| format!("bad bucket {b}"))?;
+        buckets.push(strata_promql::histogram::Bucket {
+            lower: parse_value(&b[1]),
+            upper: parse_value(&b[2]),
+            count: parse_value(&b[3]),
+            lower_inclusive: rule == 1 || rule == 3,
+            upper_inclusive: rule == 0 || rule == 3,
+        });
+    }
+    strata_promql::histogram::from_buckets(
+        parse_value(&h["count"]),
+        parse_value(&h["sum"]),
+        &buckets,
+    )
 }
 
 impl QueryEngine for HttpQueryEngine {
@@ -153,36 +179,68 @@ impl RemoteWriter {
     }
 }
 
-/// The remote write body of `samples`, one series per label set.
+/// The remote write body of `samples`, one series per label set (native histogram
+/// samples as float histograms, with the engine's counter-reset hint).
 pub fn encode(samples: &[Sample]) -> Vec<u8> {
-    let mut by_series: std::collections::BTreeMap<&Labels, Vec<PbSample>> = Default::default();
+    let mut by_series: std::collections::BTreeMap<&Labels, TimeSeries> = Default::default();
     for s in samples {
-        by_series.entry(&s.labels).or_default().push(PbSample {
-            value: s.v,
-            timestamp: s.t,
-        });
+        let ts = by_series.entry(&s.labels).or_default();
+        match &s.h {
+            Some(h) => ts.histograms.push(histogram_proto(s.t, h)),
+            None => ts.samples.push(PbSample {
+                value: s.v,
+                timestamp: s.t,
+            }),
+        }
     }
     let req = WriteRequest {
         timeseries: by_series
             .into_iter()
-            .map(|(l, mut samples)| {
-                samples.sort_by_key(|s| s.timestamp);
-                TimeSeries {
-                    labels: l
-                        .iter()
-                        .map(|l| Label {
-                            name: l.name.to_string(),
-                            value: l.value.to_string(),
-                        })
-                        .collect(),
-                    samples,
-                    ..Default::default()
-                }
+            .map(|(l, mut ts)| {
+                ts.samples.sort_by_key(|s| s.timestamp);
+                ts.histograms.sort_by_key(|h| h.timestamp);
+                ts.labels = l
+                    .iter()
+                    .map(|l| Label {
+                        name: l.name.to_string(),
+                        value: l.value.to_string(),
+                    })
+                    .collect();
+                ts
             })
             .collect(),
         ..Default::default()
     };
     strata_proto::encode_write_request(&req)
+}
+
+/// Remote write's message for a float histogram (Prometheus's
+/// `FloatHistogramToHistogramProto`).
+fn histogram_proto(t: i64, h: &strata_promql::FloatHistogram) -> Histogram {
+    use strata_proto::prometheus::histogram::{Count, ZeroCount};
+    let spans = |s: &[strata_tsdb::histogram::Span]| {
+        s.iter()
+            .map(|s| BucketSpan {
+                offset: s.offset,
+                length: s.length,
+            })
+            .collect()
+    };
+    Histogram {
+        count: Some(Count::CountFloat(h.count)),
+        zero_count: Some(ZeroCount::ZeroCountFloat(h.zero_count)),
+        sum: h.sum,
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        positive_spans: spans(&h.positive_spans),
+        positive_counts: h.positive_buckets.clone(),
+        negative_spans: spans(&h.negative_spans),
+        negative_counts: h.negative_buckets.clone(),
+        reset_hint: h.counter_reset_hint as i32,
+        custom_values: h.custom_values.clone(),
+        timestamp: t,
+        ..Default::default()
+    }
 }
 
 impl Appender for RemoteWriter {
@@ -242,9 +300,17 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(r#"{"resultType":"scalar","result":[1,"2"]}"#).unwrap();
         assert_eq!(parse_result(&v, 5).unwrap()[0].v, 2.0);
-        let h: serde_json::Value = serde_json::from_str(r#"{"resultType":"vector","result":[{"metric":{"job":"a"},"histogram":[1,{"count":"2","sum":"3","buckets":[[0,"1","2","2"]]}]}]}"#).unwrap();
-        let e = parse_result(&h, 5).unwrap_err().to_string();
-        assert!(e.contains("is a native histogram sample"), "{e}");
+        // a native histogram: schema 0 bucket 1 (1, 2] and a zero bucket
+        let h: serde_json::Value = serde_json::from_str(r#"{"resultType":"vector","result":[{"metric":{"job":"a"},"histogram":[1,{"count":"3","sum":"3","buckets":[[3,"-0.001","0.001","1"],[0,"1","2","2"]]}]}]}"#).unwrap();
+        let r = parse_result(&h, 5).unwrap();
+        let got = r[0].h.as_deref().unwrap();
+        assert_eq!((r[0].v, got.schema, got.zero_threshold), (0.0, 0, 0.001));
+        assert_eq!((got.count, got.sum, got.zero_count), (3.0, 3.0, 1.0));
+        assert_eq!(got.positive_buckets, [2.0]);
+        assert_eq!(got.positive_spans[0].offset, 1);
+        let bad: serde_json::Value = serde_json::from_str(r#"{"resultType":"vector","result":[{"metric":{"job":"a"},"histogram":[1,{"count":"2","sum":"3","buckets":[[0,"1","3","2"]]}]}]}"#).unwrap();
+        let e = parse_result(&bad, 5).unwrap_err().to_string();
+        assert!(e.contains(r#"rule result {job="a"}: histogram"#), "{e}");
         let v: serde_json::Value =
             serde_json::from_str(r#"{"resultType":"string","result":[1,"x"]}"#).unwrap();
         assert!(parse_result(&v, 5).is_err());

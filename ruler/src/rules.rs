@@ -269,6 +269,7 @@ impl AlertingRule {
                 .with("alertstate", a.state.as_str()),
             t,
             v: 1.0,
+            h: None,
         }
     }
 
@@ -412,11 +413,11 @@ impl AlertingRule {
             if self.restored {
                 let a = a.clone();
                 vec.push(self.alerts_sample(&a, query_ts));
-                vec.push(Sample {
-                    labels: self.for_state_labels(&a),
-                    t: query_ts,
-                    v: (a.active_at.div_euclid(1000)) as f64,
-                });
+                vec.push(Sample::float(
+                    self.for_state_labels(&a),
+                    query_ts,
+                    (a.active_at.div_euclid(1000)) as f64,
+                ));
             }
         }
         for fp in remove {
@@ -511,11 +512,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn pending_firing_resolved_keep_firing() {
-        let q = Fixed(Mutex::new(vec![Sample {
-            labels: Labels::from_pairs([("__name__", "load"), ("instance", "a")]),
-            t: 0,
-            v: 2.0,
-        }]));
+        let q = Fixed(Mutex::new(vec![Sample::float(
+            Labels::from_pairs([("__name__", "load"), ("instance", "a")]),
+            0,
+            2.0,
+        )]));
         let el = BTreeMap::new();
         let ctx = EvalCtx {
             engine: &q,
@@ -569,16 +570,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn limit_and_duplicates() {
         let q = Fixed(Mutex::new(vec![
-            Sample {
-                labels: Labels::from_pairs([("__name__", "x"), ("a", "1")]),
-                t: 0,
-                v: 1.0,
-            },
-            Sample {
-                labels: Labels::from_pairs([("__name__", "y"), ("a", "1")]),
-                t: 0,
-                v: 1.0,
-            },
+            Sample::float(Labels::from_pairs([("__name__", "x"), ("a", "1")]), 0, 1.0),
+            Sample::float(Labels::from_pairs([("__name__", "y"), ("a", "1")]), 0, 1.0),
         ]));
         let el = BTreeMap::new();
         let ctx = EvalCtx {
@@ -599,11 +592,9 @@ mod tests {
             "vector contains metrics with the same labelset after applying rule labels"
         );
         q.0.lock().unwrap().pop();
-        q.0.lock().unwrap().push(Sample {
-            labels: Labels::from_pairs([("a", "2")]),
-            t: 0,
-            v: 1.0,
-        });
+        q.0.lock()
+            .unwrap()
+            .push(Sample::float(Labels::from_pairs([("a", "2")]), 0, 1.0));
         let e = rec.eval(&ctx, 0, 1).await.unwrap_err();
         assert_eq!(e.to_string(), "exceeded limit of 1 with 2 series");
         let mut r = rule(0, 0);

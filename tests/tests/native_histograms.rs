@@ -5,7 +5,8 @@
 //! histogram functions answer the same in both. Histograms acknowledged before a
 //! `kill -9` answer the same after the restart (WAL replay). And the issue's scrape
 //! test ([`scrape`]): a Prometheus 2.42 scraping native histograms over the protobuf
-//! exposition remote-writes to Strata, which answers as that Prometheus does.
+//! exposition remote-writes to Strata, which answers as that Prometheus does; and
+//! recording rules with histogram results ([`recording`]).
 
 use std::process::Command;
 
@@ -699,5 +700,156 @@ remote_write:
         }
         check_quantile(&prom, &strata, "demo_latency_seconds[1m]", &answers[3], at);
         assert_eq!(normalize(&answers[0]).len(), 1);
+    }
+}
+
+/// Recording rules whose results are native histograms write histogram samples, both
+/// from `strata all`'s in-process ruler and from `strata ruler` over HTTP (which reads
+/// the querier's histogram JSON back into buckets); Prometheus 2.42 evaluating the same
+/// rule file records the same histograms.
+mod recording {
+    use std::time::Duration;
+
+    use serde_json::Value;
+    use strata_testkit::poll;
+    use strata_testkit::procs::Prometheus;
+    use strata_testkit::strata::StrataProc;
+
+    use super::{assert_same, loadgen, now_ms, strata_query};
+
+    const RULES: &str = r#"groups:
+  - name: hist
+    interval: 2s
+    rules:
+      - record: loadgen:hist:rate5m
+        expr: sum(rate(loadgen_metric_2_seconds[5m]))
+      - record: loadgen:hist:count_rate5m
+        expr: histogram_count(rate(loadgen_metric_2_seconds[5m]))
+      - alert: HistogramsArrive
+        expr: sum(rate(loadgen_metric_2_seconds[5m]))
+"#;
+
+    /// `(t ms, value or histogram JSON)` of every sample of `name` in the minute before `at`.
+    fn recorded(base: &str, name: &str, at: i64) -> Vec<(i64, Value)> {
+        let r = strata_query_at(base, &format!("{name}[1m]"), at);
+        let Some(s) = r.as_array().and_then(|a| a.first()) else {
+            return Vec::new();
+        };
+        let pts = s.get("histograms").or(s.get("values")).unwrap();
+        pts.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    (p[0].as_f64().unwrap() * 1000.0).round() as i64,
+                    p[1].clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn strata_query_at(base: &str, expr: &str, at: i64) -> Value {
+        let v = strata_testkit::http::get_json(&format!(
+            "{base}/api/v1/query?query={}&time={}.{:03}",
+            strata_testkit::http::encode(expr),
+            at / 1000,
+            at % 1000
+        ));
+        assert_eq!(v["status"], "success", "{expr}: {v}");
+        v["data"]["result"].clone()
+    }
+
+    #[test]
+    fn histogram_recording_rules_write_histograms() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rules = tmp.path().join("rules.yml");
+        std::fs::write(&rules, RULES).unwrap();
+        let rules = rules.to_str().unwrap().to_string();
+        let prom = Prometheus::start(
+            &tmp.path().join("prom"),
+            &format!("global:\n  evaluation_interval: 2s\nrule_files:\n  - {rules}\n"),
+            &[
+                "--web.enable-remote-write-receiver",
+                "--enable-feature=native-histograms",
+            ],
+        );
+        let strata = StrataProc::start_all(
+            &tmp.path().join("strata"),
+            &["--tsdb.ship-interval=1h", &format!("--rule-file={rules}")],
+        );
+        // the stream ends a minute ago: rate(..[5m]) has data for the next minutes
+        let end = now_ms() - 60_000;
+        loadgen(&format!("{}/api/v1/write", prom.url()), "1.0", end);
+        loadgen(&format!("{}/api/v1/push", strata.url()), "1.0", end);
+        // the standalone ruler over HTTP, recording under other names
+        let http_rules = tmp.path().join("http.yml");
+        std::fs::write(&http_rules, RULES.replace("loadgen:hist:", "http:hist:")).unwrap();
+        let ruler = StrataProc::start_http_only(
+            &tmp.path().join("ruler"),
+            &[
+                "ruler",
+                &format!("--rule-file={}", http_rules.display()),
+                &format!("--query={}", strata.url()),
+                &format!("--remote-write.url={}/api/v1/push", strata.url()),
+            ],
+        );
+
+        // Four evaluations by each ruler
+        let at = poll("three rulers recorded", Duration::from_secs(60), || {
+            let at = now_ms();
+            let enough = |base: &str, name: &str| recorded(base, name, at).len() >= 4;
+            (enough(&prom.url(), "loadgen:hist:rate5m")
+                && enough(&strata.url(), "loadgen:hist:rate5m")
+                && enough(&strata.url(), "http:hist:rate5m"))
+            .then_some(at)
+        });
+
+        // each recorded histogram is the expression's answer at its timestamp
+        for name in ["loadgen:hist:rate5m", "http:hist:rate5m"] {
+            let got = recorded(&strata.url(), name, at);
+            for (t, h) in &got {
+                let want = strata_query(&strata, "sum(rate(loadgen_metric_2_seconds[5m]))", *t);
+                assert!(
+                    h.get("count").is_some(),
+                    "{name} at {t}: not a histogram: {h}"
+                );
+                assert_same(
+                    name,
+                    &want,
+                    &serde_json::json!([{"metric": {}, "histogram": [*t as f64 / 1000.0, h]}]),
+                );
+            }
+        }
+        // the same rule file in Prometheus 2.42 (same evaluation instants): the same
+        // histograms, and the float rule beside them
+        for name in ["loadgen:hist:rate5m", "loadgen:hist:count_rate5m"] {
+            let p = recorded(&prom.url(), name, at);
+            let s = recorded(&strata.url(), name, at);
+            let common: Vec<_> = s.iter().filter(|x| p.iter().any(|y| y.0 == x.0)).collect();
+            assert!(common.len() >= 3, "{name}: Prometheus {p:?}\nStrata {s:?}");
+            for (t, v) in common {
+                let pv = &p.iter().find(|y| y.0 == *t).unwrap().1;
+                let wrap = |v: &Value| match v.get("count") {
+                    Some(_) => {
+                        serde_json::json!([{"metric": {}, "histogram": [*t as f64 / 1000.0, v]}])
+                    }
+                    None => serde_json::json!([{"metric": {}, "value": [*t as f64 / 1000.0, v]}]),
+                };
+                assert_same(name, &wrap(pv), &wrap(v));
+            }
+        }
+        // an alert on a histogram result fires (with value 0, as in Prometheus), and
+        // every rule of both rulers is healthy
+        let alerts = strata_query_at(&strata.url(), "ALERTS", at);
+        assert_eq!(alerts.as_array().map(|a| a.len()), Some(1), "{alerts}");
+        for base in [strata.url(), ruler.url()] {
+            let rules = strata_testkit::http::get_json(&format!("{base}/api/v1/rules"));
+            let rules = rules["data"]["groups"][0]["rules"]
+                .as_array()
+                .unwrap()
+                .clone();
+            assert_eq!(rules.len(), 3, "{rules:?}");
+            assert!(rules.iter().all(|r| r["health"] == "ok"), "{rules:?}");
+        }
     }
 }
