@@ -190,6 +190,10 @@ fn compactor_applies_retention_per_tenant_and_reloads_it() {
     assert!(!marked("tenant-b", b_old), "B's old block marked");
     assert!(!marked("tenant-a", a_new), "A's recent block marked");
     let (_, shown) = get(&format!("{}/runtime_config", compactor.url())).unwrap();
+    assert_eq!(
+        compactor.metric("strata_runtime_config_last_reload_successful"),
+        1.0
+    );
     assert!(
         shown.contains("compactor_blocks_retention_period: 168h0m0s"),
         "{shown}"
