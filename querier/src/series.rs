@@ -36,7 +36,8 @@ pub enum Part {
         chunks: Vec<Bytes>,
         mint: i64,
         maxt: i64,
-        /// Samples in range (counted when the chunks arrived).
+        /// Samples in the chunks (counted from their headers when they arrived): the
+        /// samples in range, plus those of a chunk straddling the range's edges.
         len: usize,
     },
     /// Native histogram samples (in range, sorted by time, unique) beside the
@@ -48,7 +49,7 @@ pub enum Part {
 }
 
 impl Part {
-    /// Samples in range.
+    /// Samples in range (chunks: all of their samples, an upper bound).
     pub fn len(&self) -> usize {
         match self {
             Part::Samples(v) => v.len(),
@@ -211,12 +212,21 @@ impl<'a> ChunksBuilder<'a> {
 
     /// An XOR chunk whose samples lie in `[cmin, cmax]`; `Err` with the decoding error
     /// (the caller names the series) or a limit.
+    ///
+    /// Counted by its header, all of its samples, without decoding it: a chunk that
+    /// straddles the range's edge is fetched and held whole, and counting only its
+    /// samples in range meant decoding it once here and again when the engine reads it.
     pub fn push(
         &mut self,
         data: Bytes,
         (cmin, cmax): (i64, i64),
     ) -> Result<(), Result<StoreError, &'static str>> {
-        let n = count_xor_in_range(&data, (cmin, cmax), self.mint, self.maxt).map_err(Err)?;
+        if cmin > self.maxt || cmax < self.mint {
+            return Ok(()); // none in range (every source sends its chunks' true range)
+        }
+        // the chunk's range given as inside the query's: the header's count, undecoded
+        let n =
+            count_xor_in_range(&data, (self.mint, self.maxt), self.mint, self.maxt).map_err(Err)?;
         self.count.samples(n).map_err(Ok)?;
         if n == 0 {
             return Ok(());
@@ -497,8 +507,17 @@ mod tests {
                 .filter(|p| p.0 >= mint && p.0 <= maxt)
                 .collect()
         };
-        assert_eq!(pa.len(), in_range(&a).len());
-        assert_eq!(pb.len(), in_range(&b).len());
+        // counted whole: every chunk that overlaps the range (a: 0..120, … 600..719,
+        // 12 samples each but the last 2; b: 300..369, …, 720..789 by 7 samples)
+        let overlapping = |v: &[(i64, f64)], n: usize| -> usize {
+            v.chunks(n)
+                .filter(|c| c[0].0 <= maxt && c[c.len() - 1].0 >= mint)
+                .map(|c| c.len())
+                .sum()
+        };
+        assert_eq!(pa.len(), overlapping(&a, 12));
+        assert_eq!(pb.len(), overlapping(&b, 7));
+        assert!(pa.len() > in_range(&a).len());
         let l = Labels::from_pairs([("__name__", "x")]);
         let merged = merge_sources(vec![vec![(l.clone(), pa)], vec![(l.clone(), pb)]], false);
         let s = LazySeries {

@@ -20,8 +20,10 @@ pub struct QueryLimits {
     pub max_series: u64,
     /// Chunk bytes fetched from all sources [`--querier.max-fetched-chunk-bytes-per-query`].
     pub max_chunk_bytes: u64,
-    /// Samples one selector may load [`--query.max-samples`]; 0 for the series and label
-    /// APIs and remote read (which has its own sample limit).
+    /// [`--query.max-samples`]: counted by the engine as Prometheus does (points held
+    /// per step); here it bounds the raw samples one selector may fetch, at
+    /// [`FETCH_SAMPLES_FACTOR`] times it. 0 for the series and label APIs and remote read
+    /// (which has its own sample limit).
     pub max_samples: u64,
 }
 
@@ -37,6 +39,16 @@ pub fn max_series_message(limit: u64) -> String {
 pub fn max_chunk_bytes_message(limit: u64) -> String {
     format!("the query exceeded the aggregated chunks size limit (limit: {limit} bytes) (err-mimir-max-chunks-bytes-per-query). {STRATEGY}. Otherwise, to adjust the related per-tenant limit, configure --querier.max-fetched-chunk-bytes-per-query, or contact your service administrator.")
 }
+
+/// How many times `--query.max-samples` raw samples one selector may fetch. The limit
+/// itself is Prometheus's: the engine counts the points held at once (a selector's
+/// points per step, a range function's window of one series, the outputs so far), so
+/// a selector may fetch far more raw samples than that (a 30-day window at a 1 h step).
+/// Prometheus streams those from memory-mapped chunks; Strata holds a selector's chunks
+/// (encoded, ≈ 1.3 B a sample) while the engine evaluates it, so their count is bounded
+/// too, refused with the same message before they are held: the one place a query
+/// Prometheus answers is refused (at the 50M default, a selector over 500M samples).
+pub const FETCH_SAMPLES_FACTOR: u64 = 10;
 
 /// Prometheus's `ErrTooManySamples` text.
 pub const TOO_MANY_SAMPLES: &str =
@@ -60,7 +72,8 @@ pub struct Cost {
     pub series: u64,
     pub chunks: u64,
     pub chunk_bytes: u64,
-    /// Samples decoded from the chunks (inside the asked range).
+    /// Samples in the chunks fetched (a chunk straddling the asked range's edge counts
+    /// whole: it is fetched and held whole) and samples decoded by the source.
     pub samples: u64,
     /// Object-store requests (index, listing, chunk range reads) and bytes read.
     pub object_requests: u64,
@@ -215,7 +228,11 @@ impl Counter {
         let n = n as u64;
         self.src.samples.fetch_add(n, Relaxed);
         let total = self.query.select_samples.fetch_add(n, Relaxed) + n;
-        let max = self.query.limits.max_samples;
+        let max = self
+            .query
+            .limits
+            .max_samples
+            .saturating_mul(FETCH_SAMPLES_FACTOR);
         if max > 0 && total > max {
             return Err(self.query.trip(TOO_MANY_SAMPLES.into()));
         }
@@ -297,11 +314,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("(limit: 100 bytes)"));
-        c.samples(10).unwrap();
+        // A selector may fetch FETCH_SAMPLES_FACTOR times the limit (the engine
+        // counts the limit itself as Prometheus does).
+        c.samples(10 * FETCH_SAMPLES_FACTOR as usize).unwrap();
         assert!(c.samples(1).is_err());
-        // Each selector has the whole sample budget.
+        // Each selector has the whole budget.
         q.begin_select();
         c.samples(10).unwrap();
-        assert_eq!(q.total().samples, 21);
+        assert_eq!(q.total().samples, 10 * FETCH_SAMPLES_FACTOR + 11);
     }
 }

@@ -242,13 +242,34 @@ async fn each_limit_trips_with_its_message_from_endpoints_and_the_bucket() {
     assert!(max_chunk_bytes_message(100).starts_with(
         "the query exceeded the aggregated chunks size limit (limit: 100 bytes) (err-mimir-max-chunks-bytes-per-query)"
     ));
-    // Samples: a selector over 1,000 samples with a limit of 500, refused while the
-    // samples arrive (a sum over them would hold only 1 sample per step).
+    // Samples, counted as Prometheus does (the points held at once): a range selector
+    // holding 1,000 samples is refused at 500, a count over the same windows (one
+    // series' 100 at a time, plus 10 outputs) answers — Prometheus answers it too.
+    // (This asked for `sum(count_over_time(…))` to be refused when Strata counted
+    // every raw sample a selector loaded.)
     let q = cfg(&|c| c.max_samples = 500);
     for m in ["x", "y"] {
-        let (s, b) = get(&q, &instant(&format!("sum(count_over_time({m}[1h]))"), "")).await;
+        let (s, b) = get(&q, &instant(&format!("{m}[1h]"), "")).await;
         assert_limit(s, &b, TOO_MANY_SAMPLES);
+        let (s, b) = get(&q, &instant(&format!("sum(count_over_time({m}[1h]))"), "")).await;
+        assert_eq!(s, 200, "{b}");
     }
+    // A selector fetching more than FETCH_SAMPLES_FACTOR times the limit is refused
+    // while its chunks arrive, before the engine sees them. A 1m window holds 5 samples
+    // per series (15 held with the outputs), but each series' one chunk of 100 is
+    // fetched (and counted) whole: 1,000 > 10 × 50 is refused, 1,000 ≤ 10 × 100 not.
+    for (limit, refused) in [(50, true), (100, false)] {
+        let q = cfg(&|c| c.max_samples = limit);
+        for m in ["x", "y"] {
+            let (s, b) = get(&q, &instant(&format!("sum(count_over_time({m}[1m]))"), "")).await;
+            if refused {
+                assert_limit(s, &b, TOO_MANY_SAMPLES);
+            } else {
+                assert_eq!(s, 200, "{b}");
+            }
+        }
+    }
+    assert_eq!(strata_querier::stats::FETCH_SAMPLES_FACTOR, 10);
     assert_eq!(
         TOO_MANY_SAMPLES,
         "query processing would load too many samples into memory in query execution"

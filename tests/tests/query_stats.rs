@@ -4,7 +4,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use strata_testkit::http::{encode, get};
+use strata_testkit::http::{encode, get, post};
+use strata_testkit::procs::Prometheus;
 use strata_testkit::strata::{series, write_request, StrataProc};
 
 fn now_ms() -> i64 {
@@ -105,6 +106,9 @@ fn a_query_over_max_samples_is_refused_before_memory_grows() {
     // Reset the high-water mark to the current resident set.
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
     let end = t0 + (n_samples - 1) * step;
+    // Prometheus would answer this (it holds one series' 12,000-sample window at a
+    // time); Strata refuses it while the chunks arrive, as a selector fetching over
+    // FETCH_SAMPLES_FACTOR (10) × the limit: 36M > 10M raw samples.
     let (code, b) = query(&s, "sum(count_over_time(big[2h]))", end);
     let peak = proc_kb(pid, "VmHWM:");
     assert_eq!(code, 422, "{b}");
@@ -184,5 +188,101 @@ fn a_flushed_block_is_read_once_after_the_listing_refreshes() {
     assert_eq!(bucket["seriesFetched"], n_series as u64, "{bucket}");
     if let Some(ep) = source(&after, "endpoint ") {
         assert_eq!(ep["seriesFetched"], 0, "{ep}");
+    }
+}
+
+/// Issue #12: `--query.max-samples` counts what Prometheus counts (the points held at
+/// once during evaluation, not every raw sample loaded): with the same limit, Prometheus
+/// 2.42 and Strata answer the same queries and refuse the same ones, with the same 422.
+#[test]
+fn max_samples_answers_and_refuses_what_prometheus_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let limit = "--query.max-samples=2000";
+    let s = StrataProc::start_all(&tmp.path().join("strata"), &[limit]);
+    let prom = Prometheus::start(
+        &tmp.path().join("prom"),
+        "global: {}\n",
+        &["--web.enable-remote-write-receiver", limit],
+    );
+    // 10 series × 480 samples (2 h at 15 s): 4,800 raw samples.
+    let (n_series, n_samples) = (10usize, 480i64);
+    let t0 = (now_ms() - 2 * 3_600_000) / 1000 * 1000;
+    let ts: Vec<_> = (0..n_series)
+        .map(|i| {
+            let samples: Vec<(i64, f64)> = (0..n_samples)
+                .map(|j| (t0 + j * 15_000, (i as i64 * 1000 + j) as f64))
+                .collect();
+            series(&[("__name__", "m"), ("i", &i.to_string())], &samples)
+        })
+        .collect();
+    let req = write_request(ts);
+    let (code, text) = s.push(None, &req);
+    assert!(code < 300, "{code} {text}");
+    let headers = [
+        ("Content-Encoding", "snappy"),
+        ("Content-Type", "application/x-protobuf"),
+        ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+    ];
+    let body = strata_proto::encode_write_request(&req);
+    let (code, text) = post(&format!("{}/api/v1/write", prom.url()), &headers, &body).unwrap();
+    assert!(code < 300, "{code} {text}");
+    let end = t0 + (n_samples - 1) * 15_000;
+    let secs = |ms: i64| format!("{}.{:03}", ms / 1000, ms % 1000);
+    let ask = |base: &str, q: &str, range: Option<i64>| -> (u16, serde_json::Value) {
+        let url = match range {
+            None => format!("{base}/api/v1/query?query={}&time={}", encode(q), secs(end)),
+            Some(step) => format!(
+                "{base}/api/v1/query_range?query={}&start={}&end={}&step={}",
+                encode(q),
+                secs(end - 7_200_000 + 15_000),
+                secs(end),
+                step
+            ),
+        };
+        let (code, body) = get(&url).unwrap();
+        (
+            code,
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
+        )
+    };
+    // (query, range step in s, whether Prometheus answers with 2,000)
+    let cases: [(&str, Option<i64>, bool); 6] = [
+        // one series' 480-sample window at a time, plus 10 outputs
+        ("sum(count_over_time(m[2h]))", None, true),
+        // the whole matrix is held: 4,800
+        ("m[2h]", None, false),
+        // 10 series × 120 steps = 1,200 points
+        ("sum(m)", Some(60), true),
+        // 10 series × 480 steps = 4,800 points
+        ("sum(m)", Some(15), false),
+        // 10 × 120 outputs plus a 20-sample window
+        ("sum(rate(m[5m]))", Some(60), true),
+        // 10 × 480 outputs
+        ("rate(m[5m])", Some(15), false),
+    ];
+    for (q, step, answers) in cases {
+        let (pc, pb) = ask(&prom.url(), q, step);
+        assert_eq!(
+            pc == 200,
+            answers,
+            "Prometheus on {q} (step {step:?}): {pc} {pb}"
+        );
+        let (sc, sb) = ask(&s.url(), q, step);
+        assert_eq!(
+            sc, pc,
+            "{q} (step {step:?}): Strata {sb} vs Prometheus {pb}"
+        );
+        if answers {
+            assert_eq!(sb["data"]["resultType"], pb["data"]["resultType"], "{q}");
+            assert_eq!(
+                sb["data"]["result"].as_array().map(Vec::len),
+                pb["data"]["result"].as_array().map(Vec::len),
+                "{q}: {sb} vs {pb}"
+            );
+        } else {
+            assert_eq!(sc, 422, "{sb}");
+            assert_eq!(sb["errorType"], pb["errorType"], "{sb} vs {pb}");
+            assert_eq!(sb["error"], pb["error"], "{sb} vs {pb}");
+        }
     }
 }

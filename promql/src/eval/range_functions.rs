@@ -344,7 +344,8 @@ impl Evaluator<'_> {
         }
         let streamed = agg.is_some();
         let mut out = Vec::with_capacity(if streamed { 0 } else { rd.series.len() });
-        let mut step_load = vec![0usize; n];
+        // Prometheus's count: the outputs of the series done so far plus the window of
+        // the series being evaluated (its points are dropped before the next series).
         let mut total = 0usize;
         let mut buf: Vec<f64> = Vec::new();
         // One series decoded at a time into `raw`, reused for the next.
@@ -378,6 +379,8 @@ impl Evaluator<'_> {
                     }
                 }
             }
+            // `i` is the step: it indexes the refs, the parameters and the step times
+            #[allow(clippy::needless_range_loop)]
             for i in 0..n {
                 if i % 64 == 63 {
                     self.check_time()?;
@@ -386,7 +389,9 @@ impl Evaluator<'_> {
                 if !hs.is_empty() {
                     let hw = hwindows.next(hs, rd.refs[i], rd.range);
                     if !hw.is_empty() {
-                        step_load[i] += hw.len();
+                        if total + hw.len() > self.max_samples {
+                            return Err(QueryError::TooManySamples);
+                        }
                         let metric = s.labels.get(METRIC_NAME).unwrap_or("");
                         let r = {
                             let mut annos = self.annos.borrow_mut();
@@ -409,8 +414,7 @@ impl Evaluator<'_> {
                 }
                 // The point before the window, for rates over downsampled data.
                 let before = || windows.lo.checked_sub(1).map(|j| s_pts[j]);
-                step_load[i] += w.len();
-                if step_load[i] > self.max_samples {
+                if total + w.len() > self.max_samples {
                     return Err(QueryError::TooManySamples);
                 }
                 let vals = || w.iter().map(|p| p.1);
