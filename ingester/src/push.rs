@@ -732,6 +732,10 @@ pub fn ingest_ref_until(
         i64::MAX
     };
     let lowest = min_valid.min(ooo_min);
+    // Older than the last cut block: such out-of-order samples are logged in records of
+    // their own (see `Record::OooSamples`) and go into blocks overlapping the cut ones.
+    let floor = head.min_valid_block();
+    let mut below_floor: Vec<(u64, i64, f64)> = Vec::new();
     let mut ooo_accepted = 0usize;
     let mut accepted = 0usize;
     let mut accepted_hists = 0usize;
@@ -795,6 +799,7 @@ pub fn ingest_ref_until(
         // Check every sample against the window and the series' newest sample (kept
         // up to date through the request); new series get their ref once one passes.
         let first = samples_buf.len();
+        let below_first = below_floor.len();
         let ooo_before = ooo_accepted;
         let placeholder = series.map_or(0, |r| r.0);
         let mut dups = 0usize;
@@ -806,8 +811,38 @@ pub fn ingest_ref_until(
                     t,
                     grace_ms: limits.create_grace_period_ms,
                 })
+            } else if ooo_window > 0 && t < floor && t >= ooo_min {
+                // a sample at `t` earlier in this request, else in the head
+                let vb = v.to_bits();
+                let held = below_floor[below_first..]
+                    .iter()
+                    .find(|s| s.1 == t)
+                    .or_else(|| {
+                        let r = series.filter(|r| req_last.contains_key(&r.0))?;
+                        below_floor[..below_first]
+                            .iter()
+                            .find(|s| s.0 == r.0 && s.1 == t)
+                    });
+                let c = match (held, series) {
+                    (Some(s), _) if s.2.to_bits() == vb => Ok(false),
+                    (Some(_), _) => Err(AppendError::DuplicateTimestamp { t, last_t: t }),
+                    (None, Some(r)) => head.check_out_of_order(r, t, vb),
+                    (None, None) => Ok(true),
+                };
+                match c {
+                    Ok(true) => {
+                        ooo_accepted += 1;
+                        below_floor.push((placeholder, t, v));
+                        None
+                    }
+                    Ok(false) => {
+                        dups += 1;
+                        None
+                    }
+                    Err(e) => Some(append_error(e)),
+                }
             } else if t < lowest {
-                Some(if ooo_window > 0 && t >= head.min_valid_block() {
+                Some(if ooo_window > 0 {
                     SeriesError::TooOldForWindow {
                         t,
                         window_ms: ooo_window,
@@ -873,7 +908,7 @@ pub fn ingest_ref_until(
                 m.rejected_samples.with(&[e.reason()]).inc();
             }
         }
-        let stored = samples_buf.len() - first;
+        let stored = samples_buf.len() - first + below_floor.len() - below_first;
         // Native histograms after the floats (as Prometheus's write handler does): each
         // must be newer than the series' samples so far, in the head and this request.
         let hfirst = hists_buf.mark();
@@ -974,6 +1009,7 @@ pub fn ingest_ref_until(
                 };
                 if let Some(e) = limit_err {
                     samples_buf.truncate(first);
+                    below_floor.truncate(below_first);
                     ooo_accepted = ooo_before;
                     hists_buf.truncate(hfirst);
                     let n = stored + dups + hstored + hdups;
@@ -989,6 +1025,9 @@ pub fn ingest_ref_until(
                     m.series_created.inc();
                 }
                 for e in &mut samples_buf[first..] {
+                    e.0 = r.0;
+                }
+                for e in &mut below_floor[below_first..] {
                     e.0 = r.0;
                 }
                 hists_buf.set_ref(hfirst, r.0);
@@ -1026,6 +1065,11 @@ pub fn ingest_ref_until(
             entries: &samples_buf,
         });
     }
+    if !below_floor.is_empty() {
+        recs.push(Record::OooSamples {
+            entries: &below_floor,
+        });
+    }
     hists_buf.records(usize::MAX, &mut recs);
     // Log first, under the lock; fsync after releasing it so concurrent pushes share one
     // fsync (group commit).
@@ -1046,6 +1090,11 @@ pub fn ingest_ref_until(
         for &(r, t, v) in &samples_buf {
             if let Err(e) = head.append_validated(HeadSeriesRef(r), t, v) {
                 // cannot happen while the write lock is held since validation
+                tracing::error!(tenant = tenant_id, series = r, t, error = %e, "logged sample refused by the head");
+            }
+        }
+        for &(r, t, v) in &below_floor {
+            if let Err(e) = head.append_below_floor(HeadSeriesRef(r), t, v, false) {
                 tracing::error!(tenant = tenant_id, series = r, t, error = %e, "logged sample refused by the head");
             }
         }

@@ -164,6 +164,19 @@ impl TenantDb {
                         }
                     }
                 }
+                RecordOwned::OooSamples(entries) => {
+                    for (r, t, v) in entries {
+                        let r = remap.get(&r).copied().unwrap_or(r);
+                        // below the floor, whatever it is: a sample of such a record
+                        // is in no block unless a crash came between a block cut and
+                        // its checkpoint (then the compactor merges the copies)
+                        match head.append_below_floor(HeadSeriesRef(r), t, v, true) {
+                            Ok(true) => stats.samples += 1,
+                            Ok(false) => {}
+                            Err(_) => stats.unknown_series_samples += 1,
+                        }
+                    }
+                }
                 RecordOwned::Histograms { entries, .. } => {
                     for (r, t, h) in entries {
                         let r = remap.get(&r).copied().unwrap_or(r);
@@ -281,6 +294,31 @@ impl TenantDb {
         // Holding the write lock: no append can slip into a range between its block
         // being written and the head being truncated.
         let mut w = self.lock_write();
+        // Out-of-order samples older than the last cut block first: blocks of their own
+        // overlapping the cut ones (the compactor merges them), cut no later than the
+        // next regular block (whose range starts at or after the floor, so whenever a
+        // regular cut is due this is too). The loop below truncates the head, which would
+        // drop them.
+        let floor = self.head.min_valid_block();
+        let (mint, maxt) = (self.head.min_time(), self.head.max_time());
+        if mint < floor && maxt != i64::MIN {
+            let due = floor.div_euclid(bd) * bd + bd + bd / 2;
+            if !all && maxt < due {
+                return Ok(out);
+            }
+            let mut a = mint.div_euclid(bd) * bd;
+            while a < floor {
+                let end = a.saturating_add(bd).min(floor);
+                if let Some(meta) =
+                    self.head
+                        .write_block(&self.blocks_dir(), a, end, Some(self.meta_extra()))?
+                {
+                    out.push(meta);
+                }
+                a = end;
+            }
+            self.head.truncate_keeping_window(floor, floor);
+        }
         loop {
             let (mint, maxt) = (self.head.min_time(), self.head.max_time());
             if mint == i64::MAX || maxt == i64::MIN || mint > maxt {
@@ -333,6 +371,12 @@ impl TenantDb {
         self.head.for_each_sample_since(since, |r, s| {
             samples.extend(s.iter().map(|(t, v)| (r.0, *t, *v)));
         });
+        // out-of-order samples below the floor no block has taken yet (none after a cut
+        // took them; kept for the records' sake), as the records they came in
+        let mut below: Vec<(u64, i64, f64)> = Vec::new();
+        self.head.for_each_ooo_sample_before(since, |r, s| {
+            below.extend(s.iter().map(|(t, v)| (r.0, *t, *v)));
+        });
         let series_entries: Vec<(u64, &Labels)> = series.iter().map(|(r, l)| (r.0, l)).collect();
         let mut recs: Vec<Record<'_>> = Vec::new();
         for chunk in series_entries.chunks(10_000) {
@@ -340,6 +384,9 @@ impl TenantDb {
         }
         for chunk in samples.chunks(100_000) {
             recs.push(Record::Samples { entries: chunk });
+        }
+        for chunk in below.chunks(100_000) {
+            recs.push(Record::OooSamples { entries: chunk });
         }
         // In time order per series, as runs of one record type (a series that switches
         // between integer and float histograms replays as it was written).

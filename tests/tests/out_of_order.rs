@@ -1,9 +1,10 @@
 //! The out-of-order window (`--tsdb.out-of-order-time-window`, per tenant through the
 //! runtime overrides) on the real binary: shuffled samples up to the window behind the
-//! newest are answered at once and in order, survive `kill -9`, and after two flushes
-//! (the second block overlapping the first) and a compactor pass `promtool tsdb dump` of
-//! the bucket's one block equals the sorted input with no duplicates. Outside the window,
-//! and without one, the refusals are today's.
+//! newest are answered at once and in order, survive `kill -9` (those older than the
+//! last cut block too), and after two flushes (the second one's blocks overlapping the
+//! first's, one of them holding only samples older than the first's floor) and a
+//! compactor pass `promtool tsdb dump` of the bucket's one block equals the sorted input
+//! with no duplicates. Outside the window, and without one, the refusals are today's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -45,12 +46,12 @@ fn push_all(p: &StrataProc, tenant: Option<&str>, s: &str, samples: &[(i64, f64)
     }
 }
 
-/// The raw samples of `ooo` per series `s` over the 40 minutes before `at`.
+/// The raw samples of `ooo` per series `s` over the 100 minutes before `at`.
 fn answered(p: &StrataProc, tenant: &str, at: i64) -> BTreeMap<String, Vec<(i64, f64)>> {
     let url = format!(
         "{}/api/v1/query?query={}&time={}",
         p.url(),
-        encode("ooo[40m]"),
+        encode("ooo[100m]"),
         at as f64 / 1000.0
     );
     let (status, body) =
@@ -142,26 +143,28 @@ fn out_of_order_window_end_to_end() {
     let mut strata = StrataProc::start_all(
         &tmp.path().join("strata"),
         &[
-            "--tsdb.out-of-order-time-window=30m",
+            "--tsdb.out-of-order-time-window=90m",
             "--tsdb.ship-interval=1s",
             "--compactor.interval=1s",
             &format!("--objstore.config-file={}", cfg.display()),
         ],
     );
     // the newest sample a minute ago, unless that puts a 2 h block boundary inside the
-    // 30 minutes before it: then a minute before the boundary (the flushes and the
+    // 90 minutes before it: then a minute before the boundary (the flushes and the
     // compaction below then stay inside one 2 h range)
     let now = now_ms() / 1000 * 1000;
     let boundary = now.div_euclid(120 * MIN) * 120 * MIN;
-    let newest = if now - boundary >= 32 * MIN {
+    let newest = if now - boundary >= 92 * MIN {
         now - MIN
     } else {
         boundary - MIN
     };
-    // every 10 s over the 30 minutes up to the newest sample; the newest goes first,
+    // every 10 s over the 90 minutes up to the newest sample; the newest goes first,
     // the rest in a shuffled order, the even steps before a flush, the odd ones after
-    let all: Vec<(i64, f64)> = (0..=180)
-        .map(|i| (newest - 30 * MIN + i * STEP, i as f64 * 0.5))
+    // (a flush keeps half a block, 1 h, appendable: the odd steps older than that are
+    // older than the flushed block's floor)
+    let all: Vec<(i64, f64)> = (0..=540)
+        .map(|i| (newest - 90 * MIN + i * STEP, i as f64 * 0.5))
         .collect();
     let (newest_s, rest) = all.split_last().unwrap();
     let even: Vec<_> = rest.iter().copied().step_by(2).collect();
@@ -197,12 +200,12 @@ fn out_of_order_window_end_to_end() {
         None,
         &write_request(vec![series(
             &[("__name__", "ooo"), ("s", "a")],
-            &[(newest - 30 * MIN - 1, 1.0)],
+            &[(newest - 90 * MIN - 1, 1.0)],
         )]),
     );
     assert_eq!(code, 400, "{body}");
     assert!(
-        body.contains("beyond the out-of-order time window of 30m"),
+        body.contains("beyond the out-of-order time window of 1h30m"),
         "{body}"
     );
     assert!(
@@ -230,7 +233,9 @@ fn out_of_order_window_end_to_end() {
                     .unwrap()
             })
             .collect();
-        if metas.len() == 1 && metas[0]["compaction"]["sources"].as_array().unwrap().len() >= 2 {
+        // the first flush's block, the second's block of samples older than the first's
+        // floor, and its block of the newer ones
+        if metas.len() == 1 && metas[0]["compaction"]["sources"].as_array().unwrap().len() == 3 {
             break live;
         }
         assert!(
@@ -249,8 +254,8 @@ fn out_of_order_window_end_to_end() {
     assert_eq!(ts.len(), all.len());
 
     // kill -9 with out-of-order samples in the head (a new series, all but its newest
-    // sample out of order): none lost. Last, as the dead process's compactor lock
-    // holds the bucket for a while.
+    // sample out of order, those over an hour old older than the floor): none lost.
+    // Last, as the dead process's compactor lock holds the bucket for a while.
     push_all(&strata, None, "c", &[*newest_s]);
     push_all(&strata, None, "c", &shuffled(rest.to_vec(), 5));
     strata.kill9();

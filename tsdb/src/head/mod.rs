@@ -665,16 +665,72 @@ impl Head {
 
     /// The oldest timestamp an out-of-order sample may have with a `window_ms` window:
     /// the window behind the newest sample (anchored at no later than `now_ms`, as
-    /// [`min_valid_time_at`](Self::min_valid_time_at)), never before the end of the last
-    /// cut block. Prometheus would also take older ones within the window into a block
-    /// overlapping the cut ones; the head keeps the cut range closed.
+    /// [`min_valid_time_at`](Self::min_valid_time_at)). It may be older than the end of
+    /// the last cut block ([`min_valid_block`](Self::min_valid_block)): such samples go
+    /// to the out-of-order buffer ([`append_below_floor`](Self::append_below_floor)) and
+    /// into blocks of their own overlapping the cut ones, as Prometheus's OOO blocks.
     pub fn ooo_min_valid_time_at(&self, now_ms: i64, window_ms: i64) -> i64 {
         let block = self.min_valid_block.load(Ordering::Relaxed);
         let max = self.max_time.load(Ordering::Relaxed);
         if max == i64::MIN {
             return block;
         }
-        block.max(max.min(now_ms).saturating_sub(window_ms))
+        max.min(now_ms).saturating_sub(window_ms)
+    }
+
+    /// Store a validated and logged sample older than the end of the last cut block in
+    /// the series' out-of-order buffer (whatever its newest sample), after the duplicate
+    /// rule; with `replay`, a duplicate is skipped (`Ok(false)`), not an error.
+    pub fn append_below_floor(
+        &self,
+        series_ref: HeadSeriesRef,
+        t: i64,
+        v: f64,
+        replay: bool,
+    ) -> Result<bool, AppendError> {
+        let shard = rl(self.series_shard(series_ref.0));
+        let s = shard
+            .get(&series_ref.0)
+            .ok_or(AppendError::UnknownSeries(series_ref))?;
+        let a = s.lock().insert_ooo(t, v);
+        drop(shard);
+        match a {
+            Ok(a) => {
+                self.note_appended(a, t);
+                Ok(matches!(a, Appended::Stored { .. }))
+            }
+            Err(AppendError::DuplicateTimestamp { .. }) if replay => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Call `f(ref, samples)` for every series with out-of-order samples older than
+    /// `before`, sorted (for WAL checkpoints: what a block cut has not taken yet).
+    pub fn for_each_ooo_sample_before(
+        &self,
+        before: i64,
+        f: impl FnMut(HeadSeriesRef, &[(i64, f64)]),
+    ) {
+        self.for_each_series_with(|st, buf| st.ooo_samples_before(before, buf), f);
+    }
+
+    /// Call `f(ref, items)` for every series that `fill` gives items, reusing one buffer.
+    fn for_each_series_with<T>(
+        &self,
+        fill: impl Fn(&series::SeriesState, &mut Vec<T>),
+        mut f: impl FnMut(HeadSeriesRef, &[T]),
+    ) {
+        let mut buf = Vec::new();
+        for shard in self.series.iter() {
+            let g = rl(shard);
+            for (r, s) in g.iter() {
+                buf.clear();
+                fill(&s.lock(), &mut buf);
+                if !buf.is_empty() {
+                    f(HeadSeriesRef(*r), &buf);
+                }
+            }
+        }
     }
 
     /// Prometheus's rule for an out-of-order float at `t` (older than the series'
@@ -740,12 +796,6 @@ impl Head {
             return self.append_unchecked(series_ref, t, v, false).map(|_| ());
         }
         let block = self.min_valid_block.load(Ordering::Relaxed);
-        if t < block {
-            return Err(AppendError::TooOld {
-                t,
-                min_valid_t: block,
-            });
-        }
         let ooo_min = self.ooo_min_valid_time_at(i64::MAX, window);
         let too_old = AppendError::TooOldForWindow {
             t,
@@ -753,6 +803,9 @@ impl Head {
         };
         if t < min_valid_t.min(ooo_min) {
             return Err(too_old);
+        }
+        if t < block {
+            return self.append_below_floor(series_ref, t, v, false).map(|_| ());
         }
         match self.append_unchecked(series_ref, t, v, t >= ooo_min) {
             Err(AppendError::OutOfOrder { .. }) => Err(too_old),
@@ -1275,22 +1328,8 @@ impl Head {
     /// Call `f(ref, samples)` for every series with samples at or after `since`, with
     /// those samples in time order (for WAL checkpoint records). Series come in no
     /// particular order; `f` runs without the series' lock.
-    pub fn for_each_sample_since(
-        &self,
-        since: i64,
-        mut f: impl FnMut(HeadSeriesRef, &[(i64, f64)]),
-    ) {
-        let mut buf = Vec::new();
-        for shard in self.series.iter() {
-            let g = rl(shard);
-            for (r, s) in g.iter() {
-                buf.clear();
-                s.lock().samples_since(since, &mut buf);
-                if !buf.is_empty() {
-                    f(HeadSeriesRef(*r), &buf);
-                }
-            }
-        }
+    pub fn for_each_sample_since(&self, since: i64, f: impl FnMut(HeadSeriesRef, &[(i64, f64)])) {
+        self.for_each_series_with(|st, buf| st.samples_since(since, buf), f);
     }
 
     /// Call `f(ref, samples)` for every series with histogram samples at or after
@@ -1299,19 +1338,9 @@ impl Head {
     pub fn for_each_histogram_since(
         &self,
         since: i64,
-        mut f: impl FnMut(HeadSeriesRef, &[(i64, HistogramSample)]),
+        f: impl FnMut(HeadSeriesRef, &[(i64, HistogramSample)]),
     ) {
-        let mut buf = Vec::new();
-        for shard in self.series.iter() {
-            let g = rl(shard);
-            for (r, s) in g.iter() {
-                buf.clear();
-                s.lock().histograms_since(since, &mut buf);
-                if !buf.is_empty() {
-                    f(HeadSeriesRef(*r), &buf);
-                }
-            }
-        }
+        self.for_each_series_with(|st, buf| st.histograms_since(since, buf), f);
     }
 
     /// Approximate bytes the head holds: chunks, series, shard tables, postings and

@@ -323,7 +323,9 @@ impl SeriesState {
         }
     }
 
-    fn insert_ooo(&mut self, t: i64, v: f64) -> Result<Appended, AppendError> {
+    /// Store `t` in the out-of-order buffer whatever the series' newest sample (for a
+    /// sample below the head's floor), after the duplicate rule.
+    pub fn insert_ooo(&mut self, t: i64, v: f64) -> Result<Appended, AppendError> {
         if !self.check_ooo(t, v.to_bits())? {
             return Ok(Appended::Duplicate);
         }
@@ -729,6 +731,13 @@ impl SeriesState {
             let mut merged = out.split_off(start);
             merged.dedup_by_key(|s| s.0);
             out.extend(merged);
+        }
+    }
+
+    /// Appends the out-of-order samples with timestamp `< before` to `out`, sorted.
+    pub fn ooo_samples_before(&self, before: i64, out: &mut Vec<(i64, f64)>) {
+        if let Some(o) = &self.ooo {
+            o.samples_in(i64::MIN, before.saturating_sub(1), out);
         }
     }
 

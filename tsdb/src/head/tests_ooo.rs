@@ -244,13 +244,35 @@ fn buffers_seal_into_chunks_and_a_block_holds_the_merge() {
     h.truncate(2 * H);
     assert!(h.select(&[], i64::MIN, i64::MAX).is_empty());
     assert_eq!(h.memory_usage().chunk_bytes, 0);
+    // older than the cut block but inside the window (2 h behind the newest sample):
+    // kept out of order, for a block of its own overlapping the cut one (the series,
+    // emptied before the floor, was collected: created again)
+    let r = series(&h);
+    h.append(r, 2 * H - 1, 7.0).unwrap();
+    h.append(r, 2 * H - 1, 7.0).unwrap();
+    assert!(matches!(
+        h.append(r, 2 * H - 1, 8.0),
+        Err(AppendError::DuplicateTimestamp { .. })
+    ));
     assert_eq!(
-        h.append(r, 2 * H - 1, 0.0),
-        Err(AppendError::TooOld {
-            t: 2 * H - 1,
-            min_valid_t: 2 * H
+        h.append(r, -15_001, 0.0),
+        Err(AppendError::TooOldForWindow {
+            t: -15_001,
+            window_ms: 2 * H
         })
     );
+    assert_eq!(h.min_time(), 2 * H - 1);
+    assert_eq!(
+        h.select(&[], 0, i64::MAX)[0].samples(),
+        vec![(2 * H - 1, 7.0)]
+    );
+    let mut below = Vec::new();
+    h.for_each_ooo_sample_before(2 * H, |r, s| below.push((r, s.to_vec())));
+    assert_eq!(below, vec![(r, vec![(2 * H - 1, 7.0)])]);
+    let meta = h.write_block(dir.path(), 0, 2 * H, None).unwrap().unwrap();
+    assert_eq!(meta.stats.num_samples, 1);
+    h.truncate_keeping_window(2 * H, 2 * H);
+    assert!(h.select(&[], i64::MIN, i64::MAX).is_empty());
 }
 
 #[test]
@@ -284,8 +306,16 @@ fn log(wal: &mut Wal, refs: &[(u64, Labels)], samples: &[(u64, i64, f64)]) {
 /// A new head (no window: replay takes what the WAL has) from the WAL in `dir`.
 fn replayed(dir: &std::path::Path) -> Head {
     let h = head(0);
+    replay_into(&h, dir);
+    h
+}
+
+/// Replay the WAL in `dir` into `h` as the ingester does; the kinds of the records.
+fn replay_into(h: &Head, dir: &std::path::Path) -> Vec<crate::wal::RecordKind> {
+    let mut kinds = Vec::new();
     let mut interner = crate::labels::Interner::new();
     crate::wal::replay(dir, &mut interner, |rec| {
+        kinds.push(rec.kind());
         match rec {
             RecordOwned::Series(es) => {
                 for (r, l) in es {
@@ -297,12 +327,17 @@ fn replayed(dir: &std::path::Path) -> Head {
                     h.append_replay(HeadSeriesRef(r), t, v).unwrap();
                 }
             }
+            RecordOwned::OooSamples(es) => {
+                for (r, t, v) in es {
+                    assert!(h.append_below_floor(HeadSeriesRef(r), t, v, true).unwrap());
+                }
+            }
             _ => {}
         }
         Ok(())
     })
     .unwrap();
-    h
+    kinds
 }
 
 #[test]
@@ -353,6 +388,51 @@ fn replay_from_segments_and_checkpoint_keeps_every_out_of_order_sample() {
     assert_eq!(want(&back), all);
     assert_eq!(want(&h), all);
     assert_clean(&back.select(&[], i64::MIN, i64::MAX)[0].chunks);
+}
+
+#[test]
+fn below_floor_records_replay_whatever_the_floor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = WalOptions {
+        segment_size: 1 << 20,
+        fsync: FsyncPolicy::Never,
+        compression: WalCompression::None,
+    };
+    let mut wal = Wal::open(tmp.path(), opts).unwrap();
+    let labels = Labels::from_pairs([("__name__", "m"), ("job", "a")]);
+    let entries = [(1u64, &labels)];
+    let below = [(1u64, 10_000i64, 1.0), (1, 5_000, 2.0)];
+    let plain = [(1u64, 9_000i64, 3.0), (1, 3 * H, 4.0)];
+    wal.append(&[
+        Record::Series { entries: &entries },
+        Record::OooSamples { entries: &below },
+        Record::Samples { entries: &plain },
+    ])
+    .unwrap();
+    drop(wal);
+    // a head whose floor (from local blocks) is at 2 h
+    let h = head(0);
+    h.truncate(2 * H);
+    let kinds = replay_into(&h, tmp.path());
+    use crate::wal::RecordKind;
+    assert_eq!(
+        kinds,
+        [
+            RecordKind::Series,
+            RecordKind::OooSamples,
+            RecordKind::Samples
+        ]
+    );
+    // the plain sample below the floor is one a block has; the others are kept
+    assert_eq!(
+        h.select(&[], i64::MIN, i64::MAX)[0].samples(),
+        vec![(5_000, 2.0), (10_000, 1.0), (3 * H, 4.0)]
+    );
+    // replayed twice (a checkpoint overlapping segments): skipped
+    assert_eq!(
+        h.append_below_floor(HeadSeriesRef(1), 5_000, 2.0, true),
+        Ok(false)
+    );
 }
 
 proptest! {

@@ -53,6 +53,11 @@ pub enum RecordKind {
     CustomBucketsHistogramSamples = 9,
     /// Float native histogram samples with custom buckets (type 10).
     CustomBucketsFloatHistogramSamples = 10,
+    /// Strata's own: float samples accepted out of order below the head's floor (the
+    /// end of the last cut block), laid out as [`RecordKind::Samples`]. Replay takes
+    /// them whatever the floor, as Prometheus replays its WBL: a plain sample that old
+    /// is one already in a block.
+    OooSamples = 64,
 }
 
 impl RecordKind {
@@ -65,6 +70,7 @@ impl RecordKind {
             8 => Some(RecordKind::FloatHistogramSamples),
             9 => Some(RecordKind::CustomBucketsHistogramSamples),
             10 => Some(RecordKind::CustomBucketsFloatHistogramSamples),
+            64 => Some(RecordKind::OooSamples),
             _ => None,
         }
     }
@@ -78,6 +84,8 @@ pub enum Record<'a> {
     Series { entries: &'a [(u64, &'a Labels)] },
     /// `(series ref, timestamp ms, value)`.
     Samples { entries: &'a [(u64, i64, f64)] },
+    /// [`RecordKind::OooSamples`]: `(series ref, timestamp ms, value)`.
+    OooSamples { entries: &'a [(u64, i64, f64)] },
     /// Exemplars of series declared earlier in the log.
     Exemplars {
         entries: &'a [crate::exemplars::RefExemplar],
@@ -100,6 +108,7 @@ impl Record<'_> {
         match self {
             Record::Series { .. } => RecordKind::Series,
             Record::Samples { .. } => RecordKind::Samples,
+            Record::OooSamples { .. } => RecordKind::OooSamples,
             Record::Exemplars { .. } => RecordKind::Exemplars,
             Record::Histograms { custom_buckets, .. } => histogram_kind(*custom_buckets, false),
             Record::FloatHistograms { custom_buckets, .. } => histogram_kind(*custom_buckets, true),
@@ -112,7 +121,9 @@ impl Record<'_> {
             Record::Series { entries } => {
                 encode_series(buf, entries.len(), entries.iter().map(|(r, l)| (*r, *l)))
             }
-            Record::Samples { entries } => encode_samples(buf, entries),
+            Record::Samples { entries } | Record::OooSamples { entries } => {
+                encode_samples(buf, entries)
+            }
             Record::Exemplars { entries } => crate::exemplars::encode_wal(buf, entries),
             Record::Histograms { entries, .. } => super::histogram::encode_histograms(buf, entries),
             Record::FloatHistograms { entries, .. } => {
@@ -127,6 +138,7 @@ impl Record<'_> {
 pub enum RecordOwned {
     Series(Vec<(u64, Labels)>),
     Samples(Vec<(u64, i64, f64)>),
+    OooSamples(Vec<(u64, i64, f64)>),
     Exemplars(Vec<crate::exemplars::RefExemplar>),
     Histograms {
         custom_buckets: bool,
@@ -153,6 +165,7 @@ impl RecordOwned {
         match self {
             RecordOwned::Series(_) => RecordKind::Series,
             RecordOwned::Samples(_) => RecordKind::Samples,
+            RecordOwned::OooSamples(_) => RecordKind::OooSamples,
             RecordOwned::Exemplars(_) => RecordKind::Exemplars,
             RecordOwned::Histograms { custom_buckets, .. } => {
                 histogram_kind(*custom_buckets, false)
@@ -168,7 +181,7 @@ impl RecordOwned {
     pub fn encode(&self, buf: &mut Vec<u8>) {
         match self {
             RecordOwned::Series(e) => encode_series(buf, e.len(), e.iter().map(|(r, l)| (*r, l))),
-            RecordOwned::Samples(e) => encode_samples(buf, e),
+            RecordOwned::Samples(e) | RecordOwned::OooSamples(e) => encode_samples(buf, e),
             RecordOwned::Exemplars(e) => crate::exemplars::encode_wal(buf, e),
             RecordOwned::Histograms { entries, .. } => {
                 super::histogram::encode_histograms(buf, entries)
@@ -189,6 +202,7 @@ impl RecordOwned {
         let rec = match kind {
             RecordKind::Series => RecordOwned::Series(decode_series(&mut d, interner)?),
             RecordKind::Samples => RecordOwned::Samples(decode_samples(&mut d)?),
+            RecordKind::OooSamples => RecordOwned::OooSamples(decode_samples(&mut d)?),
             RecordKind::Exemplars => {
                 d.pos = payload.len();
                 RecordOwned::Exemplars(

@@ -202,7 +202,9 @@ impl Reader<'_, '_> {
             self.stats.records += 1;
             match &rec {
                 RecordOwned::Series(s) => self.stats.series += s.len() as u64,
-                RecordOwned::Samples(s) => self.stats.samples += s.len() as u64,
+                RecordOwned::Samples(s) | RecordOwned::OooSamples(s) => {
+                    self.stats.samples += s.len() as u64
+                }
                 RecordOwned::Exemplars(_) => {}
                 RecordOwned::Histograms { entries, .. } => {
                     self.stats.histograms += entries.len() as u64

@@ -53,6 +53,7 @@ fn as_record<'a>(r: &'a RecordOwned, series: &'a [(u64, &'a Labels)]) -> Record<
     match r {
         RecordOwned::Series(_) => Record::Series { entries: series },
         RecordOwned::Samples(s) => Record::Samples { entries: s },
+        RecordOwned::OooSamples(s) => Record::OooSamples { entries: s },
         RecordOwned::Exemplars(e) => Record::Exemplars { entries: e },
         RecordOwned::Histograms {
             custom_buckets,
