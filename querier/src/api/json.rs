@@ -24,8 +24,19 @@ pub fn success_body(data: &str, warnings: &[String]) -> String {
 /// (`"infos"` after `"warnings"`, each left out when empty).
 pub fn success_body_annotated(data: &str, warnings: &[String], infos: &[String]) -> String {
     let mut out = String::with_capacity(data.len() + 40);
-    out.push_str(r#"{"status":"success","data":"#);
+    success_start(&mut out);
     out.push_str(data);
+    success_end(&mut out, warnings, infos);
+    out
+}
+
+/// `{"status":"success","data":` — the caller writes `data`, then [`success_end`].
+pub fn success_start(out: &mut String) {
+    out.push_str(r#"{"status":"success","data":"#);
+}
+
+/// Closes a [`success_start`] envelope: `"warnings"` and `"infos"` when there are any.
+pub fn success_end(out: &mut String, warnings: &[String], infos: &[String]) {
     for (name, list) in [("warnings", warnings), ("infos", infos)] {
         if list.is_empty() {
             continue;
@@ -37,12 +48,11 @@ pub fn success_body_annotated(data: &str, warnings: &[String], infos: &[String])
             if i > 0 {
                 out.push(',');
             }
-            write_str(&mut out, w);
+            write_str(out, w);
         }
         out.push(']');
     }
     out.push('}');
-    out
 }
 
 /// A JSON string as Prometheus's encoder (jsoniter, standard-library compatible) writes
@@ -270,13 +280,27 @@ pub fn write_labels(out: &mut String, l: &Labels) {
 
 /// `{"resultType":…,"result":…}` for a query result.
 pub fn value_json(v: &Value) -> String {
-    // About 32 bytes a point: grow once, not by doubling through a large answer.
-    let points = match v {
+    let mut out = String::new();
+    write_value_json(&mut out, v);
+    out
+}
+
+/// Bytes [`write_value_json`] is likely to write: about 32 a point, so a large answer
+/// grows its buffer once, not by doubling.
+pub fn value_json_capacity(v: &Value) -> usize {
+    let points: usize = match v {
         Value::Matrix(series) => series.iter().map(|s| s.samples.len() + 4).sum(),
         Value::Vector(samples) => samples.len() * 4,
         _ => 1,
     };
-    let mut out = String::with_capacity(256 + points * 32);
+    256 + points * 32
+}
+
+/// [`value_json`] appended to `buf` (after an envelope's start: the answer is written
+/// once, never copied into its envelope).
+pub fn write_value_json(buf: &mut String, v: &Value) {
+    let mut out = std::mem::take(buf); // moved, not copied, and put back below
+    out.reserve(value_json_capacity(v));
     out.push_str(r#"{"resultType":""#);
     out.push_str(v.result_type());
     out.push_str(r#"","result":"#);
@@ -347,7 +371,7 @@ pub fn value_json(v: &Value) -> String {
         }
     }
     out.push('}');
-    out
+    *buf = out;
 }
 
 pub(super) fn string_array(items: &[String]) -> String {

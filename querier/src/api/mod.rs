@@ -374,13 +374,23 @@ pub(crate) struct Exec {
     cost: Arc<QueryCost>,
 }
 
-/// `data` of a query answer: the result, and with `stats` Prometheus's statistics
-/// (`timings`, `samples`) plus Strata's cost (`strata`: totals and per source).
-fn query_data(res: &QueryResult, exec: &Exec, stats: bool) -> String {
-    let mut out = value_json(&res.value);
-    if !stats {
-        return out;
+/// A query's answer: the envelope, and as `data` the result and with `stats`
+/// Prometheus's statistics (`timings`, `samples`) plus Strata's cost (`strata`: totals
+/// and per source), written into one buffer.
+fn query_body(res: &QueryResult, exec: &Exec, stats: bool) -> String {
+    let mut out = String::with_capacity(64 + json::value_json_capacity(&res.value));
+    json::success_start(&mut out);
+    json::write_value_json(&mut out, &res.value);
+    if stats {
+        write_stats(&mut out, res, exec);
     }
+    json::success_end(&mut out, &res.warnings, &res.infos);
+    out
+}
+
+/// `stats` into the `data` object just written to `out`.
+fn write_stats(buf: &mut String, res: &QueryResult, exec: &Exec) {
+    let mut out = std::mem::take(buf); // moved, not copied, and put back below
     out.pop(); // the closing brace: `stats` goes inside `data`
     let secs = |out: &mut String, name: &str, d: Duration| {
         out.push('"');
@@ -421,7 +431,7 @@ fn query_data(res: &QueryResult, exec: &Exec, stats: bool) -> String {
         out.push_str(&one[1..]);
     }
     out.push_str("]}}}");
-    out
+    *buf = out;
 }
 
 /// `{"seriesFetched":…,…}`: what a query read.
@@ -527,10 +537,9 @@ async fn query_inner(
         .evaluate(opts, timeout, p.get("query").to_string(), None, ts)
         .await
         .map_err(|e| ApiError::from_query(&e))?;
-    let data = query_data(&res, &exec, !p.get("stats").is_empty());
     Ok(json_response(
         200,
-        success_body_annotated(&data, &res.warnings, &res.infos),
+        query_body(&res, &exec, !p.get("stats").is_empty()),
     ))
 }
 
@@ -573,10 +582,9 @@ async fn query_range_inner(
         )
         .await
         .map_err(|e| ApiError::from_query(&e))?;
-    let data = query_data(&res, &exec, !p.get("stats").is_empty());
     Ok(json_response(
         200,
-        success_body_annotated(&data, &res.warnings, &res.infos),
+        query_body(&res, &exec, !p.get("stats").is_empty()),
     ))
 }
 
