@@ -280,25 +280,28 @@ pub struct Bucket {
     pub count: f64,
 }
 
-/// Prometheus's `BucketQuantile` over classic `le` buckets.
-pub fn bucket_quantile(q: f64, buckets: &mut Vec<Bucket>) -> f64 {
+/// Prometheus's `BucketQuantile` over classic `le` buckets, and whether a bucket's
+/// count had to be raised to its predecessor's (a real decrease, not a rounding
+/// difference: Prometheus then adds the "fixed for monotonicity" info).
+pub fn bucket_quantile(q: f64, buckets: &mut Vec<Bucket>) -> (f64, bool) {
     if q.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, false);
     }
     if q < 0.0 {
-        return f64::NEG_INFINITY;
+        return (f64::NEG_INFINITY, false);
     }
     if q > 1.0 {
-        return f64::INFINITY;
+        return (f64::INFINITY, false);
     }
     if buckets.is_empty() {
-        return f64::NAN;
+        return (f64::NAN, false);
     }
     let Some(out) = sorted_coalesced(buckets) else {
-        return f64::NAN;
+        return (f64::NAN, false);
     };
     *buckets = out;
     // ensure monotonicity, ignoring tiny deltas
+    let mut forced = false;
     let mut prev = buckets[0].count;
     for b in buckets.iter_mut().skip(1) {
         let curr = b.count;
@@ -306,26 +309,27 @@ pub fn bucket_quantile(q: f64, buckets: &mut Vec<Bucket>) -> f64 {
             continue;
         }
         if almost_equal(prev, curr, 1e-12) || curr < prev {
+            forced |= !almost_equal(prev, curr, 1e-12);
             b.count = prev;
             continue;
         }
         prev = curr;
     }
     if buckets.len() < 2 {
-        return f64::NAN;
+        return (f64::NAN, false);
     }
     let observations = buckets[buckets.len() - 1].count;
     if observations == 0.0 {
-        return f64::NAN;
+        return (f64::NAN, forced);
     }
     let mut rank = q * observations;
     let nb = buckets.len() - 1;
     let b = (0..nb).find(|&i| buckets[i].count >= rank).unwrap_or(nb);
     if b == nb {
-        return buckets[nb - 1].upper_bound;
+        return (buckets[nb - 1].upper_bound, forced);
     }
     if b == 0 && buckets[0].upper_bound <= 0.0 {
-        return buckets[0].upper_bound;
+        return (buckets[0].upper_bound, forced);
     }
     let mut bucket_start = 0.0;
     let bucket_end = buckets[b].upper_bound;
@@ -335,7 +339,10 @@ pub fn bucket_quantile(q: f64, buckets: &mut Vec<Bucket>) -> f64 {
         count -= buckets[b - 1].count;
         rank -= buckets[b - 1].count;
     }
-    bucket_start + (bucket_end - bucket_start) * (rank / count)
+    (
+        bucket_start + (bucket_end - bucket_start) * (rank / count),
+        forced,
+    )
 }
 
 /// Classic buckets sorted by upper bound, those with the same bound added up (Go's
@@ -606,7 +613,7 @@ mod tests {
                 count: 20.0,
             },
         ];
-        assert!((bucket_quantile(0.5, &mut b) - 0.1).abs() < 1e-12);
+        assert!((bucket_quantile(0.5, &mut b).0 - 0.1).abs() < 1e-12);
         let mut b = vec![
             Bucket {
                 upper_bound: 1.0,
@@ -622,18 +629,18 @@ mod tests {
             },
         ];
         // rank 9 falls in +Inf bucket → upper bound of second-highest
-        assert_eq!(bucket_quantile(0.9, &mut b), 2.0);
+        assert_eq!(bucket_quantile(0.9, &mut b), (2.0, true));
         let mut no_inf = vec![Bucket {
             upper_bound: 1.0,
             count: 5.0,
         }];
-        assert!(bucket_quantile(0.5, &mut no_inf).is_nan());
+        assert!(bucket_quantile(0.5, &mut no_inf).0.is_nan());
         let mut b = vec![Bucket {
             upper_bound: f64::INFINITY,
             count: 5.0,
         }];
-        assert!(bucket_quantile(0.5, &mut b).is_nan());
-        assert_eq!(bucket_quantile(2.0, &mut b), f64::INFINITY);
+        assert!(bucket_quantile(0.5, &mut b).0.is_nan());
+        assert_eq!(bucket_quantile(2.0, &mut b).0, f64::INFINITY);
     }
 
     #[test]

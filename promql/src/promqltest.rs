@@ -385,6 +385,20 @@ impl AnnoExpect {
     }
 }
 
+/// A pattern ending in a literal position, `… \(1:21\)`, without it: annotations
+/// carry no positions, so it is left out as [`strip_position`] leaves it out of texts.
+fn strip_regex_position(r: &str) -> &str {
+    if let Some(open) = r.rfind(" \\(") {
+        let tail = &r[open + 3..];
+        if let Some(pos) = tail.strip_suffix("\\)") {
+            if pos.split(':').count() == 2 && pos.split(':').all(|x| x.parse::<u32>().is_ok()) {
+                return &r[..open];
+            }
+        }
+    }
+    r
+}
+
 /// `text (12:3)` → `text`.
 fn strip_position(m: &str) -> &str {
     if let Some(open) = m.rfind(" (") {
@@ -1105,7 +1119,8 @@ pub fn run_script_on(
                                     Some(AnnoExpect::Msg(m.trim().to_string()))
                                 } else if let Some(r) = rest.strip_prefix("regex:") {
                                     Some(AnnoExpect::Regex(
-                                        regex::Regex::new(r.trim()).map_err(|e| e.to_string())?,
+                                        regex::Regex::new(strip_regex_position(r.trim()))
+                                            .map_err(|e| e.to_string())?,
                                     ))
                                 } else {
                                     None

@@ -374,8 +374,9 @@ impl Evaluator<'_> {
                         .collect();
                     self.drop_mixed_classic_native(&mut native, &mut floats);
                     v = native;
-                    out = self
-                        .classic_buckets(floats, ctx, |i, b| f::bucket_fraction(lo[i], hi[i], b))?;
+                    out = self.classic_buckets(floats, ctx, |i, b| {
+                        (f::bucket_fraction(lo[i], hi[i], b), false)
+                    })?;
                 }
                 for s in v {
                     if s.hists.is_empty() {
@@ -519,12 +520,13 @@ impl Evaluator<'_> {
     }
 
     /// Classic histograms among `v` (series with an `le` label, grouped by their
-    /// other labels): `f(step, buckets)` per group and step.
+    /// other labels): `f(step, buckets)` per group and step, with whether it forced
+    /// the buckets monotonic (an info).
     fn classic_buckets(
         &mut self,
         v: Vec<Series>,
         ctx: Ctx,
-        f: impl Fn(usize, &mut Vec<f::Bucket>) -> f64,
+        f: impl Fn(usize, &mut Vec<f::Bucket>) -> (f64, bool),
     ) -> Result<Vec<Series>> {
         // group series by their labels without `le` (and the name)
         let mut groups: HashMap<Labels, usize> = HashMap::new();
@@ -574,7 +576,12 @@ impl Evaluator<'_> {
             }
             for (gi, b) in buckets.iter_mut().enumerate() {
                 if !b.is_empty() {
-                    let r = f(i, b);
+                    let (r, forced_monotonic) = f(i, b);
+                    if forced_monotonic {
+                        self.info(super::anno::quantile_forced_monotonic(
+                            out[gi].labels.get(METRIC_NAME).unwrap_or(""),
+                        ));
+                    }
                     out[gi].pts.push((t, r));
                 }
             }

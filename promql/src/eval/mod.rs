@@ -109,6 +109,9 @@ pub mod anno {
             name,
         )
     }
+    pub fn quantile_forced_monotonic(name: &str) -> String {
+        with_name("PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile)", name)
+    }
     pub fn quantile_nan_skew(name: &str) -> String {
         with_name("PromQL info: input to histogram_quantile has NaN observations, result is skewed higher", name)
     }
