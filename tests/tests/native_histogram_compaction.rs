@@ -266,8 +266,12 @@ fn blocks_read(q: &StrataProc, res: &str) -> f64 {
 /// for 5m data, reads the 5m block and answers `histogram_count`/`histogram_sum`/`rate`
 /// exactly as from the raw block.
 ///
+/// A series that switches from floats to histograms keeps both in the 5m block: its
+/// float aggregates answer beside its histograms.
+///
 /// (The querier's downsampled read path once decoded every part to floats and dropped
-/// the histograms beside them, so the 5m answer was empty.)
+/// the histograms beside them, so the 5m answer was empty; then it dropped the float
+/// aggregates of a series whose part also held histograms.)
 #[test]
 fn querier_answers_histograms_from_a_downsampled_block() {
     let tmp = tempfile::tempdir().unwrap();
@@ -299,6 +303,29 @@ fn querier_answers_histograms_from_a_downsampled_block() {
         chunks.extend(cut_samples(&part, 2 * H));
     }
     w.add_series(nh(), chunks).unwrap();
+    // `mixed`: floats for the first day, histograms for the second (its 5m series holds
+    // float aggregate chunks and raw histogram chunks)
+    let mixed: Vec<(i64, Sample)> = all
+        .iter()
+        .map(|(t, s)| match (t - t0) / step {
+            k if k < 24 * H / step => (*t, Sample::Float(k as f64)),
+            _ => (*t, s.clone()),
+        })
+        .collect();
+    let mut chunks = Vec::new();
+    for k in 0..24 {
+        let part: Vec<(i64, Sample)> = mixed
+            .iter()
+            .filter(|(t, _)| (t0 + k * 2 * H..t0 + (k + 1) * 2 * H).contains(t))
+            .cloned()
+            .collect();
+        chunks.extend(cut_samples(&part, 2 * H));
+    }
+    w.add_series(
+        Labels::from_pairs([("__name__", "mixed"), ("job", "api")]),
+        chunks,
+    )
+    .unwrap();
     w.finish(Some(MetaExtra {
         min_time: Some(t0),
         max_time: Some(t0 + 48 * H),
@@ -360,5 +387,18 @@ fn querier_answers_histograms_from_a_downsampled_block() {
                 assert_eq!(raw, format!("{}", hist(k).count as f64));
             }
         }
+    }
+    // the series switching kinds keeps its float aggregates beside its histograms
+    for (expr, k, want) in [
+        ("max_over_time(mixed[1d])", 1500, "1439".to_string()),
+        (
+            "histogram_count(mixed)",
+            2800,
+            format!("{}", hist(2800).count as f64),
+        ),
+    ] {
+        let t = t0 + k * step;
+        assert_eq!(ask(expr, t, "0s"), want, "{expr} raw");
+        assert_eq!(ask(expr, t, "5m"), want, "{expr} at 5m");
     }
 }

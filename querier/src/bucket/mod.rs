@@ -583,6 +583,12 @@ impl BucketReader {
             let part = part
                 .finish()
                 .map_err(|e| StoreError::Corrupt(format!("block {dir}: series {labels}: {e}")))?;
+            // a series switching between floats and histograms: its aggregates join
+            // the floats beside the histograms
+            let (part, hists) = match part.map(Part::split) {
+                Some((p, h)) => (Some(p), h),
+                None => (None, Vec::new()),
+            };
             let part = match part {
                 Some(Part::Samples(mut v)) if !samples.is_empty() => {
                     samples.append(&mut v);
@@ -600,7 +606,7 @@ impl BucketReader {
                 None if !samples.is_empty() => Some(Part::Samples(samples)),
                 p => p,
             };
-            if let Some(p) = part {
+            if let Some(p) = part.map(|p| Part::join(p, hists)) {
                 out.push((add_external(labels, &ext), p));
             }
         }
