@@ -986,42 +986,39 @@ pub fn has_overflow(h: &FloatHistogram) -> bool {
         || h.negative_buckets.iter().any(|c| c.is_infinite())
 }
 
-/// The mean of histograms whose plain sum overflows: Prometheus's incremental mean,
-/// `mean += h/n - mean/n` per histogram.
-pub fn incremental_mean<'a>(
-    hs: impl Iterator<Item = &'a FloatHistogram>,
-) -> Option<FloatHistogram> {
-    let mut mean: Option<FloatHistogram> = None;
-    let mut n = 0.0;
-    for h in hs {
-        n += 1.0;
-        mean = Some(match mean {
-            None => h.clone(),
-            Some(m) => {
-                let mut l = h.clone();
-                div(&mut l, n);
-                let mut r = m.clone();
-                div(&mut r, n);
-                let (d, _) = combine(&l, &r, true).ok()?;
-                let (mut sum, _) = combine(&m, &d, false).ok()?;
-                sum.counter_reset_hint = m.counter_reset_hint;
-                sum
-            }
-        });
-    }
-    mean.map(|m| compact(&m))
-}
-
-/// `avg`/`avg_over_time` of histograms: the Kahan sum divided by the count, or the
-/// incremental mean where the sum overflows.
+/// `avg`/`avg_over_time` of histograms as Prometheus's `funcAvgOverTime`: the Kahan
+/// sum divided by the count until adding the next histogram would overflow the sum,
+/// from there an incremental mean, `mean·(n-1)/n + h/n` with its Kahan compensation
+/// scaled alike (so counts near `f64::MAX` average to finite values).
 pub fn mean_of(hs: &[&FloatHistogram]) -> Option<FloatHistogram> {
-    let a = sum_of(hs.iter().copied(), true)?;
-    if has_overflow(&a)
-        || hs.len() > 1 && sum_of(hs.iter().copied(), false).is_some_and(|s| has_overflow(&s))
-    {
-        return incremental_mean(hs.iter().copied());
+    let mut k = KahanSum::default();
+    let mut incremental = false;
+    for (i, h) in hs.iter().enumerate() {
+        let n = (i + 1) as f64;
+        if !incremental {
+            let before = (i > 0).then(|| k.clone());
+            k.add(h).ok()?;
+            let Some(before) = before.filter(|_| k.overflows()) else {
+                continue;
+            };
+            incremental = true;
+            k = before;
+            k.scale(1.0 / (n - 1.0));
+        }
+        let q = (n - 1.0) / n;
+        k.scale(q);
+        let mut part = (*h).clone();
+        div(&mut part, n);
+        k.add(&part).ok()?;
     }
-    Some(a)
+    if hs.is_empty() {
+        return None;
+    }
+    let mut a = k.value();
+    if !incremental {
+        div(&mut a, hs.len() as f64);
+    }
+    Some(compact(&a))
 }
 
 /// A running sum of histograms with Kahan compensation per field and bucket
@@ -1119,6 +1116,30 @@ impl KahanSum {
             }
         }
         Ok(info)
+    }
+
+    /// Whether the running sum itself (without its compensation) has an infinite
+    /// count, sum or bucket (Prometheus checks `HasOverflow` on it).
+    fn overflows(&self) -> bool {
+        let inf = |v: &(f64, f64)| v.0.is_infinite();
+        inf(&self.count)
+            || inf(&self.sum)
+            || inf(&self.zero)
+            || self.pos.values().any(inf)
+            || self.neg.values().any(inf)
+    }
+
+    /// Every field and its compensation multiplied by `q`.
+    fn scale(&mut self, q: f64) {
+        let fields = [&mut self.count, &mut self.sum, &mut self.zero];
+        for v in fields
+            .into_iter()
+            .chain(self.pos.values_mut())
+            .chain(self.neg.values_mut())
+        {
+            v.0 *= q;
+            v.1 *= q;
+        }
     }
 
     /// The sum so far (compacted); an empty histogram before any was added.
