@@ -852,15 +852,26 @@ pub fn variance(h: &FloatHistogram) -> f64 {
     (v + c) / h.count
 }
 
+/// Custom bucket bounds [`extrapolated_rate`] reconciled (each an info in Prometheus).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateNotes {
+    /// In the last sample minus the first.
+    pub sub_reconciled: bool,
+    /// In adding back a sample before a counter reset.
+    pub add_reconciled: bool,
+}
+
 /// `rate`/`increase` (`is_counter`) and `delta` of histogram samples in the window
 /// `(end - range, end]` (Prometheus's `histogramRate` and `extrapolatedRate`); `None`
-/// with fewer than two samples or incompatible ones.
+/// with fewer than two samples or incompatible ones. `notes` says where custom bucket
+/// bounds were reconciled.
 pub fn extrapolated_rate(
     hw: &[(i64, FloatHistogram)],
     end: i64,
     range: i64,
     is_counter: bool,
     is_rate: bool,
+    notes: &mut RateNotes,
 ) -> Option<FloatHistogram> {
     if hw.len() < 2 {
         return None;
@@ -892,12 +903,15 @@ pub fn extrapolated_rate(
             }
         }
     }
-    let (mut h, _) = combine(&copy_to_schema(last, min_schema), &prev, true).ok()?;
+    let (mut h, info) = combine(&copy_to_schema(last, min_schema), &prev, true).ok()?;
+    notes.sub_reconciled |= info.custom_reconciled;
     if is_counter {
         let mut p = &prev;
         for (_, cur) in &hw[1..] {
             if detect_reset(cur, p) {
-                h = combine(&h, p, false).ok()?.0;
+                let info;
+                (h, info) = combine(&h, p, false).ok()?;
+                notes.add_reconciled |= info.custom_reconciled;
             }
             p = cur;
         }

@@ -179,9 +179,18 @@ fn hist_window(
                     annos.warn(super::anno::not_gauge(metric));
                 }
             }
-            let r = hist::extrapolated_rate(hw, end, range, counter, name == "rate");
+            let mut notes = hist::RateNotes::default();
+            let r = hist::extrapolated_rate(hw, end, range, counter, name == "rate", &mut notes);
             if r.is_none() && hw.len() >= 2 {
                 annos.warn(super::anno::mixed_exponential_custom(metric));
+            }
+            for (done, operation) in [
+                (notes.sub_reconciled, "subtraction"),
+                (notes.add_reconciled, "addition"),
+            ] {
+                if done && r.is_some() {
+                    annos.info(super::anno::mismatched_custom_buckets(operation));
+                }
             }
             r.map(HistOut::H)
         }
