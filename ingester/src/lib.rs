@@ -395,7 +395,9 @@ impl Ingester {
                 }
                 Err(_) => {
                     failures = (failures + 1).min(6);
-                    Duration::from_secs(1 << failures).min(Duration::from_secs(60))
+                    let wait = Duration::from_secs(1 << failures).min(Duration::from_secs(60));
+                    tracing::warn!(retry_in = ?wait, "shipping round failed; backing off");
+                    wait
                 }
             };
         }

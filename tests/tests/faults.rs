@@ -1,7 +1,8 @@
 //! Faults a long-term store meets in production, each caused for real against the real
 //! binary: the data disk full (a size-limited tmpfs) and a slow object store (a
 //! delaying TCP proxy in front of a real S3 server). The object store stopped under
-//! ingest is `ingester.rs`'s `bucket_outage_during_flush_loses_nothing`.
+//! steady ingest (killed and restarted s3s-fs) is `the_object_store_stopped_under_steady_ingest_loses_nothing`;
+//! one flush during an outage is `ingester.rs`'s `bucket_outage_during_flush_loses_nothing`.
 
 use std::path::Path;
 use std::process::Command;
@@ -464,4 +465,170 @@ fn corrupted_chunks_and_index_in_the_bucket_cost_only_their_blocks() {
             "no no-compact mark on {name}"
         );
     }
+}
+
+/// `sum(count_over_time(outage_m[..]))` over `[t0, t1]` as `q` answers it: the value
+/// (0 when empty) and the raw body (for its warnings).
+fn count_outage(q: &StrataProc, t0: i64, t1: i64) -> (u16, f64, String) {
+    let expr = format!("sum(count_over_time(outage_m[{}ms]))", t1 - t0 + 1);
+    let url = format!(
+        "{}/api/v1/query?query={}&time={}",
+        q.url(),
+        encode(&expr),
+        t1 as f64 / 1000.0
+    );
+    let (status, body) = get(&url).unwrap();
+    let n = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v["data"]["result"][0]["value"][1]
+                .as_str()
+                .map(String::from)
+        })
+        .map_or(0.0, |s| s.parse().unwrap());
+    (status, n, body)
+}
+
+/// The S3 server killed for a while under steady ingest (`STRATA_S3_OUTAGE_SECS`, 20 s
+/// by default; set it to minutes for a soak by hand): every push is answered 200, the
+/// shipper's failed rounds are counted and spaced out by its backoff, uploads resume
+/// when S3 is back on the same port and directory, and every acknowledged sample is in
+/// the bucket exactly once. A querier over the bucket answers with a warning, not an
+/// error, while S3 is down.
+#[test]
+fn the_object_store_stopped_under_steady_ingest_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let outage = Duration::from_secs(
+        std::env::var("STRATA_S3_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20),
+    );
+    const SERIES: usize = 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s3 = S3Server::start();
+    // one retry inside a request: an attempt fails in well under a second, and the
+    // ingester's own backoff spaces the attempts out
+    let yaml = s3
+        .objstore_yaml("strata")
+        .replace("config:\n", "config:\n  max_retries: 1\n");
+    let cfg = tmp.path().join("bucket.yml");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let strata = StrataProc::start_all(
+        &tmp.path().join("strata"),
+        &[
+            "--tsdb.ship-interval=1s",
+            "--tsdb.block-duration=10s",
+            &format!("--objstore.config-file={}", cfg.display()),
+        ],
+    );
+    let q = StrataProc::start_http_only(
+        &tmp.path().join("q"),
+        &[
+            "querier",
+            &format!("--objstore.config-file={}", cfg.display()),
+        ],
+    );
+    let t_start = now_ms();
+    let acked = AtomicU64::new(0);
+    let refused = std::sync::Mutex::new(Vec::<String>::new());
+    let stop = AtomicBool::new(false);
+    let last_t = AtomicU64::new(0);
+    let (failures_down, shipped_before) = std::thread::scope(|scope| {
+        // steady ingest: a sample for each series every 100 ms, timestamps increasing
+        scope.spawn(|| {
+            let mut t = t_start;
+            while !stop.load(Ordering::Relaxed) {
+                t = now_ms().max(t + 1);
+                let req = write_request(
+                    (0..SERIES)
+                        .map(|s| {
+                            series(
+                                &[("__name__", "outage_m"), ("s", &s.to_string())],
+                                &[(t, s as f64)],
+                            )
+                        })
+                        .collect(),
+                );
+                let (status, body) = strata.push(None, &req);
+                if status == 200 {
+                    acked.fetch_add(SERIES as u64, Ordering::Relaxed);
+                    last_t.store(t as u64, Ordering::Relaxed);
+                } else {
+                    refused.lock().unwrap().push(format!("{status}: {body}"));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        // blocks reach the bucket before the outage
+        strata_testkit::poll("a first upload", Duration::from_secs(60), || {
+            (strata.metric("strata_ingester_blocks_shipped_total") >= 1.0).then_some(())
+        });
+        let shipped_before = strata.metric("strata_ingester_blocks_shipped_total");
+        let failures_before = strata.metric("strata_ingester_block_upload_failures_total");
+        s3.stop();
+        let down_at = Instant::now();
+        // while S3 is down, a querier over the bucket answers with a warning
+        let (status, _, body) = count_outage(&q, t_start, now_ms());
+        println!("bucket querier, S3 down: {status}: {body}");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"warnings\""), "no warning: {body}");
+        // and strata all answers every acknowledged sample from its local copy
+        let t_now = last_t.load(Ordering::Relaxed) as i64;
+        let want = acked.load(Ordering::Relaxed) as f64;
+        let (status, n, body) = count_outage(&strata, t_start, t_now);
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            n >= want,
+            "strata all lost samples while S3 is down: {n} < {want}: {body}"
+        );
+        while down_at.elapsed() < outage {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let failures_down =
+            strata.metric("strata_ingester_block_upload_failures_total") - failures_before;
+        s3.restart();
+        // uploads resume on their own
+        strata_testkit::poll("uploads to resume", Duration::from_secs(90), || {
+            (strata.metric("strata_ingester_blocks_shipped_total") > shipped_before).then_some(())
+        });
+        stop.store(true, Ordering::Relaxed);
+        (failures_down, shipped_before)
+    });
+    let refused = refused.into_inner().unwrap();
+    assert!(refused.is_empty(), "pushes refused: {refused:?}");
+    println!(
+        "outage {outage:?}: {failures_down} failed shipping rounds, {} samples acknowledged, {} blocks shipped before, {} after",
+        acked.load(Ordering::Relaxed),
+        shipped_before,
+        strata.metric("strata_ingester_blocks_shipped_total")
+    );
+    assert!(
+        strata.log().contains("block upload failed; will retry")
+            && strata.log().contains("shipping round failed; backing off"),
+        "{}",
+        strata.log()
+    );
+    // several rounds failed, spaced out by the backoff (1 s apart without it)
+    assert!(failures_down >= 2.0, "{failures_down} failed rounds");
+    assert!(
+        failures_down <= outage.as_secs_f64() / 2.0,
+        "{failures_down} failed rounds in {outage:?}: no backoff"
+    );
+    let (s, body) = strata.flush();
+    assert_eq!(s, 200, "{body}");
+    // everything acknowledged is in the bucket, once: the bucket-only querier sees it
+    // (its block listing is cached for 10 s)
+    let want = acked.load(Ordering::Relaxed) as f64;
+    let t_end = last_t.load(Ordering::Relaxed) as i64;
+    let mut last = (0, 0.0, String::new());
+    strata_testkit::poll(
+        "every sample in the bucket",
+        Duration::from_secs(60),
+        || {
+            last = count_outage(&q, t_start, t_end);
+            (last.1 == want && !last.2.contains("\"warnings\"")).then_some(())
+        },
+    );
+    assert_eq!(last.1, want, "{}", last.2);
 }
