@@ -107,6 +107,7 @@ impl Engine {
             query_step: step,
             default_sub_step: self.default_subquery_step_ms,
             ticks: 0,
+            hist_stats: Default::default(),
             queryable: 0,
             peak: Default::default(),
             annos: Default::default(),

@@ -207,9 +207,12 @@ impl MemStorage {
     }
 }
 
-/// Counter-reset hints as Prometheus's head stores them (what a query reads back):
-/// gauge histograms stay gauges; the first histogram of a run is `Unknown`, one after a
-/// detected (or declared) reset `CounterReset`, every other `NotCounterReset`.
+/// Counter-reset hints as Prometheus's head answers them (its histogram chunk
+/// iterator): gauge histograms stay gauges; the first histogram of a chunk is
+/// `Unknown` (even a chunk cut for a counter reset: the previous chunk may be gone),
+/// every other `NotCounterReset`. A chunk is cut at the first histogram of a run, at a
+/// detected or declared reset, and where the schema, zero threshold or custom bounds
+/// change.
 fn set_hints(s: &mut [(i64, FloatHistogram)]) {
     use strata_tsdb::histogram::CounterResetHint as H;
     let mut prev: Option<FloatHistogram> = None;
@@ -218,11 +221,20 @@ fn set_hints(s: &mut [(i64, FloatHistogram)]) {
             prev = None;
             continue;
         }
-        let hint = match &prev {
-            None if h.counter_reset_hint == H::CounterReset => H::CounterReset,
-            None => H::Unknown,
-            Some(p) if crate::histogram::detect_reset(h, p) => H::CounterReset,
-            Some(_) => H::NotCounterReset,
+        let new_chunk = match &prev {
+            None => true,
+            Some(p) => {
+                h.counter_reset_hint == H::CounterReset
+                    || crate::histogram::detect_reset(h, p)
+                    || h.schema != p.schema
+                    || h.zero_threshold != p.zero_threshold
+                    || h.custom_values != p.custom_values
+            }
+        };
+        let hint = if new_chunk {
+            H::Unknown
+        } else {
+            H::NotCounterReset
         };
         h.counter_reset_hint = H::Unknown;
         prev = Some(h.clone());

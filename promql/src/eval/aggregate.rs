@@ -682,11 +682,13 @@ fn ratio_hash(l: &Labels) -> f64 {
 }
 
 /// Annotations of a sum of histograms (aggregation or `*_over_time`): conflicting
-/// counter-reset hints (unless a gauge makes the sum a gauge), custom bounds reconciled.
+/// counter-reset hints, custom bounds reconciled.
 pub(super) fn note_sum(hs: &[&FloatHistogram], annos: &mut super::Annotations) {
     use strata_tsdb::histogram::CounterResetHint as H;
+    // Prometheus tracks whether any input said reset and any said not-reset (gauges
+    // and unknown hints aside)
     let hint = |x: H| hs.iter().any(|h| h.counter_reset_hint == x);
-    if hint(H::CounterReset) && hint(H::NotCounterReset) && !hint(H::Gauge) {
+    if hint(H::CounterReset) && hint(H::NotCounterReset) {
         annos.warn(super::anno::counter_reset_collision("aggregation"));
     }
     if hs.first().is_some_and(|f| {

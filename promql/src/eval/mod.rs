@@ -198,6 +198,45 @@ pub enum Val {
     Matrix(Vec<Series>),
 }
 
+/// The calls above an expression that decide whether its selectors read native
+/// histograms as Prometheus's `HistogramStatsIterator` does (its
+/// `detectHistogramStatsDecoding`): under `histogram_count`/`histogram_sum`/
+/// `histogram_avg`, unless a subquery or `histogram_quantile(s)`/`histogram_fraction`
+/// is anywhere above. That iterator re-derives an `Unknown` counter-reset hint from
+/// the sample before it (the first of a chunk reads `Unknown`), so
+/// `histogram_count(sum(..))` can see a reset that `sum(..)` cannot, and warn of
+/// conflicting resets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatsPath {
+    /// Under `histogram_count`, `histogram_sum` or `histogram_avg`.
+    pub stats_only: bool,
+    /// Under a subquery or a function needing whole buckets.
+    pub blocked: bool,
+}
+
+impl StatsPath {
+    fn decodes_stats(self) -> bool {
+        self.stats_only && !self.blocked
+    }
+}
+
+/// Counter-reset hints as Prometheus's `HistogramStatsIterator` yields them: an
+/// `Unknown` one after another histogram becomes `CounterReset` or `NotCounterReset`
+/// by comparing the two.
+fn derive_stats_hints(hs: &mut [HPoint]) {
+    use strata_tsdb::histogram::CounterResetHint as H;
+    for i in 1..hs.len() {
+        if hs[i].1.counter_reset_hint == H::Unknown {
+            let reset = crate::histogram::detect_reset(&hs[i].1, &hs[i - 1].1);
+            hs[i].1.counter_reset_hint = if reset {
+                H::CounterReset
+            } else {
+                H::NotCounterReset
+            };
+        }
+    }
+}
+
 /// A selected series, its samples decoded only when a consumer loads it
 /// ([`RawSeries::load`]): consumers take one series at a time into a buffer they reuse,
 /// so a selector's decoded samples are never all held at once.
@@ -213,6 +252,8 @@ pub(super) struct RawSeries {
     drop_stale: bool,
     /// Downsampled resolution (ms, 0 raw).
     res: i64,
+    /// Histogram hints as Prometheus's statistics decoding derives them ([`StatsPath`]).
+    stats_hints: bool,
 }
 
 impl RawSeries {
@@ -231,6 +272,7 @@ impl RawSeries {
             hi: i64::MAX,
             drop_stale: false,
             res: 0,
+            stats_hints: false,
         }
     }
 
@@ -269,6 +311,17 @@ impl RawSeries {
 
     /// The series' histogram samples within its bounds ([`Self::load`]'s counterpart).
     fn load_hists<'s>(&'s self, buf: &'s mut Vec<HPoint>) -> Result<&'s [HPoint]> {
+        if !self.stats_hints {
+            return self.load_hists_as_stored(buf);
+        }
+        // (a copy: only queries under histogram_count/sum/avg come here)
+        let mut v = self.load_hists_as_stored(buf)?.to_vec();
+        derive_stats_hints(&mut v);
+        *buf = v;
+        Ok(buf)
+    }
+
+    fn load_hists_as_stored<'s>(&'s self, buf: &'s mut Vec<HPoint>) -> Result<&'s [HPoint]> {
         let keep = |p: &HPoint| {
             p.0 >= self.lo && p.0 <= self.hi && !(self.drop_stale && is_stale_hist(&p.1))
         };
@@ -504,6 +557,9 @@ pub struct Evaluator<'a> {
     pub query_step: i64,
     pub default_sub_step: i64,
     pub ticks: u32,
+    /// Where the expression being evaluated sits for Prometheus's histogram statistics
+    /// decoding ([`StatsPath`]).
+    pub hist_stats: StatsPath,
     /// Prometheus's `totalQueryableSamples`: samples read per step (a vector selector's
     /// point, each sample of a range selector's window at each step).
     pub queryable: u64,
@@ -670,7 +726,21 @@ impl<'a> Evaluator<'a> {
             }
             Expr::Aggregate(a) => self.eval_aggregate(a, ctx),
             Expr::Binary(b) => self.eval_binary(b, ctx),
-            Expr::Call(c) => self.eval_call(c, ctx),
+            Expr::Call(c) => {
+                let outer = self.hist_stats;
+                match c.func.name {
+                    "histogram_count" | "histogram_sum" | "histogram_avg" => {
+                        self.hist_stats.stats_only = true;
+                    }
+                    "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => {
+                        self.hist_stats.blocked = true;
+                    }
+                    _ => {}
+                }
+                let r = self.eval_call(c, ctx);
+                self.hist_stats = outer;
+                r
+            }
             Expr::Extension(_) => exec("extension expressions are not supported"),
         }
     }

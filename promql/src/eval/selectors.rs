@@ -79,6 +79,7 @@ impl Evaluator<'_> {
                     hi: maxt,
                     drop_stale,
                     res,
+                    stats_hints: self.hist_stats.decodes_stats(),
                 });
             }
         }
@@ -287,7 +288,14 @@ impl Evaluator<'_> {
                     refs,
                 })
             }
-            Expr::Subquery(sq) => self.eval_subquery(sq, ctx),
+            Expr::Subquery(sq) => {
+                // a subquery's counter-reset detection needs whole histograms
+                let outer = self.hist_stats;
+                self.hist_stats.blocked = true;
+                let r = self.eval_subquery(sq, ctx);
+                self.hist_stats = outer;
+                r
+            }
             _ => exec("expected range vector"),
         }
     }
