@@ -107,7 +107,7 @@ impl Planned {
                                 min_time: c.min_time,
                                 max_time: c.max_time,
                                 encoding: c.encoding,
-                                data: bytes::Bytes::from(c.data),
+                                data: c.data,
                             }),
                     );
                 }

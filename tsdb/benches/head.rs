@@ -10,6 +10,13 @@
 //! * `head/get_or_create`: series lookups per second for existing series.
 //! * `head_ooo/*`: with a 1 h out-of-order window, 30 samples per series into 10k fresh
 //!   series, in order, or the newest first and the other 29 shuffled (out of order).
+//! * `head_select/*`: selecting 1,000 series × 480 samples (2 h at 15 s) of a head of
+//!   50,000 with their chunks, as a query over a 2-hour head does (`select`, and `select_refs` then
+//!   `series_chunks` per series as the ingester's Store API streams them, and
+//!   `series_chunks` alone: the chunks without the labels).
+//!
+//! `STRATA_HEAD_BENCH_SAMPLES` (default 250) sets the samples per series of `memory`
+//! (480 for a 2-hour head at 15 s).
 //!
 //! `cargo bench -p strata-tsdb --bench head -- --warm-up-time 1 --measurement-time 3`
 
@@ -104,7 +111,10 @@ fn memory_report() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    const SAMPLES: i64 = 250;
+    let samples: i64 = std::env::var("STRATA_HEAD_BENCH_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(250);
     // The bench's own vectors are allocated first and subtracted below; each label set
     // is built just before its lookup and freed right after (as a request's would be).
     let mut rng = SmallRng::seed_from_u64(1);
@@ -116,7 +126,7 @@ fn memory_report() {
     refs.extend((0..n).map(|i| head.get_or_create(&labels(i)).0));
     let created = start.elapsed();
     let start = Instant::now();
-    for k in 0..SAMPLES {
+    for k in 0..samples {
         for (r, g) in refs.iter().zip(gens.iter_mut()) {
             let (t, v) = g.next(&mut rng, k * INTERVAL);
             head.append(*r, t, v).unwrap();
@@ -133,7 +143,7 @@ fn memory_report() {
     let stats = head.stats(1);
     let per = |b: usize| b as f64 / n as f64;
     println!(
-        "head memory: {n} series x {SAMPLES} samples ({} chunks): \
+        "head memory: {n} series x {samples} samples ({} chunks): \
          RSS delta {:.0} B/series, approx_memory_bytes {:.0} B/series \
          (chunk data {:.0} = {:.2} B/sample, series {:.0}, index {:.0}); \
          created {:.0} series/s, appended {:.2} M samples/s",
@@ -141,11 +151,11 @@ fn memory_report() {
         per(rss),
         per(mem.total()),
         per(mem.chunk_bytes),
-        mem.chunk_bytes as f64 / (n as f64 * SAMPLES as f64),
+        mem.chunk_bytes as f64 / (n as f64 * samples as f64),
         per(mem.series_bytes),
         per(mem.index_bytes),
         n as f64 / created.as_secs_f64(),
-        (n as f64 * SAMPLES as f64) / appended.as_secs_f64() / 1e6,
+        (n as f64 * samples as f64) / appended.as_secs_f64() / 1e6,
     );
     black_box(&head);
 }
@@ -256,9 +266,67 @@ fn ooo_benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// Selecting 1,000 series of a 2-hour head of 50,000 (one metric name of 50, so the
+/// chunks read are spread over a head larger than the caches): what a query over the
+/// head pays before decoding.
+fn select_benches(c: &mut Criterion) {
+    const SERIES: usize = 50_000;
+    const SAMPLES: i64 = 480;
+    let head = Head::new(HeadOptions::default());
+    let refs: Vec<HeadSeriesRef> = (0..SERIES)
+        .map(|i| head.get_or_create(&labels(i)).0)
+        .collect();
+    let mut gens: Vec<Gen> = (0..SERIES).map(Gen::new).collect();
+    let mut rng = SmallRng::seed_from_u64(4);
+    for k in 0..SAMPLES {
+        for (r, g) in refs.iter().zip(gens.iter_mut()) {
+            let (t, v) = g.next(&mut rng, k * INTERVAL);
+            head.append(*r, t, v).unwrap();
+        }
+    }
+    let maxt = SAMPLES * INTERVAL;
+    let one_name = [strata_tsdb::matcher::Matcher::equal(
+        "__name__",
+        "app_metric_7_total",
+    )];
+    let mut g = c.benchmark_group("head_select");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements((SERIES / 50) as u64 * SAMPLES as u64));
+    g.bench_function("select/1k of 50k series x 480", |b| {
+        b.iter(|| black_box(head.select(&one_name, 0, maxt)))
+    });
+    let selected: Vec<HeadSeriesRef> = head
+        .select_refs(&one_name, 0, maxt)
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(selected.len(), SERIES / 50);
+    g.bench_function("series_chunks/1k of 50k series x 480", |b| {
+        b.iter(|| {
+            for r in &selected {
+                black_box(head.series_chunks(*r, 0, maxt));
+            }
+        })
+    });
+    g.bench_function("select_refs+series_chunks/1k of 50k series x 480", |b| {
+        b.iter(|| {
+            for (r, _) in head.select_refs(&one_name, 0, maxt) {
+                black_box(head.series_chunks(r, 0, maxt));
+            }
+        })
+    });
+    g.finish();
+}
+
 fn main() {
-    memory_report();
     let mut c = Criterion::default().configure_from_args();
+    if std::env::var_os("STRATA_HEAD_BENCH_SELECT_ONLY").is_some() {
+        select_benches(&mut c);
+        c.final_summary();
+        return;
+    }
+    memory_report();
+    select_benches(&mut c);
     ooo_benches(&mut c);
     benches(&mut c);
     c.final_summary();

@@ -320,7 +320,12 @@ mod sample_tests {
                         .unwrap(),
                 }
             }
-            h.select(&[], i64::MIN, i64::MAX).remove(0).chunks
+            h.select(&[], i64::MIN, i64::MAX)
+                .remove(0)
+                .chunks
+                .iter()
+                .map(crate::head::HeadChunk::to_encoded)
+                .collect::<Vec<_>>()
         };
         let first = mk(150, 0);
         let second = mk(-1, 1000);

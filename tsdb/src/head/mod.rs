@@ -69,8 +69,8 @@ use crate::meta::BlockMeta;
 
 pub use ooo::OOO_CAPACITY;
 use postings::MemPostings;
-pub use series::HISTOGRAM_LAST_BITS;
 use series::{Appended, HistRef, MemSeries, NO_SAMPLES};
+pub use series::{HeadChunk, HISTOGRAM_LAST_BITS};
 
 /// Prometheus's default block / chunk range: 2 h.
 pub const DEFAULT_CHUNK_RANGE_MS: i64 = 2 * 60 * 60 * 1000;
@@ -166,13 +166,13 @@ pub fn check_sample(last: Option<(i64, u64)>, t: i64, v_bits: u64) -> Result<boo
     }
 }
 
-/// A series selected from the head with copies of its chunks overlapping the query
-/// range (the open chunk included, as a snapshot), oldest first.
+/// A series selected from the head with its chunks overlapping the query range, oldest
+/// first: closed chunks shared with the head, the open one as a copy (a snapshot).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeadSeriesData {
     pub series_ref: HeadSeriesRef,
     pub labels: Labels,
-    pub chunks: Vec<EncodedChunk>,
+    pub chunks: Vec<HeadChunk>,
 }
 
 impl HeadSeriesData {
@@ -1069,7 +1069,7 @@ impl Head {
     }
 
     /// Series matching every matcher with chunks overlapping `[mint, maxt]` (both
-    /// inclusive), sorted by labels; each carries copies of those chunks.
+    /// inclusive), sorted by labels; each carries those chunks (closed ones shared).
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<HeadSeriesData> {
         if mint > maxt {
             return Vec::new();
@@ -1092,8 +1092,8 @@ impl Head {
         out
     }
 
-    /// The series [`select`](Self::select) would return, without copying their chunks:
-    /// a caller that streams its answer copies each series' chunks
+    /// The series [`select`](Self::select) would return, without their chunks: a
+    /// caller that streams its answer takes each series' chunks
     /// ([`series_chunks`](Self::series_chunks)) just before sending it.
     pub fn select_refs(
         &self,
@@ -1118,9 +1118,9 @@ impl Head {
         out
     }
 
-    /// Copies of one series' chunks overlapping `[mint, maxt]`; empty when the series
-    /// is gone (garbage-collected since it was selected).
-    pub fn series_chunks(&self, r: HeadSeriesRef, mint: i64, maxt: i64) -> Vec<EncodedChunk> {
+    /// One series' chunks overlapping `[mint, maxt]` (closed ones shared, the open one
+    /// copied); empty when the series is gone (garbage-collected since it was selected).
+    pub fn series_chunks(&self, r: HeadSeriesRef, mint: i64, maxt: i64) -> Vec<HeadChunk> {
         let mut out = Vec::new();
         let shard = rl(&self.series[(r.0 & self.mask) as usize]);
         if let Some(s) = shard.get(&r.0) {

@@ -2,8 +2,14 @@
 //! being appended to, with Prometheus's chunk-cutting rules. A series may hold float and
 //! histogram samples: one chunk list in time order, each chunk of one encoding (XOR,
 //! histogram or float histogram); a sample of another kind than the open chunk's cuts it.
+//!
+//! The closed chunks' bytes sit back to back in one immutable [`Bytes`] per series, so
+//! a query takes them as reference-counted slices (no copy, no allocation per chunk)
+//! while the series keeps one allocation for all of them.
 
 use std::sync::Mutex;
+
+use bytes::Bytes;
 
 use crate::chunkenc::{
     compute_chunk_end_time, range_for_timestamp, EncodedChunk, Encoding, XorChunk, XorIter,
@@ -21,13 +27,47 @@ use crate::labels::Label;
 use super::ooo::OooState;
 use super::{AppendError, HistogramSample};
 
-/// A chunk that is no longer appended to: only its time range and its bytes, exactly as
-/// they go into a block's `chunks/` segment.
+/// A chunk that is no longer appended to: its time range and where its bytes (exactly
+/// as they go into a block's `chunks/` segment) end in the series' `closed_data`; they
+/// start where the previous chunk's end.
 pub(super) struct ClosedChunk {
     pub min_t: i64,
     pub max_t: i64,
+    end: u32,
     pub encoding: Encoding,
-    pub data: Box<[u8]>,
+}
+
+/// A chunk selected from the head: a closed chunk's bytes are shared with the head
+/// (a reference-count bump), the open chunk's are a copy taken under the series lock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadChunk {
+    pub min_time: i64,
+    pub max_time: i64,
+    pub encoding: Encoding,
+    pub data: Bytes,
+}
+
+impl HeadChunk {
+    /// A copy as an owned [`EncodedChunk`].
+    pub fn to_encoded(&self) -> EncodedChunk {
+        EncodedChunk {
+            min_time: self.min_time,
+            max_time: self.max_time,
+            encoding: self.encoding,
+            data: self.data.to_vec(),
+        }
+    }
+}
+
+impl From<EncodedChunk> for HeadChunk {
+    fn from(c: EncodedChunk) -> Self {
+        HeadChunk {
+            min_time: c.min_time,
+            max_time: c.max_time,
+            encoding: c.encoding,
+            data: Bytes::from(c.data),
+        }
+    }
 }
 
 /// `last_v` while the newest sample is a histogram: [`check_sample`](super::check_sample)
@@ -71,13 +111,6 @@ impl HistChunk {
         }
     }
 
-    fn into_bytes(self) -> Vec<u8> {
-        match self {
-            HistChunk::Int(c) => c.into_bytes(),
-            HistChunk::Float(c) => c.into_bytes(),
-        }
-    }
-
     fn capacity(&self) -> usize {
         match self {
             HistChunk::Int(c) => c.capacity(),
@@ -111,20 +144,6 @@ impl HistRef<'_> {
             HistRef::Float(_) => LastKind::FloatHistogram,
         }
     }
-}
-
-/// Append a completed histogram chunk to `closed`.
-fn push_closed(closed: &mut Box<[ClosedChunk]>, min_t: i64, max_t: i64, c: HistChunk) {
-    let encoding = c.encoding();
-    let mut v = Vec::with_capacity(closed.len() + 1);
-    v.extend(std::mem::take(closed).into_vec());
-    v.push(ClosedChunk {
-        min_t,
-        max_t,
-        encoding,
-        data: c.into_bytes().into_boxed_slice(),
-    });
-    *closed = v.into_boxed_slice();
 }
 
 /// Prometheus's `computeChunkEndTime(start, cur, maxT, ratioToFull)`.
@@ -165,6 +184,10 @@ impl MemSeries {
 pub(super) struct SeriesState {
     /// Oldest first, never overlapping, all before the open chunk.
     closed: Box<[ClosedChunk]>,
+    /// The closed chunks' bytes, in their order. Rebuilt (exact size) when a chunk
+    /// closes or is truncated, which happens every ~120 samples: cheaper than an
+    /// allocation per chunk kept, and never changed in place, so readers share it.
+    closed_data: Bytes,
     /// The open chunk; `None` before the first sample and after truncation emptied it.
     head: Option<XorChunk>,
     /// First timestamp of the open chunk.
@@ -202,6 +225,7 @@ impl SeriesState {
     fn new() -> Self {
         SeriesState {
             closed: Box::new([]),
+            closed_data: Bytes::new(),
             head: None,
             head_min_t: 0,
             next_at: 0,
@@ -221,6 +245,39 @@ impl SeriesState {
     /// Timestamp and value bits of the newest sample, if any.
     pub fn last(&self) -> Option<(i64, u64)> {
         (self.last_t != NO_SAMPLES).then_some((self.last_t, self.last_v))
+    }
+
+    /// Where closed chunk `i`'s bytes are in `closed_data`.
+    fn closed_range(&self, i: usize) -> std::ops::Range<usize> {
+        let start = match i {
+            0 => 0,
+            _ => self.closed[i - 1].end as usize,
+        };
+        start..self.closed[i].end as usize
+    }
+
+    /// Closed chunk `i`'s bytes.
+    fn closed_bytes(&self, i: usize) -> &[u8] {
+        &self.closed_data[self.closed_range(i)]
+    }
+
+    /// Append a completed chunk to the closed ones.
+    fn push_closed(&mut self, min_t: i64, max_t: i64, encoding: Encoding, data: &[u8]) {
+        let mut buf = Vec::with_capacity(self.closed_data.len() + data.len());
+        buf.extend_from_slice(&self.closed_data);
+        buf.extend_from_slice(data);
+        let end = u32::try_from(buf.len()).expect("a series' closed chunks stay under 4 GiB");
+        let mut v = Vec::with_capacity(self.closed.len() + 1);
+        v.extend(std::mem::take(&mut self.closed).into_vec());
+        v.push(ClosedChunk {
+            min_t,
+            max_t,
+            end,
+            encoding,
+        });
+        self.closed = v.into_boxed_slice();
+        // len == capacity: the `Bytes` takes the buffer without another allocation
+        self.closed_data = Bytes::from(buf);
     }
 
     fn open_hist(&self) -> Option<&HistChunk> {
@@ -298,7 +355,7 @@ impl SeriesState {
     fn in_order_value_at(&self, t: i64) -> Option<u64> {
         let i = self.closed.partition_point(|c| c.max_t < t);
         let (encoding, data) = match self.closed.get(i) {
-            Some(c) if c.min_t <= t => (c.encoding, &*c.data),
+            Some(c) if c.min_t <= t => (c.encoding, self.closed_bytes(i)),
             Some(_) => return None,
             None if self.head_min_t <= t => match (&self.head, self.open_hist()) {
                 (Some(h), _) => (Encoding::Xor, h.bytes()),
@@ -463,7 +520,8 @@ impl SeriesState {
             return Ok(Appended::Duplicate);
         }
         self.close_head();
-        let st = self.hist.get_or_insert_with(|| {
+        // taken out while chunks are closed into `self`, put back below
+        let mut st = self.hist.take().unwrap_or_else(|| {
             Box::new(HistState {
                 open: None,
                 end_computed: false,
@@ -482,8 +540,7 @@ impl SeriesState {
         if !same_kind {
             // another encoding (or none) open: it is complete
             if let Some(c) = st.open.take() {
-                let max_t = self.last_t;
-                push_closed(&mut self.closed, self.head_min_t, max_t, c);
+                self.push_closed(self.head_min_t, self.last_t, c.encoding(), c.bytes());
             }
             created = true;
         } else if let Some(c) = &st.open {
@@ -543,12 +600,12 @@ impl SeriesState {
             }
             _ => unreachable!("the open chunk matches the sample's kind"),
         };
+        let old = cut_to.map(|n| st.open.replace(n).expect("open"));
         if let Some(p) = prev {
-            push_closed(&mut self.closed, prev_min_t, self.last_t, p);
+            self.push_closed(prev_min_t, self.last_t, p.encoding(), p.bytes());
         }
-        if let Some(n) = cut_to {
-            let old = st.open.replace(n).expect("open");
-            push_closed(&mut self.closed, self.head_min_t, self.last_t, old);
+        if let Some(old) = old {
+            self.push_closed(self.head_min_t, self.last_t, old.encoding(), old.bytes());
             self.head_min_t = t;
             // Prometheus keeps histogramChunkHasComputedEndTime here (only its append
             // preprocessor resets it)
@@ -559,6 +616,7 @@ impl SeriesState {
             HistRef::Int(h) => st.last_int.clone_from(h),
             HistRef::Float(h) => st.last_float.clone_from(h),
         }
+        self.hist = Some(st);
         self.last_kind = h.kind();
         self.last_t = t;
         self.last_v = HISTOGRAM_LAST_BITS;
@@ -567,24 +625,15 @@ impl SeriesState {
     }
 
     fn close_hist(&mut self) {
-        let Some(st) = self.hist.as_mut() else { return };
-        if let Some(c) = st.open.take() {
-            push_closed(&mut self.closed, self.head_min_t, self.last_t, c);
-        }
+        let Some(c) = self.hist.as_mut().and_then(|st| st.open.take()) else {
+            return;
+        };
+        self.push_closed(self.head_min_t, self.last_t, c.encoding(), c.bytes());
     }
 
     fn close_head(&mut self) {
         let Some(h) = self.head.take() else { return };
-        let data = h.into_bytes().into_boxed_slice();
-        let mut v = Vec::with_capacity(self.closed.len() + 1);
-        v.extend(std::mem::take(&mut self.closed).into_vec());
-        v.push(ClosedChunk {
-            min_t: self.head_min_t,
-            max_t: self.last_t,
-            encoding: Encoding::Xor,
-            data,
-        });
-        self.closed = v.into_boxed_slice();
+        self.push_closed(self.head_min_t, self.last_t, Encoding::Xor, h.bytes());
     }
 
     /// Drop every chunk that ends before `mint`; returns how many were dropped.
@@ -592,10 +641,17 @@ impl SeriesState {
         let keep_from = self.closed.partition_point(|c| c.max_t < mint);
         let mut removed = keep_from;
         if keep_from > 0 {
+            // copied, not sliced: a slice would keep the dropped chunks' bytes alive
+            let cut = self.closed[keep_from - 1].end;
+            self.closed_data = Bytes::copy_from_slice(&self.closed_data[cut as usize..]);
             let v: Vec<ClosedChunk> = std::mem::take(&mut self.closed)
                 .into_vec()
                 .into_iter()
                 .skip(keep_from)
+                .map(|c| ClosedChunk {
+                    end: c.end - cut,
+                    ..c
+                })
                 .collect();
             self.closed = v.into_boxed_slice();
         }
@@ -627,7 +683,8 @@ impl SeriesState {
         };
         self.closed
             .iter()
-            .map(|c| (c.min_t, c.max_t, c.encoding, &*c.data))
+            .enumerate()
+            .map(|(i, c)| (c.min_t, c.max_t, c.encoding, self.closed_bytes(i)))
             .chain(open)
     }
 
@@ -637,27 +694,49 @@ impl SeriesState {
             || self.chunks().any(|(lo, hi, _, _)| hi >= mint && lo <= maxt)
     }
 
-    /// Copies of the chunks overlapping `[mint, maxt]` (both inclusive). With
-    /// out-of-order samples in the range, the samples in it are merged and re-cut, so
-    /// readers always get sorted, non-overlapping chunks.
+    /// The chunks overlapping `[mint, maxt]` (both inclusive): closed ones shared, the
+    /// open one copied. With out-of-order samples in the range, the samples in it are
+    /// merged and re-cut into new chunks, so readers always get sorted,
+    /// non-overlapping chunks.
     pub fn chunks_overlapping(
         &self,
         mint: i64,
         maxt: i64,
         chunk_range: i64,
-        out: &mut Vec<EncodedChunk>,
+        out: &mut Vec<HeadChunk>,
     ) {
         if self.ooo_overlaps(mint, maxt) {
-            out.extend(self.merged_chunks(mint, maxt, chunk_range));
+            out.extend(
+                self.merged_chunks(mint, maxt, chunk_range)
+                    .into_iter()
+                    .map(HeadChunk::from),
+            );
             return;
         }
-        for (lo, hi, encoding, data) in self.chunks() {
-            if hi >= mint && lo <= maxt {
-                out.push(EncodedChunk {
-                    min_time: lo,
-                    max_time: hi,
+        let from = self.closed.partition_point(|c| c.max_t < mint);
+        for (i, c) in self.closed.iter().enumerate().skip(from) {
+            if c.min_t > maxt {
+                return;
+            }
+            out.push(HeadChunk {
+                min_time: c.min_t,
+                max_time: c.max_t,
+                encoding: c.encoding,
+                data: self.closed_data.slice(self.closed_range(i)),
+            });
+        }
+        let open = match (&self.head, self.open_hist()) {
+            (Some(h), _) => Some((Encoding::Xor, h.bytes())),
+            (None, Some(h)) => Some((h.encoding(), h.bytes())),
+            (None, None) => None,
+        };
+        if let Some((encoding, data)) = open {
+            if self.last_t >= mint && self.head_min_t <= maxt {
+                out.push(HeadChunk {
+                    min_time: self.head_min_t,
+                    max_time: self.last_t,
                     encoding,
-                    data: data.to_vec(),
+                    data: Bytes::copy_from_slice(data),
                 });
             }
         }

@@ -640,3 +640,48 @@ fn check_sample_is_prometheus_rule() {
         Err(AppendError::OutOfOrder { t: 4, last_t: 5 })
     );
 }
+
+#[test]
+fn closed_chunks_are_shared_with_readers_and_outlive_truncation() {
+    let h = head();
+    let (r, _) = h.get_or_create(&ls(&[("__name__", "up")]));
+    let want: Vec<(i64, f64)> = (0..480).map(|i| (i * 15_000, i as f64)).collect();
+    for (t, v) in &want {
+        h.append(r, *t, *v).unwrap();
+    }
+    let a = h.series_chunks(r, 0, i64::MAX);
+    let b = h.series_chunks(r, 0, i64::MAX);
+    assert_eq!(a.len(), 4, "three closed chunks and the open one");
+    let (closed, open) = a.split_at(3);
+    for (x, y) in closed.iter().zip(&b) {
+        assert_eq!(
+            x.data.as_ptr(),
+            y.data.as_ptr(),
+            "closed chunks are not copied"
+        );
+    }
+    assert_ne!(
+        open[0].data.as_ptr(),
+        b[3].data.as_ptr(),
+        "the open chunk is"
+    );
+    // a middle range takes just the chunks it overlaps, still shared
+    let mid = h.series_chunks(r, 130 * 15_000, 130 * 15_000);
+    assert_eq!(mid.len(), 1);
+    assert_eq!(mid[0].data.as_ptr(), a[1].data.as_ptr());
+    // truncation and new samples leave what a reader holds intact
+    // drops the first two chunks: the third is kept from the shared bytes' middle
+    h.truncate(H);
+    for i in 480..600 {
+        h.append(r, i * 15_000, i as f64).unwrap();
+    }
+    let held: Vec<(i64, f64)> = a.iter().flat_map(|c| XorIter::new(&c.data)).collect();
+    assert_eq!(held, want);
+    let now: Vec<(i64, f64)> = h
+        .series_chunks(r, 0, i64::MAX)
+        .iter()
+        .flat_map(|c| XorIter::new(&c.data))
+        .collect();
+    let expect: Vec<(i64, f64)> = (240..600).map(|i| (i * 15_000, i as f64)).collect();
+    assert_eq!(now, expect);
+}

@@ -420,7 +420,8 @@ mod prop {
             for c in chunks {
                 prop_assert_eq!(c.min_time / 3_600_000, c.max_time / 3_600_000);
             }
-            let back = decode_samples(chunks).unwrap();
+            let owned: Vec<_> = chunks.iter().map(HeadChunk::to_encoded).collect();
+            let back = decode_samples(&owned).unwrap();
             prop_assert_eq!(back.len(), want.len());
             for ((gt, gs), (wt, ws)) in back.iter().zip(&want) {
                 prop_assert_eq!(gt, wt);

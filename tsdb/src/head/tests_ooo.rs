@@ -37,7 +37,7 @@ fn shuffled<T>(mut v: Vec<T>, seed: u64) -> Vec<T> {
 }
 
 /// Every chunk sorted inside, chunks sorted and not overlapping, no repeated timestamp.
-fn assert_clean(chunks: &[EncodedChunk]) {
+fn assert_clean(chunks: &[HeadChunk]) {
     let mut prev = i64::MIN;
     for c in chunks {
         assert!(
@@ -225,16 +225,16 @@ fn buffers_seal_into_chunks_and_a_block_holds_the_merge() {
         .collect::<Result<Vec<_>>>()
         .unwrap();
     for s in &sel {
-        let chunks: Vec<EncodedChunk> = s
+        let chunks: Vec<HeadChunk> = s
             .chunks
             .iter()
             .map(|m| {
                 let (encoding, data) = b.chunks().chunk(m.chunk_ref).unwrap();
-                EncodedChunk {
+                HeadChunk {
                     min_time: m.min_time,
                     max_time: m.max_time,
                     encoding,
-                    data: data.to_vec(),
+                    data: bytes::Bytes::copy_from_slice(data),
                 }
             })
             .collect();
