@@ -27,7 +27,10 @@ pub enum Error {
     },
 
     /// Any other failure of the backing store (network, permissions, server errors).
-    #[error("{op} {path}: {source}")]
+    /// The message adds the causes `source`'s own message leaves out (a TLS handshake's
+    /// "invalid peer certificate: UnknownIssuer" under reqwest's "error sending
+    /// request"), so the log line says what to fix.
+    #[error("{op} {path}: {source}{}", hidden_causes(source))]
     Store {
         op: &'static str,
         path: String,
@@ -125,4 +128,22 @@ impl Error {
             source => Error::Store { op, path, source },
         }
     }
+}
+
+/// `: cause: cause…` for every cause in `e`'s chain that its message does not show.
+fn hidden_causes(e: &object_store::Error) -> String {
+    use std::error::Error as _;
+    let mut shown = e.to_string();
+    let mut out = String::new();
+    let mut next = e.source();
+    while let Some(c) = next {
+        let m = c.to_string();
+        if !m.is_empty() && !shown.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+            shown.push_str(&m);
+        }
+        next = c.source();
+    }
+    out
 }

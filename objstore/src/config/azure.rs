@@ -106,6 +106,9 @@ impl AzureConfig {
             .with_container_name(&self.container)
             .with_endpoint(url)
             .with_client_options(self.http_config.client_options(allow_http)?);
+        if let Some(c) = self.http_config.client_cert_connector(allow_http)? {
+            builder = builder.with_http_connector(c);
+        }
         if !self.storage_account_key.is_empty() {
             builder = builder.with_access_key(&self.storage_account_key);
         }

@@ -43,6 +43,9 @@ impl GcsConfig {
         let mut builder = GoogleCloudStorageBuilder::from_env()
             .with_bucket_name(&self.bucket)
             .with_client_options(self.http_config.client_options(false)?);
+        if let Some(c) = self.http_config.client_cert_connector(false)? {
+            builder = builder.with_http_connector(c);
+        }
         if !self.service_account.trim().is_empty() {
             check_inline_json_key(&self.service_account)
                 .map_err(|m| Error::config("config.service_account", m))?;

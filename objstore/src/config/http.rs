@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use object_store::client::{HttpClient, HttpConnector};
 use object_store::{Certificate, ClientOptions, RetryConfig};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -81,14 +82,6 @@ impl HttpConfig {
                 options = options.with_root_certificate(cert);
             }
         }
-        for (field, value) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
-            if !value.is_empty() {
-                return Err(Error::config(
-                    format!("config.http_config.tls_config.{field}"),
-                    "client certificates (mutual TLS) are not supported",
-                ));
-            }
-        }
         if !tls.server_name.is_empty() {
             tracing::warn!(
                 server_name = %tls.server_name,
@@ -96,6 +89,86 @@ impl HttpConfig {
             );
         }
         Ok(options)
+    }
+}
+
+/// A client with the certificate of `tls_config.cert_file`/`key_file` (mutual TLS).
+/// `object_store`'s options have no client identity, so this builds the reqwest client
+/// itself with the same settings `client_options` gives `object_store`.
+#[derive(Debug)]
+pub(super) struct ClientCertConnector(reqwest::Client);
+
+impl HttpConnector for ClientCertConnector {
+    fn connect(&self, _: &ClientOptions) -> object_store::Result<HttpClient> {
+        Ok(HttpClient::new(self.0.clone()))
+    }
+}
+
+impl HttpConfig {
+    /// The mutual-TLS connector when `tls_config` names a client certificate, `None`
+    /// otherwise (the builder's own client then applies `client_options`).
+    pub(super) fn client_cert_connector(
+        &self,
+        allow_http: bool,
+    ) -> Result<Option<ClientCertConnector>> {
+        let tls = &self.tls_config;
+        let field = |f: &str| format!("config.http_config.tls_config.{f}");
+        let (cert, key) = match (tls.cert_file.is_empty(), tls.key_file.is_empty()) {
+            (true, true) => return Ok(None),
+            (false, false) => (&tls.cert_file, &tls.key_file),
+            (true, false) => {
+                return Err(Error::config(
+                    field("cert_file"),
+                    "key_file is set without it",
+                ))
+            }
+            (false, true) => {
+                return Err(Error::config(
+                    field("key_file"),
+                    "cert_file is set without it",
+                ))
+            }
+        };
+        let read = |f: &str, path: &str| {
+            std::fs::read(path).map_err(|e| Error::config(field(f), format!("reading {path}: {e}")))
+        };
+        let mut pem = read("cert_file", cert)?;
+        pem.push(b'\n');
+        pem.extend(read("key_file", key)?);
+        let identity = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| Error::config(field("cert_file"), format!("{cert} with {key}: {e}")))?;
+        let mut b = reqwest::Client::builder()
+            .identity(identity)
+            .timeout(REQUEST_TIMEOUT)
+            .https_only(!allow_http)
+            // compression would break Content-Length, which sizes objects (as object_store)
+            .no_gzip()
+            .no_brotli()
+            .no_zstd()
+            .no_deflate();
+        if self.insecure_skip_verify || tls.insecure_skip_verify {
+            b = b.danger_accept_invalid_certs(true);
+        }
+        if !self.idle_conn_timeout.is_empty() {
+            let idle = parse_duration(&self.idle_conn_timeout)
+                .map_err(|m| Error::config("config.http_config.idle_conn_timeout", m))?;
+            b = b.pool_idle_timeout(idle);
+        }
+        if self.max_idle_conns_per_host > 0 {
+            b = b.pool_max_idle_per_host(self.max_idle_conns_per_host);
+        }
+        if !tls.ca_file.is_empty() {
+            let pem = read("ca_file", &tls.ca_file)?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::config(field("ca_file"), format!("{}: {e}", tls.ca_file)))?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        let client = b
+            .build()
+            .map_err(|e| Error::config(field("cert_file"), e.to_string()))?;
+        Ok(Some(ClientCertConnector(client)))
     }
 }
 

@@ -231,6 +231,9 @@ impl S3Config {
             .with_virtual_hosted_style_request(target.virtual_hosted)
             .with_region(&target.region)
             .with_client_options(self.http_config.client_options(target.allow_http)?);
+        if let Some(c) = self.http_config.client_cert_connector(target.allow_http)? {
+            builder = builder.with_http_connector(c);
+        }
         if self.access_key.is_empty() {
             for var in AWS_CREDENTIAL_VARS {
                 if let (Some(value), Ok(key)) = (
@@ -455,7 +458,7 @@ mod tests {
             ("  bucket: b\n  endpoint: e\n  sse_config:\n    type: SSE-C\n", "config.sse_config.encryption_key"),
             ("  bucket: b\n  endpoint: e\n  sse_config:\n    type: AES\n", "config.sse_config.type"),
             ("  bucket: b\n  endpoint: e\n  http_config:\n    idle_conn_timeout: soon\n", "config.http_config.idle_conn_timeout"),
-            ("  bucket: b\n  endpoint: e\n  http_config:\n    tls_config:\n      cert_file: c.pem\n", "config.http_config.tls_config.cert_file"),
+            ("  bucket: b\n  endpoint: e\n  http_config:\n    tls_config:\n      cert_file: c.pem\n", "config.http_config.tls_config.key_file"),
             ("  bucket: b\n  endpoint: e\n  http_config:\n    tls_config:\n      ca_file: /nonexistent/ca.pem\n", "config.http_config.tls_config.ca_file"),
         ];
         for (config, field) in cases {
