@@ -600,34 +600,39 @@ impl Sources {
         // endpoint in this process (`strata all`'s ingester) leaves out exactly the
         // local blocks the bucket will read: freshly shipped blocks are read once, and
         // a block deleted locally or uploaded meanwhile is still read from one side.
+        // (Only with such an endpoint: otherwise the listing, when its cache expires,
+        // runs beside the endpoints' reads as before.)
+        let (all_eps, tolerated) = self.all_endpoints();
         let bucket_count = self
             .bucket
             .as_ref()
             .map(|b| (b, opts.cost.source(&format!("bucket {}", b.bucket()))));
-        let plan = match &bucket_count {
-            Some((b, count)) => Some(
-                tokio::time::timeout(
-                    opts.timeout,
-                    b.plan_read(
-                        &opts.tenant,
-                        mint,
-                        maxt,
-                        skip_chunks,
-                        opts.max_resolution_ms,
-                        func,
-                        count,
-                    ),
-                )
-                .await
-                .unwrap_or_else(|_| Err(timed_out())),
-            ),
-            None => None,
+        let bc = &bucket_count;
+        let plan = move || async move {
+            let (b, count) = bc.as_ref().expect("planned only with a bucket");
+            tokio::time::timeout(
+                opts.timeout,
+                b.plan_read(
+                    &opts.tenant,
+                    mint,
+                    maxt,
+                    skip_chunks,
+                    opts.max_resolution_ms,
+                    func,
+                    count,
+                ),
+            )
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
         };
-        let in_bucket = match &plan {
+        let planned = match &bucket_count {
+            Some(_) if all_eps.iter().any(|(e, _)| e.local.is_some()) => Some(plan().await),
+            _ => None,
+        };
+        let in_bucket = match &planned {
             Some(Ok(p)) => p.raw_sources(),
             _ => ReadFromBucket::default(),
         };
-        let (all_eps, tolerated) = self.all_endpoints();
         let in_ring: Vec<bool> = all_eps.iter().map(|(_, r)| *r).collect();
         let read_endpoint = |ep: &Arc<Endpoint>, in_bucket: &ReadFromBucket| {
             let req = req.clone();
@@ -647,7 +652,11 @@ impl Sources {
         let eps = all_eps.iter().map(|(ep, _)| read_endpoint(ep, &in_bucket));
         let bucket = async {
             let (b, count) = bucket_count.as_ref()?;
-            let r = match plan? {
+            let planned = match planned {
+                Some(p) => p,
+                None => plan().await,
+            };
+            let r = match planned {
                 Ok(plan) => tokio::time::timeout(
                     opts.timeout,
                     b.read_plan(
