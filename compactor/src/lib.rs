@@ -190,7 +190,8 @@ fn now_ms() -> i64 {
 impl Compactor {
     pub fn new(bucket: Bucket, config: CompactorConfig, registry: &Registry) -> Self {
         Compactor {
-            lock: lock::BucketLock::new(bucket.clone(), config.lock_lease),
+            lock: lock::BucketLock::new(bucket.clone(), config.lock_lease)
+                .with_state_dir(&config.data_dir),
             bucket,
             config,
             metrics: CompactorMetrics::new(registry),

@@ -4,6 +4,10 @@
 //! another compactor waits until the lease lapses (the holder died) and then takes it.
 //! The holder renews it while a pass runs and deletes it when it stops.
 //!
+//! A compactor restarted after `kill -9` need not wait out the lease its dead
+//! predecessor left: a lease from this host is taken over at once (through the same
+//! conditional writes) when its holder is provably gone, see [`BucketLock::predecessor`].
+//!
 //! Every change of the lease is a conditional write, so of two compactors racing for
 //! it exactly one wins:
 //! - a free lease is created only if absent (`If-None-Match: *`; a hard link on a
@@ -29,6 +33,7 @@
 //! the others yield, as in the plain write-then-read this replaced. It costs one GET and
 //! a quarter second per pass and per renewal.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -51,6 +56,10 @@ pub struct Lease {
     pub pid: u32,
     /// Unix seconds of the last renewal.
     pub heartbeat: i64,
+    /// The holder's pid namespace (`/proc/self/ns/pid`), so that a pid is only
+    /// looked up in the namespace it belongs to; empty where unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pid_ns: String,
 }
 
 impl std::fmt::Display for Lease {
@@ -72,6 +81,9 @@ const TAKEOVER_PREFIX: &str = "strata-compactor-lock.takeover-";
 /// How long after writing the lease it is read back: far longer than a small PUT that
 /// already passed its condition takes to land, far shorter than any lease.
 pub const SETTLE: Duration = Duration::from_millis(250);
+/// In the compactor's data directory: the id of the lease it holds (see
+/// [`BucketLock::with_state_dir`]).
+const STATE_FILE: &str = "compactor-lease-id";
 /// Times a take looks again after losing a race to a writer that then vanished.
 const ATTEMPTS: usize = 3;
 
@@ -82,6 +94,13 @@ pub struct BucketLock {
     lease: Duration,
     /// The store refused a version-conditional write: use the fallback from now on.
     no_update: AtomicBool,
+    /// Where the id of the lease this compactor holds is recorded, so that the next
+    /// process on the same data directory knows the lease as its predecessor's.
+    state_file: Option<PathBuf>,
+    /// The id a previous process on this data directory held the lease under.
+    predecessor_id: Option<String>,
+    /// Whether `state_file` names our id yet.
+    recorded: AtomicBool,
 }
 
 impl BucketLock {
@@ -97,9 +116,65 @@ impl BucketLock {
                 host,
                 pid: std::process::id(),
                 heartbeat: 0,
+                pid_ns: std::fs::read_link("/proc/self/ns/pid")
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             },
             lease,
             no_update: AtomicBool::new(false),
+            state_file: None,
+            predecessor_id: None,
+            recorded: AtomicBool::new(false),
+        }
+    }
+
+    /// Record the lease's id in `dir` (the compactor's data directory, which one live
+    /// process uses at a time), and recognise the id a previous process left there.
+    pub fn with_state_dir(mut self, dir: &Path) -> Self {
+        let file = dir.join(STATE_FILE);
+        self.predecessor_id = std::fs::read_to_string(&file)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty() && *s != self.me.id);
+        self.state_file = Some(file);
+        self
+    }
+
+    /// Whether `l`, a live-looking lease, was left by a dead predecessor of this
+    /// process, so that waiting it out would only delay the restart. Only leases from
+    /// this host qualify, and only when the holder is provably gone:
+    /// - its id is the one the previous process on our data directory recorded (a
+    ///   restart, also of a container that keeps its volume);
+    /// - or it names our pid namespace and a pid that no longer exists there (our own
+    ///   pid is alive: another lock in this very process, as in tests, is no
+    ///   predecessor).
+    ///
+    /// A pid is never judged across pid namespaces: containers sharing the host's name
+    /// (host networking) are all pid 1 in namespaces of their own, and must not take
+    /// each other's leases. A restarted container with a fresh namespace and no kept
+    /// data directory therefore waits for the lapse, as a lease from another host does.
+    fn predecessor(&self, l: &Lease) -> bool {
+        if l.id == self.me.id || l.host != self.me.host {
+            return false;
+        }
+        if self.predecessor_id.as_deref() == Some(l.id.as_str()) {
+            return true;
+        }
+        !l.pid_ns.is_empty() && l.pid_ns == self.me.pid_ns && !pid_alive(l.pid)
+    }
+
+    /// Note in the state file that we hold the lease (once per process).
+    fn record(&self) {
+        let Some(file) = &self.state_file else { return };
+        if self.recorded.load(Ordering::Relaxed) {
+            return;
+        }
+        let dir = file.parent().unwrap_or(Path::new("."));
+        match std::fs::create_dir_all(dir).and_then(|()| std::fs::write(file, &self.me.id)) {
+            Ok(()) => self.recorded.store(true, Ordering::Relaxed),
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "could not record the compactor lease's id; a restart waits out this lease")
+            }
         }
     }
 
@@ -134,6 +209,9 @@ impl BucketLock {
         }
         for _ in 0..ATTEMPTS {
             if let Some(taken) = self.try_take().await? {
+                if taken == Taken::Ours {
+                    self.record();
+                }
                 return Ok(taken);
             }
         }
@@ -152,9 +230,21 @@ impl BucketLock {
         };
         let ours = match &current {
             Some(l) if l.id == self.me.id => true,
-            Some(l) if self.live(l) => return Ok(Some(Taken::Theirs(l.clone()))),
+            Some(l) if self.live(l) && !self.predecessor(l) => {
+                return Ok(Some(Taken::Theirs(l.clone())))
+            }
             _ => false,
         };
+        let succeeds = current.as_ref().filter(|l| !ours && self.live(l));
+        let taken = self.replace(ours, version).await?;
+        if let (Some(l), Some(Taken::Ours)) = (succeeds, &taken) {
+            tracing::info!(holder = %l, "took over the compactor lease of a dead predecessor on this host without waiting for it to lapse");
+        }
+        Ok(taken)
+    }
+
+    /// Writes our lease over the `version` read: a renewal when `ours`, else a takeover.
+    async fn replace(&self, ours: bool, version: ObjectVersion) -> Result<Option<Taken>, Error> {
         if !self.no_update.load(Ordering::Relaxed) {
             match self.write(PutCondition::Unchanged(version.clone())).await {
                 Ok(true) => return self.verify().await,
@@ -271,4 +361,10 @@ impl BucketLock {
     pub fn id(&self) -> &str {
         &self.me.id
     }
+}
+
+/// Whether `pid` names a process in our pid namespace. Where `/proc` is missing the
+/// answer is "alive": a lease is then only waited out, never wrongly taken.
+fn pid_alive(pid: u32) -> bool {
+    !Path::new("/proc/self").exists() || Path::new(&format!("/proc/{pid}")).exists()
 }

@@ -29,6 +29,7 @@ async fn put_lease(bucket: &Bucket, id: &str, age: i64) {
         host: "gone".into(),
         pid: 1,
         heartbeat: now() - age,
+        pid_ns: String::new(),
     };
     let body = serde_json::to_vec(&l).unwrap();
     bucket.put(LOCK_OBJECT, Bytes::from(body)).await.unwrap();
@@ -141,4 +142,82 @@ async fn filesystem_lease_lifecycle() {
 async fn s3_lease_lifecycle() {
     let s3 = S3Server::start();
     lifecycle(Bucket::from_yaml(&s3.objstore_yaml("strata")).unwrap()).await;
+}
+
+/// The lease `lock` wrote, as stored.
+async fn stored(bucket: &Bucket) -> Lease {
+    serde_json::from_slice(&bucket.get(LOCK_OBJECT).await.unwrap()).unwrap()
+}
+
+/// A pid that existed a moment ago and no longer does.
+fn dead_pid() -> u32 {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
+
+/// A fresh lease left by a dead process of this host (a `kill -9`ed predecessor) is
+/// taken over at once; one from another host, another pid namespace or a live pid is
+/// waited out; a lease whose id the previous process on our data directory recorded
+/// is taken over even while its pid looks alive.
+async fn predecessors(bucket: Bucket) {
+    let a = BucketLock::new(bucket.clone(), LEASE);
+    assert_eq!(a.take().await.unwrap(), Taken::Ours);
+    let mine = stored(&bucket).await;
+    assert!(!mine.pid_ns.is_empty(), "{mine:?}");
+    let put = |l: Lease| {
+        let bucket = bucket.clone();
+        async move {
+            let body = serde_json::to_vec(&l).unwrap();
+            bucket.put(LOCK_OBJECT, Bytes::from(body)).await.unwrap();
+        }
+    };
+    let b = BucketLock::new(bucket.clone(), LEASE);
+    // live pid (this process, through `a`): waited out
+    assert!(matches!(b.take().await.unwrap(), Taken::Theirs(l) if l.id == a.id()));
+    let dead = Lease {
+        id: "predecessor".into(),
+        pid: dead_pid(),
+        ..mine.clone()
+    };
+    for other in [
+        Lease {
+            host: "elsewhere".into(),
+            ..dead.clone()
+        },
+        Lease {
+            pid_ns: "pid:[1]".into(),
+            ..dead.clone()
+        },
+    ] {
+        put(other.clone()).await;
+        assert_eq!(b.take().await.unwrap(), Taken::Theirs(other));
+    }
+    put(dead).await;
+    assert_eq!(b.take().await.unwrap(), Taken::Ours);
+    assert_eq!(holder(&bucket).await, b.id());
+
+    // the id recorded in the data directory marks a predecessor whatever its pid
+    let dir = tempfile::tempdir().unwrap();
+    let c = BucketLock::new(bucket.clone(), LEASE).with_state_dir(dir.path());
+    b.release().await.unwrap();
+    assert_eq!(c.take().await.unwrap(), Taken::Ours);
+    let d = BucketLock::new(bucket.clone(), LEASE);
+    assert!(matches!(d.take().await.unwrap(), Taken::Theirs(l) if l.id == c.id()));
+    let restarted = BucketLock::new(bucket.clone(), LEASE).with_state_dir(dir.path());
+    assert_eq!(restarted.take().await.unwrap(), Taken::Ours);
+    assert_eq!(holder(&bucket).await, restarted.id());
+}
+
+#[tokio::test]
+async fn filesystem_dead_predecessor_on_this_host_is_taken_over_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    predecessors(Bucket::filesystem(dir.path()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn s3_dead_predecessor_on_this_host_is_taken_over_at_once() {
+    let s3 = S3Server::start();
+    predecessors(Bucket::from_yaml(&s3.objstore_yaml("strata")).unwrap()).await;
 }

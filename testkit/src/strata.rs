@@ -256,3 +256,17 @@ pub fn write_request(ts: Vec<TimeSeries>) -> WriteRequest {
         ..Default::default()
     }
 }
+
+/// A filesystem bucket at `dir/bucket` and its `--objstore.config-file` at
+/// `dir/bucket.yml`: (bucket directory, config file).
+pub fn filesystem_bucket(dir: &Path) -> (PathBuf, PathBuf) {
+    let bucket = dir.join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    let cfg = dir.join("bucket.yml");
+    let yaml = format!(
+        "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+        bucket.display()
+    );
+    std::fs::write(&cfg, yaml).unwrap();
+    (bucket, cfg)
+}
