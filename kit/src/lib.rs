@@ -133,7 +133,10 @@ pub use strata_time::{date, duration};
 /// plain number of seconds; in milliseconds.
 pub use strata_time::duration::parse_flag_ms as parse_duration_ms;
 
-/// Milliseconds as Go's `time.Duration` prints them (`2h0m0s`, `30.002s`).
+/// Milliseconds as Go's `time.Duration` prints them (`2h0m0s`, `30.002s`): block tables,
+/// as promtool's and Thanos's show them.
+pub use strata_time::duration::format_go_ms as format_go_duration_ms;
+/// Milliseconds as Prometheus and Mimir print a duration (`10m`, `1h30m`, `500ms`).
 pub use strata_time::duration::format_ms as format_duration_ms;
 
 #[cfg(test)]
@@ -203,10 +206,10 @@ mod tests {
     }
 
     #[test]
-    fn go_durations() {
-        assert_eq!(format_duration_ms(7_200_000), "2h0m0s");
-        assert_eq!(format_duration_ms(30_002), "30.002s");
-        assert_eq!(format_duration_ms(1), "1ms");
-        assert_eq!(format_duration_ms(90_500), "1m30.5s");
+    fn durations() {
+        assert_eq!(format_duration_ms(7_200_000), "2h");
+        assert_eq!(format_duration_ms(90_500), "1m30s500ms");
+        assert_eq!(format_go_duration_ms(7_200_000), "2h0m0s");
+        assert_eq!(format_go_duration_ms(90_500), "1m30.5s");
     }
 }

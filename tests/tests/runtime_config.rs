@@ -195,7 +195,7 @@ fn compactor_applies_retention_per_tenant_and_reloads_it() {
         1.0
     );
     assert!(
-        shown.contains("compactor_blocks_retention_period: 168h0m0s"),
+        shown.contains("compactor_blocks_retention_period: 1w"),
         "{shown}"
     );
 

@@ -134,9 +134,46 @@ pub fn parse_api_ns(s: &str) -> Result<i64, ApiDurationError> {
     Ok(parse_ms(s)? * 1_000_000)
 }
 
-/// Milliseconds as Go's `time.Duration` prints them (`2h0m0s`, `30.002s`, `1ms`), as
-/// promtool's tables show block durations.
+/// Milliseconds as Prometheus prints a duration (`model.Duration.String()`: `10m`,
+/// `1h30m`, `2h`, `1w`, `1m30s`, `500ms`, `0s`), as Prometheus and Mimir show durations
+/// in configuration, errors and `promtool test rules`. Years and weeks only when they
+/// divide the rest exactly (`90d`, not `12w6d`). A negative duration gets a `-` (Go
+/// prints nothing for one).
 pub fn format_ms(ms: i64) -> String {
+    use std::fmt::Write;
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    if ms < 0 {
+        out.push('-');
+    }
+    let mut ms = ms.unsigned_abs();
+    const D: u64 = 86_400_000;
+    for (unit, mult, exact) in [
+        ("y", 365 * D, true),
+        ("w", 7 * D, true),
+        ("d", D, false),
+        ("h", 3_600_000, false),
+        ("m", 60_000, false),
+        ("s", 1000, false),
+        ("ms", 1, false),
+    ] {
+        if exact && !ms.is_multiple_of(mult) {
+            continue;
+        }
+        let v = ms / mult;
+        if v > 0 {
+            write!(out, "{v}{unit}").expect("writing to a String");
+            ms -= v * mult;
+        }
+    }
+    out
+}
+
+/// Milliseconds as Go's `time.Duration` prints them (`2h0m0s`, `30.002s`, `1ms`), as
+/// promtool's and Thanos's block tables show block durations.
+pub fn format_go_ms(ms: i64) -> String {
     if ms == 0 {
         return "0s".into();
     }
@@ -258,11 +295,38 @@ mod tests {
 
     #[test]
     fn formats_like_go() {
-        assert_eq!(format_ms(0), "0s");
-        assert_eq!(format_ms(1), "1ms");
-        assert_eq!(format_ms(7_200_000), "2h0m0s");
-        assert_eq!(format_ms(30_002), "30.002s");
-        assert_eq!(format_ms(90_500), "1m30.5s");
-        assert_eq!(format_ms(-1500), "-1.5s");
+        assert_eq!(format_go_ms(0), "0s");
+        assert_eq!(format_go_ms(1), "1ms");
+        assert_eq!(format_go_ms(7_200_000), "2h0m0s");
+        assert_eq!(format_go_ms(30_002), "30.002s");
+        assert_eq!(format_go_ms(90_500), "1m30.5s");
+        assert_eq!(format_go_ms(-1500), "-1.5s");
+    }
+
+    #[test]
+    fn formats_like_prometheus() {
+        for (ms, want) in [
+            (0, "0s"),
+            (500, "500ms"),
+            (1, "1ms"),
+            (90_000, "1m30s"),
+            (600_000, "10m"),
+            (5_400_000, "1h30m"),
+            (7_200_000, "2h"),
+            (30_002, "30s2ms"),
+            (86_400_000, "1d"),
+            (604_800_000, "1w"),
+            (90 * 86_400_000, "90d"),
+            (365 * 86_400_000, "1y"),
+            (366 * 86_400_000, "366d"),
+            (14 * 86_400_000 + 3_600_000, "14d1h"),
+            (-90_000, "-1m30s"),
+        ] {
+            assert_eq!(format_ms(ms), want, "{ms}");
+            // what it prints parses back (the negative aside: flags take none)
+            if ms > 0 {
+                assert_eq!(parse_ms(want), Ok(ms), "{want}");
+            }
+        }
     }
 }

@@ -248,7 +248,7 @@ async fn ls(bucket: &Bucket, a: &LsArgs) -> anyhow::Result<ExitCode> {
                     th.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let res = match th.downsample.resolution {
                     0 => "raw".to_string(),
-                    r => strata_kit::format_duration_ms(r),
+                    r => strata_kit::format_go_duration_ms(r),
                 };
                 let mut last = labels.join(",");
                 if wide {
@@ -265,7 +265,7 @@ async fn ls(bucket: &Bucket, a: &LsArgs) -> anyhow::Result<ExitCode> {
                     m.ulid.to_string(),
                     fmt_ms(m.min_time),
                     fmt_ms(m.max_time),
-                    strata_kit::format_duration_ms(m.max_time - m.min_time),
+                    strata_kit::format_go_duration_ms(m.max_time - m.min_time),
                     m.compaction.level,
                     res,
                     m.stats.num_series,

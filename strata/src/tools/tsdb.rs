@@ -139,7 +139,7 @@ fn create_from_openmetrics(a: &OpenMetricsArgs) -> anyhow::Result<ExitCode> {
                 m.ulid.to_string(),
                 min,
                 max,
-                strata_kit::format_duration_ms(m.max_time - m.min_time),
+                strata_kit::format_go_duration_ms(m.max_time - m.min_time),
                 m.stats.num_samples,
                 m.stats.num_chunks,
                 m.stats.num_series,
@@ -216,7 +216,7 @@ fn analyze(a: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     writeln!(
         out,
         "Duration: {}",
-        strata_kit::format_duration_ms(meta.max_time - meta.min_time)
+        strata_kit::format_go_duration_ms(meta.max_time - meta.min_time)
     )?;
     writeln!(out, "Series: {}", stats.series)?;
     writeln!(out, "Samples: {}", stats.samples)?;
