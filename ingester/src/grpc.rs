@@ -66,9 +66,9 @@ pub struct SelectedChunk {
 }
 
 /// Where a selected chunk's bytes are: in the head (all of one series' chunks there,
-/// copied when the series is sent), or in a block's (memory-mapped) chunk files, read
-/// when its series is sent. Nothing is copied while planning, so a streamed answer
-/// holds one series' chunks at a time.
+/// taken when the series is sent: closed ones shared, the open one copied), or in a
+/// block's (memory-mapped) chunk files, read when its series is sent. Nothing is
+/// copied while planning, so a streamed answer holds one series' chunks at a time.
 enum ChunkSrc {
     Head(strata_tsdb::head::HeadSeriesRef),
     Block {
@@ -89,7 +89,7 @@ struct Planned {
 }
 
 impl Planned {
-    /// One series' chunks, read from the blocks and copied from the head now, sorted
+    /// One series' chunks, read from the blocks and taken from the head now, sorted
     /// by time.
     fn read(&self, srcs: Vec<ChunkSrc>) -> Result<Vec<SelectedChunk>, strata_tsdb::Error> {
         let mut out = Vec::with_capacity(srcs.len());

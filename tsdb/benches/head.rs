@@ -4,7 +4,8 @@
 //!   (default 1,000,000) series with realistic labels (8 labels, 50 metric names,
 //!   instance/job/pod/namespace/...), appends 250 samples to each at a 15 s interval
 //!   (two closed chunks and an open one, as an ingester holds ~1 h after a cut), and
-//!   prints the process RSS growth and `Head::approx_memory_bytes()` per series.
+//!   prints the process RSS growth and `Head::approx_memory_bytes()` per series, and the
+//!   RSS growth once every series' chunks were read.
 //! * `head/append`: samples per second appending to 100k existing series, 10 samples
 //!   each per iteration, one thread.
 //! * `head/get_or_create`: series lookups per second for existing series.
@@ -156,6 +157,17 @@ fn memory_report() {
         per(mem.index_bytes),
         n as f64 / created.as_secs_f64(),
         (n as f64 * samples as f64) / appended.as_secs_f64() / 1e6,
+    );
+    // a read may leave state behind (shared chunk bytes keep a reference count)
+    for r in &refs {
+        black_box(head.series_chunks(*r, 0, i64::MAX));
+    }
+    let rss_read = rss_bytes()
+        .saturating_sub(before)
+        .saturating_sub(refs_bytes);
+    println!(
+        "head memory after reading every series' chunks once: RSS delta {:.0} B/series",
+        per(rss_read)
     );
     black_box(&head);
 }

@@ -5,8 +5,9 @@
 //!   with a per-series `Mutex` for the chunk state: appends to different series take
 //!   only shared locks on the shard. A second set of shards maps label-set hashes to
 //!   refs for [`Head::get_or_create`].
-//! * Each series holds its interned labels, its closed chunks as exact-size
-//!   `Box<[u8]>` with their encoding (the bytes a block stores), and one open chunk: an
+//! * Each series holds its interned labels, its closed chunks' bytes (what a block
+//!   stores) back to back in one exact-size immutable `Bytes` that readers share by
+//!   reference count (a query copies only the open chunk), and one open chunk: an
 //!   [`XorChunk`] for floats, cut as Prometheus does (120 samples, the size limit, and
 //!   never across a multiple of the chunk range, so blocks cut cleanly), or a histogram
 //!   chunk ([`crate::histogram::chunk`]) cut by Prometheus's histogram rules (1 KiB
