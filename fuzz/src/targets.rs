@@ -100,6 +100,56 @@ pub fn all() -> Vec<Target> {
             max_len: 1 << 12,
         },
         Target {
+            name: "histogram_chunk",
+            run: histogram_chunk,
+            seeds: seeds_histogram_chunk,
+            dict: &[
+                b"\x02",
+                b"\x03",
+                b"\x00\x03",
+                b"\xff\xc0",
+                b"\x00\x00\x00\x00",
+            ],
+            max_len: 1 << 12,
+        },
+        Target {
+            name: "otlp",
+            run: otlp,
+            seeds: seeds_otlp,
+            dict: &[
+                b"\"dataPoints\"",
+                b"\"exponentialHistogram\"",
+                b"\"histogram\"",
+                b"\"bucketCounts\"",
+                b"\"explicitBounds\"",
+                b"\"scale\"",
+                b"\"offset\"",
+                b"\"aggregationTemporality\"",
+                b"\"attributes\"",
+                b"\"timeUnixNano\"",
+                b"\"-1\"",
+                b"1e400",
+                b"\x0a",
+                b"\x12",
+                b"\x1a",
+            ],
+            max_len: 1 << 13,
+        },
+        Target {
+            name: "wal_segment",
+            run: wal_segment,
+            seeds: seeds_wal_segment,
+            dict: &[b"\x01", b"\x02", b"\x40", b"\x00\x00\x00\x00", b"__name__"],
+            max_len: 1 << 12,
+        },
+        Target {
+            name: "store_frame",
+            run: store_frame,
+            seeds: seeds_store_frame,
+            dict: &[b"\x0a", b"\x12", b"\x1a", b"\x08\x01", b"\x08\x02", b"\x22"],
+            max_len: 1 << 12,
+        },
+        Target {
             name: "meta_json",
             run: meta_json,
             seeds: seeds_meta,
@@ -539,4 +589,256 @@ fn meta_json(data: &[u8]) -> u64 {
 fn seeds_meta() -> Vec<Vec<u8>> {
     let m = BlockMeta::new(ulid::Ulid::from_parts(1_700_000_000_000, 42), 0, 7_200_000);
     vec![m.to_json()]
+}
+
+// --- native histograms, OTLP, WAL segments, Store API frames -------------------------
+
+/// Prometheus's own bytes for an integer and a float histogram chunk (the tsdb tests
+/// check ours equal them).
+const HISTOGRAM_CHUNK: &[u8] = &[
+    0, 3, 0, 116, 70, 71, 143, 162, 177, 64, 50, 102, 102, 102, 102, 102, 102, 140, 188, 125, 19,
+    142, 204, 241, 153, 153, 153, 153, 153, 156, 72, 223, 73, 62, 52, 64,
+];
+const HISTOGRAM_CHUNK_NEG: &[u8] = &[
+    0, 3, 0, 0, 156, 99, 104, 199, 11, 252, 0, 3, 23, 159, 202, 208, 1, 54, 0, 32, 0, 0, 0, 0, 0,
+    4, 101, 240, 117, 49, 38, 176, 184, 146, 142, 19, 127, 246, 136,
+];
+const FLOAT_HISTOGRAM_CHUNK: &[u8] = &[
+    0, 3, 0, 116, 70, 71, 143, 161, 0, 80, 0, 0, 0, 0, 0, 0, 255, 192, 0, 0, 0, 0, 0, 1, 0, 201,
+    153, 153, 153, 153, 153, 152, 255, 192, 0, 0, 0, 0, 0, 1, 0, 32, 0, 0, 0, 0, 0, 3, 199, 209,
+    168, 77, 194, 95, 255, 217, 158, 51, 51, 51, 51, 51, 51, 194, 95, 255, 214, 22, 137, 164, 159,
+    30, 192, 114,
+];
+
+/// A native histogram chunk: first byte the encoding (2 integer, 3 float), then the
+/// data, decoded by both read paths (the iterators and `decode_chunk_float`).
+pub(crate) fn histogram_chunk(data: &[u8]) -> u64 {
+    use strata_tsdb::histogram::{decode_chunk_float, FloatHistogramIter, HistogramIter};
+    let Some((&e, body)) = data.split_first() else {
+        return 13;
+    };
+    let enc = if e & 1 == 0 {
+        Encoding::Histogram
+    } else {
+        Encoding::FloatHistogram
+    };
+    let n = match enc {
+        Encoding::Histogram => {
+            let mut it = HistogramIter::new(body);
+            let n = it.by_ref().count();
+            if let Some(e) = it.err() {
+                return error_signal(e);
+            }
+            n
+        }
+        _ => {
+            let mut it = FloatHistogramIter::new(body);
+            let n = it.by_ref().count();
+            if let Some(e) = it.err() {
+                return error_signal(e);
+            }
+            n
+        }
+    };
+    let mut out = Vec::new();
+    sig(decode_chunk_float(enc, body, &mut out), |()| {
+        ok_signal(&[14, enc as u64, n.min(130) as u64, out.len().min(130) as u64])
+    })
+}
+
+fn seeds_histogram_chunk() -> Vec<Vec<u8>> {
+    let with = |e: Encoding, b: &[u8]| [&[e as u8][..], b].concat();
+    vec![
+        with(Encoding::Histogram, HISTOGRAM_CHUNK),
+        with(Encoding::Histogram, HISTOGRAM_CHUNK_NEG),
+        with(Encoding::FloatHistogram, FLOAT_HISTOGRAM_CHUNK),
+    ]
+}
+
+/// An OTLP metrics body (protobuf, or JSON when it starts with `{`), decoded and
+/// translated with Prometheus's rules as `/otlp/v1/metrics` does.
+fn otlp(data: &[u8]) -> u64 {
+    use strata_ingester::otlp::{json, translate};
+    let req = if data.first() == Some(&b'{') {
+        json::decode(data)
+    } else {
+        strata_proto::otlp::collector::ExportMetricsServiceRequest::decode(data)
+            .map_err(|e| e.to_string())
+    };
+    sig(req, |req| {
+        let settings = translate::Settings {
+            promote_resource_attributes: vec!["service.name".into(), "host.name".into()],
+            keep_identifying_resource_attributes: true,
+        };
+        let t = translate::translate(&req, &settings);
+        // what the translation makes must be a valid remote write body
+        let raw = t.request.encode_to_vec();
+        WriteRequest::decode(&raw[..]).expect("translated request decodes");
+        ok_signal(&[
+            15,
+            t.request.timeseries.len().min(16) as u64,
+            t.rejected.min(16),
+            t.errors.len() as u64,
+        ])
+    })
+}
+
+const OTLP_JSON: &str = r#"{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"api"}},{"key":"service.instance.id","value":{"stringValue":"i-1"}},{"key":"host.name","value":{"stringValue":"h"}}]},
+"scopeMetrics":[{"scope":{"name":"lib","version":"1.0"},"metrics":[
+{"name":"rpc.latency","unit":"s","summary":{"dataPoints":[{"timeUnixNano":"1700000000000000000","count":"4","sum":2.0,"quantileValues":[{"quantile":0.5,"value":0.4}],"attributes":[{"key":"0rpc","value":{"stringValue":"x"}}]}]}},
+{"name":"bytes.sent","unit":"By","sum":{"aggregationTemporality":2,"isMonotonic":true,"dataPoints":[{"startTimeUnixNano":"1690000000000000000","timeUnixNano":"1700000000000000000","asInt":"1024"}]}},
+{"name":"jobs.done","sum":{"aggregationTemporality":1,"isMonotonic":true,"dataPoints":[{"timeUnixNano":"1700000000000000000","asInt":"1"}]}},
+{"name":"temp","unit":"Cel","gauge":{"dataPoints":[{"timeUnixNano":"1700000000000000000","asDouble":21.5,"flags":1}]}},
+{"name":"latency","unit":"ms","histogram":{"aggregationTemporality":2,"dataPoints":[{"timeUnixNano":"1700000000000000000","count":"3","sum":6.0,"bucketCounts":["1","1","1"],"explicitBounds":[1.0,5.0]}]}},
+{"name":"size","exponentialHistogram":{"aggregationTemporality":2,"dataPoints":[{"timeUnixNano":"1700000000000000000","count":"3","sum":6.0,"scale":0,"zeroCount":"1","positive":{"offset":0,"bucketCounts":["1","1"]},"negative":{"offset":-2,"bucketCounts":["0"]}}]}}
+]}]}]}"#;
+
+fn seeds_otlp() -> Vec<Vec<u8>> {
+    let req = strata_ingester::otlp::json::decode(OTLP_JSON.as_bytes()).expect("seed decodes");
+    vec![OTLP_JSON.as_bytes().to_vec(), req.encode_to_vec()]
+}
+
+thread_local! {
+    static WAL_DIR: tempfile::TempDir = tempfile::tempdir().expect("temporary WAL directory");
+}
+
+/// A whole WAL segment file replayed from disk (frames, compression, checksums, torn
+/// tails); a second replay after any repair must read the same records cleanly.
+fn wal_segment(data: &[u8]) -> u64 {
+    use strata_tsdb::wal::replay;
+    WAL_DIR.with(|d| {
+        // one segment file, rewritten for each input (replay never adds files)
+        let dir = d.path().to_path_buf();
+        std::fs::write(dir.join("00000000"), data).expect("write segment");
+        let mut interner = Interner::new();
+        sig(replay(&dir, &mut interner, |_| Ok(())), |first| {
+            let again = replay(&dir, &mut interner, |_| Ok(()))
+                .expect("a replayed (and repaired) WAL replays again");
+            assert_eq!(
+                again.records, first.records,
+                "a second replay reads other records"
+            );
+            ok_signal(&[
+                16,
+                first.records.min(8),
+                first.truncated.is_some() as u64,
+                first.skipped_unknown_version.min(2),
+                first.skipped_unknown_kind.min(2),
+            ])
+        })
+    })
+}
+
+fn seeds_wal_segment() -> Vec<Vec<u8>> {
+    use strata_tsdb::wal::{Wal, WalCompression, WalOptions};
+    let l = Labels::from_pairs([("__name__", "up"), ("job", "api")]);
+    let mut out = Vec::new();
+    for compression in [
+        WalCompression::None,
+        WalCompression::Snappy,
+        WalCompression::Zstd,
+    ] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let opts = WalOptions {
+            compression,
+            ..WalOptions::default()
+        };
+        let mut w = Wal::open(tmp.path(), opts).expect("open WAL");
+        w.log(&Record::Series {
+            entries: &[(1, &l), (7, &l)],
+        })
+        .expect("log series");
+        w.log(&Record::Samples {
+            entries: &[(1, 1000, 1.5), (7, 2000, 2.5), (1, 3000, 0.0)],
+        })
+        .expect("log samples");
+        drop(w);
+        for e in std::fs::read_dir(tmp.path()).expect("read WAL dir") {
+            let p = e.expect("entry").path();
+            if p.is_file() {
+                let b = std::fs::read(&p).expect("read segment");
+                if !b.is_empty() {
+                    out.push(b);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A Store API `SeriesResponse` frame as a querier receives it: protobuf, then each
+/// chunk by its Thanos encoding number (XOR 0, histogram 1, float histogram 2) and the
+/// downsampled aggregates as XOR.
+fn store_frame(data: &[u8]) -> u64 {
+    use strata_proto::store::{series_response, SeriesResponse};
+    sig(SeriesResponse::decode(data), |r| match r.result {
+        Some(series_response::Result::Series(s)) => {
+            let _ = Labels::from_pairs(s.labels.iter().map(|l| (&l.name, &l.value)));
+            let mut sigs = vec![17, s.chunks.len().min(4) as u64];
+            for c in s.chunks.iter().take(8) {
+                let parts = [&c.raw, &c.count, &c.sum, &c.min, &c.max, &c.counter];
+                for (i, part) in parts.into_iter().enumerate() {
+                    let Some(p) = part else { continue };
+                    let enc = match (i, p.r#type) {
+                        (0, 1) => Encoding::Histogram,
+                        (0, 2) => Encoding::FloatHistogram,
+                        _ => Encoding::Xor,
+                    };
+                    let mut framed = vec![enc as u8];
+                    framed.extend_from_slice(&p.data);
+                    sigs.push(
+                        match enc {
+                            Encoding::Xor => chunk(&framed),
+                            _ => histogram_chunk(&framed),
+                        } & 0xff,
+                    );
+                }
+            }
+            ok_signal(&sigs)
+        }
+        Some(series_response::Result::Warning(_)) => 18,
+        Some(series_response::Result::Hints(_)) => 19,
+        None => 20,
+    })
+}
+
+fn seeds_store_frame() -> Vec<Vec<u8>> {
+    use strata_proto::store::{chunk, series_response, AggrChunk, Chunk, Series, SeriesResponse};
+    let raw = |t: chunk::Encoding, data: &[u8]| Chunk {
+        r#type: t as i32,
+        data: Bytes::copy_from_slice(data),
+        hash: 0,
+    };
+    let xor = seeds_chunk().remove(0);
+    let series = Series {
+        labels: vec![Label {
+            name: "__name__".into(),
+            value: "up".into(),
+        }],
+        chunks: vec![
+            AggrChunk {
+                min_time: 0,
+                max_time: 1_935_000,
+                raw: Some(raw(chunk::Encoding::Xor, &xor[1..])),
+                ..Default::default()
+            },
+            AggrChunk {
+                min_time: 1000,
+                max_time: 3000,
+                raw: Some(raw(chunk::Encoding::Histogram, HISTOGRAM_CHUNK)),
+                ..Default::default()
+            },
+            AggrChunk {
+                min_time: 1000,
+                max_time: 3000,
+                raw: Some(raw(chunk::Encoding::FloatHistogram, FLOAT_HISTOGRAM_CHUNK)),
+                count: Some(raw(chunk::Encoding::Xor, &xor[1..])),
+                ..Default::default()
+            },
+        ],
+    };
+    let r = SeriesResponse {
+        result: Some(series_response::Result::Series(series)),
+    };
+    vec![r.encode_to_vec()]
 }
