@@ -22,6 +22,7 @@ use axum::Router;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use strata_kit::metrics::{Counter, CounterVec, HistogramVec, Registry, LATENCY_BUCKETS};
+use strata_kit::runtime_config::RuntimeConfig;
 
 pub mod cache;
 pub mod downstream;
@@ -75,6 +76,12 @@ pub struct FrontendConfig {
     /// `--query-frontend.query-sharding-max-sharded-queries`: shard queries of one
     /// query at most (parts times shards; fewer shards per part beyond); 0 = no bound.
     pub query_sharding_max_sharded_queries: usize,
+    /// `--query-frontend.max-total-query-length`: a range query spanning more is
+    /// refused (400) before it is split; 0 = no limit. A tenant's
+    /// `max_total_query_length` in the runtime configuration overrides it.
+    pub max_total_query_length_ms: i64,
+    /// Per-tenant overrides (`--runtime-config.file`), read at every query.
+    pub runtime_config: Arc<RuntimeConfig>,
 }
 
 impl Default for FrontendConfig {
@@ -92,6 +99,8 @@ impl Default for FrontendConfig {
             downstream_timeout: Duration::from_secs(300),
             query_sharding_total_shards: 0,
             query_sharding_max_sharded_queries: 128,
+            max_total_query_length_ms: 0,
+            runtime_config: RuntimeConfig::none(),
         }
     }
 }
@@ -326,6 +335,25 @@ struct Spent {
 }
 
 impl Frontend {
+    /// Mimir's refusal of a range query of `length_ms` over `tenant`'s
+    /// `max_total_query_length` (the runtime configuration's, else the flag's; 0 = off).
+    fn too_long(&self, tenant: &str, length_ms: i64) -> Option<String> {
+        let limit = self
+            .config
+            .runtime_config
+            .tenant(tenant)
+            .max_total_query_length
+            .unwrap_or(self.config.max_total_query_length_ms);
+        (limit > 0 && length_ms > limit).then(|| {
+            // Go's time.Duration form, as Mimir prints both.
+            format!(
+                "the total query time range exceeds the limit (query length: {}, limit: {}) (err-mimir-max-total-query-length). To adjust the related per-tenant limit, configure -query-frontend.max-total-query-length, or contact your service administrator.",
+                strata_kit::format_go_duration_ms(length_ms),
+                strata_kit::format_go_duration_ms(limit)
+            )
+        })
+    }
+
     /// Send a request through the fair queue, retrying 5xx answers and failed sends.
     async fn send(
         &self,
@@ -585,10 +613,17 @@ async fn range(
         // Not a query the frontend can split: the querier answers it, errors included.
         return proxy(State(fe), method, OriginalUri(uri), headers, body).await;
     };
+    let tenant = tenant_of(&headers);
+    // Before alignment and splitting, on the range the client asked for, as Mimir's
+    // limits middleware checks it.
+    if let Some(message) = fe.too_long(&tenant, q.end - q.start) {
+        let r = error_response(400, "bad_data", &message);
+        fe.finish("query_range", began, 400);
+        return r;
+    }
     if fe.config.align_with_step {
         q.align_with_step();
     }
-    let tenant = tenant_of(&headers);
     let sh = shape(&q.query);
     let interval = if sh.has_at {
         0

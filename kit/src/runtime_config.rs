@@ -13,6 +13,7 @@
 //!     ingestion_rate: 50000                       # ingester
 //!     compactor_blocks_retention_period: 30d      # compactor
 //!     max_fetched_series_per_query: 100000        # querier
+//!     max_total_query_length: 30d                 # query frontend
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -78,6 +79,11 @@ pub struct TenantOverrides {
     pub max_fetched_series_per_query: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_fetched_chunk_bytes_per_query: Option<u64>,
+    // --- query frontend
+    /// Longest range (end - start) of a range query; 0 = no limit. In place of
+    /// `--query-frontend.max-total-query-length` for this tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
+    pub max_total_query_length: Option<i64>,
 }
 
 /// Durations in and out of the YAML as `30m`.
@@ -326,5 +332,6 @@ mod tests {
         assert_eq!(a.compactor_blocks_retention_period, Some(90 * 86_400_000));
         assert_eq!(a.max_fetched_chunk_bytes_per_query, Some(1_000_000_000));
         assert_eq!(a.cardinality_guard_window, Some(600_000));
+        assert_eq!(a.max_total_query_length, Some(32 * 86_400_000));
     }
 }

@@ -11,6 +11,7 @@ use strata_frontend::{Frontend, FrontendConfig};
 use strata_kit::http::{instrument, router, Readiness, Server, ServerState};
 use strata_kit::metrics::Registry;
 use strata_kit::parse_duration_ms;
+use strata_kit::runtime_config::{RuntimeConfig, RuntimeConfigArgs};
 use strata_kit::shutdown::Shutdown;
 use strata_kit::HttpArgs;
 
@@ -30,6 +31,8 @@ pub struct QueryFrontendCmd {
     downstream_urls: Vec<String>,
     #[command(flatten)]
     frontend: FrontendArgs,
+    #[command(flatten)]
+    runtime_config: RuntimeConfigArgs,
 }
 
 /// The frontend's flags, shared by `strata query-frontend` and `strata all`.
@@ -113,6 +116,10 @@ pub struct FrontendArgs {
         default_value_t = 128
     )]
     pub query_sharding_max_sharded_queries: usize,
+    /// Refuse (400) range queries whose end minus start is longer than this; 0 = no
+    /// limit. Per tenant: `max_total_query_length` in --runtime-config.file.
+    #[arg(long = "query-frontend.max-total-query-length", value_name = "DURATION", default_value = "0", value_parser = parse_duration_ms)]
+    pub max_total_query_length_ms: i64,
 }
 
 impl FrontendArgs {
@@ -131,13 +138,14 @@ impl FrontendArgs {
             ),
             query_sharding_total_shards: self.query_sharding_total_shards,
             query_sharding_max_sharded_queries: self.query_sharding_max_sharded_queries,
+            max_total_query_length_ms: self.max_total_query_length_ms.max(0),
             ..FrontendConfig::default()
         }
     }
 }
 
 pub fn run_query_frontend(cmd: QueryFrontendCmd) -> anyhow::Result<ExitCode> {
-    let config = cmd.frontend.config();
+    let mut config = cmd.frontend.config();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -148,12 +156,14 @@ pub fn run_query_frontend(cmd: QueryFrontendCmd) -> anyhow::Result<ExitCode> {
             .await?
             .with_grace_period(cmd.http.grace_period());
         tracing::info!(downstream = ?cmd.downstream_urls, split_interval_ms = config.split_interval_ms, "starting query frontend");
+        let runtime = RuntimeConfig::open(&cmd.runtime_config, &registry)?;
+        config.runtime_config = runtime.clone();
         let downstream = Downstream::http(cmd.downstream_urls.clone(), config.downstream_timeout)
             .context("query frontend")?;
         let frontend = Frontend::new(config, downstream, &registry).context("query frontend")?;
         let readiness = Readiness::new();
         let state = ServerState::new(&registry, readiness.clone());
-        let app = instrument(router(state.clone()).merge(frontend.routes()), &state);
+        let app = instrument(router(state.clone()).merge(runtime.routes()).merge(frontend.routes()), &state);
         readiness.set_ready();
         http.serve(app, shutdown.clone()).await?;
         tracing::info!("stopped");

@@ -222,7 +222,8 @@ fn serve(
                 None => app.merge(querier.routes()),
                 // The frontend serves the query API and calls the querier's router in
                 // process; paths it does not handle fall through to the querier.
-                Some(fc) => {
+                Some(mut fc) => {
+                    fc.runtime_config = ing.overrides.runtime().clone();
                     let ds = strata_frontend::downstream::Downstream::Local(querier.routes());
                     let fe = strata_frontend::Frontend::new(fc, ds, &registry).context("query frontend")?;
                     app.merge(fe.routes())

@@ -1,7 +1,8 @@
 //! Per-tenant overrides from `--runtime-config.file` (Mimir's `overrides:` shape) on the
 //! real binary: a tenant's own rate and series limits, changed without a restart, and a
 //! broken file that keeps the last good configuration; the same file gives the
-//! compactor a tenant's retention and the querier a tenant's query limits.
+//! compactor a tenant's retention, the querier a tenant's query limits and the query
+//! frontend a tenant's longest range query.
 
 use std::path::Path;
 use std::time::Duration;
@@ -27,15 +28,24 @@ fn now_ms() -> i64 {
 /// `strata all` reading `yaml` as its runtime configuration (re-read every 200 ms);
 /// the file's path, to change it.
 fn all_with_runtime_config(tmp: &Path, yaml: &str) -> (StrataProc, std::path::PathBuf) {
+    all_with_runtime_config_and(tmp, yaml, &[])
+}
+
+/// The same, with more flags.
+fn all_with_runtime_config_and(
+    tmp: &Path,
+    yaml: &str,
+    extra: &[&str],
+) -> (StrataProc, std::path::PathBuf) {
     let cfg = tmp.join("runtime.yml");
     std::fs::write(&cfg, yaml).unwrap();
-    let strata = StrataProc::start_all(
-        &tmp.join("strata"),
-        &[
-            &format!("--runtime-config.file={}", cfg.display()),
-            "--runtime-config.reload-period=200ms",
-        ],
-    );
+    let mut args = vec![
+        format!("--runtime-config.file={}", cfg.display()),
+        "--runtime-config.reload-period=200ms".to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let strata = StrataProc::start_all(&tmp.join("strata"), &args);
     (strata, cfg)
 }
 
@@ -319,4 +329,87 @@ fn cardinality_guard_per_tenant_and_reloaded() {
     strata_testkit::poll("A's guard turned off", Duration::from_secs(20), || {
         (push("tenant-a", "r-later", 20).0 == 200).then_some(())
     });
+}
+
+/// `max_total_query_length`: the flag for every tenant, a tenant's override in its
+/// place (reloaded), Mimir's 400 before the query is split; in `strata all` and in
+/// `strata query-frontend` (which reads the file itself).
+#[test]
+fn frontend_refuses_range_queries_over_the_total_query_length() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (strata, cfg) = all_with_runtime_config_and(
+        tmp.path(),
+        "overrides:\n  short:\n    max_total_query_length: 1h\n  open:\n    max_total_query_length: 0s\n",
+        &[
+            "--query-frontend.enabled",
+            "--query-frontend.max-total-query-length=1d",
+        ],
+    );
+    let frontend = StrataProc::start_http_only(
+        &tmp.path().join("fe"),
+        &[
+            "query-frontend",
+            &format!("--query-frontend.downstream-url={}", strata.url()),
+            &format!("--runtime-config.file={}", cfg.display()),
+            "--runtime-config.reload-period=200ms",
+        ],
+    );
+    let end = now_ms() / 1000 * 1000;
+    let range = |url: &str, tenant: &str, hours: i64| {
+        get_with(
+            &format!(
+                "{url}/api/v1/query_range?query=up&start={}&end={}&step=60",
+                (end - hours * H) / 1000,
+                end / 1000
+            ),
+            &[("X-Scope-OrgID", tenant)],
+        )
+        .map(|(c, b)| (c, serde_json::from_str::<serde_json::Value>(&b).unwrap()))
+        .unwrap()
+    };
+    let refused = |limit: &str, length: &str| {
+        let error = format!("the total query time range exceeds the limit (query length: {length}, limit: {limit}) (err-mimir-max-total-query-length). To adjust the related per-tenant limit, configure -query-frontend.max-total-query-length, or contact your service administrator.");
+        (
+            400,
+            serde_json::json!({"status": "error", "errorType": "bad_data", "error": error}),
+        )
+    };
+    let parts = || strata.metric("strata_query_frontend_split_queries_total");
+    let before = parts();
+    // the flag: 1d for every tenant without an override
+    assert_eq!(
+        range(&strata.url(), "anyone", 48),
+        refused("24h0m0s", "48h0m0s")
+    );
+    // an override: shorter for one tenant, off for another
+    assert_eq!(
+        range(&strata.url(), "short", 2),
+        refused("1h0m0s", "2h0m0s")
+    );
+    assert_eq!(parts(), before, "refused before splitting");
+    assert_eq!(range(&strata.url(), "short", 1).0, 200);
+    assert_eq!(range(&strata.url(), "anyone", 24).0, 200);
+    let (c, body) = range(&strata.url(), "open", 48);
+    assert_eq!(c, 200, "{body}");
+    // the standalone frontend: no flag, the file's override
+    assert_eq!(range(&frontend.url(), "anyone", 48).0, 200);
+    assert_eq!(
+        range(&frontend.url(), "short", 2),
+        refused("1h0m0s", "2h0m0s")
+    );
+
+    // reloaded without a restart
+    std::fs::write(
+        &cfg,
+        "overrides:\n  short:\n    max_total_query_length: 3h\n",
+    )
+    .unwrap();
+    for fe in [&strata, &frontend] {
+        strata_testkit::poll("reloaded limit", Duration::from_secs(20), || {
+            (range(&fe.url(), "short", 2).0 == 200).then_some(())
+        });
+        assert_eq!(range(&fe.url(), "short", 4), refused("3h0m0s", "4h0m0s"));
+    }
+    let (_, shown) = get(&format!("{}/runtime_config", frontend.url())).unwrap();
+    assert!(shown.contains("max_total_query_length: 3h"), "{shown}");
 }
