@@ -669,6 +669,7 @@ fn otlp(data: &[u8]) -> u64 {
         let settings = translate::Settings {
             promote_resource_attributes: vec!["service.name".into(), "host.name".into()],
             keep_identifying_resource_attributes: true,
+            promote_scope_metadata: true,
         };
         let t = translate::translate(&req, &settings);
         // what the translation makes must be a valid remote write body

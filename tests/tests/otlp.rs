@@ -151,25 +151,26 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     v
 }
 
-#[test]
-fn opentelemetry_sdk_series_follow_prometheus_translation() {
+/// Runs `script` with the SDK's python and `s`'s URL as its argument; its stdout.
+fn run_sdk(dir: &std::path::Path, script: &str, s: &StrataProc) -> String {
     let py = otel_python();
-    let tmp = tempfile::tempdir().unwrap();
-    let s = StrataProc::start_all(tmp.path(), &[]);
-    let script = tmp.path().join("push.py");
-    std::fs::write(&script, SDK_SCRIPT).unwrap();
-    let out = Command::new(&py)
-        .arg(&script)
-        .arg(s.url())
-        .output()
-        .unwrap();
+    let path = dir.join("push.py");
+    std::fs::write(&path, script).unwrap();
+    let out = Command::new(&py).arg(&path).arg(s.url()).output().unwrap();
     assert!(
         out.status.success(),
         "SDK push failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let sdk_version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn opentelemetry_sdk_series_follow_prometheus_translation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = StrataProc::start_all(tmp.path(), &[]);
+    let sdk_version = run_sdk(tmp.path(), SDK_SCRIPT, &s);
 
     // Prometheus's names: units as suffixes (`{…}` units dropped, `ms` →
     // `milliseconds`, `Cel` → `celsius`), `_total` on the monotonic counter, `_ratio` on
@@ -385,4 +386,63 @@ fn otlp_json_gzip_partial_success_and_errors() {
     )
     .unwrap();
     assert_eq!(code, 400);
+}
+
+/// `--distributor.otel-promote-scope-metadata` (Prometheus's `promote_scope_metadata`,
+/// off by default: the test above sees no `otel_scope_*` label): every series of a
+/// meter carries its name, version, schema URL and attributes.
+#[test]
+fn opentelemetry_sdk_scope_becomes_labels_when_promoted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = StrataProc::start_all(tmp.path(), &["--distributor.otel-promote-scope-metadata"]);
+    run_sdk(
+        tmp.path(),
+        r#"
+import sys
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+exporter = OTLPMetricExporter(endpoint=sys.argv[1] + "/otlp/v1/metrics")
+reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3600000)
+provider = MeterProvider(resource=Resource.create({"service.name": "shop", "service.instance.id": "i-1"}),
+                         metric_readers=[reader])
+meter = provider.get_meter("checkout", "1.2.3", schema_url="https://opentelemetry.io/schemas/1.21.0",
+                           attributes={"lib.kind": "http"})
+meter.create_counter("orders").add(4, {"region": "eu"})
+bare = provider.get_meter("bare")
+bare.create_counter("pings").add(1)
+ok = provider.force_flush(30000)
+provider.shutdown()
+sys.exit(0 if ok else 3)
+"#,
+        &s,
+    );
+    let got = series_of(&s, "anonymous", "orders_total");
+    let want: BTreeSet<_> = [labels(&[
+        ("__name__", "orders_total"),
+        ("job", "shop"),
+        ("instance", "i-1"),
+        ("region", "eu"),
+        ("otel_scope_name", "checkout"),
+        ("otel_scope_version", "1.2.3"),
+        (
+            "otel_scope_schema_url",
+            "https://opentelemetry.io/schemas/1.21.0",
+        ),
+        ("otel_scope_lib_kind", "http"),
+    ])]
+    .into();
+    assert_eq!(got, want);
+    // a scope without version or schema URL labels only what it has
+    let got = series_of(&s, "anonymous", "pings_total");
+    let want: BTreeSet<_> = [labels(&[
+        ("__name__", "pings_total"),
+        ("job", "shop"),
+        ("instance", "i-1"),
+        ("otel_scope_name", "bare"),
+    ])]
+    .into();
+    assert_eq!(got, want);
+    assert_eq!(value(&s, "anonymous", "orders_total"), 4.0);
 }

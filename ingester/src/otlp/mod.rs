@@ -40,6 +40,11 @@ pub struct OtlpArgs {
     /// `target_info` (they are always `job` and `instance`).
     #[arg(long = "distributor.otel-keep-identifying-resource-attributes")]
     pub keep_identifying_resource_attributes: bool,
+    /// Label every series with its OpenTelemetry instrumentation scope:
+    /// `otel_scope_name`, `otel_scope_version`, `otel_scope_schema_url` and
+    /// `otel_scope_<attribute>` (Prometheus's `promote_scope_metadata`).
+    #[arg(long = "distributor.otel-promote-scope-metadata")]
+    pub promote_scope_metadata: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -240,6 +245,7 @@ fn handle(
     let settings = translate::Settings {
         promote_resource_attributes: ing.config.otlp.promote_resource_attributes.clone(),
         keep_identifying_resource_attributes: ing.config.otlp.keep_identifying_resource_attributes,
+        promote_scope_metadata: ing.config.otlp.promote_scope_metadata,
     };
     let t = translate::translate(&req, &settings);
     let mut messages = t.errors.clone();

@@ -21,7 +21,8 @@ use strata_proto::otlp::collector::ExportMetricsServiceRequest;
 use strata_proto::otlp::common::{any_value, AnyValue, KeyValue};
 use strata_proto::otlp::metrics::{
     exemplar, exponential_histogram_data_point, metric, number_data_point, AggregationTemporality,
-    Exemplar as OtlpExemplar, ExponentialHistogramDataPoint, Gauge, NumberDataPoint, Sum,
+    Exemplar as OtlpExemplar, ExponentialHistogramDataPoint, Gauge, NumberDataPoint, ScopeMetrics,
+    Sum,
 };
 use strata_proto::prometheus::{
     metric_metadata::MetricType, Exemplar, Label, MetricMetadata, Sample, TimeSeries, WriteRequest,
@@ -45,6 +46,10 @@ pub struct Settings {
     pub promote_resource_attributes: Vec<String>,
     /// Keep `service.name`, `service.namespace`, `service.instance.id` on `target_info`.
     pub keep_identifying_resource_attributes: bool,
+    /// Label every series with its instrumentation scope (`otel_scope_name`,
+    /// `otel_scope_version`, `otel_scope_schema_url`, `otel_scope_<attribute>`), as
+    /// Prometheus's `promote_scope_metadata`.
+    pub promote_scope_metadata: bool,
 }
 
 /// The translation: series for remote write, and what was refused.
@@ -366,14 +371,47 @@ fn resource_context(attrs: &[KeyValue], settings: &Settings) -> Resource {
     }
 }
 
+/// The scope's labels when `promote_scope_metadata` is on and the scope has a name
+/// (Prometheus's rule): its attributes as `otel_scope_<key>`, then name, version and
+/// schema URL, which win over attributes of the same name. Empty values make no label.
+fn scope_labels(sm: &ScopeMetrics, settings: &Settings) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Some(scope) = sm
+        .scope
+        .as_ref()
+        .filter(|s| settings.promote_scope_metadata && !s.name.is_empty())
+    else {
+        return out;
+    };
+    for kv in &scope.attributes {
+        if let Some(name) = label_name(&format!("otel_scope_{}", kv.key)) {
+            out.insert(
+                name,
+                kv.value.as_ref().map(value_string).unwrap_or_default(),
+            );
+        }
+    }
+    out.insert("otel_scope_name".into(), scope.name.clone());
+    out.insert("otel_scope_version".into(), scope.version.clone());
+    out.insert("otel_scope_schema_url".into(), sm.schema_url.clone());
+    out
+}
+
 /// The labels of one data point: its attributes, then promoted resource attributes it
-/// lacks, then `job` and `instance`.
-fn point_labels(attrs: &[KeyValue], res: &Resource) -> BTreeMap<String, String> {
+/// lacks, then the scope's labels, then `job` and `instance`.
+fn point_labels(
+    attrs: &[KeyValue],
+    res: &Resource,
+    scope: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut l = attribute_labels(attrs, &[]);
     for (k, v) in &res.promoted {
         if l.get(k).is_none_or(String::is_empty) {
             l.insert(k.clone(), v.clone());
         }
+    }
+    for (k, v) in scope {
+        l.insert(k.clone(), v.clone());
     }
     if let Some(j) = &res.job {
         l.insert("job".into(), j.clone());
@@ -491,6 +529,7 @@ pub fn translate(req: &ExportMetricsServiceRequest, settings: &Settings) -> Tran
         let res = resource_context(rattrs, settings);
         let (mut earliest, mut latest) = (i64::MAX, i64::MIN);
         for sm in &rm.scope_metrics {
+            let scope = scope_labels(sm, settings);
             for m in &sm.metrics {
                 let Some(data) = &m.data else {
                     continue;
@@ -566,7 +605,7 @@ pub fn translate(req: &ExportMetricsServiceRequest, settings: &Settings) -> Tran
                         for p in data_points {
                             let t = ms(p.time_unix_nano);
                             seen(t);
-                            let base = point_labels(&p.attributes, &res);
+                            let base = point_labels(&p.attributes, &res, &scope);
                             let mut s =
                                 series(&name, &base, None, t, value_or_stale(p.flags, number(p)));
                             s.exemplars = exemplars(&p.exemplars);
@@ -577,7 +616,7 @@ pub fn translate(req: &ExportMetricsServiceRequest, settings: &Settings) -> Tran
                         for p in &h.data_points {
                             let t = ms(p.time_unix_nano);
                             seen(t);
-                            let base = point_labels(&p.attributes, &res);
+                            let base = point_labels(&p.attributes, &res, &scope);
                             let v = |x: f64| value_or_stale(p.flags, x);
                             if let Some(sum) = p.sum {
                                 ts.push(series(&format!("{name}_sum"), &base, None, t, v(sum)));
@@ -635,7 +674,7 @@ pub fn translate(req: &ExportMetricsServiceRequest, settings: &Settings) -> Tran
                         for p in &sm.data_points {
                             let t = ms(p.time_unix_nano);
                             seen(t);
-                            let base = point_labels(&p.attributes, &res);
+                            let base = point_labels(&p.attributes, &res, &scope);
                             let v = |x: f64| value_or_stale(p.flags, x);
                             ts.push(series(&format!("{name}_sum"), &base, None, t, v(p.sum)));
                             ts.push(series(
@@ -667,7 +706,7 @@ pub fn translate(req: &ExportMetricsServiceRequest, settings: &Settings) -> Tran
                                 }
                             };
                             seen(t);
-                            let base = point_labels(&p.attributes, &res);
+                            let base = point_labels(&p.attributes, &res, &scope);
                             let mut s = series(&name, &base, None, t, 0.0);
                             s.samples.clear();
                             s.histograms.push(hist);
