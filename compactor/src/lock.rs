@@ -143,11 +143,11 @@ impl BucketLock {
     /// Whether `l`, a live-looking lease, was left by a dead predecessor of this
     /// process, so that waiting it out would only delay the restart. Only leases from
     /// this host qualify, and only when the holder is provably gone:
-    /// - its id is the one the previous process on our data directory recorded (a
-    ///   restart, also of a container that keeps its volume);
-    /// - or it names our pid namespace and a pid that no longer exists there (our own
-    ///   pid is alive: another lock in this very process, as in tests, is no
-    ///   predecessor).
+    /// - it names our pid namespace and a pid that no longer exists there (our own pid
+    ///   is alive: another lock in this very process, as in tests, is no predecessor);
+    /// - or it names another pid namespace (a restarted container), so its pid cannot
+    ///   be checked, and its id is the one the previous process on our data directory
+    ///   recorded (a container that keeps its volume).
     ///
     /// A pid is never judged across pid namespaces: containers sharing the host's name
     /// (host networking) are all pid 1 in namespaces of their own, and must not take
@@ -157,10 +157,13 @@ impl BucketLock {
         if l.id == self.me.id || l.host != self.me.host {
             return false;
         }
-        if self.predecessor_id.as_deref() == Some(l.id.as_str()) {
-            return true;
+        let same_ns = !l.pid_ns.is_empty() && l.pid_ns == self.me.pid_ns;
+        if same_ns {
+            // The pid can be checked: whatever the data directory says, a live pid
+            // (another process sharing our data directory, say) is waited out.
+            return !pid_alive(l.pid);
         }
-        !l.pid_ns.is_empty() && l.pid_ns == self.me.pid_ns && !pid_alive(l.pid)
+        self.predecessor_id.as_deref() == Some(l.id.as_str())
     }
 
     /// Note in the state file that we hold the lease (once per process).

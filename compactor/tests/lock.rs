@@ -159,8 +159,8 @@ fn dead_pid() -> u32 {
 
 /// A fresh lease left by a dead process of this host (a `kill -9`ed predecessor) is
 /// taken over at once; one from another host, another pid namespace or a live pid is
-/// waited out; a lease whose id the previous process on our data directory recorded
-/// is taken over even while its pid looks alive.
+/// waited out; a lease from another pid namespace whose id the previous process on our
+/// data directory recorded is taken over.
 async fn predecessors(bucket: Bucket) {
     let a = BucketLock::new(bucket.clone(), LEASE);
     assert_eq!(a.take().await.unwrap(), Taken::Ours);
@@ -198,7 +198,8 @@ async fn predecessors(bucket: Bucket) {
     assert_eq!(b.take().await.unwrap(), Taken::Ours);
     assert_eq!(holder(&bucket).await, b.id());
 
-    // the id recorded in the data directory marks a predecessor whatever its pid
+    // the id recorded in the data directory marks a predecessor whose pid cannot be
+    // checked (another pid namespace: a restarted container), never a live pid
     let dir = tempfile::tempdir().unwrap();
     let c = BucketLock::new(bucket.clone(), LEASE).with_state_dir(dir.path());
     b.release().await.unwrap();
@@ -206,6 +207,19 @@ async fn predecessors(bucket: Bucket) {
     let d = BucketLock::new(bucket.clone(), LEASE);
     assert!(matches!(d.take().await.unwrap(), Taken::Theirs(l) if l.id == c.id()));
     let restarted = BucketLock::new(bucket.clone(), LEASE).with_state_dir(dir.path());
+    assert!(
+        matches!(restarted.take().await.unwrap(), Taken::Theirs(l) if l.id == c.id()),
+        "c's pid is alive"
+    );
+    let in_old_container = Lease {
+        pid_ns: "pid:[1]".into(),
+        ..stored(&bucket).await
+    };
+    put(in_old_container).await;
+    assert!(
+        matches!(d.take().await.unwrap(), Taken::Theirs(l) if l.id == c.id()),
+        "not d's predecessor"
+    );
     assert_eq!(restarted.take().await.unwrap(), Taken::Ours);
     assert_eq!(holder(&bucket).await, restarted.id());
 }
