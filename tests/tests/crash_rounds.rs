@@ -103,17 +103,7 @@ fn acknowledged_samples_survive_seeded_kill_9_rounds() {
     let mut rng = SmallRng::seed_from_u64(seed);
     let step = (STEP_20_ROUNDS * 20 / rounds.max(1) as i64).clamp(1, STEP_20_ROUNDS);
     let tmp = tempfile::tempdir().unwrap();
-    let bucket = tmp.path().join("bucket");
-    std::fs::create_dir_all(&bucket).unwrap();
-    let cfg = tmp.path().join("bucket.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "type: FILESYSTEM\nconfig:\n  directory: {}\n",
-            bucket.display()
-        ),
-    )
-    .unwrap();
+    let (bucket, cfg) = strata_testkit::strata::filesystem_bucket(tmp.path());
     let mut strata = StrataProc::start_all(
         &tmp.path().join("strata"),
         &[

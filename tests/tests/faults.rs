@@ -318,17 +318,7 @@ fn bucket_blocks(bucket: &Path, tenant: &str) -> Vec<std::path::PathBuf> {
 #[test]
 fn corrupted_chunks_and_index_in_the_bucket_cost_only_their_blocks() {
     let tmp = tempfile::tempdir().unwrap();
-    let bucket = tmp.path().join("bucket");
-    std::fs::create_dir_all(&bucket).unwrap();
-    let cfg = tmp.path().join("bucket.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "type: FILESYSTEM\nconfig:\n  directory: {}\n",
-            bucket.display()
-        ),
-    )
-    .unwrap();
+    let (bucket, cfg) = strata_testkit::strata::filesystem_bucket(tmp.path());
     let mut strata = StrataProc::start_all(
         &tmp.path().join("strata"),
         &[

@@ -129,17 +129,7 @@ fn dumped(blocks: &[PathBuf]) -> BTreeMap<String, Vec<(i64, f64)>> {
 #[test]
 fn out_of_order_window_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
-    let bucket = tmp.path().join("bucket");
-    std::fs::create_dir_all(&bucket).unwrap();
-    let cfg = tmp.path().join("bucket.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "type: FILESYSTEM\nconfig:\n  directory: {}\n",
-            bucket.display()
-        ),
-    )
-    .unwrap();
+    let (bucket, cfg) = strata_testkit::strata::filesystem_bucket(tmp.path());
     let mut strata = StrataProc::start_all(
         &tmp.path().join("strata"),
         &[
