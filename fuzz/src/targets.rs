@@ -672,9 +672,17 @@ fn otlp(data: &[u8]) -> u64 {
             promote_scope_metadata: true,
         };
         let t = translate::translate(&req, &settings);
-        // what the translation makes must be a valid remote write body
+        // what the translation makes must be a remote write body the push path reads
+        // back whole (`/otlp/v1/metrics` hands it to `ingest_v1_raw`, which decodes it
+        // with the borrowed decoder; prost's owned decode cost most of this target)
         let raw = t.request.encode_to_vec();
-        WriteRequest::decode(&raw[..]).expect("translated request decodes");
+        let back =
+            strata_proto::decode_write_request_ref(&raw).expect("translated request decodes");
+        assert_eq!(
+            back.len(),
+            t.request.timeseries.len(),
+            "series lost in the round trip"
+        );
         ok_signal(&[
             15,
             t.request.timeseries.len().min(16) as u64,
