@@ -508,6 +508,32 @@ fn append_error(e: AppendError) -> SeriesError {
     }
 }
 
+/// An out-of-order float at `t`: `Ok(true)` to take it, `Ok(false)` when the same value
+/// is already held (dropped silently), else its refusal. `buf[first..]` holds what this
+/// occurrence of the series took so far, `buf[..first]` the rest of the request (where
+/// the series occurred before when `seen`), then the head decides.
+fn check_out_of_order(
+    head: &strata_tsdb::head::Head,
+    buf: &[(u64, i64, f64)],
+    first: usize,
+    series: Option<HeadSeriesRef>,
+    seen: bool,
+    t: i64,
+    v: f64,
+) -> Result<bool, AppendError> {
+    let vb = v.to_bits();
+    let held = buf[first..].iter().find(|s| s.1 == t).or_else(|| {
+        let r = series.filter(|_| seen)?;
+        buf[..first].iter().find(|s| s.0 == r.0 && s.1 == t)
+    });
+    match (held, series) {
+        (Some(s), _) if s.2.to_bits() == vb => Ok(false),
+        (Some(_), _) => Err(AppendError::DuplicateTimestamp { t, last_t: t }),
+        (None, Some(r)) => head.check_out_of_order(r, t, vb),
+        (None, None) => Ok(true),
+    }
+}
+
 /// The accepted histogram samples of a request in request order, as runs of one WAL
 /// record type each (integer or float, exponential or custom buckets): replay appends
 /// them in the order they were accepted. Series refs are placeholders until a new
@@ -812,24 +838,8 @@ pub fn ingest_ref_until(
                     grace_ms: limits.create_grace_period_ms,
                 })
             } else if ooo_window > 0 && t < floor && t >= ooo_min {
-                // a sample at `t` earlier in this request, else in the head
-                let vb = v.to_bits();
-                let held = below_floor[below_first..]
-                    .iter()
-                    .find(|s| s.1 == t)
-                    .or_else(|| {
-                        let r = series.filter(|r| req_last.contains_key(&r.0))?;
-                        below_floor[..below_first]
-                            .iter()
-                            .find(|s| s.0 == r.0 && s.1 == t)
-                    });
-                let c = match (held, series) {
-                    (Some(s), _) if s.2.to_bits() == vb => Ok(false),
-                    (Some(_), _) => Err(AppendError::DuplicateTimestamp { t, last_t: t }),
-                    (None, Some(r)) => head.check_out_of_order(r, t, vb),
-                    (None, None) => Ok(true),
-                };
-                match c {
+                let seen = series.is_some_and(|r| req_last.contains_key(&r.0));
+                match check_out_of_order(head, &below_floor, below_first, series, seen, t, v) {
                     Ok(true) => {
                         ooo_accepted += 1;
                         below_floor.push((placeholder, t, v));
@@ -863,21 +873,9 @@ pub fn ingest_ref_until(
                                 window_ms: ooo_window,
                             })
                         } else {
-                            // a sample at `t` earlier in this request (this occurrence
-                            // of the series, or an earlier one), else in the head
-                            let held =
-                                samples_buf[first..].iter().find(|s| s.1 == t).or_else(|| {
-                                    let r = series.filter(|r| req_last.contains_key(&r.0))?;
-                                    samples_buf[..first].iter().find(|s| s.0 == r.0 && s.1 == t)
-                                });
-                            let c = match (held, series) {
-                                (Some(s), _) if s.2.to_bits() == vb => Ok(false),
-                                (Some(_), _) => {
-                                    Err(AppendError::DuplicateTimestamp { t, last_t: t })
-                                }
-                                (None, Some(r)) => head.check_out_of_order(r, t, vb),
-                                (None, None) => Ok(true),
-                            };
+                            let seen = series.is_some_and(|r| req_last.contains_key(&r.0));
+                            let c =
+                                check_out_of_order(head, &samples_buf, first, series, seen, t, v);
                             if c == Ok(true) {
                                 ooo_accepted += 1;
                                 samples_buf.push((placeholder, t, v));
