@@ -1,11 +1,12 @@
 //! TLS on the object-store client, per the objstore YAML (Thanos's S3 `insecure: false`
 //! and `http_config.tls_config`): a real s3s-fs behind a TLS-terminating proxy written
 //! here (tokio-rustls, certificates made by `openssl`), once with server TLS only and
-//! once asking for a client certificate (mutual TLS).
+//! once asking for a client certificate (mutual TLS); `server_name` against a
+//! certificate that names neither the endpoint's IP nor localhost.
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use strata_testkit::s3::S3Server;
 use strata_testkit::strata::{series, write_request, StrataProc};
@@ -13,14 +14,34 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// A TLS proxy to `upstream` on a free port with `dir`'s server certificate; with
-/// `client_ca`, a client must present a certificate from `dir`'s CA. Returns the port.
-fn tls_proxy(rt: &tokio::runtime::Runtime, dir: &Path, upstream: String, client_ca: bool) -> u16 {
-    let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(dir.join("server.crt"))
+/// A TLS proxy on a free port.
+struct Proxy {
+    port: u16,
+    /// The server name (SNI) of every ClientHello received, `None` for a hello without.
+    sni: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+impl Proxy {
+    /// The SNI received since the last call.
+    fn take_sni(&self) -> Vec<Option<String>> {
+        std::mem::take(&mut *self.sni.lock().unwrap())
+    }
+}
+
+/// A TLS proxy to `upstream` with `dir`'s certificate `<cert>.crt`; with `client_ca`, a
+/// client must present a certificate from `dir`'s CA.
+fn tls_proxy(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    cert: &str,
+    upstream: String,
+    client_ca: bool,
+) -> Proxy {
+    let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(dir.join(format!("{cert}.crt")))
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{cert}.key"))).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -39,17 +60,24 @@ fn tls_proxy(rt: &tokio::runtime::Runtime, dir: &Path, upstream: String, client_
         builder.with_no_client_auth()
     };
     let config = Arc::new(builder.with_single_cert(certs, key).unwrap());
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let port = listener.local_addr().unwrap().port();
+    let sni = Arc::new(Mutex::new(Vec::new()));
+    let seen = sni.clone();
     rt.spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            let (config, upstream, seen) = (config.clone(), upstream.clone(), seen.clone());
             tokio::spawn(async move {
+                let accept = tokio_rustls::LazyConfigAcceptor::new(Default::default(), client);
+                let Ok(start) = accept.await else {
+                    return;
+                };
+                let name = start.client_hello().server_name().map(str::to_owned);
+                seen.lock().unwrap().push(name);
                 // a failed handshake is the client's error to report, not ours
-                let Ok(mut tls) = acceptor.accept(client).await else {
+                let Ok(mut tls) = start.into_stream(config).await else {
                     return;
                 };
                 let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
@@ -59,7 +87,7 @@ fn tls_proxy(rt: &tokio::runtime::Runtime, dir: &Path, upstream: String, client_
             });
         }
     });
-    port
+    Proxy { port, sni }
 }
 
 /// An objstore YAML for the proxy on `port`, with `tls` lines under `tls_config`.
@@ -90,20 +118,39 @@ fn bucket_ls(yaml: &str) -> (bool, String) {
     )
 }
 
-#[test]
-fn the_object_store_client_speaks_tls_and_mutual_tls_per_the_objstore_yaml() {
+/// A real S3 server, a runtime for the proxies and certificates: the CA's, `server`
+/// (127.0.0.1, localhost), `client`, and `named`, whose only name is `s3.strata.test`.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    certs: std::path::PathBuf,
+    s3: S3Server,
+    rt: tokio::runtime::Runtime,
+}
+
+fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let certs = tmp.path().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     strata_testkit::tls::certificates(&certs);
-    let s3 = S3Server::start();
+    strata_testkit::tls::signed_certificate(&certs, "named", "subjectAltName=DNS:s3.strata.test");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let tls_port = tls_proxy(&rt, &certs, s3.endpoint(), false);
-    let mtls_port = tls_proxy(&rt, &certs, s3.endpoint(), true);
+    Fixture {
+        tmp,
+        certs,
+        s3: S3Server::start(),
+        rt,
+    }
+}
+
+#[test]
+fn the_object_store_client_speaks_tls_and_mutual_tls_per_the_objstore_yaml() {
+    let Fixture { tmp, certs, s3, rt } = fixture();
+    let tls_port = tls_proxy(&rt, &certs, "server", s3.endpoint(), false).port;
+    let mtls_port = tls_proxy(&rt, &certs, "server", s3.endpoint(), true).port;
     let ca = certs.join("ca.crt");
     let (cert, key) = (certs.join("client.crt"), certs.join("client.key"));
 
@@ -129,18 +176,23 @@ fn the_object_store_client_speaks_tls_and_mutual_tls_per_the_objstore_yaml() {
     assert!(!ok, "{out}");
     assert!(out.contains("CertificateRequired"), "{out}");
     // ... and with one, strata all ships its blocks through the proxy
-    let cfg = tmp.path().join("bucket.yml");
-    std::fs::write(
-        &cfg,
+    ships_a_block(
+        tmp.path(),
+        &s3,
         yaml(
             &s3,
             mtls_port,
             &[("ca_file", &ca), ("cert_file", &cert), ("key_file", &key)],
         ),
-    )
-    .unwrap();
+    );
+}
+
+/// `strata all` with the objstore YAML `yaml` ships its one block to `s3`.
+fn ships_a_block(dir: &Path, s3: &S3Server, yaml: String) {
+    let cfg = dir.join("bucket.yml");
+    std::fs::write(&cfg, yaml).unwrap();
     let strata = StrataProc::start_all(
-        &tmp.path().join("strata"),
+        &dir.join("strata"),
         &[
             "--tsdb.ship-interval=1h",
             &format!("--objstore.config-file={}", cfg.display()),
@@ -161,4 +213,95 @@ fn the_object_store_client_speaks_tls_and_mutual_tls_per_the_objstore_yaml() {
         .filter(|p| p.join("meta.json").exists())
         .collect();
     assert_eq!(blocks.len(), 1, "{blocks:?}");
+}
+
+/// Go's `tls.Config.ServerName`, as Thanos reads `tls_config.server_name`: the name sent
+/// as SNI and the name the certificate must hold, whatever host the endpoint names.
+#[test]
+fn tls_config_server_name_is_the_sni_and_the_name_the_certificate_must_hold() {
+    let Fixture { tmp, certs, s3, rt } = fixture();
+    let tls = tls_proxy(&rt, &certs, "named", s3.endpoint(), false);
+    let mtls = tls_proxy(&rt, &certs, "named", s3.endpoint(), true);
+    let ca = certs.join("ca.crt");
+    let (cert, key) = (certs.join("client.crt"), certs.join("client.key"));
+    let name = Path::new("s3.strata.test");
+
+    // without server_name the endpoint's 127.0.0.1 is verified, which the certificate
+    // does not name (and an IP goes as no SNI)
+    let (ok, out) = bucket_ls(&yaml(&s3, tls.port, &[("ca_file", &ca)]));
+    println!("without server_name: {out}");
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(r#"certificate not valid for name "127.0.0.1""#)
+            && out.contains("s3.strata.test"),
+        "{out}"
+    );
+    let sni = tls.take_sni();
+    assert!(
+        !sni.is_empty() && sni.iter().all(Option::is_none),
+        "{sni:?}"
+    );
+
+    // a server_name the certificate does not hold is refused, and it went as the SNI
+    let wrong = [
+        ("ca_file", ca.as_path()),
+        ("server_name", Path::new("other.strata.test")),
+    ];
+    let (ok, out) = bucket_ls(&yaml(&s3, tls.port, &wrong));
+    println!("a wrong server_name: {out}");
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(r#"certificate not valid for name "other.strata.test""#),
+        "{out}"
+    );
+    let sni = tls.take_sni();
+    assert!(
+        !sni.is_empty()
+            && sni
+                .iter()
+                .all(|s| s.as_deref() == Some("other.strata.test")),
+        "{sni:?}"
+    );
+
+    // the certificate's name: the bucket answers, over the endpoint's IP
+    let (ok, out) = bucket_ls(&yaml(
+        &s3,
+        tls.port,
+        &[("ca_file", &ca), ("server_name", name)],
+    ));
+    assert!(ok, "{out}");
+    let sni = tls.take_sni();
+    assert!(
+        !sni.is_empty() && sni.iter().all(|s| s.as_deref() == Some("s3.strata.test")),
+        "{sni:?}"
+    );
+    // insecure_skip_verify still wins: nothing is verified
+    let skip = yaml(
+        &s3,
+        tls.port,
+        &[("server_name", Path::new("other.strata.test"))],
+    ) + "    insecure_skip_verify: true\n";
+    let (ok, out) = bucket_ls(&skip);
+    assert!(ok, "{out}");
+
+    // with mutual TLS too, strata all ships its block through the proxy
+    ships_a_block(
+        tmp.path(),
+        &s3,
+        yaml(
+            &s3,
+            mtls.port,
+            &[
+                ("ca_file", &ca),
+                ("cert_file", &cert),
+                ("key_file", &key),
+                ("server_name", name),
+            ],
+        ),
+    );
+    let sni = mtls.take_sni();
+    assert!(
+        !sni.is_empty() && sni.iter().all(|s| s.as_deref() == Some("s3.strata.test")),
+        "{sni:?}"
+    );
 }

@@ -106,7 +106,7 @@ impl AzureConfig {
             .with_container_name(&self.container)
             .with_endpoint(url)
             .with_client_options(self.http_config.client_options(allow_http)?);
-        if let Some(c) = self.http_config.client_cert_connector(allow_http)? {
+        if let Some(c) = self.http_config.tls_connector(allow_http)? {
             builder = builder.with_http_connector(c);
         }
         if !self.storage_account_key.is_empty() {

@@ -43,7 +43,7 @@ impl GcsConfig {
         let mut builder = GoogleCloudStorageBuilder::from_env()
             .with_bucket_name(&self.bucket)
             .with_client_options(self.http_config.client_options(false)?);
-        if let Some(c) = self.http_config.client_cert_connector(false)? {
+        if let Some(c) = self.http_config.tls_connector(false)? {
             builder = builder.with_http_connector(c);
         }
         if !self.service_account.trim().is_empty() {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+use super::server_name::{ServerNameClient, Settings};
 use super::{nullable, REQUEST_TIMEOUT};
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,40 +83,31 @@ impl HttpConfig {
                 options = options.with_root_certificate(cert);
             }
         }
-        if !tls.server_name.is_empty() {
-            tracing::warn!(
-                server_name = %tls.server_name,
-                "objstore config: http_config.tls_config.server_name is ignored; the endpoint's host name is verified"
-            );
-        }
         Ok(options)
     }
 }
 
-/// A client with the certificate of `tls_config.cert_file`/`key_file` (mutual TLS).
-/// `object_store`'s options have no client identity, so this builds the reqwest client
-/// itself with the same settings `client_options` gives `object_store`.
+/// A client for what `object_store`'s options cannot express: a client certificate
+/// (`tls_config.cert_file`/`key_file`, mutual TLS) or `tls_config.server_name`. Built with
+/// the same settings `client_options` gives `object_store`.
 #[derive(Debug)]
-pub(super) struct ClientCertConnector(reqwest::Client);
+pub(super) struct TlsConnector(HttpClient);
 
-impl HttpConnector for ClientCertConnector {
+impl HttpConnector for TlsConnector {
     fn connect(&self, _: &ClientOptions) -> object_store::Result<HttpClient> {
-        Ok(HttpClient::new(self.0.clone()))
+        Ok(self.0.clone())
     }
 }
 
 impl HttpConfig {
-    /// The mutual-TLS connector when `tls_config` names a client certificate, `None`
-    /// otherwise (the builder's own client then applies `client_options`).
-    pub(super) fn client_cert_connector(
-        &self,
-        allow_http: bool,
-    ) -> Result<Option<ClientCertConnector>> {
+    /// The connector when `tls_config` names a client certificate or a server name,
+    /// `None` otherwise (the builder's own client then applies `client_options`).
+    pub(super) fn tls_connector(&self, allow_http: bool) -> Result<Option<TlsConnector>> {
         let tls = &self.tls_config;
         let field = |f: &str| format!("config.http_config.tls_config.{f}");
-        let (cert, key) = match (tls.cert_file.is_empty(), tls.key_file.is_empty()) {
-            (true, true) => return Ok(None),
-            (false, false) => (&tls.cert_file, &tls.key_file),
+        let files = match (tls.cert_file.is_empty(), tls.key_file.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some((&tls.cert_file, &tls.key_file)),
             (true, false) => {
                 return Err(Error::config(
                     field("cert_file"),
@@ -129,12 +121,48 @@ impl HttpConfig {
                 ))
             }
         };
+        let skip_verify = self.insecure_skip_verify || tls.insecure_skip_verify;
+        // insecure_skip_verify wins over server_name: nothing is verified, the URL's
+        // host stays the SNI
+        let server_name = !tls.server_name.is_empty() && !skip_verify;
+        if files.is_none() && !server_name {
+            return Ok(None);
+        }
         let read = |f: &str, path: &str| {
             std::fs::read(path).map_err(|e| Error::config(field(f), format!("reading {path}: {e}")))
         };
-        let mut pem = read("cert_file", cert)?;
+        let identity = match files {
+            Some((cert, key)) => Some((read("cert_file", cert)?, read("key_file", key)?)),
+            None => None,
+        };
+        let ca_pem = match tls.ca_file.is_empty() {
+            true => None,
+            false => Some(read("ca_file", &tls.ca_file)?),
+        };
+        let idle_timeout = match self.idle_conn_timeout.is_empty() {
+            true => None,
+            false => Some(
+                parse_duration(&self.idle_conn_timeout)
+                    .map_err(|m| Error::config("config.http_config.idle_conn_timeout", m))?,
+            ),
+        };
+        if server_name {
+            let client = ServerNameClient::new(&Settings {
+                server_name: &tls.server_name,
+                ca_pem: ca_pem.as_deref(),
+                identity: identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+                allow_http,
+                idle_timeout,
+                max_idle_per_host: self.max_idle_conns_per_host,
+                timeout: REQUEST_TIMEOUT,
+            })?;
+            return Ok(Some(TlsConnector(HttpClient::new(client))));
+        }
+        let Some(((cert, key), (mut pem, key_pem))) = files.zip(identity) else {
+            return Ok(None);
+        };
         pem.push(b'\n');
-        pem.extend(read("key_file", key)?);
+        pem.extend(key_pem);
         let identity = reqwest::Identity::from_pem(&pem)
             .map_err(|e| Error::config(field("cert_file"), format!("{cert} with {key}: {e}")))?;
         let mut b = reqwest::Client::builder()
@@ -146,19 +174,16 @@ impl HttpConfig {
             .no_brotli()
             .no_zstd()
             .no_deflate();
-        if self.insecure_skip_verify || tls.insecure_skip_verify {
+        if skip_verify {
             b = b.danger_accept_invalid_certs(true);
         }
-        if !self.idle_conn_timeout.is_empty() {
-            let idle = parse_duration(&self.idle_conn_timeout)
-                .map_err(|m| Error::config("config.http_config.idle_conn_timeout", m))?;
+        if let Some(idle) = idle_timeout {
             b = b.pool_idle_timeout(idle);
         }
         if self.max_idle_conns_per_host > 0 {
             b = b.pool_max_idle_per_host(self.max_idle_conns_per_host);
         }
-        if !tls.ca_file.is_empty() {
-            let pem = read("ca_file", &tls.ca_file)?;
+        if let Some(pem) = ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| Error::config(field("ca_file"), format!("{}: {e}", tls.ca_file)))?;
             for c in certs {
@@ -168,7 +193,7 @@ impl HttpConfig {
         let client = b
             .build()
             .map_err(|e| Error::config(field("cert_file"), e.to_string()))?;
-        Ok(Some(ClientCertConnector(client)))
+        Ok(Some(TlsConnector(HttpClient::new(client))))
     }
 }
 

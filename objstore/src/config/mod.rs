@@ -34,6 +34,7 @@ mod filesystem;
 mod gcs;
 mod http;
 mod s3;
+mod server_name;
 
 pub(crate) use filesystem::filesystem;
 
@@ -252,6 +253,31 @@ mod tests {
 
         let yaml = "type: AZURE\nconfig:\n  container: blocks\n  storage_connection_string: DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.windows.net\n";
         assert_eq!(build(yaml).unwrap().name, "azure:acct/blocks");
+    }
+
+    #[test]
+    fn tls_config_server_name_and_ca_file_are_checked() {
+        let s3 = "type: S3\nconfig:\n  bucket: b\n  endpoint: 127.0.0.1:9000\n  access_key: k\n  secret_key: s\n  http_config:\n    tls_config:\n";
+        let msg = err(&format!("{s3}      server_name: not a name!\n"));
+        assert!(
+            msg.contains("config.http_config.tls_config.server_name")
+                && msg.contains("not a name!"),
+            "{msg}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, "no certificate here\n").unwrap();
+        let yaml = format!(
+            "{s3}      server_name: s3.strata.test\n      ca_file: {}\n",
+            ca.display()
+        );
+        let msg = err(&yaml);
+        assert!(
+            msg.contains("config.http_config.tls_config.ca_file")
+                && msg.contains("no PEM certificate"),
+            "{msg}"
+        );
+        build(&format!("{s3}      server_name: s3.strata.test\n")).unwrap();
     }
 
     #[test]

@@ -231,7 +231,7 @@ impl S3Config {
             .with_virtual_hosted_style_request(target.virtual_hosted)
             .with_region(&target.region)
             .with_client_options(self.http_config.client_options(target.allow_http)?);
-        if let Some(c) = self.http_config.client_cert_connector(target.allow_http)? {
+        if let Some(c) = self.http_config.tls_connector(target.allow_http)? {
             builder = builder.with_http_connector(c);
         }
         if self.access_key.is_empty() {
