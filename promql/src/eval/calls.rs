@@ -490,33 +490,57 @@ impl Evaluator<'_> {
         Ok(Val::Vector(out))
     }
 
-    /// A native histogram series and classic buckets with the same labels (but `le`
-    /// and the name): Prometheus answers neither, with a warning.
+    /// A native histogram and classic buckets with the same labels (but `le` and the
+    /// name) at one step: Prometheus answers neither at that step, with a warning. Steps
+    /// where only one of them has a point are answered as usual.
     fn drop_mixed_classic_native(&self, native: &mut Vec<Series>, classic: &mut Vec<Series>) {
         if native.is_empty() || classic.is_empty() {
             return;
         }
-        let keys: HashSet<Labels> = classic
-            .iter()
-            .filter(|s| s.labels.get("le").is_some())
-            .map(|s| s.labels.without(&["le"]))
-            .collect();
-        let mut clash: HashSet<Labels> = HashSet::new();
-        native.retain(|s| {
-            let k = s.labels.clone();
-            if keys.contains(&k) {
-                self.warn(super::anno::mixed_classic_native(
-                    s.labels.get(METRIC_NAME).unwrap_or(""),
-                ));
-                clash.insert(k);
-                false
-            } else {
-                true
-            }
-        });
-        if !clash.is_empty() {
-            classic.retain(|s| !clash.contains(&s.labels.without(&["le"])));
+        // The steps at which each classic group has a bucket.
+        let mut bucket_steps: HashMap<Labels, HashSet<i64>> = HashMap::new();
+        for s in classic.iter().filter(|s| s.labels.get("le").is_some()) {
+            bucket_steps
+                .entry(s.labels.without(&["le"]))
+                .or_default()
+                .extend(s.pts.iter().map(|p| p.0));
         }
+        let mut clash: HashMap<Labels, HashSet<i64>> = HashMap::new();
+        for s in native.iter_mut() {
+            let Some(steps) = bucket_steps.get(&s.labels) else {
+                continue;
+            };
+            // (The native side may already be answered as floats.)
+            let hit: HashSet<i64> = s
+                .hists
+                .iter()
+                .map(|p| p.0)
+                .chain(s.pts.iter().map(|p| p.0))
+                .filter(|t| steps.contains(t))
+                .collect();
+            if hit.is_empty() {
+                continue;
+            }
+            self.warn(super::anno::mixed_classic_native(
+                s.labels.get(METRIC_NAME).unwrap_or(""),
+            ));
+            s.hists.retain(|p| !hit.contains(&p.0));
+            s.pts.retain(|p| !hit.contains(&p.0));
+            clash.insert(s.labels.clone(), hit);
+        }
+        if clash.is_empty() {
+            return;
+        }
+        native.retain(|s| !s.is_empty());
+        for s in classic.iter_mut() {
+            if s.labels.get("le").is_none() {
+                continue;
+            }
+            if let Some(hit) = clash.get(&s.labels.without(&["le"])) {
+                s.pts.retain(|p| !hit.contains(&p.0));
+            }
+        }
+        classic.retain(|s| !s.is_empty());
     }
 
     /// Classic histograms among `v` (series with an `le` label, grouped by their

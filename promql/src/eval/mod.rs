@@ -431,10 +431,19 @@ impl Out {
     }
     fn push_at(&mut self, i: usize, t: i64, v: f64) -> Result<()> {
         let s = &mut self.series[i];
-        if s.pts.last().is_some_and(|p| p.0 == t) || s.hists.last().is_some_and(|p| p.0 == t) {
+        if s.pts.last().is_none_or(|p| p.0 < t) && s.hists.last().is_none_or(|p| p.0 < t) {
+            s.pts.push((t, v));
+            return Ok(());
+        }
+        // Out of time order: a second input series mapped onto this label set (e.g.
+        // by `label_replace`) after the first one's points were pushed. A collision at
+        // any step fails, as at that step of Prometheus's evaluation; else the points
+        // merge in time order.
+        let at = s.pts.partition_point(|p| p.0 < t);
+        if s.pts.get(at).is_some_and(|p| p.0 == t) || s.hists.iter().any(|p| p.0 == t) {
             return exec("vector cannot contain metrics with the same labelset");
         }
-        s.pts.push((t, v));
+        s.pts.insert(at, (t, v));
         Ok(())
     }
     fn push(&mut self, labels: Labels, drop_name: bool, t: i64, v: f64) -> Result<()> {
@@ -443,10 +452,16 @@ impl Out {
     }
     fn push_hist_at(&mut self, i: usize, t: i64, h: FloatHistogram) -> Result<()> {
         let s = &mut self.series[i];
-        if s.pts.last().is_some_and(|p| p.0 == t) || s.hists.last().is_some_and(|p| p.0 == t) {
+        if s.pts.last().is_none_or(|p| p.0 < t) && s.hists.last().is_none_or(|p| p.0 < t) {
+            s.hists.push((t, h));
+            return Ok(());
+        }
+        // Out of time order: as in `push_at`.
+        let at = s.hists.partition_point(|p| p.0 < t);
+        if s.hists.get(at).is_some_and(|p| p.0 == t) || s.pts.iter().any(|p| p.0 == t) {
             return exec("vector cannot contain metrics with the same labelset");
         }
-        s.hists.push((t, h));
+        s.hists.insert(at, (t, h));
         Ok(())
     }
     fn finish(self) -> Vec<Series> {
