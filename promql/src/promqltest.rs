@@ -2,6 +2,7 @@
 //! See `shared/promqltest/README.md` for the format.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use promql_parser::parser::{self, Expr};
 use strata_tsdb::labels::Labels;
@@ -44,6 +45,36 @@ impl FileReport {
         }
         c
     }
+}
+
+/// The `*.test` files in `dir`, sorted by name (none when it cannot be read).
+pub fn test_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|x| x == "test"));
+    v.sort();
+    v
+}
+
+/// Prometheus's upstream test files: `shared/promqltest/testdata` beside or above
+/// `from` (a crate's manifest directory), `None` when there is none. CI always has
+/// them: there (`CI` set), their absence panics.
+pub fn upstream_test_dir(from: &Path) -> Option<PathBuf> {
+    let dir = from
+        .ancestors()
+        .flat_map(|a| {
+            [
+                a.join("../shared/promqltest/testdata"),
+                a.join("shared/promqltest/testdata"),
+            ]
+        })
+        .find(|d| d.is_dir());
+    assert!(
+        dir.is_some() || std::env::var_os("CI").is_none(),
+        "promqltest: ../shared/promqltest/testdata not found"
+    );
+    dir
 }
 
 /// `file:line` → reason, from the checked-in skip file.
@@ -956,6 +987,39 @@ pub fn run_script_on(
     text: &str,
     skips: &HashMap<(String, usize), String>,
 ) -> FileReport {
+    run_script_visiting(&st, file, text, skips, &mut |_| {})
+}
+
+/// An `eval` case of a test file, handed to the visitor of [`run_script_visiting`]
+/// with the storage holding the file's data at that point.
+#[derive(Debug, Clone)]
+pub struct EvalRef<'a> {
+    pub line: usize,
+    pub query: &'a str,
+    /// `eval range`: start, end and step (ms); `None` for `eval instant`.
+    pub range: Option<(i64, i64, i64)>,
+    /// `eval instant`: the evaluation time (ms).
+    pub at: i64,
+    /// The file expects an error.
+    pub expect_fail: bool,
+    /// Why this runner skips the case (a feature the engine lacks), if it does.
+    pub skipped: Option<&'a str>,
+    /// Counts the `load` and `clear` commands before the case: cases of one data
+    /// state share the number, so a consumer knows when the data changed.
+    pub state: usize,
+}
+
+/// [`run_script_on`] over a borrowed `st`, calling `visit` for every parsed `eval`
+/// case (skipped ones too) before the case runs: for runners that evaluate the same
+/// cases elsewhere (e.g. through the query frontend) over the same data.
+pub fn run_script_visiting(
+    st: &MemStorage,
+    file: &str,
+    text: &str,
+    skips: &HashMap<(String, usize), String>,
+    visit: &mut dyn FnMut(&EvalRef),
+) -> FileReport {
+    let mut state = 0usize;
     let opts = EngineOptions {
         max_samples: 10_000,
         ..Default::default()
@@ -996,8 +1060,10 @@ pub fn run_script_on(
             "clear" => {
                 st.clear();
                 session_skip = None;
+                state += 1;
             }
             "load" | "load_with_nhcb" => {
+                state += 1;
                 let interval = l.split_whitespace().nth(1).map(parse_duration_ms);
                 let interval = match interval {
                     Some(Ok(v)) => v,
@@ -1058,7 +1124,7 @@ pub fn run_script_on(
                         }),
                     }
                 }
-                if let Err(e) = nhcb.store(&st) {
+                if let Err(e) = nhcb.store(st) {
                     report.cases.push(CaseResult {
                         line: ln,
                         query: l.clone(),
@@ -1166,15 +1232,31 @@ pub fn run_script_on(
                     }
                     Ok(())
                 })();
+                let skip = if parsed.is_err() {
+                    None
+                } else if let Some(r) = skips.get(&(file.to_string(), ln)) {
+                    Some(r.clone())
+                } else {
+                    rule_skip(&c, &session_skip)
+                };
+                if parsed.is_ok() {
+                    visit(&EvalRef {
+                        line: ln,
+                        query: &c.query,
+                        range: c.range,
+                        at: c.at,
+                        expect_fail: c.fail,
+                        skipped: skip.as_deref(),
+                        state,
+                    });
+                }
                 let outcome = if let Err(e) = parsed {
                     Outcome::Fail(format!("bad eval command: {e}"))
-                } else if let Some(r) = skips.get(&(file.to_string(), ln)) {
-                    Outcome::Skip(r.clone())
-                } else if let Some(r) = rule_skip(&c, &session_skip) {
+                } else if let Some(r) = skip {
                     Outcome::Skip(r)
                 } else {
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_case(&engine, &st, &c)
+                        run_case(&engine, st, &c)
                     }));
                     match r {
                         Ok(Ok(())) => Outcome::Pass,

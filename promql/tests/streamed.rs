@@ -3,38 +3,20 @@
 //! Prometheus's upstream test files and Strata's own: the same passes (each checked
 //! against the file's expected values) and the same failures, message for message.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use strata_promql::promqltest::{run_script_on, Outcome};
+use strata_promql::promqltest::{run_script_on, test_files, upstream_test_dir, Outcome};
 use strata_promql::testing::MemStorage;
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    v.retain(|p| p.extension().is_some_and(|x| x == "test"));
-    v.sort();
-    v
-}
 
 #[test]
 fn streamed_and_eager_evaluation_agree_on_every_test_file() {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut all = files(&manifest.join("tests/testdata"));
-    let upstream = manifest
-        .ancestors()
-        .flat_map(|a| {
-            [
-                a.join("../shared/promqltest/testdata"),
-                a.join("shared/promqltest/testdata"),
-            ]
-        })
-        .find(|d| d.is_dir());
-    assert!(
-        upstream.is_some() || std::env::var_os("CI").is_none(),
-        "promqltest: ../shared/promqltest/testdata not found"
+    let mut all = test_files(&manifest.join("tests/testdata"));
+    all.extend(
+        upstream_test_dir(&manifest)
+            .map(|d| test_files(&d))
+            .unwrap_or_default(),
     );
-    all.extend(upstream.map(|d| files(&d)).unwrap_or_default());
     let mut compared = 0;
     for path in all {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
