@@ -80,6 +80,11 @@ pub struct FrontendConfig {
     /// refused (400) before it is split; 0 = no limit. A tenant's
     /// `max_total_query_length` in the runtime configuration overrides it.
     pub max_total_query_length_ms: i64,
+    /// `--querier.max-query-lookback`: a range query's start before `now - lookback` is
+    /// moved up to it (onto the query's step grid) before the length check and the
+    /// split; a query wholly before it answers empty. 0 = no limit. A tenant's
+    /// `max_query_lookback` in the runtime configuration overrides it.
+    pub max_query_lookback_ms: i64,
     /// Per-tenant overrides (`--runtime-config.file`), read at every query.
     pub runtime_config: Arc<RuntimeConfig>,
 }
@@ -100,6 +105,7 @@ impl Default for FrontendConfig {
             query_sharding_total_shards: 0,
             query_sharding_max_sharded_queries: 128,
             max_total_query_length_ms: 0,
+            max_query_lookback_ms: 0,
             runtime_config: RuntimeConfig::none(),
         }
     }
@@ -338,12 +344,11 @@ impl Frontend {
     /// Mimir's refusal of a range query of `length_ms` over `tenant`'s
     /// `max_total_query_length` (the runtime configuration's, else the flag's; 0 = off).
     fn too_long(&self, tenant: &str, length_ms: i64) -> Option<String> {
-        let limit = self
-            .config
-            .runtime_config
-            .tenant(tenant)
-            .max_total_query_length
-            .unwrap_or(self.config.max_total_query_length_ms);
+        let limit = self.tenant_limit(
+            tenant,
+            |o| o.max_total_query_length,
+            self.config.max_total_query_length_ms,
+        );
         (limit > 0 && length_ms > limit).then(|| {
             // Go's time.Duration form, as Mimir prints both.
             format!(
@@ -352,6 +357,27 @@ impl Frontend {
                 strata_kit::format_go_duration_ms(limit)
             )
         })
+    }
+
+    /// `tenant`'s oldest readable time now (`now - max_query_lookback`, the runtime
+    /// configuration's over the flag's), `None` without a limit.
+    fn min_query_time(&self, tenant: &str) -> Option<i64> {
+        let lookback = self.tenant_limit(
+            tenant,
+            |o| o.max_query_lookback,
+            self.config.max_query_lookback_ms,
+        );
+        (lookback > 0).then(|| now_ms().saturating_sub(lookback))
+    }
+
+    /// `tenant`'s runtime-configuration value of a key (`key` picks it), else `flag`.
+    fn tenant_limit(
+        &self,
+        tenant: &str,
+        key: fn(&strata_kit::runtime_config::TenantOverrides) -> Option<i64>,
+        flag: i64,
+    ) -> i64 {
+        key(&self.config.runtime_config.tenant(tenant)).unwrap_or(flag)
     }
 
     /// Send a request through the fair queue, retrying 5xx answers and failed sends.
@@ -614,8 +640,23 @@ async fn range(
         return proxy(State(fe), method, OriginalUri(uri), headers, body).await;
     };
     let tenant = tenant_of(&headers);
-    // Before alignment and splitting, on the range the client asked for, as Mimir's
-    // limits middleware checks it.
+    // Mimir's limits middleware: the lookback first (a query wholly before it is
+    // answered empty, not refused; an earlier start moves up, staying on the client's
+    // step grid so every point answered is one it asked for), then the length, both
+    // before alignment and splitting.
+    if let Some(min) = fe.min_query_time(&tenant) {
+        if q.start < min {
+            q.start += (min - q.start).div_euclid(q.step) * q.step;
+            if q.start < min {
+                q.start += q.step;
+            }
+        }
+        if q.end < q.start {
+            fe.finish("query_range", began, 200);
+            let body = encode(&[], None, &[], &[]);
+            return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+        }
+    }
     if let Some(message) = fe.too_long(&tenant, q.end - q.start) {
         let r = error_response(400, "bad_data", &message);
         fe.finish("query_range", began, 400);

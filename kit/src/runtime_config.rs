@@ -13,6 +13,7 @@
 //!     ingestion_rate: 50000                       # ingester
 //!     compactor_blocks_retention_period: 30d      # compactor
 //!     max_fetched_series_per_query: 100000        # querier
+//!     max_query_lookback: 90d                     # querier and query frontend
 //!     max_total_query_length: 30d                 # query frontend
 //! ```
 
@@ -79,6 +80,11 @@ pub struct TenantOverrides {
     pub max_fetched_series_per_query: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_fetched_chunk_bytes_per_query: Option<u64>,
+    /// How far back this tenant's queries read (0 = no limit): a start before
+    /// `now - max_query_lookback` is moved up to it, in the querier (every read) and
+    /// the query frontend (range queries). In place of `--querier.max-query-lookback`.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
+    pub max_query_lookback: Option<i64>,
     // --- query frontend
     /// Longest range (end - start) of a range query; 0 = no limit. In place of
     /// `--query-frontend.max-total-query-length` for this tenant.
@@ -274,7 +280,7 @@ mod tests {
         let path = dir.path().join("runtime.yml");
         std::fs::write(
             &path,
-            "overrides:\n  a:\n    ingestion_rate: 5\n    compactor_blocks_retention_period: 30d\n    max_fetched_series_per_query: 7\n    cardinality_guard_window: 5m\n",
+            "overrides:\n  a:\n    ingestion_rate: 5\n    compactor_blocks_retention_period: 30d\n    max_fetched_series_per_query: 7\n    cardinality_guard_window: 5m\n    max_query_lookback: 2h\n",
         )
         .unwrap();
         let args = RuntimeConfigArgs {
@@ -289,6 +295,7 @@ mod tests {
         assert_eq!(a.compactor_blocks_retention_period, Some(30 * 86_400_000));
         assert_eq!(a.max_fetched_series_per_query, Some(7));
         assert_eq!(a.cardinality_guard_window, Some(300_000));
+        assert_eq!(a.max_query_lookback, Some(2 * 3_600_000));
         assert_eq!(rc.tenant("b"), TenantOverrides::default());
         // an unknown key is an error naming it; the last good configuration stays
         std::fs::write(&path, "overrides:\n  a:\n    ingestion_rat: 9\n").unwrap();
@@ -333,5 +340,6 @@ mod tests {
         assert_eq!(a.max_fetched_chunk_bytes_per_query, Some(1_000_000_000));
         assert_eq!(a.cardinality_guard_window, Some(600_000));
         assert_eq!(a.max_total_query_length, Some(32 * 86_400_000));
+        assert_eq!(a.max_query_lookback, Some(90 * 86_400_000));
     }
 }

@@ -54,9 +54,19 @@ pub struct FetchOptions {
     pub timeout: Duration,
     /// The request's cost and limits, counted by every source as its data arrives.
     pub cost: Arc<QueryCost>,
+    /// The oldest time the tenant may read (`max_query_lookback`; `i64::MIN`: no
+    /// limit): every fetch's start is moved up to it, and one ending before it asks
+    /// no source and answers empty (Mimir's querier, not an error).
+    pub min_time: i64,
 }
 
 impl FetchOptions {
+    /// `[mint, maxt]` clamped to the tenant's lookback; `None` when nothing is left.
+    fn clamp(&self, mint: i64, maxt: i64) -> Option<(i64, i64)> {
+        let mint = mint.max(self.min_time);
+        (maxt >= mint).then_some((mint, maxt))
+    }
+
     /// The replica label names (none when dedup is off).
     fn replica_names(&self) -> Vec<&str> {
         self.replica_labels
@@ -568,6 +578,13 @@ impl Sources {
         hints: Option<&SelectHints>,
         skip_chunks: bool,
     ) -> Result<Fetched<LazySeries>, FetchError> {
+        let Some((mint, maxt)) = opts.clamp(mint, maxt) else {
+            return Ok(Fetched {
+                series: Vec::new(),
+                warnings: Vec::new(),
+                downsampled: HashMap::new(),
+            });
+        };
         let shard = shard.map(|shard| crate::bucket::ShardFilter {
             shard,
             replica_labels: opts.replica_labels.clone().unwrap_or_default(),
@@ -811,6 +828,9 @@ impl Sources {
         mint: i64,
         maxt: i64,
     ) -> Result<(Vec<String>, Vec<String>), FetchError> {
+        let Some((mint, maxt)) = opts.clamp(mint, maxt) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
         let mut out = std::collections::BTreeSet::new();
         let mut warnings = Vec::new();
         let replica = opts.replica_names();
@@ -1226,6 +1246,7 @@ mod tests {
             max_resolution_ms: 0,
             timeout: Duration::from_secs(1),
             cost: Default::default(),
+            min_time: i64::MIN,
         };
         let limit = StoreError::from_status(&tonic::Status::resource_exhausted("too many series"));
         let e = sources

@@ -70,6 +70,10 @@ pub struct QuerierConfig {
     /// Chunk bytes one request may fetch from all sources; 0: unlimited
     /// [`--querier.max-fetched-chunk-bytes-per-query`].
     pub max_fetched_chunk_bytes: u64,
+    /// How far back queries read; a start before `now - max_query_lookback` is moved
+    /// up to it, a request wholly before it answers empty; zero: no limit
+    /// [`--querier.max-query-lookback`]. A tenant's `max_query_lookback` overrides it.
+    pub max_query_lookback: Duration,
     /// Queries slower than this are logged with their cost; zero: none
     /// [`--query.log-slow-queries-over`].
     pub log_slow_queries_over: Duration,
@@ -130,6 +134,7 @@ impl Default for QuerierConfig {
             max_samples: 50_000_000,
             max_fetched_series: 0,
             max_fetched_chunk_bytes: 0,
+            max_query_lookback: Duration::ZERO,
             log_slow_queries_over: Duration::from_secs(5),
             max_concurrent: 20,
             lookback_delta: Duration::from_secs(300),
@@ -265,7 +270,27 @@ impl Querier {
             max_resolution_ms: 0,
             timeout: self.config.store_timeout.unwrap_or(self.config.timeout),
             cost: stats::QueryCost::new(self.fetch_limits(tenant)),
+            min_time: self.min_query_time(tenant),
         }
+    }
+
+    /// The oldest time `tenant` may read now: `now - max_query_lookback` (its
+    /// runtime-configuration entry over the flag), `i64::MIN` without a limit. Mimir's
+    /// querier clamps every read's start to it; so does the fan-out with this.
+    pub fn min_query_time(&self, tenant: &str) -> i64 {
+        let lookback = self
+            .config
+            .runtime_config
+            .tenant(tenant)
+            .max_query_lookback
+            .unwrap_or(self.config.max_query_lookback.as_millis() as i64);
+        if lookback <= 0 {
+            return i64::MIN;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        now.saturating_sub(lookback)
     }
 
     /// `tenant`'s per-request fetch limits: its runtime-configuration entry

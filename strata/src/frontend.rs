@@ -32,6 +32,8 @@ pub struct QueryFrontendCmd {
     #[command(flatten)]
     frontend: FrontendArgs,
     #[command(flatten)]
+    lookback: crate::querier::MaxQueryLookbackArg,
+    #[command(flatten)]
     runtime_config: RuntimeConfigArgs,
 }
 
@@ -146,6 +148,7 @@ impl FrontendArgs {
 
 pub fn run_query_frontend(cmd: QueryFrontendCmd) -> anyhow::Result<ExitCode> {
     let mut config = cmd.frontend.config();
+    config.max_query_lookback_ms = cmd.lookback.max_query_lookback_ms.max(0);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -92,7 +92,12 @@ pub fn run_all(cmd: AllCmd) -> anyhow::Result<ExitCode> {
         std::time::Duration::from_millis(cmd.compactor_interval_ms.max(1000) as u64),
     )?;
     let all = AllExtras {
-        frontend: cmd.frontend_enabled.then(|| cmd.frontend.config()),
+        frontend: cmd
+            .frontend_enabled
+            .then(|| strata_frontend::FrontendConfig {
+                max_query_lookback_ms: cmd.query.lookback.max_query_lookback_ms.max(0),
+                ..cmd.frontend.config()
+            }),
         query: cmd.query,
         ruler: cmd.ruler,
         compactor,

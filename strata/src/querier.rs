@@ -102,6 +102,8 @@ pub struct QuerierArgs {
         default_value_t = 0
     )]
     pub max_fetched_chunk_bytes: u64,
+    #[command(flatten)]
+    pub lookback: MaxQueryLookbackArg,
     /// Log queries that take at least this long, with what they read; 0 = none.
     #[arg(long = "query.log-slow-queries-over", value_name = "DURATION", default_value = "5s", value_parser = parse_duration_ms)]
     pub log_slow_queries_over_ms: i64,
@@ -177,6 +179,19 @@ pub struct QuerierArgs {
     pub cors_origin: strata_kit::http::CorsOrigin,
 }
 
+/// `--querier.max-query-lookback` (Mimir's flag), shared by the querier, `strata all`
+/// and `strata query-frontend`.
+#[derive(Debug, Clone, Args)]
+pub struct MaxQueryLookbackArg {
+    /// How far back queries may read (Mimir's limit): the start of an instant, range,
+    /// series, labels, exemplars or remote-read request before now minus this is
+    /// moved up to it, and a request wholly before it answers empty; the query
+    /// frontend moves range queries' starts too. 0 = no limit. Per tenant:
+    /// `max_query_lookback` in --runtime-config.file.
+    #[arg(long = "querier.max-query-lookback", value_name = "DURATION", default_value = "0", value_parser = parse_duration_ms)]
+    pub max_query_lookback_ms: i64,
+}
+
 fn parse_cors_origin(s: &str) -> Result<strata_kit::http::CorsOrigin, String> {
     strata_kit::http::CorsOrigin::new(s).map_err(|e| format!("invalid regex: {e}"))
 }
@@ -214,6 +229,7 @@ impl QuerierArgs {
             max_samples: self.max_samples,
             max_fetched_series: self.max_fetched_series,
             max_fetched_chunk_bytes: self.max_fetched_chunk_bytes,
+            max_query_lookback: ms(self.lookback.max_query_lookback_ms),
             log_slow_queries_over: ms(self.log_slow_queries_over_ms),
             max_concurrent: self.max_concurrent,
             lookback_delta: ms(self.lookback_delta_ms),

@@ -118,6 +118,35 @@ pub fn post_bytes(
     Ok((status, content_type, bytes))
 }
 
+/// Remote read of the series matching `matchers` in `[start, end]` (ms) as `tenant`
+/// (`POST {base}/api/v1/read`, the SAMPLES answer). Panics unless the answer is 200.
+pub fn remote_read(
+    base: &str,
+    tenant: &str,
+    start: i64,
+    end: i64,
+    matchers: Vec<strata_proto::prometheus::LabelMatcher>,
+) -> strata_proto::prometheus::ReadResponse {
+    let req = strata_proto::prometheus::ReadRequest {
+        queries: vec![strata_proto::prometheus::Query {
+            start_timestamp_ms: start,
+            end_timestamp_ms: end,
+            matchers,
+            hints: None,
+        }],
+        accepted_response_types: vec![],
+    };
+    let body = strata_proto::encode_snappy_message(&req);
+    let (code, _, bytes) = post_bytes(
+        &format!("{base}/api/v1/read"),
+        &[("Content-Encoding", "snappy"), ("X-Scope-OrgID", tenant)],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(code, 200, "remote read as {tenant}");
+    strata_proto::decode_snappy_message(&bytes, 256 << 20).expect("a ReadResponse")
+}
+
 /// A tiny exporter on a loopback port serving two fixed `demo_jobs_total` series
 /// (`queue="a"` 42, `queue="b"` 7) until the process ends; returns its port.
 pub fn exporter() -> u16 {

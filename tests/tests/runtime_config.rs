@@ -2,13 +2,14 @@
 //! real binary: a tenant's own rate and series limits, changed without a restart, and a
 //! broken file that keeps the last good configuration; the same file gives the
 //! compactor a tenant's retention, the querier a tenant's query limits and the query
-//! frontend a tenant's longest range query.
+//! frontend a tenant's longest range query; a tenant's `max_query_lookback` in both.
 
 use std::path::Path;
 use std::time::Duration;
 
 use strata_objstore::Bucket;
-use strata_testkit::http::{encode, get, get_with};
+use strata_proto::prometheus::{label_matcher, Exemplar, Label, LabelMatcher};
+use strata_testkit::http::{encode, get, get_with, remote_read};
 use strata_testkit::strata::{series, write_request, StrataProc};
 use strata_tsdb::block::{BlockWriter, MetaExtra};
 use strata_tsdb::chunkenc::ChunkCutter;
@@ -412,4 +413,214 @@ fn frontend_refuses_range_queries_over_the_total_query_length() {
     }
     let (_, shown) = get(&format!("{}/runtime_config", frontend.url())).unwrap();
     assert!(shown.contains("max_total_query_length: 3h"), "{shown}");
+}
+
+/// Series named `name` with samples in a remote-read answer for `tenant` over
+/// `[start, end]`.
+fn remote_read_series(base: &str, tenant: &str, name: &str, start: i64, end: i64) -> usize {
+    let m = LabelMatcher {
+        r#type: label_matcher::Type::Eq as i32,
+        name: "__name__".into(),
+        value: name.into(),
+    };
+    remote_read(base, tenant, start, end, vec![m]).results[0]
+        .timeseries
+        .iter()
+        .filter(|s| !s.samples.is_empty())
+        .count()
+}
+
+/// `max_query_lookback` (Mimir's limit): tenant A's data older than its lookback is
+/// invisible to A on every read path (instant and range queries, series, label values,
+/// exemplars, remote read) while tenant B, without the limit, reads the same data; a
+/// query wholly before the lookback is answered empty, not refused. The query frontend
+/// moves a range query's start up before its length check (A's 3-day query passes a
+/// 1-day `--query-frontend.max-total-query-length`, B's is refused) and answers a range
+/// wholly before the lookback without asking the querier. `--querier.max-query-lookback`
+/// holds for a tenant without an entry. Moving the limit from A to B in the file swaps
+/// what they see, without a restart.
+#[test]
+fn max_query_lookback_hides_older_data_per_tenant_and_reloads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (strata, cfg) = all_with_runtime_config_and(
+        tmp.path(),
+        "overrides:\n  tenant-a:\n    max_query_lookback: 1h\n",
+        &[
+            "--query-frontend.enabled",
+            "--query-frontend.max-total-query-length=1d",
+        ],
+    );
+    let now = now_ms() / 60_000 * 60_000;
+    let old = now - 2 * H;
+    for tenant in ["tenant-a", "tenant-b"] {
+        let mut old_series = series(
+            &[("__name__", "old_metric"), ("job", "j")],
+            &(0..5).map(|i| (old + i * 60_000, 1.0)).collect::<Vec<_>>(),
+        );
+        old_series.exemplars = vec![Exemplar {
+            labels: vec![Label {
+                name: "trace_id".into(),
+                value: "abc".into(),
+            }],
+            value: 1.0,
+            timestamp: old,
+        }];
+        let both = series(
+            &[("__name__", "m"), ("job", "j")],
+            &[(old, 1.0), (old + 60_000, 2.0), (now - 60_000, 3.0)],
+        );
+        let (code, body) = strata.push(Some(tenant), &write_request(vec![old_series, both]));
+        assert_eq!(code, 200, "{tenant}: {body}");
+    }
+    let get_as = |tenant: &str, path: &str| {
+        let (code, body) = get_with(
+            &format!("{}{path}", strata.url()),
+            &[("X-Scope-OrgID", tenant)],
+        )
+        .unwrap();
+        assert_eq!(code, 200, "{tenant} {path}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let range = format!("start={}&end={}", (now - 3 * H) / 1000, now / 1000);
+    // how many results each read path gives `tenant` for the old data
+    let old_seen = |tenant: &str| -> Vec<usize> {
+        let n = |v: serde_json::Value| v["data"]["result"].as_array().unwrap().len();
+        let arr = |v: serde_json::Value| v["data"].as_array().unwrap().len();
+        let instant = n(get_as(
+            tenant,
+            &format!(
+                "/api/v1/query?query=old_metric&time={}",
+                (old + 60_000) / 1000
+            ),
+        ));
+        let series = arr(get_as(
+            tenant,
+            &format!("/api/v1/series?match[]=old_metric&{range}"),
+        ));
+        let values = get_as(
+            tenant,
+            &format!(
+                "/api/v1/label/__name__/values?match[]={}&{range}",
+                encode(r#"{job="j"}"#)
+            ),
+        );
+        let named_old = values["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| *v == "old_metric")
+            .count();
+        let exemplars = arr(get_as(
+            tenant,
+            &format!("/api/v1/query_exemplars?query=old_metric&{range}"),
+        ));
+        let read = remote_read_series(&strata.url(), tenant, "old_metric", now - 3 * H, now);
+        vec![instant, series, named_old, exemplars, read]
+    };
+    assert_eq!(
+        old_seen("tenant-a"),
+        vec![0; 5],
+        "A reads past its lookback"
+    );
+    assert_eq!(old_seen("tenant-b"), vec![1; 5], "B reads everything");
+
+    // range queries, through the frontend of `strata all`
+    let query_range = |tenant: &str, q: &str, start: i64, end: i64, step: i64| {
+        get_with(
+            &format!(
+                "{}/api/v1/query_range?query={}&start={}&end={}&step={step}",
+                strata.url(),
+                encode(q),
+                start / 1000,
+                end / 1000
+            ),
+            &[("X-Scope-OrgID", tenant)],
+        )
+        .map(|(c, b)| (c, serde_json::from_str::<serde_json::Value>(&b).unwrap()))
+        .unwrap()
+    };
+    let points = |v: &serde_json::Value| -> Vec<i64> {
+        v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["values"].as_array().unwrap())
+            .map(|p| (p[0].as_f64().unwrap() * 1000.0) as i64)
+            .collect()
+    };
+    let start = now - 3 * H + 17_000;
+    let (code, a) = query_range("tenant-a", "m", start, now, 60);
+    assert_eq!(code, 200, "{a}");
+    let a = points(&a);
+    assert!(!a.is_empty(), "A's recent sample");
+    assert!(
+        a.iter().all(|&t| t >= now - H),
+        "A reads past its lookback: {a:?}"
+    );
+    assert!(
+        a.iter().all(|&t| (t - start) % 60_000 == 0),
+        "the moved start stays on the query's step grid: {a:?}"
+    );
+    let (_, b) = query_range("tenant-b", "m", start, now, 60);
+    assert!(points(&b).iter().any(|&t| t < old + 5 * 60_000), "{b}");
+    // wholly before the lookback: empty, and no part sent to the querier
+    let parts = || strata.metric("strata_query_frontend_split_queries_total");
+    let before = parts();
+    let (code, a) = query_range("tenant-a", "old_metric", now - 3 * H, now - 90 * 60_000, 60);
+    assert_eq!(
+        (code, a),
+        (
+            200,
+            serde_json::json!({"status": "success", "data": {"resultType": "matrix", "result": []}})
+        )
+    );
+    assert_eq!(
+        parts(),
+        before,
+        "a range wholly before the lookback is not split"
+    );
+    let (_, b) = query_range("tenant-b", "old_metric", now - 3 * H, now - 90 * 60_000, 60);
+    assert_eq!(points(&b).len(), 9, "{b}");
+    // the lookback comes before the length check, as in Mimir
+    let (code, a) = query_range("tenant-a", "m", now - 72 * H, now, 600);
+    assert_eq!(code, 200, "{a}");
+    let (code, b) = query_range("tenant-b", "m", now - 72 * H, now, 600);
+    assert_eq!(code, 400, "{b}");
+
+    // the flag, for every tenant without an entry, in a querier of its own over the
+    // Store API (range queries reach its fan-out, no frontend in between)
+    let querier = StrataProc::start_with_grpc(
+        &tmp.path().join("querier"),
+        &[
+            "querier",
+            &format!("--endpoint=127.0.0.1:{}", strata.grpc_port),
+            "--querier.max-query-lookback=1h",
+        ],
+    );
+    let (code, body) = get_with(
+        &format!(
+            "{}/api/v1/query_range?query=m&start={}&end={}&step=60",
+            querier.url(),
+            start / 1000,
+            now / 1000
+        ),
+        &[("X-Scope-OrgID", "tenant-b")],
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let b = points(&serde_json::from_str(&body).unwrap());
+    assert!(!b.is_empty() && b.iter().all(|&t| t >= now - H), "{b:?}");
+
+    // the limit moves from A to B, no restart
+    std::fs::write(
+        &cfg,
+        "overrides:\n  tenant-b:\n    max_query_lookback: 1h\n",
+    )
+    .unwrap();
+    strata_testkit::poll("the moved lookback", Duration::from_secs(20), || {
+        (old_seen("tenant-a") == vec![1; 5]).then_some(())
+    });
+    assert_eq!(old_seen("tenant-b"), vec![0; 5]);
+    let (_, shown) = get(&format!("{}/runtime_config", strata.url())).unwrap();
+    assert!(shown.contains("max_query_lookback: 1h"), "{shown}");
 }

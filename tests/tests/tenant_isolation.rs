@@ -8,13 +8,11 @@
 //! nothing at all fails the test.
 
 use strata_proto::prometheus::{
-    label_matcher, Exemplar, Label, LabelMatcher, MetricMetadata, Query, ReadRequest, TimeSeries,
-    WriteRequest,
+    label_matcher, Exemplar, Label, LabelMatcher, MetricMetadata, TimeSeries, WriteRequest,
 };
 use strata_proto::store::store_client::StoreClient;
 use strata_proto::store::{LabelNamesRequest, LabelValuesRequest, SeriesRequest};
-use strata_proto::Message;
-use strata_testkit::http::{encode, get_with, post_bytes};
+use strata_testkit::http::{encode, get_with};
 use strata_testkit::strata::{series, StrataProc};
 
 fn now_ms() -> i64 {
@@ -159,33 +157,16 @@ fn http_answers(top: &Topology, tenant: &str, t: i64) -> Vec<(String, bool, Stri
         .collect()
 }
 
-/// Remote read of everything as `tenant`, decoded from snappy (the protobuf's strings
-/// are plain bytes inside).
-fn remote_read(base: &str, tenant: &str, t: i64) -> Vec<u8> {
-    let req = ReadRequest {
-        queries: vec![Query {
-            start_timestamp_ms: t - 3_600_000,
-            end_timestamp_ms: t + 60_000,
-            matchers: vec![LabelMatcher {
-                r#type: label_matcher::Type::Re as i32,
-                name: "__name__".into(),
-                value: ".+".into(),
-            }],
-            hints: None,
-        }],
-        accepted_response_types: vec![],
+/// Remote read of everything as `tenant`, as debug text (every label in it).
+fn remote_read(base: &str, tenant: &str, t: i64) -> String {
+    let every = LabelMatcher {
+        r#type: label_matcher::Type::Re as i32,
+        name: "__name__".into(),
+        value: ".+".into(),
     };
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .unwrap();
-    let (code, _, bytes) = post_bytes(
-        &format!("{base}/api/v1/read"),
-        &[("Content-Encoding", "snappy"), ("X-Scope-OrgID", tenant)],
-        &body,
-    )
-    .unwrap();
-    assert_eq!(code, 200, "remote read as {tenant}");
-    snap::raw::Decoder::new().decompress_vec(&bytes).unwrap()
+    let resp =
+        strata_testkit::http::remote_read(base, tenant, t - 3_600_000, t + 60_000, vec![every]);
+    format!("{resp:?}")
 }
 
 /// Series, label names and values over the Store API as `tenant`, as debug text.
@@ -324,9 +305,7 @@ fn tenants_never_read_each_other() {
     for top in &topologies {
         for (me, other) in [(&A, &B), (&B, &A)] {
             let mut answers = http_answers(top, me.id, t);
-            // the protobuf's strings are plain bytes inside
-            let read =
-                String::from_utf8_lossy(&remote_read(&top.proc.url(), me.id, t)).into_owned();
+            let read = remote_read(&top.proc.url(), me.id, t);
             answers.push(("remote read".into(), true, read));
             if top.grpc {
                 answers.push((

@@ -180,6 +180,7 @@ impl Querier {
         };
         let cost = QueryCost::new(self.fetch_limits(&tenant));
         Ok(FetchOptions {
+            min_time: self.min_query_time(&tenant),
             tenant,
             partial_response,
             replica_labels,

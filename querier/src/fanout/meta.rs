@@ -164,8 +164,12 @@ impl Sources {
     pub async fn exemplars(
         &self,
         opts: &FetchOptions,
-        req: ExemplarsRequest,
+        mut req: ExemplarsRequest,
     ) -> Result<(ExemplarsResponse, Vec<String>), FetchError> {
+        match opts.clamp(req.start, req.end) {
+            Some((start, _)) => req.start = start,
+            None => return Ok(Default::default()),
+        }
         let (parts, warnings) = self
             .ask_all(opts, |ep| {
                 let req = req.clone();
