@@ -61,6 +61,18 @@ macro_rules! http_args {
             /// certificates, basic auth, response headers. Read at start-up.
             #[arg(long = "http.config", value_name = "FILE")]
             pub http_config: Option<std::path::PathBuf>,
+            /// With basic auth in --http.config: the authenticated user name is the
+            /// tenant of every request (as X-Scope-OrgID); a request whose tenant
+            /// header names another tenant is refused (403).
+            #[arg(
+                long = "auth.tenant-from-basic-auth-user",
+                value_name = "BOOL",
+                default_value_t = false,
+                action = clap::ArgAction::Set,
+                num_args = 0..=1,
+                default_missing_value = "true"
+            )]
+            pub tenant_from_basic_auth_user: bool,
         }
 
         #[allow(dead_code)]

@@ -69,17 +69,29 @@ fn main() -> ExitCode {
     strata_kit::status::set_flags(effective_flags(&Cli::command(), &matches));
     strata_kit::init_tracing(&cli.log);
     // --http.config holds for every HTTP server of the process
+    let tenant_from_user = strata_kit::status::flags()
+        .get("auth.tenant-from-basic-auth-user")
+        .is_some_and(|v| v == "true");
     if let Some(path) = strata_kit::status::flags()
         .get("http.config")
         .filter(|p| !p.is_empty())
     {
-        match strata_kit::http::WebConfig::from_file(std::path::Path::new(path)) {
+        let web = strata_kit::http::WebConfig::from_file(std::path::Path::new(path));
+        match web.and_then(|c| match tenant_from_user {
+            true => c.with_tenant_from_user(),
+            false => Ok(c),
+        }) {
             Ok(c) => strata_kit::http::set_web_config(c),
             Err(e) => {
                 tracing::error!("{e}");
                 return ExitCode::from(1);
             }
         }
+    } else if tenant_from_user {
+        tracing::error!(
+            "--auth.tenant-from-basic-auth-user: needs basic_auth_users in --http.config"
+        );
+        return ExitCode::from(1);
     }
     if let Err(e) = strata_kit::grpc_tls::configure(strata_kit::status::flags()) {
         tracing::error!("{e}");

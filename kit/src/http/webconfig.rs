@@ -2,6 +2,8 @@
 //! that Prometheus, Alertmanager and Thanos take): TLS with optional client
 //! certificates (`tls_server_config`), basic auth against bcrypt hashes
 //! (`basic_auth_users`) and extra response headers (`http_server_config.headers`).
+//! With `--auth.tenant-from-basic-auth-user` the authenticated user name is the
+//! request's tenant: a request naming another tenant is refused (403).
 //!
 //! bcrypt is slow on purpose (tens of ms at cost 10); a credential that verified once
 //! is remembered by its SHA-256, as exporter-toolkit caches, so only the first request
@@ -31,6 +33,8 @@ pub enum WebConfigError {
     },
     #[error("--http.config {path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("--auth.tenant-from-basic-auth-user: {0}")]
+    TenantFromUser(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +79,8 @@ pub struct WebConfig {
     users: BTreeMap<String, String>,
     headers: Vec<(HeaderName, HeaderValue)>,
     verified: Mutex<HashSet<[u8; 32]>>,
+    /// `--auth.tenant-from-basic-auth-user`: the user name is the tenant.
+    tenant_from_user: bool,
 }
 
 static GLOBAL: OnceLock<Arc<WebConfig>> = OnceLock::new();
@@ -136,7 +142,28 @@ impl WebConfig {
             users: f.basic_auth_users,
             headers,
             verified: Mutex::new(HashSet::new()),
+            tenant_from_user: false,
         })
+    }
+
+    /// `--auth.tenant-from-basic-auth-user`: every request's tenant becomes its
+    /// authenticated user name. Refused without basic-auth users, or when a user name
+    /// is not a valid tenant ID (it could never write or read).
+    pub fn with_tenant_from_user(mut self) -> Result<WebConfig, WebConfigError> {
+        if self.users.is_empty() {
+            return Err(WebConfigError::TenantFromUser(
+                "needs basic_auth_users in --http.config".into(),
+            ));
+        }
+        for user in self.users.keys() {
+            crate::tenant::validate_tenant(user).map_err(|e| {
+                WebConfigError::TenantFromUser(format!(
+                    "basic_auth_users: user {user:?} cannot be a tenant: {e}"
+                ))
+            })?;
+        }
+        self.tenant_from_user = true;
+        Ok(self)
     }
 
     /// Whether `authorization` (a `Basic …` header value) names a user with the right
@@ -145,7 +172,7 @@ impl WebConfig {
     #[cfg(test)]
     fn authorized(&self, authorization: Option<&str>) -> bool {
         match self.check_cached(authorization) {
-            Cached::Yes => true,
+            Cached::Yes(_) => true,
             Cached::Invalid => false,
             Cached::Unknown(c) => self.verify(c),
         }
@@ -178,7 +205,7 @@ impl WebConfig {
         };
         let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if self.users.contains_key(&user) && verified.contains(&key) {
-            return Cached::Yes;
+            return Cached::Yes(user);
         }
         Cached::Unknown(Credential { user, pass, key })
     }
@@ -205,7 +232,8 @@ impl WebConfig {
 
 /// A credential's standing before bcrypt.
 enum Cached {
-    Yes,
+    /// Verified before: the user.
+    Yes(String),
     /// No `Basic` credential, or one that does not decode.
     Invalid,
     Unknown(Credential),
@@ -314,30 +342,41 @@ fn tls_config(t: TlsFormat, base: &Path) -> Result<rustls::ServerConfig, String>
     Ok(cfg)
 }
 
-/// Basic auth (when users are configured) and the configured response headers.
-pub(super) async fn guard(State(cfg): State<Arc<WebConfig>>, req: Request, next: Next) -> Response {
+/// Basic auth (when users are configured), the tenant of the user (with
+/// `--auth.tenant-from-basic-auth-user`) and the configured response headers.
+pub(super) async fn guard(
+    State(cfg): State<Arc<WebConfig>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     if !cfg.users.is_empty() {
         let auth = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let ok = match cfg.check_cached(auth.as_deref()) {
-            Cached::Yes => true,
-            Cached::Invalid => false,
+        let user = match cfg.check_cached(auth.as_deref()) {
+            Cached::Yes(user) => Some(user),
+            Cached::Invalid => None,
             Cached::Unknown(c) => {
-                let cfg = cfg.clone();
+                let (cfg, user) = (cfg.clone(), c.user.clone());
                 // bcrypt is CPU work: off the I/O threads
                 tokio::task::spawn_blocking(move || cfg.verify(c))
                     .await
                     .unwrap_or(false)
+                    .then_some(user)
             }
         };
-        if !ok {
+        let Some(user) = user else {
             let mut resp = (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
             return resp;
+        };
+        if cfg.tenant_from_user {
+            if let Err(message) = bind_tenant(req.headers_mut(), &user) {
+                return (StatusCode::FORBIDDEN, message).into_response();
+            }
         }
     }
     let mut resp = next.run(req).await;
@@ -345,6 +384,26 @@ pub(super) async fn guard(State(cfg): State<Arc<WebConfig>>, req: Request, next:
         resp.headers_mut().insert(k.clone(), v.clone());
     }
     resp
+}
+
+/// Make `user` the request's tenant: a tenant header naming anyone else is an error
+/// (the user must not reach another tenant's data by setting it); none is set to it.
+fn bind_tenant(headers: &mut axum::http::HeaderMap, user: &str) -> Result<(), String> {
+    for name in crate::tenant::TENANT_HEADERS {
+        if let Some(v) = headers
+            .get(name)
+            .filter(|v| v.as_bytes() != user.as_bytes())
+        {
+            return Err(format!(
+                "user {user:?} may not use tenant {:?} (header {name}): with \
+                 --auth.tenant-from-basic-auth-user a user's tenant is its user name\n",
+                String::from_utf8_lossy(v.as_bytes())
+            ));
+        }
+    }
+    let value = HeaderValue::try_from(user).map_err(|e| format!("user {user:?}: {e}\n"))?;
+    headers.insert(crate::tenant::TENANT_HEADERS[0], value);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -383,5 +442,35 @@ mod tests {
         assert!(!b("bob", "s3cret"));
         assert!(!c.authorized(None));
         assert!(!c.authorized(Some("Bearer x")));
+    }
+
+    #[test]
+    fn a_user_is_bound_to_its_tenant() {
+        use axum::http::HeaderMap;
+        let mut h = HeaderMap::new();
+        bind_tenant(&mut h, "alice").unwrap();
+        assert_eq!(h["x-scope-orgid"], "alice");
+        bind_tenant(&mut h, "alice").unwrap();
+        for name in ["x-scope-orgid", "thanos-tenant"] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("alice"));
+            let e = bind_tenant(&mut h, "bob").unwrap_err();
+            assert!(
+                e.contains(r#"user "bob" may not use tenant "alice""#),
+                "{e}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("web.yml");
+        std::fs::write(&p, "").unwrap();
+        let e = WebConfig::from_file(&p).unwrap().with_tenant_from_user();
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("needs basic_auth_users"));
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        std::fs::write(&p, format!("basic_auth_users:\n  'a b': '{hash}'\n")).unwrap();
+        let e = WebConfig::from_file(&p).unwrap().with_tenant_from_user();
+        assert!(e.unwrap_err().to_string().contains("cannot be a tenant"));
     }
 }
