@@ -21,8 +21,10 @@ pub struct Extent {
 }
 
 impl Extent {
+    /// The answer for `[start, end]`: its series, and its infos (the annotations an
+    /// extent may carry; answers with warnings are not cached).
     pub fn new(start: i64, end: i64, matrix: Matrix) -> Extent {
-        let bytes = matrix.bytes() + 64;
+        let bytes = matrix.bytes() + matrix.infos.iter().map(String::len).sum::<usize>() + 64;
         Extent {
             start,
             end,
@@ -159,6 +161,13 @@ pub fn add_extent(mut extents: Vec<Extent>, new: Extent, step: i64) -> Vec<Exten
     for e in extents {
         match out.last_mut() {
             Some(last) if e.start <= last.end + step => {
+                // The joined extent has the infos of both.
+                let mut infos = last.matrix.infos.clone();
+                for i in &e.matrix.infos {
+                    if !infos.contains(i) {
+                        infos.push(i.clone());
+                    }
+                }
                 if e.end > last.end {
                     let mut m = Merger::default();
                     m.add(last.matrix.cut(last.start, last.end));
@@ -168,6 +177,17 @@ pub fn add_extent(mut extents: Vec<Extent>, new: Extent, step: i64) -> Vec<Exten
                         e.end,
                         Matrix {
                             series: m.finish(),
+                            infos,
+                            ..Matrix::default()
+                        },
+                    );
+                } else if infos.len() > last.matrix.infos.len() {
+                    *last = Extent::new(
+                        last.start,
+                        last.end,
+                        Matrix {
+                            series: last.matrix.series.clone(),
+                            infos,
                             ..Matrix::default()
                         },
                     );
@@ -223,6 +243,24 @@ mod tests {
         );
         let apart = add_extent(joined, Extent::new(70, 80, matrix(&[70])), 10);
         assert_eq!(apart.len(), 2);
+    }
+
+    #[test]
+    fn joined_extents_keep_the_infos_of_both() {
+        let with = |mut m: Matrix, i: &str| {
+            m.infos = vec![i.to_string()];
+            m
+        };
+        let ex = vec![Extent::new(10, 30, with(matrix(&[10, 20, 30]), "a"))];
+        let joined = add_extent(ex, Extent::new(40, 50, with(matrix(&[40, 50]), "b")), 10);
+        assert_eq!(joined[0].matrix.infos, vec!["a", "b"]);
+        let inside = add_extent(joined, Extent::new(20, 30, with(matrix(&[20]), "c")), 10);
+        assert_eq!((inside[0].start, inside[0].end), (10, 50));
+        assert_eq!(inside[0].matrix.infos, vec!["a", "b", "c"]);
+        assert_eq!(
+            inside[0].matrix.series[0].floats.ts,
+            vec![10, 20, 30, 40, 50]
+        );
     }
 
     #[test]

@@ -540,7 +540,11 @@ impl Frontend {
             });
         };
         let key = ctx.cache_key(start, self.config.split_interval_ms);
+        // An extent's infos may come from any of its steps: it answers only a part it
+        // lies wholly inside, so that every info answered is one the part would give
+        // (the others are left out, and replaced by what is fetched now).
         let mut extents = cache.get(&key);
+        extents.retain(|x| x.matrix.infos.is_empty() || (x.start >= start && x.end <= end));
         let missing = gaps(&extents, start, end, step);
         let hit = missing.is_empty();
         let mut fetched = Vec::with_capacity(missing.len());
@@ -548,28 +552,40 @@ impl Frontend {
             hit,
             ..PartOut::default()
         };
+        for x in extents.iter().filter(|x| x.start <= end && x.end >= start) {
+            out.infos.extend(x.matrix.infos.iter().cloned());
+        }
+        // Only answers without warnings (a partial answer must not outlive its cause),
+        // and only up to the freshness bound, are kept, with their infos (whole ones
+        // only: an info of a cut answer may come from the part cut off).
+        let mut keep = Vec::with_capacity(missing.len());
         for (s, e) in missing {
             let mut m = self.fetch(ctx, s, e).await?;
+            keep.push(m.warnings.is_empty().then(|| m.infos.clone()));
             out.stats.extend(m.stats.take());
             out.warnings.append(&mut m.warnings);
             out.infos.append(&mut m.infos);
             fetched.push((s, e, Arc::new(m)));
         }
         out.series = assemble(&extents, &fetched, start, end, step).finish();
-        // Only answers without warnings (a partial answer must not outlive its cause),
-        // and only up to the freshness bound, are kept.
         let mut changed = false;
-        for (s, e, m) in &fetched {
-            if !m.warnings.is_empty() {
+        for ((s, e, m), keep) in fetched.iter().zip(keep) {
+            let Some(infos) = keep else {
                 continue;
-            }
-            let until = ctx.max_cache_time.min(*e);
+            };
+            // The piece's last step (its end need not be on the step grid).
+            let last = s + (e - s) / step * step;
+            let until = ctx.max_cache_time.min(last);
             if until < *s {
                 continue;
             }
             let until = s + (until - s) / step * step;
+            if until < last && !infos.is_empty() {
+                continue;
+            }
             let kept = Matrix {
                 series: m.cut(*s, until),
+                infos,
                 ..Matrix::default()
             };
             extents = add_extent(extents, Extent::new(*s, until, kept), step);
@@ -666,7 +682,7 @@ async fn range(
         q.align_with_step();
     }
     let sh = shape(&q.query);
-    let interval = if sh.has_at {
+    let interval = if !sh.splittable() {
         0
     } else {
         fe.config.split_interval_ms

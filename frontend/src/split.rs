@@ -1,6 +1,7 @@
 //! A range query's parameters, and how it is cut into parts: Cortex's split by interval
 //! (boundaries on multiples of the interval, every part's start on the query's step
-//! grid), Cortex's step alignment, and the PromQL that must not be split or cached.
+//! grid), Cortex's step alignment, and the PromQL that must not be split or cached
+//! (`@`, `start()`/`end()`/`range()`: they name the whole query's times).
 
 use strata_kit::date::parse_rfc3339_ms;
 use strata_kit::duration::parse_api_ns;
@@ -138,6 +139,17 @@ pub struct Shape {
     /// A negative offset reads data after each step's time: the freshness window does
     /// not cover it, so the query is split but not cached.
     pub negative_offset: bool,
+    /// A call of `start()`, `end()` or `range()` (Prometheus 3's functions of the
+    /// query's range): each part would see its own range, so such a query runs whole
+    /// and uncached as `@` does. (`step()` is the same in every part.)
+    pub range_functions: bool,
+}
+
+impl Shape {
+    /// Whether the query may be split (and its parts cached).
+    pub fn splittable(&self) -> bool {
+        !self.has_at && !self.range_functions
+    }
 }
 
 /// Scan PromQL text outside strings and comments: `@` only appears there as the at
@@ -147,6 +159,7 @@ pub fn shape(q: &str) -> Shape {
     let mut out = Shape {
         has_at: false,
         negative_offset: false,
+        range_functions: false,
     };
     let mut i = 0;
     while i < b.len() {
@@ -172,11 +185,15 @@ pub fn shape(q: &str) -> Shape {
                 {
                     i += 1;
                 }
-                if q[w..i].eq_ignore_ascii_case("offset") {
-                    let rest = q[i..].trim_start();
-                    if rest.starts_with('-') {
-                        out.negative_offset = true;
-                    }
+                let word = &q[w..i];
+                let rest = q[i..].trim_start();
+                if word.eq_ignore_ascii_case("offset") && rest.starts_with('-') {
+                    out.negative_offset = true;
+                }
+                // A function call: a name then `(` (label names and metric names are
+                // never followed by one).
+                if matches!(word, "start" | "end" | "range") && rest.starts_with('(') {
+                    out.range_functions = true;
                 }
                 continue;
             }
@@ -276,6 +293,17 @@ mod tests {
         assert!(!shape("x offset 5m").negative_offset);
         assert!(!shape("offset_metric - 1").negative_offset);
         assert!(!shape(r#"x{a="offset -1"}"#).negative_offset);
+        for q in ["start()", "vector(end ( ))", "x + range()", "x[range()]"] {
+            assert!(shape(q).range_functions && !shape(q).splittable(), "{q}");
+        }
+        for q in [
+            "step()",
+            "sum by (start, end) (range)",
+            r#"x{range="a"}"#,
+            r#"label_replace(x, "start", "$1", "end", "(.*)")"#,
+        ] {
+            assert!(!shape(q).range_functions && shape(q).splittable(), "{q}");
+        }
     }
 
     #[test]
