@@ -145,6 +145,16 @@ impl ShardPlan {
             LabelModifier::Include(l) => (true, l.labels.clone()),
             LabelModifier::Exclude(l) => (false, l.labels.clone()),
         });
+        // `by (__name__)` over work that drops the name (`rate`, …): the groups are told
+        // apart by a name removed at the end, so two of them may end up one label set,
+        // which the engine refuses (delayed name removal); shards would each hold one
+        // and the combination would add them up instead.
+        if grouping
+            .as_ref()
+            .is_some_and(|(by, l)| *by && l.iter().any(|n| n == "__name__"))
+        {
+            return None;
+        }
         Some(ShardPlan {
             combine,
             agg,
@@ -457,6 +467,7 @@ mod tests {
             "sum(hour())",
             "sum(vector(1))",
             "sum(clamp(x, scalar(y), 1))",
+            "sum by (__name__) (rate({a=\"1\"}[5m]))",
             "sum(",
         ] {
             assert!(!sharded(q), "{q}");

@@ -160,6 +160,25 @@ impl Answer {
             == (o.status, &o.data, &o.warnings, &o.infos)
     }
 
+    /// [`Answer::same`], float values within 1e-9 relative (shards add in another order).
+    fn close(&self, o: &Answer) -> bool {
+        if self.same(o) {
+            return true;
+        }
+        let (a, b) = (&self.data["result"], &o.data["result"]);
+        let (Some(a), Some(b)) = (a.as_array(), b.as_array()) else {
+            return false;
+        };
+        (self.status, &self.warnings, &self.infos) == (o.status, &o.warnings, &o.infos)
+            && self.data["resultType"] == o.data["resultType"]
+            && a.len() == b.len()
+            && a.iter().zip(b).all(|(x, y)| {
+                x["metric"] == y["metric"]
+                    && x["histograms"] == y["histograms"]
+                    && close_points(&x["values"], &y["values"])
+            })
+    }
+
     fn frontend(&self, field: &str) -> u64 {
         self.frontend.as_ref().expect("stats.frontend")[field]
             .as_u64()
@@ -195,6 +214,24 @@ impl<'a> Case<'a> {
             range: e.range.is_some(),
         }
     }
+}
+
+/// `[t, "v"]` points at the same times with values equal or within 1e-9 relative.
+fn close_points(a: &Value, b: &Value) -> bool {
+    let (a, b) = (
+        a.as_array().map_or(&[][..], |v| v),
+        b.as_array().map_or(&[][..], |v| v),
+    );
+    let value = |p: &Value| p[1].as_str().and_then(|v| v.parse::<f64>().ok());
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(p, q)| {
+            p[0] == q[0]
+                && (p[1] == q[1]
+                    || match (value(p), value(q)) {
+                        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()),
+                        _ => false,
+                    })
+        })
 }
 
 async fn ask(router: &axum::Router, c: &Case<'_>, stats: bool) -> Answer {
@@ -263,6 +300,15 @@ struct Tally {
     mismatches: Vec<String>,
 }
 
+/// Counts of the sharded comparisons.
+#[derive(Debug, Default)]
+struct ShardTally {
+    cases: usize,
+    /// Cases the frontend sharded (the others it sends whole, split).
+    sharded: usize,
+    mismatches: Vec<String>,
+}
+
 /// The split intervals a case is asked with: about three parts of its range, and for
 /// `eval range` cases (when different) one part per step.
 fn intervals(c: &Case) -> Vec<i64> {
@@ -278,7 +324,7 @@ struct Stack {
     querier: axum::Router,
     /// A frontend per split interval, for the current data state (a new state, a new
     /// frontend: the results cache must not outlive the data it was filled from).
-    frontends: HashMap<i64, axum::Router>,
+    frontends: HashMap<(i64, usize), axum::Router>,
     state: (String, usize),
 }
 
@@ -301,13 +347,19 @@ impl Stack {
     }
 
     fn frontend(&mut self, interval: i64) -> axum::Router {
+        self.frontend_sharded(interval, 0)
+    }
+
+    /// The frontend splitting at `interval` and sharding shardable queries `shards` ways.
+    fn frontend_sharded(&mut self, interval: i64, shards: usize) -> axum::Router {
         let querier = self.querier.clone();
         self.frontends
-            .entry(interval)
+            .entry((interval, shards))
             .or_insert_with(|| {
                 let fe = Frontend::new(
                     FrontendConfig {
                         split_interval_ms: interval,
+                        query_sharding_total_shards: shards,
                         ..FrontendConfig::default()
                     },
                     Downstream::Local(querier),
@@ -319,11 +371,44 @@ impl Stack {
             .clone()
     }
 
-    async fn compare(&mut self, file: &str, c: &Case<'_>, t: &mut Tally) {
-        if self.state != (file.to_string(), c.state) {
+    /// A new data state: new frontends (their caches were filled from the old data).
+    fn enter(&mut self, file: &str, state: usize) {
+        if self.state != (file.to_string(), state) {
             self.frontends.clear();
-            self.state = (file.to_string(), c.state);
+            self.state = (file.to_string(), state);
         }
+    }
+
+    /// `c` sharded three ways (and split in about three parts) against unsplit.
+    async fn compare_sharded(&mut self, file: &str, c: &Case<'_>, t: &mut ShardTally) {
+        self.enter(file, c.state);
+        let at = format!("{file}:{} {}", c.line, c.query);
+        let whole = ask(&self.querier, c, false).await;
+        let fe = self.frontend_sharded(intervals(c)[0], 3);
+        let sharded = ask(&fe, c, true).await;
+        t.cases += 1;
+        // (The cases that differ when split differ here too: sharded parts are split.)
+        let known = DIFFER.iter().any(|(f, l, _)| *f == file && *l == c.line);
+        if !known && !whole.close(&sharded) {
+            t.mismatches.push(format!(
+                "{at}:\n  unsharded {} {} {:?} {:?}\n  sharded   {} {} {:?} {:?}",
+                whole.status,
+                whole.data,
+                whole.warnings,
+                whole.infos,
+                sharded.status,
+                sharded.data,
+                sharded.warnings,
+                sharded.infos
+            ));
+        }
+        if sharded.frontend.as_ref().is_some_and(|f| f["shards"] == 3) {
+            t.sharded += 1;
+        }
+    }
+
+    async fn compare(&mut self, file: &str, c: &Case<'_>, t: &mut Tally) {
+        self.enter(file, c.state);
         t.cases += 1;
         let at = format!("{file}:{} {}", c.line, c.query);
         let known = DIFFER.iter().any(|(f, l, _)| *f == file && *l == c.line);
@@ -432,14 +517,13 @@ impl Stack {
     }
 }
 
-#[test]
-fn split_and_cached_answers_equal_the_unsplit_answer_on_every_test_file() {
+/// Every eval case of every file with a stack over the file's data as the case sees it.
+fn walk(mut f: impl FnMut(&tokio::runtime::Runtime, &mut Stack, &str, &EvalRef)) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let (mut ranges, mut instants) = (Tally::default(), Tally::default());
     for path in all_files() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -447,17 +531,25 @@ fn split_and_cached_answers_equal_the_unsplit_answer_on_every_test_file() {
         // The querier's engine runs on the runtime's blocking threads: build it inside.
         let mut stack = rt.block_on(async { Stack::new(data.clone()) });
         run_script_visiting(&data, &name, &text, &Default::default(), &mut |e| {
-            let tally = if e.range.is_some() {
-                &mut ranges
-            } else {
-                &mut instants
-            };
-            if e.skipped.is_some() {
-                tally.skipped += 1;
-            }
-            rt.block_on(stack.compare(&name, &Case::of(e), tally));
+            f(&rt, &mut stack, &name, e)
         });
     }
+}
+
+#[test]
+fn split_and_cached_answers_equal_the_unsplit_answer_on_every_test_file() {
+    let (mut ranges, mut instants) = (Tally::default(), Tally::default());
+    walk(|rt, stack, name, e| {
+        let tally = if e.range.is_some() {
+            &mut ranges
+        } else {
+            &mut instants
+        };
+        if e.skipped.is_some() {
+            tally.skipped += 1;
+        }
+        rt.block_on(stack.compare(name, &Case::of(e), tally));
+    });
     eprintln!("range cases: {ranges:#?}\ninstant cases as ranges: {instants:#?}");
     let mismatches: Vec<&String> = ranges
         .mismatches
@@ -482,4 +574,23 @@ fn split_and_cached_answers_equal_the_unsplit_answer_on_every_test_file() {
         instants.cases >= 1800 && instants.cache_checked >= 1000,
         "too few instant cases compared: {instants:?}"
     );
+}
+
+/// Query sharding (`--query-frontend.query-sharding-total-shards`) on the same cases:
+/// each sharded three ways per split part, combined by the frontend, equals the
+/// unsharded querier's answer (floats within 1e-9 relative).
+#[test]
+fn sharded_answers_equal_the_unsharded_answer_on_every_test_file() {
+    let mut t = ShardTally::default();
+    walk(|rt, stack, name, e| {
+        rt.block_on(stack.compare_sharded(name, &Case::of(e), &mut t));
+    });
+    eprintln!("{t:#?}");
+    assert!(
+        t.mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        t.mismatches.len(),
+        t.mismatches.join("\n")
+    );
+    assert!(t.sharded >= 100, "too few sharded cases: {t:?}");
 }
