@@ -145,6 +145,16 @@ impl ShardPlan {
             LabelModifier::Include(l) => (true, l.labels.clone()),
             LabelModifier::Exclude(l) => (false, l.labels.clone()),
         });
+        // `topk`/`bottomk` answer the series themselves: over work that drops their
+        // names, series of several metrics may end up one label set, which the engine
+        // refuses and shards holding one each cannot see. Sharded only when the names
+        // stay (a bare selector) or each selector names one metric.
+        if matches!(combine, Combine::TopK(_) | Combine::BottomK(_))
+            && !matches!(unparen(&agg.expr), Expr::VectorSelector(_))
+            && !one_name_per_selector(&agg.expr)
+        {
+            return None;
+        }
         // `by (__name__)` over work that drops the name (`rate`, …): the groups are told
         // apart by a name removed at the end, so two of them may end up one label set,
         // which the engine refuses (delayed name removal); shards would each hold one
@@ -398,6 +408,30 @@ fn has_selector(e: &Expr) -> bool {
     }
 }
 
+/// Whether every selector in `e` names exactly one metric.
+fn one_name_per_selector(e: &Expr) -> bool {
+    let named = |vs: &VectorSelector| {
+        vs.name.is_some()
+            || (vs.matchers.or_matchers.is_empty()
+                && vs
+                    .matchers
+                    .matchers
+                    .iter()
+                    .any(|m| m.name == "__name__" && m.op == MatchOp::Equal))
+    };
+    match e {
+        Expr::VectorSelector(vs) => named(vs),
+        Expr::MatrixSelector(ms) => named(&ms.vs),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => true,
+        Expr::Paren(p) => one_name_per_selector(&p.expr),
+        Expr::Unary(u) => one_name_per_selector(&u.expr),
+        Expr::Subquery(s) => one_name_per_selector(&s.expr),
+        Expr::Call(c) => c.args.args.iter().all(|a| one_name_per_selector(a)),
+        Expr::Binary(b) => one_name_per_selector(&b.lhs) && one_name_per_selector(&b.rhs),
+        Expr::Aggregate(a) => one_name_per_selector(&a.expr),
+    }
+}
+
 fn add_shard_matcher(e: &mut Expr, value: &str) {
     let add = |vs: &mut VectorSelector| {
         let m = Matcher::new(MatchOp::Equal, SHARD_LABEL, value);
@@ -445,6 +479,8 @@ mod tests {
             "avg(x)",
             "group by (a) (x)",
             "topk(3, rate(x[1m]))",
+            "topk(3, {a=\"1\"})",
+            "topk(3, rate({__name__=\"x\", a=\"1\"}[1m]))",
             "bottomk by (a) (2, x)",
             "(sum(rate(x[5m:1m])))",
             "sum(clamp(x, 0, 1))",
@@ -468,6 +504,8 @@ mod tests {
             "sum(vector(1))",
             "sum(clamp(x, scalar(y), 1))",
             "sum by (__name__) (rate({a=\"1\"}[5m]))",
+            "topk(2, rate({a=\"1\"}[5m]))",
+            "bottomk(2, {__name__=~\"x|y\"} * 2)",
             "sum(",
         ] {
             assert!(!sharded(q), "{q}");
