@@ -1,13 +1,19 @@
-//! Split and merged answers equal the unsplit answer on every `eval range` case of
+//! Split and merged answers equal the unsplit answer on every `eval` case of
 //! Prometheus's upstream PromQL test files and Strata's own, through the real stack in
 //! process: a real [`Querier`] whose only source is a local store serving the series the
 //! file's `load` commands loaded (as `strata all` wires its ingester), and a real
 //! [`Frontend`] in front of it (`Downstream::Local`, as `strata all
-//! --query-frontend.enabled`). Each case is asked of the querier unsplit, then of the
-//! frontend with split intervals cutting its range into several parts (about three
-//! parts, and one part per step), then of the frontend again, which now answers from
-//! its results cache: status, `data` (series and points, exactly), warnings and infos
-//! (as sets), and error type and message must all be equal.
+//! --query-frontend.enabled`), new ones for each data state between `load`/`clear`.
+//!
+//! Each `eval range` case is asked of the querier unsplit, then of the frontend with
+//! split intervals cutting its range into about three parts and into one part per step;
+//! again, now from the results cache (every part a hit); and twice a step later with the
+//! end off the step grid (cached parts used in part, the new edge cached). Status,
+//! `data` (series and points, exactly), warnings and infos (as sets), and error type and
+//! message must all be equal. Each `eval instant` case is asked the same way as a range
+//! of five minutes either side, split in about three parts. Cases that differ by nature
+//! are listed in [`DIFFER`] with the reason. A second test asks every case sharded three
+//! ways (`--query-frontend.query-sharding-total-shards`) against the unsharded querier.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
