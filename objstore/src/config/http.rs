@@ -122,9 +122,7 @@ impl HttpConfig {
             }
         };
         let skip_verify = self.insecure_skip_verify || tls.insecure_skip_verify;
-        // insecure_skip_verify wins over server_name: nothing is verified, the URL's
-        // host stays the SNI
-        let server_name = !tls.server_name.is_empty() && !skip_verify;
+        let server_name = !tls.server_name.is_empty();
         if files.is_none() && !server_name {
             return Ok(None);
         }
@@ -151,6 +149,8 @@ impl HttpConfig {
                 server_name: &tls.server_name,
                 ca_pem: ca_pem.as_deref(),
                 identity: identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+                // insecure_skip_verify wins: nothing is verified, server_name is the SNI
+                verify: !skip_verify,
                 allow_http,
                 idle_timeout,
                 max_idle_per_host: self.max_idle_conns_per_host,

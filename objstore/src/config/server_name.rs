@@ -21,8 +21,11 @@ use object_store::client::{
     HttpError, HttpErrorKind, HttpRequest, HttpRequestBody, HttpResponse, HttpResponseBody,
     HttpService,
 };
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::error::{Error, Result};
 
@@ -36,6 +39,8 @@ pub(super) struct Settings<'a> {
     pub ca_pem: Option<&'a [u8]>,
     /// `cert_file` and `key_file` (mutual TLS).
     pub identity: Option<(&'a [u8], &'a [u8])>,
+    /// False for `insecure_skip_verify`: any certificate, `server_name` still the SNI.
+    pub verify: bool,
     pub allow_http: bool,
     pub idle_timeout: Option<Duration>,
     pub max_idle_per_host: usize,
@@ -75,7 +80,7 @@ impl ServerNameClient {
             }
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::config(field("server_name"), e.to_string()))?
             .with_root_certificates(roots);
@@ -92,6 +97,10 @@ impl ServerNameClient {
                     .map_err(|e| Error::config(field("cert_file"), e.to_string()))?
             }
         };
+        if !s.verify {
+            let verifier = Arc::new(SkipVerify(provider));
+            config.dangerous().set_certificate_verifier(verifier);
+        }
         let mut tcp = TcpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
@@ -112,6 +121,48 @@ impl ServerNameClient {
             client: client.build(https),
             timeout: s.timeout,
         })
+    }
+}
+
+/// `insecure_skip_verify`, as Go's: any certificate chain for any name, while the
+/// handshake's signature must still be made by the presented certificate's key.
+#[derive(Debug)]
+struct SkipVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for SkipVerify {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
