@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use promql_parser::parser::{self, Expr};
 
-use crate::eval::{drop_name_labels, Ctx, Evaluator, Series, Stop, Val};
+use crate::eval::{drop_marked_names, Ctx, Evaluator, Stop, Val};
 use crate::scan;
 use crate::{
     EngineOptions, QueryError, QueryResult, QueryStats, RangeSeries, Storage, Value, VectorSample,
@@ -111,6 +111,7 @@ impl Engine {
             queryable: 0,
             peak: Default::default(),
             annos: Default::default(),
+            delayed_names: self.opts.delayed_name_removal,
         }
     }
 
@@ -151,7 +152,7 @@ impl Engine {
             Val::Scalar(v) => Value::Scalar { t, v: v[0] },
             Val::Str(s) => Value::String { t, s },
             Val::Vector(v) => {
-                let v = cleanup(v)?;
+                let v = drop_marked_names(v)?;
                 Value::Vector(
                     v.into_iter()
                         .filter_map(|mut s| {
@@ -178,7 +179,7 @@ impl Engine {
                 )
             }
             Val::Matrix(m) => {
-                let mut m = cleanup(m)?;
+                let mut m = drop_marked_names(m)?;
                 m.sort_by(|a, b| a.labels.cmp(&b.labels));
                 Value::Matrix(
                     m.into_iter()
@@ -264,7 +265,7 @@ impl Engine {
                     .collect(),
                 histograms: Vec::new(),
             }],
-            Val::Vector(v) => cleanup(v)?
+            Val::Vector(v) => drop_marked_names(v)?
                 .into_iter()
                 .map(|s| RangeSeries {
                     labels: s.labels,
@@ -289,63 +290,6 @@ impl Engine {
             stats,
         })
     }
-}
-
-/// Apply delayed `__name__` removal; series that end up with the same label set are
-/// merged when their points do not collide.
-fn cleanup(v: Vec<Series>) -> Result<Vec<Series>, QueryError> {
-    if !v.iter().any(|s| s.drop_name) {
-        return Ok(v);
-    }
-    let mut idx: std::collections::HashMap<strata_tsdb::labels::Labels, usize> = Default::default();
-    let mut out: Vec<Series> = Vec::with_capacity(v.len());
-    for mut s in v {
-        if s.drop_name {
-            s.labels = drop_name_labels(&s.labels);
-            s.drop_name = false;
-        }
-        match idx.get(&s.labels) {
-            Some(&i) => {
-                let o = &mut out[i];
-                let mut merged = Vec::with_capacity(o.pts.len() + s.pts.len());
-                let (mut a, mut b) = (0, 0);
-                while a < o.pts.len() || b < s.pts.len() {
-                    if b == s.pts.len() || (a < o.pts.len() && o.pts[a].0 < s.pts[b].0) {
-                        merged.push(o.pts[a]);
-                        a += 1;
-                    } else if a == o.pts.len() || s.pts[b].0 < o.pts[a].0 {
-                        merged.push(s.pts[b]);
-                        b += 1;
-                    } else {
-                        return Err(QueryError::Execution(
-                            "vector cannot contain metrics with the same labelset".into(),
-                        ));
-                    }
-                }
-                o.pts = merged;
-                if !s.hists.is_empty() {
-                    let taken: std::collections::HashSet<i64> = o
-                        .pts
-                        .iter()
-                        .map(|p| p.0)
-                        .chain(o.hists.iter().map(|p| p.0))
-                        .collect();
-                    if s.hists.iter().any(|p| taken.contains(&p.0)) {
-                        return Err(QueryError::Execution(
-                            "vector cannot contain metrics with the same labelset".into(),
-                        ));
-                    }
-                    o.hists.append(&mut s.hists);
-                    o.hists.sort_by_key(|p| p.0);
-                }
-            }
-            None => {
-                idx.insert(s.labels.clone(), out.len());
-                out.push(s);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Evaluation never takes the process down: a panic (a bug) becomes an execution error.

@@ -238,6 +238,12 @@ pub struct EngineOptions {
     /// [`--query.max-depth`]. Parsing and evaluation recurse per level: the thread
     /// running a query needs [`EngineOptions::stack_size`] of stack.
     pub max_depth: usize,
+    /// Keep `__name__` on series that functions and operators mark for dropping until
+    /// the query's end, then drop it [`--enable-feature=promql-delayed-name-removal`].
+    /// Off (Prometheus 3's default), the name goes where it is dropped, and two series
+    /// that then share a label set fail there: `sum by (__name__) (rate(..))` over two
+    /// metrics is one `{}` group, not an error.
+    pub delayed_name_removal: bool,
 }
 
 impl EngineOptions {
@@ -259,6 +265,7 @@ impl Default for EngineOptions {
             max_samples: 50_000_000,
             timeout: std::time::Duration::from_secs(120),
             max_depth: 1000,
+            delayed_name_removal: false,
         }
     }
 }

@@ -1,5 +1,11 @@
 //! A runner for Prometheus's data-driven PromQL tests (`promqltest/testdata/*.test`).
 //! See `shared/promqltest/README.md` for the format.
+//!
+//! Files run on an engine set up as Prometheus's test engine (`promqltest.NewTestEngine`)
+//! sets up its own: at most 10 000 samples and delayed `__name__` removal
+//! (`EnableDelayedNameRemoval: true`), which the upstream files expect. A file of ours
+//! holding the comment line [`IMMEDIATE_NAME_REMOVAL`] runs without it, as Prometheus
+//! and Strata evaluate by default (`--enable-feature=promql-delayed-name-removal` off).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -975,6 +981,20 @@ impl Nhcb {
     }
 }
 
+/// The comment line that runs a test file without delayed `__name__` removal (see the
+/// module doc); Prometheus's runner reads it as a comment.
+pub const IMMEDIATE_NAME_REMOVAL: &str = "# strata: immediate-name-removal";
+
+/// The engine a test file's cases run on: Prometheus's test engine's settings, less
+/// delayed name removal when the file asks ([`IMMEDIATE_NAME_REMOVAL`]).
+pub fn engine_options(text: &str) -> EngineOptions {
+    EngineOptions {
+        max_samples: 10_000,
+        delayed_name_removal: !text.lines().any(|l| l.trim() == IMMEDIATE_NAME_REMOVAL),
+        ..Default::default()
+    }
+}
+
 /// Run every case of one test file's text.
 pub fn run_script(file: &str, text: &str, skips: &HashMap<(String, usize), String>) -> FileReport {
     run_script_on(MemStorage::new(), file, text, skips)
@@ -1020,10 +1040,7 @@ pub fn run_script_visiting(
     visit: &mut dyn FnMut(&EvalRef),
 ) -> FileReport {
     let mut state = 0usize;
-    let opts = EngineOptions {
-        max_samples: 10_000,
-        ..Default::default()
-    };
+    let opts = engine_options(text);
     let engine = Engine::new(opts);
     let mut report = FileReport::default();
     let lines: Vec<(usize, String)> = text

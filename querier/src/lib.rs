@@ -84,6 +84,9 @@ pub struct QuerierConfig {
     /// Deepest expression accepted, counting brackets and operators; deeper queries
     /// get 400 before they are parsed [`--query.max-depth`].
     pub max_depth: usize,
+    /// Delayed `__name__` removal, off as in Prometheus 3
+    /// [`--enable-feature=promql-delayed-name-removal`].
+    pub delayed_name_removal: bool,
     /// Default of the `partial_response` parameter [`--query.partial-response`].
     pub partial_response: bool,
     /// Without `max_source_resolution`, read downsampled data when the step allows
@@ -139,6 +142,7 @@ impl Default for QuerierConfig {
             max_concurrent: 20,
             lookback_delta: Duration::from_secs(300),
             max_depth: EngineOptions::default().max_depth,
+            delayed_name_removal: false,
             partial_response: true,
             auto_downsampling: true,
             store_timeout: None,
@@ -257,6 +261,7 @@ impl Querier {
             max_samples: self.config.max_samples,
             timeout: self.config.timeout,
             max_depth: self.config.max_depth,
+            delayed_name_removal: self.config.delayed_name_removal,
         }
     }
 

@@ -281,8 +281,14 @@ impl Evaluator<'_> {
                                 l = l.with(ln, v);
                             }
                         }
-                        let drop =
+                        let mut drop =
                             (drop_for_op || many[mi].drop_name) && l.get(METRIC_NAME).is_some();
+                        if drop && !self.delayed_names {
+                            // Gone before the match checks below, as in Prometheus's
+                            // `resultMetric`.
+                            l = l.without(&[METRIC_NAME]);
+                            drop = false;
+                        }
                         let s = out.slot(l, drop);
                         pair_slot.insert((mi, oi), s);
                         s

@@ -397,7 +397,7 @@ impl Evaluator<'_> {
                                     let (x, nans) = crate::histogram::fraction(lo[i], hi[i], h);
                                     if nans {
                                         self.info(super::anno::fraction_nans(
-                                            s.labels.get(METRIC_NAME).unwrap_or(""),
+                                            self.anno_name(&s.labels),
                                         ));
                                     }
                                     x
@@ -463,7 +463,7 @@ impl Evaluator<'_> {
                 .map(|(t, h)| {
                     let i = ((t - ctx.start) / ctx.step) as usize;
                     let (x, note) = crate::histogram::quantile(q[i], &h);
-                    let name = s.labels.get(METRIC_NAME).unwrap_or("");
+                    let name = self.anno_name(&s.labels);
                     match note {
                         Some(crate::histogram::QuantileNote::NaNResult) => {
                             self.info(super::anno::quantile_nan_result(name))
@@ -521,9 +521,7 @@ impl Evaluator<'_> {
             if hit.is_empty() {
                 continue;
             }
-            self.warn(super::anno::mixed_classic_native(
-                s.labels.get(METRIC_NAME).unwrap_or(""),
-            ));
+            self.warn(super::anno::mixed_classic_native(self.anno_name(&s.labels)));
             s.hists.retain(|p| !hit.contains(&p.0));
             s.pts.retain(|p| !hit.contains(&p.0));
             clash.insert(s.labels.clone(), hit);
@@ -560,10 +558,9 @@ impl Evaluator<'_> {
             let ub = match s.labels.get("le").map(parse_go_float) {
                 Some(Some(ub)) => ub,
                 _ => {
-                    self.warn(format!(
-                        "PromQL warning: bucket label \"le\" is missing or has a malformed value of {:?} for metric name {:?}",
+                    self.warn(super::anno::bad_bucket_label(
                         s.labels.get("le").unwrap_or(""),
-                        s.labels.get(METRIC_NAME).unwrap_or("")
+                        self.anno_name(&s.labels),
                     ));
                     member.push(None);
                     continue;
@@ -603,7 +600,7 @@ impl Evaluator<'_> {
                     let (r, forced_monotonic) = f(i, b);
                     if forced_monotonic {
                         self.info(super::anno::quantile_forced_monotonic(
-                            out[gi].labels.get(METRIC_NAME).unwrap_or(""),
+                            self.anno_name(&out[gi].labels),
                         ));
                     }
                     out[gi].pts.push((t, r));

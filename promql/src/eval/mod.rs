@@ -127,6 +127,14 @@ pub mod anno {
             crate::histogram::go_g(q)
         )
     }
+    pub fn bad_bucket_label(le: &str, name: &str) -> String {
+        with_name(
+            &format!(
+                "PromQL warning: bucket label \"le\" is missing or has a malformed value of {le:?}"
+            ),
+            name,
+        )
+    }
     pub fn mixed_classic_native(name: &str) -> String {
         with_name(
             "PromQL warning: vector contains a mix of classic and native histograms",
@@ -539,6 +547,52 @@ pub fn drop_name_labels(l: &Labels) -> Labels {
     l.without(&[METRIC_NAME])
 }
 
+/// Drops `__name__` from the series marked for it; series that then share a label set
+/// become one when their points do not meet, and fail as Prometheus does when two
+/// have a point at the same time. At the query's end with delayed name removal
+/// (Prometheus's `cleanupMetricLabels`); without it, where a function or operator
+/// dropped the name, as Prometheus's step-by-step evaluation merges what one step
+/// yields under a label set (its `rangeEval`, `mergeSeriesWithSameLabelset`).
+pub fn drop_marked_names(v: Vec<Series>) -> Result<Vec<Series>> {
+    if !v.iter().any(|s| s.drop_name) {
+        return Ok(v);
+    }
+    let same = || exec("vector cannot contain metrics with the same labelset");
+    let mut idx: HashMap<Labels, usize> = HashMap::with_capacity(v.len());
+    let mut out: Vec<Series> = Vec::with_capacity(v.len());
+    for mut s in v {
+        if s.drop_name {
+            s.labels = drop_name_labels(&s.labels);
+            s.drop_name = false;
+        }
+        let Some(&i) = idx.get(&s.labels) else {
+            idx.insert(s.labels.clone(), out.len());
+            out.push(s);
+            continue;
+        };
+        let o = &mut out[i];
+        // A time has one point, float or histogram, in each of the two.
+        let taken = |t: i64, pts: &[(i64, f64)], hs: &[HPoint]| {
+            pts.binary_search_by_key(&t, |p| p.0).is_ok()
+                || hs.binary_search_by_key(&t, |p| p.0).is_ok()
+        };
+        if s.pts.iter().any(|p| taken(p.0, &o.pts, &o.hists))
+            || s.hists.iter().any(|p| taken(p.0, &o.pts, &o.hists))
+        {
+            return same();
+        }
+        if !s.pts.is_empty() {
+            o.pts.append(&mut s.pts);
+            o.pts.sort_by_key(|p| p.0);
+        }
+        if !s.hists.is_empty() {
+            o.hists.append(&mut s.hists);
+            o.hists.sort_by_key(|p| p.0);
+        }
+    }
+    Ok(out)
+}
+
 fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
         None => 0,
@@ -582,6 +636,8 @@ pub struct Evaluator<'a> {
     pub peak: std::cell::Cell<usize>,
     /// Warnings and infos for the answer.
     pub annos: std::cell::RefCell<Annotations>,
+    /// [`crate::EngineOptions::delayed_name_removal`].
+    pub delayed_names: bool,
 }
 
 impl<'a> Evaluator<'a> {
@@ -591,6 +647,33 @@ impl<'a> Evaluator<'a> {
 
     fn info(&self, msg: String) {
         self.annos.borrow_mut().info(msg);
+    }
+
+    /// Without delayed name removal, the name goes where a function or operator marks
+    /// it dropped ([`drop_marked_names`]); with it, at the query's end.
+    fn settle_names(&self, v: Vec<Series>) -> Result<Vec<Series>> {
+        if self.delayed_names {
+            Ok(v)
+        } else {
+            drop_marked_names(v)
+        }
+    }
+
+    fn settle(&self, v: Val) -> Result<Val> {
+        match v {
+            Val::Vector(v) if !self.delayed_names => Ok(Val::Vector(drop_marked_names(v)?)),
+            v => Ok(v),
+        }
+    }
+
+    /// The metric name a histogram function's annotation names: none without delayed
+    /// name removal, where Prometheus has dropped it before it annotates.
+    fn anno_name<'l>(&self, labels: &'l Labels) -> &'l str {
+        if self.delayed_names {
+            labels.get(METRIC_NAME).unwrap_or("")
+        } else {
+            ""
+        }
     }
 
     fn check_time(&mut self) -> Result<()> {
@@ -695,7 +778,7 @@ impl<'a> Evaluator<'a> {
                             crate::histogram::mul(h, -1.0);
                         }
                     }
-                    Ok(Val::Vector(ss))
+                    Ok(Val::Vector(self.settle_names(ss)?))
                 }
                 _ => exec("unary expression only allowed on expressions of type scalar or vector"),
             },
@@ -740,7 +823,10 @@ impl<'a> Evaluator<'a> {
                 Ok(Val::Matrix(out))
             }
             Expr::Aggregate(a) => self.eval_aggregate(a, ctx),
-            Expr::Binary(b) => self.eval_binary(b, ctx),
+            Expr::Binary(b) => {
+                let v = self.eval_binary(b, ctx)?;
+                self.settle(v)
+            }
             Expr::Call(c) => {
                 let outer = self.hist_stats;
                 match c.func.name {
@@ -754,7 +840,7 @@ impl<'a> Evaluator<'a> {
                 }
                 let r = self.eval_call(c, ctx);
                 self.hist_stats = outer;
-                r
+                self.settle(r?)
             }
             Expr::Extension(_) => exec("extension expressions are not supported"),
         }

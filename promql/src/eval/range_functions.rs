@@ -1,6 +1,8 @@
 //! Functions over a range vector (`rate`, `*_over_time`, …), evaluated per series
 //! over each step's window, optionally straight into an aggregation's cells.
 
+use std::collections::HashSet;
+
 use promql_parser::parser::Expr;
 use strata_tsdb::labels::{Labels, METRIC_NAME};
 
@@ -9,7 +11,9 @@ use crate::QueryError;
 
 use super::aggregate::CellAgg;
 use super::calls::absent_labels;
-use super::{exec, unwrap_parens, Ctx, Evaluator, HPoint, Result, Series, Val, Windows};
+use super::{
+    drop_name_labels, exec, unwrap_parens, Ctx, Evaluator, HPoint, Result, Series, Val, Windows,
+};
 use crate::histogram as hist;
 use crate::FloatHistogram;
 
@@ -353,6 +357,10 @@ impl Evaluator<'_> {
         }
         let streamed = agg.is_some();
         let mut out = Vec::with_capacity(if streamed { 0 } else { rd.series.len() });
+        // Without delayed name removal the name goes here, and two series whose results
+        // share a label set fail, whatever their steps (Prometheus checks the whole
+        // result matrix of a range-vector function): one label set per series answered.
+        let mut answered: Option<HashSet<Labels>> = (!self.delayed_names).then(HashSet::new);
         // Prometheus's count: the outputs of the series done so far plus the window of
         // the series being evaluated (its points are dropped before the next series).
         let mut total = 0usize;
@@ -514,11 +522,27 @@ impl Evaluator<'_> {
             if !pts.is_empty() || !hout.is_empty() {
                 total += pts.len() + hout.len();
                 self.check_samples(total)?;
-                let drop_name = s.drop_name || !keep_name;
+                let mut drop_name = s.drop_name || !keep_name;
+                let dropped;
+                let labels = match &mut answered {
+                    Some(answered) => {
+                        dropped = if drop_name {
+                            drop_name_labels(&s.labels)
+                        } else {
+                            s.labels.clone()
+                        };
+                        drop_name = false;
+                        if !answered.insert(dropped.clone()) {
+                            return exec("vector cannot contain metrics with the same labelset");
+                        }
+                        &dropped
+                    }
+                    None => &s.labels,
+                };
                 match agg.as_deref_mut() {
-                    Some(acc) => acc.add(&s.labels, drop_name, &pts),
+                    Some(acc) => acc.add(labels, drop_name, &pts),
                     None => out.push(Series {
-                        labels: s.labels.clone(),
+                        labels: labels.clone(),
                         drop_name,
                         pts,
                         hists: hout,
