@@ -177,6 +177,30 @@ pub struct QuerierArgs {
     /// anchored (Prometheus's flag and default).
     #[arg(long = "web.cors.origin", value_name = "REGEX", default_value = ".*", value_parser = parse_cors_origin)]
     pub cors_origin: strata_kit::http::CorsOrigin,
+    /// Comma-separated feature names to enable (repeatable; Prometheus's flag). Valid
+    /// options: promql-delayed-name-removal (keep __name__ until the end of the query
+    /// on series a function or operator drops it from, instead of dropping it there:
+    /// Prometheus 3's feature flag, off by default). Unknown names are warned of and
+    /// ignored.
+    #[arg(long = "enable-feature", value_name = "FEATURE", value_delimiter = ',')]
+    pub enable_feature: Vec<String>,
+}
+
+/// The `--enable-feature` names Strata knows.
+const FEATURES: &[&str] = &["promql-delayed-name-removal"];
+
+/// Whether `--enable-feature` names `feature`; an unknown name is warned of and
+/// ignored, as Prometheus does.
+fn feature_enabled(enabled: &[String], feature: &str) -> bool {
+    let mut on = false;
+    for f in enabled.iter().map(|f| f.trim()).filter(|f| !f.is_empty()) {
+        if f == feature {
+            on = true;
+        } else if !FEATURES.contains(&f) {
+            tracing::warn!(option = f, valid = ?FEATURES, "Unknown option for --enable-feature");
+        }
+    }
+    on
 }
 
 /// `--querier.max-query-lookback` (Mimir's flag), shared by the querier, `strata all`
@@ -234,6 +258,10 @@ impl QuerierArgs {
             max_concurrent: self.max_concurrent,
             lookback_delta: ms(self.lookback_delta_ms),
             max_depth: self.max_depth,
+            delayed_name_removal: feature_enabled(
+                &self.enable_feature,
+                "promql-delayed-name-removal",
+            ),
             partial_response: self.partial_response,
             auto_downsampling: self.auto_downsampling,
             store_timeout: (self.store_response_timeout_ms > 0)
