@@ -145,12 +145,13 @@ impl ShardPlan {
             LabelModifier::Include(l) => (true, l.labels.clone()),
             LabelModifier::Exclude(l) => (false, l.labels.clone()),
         });
-        // `topk`/`bottomk` answer the series themselves: over work that drops their
-        // names, series of several metrics may end up one label set, which the engine
-        // refuses and shards holding one each cannot see. Sharded only when the names
-        // stay (a bare selector) or each selector names one metric.
-        if matches!(combine, Combine::TopK(_) | Combine::BottomK(_))
-            && !matches!(unparen(&agg.expr), Expr::VectorSelector(_))
+        // Over work that drops names (`rate`, arithmetic, …), series of several metrics
+        // may end up one label set, which the engine refuses (where the name goes, as
+        // Prometheus 3 does by default; `topk`/`bottomk` answer the series themselves
+        // with delayed name removal too) and shards holding one each cannot see.
+        // Sharded only when the names stay (a bare selector) or each selector names one
+        // metric.
+        if !matches!(unparen(&agg.expr), Expr::VectorSelector(_))
             && !one_name_per_selector(&agg.expr)
         {
             return None;
@@ -506,6 +507,8 @@ mod tests {
             "sum by (__name__) (rate({a=\"1\"}[5m]))",
             "topk(2, rate({a=\"1\"}[5m]))",
             "bottomk(2, {__name__=~\"x|y\"} * 2)",
+            "sum by (env) (rate({env=\"1\"}[5m]))",
+            "count(abs({__name__=~\"x|y\"}))",
             "sum(",
         ] {
             assert!(!sharded(q), "{q}");
