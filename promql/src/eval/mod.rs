@@ -553,18 +553,29 @@ pub fn drop_name_labels(l: &Labels) -> Labels {
 /// (Prometheus's `cleanupMetricLabels`); without it, where a function or operator
 /// dropped the name, as Prometheus's step-by-step evaluation merges what one step
 /// yields under a label set (its `rangeEval`, `mergeSeriesWithSameLabelset`).
-pub fn drop_marked_names(v: Vec<Series>) -> Result<Vec<Series>> {
+pub fn drop_marked_names(mut v: Vec<Series>) -> Result<Vec<Series>> {
     if !v.iter().any(|s| s.drop_name) {
         return Ok(v);
     }
+    for s in &mut v {
+        if s.drop_name {
+            s.drop_name = false;
+            // (nested name-dropping calls find it gone)
+            if s.labels.get(METRIC_NAME).is_some() {
+                s.labels = drop_name_labels(&s.labels);
+            }
+        }
+    }
+    // The common case: no two label sets meet, nothing is copied.
+    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    if v.iter().all(|s| seen.insert(&s.labels)) {
+        return Ok(v);
+    }
+    drop(seen);
     let same = || exec("vector cannot contain metrics with the same labelset");
     let mut idx: HashMap<Labels, usize> = HashMap::with_capacity(v.len());
     let mut out: Vec<Series> = Vec::with_capacity(v.len());
     for mut s in v {
-        if s.drop_name {
-            s.labels = drop_name_labels(&s.labels);
-            s.drop_name = false;
-        }
         let Some(&i) = idx.get(&s.labels) else {
             idx.insert(s.labels.clone(), out.len());
             out.push(s);
