@@ -161,6 +161,11 @@ pub fn expand_values(s: &str) -> Result<Vec<Option<f64>>, String> {
 
 /// Run one unit-test file; the failure messages (empty: it passed).
 pub fn run_file(path: &std::path::Path) -> Vec<String> {
+    run_file_with(path, &strata_promql::EngineOptions::default())
+}
+
+/// [`run_file`] on an engine with `opts` (promtool's `--enable-feature`).
+pub fn run_file_with(path: &std::path::Path, opts: &strata_promql::EngineOptions) -> Vec<String> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => return vec![e.to_string()],
@@ -214,7 +219,7 @@ pub fn run_file(path: &std::path::Path) -> Vec<String> {
         let name = t["name"]
             .as_str()
             .map_or_else(|| format!("#{i}"), str::to_string);
-        let r = rt.block_on(run_test(t, &files, &order, eval_interval));
+        let r = rt.block_on(run_test(t, &files, &order, eval_interval, opts));
         for e in r {
             errs.push(format!("    name: {name},\n{e}"));
         }
@@ -227,6 +232,7 @@ async fn run_test(
     files: &[String],
     order: &[String],
     eval_interval: i64,
+    opts: &strata_promql::EngineOptions,
 ) -> Vec<String> {
     let mem = Arc::new(Mem::default());
     let interval = match dur(&t["interval"], eval_interval) {
@@ -258,10 +264,7 @@ async fn run_test(
         .unwrap_or_default();
     let registry = strata_kit::metrics::Registry::new();
     let env = Env {
-        engine: Arc::new(MemEngine(
-            mem.clone(),
-            strata_promql::EngineOptions::default(),
-        )),
+        engine: Arc::new(MemEngine(mem.clone(), opts.clone())),
         appender: Arc::new(Shared(mem.clone())),
         notifier: None,
         external_labels: BTreeMap::new(),
@@ -394,7 +397,7 @@ async fn run_test(
         }
         ts += eval_interval;
     }
-    let engine = MemEngine(mem.clone(), strata_promql::EngineOptions::default());
+    let engine = MemEngine(mem.clone(), opts.clone());
     for p in t["promql_expr_test"]
         .as_sequence()
         .cloned()

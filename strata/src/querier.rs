@@ -191,7 +191,7 @@ const FEATURES: &[&str] = &["promql-delayed-name-removal"];
 
 /// Whether `--enable-feature` names `feature`; an unknown name is warned of and
 /// ignored, as Prometheus does.
-fn feature_enabled(enabled: &[String], feature: &str) -> bool {
+pub(crate) fn feature_enabled(enabled: &[String], feature: &str) -> bool {
     let mut on = false;
     for f in enabled.iter().map(|f| f.trim()).filter(|f| !f.is_empty()) {
         if f == feature {

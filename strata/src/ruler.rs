@@ -448,15 +448,30 @@ enum RulesCommand {
         /// Unit-test files.
         #[arg(value_name = "FILE", required = true)]
         files: Vec<PathBuf>,
+        /// Comma-separated feature names to enable (repeatable; promtool's flag). Valid
+        /// options: promql-delayed-name-removal. Unknown names are warned of and
+        /// ignored.
+        #[arg(long = "enable-feature", value_name = "FEATURE", value_delimiter = ',')]
+        enable_feature: Vec<String>,
     },
 }
 
 pub fn run_rules_tool(args: &RulesArgs) -> anyhow::Result<ExitCode> {
-    let RulesCommand::Test { files } = &args.command;
+    let RulesCommand::Test {
+        files,
+        enable_feature,
+    } = &args.command;
+    let opts = strata_promql::EngineOptions {
+        delayed_name_removal: crate::querier::feature_enabled(
+            enable_feature,
+            "promql-delayed-name-removal",
+        ),
+        ..Default::default()
+    };
     let mut failed = false;
     for f in files {
         println!("Unit Testing:  {}", f.display());
-        let errs = strata_ruler::unittest::run_file(f);
+        let errs = strata_ruler::unittest::run_file_with(f, &opts);
         if errs.is_empty() {
             println!("  SUCCESS\n");
         } else {

@@ -804,4 +804,18 @@ fn rules_unit_tests_give_promtools_verdicts() {
     }
     let passed = verdicts.values().filter(|v| **v).count();
     assert!(passed >= 2 && verdicts.len() - passed >= 3, "{verdicts:?}");
+    // promtool 3's --enable-feature=promql-delayed-name-removal: the two rates' groups
+    // keep their names until both become {}, an error.
+    let out = Command::new(strata_testkit::procs::strata_bin())
+        .args(["tools", "rules", "test"])
+        .arg("--enable-feature=promql-delayed-name-removal")
+        .arg(dir.join("pass-name-removal.yml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("vector cannot contain metrics with the same labelset"),
+        "{stderr}"
+    );
 }
