@@ -101,7 +101,7 @@ impl Planned {
                     from_head = true;
                     out.extend(
                         t.head
-                            .series_chunks(r, self.mint, self.maxt)
+                            .series_chunks(r, self.mint, self.maxt)?
                             .into_iter()
                             .map(|c| SelectedChunk {
                                 min_time: c.min_time,

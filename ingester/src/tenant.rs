@@ -29,6 +29,10 @@ use crate::{Error, Result};
 /// Thanos's shipper state file, so nothing is uploaded twice or skipped across restarts.
 pub const SHIPPER_FILE: &str = "shipper.json";
 
+/// The head's completed chunks, out of memory (Prometheus's `chunks_head/`): a cache of
+/// what the WAL holds, cleared on every start.
+pub const CHUNKS_HEAD_DIR: &str = "chunks_head";
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct ShipperState {
     version: u32,
@@ -118,10 +122,13 @@ impl TenantDb {
     ) -> Result<(TenantDb, OpenStats)> {
         let start = Instant::now();
         std::fs::create_dir_all(dir.join("blocks")).map_err(|e| Error::io(dir, e))?;
-        let head = Head::new(HeadOptions {
+        // completed chunks go to `chunks_head/`, out of memory; what a previous process
+        // left there is deleted (the WAL replay below writes them again)
+        let head = Head::open(HeadOptions {
             chunk_range_ms: block_duration_ms,
+            chunks_dir: Some(dir.join(CHUNKS_HEAD_DIR)),
             ..HeadOptions::default()
-        });
+        })?;
         let blocks = open_blocks(&dir.join("blocks"))?;
         let floor = blocks
             .iter()
@@ -368,9 +375,10 @@ impl TenantDb {
         // are in no block yet.
         let since = self.head.min_valid_block();
         let mut samples: Vec<(u64, i64, f64)> = Vec::new();
+        // a chunk that cannot be read fails the checkpoint: the WAL segments stay
         self.head.for_each_sample_since(since, |r, s| {
             samples.extend(s.iter().map(|(t, v)| (r.0, *t, *v)));
-        });
+        })?;
         // out-of-order samples below the floor no block has taken yet (none after a cut
         // took them; kept for the records' sake), as the records they came in
         let mut below: Vec<(u64, i64, f64)> = Vec::new();
@@ -401,7 +409,7 @@ impl TenantDb {
                 };
                 hists.push(r.0, *t, h);
             }
-        });
+        })?;
         hists.records(10_000, &mut recs);
         let exemplars = checkpoint_exemplars(&self.lock_exemplars(), &series);
         for chunk in exemplars.chunks(10_000) {

@@ -103,6 +103,7 @@ fn head_histograms(ing: &Ingester, name: &str) -> Vec<(i64, FloatHistogram)> {
     let t = ing.tenant("team").unwrap();
     t.head
         .select(&[Matcher::equal("__name__", name)], i64::MIN, i64::MAX)
+        .unwrap()
         .iter()
         .flat_map(|s| s.histograms())
         .map(|(t, mut h)| {

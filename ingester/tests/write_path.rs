@@ -77,7 +77,8 @@ fn head_samples(ing: &Ingester, tenant: &str, name: &str) -> Vec<(i64, f64)> {
     let t = ing.tenant(tenant).unwrap();
     let got = t
         .head
-        .select(&[Matcher::equal("__name__", name)], i64::MIN, i64::MAX);
+        .select(&[Matcher::equal("__name__", name)], i64::MIN, i64::MAX)
+        .unwrap();
     got.iter().flat_map(|s| s.samples()).collect()
 }
 

@@ -201,6 +201,11 @@ fn acknowledged_samples_survive_kill_9() {
         assert!(Instant::now() < deadline, "pusher too slow");
         std::thread::yield_now();
     }
+    // 300 samples a series: completed chunks (120 samples) are out of memory, in the
+    // head's chunk files, which the restart deletes (the WAL replay rebuilds them)
+    let chunks_head = strata.data_dir.join("tenants/anonymous/chunks_head/000001");
+    let written = std::fs::metadata(&chunks_head).map_or(0, |m| m.len());
+    assert!(written > 0, "{} holds no chunk", chunks_head.display());
     strata.kill9();
     stop.store(true, Ordering::Relaxed);
     pusher.join().unwrap();

@@ -19,6 +19,10 @@
 //! `STRATA_HEAD_BENCH_SAMPLES` (default 250) sets the samples per series of `memory`
 //! (480 for a 2-hour head at 15 s).
 //!
+//! The heads of `memory` and `head_select` write their closed chunks to chunk files in
+//! a temporary directory, as an ingester's head does; `STRATA_HEAD_BENCH_IN_MEMORY=1`
+//! keeps them in memory (a head without a directory) to compare.
+//!
 //! `cargo bench -p strata-tsdb --bench head -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
@@ -31,6 +35,19 @@ use strata_tsdb::head::{Head, HeadOptions, HeadSeriesRef};
 use strata_tsdb::labels::Labels;
 
 const INTERVAL: i64 = 15_000;
+
+/// A head as the ingester has it: closed chunks in `chunks_head/` under `dir`, unless
+/// `STRATA_HEAD_BENCH_IN_MEMORY` is set.
+fn bench_head(dir: &tempfile::TempDir) -> Head {
+    if std::env::var_os("STRATA_HEAD_BENCH_IN_MEMORY").is_some() {
+        return Head::new(HeadOptions::default());
+    }
+    Head::open(HeadOptions {
+        chunks_dir: Some(dir.path().join("chunks_head")),
+        ..HeadOptions::default()
+    })
+    .expect("chunk files in a temporary directory")
+}
 
 /// Labels of a Kubernetes-scraped series: 8 labels, 50 metric names.
 fn labels(i: usize) -> Labels {
@@ -121,9 +138,10 @@ fn memory_report() {
     let mut rng = SmallRng::seed_from_u64(1);
     let mut gens: Vec<Gen> = (0..n).map(Gen::new).collect();
     let mut refs: Vec<HeadSeriesRef> = Vec::with_capacity(n);
+    let dir = tempfile::tempdir().unwrap();
     let before = rss_bytes();
     let start = Instant::now();
-    let head = Head::new(HeadOptions::default());
+    let head = bench_head(&dir);
     refs.extend((0..n).map(|i| head.get_or_create(&labels(i)).0));
     let created = start.elapsed();
     let start = Instant::now();
@@ -146,28 +164,34 @@ fn memory_report() {
     println!(
         "head memory: {n} series x {samples} samples ({} chunks): \
          RSS delta {:.0} B/series, approx_memory_bytes {:.0} B/series \
-         (chunk data {:.0} = {:.2} B/sample, series {:.0}, index {:.0}); \
+         (chunk data {:.0}, series {:.0}, index {:.0}); chunk data on disk {:.0} \
+         B/series (in memory and on disk {:.2} B/sample); \
          created {:.0} series/s, appended {:.2} M samples/s",
         stats.chunk_count,
         per(rss),
         per(mem.total()),
         per(mem.chunk_bytes),
-        mem.chunk_bytes as f64 / (n as f64 * samples as f64),
         per(mem.series_bytes),
         per(mem.index_bytes),
+        per(mem.disk_chunk_bytes),
+        (mem.chunk_bytes + mem.disk_chunk_bytes) as f64 / (n as f64 * samples as f64),
         n as f64 / created.as_secs_f64(),
         (n as f64 * samples as f64) / appended.as_secs_f64() / 1e6,
     );
     // a read may leave state behind (shared chunk bytes keep a reference count)
+    let start = Instant::now();
     for r in &refs {
-        black_box(head.series_chunks(*r, 0, i64::MAX));
+        black_box(head.series_chunks(*r, 0, i64::MAX).unwrap());
     }
+    let read = start.elapsed();
     let rss_read = rss_bytes()
         .saturating_sub(before)
         .saturating_sub(refs_bytes);
     println!(
-        "head memory after reading every series' chunks once: RSS delta {:.0} B/series",
-        per(rss_read)
+        "head memory after reading every series' chunks once: RSS delta {:.0} B/series \
+         (read in {:.2} s)",
+        per(rss_read),
+        read.as_secs_f64()
     );
     black_box(&head);
 }
@@ -284,7 +308,8 @@ fn ooo_benches(c: &mut Criterion) {
 fn select_benches(c: &mut Criterion) {
     const SERIES: usize = 50_000;
     const SAMPLES: i64 = 480;
-    let head = Head::new(HeadOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let head = bench_head(&dir);
     let refs: Vec<HeadSeriesRef> = (0..SERIES)
         .map(|i| head.get_or_create(&labels(i)).0)
         .collect();
@@ -305,7 +330,7 @@ fn select_benches(c: &mut Criterion) {
     g.sample_size(20);
     g.throughput(Throughput::Elements((SERIES / 50) as u64 * SAMPLES as u64));
     g.bench_function("select/1k of 50k series x 480", |b| {
-        b.iter(|| black_box(head.select(&one_name, 0, maxt)))
+        b.iter(|| black_box(head.select(&one_name, 0, maxt).unwrap()))
     });
     let selected: Vec<HeadSeriesRef> = head
         .select_refs(&one_name, 0, maxt)
@@ -316,14 +341,14 @@ fn select_benches(c: &mut Criterion) {
     g.bench_function("series_chunks/1k of 50k series x 480", |b| {
         b.iter(|| {
             for r in &selected {
-                black_box(head.series_chunks(*r, 0, maxt));
+                black_box(head.series_chunks(*r, 0, maxt).unwrap());
             }
         })
     });
     g.bench_function("select_refs+series_chunks/1k of 50k series x 480", |b| {
         b.iter(|| {
             for (r, _) in head.select_refs(&one_name, 0, maxt) {
-                black_box(head.series_chunks(r, 0, maxt));
+                black_box(head.series_chunks(r, 0, maxt).unwrap());
             }
         })
     });

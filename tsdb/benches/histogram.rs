@@ -183,7 +183,7 @@ fn size_report(data: &Data) {
     let total = (SERIES as i64 * SAMPLES) as f64;
     for (name, float) in [("histogram", false), ("float histogram", true)] {
         let (head, _) = head_with(data, float);
-        let got = head.select(&[], i64::MIN, i64::MAX);
+        let got = head.select(&[], i64::MIN, i64::MAX).unwrap();
         let bytes: usize = got
             .iter()
             .flat_map(|s| &s.chunks)
@@ -235,6 +235,7 @@ fn benches(c: &mut Criterion, data: &Data) {
     let (head, _) = head_with(data, false);
     let chunks: Vec<_> = head
         .select(&[], i64::MIN, i64::MAX)
+        .unwrap()
         .into_iter()
         .flat_map(|s| s.chunks)
         .collect();

@@ -321,6 +321,7 @@ mod sample_tests {
                 }
             }
             h.select(&[], i64::MIN, i64::MAX)
+                .unwrap()
                 .remove(0)
                 .chunks
                 .iter()

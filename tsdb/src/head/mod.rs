@@ -41,11 +41,14 @@
 //!
 //! [`XorChunk`]: crate::chunkenc::XorChunk
 
+mod chunk_files;
 mod ooo;
 mod postings;
 mod series;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_chunk_files;
 #[cfg(test)]
 mod tests_histogram;
 #[cfg(test)]
@@ -54,7 +57,7 @@ mod tests_ooo;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -68,6 +71,8 @@ use crate::labels::{Interner, Label, Labels, METRIC_NAME};
 use crate::matcher::Matcher;
 use crate::meta::BlockMeta;
 
+use chunk_files::ChunkFiles;
+pub use chunk_files::DEFAULT_SEGMENT_BYTES as DEFAULT_CHUNK_SEGMENT_BYTES;
 pub use ooo::OOO_CAPACITY;
 use postings::MemPostings;
 use series::{Appended, HistRef, MemSeries, NO_SAMPLES};
@@ -86,6 +91,11 @@ pub struct HeadOptions {
     /// How far behind the newest sample [`Head::append`] accepts an out-of-order float
     /// sample; 0 (the default) refuses them. See [`Head::set_out_of_order_window`].
     pub out_of_order_time_window_ms: i64,
+    /// Where [`Head::open`] writes completed chunks (Prometheus's `chunks_head/`);
+    /// `None` (the default) keeps them in memory. Whatever is in it is deleted on open.
+    pub chunks_dir: Option<PathBuf>,
+    /// Largest chunk file segment. Default [`DEFAULT_CHUNK_SEGMENT_BYTES`] (128 MiB).
+    pub chunk_segment_bytes: u32,
 }
 
 impl Default for HeadOptions {
@@ -94,6 +104,8 @@ impl Default for HeadOptions {
             chunk_range_ms: DEFAULT_CHUNK_RANGE_MS,
             stripes: 64,
             out_of_order_time_window_ms: 0,
+            chunks_dir: None,
+            chunk_segment_bytes: DEFAULT_CHUNK_SEGMENT_BYTES,
         }
     }
 }
@@ -209,12 +221,16 @@ pub fn cut_chunks(samples: &[(i64, crate::dedup::Sample)], chunk_range: i64) -> 
     for (t, s) in samples {
         // out-of-order or repeated samples are skipped, as the head refuses them
         let _ = match s {
-            Sample::Float(v) => st.append(*t, *v, chunk_range),
-            Sample::Histogram(h) => st.append_histogram(*t, HistRef::Int(h), chunk_range),
-            Sample::FloatHistogram(h) => st.append_histogram(*t, HistRef::Float(h), chunk_range),
+            Sample::Float(v) => st.append(None, *t, *v, chunk_range),
+            Sample::Histogram(h) => st.append_histogram(None, *t, HistRef::Int(h), chunk_range),
+            Sample::FloatHistogram(h) => {
+                st.append_histogram(None, *t, HistRef::Float(h), chunk_range)
+            }
         };
     }
-    st.chunks_for_block(i64::MIN, i64::MAX, chunk_range)
+    // all in memory: nothing to read
+    st.chunks_for_block(None, i64::MIN, i64::MAX, chunk_range)
+        .unwrap_or_default()
 }
 
 /// A histogram sample as the head stored it (for WAL checkpoints).
@@ -244,12 +260,16 @@ pub struct HeadStats {
 /// Where a head's memory goes (estimates; allocator overhead not included).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HeadMemory {
-    /// Encoded chunk data: closed chunks' bytes and the open chunks' used bytes.
+    /// Encoded chunk data in memory: closed chunks' bytes kept in memory and the open
+    /// chunks' used bytes.
     pub chunk_bytes: usize,
     /// Series structures, labels, chunk headers, open-chunk spare capacity, shard maps.
     pub series_bytes: usize,
     /// Postings lists, their hash tables and the label strings.
     pub index_bytes: usize,
+    /// Closed chunks' bytes in the chunk files (`chunks_head/`): on disk, not in
+    /// [`total`](Self::total).
+    pub disk_chunk_bytes: usize,
 }
 
 impl HeadMemory {
@@ -413,6 +433,8 @@ pub struct Head {
     min_valid_block: AtomicI64,
     /// [`HeadOptions::out_of_order_time_window_ms`], changeable at run time.
     ooo_window: AtomicI64,
+    /// Where closed chunks go when the head has a directory.
+    files: Option<ChunkFiles>,
 }
 
 impl fmt::Debug for Head {
@@ -427,9 +449,45 @@ impl fmt::Debug for Head {
 }
 
 impl Head {
+    /// A head that keeps every chunk in memory ([`HeadOptions::chunks_dir`] is not
+    /// looked at: see [`open`](Self::open)).
+    ///
     /// # Panics
     /// If `chunk_range_ms <= 0`.
     pub fn new(opts: HeadOptions) -> Head {
+        Self::build(opts, None)
+    }
+
+    /// A head that writes completed chunks to [`HeadOptions::chunks_dir`] (deleting what
+    /// is there first: the WAL replay that follows writes them again), or keeps them in
+    /// memory without one. Fails when the directory cannot be cleared or created.
+    ///
+    /// # Panics
+    /// If `chunk_range_ms <= 0`.
+    pub fn open(opts: HeadOptions) -> Result<Head> {
+        let files = match &opts.chunks_dir {
+            Some(dir) => Some(ChunkFiles::open(dir, opts.chunk_segment_bytes)?),
+            None => None,
+        };
+        Ok(Self::build(opts, files))
+    }
+
+    /// The directory of the head's chunk files, if it has them.
+    pub fn chunks_dir(&self) -> Option<&Path> {
+        self.files.as_ref().map(|f| f.dir())
+    }
+
+    /// Completed chunks that could not be written to the chunk files (kept in memory).
+    pub fn chunk_write_failures(&self) -> u64 {
+        self.files.as_ref().map_or(0, |f| f.write_failures())
+    }
+
+    /// Bytes of the chunk files (`chunks_head/`) in use.
+    pub fn chunk_files_bytes(&self) -> u64 {
+        self.files.as_ref().map_or(0, |f| f.disk_bytes())
+    }
+
+    fn build(opts: HeadOptions, files: Option<ChunkFiles>) -> Head {
         assert!(
             opts.chunk_range_ms > 0,
             "chunk range must be positive, got {}",
@@ -450,6 +508,7 @@ impl Head {
             max_time: AtomicI64::new(i64::MIN),
             min_valid_block: AtomicI64::new(i64::MIN),
             ooo_window: AtomicI64::new(opts.out_of_order_time_window_ms.max(0)),
+            files,
         }
     }
 
@@ -693,7 +752,7 @@ impl Head {
         let s = shard
             .get(&series_ref.0)
             .ok_or(AppendError::UnknownSeries(series_ref))?;
-        let a = s.lock().insert_ooo(t, v);
+        let a = s.lock().insert_ooo(self.files.as_ref(), t, v);
         drop(shard);
         match a {
             Ok(a) => {
@@ -712,26 +771,35 @@ impl Head {
         before: i64,
         f: impl FnMut(HeadSeriesRef, &[(i64, f64)]),
     ) {
-        self.for_each_series_with(|st, buf| st.ooo_samples_before(before, buf), f);
+        // out-of-order samples are in memory: nothing to read, nothing can fail
+        let _ = self.for_each_series_with(
+            |st, buf| {
+                st.ooo_samples_before(before, buf);
+                Ok(())
+            },
+            f,
+        );
     }
 
-    /// Call `f(ref, items)` for every series that `fill` gives items, reusing one buffer.
+    /// Call `f(ref, items)` for every series that `fill` gives items, reusing one
+    /// buffer; stops at the first error of `fill` (a chunk read).
     fn for_each_series_with<T>(
         &self,
-        fill: impl Fn(&series::SeriesState, &mut Vec<T>),
+        fill: impl Fn(&series::SeriesState, &mut Vec<T>) -> Result<()>,
         mut f: impl FnMut(HeadSeriesRef, &[T]),
-    ) {
+    ) -> Result<()> {
         let mut buf = Vec::new();
         for shard in self.series.iter() {
             let g = rl(shard);
             for (r, s) in g.iter() {
                 buf.clear();
-                fill(&s.lock(), &mut buf);
+                fill(&s.lock(), &mut buf)?;
                 if !buf.is_empty() {
                     f(HeadSeriesRef(*r), &buf);
                 }
             }
         }
+        Ok(())
     }
 
     /// Prometheus's rule for an out-of-order float at `t` (older than the series'
@@ -748,7 +816,7 @@ impl Head {
         let s = shard
             .get(&series_ref.0)
             .ok_or(AppendError::UnknownSeries(series_ref))?;
-        let ok = s.lock().check_ooo(t, v_bits);
+        let ok = s.lock().check_ooo(self.files.as_ref(), t, v_bits);
         ok
     }
 
@@ -848,7 +916,9 @@ impl Head {
         let s = shard
             .get(&series_ref.0)
             .ok_or(AppendError::UnknownSeries(series_ref))?;
-        let a = s.lock().append_with(t, v, self.chunk_range, ooo)?;
+        let a = s
+            .lock()
+            .append_with(self.files.as_ref(), t, v, self.chunk_range, ooo)?;
         drop(shard);
         if let Appended::Stored { new_chunk } = a {
             if new_chunk {
@@ -1007,7 +1077,9 @@ impl Head {
         let s = shard
             .get(&series_ref.0)
             .ok_or(AppendError::UnknownSeries(series_ref))?;
-        let a = s.lock().append_histogram(t, h, self.chunk_range)?;
+        let a = s
+            .lock()
+            .append_histogram(self.files.as_ref(), t, h, self.chunk_range)?;
         drop(shard);
         self.note_appended(a, t);
         Ok(a)
@@ -1070,17 +1142,35 @@ impl Head {
     }
 
     /// Series matching every matcher with chunks overlapping `[mint, maxt]` (both
-    /// inclusive), sorted by labels; each carries those chunks (closed ones shared).
-    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<HeadSeriesData> {
+    /// inclusive), sorted by labels; each carries those chunks (closed ones shared, or
+    /// read from the chunk files). Fails when a chunk cannot be read from disk.
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<HeadSeriesData>> {
         if mint > maxt {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let refs = self.refs_for(matchers);
         let mut out = Vec::new();
+        let mut err = None;
         self.visit(&refs, |r, s| {
+            if err.is_some() {
+                return;
+            }
             let mut chunks = Vec::new();
-            s.lock()
-                .chunks_overlapping(mint, maxt, self.chunk_range, &mut chunks);
+            if let Err(e) = s.lock().chunks_overlapping(
+                self.files.as_ref(),
+                mint,
+                maxt,
+                self.chunk_range,
+                &mut chunks,
+            ) {
+                err = Some(e);
+                return;
+            }
             if !chunks.is_empty() {
                 out.push(HeadSeriesData {
                     series_ref: HeadSeriesRef(r),
@@ -1089,8 +1179,11 @@ impl Head {
                 });
             }
         });
+        if let Some(e) = err {
+            return Err(e);
+        }
         out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
-        out
+        Ok(out)
     }
 
     /// The series [`select`](Self::select) would return, without their chunks: a
@@ -1119,16 +1212,22 @@ impl Head {
         out
     }
 
-    /// One series' chunks overlapping `[mint, maxt]` (closed ones shared, the open one
-    /// copied); empty when the series is gone (garbage-collected since it was selected).
-    pub fn series_chunks(&self, r: HeadSeriesRef, mint: i64, maxt: i64) -> Vec<HeadChunk> {
+    /// One series' chunks overlapping `[mint, maxt]` (closed ones shared or read from
+    /// the chunk files, the open one copied); empty when the series is gone
+    /// (garbage-collected since it was selected). Fails when a chunk cannot be read.
+    pub fn series_chunks(&self, r: HeadSeriesRef, mint: i64, maxt: i64) -> Result<Vec<HeadChunk>> {
         let mut out = Vec::new();
         let shard = rl(&self.series[(r.0 & self.mask) as usize]);
         if let Some(s) = shard.get(&r.0) {
-            s.lock()
-                .chunks_overlapping(mint, maxt, self.chunk_range, &mut out);
+            s.lock().chunks_overlapping(
+                self.files.as_ref(),
+                mint,
+                maxt,
+                self.chunk_range,
+                &mut out,
+            )?;
         }
-        out
+        Ok(out)
     }
 
     /// Label sets of the series matching `matchers` (every series for none), sorted.
@@ -1219,7 +1318,12 @@ impl Head {
                     if s.labels.is_empty() {
                         continue;
                     }
-                    let chunks = s.lock().chunks_for_block(mint, maxt, self.chunk_range);
+                    let chunks = s.lock().chunks_for_block(
+                        self.files.as_ref(),
+                        mint,
+                        maxt,
+                        self.chunk_range,
+                    )?;
                     if !chunks.is_empty() {
                         batch.push((Labels::from_sorted_unchecked(s.labels.to_vec()), chunks));
                     }
@@ -1257,6 +1361,8 @@ impl Head {
             .min_valid_block
             .fetch_max(floor, Ordering::Relaxed)
             .max(floor);
+        // Chunk file segments from here on may get chunks pass 1 does not see.
+        let first_unseen_segment = self.files.as_ref().map(|f| f.current_seq());
         // Pass 1: drop chunks, find empty series, compute the new minimum time.
         let mut candidates: Vec<(u64, u64)> = Vec::new();
         let mut new_min = i64::MAX;
@@ -1278,6 +1384,9 @@ impl Head {
             }
         }
         self.num_chunks.fetch_sub(dropped as u64, Ordering::Relaxed);
+        if let (Some(f), Some(seq)) = (&self.files, first_unseen_segment) {
+            f.truncate(mint_keep, seq);
+        }
         let _ = self
             .min_time
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
@@ -1329,19 +1438,27 @@ impl Head {
     /// Call `f(ref, samples)` for every series with samples at or after `since`, with
     /// those samples in time order (for WAL checkpoint records). Series come in no
     /// particular order; `f` runs without the series' lock.
-    pub fn for_each_sample_since(&self, since: i64, f: impl FnMut(HeadSeriesRef, &[(i64, f64)])) {
-        self.for_each_series_with(|st, buf| st.samples_since(since, buf), f);
+    /// Fails when a chunk cannot be read from the chunk files.
+    pub fn for_each_sample_since(
+        &self,
+        since: i64,
+        f: impl FnMut(HeadSeriesRef, &[(i64, f64)]),
+    ) -> Result<()> {
+        let files = self.files.as_ref();
+        self.for_each_series_with(|st, buf| st.samples_since(files, since, buf), f)
     }
 
     /// Call `f(ref, samples)` for every series with histogram samples at or after
     /// `since`, with those samples in time order, as stored (for WAL checkpoint
     /// records). Series come in no particular order; `f` runs without the series' lock.
+    /// Fails when a chunk cannot be read from the chunk files.
     pub fn for_each_histogram_since(
         &self,
         since: i64,
         f: impl FnMut(HeadSeriesRef, &[(i64, HistogramSample)]),
-    ) {
-        self.for_each_series_with(|st, buf| st.histograms_since(since, buf), f);
+    ) -> Result<()> {
+        let files = self.files.as_ref();
+        self.for_each_series_with(|st, buf| st.histograms_since(files, since, buf), f)
     }
 
     /// Approximate bytes the head holds: chunks, series, shard tables, postings and
@@ -1364,6 +1481,7 @@ impl Head {
             for s in g.values() {
                 let st = s.lock();
                 m.chunk_bytes += st.chunk_bytes();
+                m.disk_chunk_bytes += st.disk_chunk_bytes();
                 m.series_bytes += size_of::<MemSeries>()
                     + s.labels.len() * size_of::<Label>()
                     + st.overhead_bytes();

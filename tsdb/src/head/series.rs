@@ -3,9 +3,12 @@
 //! histogram samples: one chunk list in time order, each chunk of one encoding (XOR,
 //! histogram or float histogram); a sample of another kind than the open chunk's cuts it.
 //!
-//! The closed chunks' bytes sit back to back in one immutable [`Bytes`] per series, so
-//! a query takes them as reference-counted slices (no copy, no allocation per chunk)
-//! while the series keeps one allocation for all of them.
+//! A head with a directory writes each chunk as it closes to its chunk files
+//! ([`ChunkFiles`], `chunks_head/`) and keeps only where it is; a read takes the
+//! series' chunks from disk into one buffer per series. Without a directory (or when a
+//! write fails) the closed chunks' bytes sit back to back in one immutable [`Bytes`] per
+//! series, so a query takes them as reference-counted slices (no copy, no allocation
+//! per chunk) while the series keeps one allocation for all of them.
 
 use std::sync::Mutex;
 
@@ -24,17 +27,43 @@ use crate::histogram::{
 };
 use crate::labels::Label;
 
+use super::chunk_files::{ChunkFiles, ChunkLoc};
 use super::ooo::OooState;
 use super::{AppendError, HistogramSample};
+use crate::error::{Error, Result};
+
+/// Where a series' closed chunks go: the head's chunk files, or (`None`) memory.
+pub(super) type Files<'a> = Option<&'a ChunkFiles>;
+
+/// [`ClosedChunk::seg`] of a chunk whose bytes are in the series' `closed_data`.
+const IN_MEMORY: u32 = u32::MAX;
 
 /// A chunk that is no longer appended to: its time range and where its bytes (exactly
-/// as they go into a block's `chunks/` segment) end in the series' `closed_data`; they
-/// start where the previous chunk's end.
+/// as they go into a block's `chunks/` segment) are: `len` bytes at `pos` in the
+/// series' `closed_data`, or at `pos` in chunk file segment `seg`.
 pub(super) struct ClosedChunk {
     pub min_t: i64,
     pub max_t: i64,
-    end: u32,
+    pos: u32,
+    len: u32,
+    seg: u32,
     pub encoding: Encoding,
+}
+
+impl ClosedChunk {
+    fn in_memory(&self) -> bool {
+        self.seg == IN_MEMORY
+    }
+
+    fn loc(&self) -> (ChunkLoc, u32) {
+        (
+            ChunkLoc {
+                seg: self.seg,
+                off: self.pos,
+            },
+            self.len,
+        )
+    }
 }
 
 /// A chunk selected from the head: a closed chunk's bytes are shared with the head
@@ -184,9 +213,10 @@ impl MemSeries {
 pub(super) struct SeriesState {
     /// Oldest first, never overlapping, all before the open chunk.
     closed: Box<[ClosedChunk]>,
-    /// The closed chunks' bytes, in their order. Rebuilt (exact size) when a chunk
-    /// closes or is truncated, which happens every ~120 samples: cheaper than an
-    /// allocation per chunk kept, and never changed in place, so readers share it.
+    /// The bytes of the closed chunks kept in memory, in their order. Rebuilt (exact
+    /// size) when such a chunk closes or is truncated, which happens every ~120
+    /// samples: cheaper than an allocation per chunk kept, and never changed in place,
+    /// so readers share it.
     closed_data: Bytes,
     /// The open chunk; `None` before the first sample and after truncation emptied it.
     head: Option<XorChunk>,
@@ -247,37 +277,136 @@ impl SeriesState {
         (self.last_t != NO_SAMPLES).then_some((self.last_t, self.last_v))
     }
 
-    /// Where closed chunk `i`'s bytes are in `closed_data`.
-    fn closed_range(&self, i: usize) -> std::ops::Range<usize> {
-        let start = match i {
-            0 => 0,
-            _ => self.closed[i - 1].end as usize,
+    /// Closed chunk `c`'s bytes, which are in memory.
+    fn mem_bytes(&self, c: &ClosedChunk) -> Bytes {
+        self.closed_data
+            .slice(c.pos as usize..c.pos as usize + c.len as usize)
+    }
+
+    /// Append a completed chunk to the closed ones: written to the chunk files when
+    /// the head has them (kept in memory if that fails), else kept in memory.
+    fn push_closed(
+        &mut self,
+        files: Files<'_>,
+        min_t: i64,
+        max_t: i64,
+        encoding: Encoding,
+        data: &[u8],
+    ) {
+        let len = u32::try_from(data.len()).expect("a chunk stays under 4 GiB");
+        let mut on_disk = None;
+        if let Some(f) = files {
+            match f.write(data, max_t) {
+                Ok(loc) => on_disk = Some(loc),
+                Err(e) => f.note_write_failure(&e),
+            }
+        }
+        let (pos, seg) = match on_disk {
+            Some(loc) => (loc.off, loc.seg),
+            None => {
+                let mut buf = Vec::with_capacity(self.closed_data.len() + data.len());
+                buf.extend_from_slice(&self.closed_data);
+                buf.extend_from_slice(data);
+                let pos = u32::try_from(self.closed_data.len())
+                    .ok()
+                    .filter(|p| p.checked_add(len).is_some())
+                    .expect("a series' closed chunks stay under 4 GiB");
+                // len == capacity: the `Bytes` takes the buffer without another allocation
+                self.closed_data = Bytes::from(buf);
+                (pos, IN_MEMORY)
+            }
         };
-        start..self.closed[i].end as usize
-    }
-
-    /// Closed chunk `i`'s bytes.
-    fn closed_bytes(&self, i: usize) -> &[u8] {
-        &self.closed_data[self.closed_range(i)]
-    }
-
-    /// Append a completed chunk to the closed ones.
-    fn push_closed(&mut self, min_t: i64, max_t: i64, encoding: Encoding, data: &[u8]) {
-        let mut buf = Vec::with_capacity(self.closed_data.len() + data.len());
-        buf.extend_from_slice(&self.closed_data);
-        buf.extend_from_slice(data);
-        let end = u32::try_from(buf.len()).expect("a series' closed chunks stay under 4 GiB");
         let mut v = Vec::with_capacity(self.closed.len() + 1);
         v.extend(std::mem::take(&mut self.closed).into_vec());
         v.push(ClosedChunk {
             min_t,
             max_t,
-            end,
+            pos,
+            len,
+            seg,
             encoding,
         });
         self.closed = v.into_boxed_slice();
-        // len == capacity: the `Bytes` takes the buffer without another allocation
-        self.closed_data = Bytes::from(buf);
+    }
+
+    /// Closed chunks `range` as [`HeadChunk`]s into `out`: those in memory shared,
+    /// those on disk read into one buffer (one allocation for the series).
+    fn read_closed(
+        &self,
+        files: Files<'_>,
+        range: std::ops::Range<usize>,
+        out: &mut Vec<HeadChunk>,
+    ) -> Result<()> {
+        let cs = &self.closed[range];
+        let disk_len: usize = cs
+            .iter()
+            .filter(|c| !c.in_memory())
+            .map(|c| ChunkFiles::read_len(c.len))
+            .sum();
+        let mut disk = Bytes::new();
+        if disk_len > 0 {
+            let files = files.ok_or_else(|| {
+                Error::Invalid("a head chunk is on disk but the head has no chunk files".into())
+            })?;
+            let mut buf = Vec::with_capacity(disk_len);
+            files.read_into(
+                cs.iter().filter(|c| !c.in_memory()).map(|c| c.loc()),
+                &mut buf,
+            )?;
+            disk = Bytes::from(buf);
+        }
+        let mut at = 0;
+        for c in cs {
+            let data = if c.in_memory() {
+                self.mem_bytes(c)
+            } else {
+                at += c.len as usize;
+                disk.slice(at - c.len as usize..at)
+            };
+            out.push(HeadChunk {
+                min_time: c.min_t,
+                max_time: c.max_t,
+                encoding: c.encoding,
+                data,
+            });
+        }
+        Ok(())
+    }
+
+    /// The open chunk, if any: (encoding, bytes).
+    fn open_chunk(&self) -> Option<(Encoding, &[u8])> {
+        match (&self.head, self.open_hist()) {
+            (Some(h), _) => Some((Encoding::Xor, h.bytes())),
+            (None, Some(h)) => Some((h.encoding(), h.bytes())),
+            (None, None) => None,
+        }
+    }
+
+    /// The in-order chunks overlapping `[mint, maxt]` (both inclusive), oldest first:
+    /// closed ones shared or read from disk, the open one copied.
+    fn chunks_in(
+        &self,
+        files: Files<'_>,
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<HeadChunk>,
+    ) -> Result<()> {
+        let from = self.closed.partition_point(|c| c.max_t < mint);
+        let to = from + self.closed[from..].partition_point(|c| c.min_t <= maxt);
+        if from < to {
+            self.read_closed(files, from..to, out)?;
+        }
+        if let Some((encoding, data)) = self.open_chunk() {
+            if self.last_t >= mint && self.head_min_t <= maxt {
+                out.push(HeadChunk {
+                    min_time: self.head_min_t,
+                    max_time: self.last_t,
+                    encoding,
+                    data: Bytes::copy_from_slice(data),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn open_hist(&self) -> Option<&HistChunk> {
@@ -321,13 +450,14 @@ impl SeriesState {
     #[inline]
     pub fn append_with(
         &mut self,
+        files: Files<'_>,
         t: i64,
         v: f64,
         chunk_range: i64,
         ooo: bool,
     ) -> Result<Appended, AppendError> {
-        match self.append(t, v, chunk_range) {
-            Err(AppendError::OutOfOrder { .. }) if ooo => self.insert_ooo(t, v),
+        match self.append(files, t, v, chunk_range) {
+            Err(AppendError::OutOfOrder { .. }) if ooo => self.insert_ooo(files, t, v),
             r => r,
         }
     }
@@ -335,9 +465,9 @@ impl SeriesState {
     /// Prometheus's rule for an out-of-order float at `t`: `Ok(true)` to store it,
     /// `Ok(false)` when a sample with these value bits is held at `t` already (accepted,
     /// nothing stored), an error when one with another value is.
-    pub fn check_ooo(&self, t: i64, v_bits: u64) -> Result<bool, AppendError> {
+    pub fn check_ooo(&self, files: Files<'_>, t: i64, v_bits: u64) -> Result<bool, AppendError> {
         let held = self
-            .in_order_value_at(t)
+            .in_order_value_at(files, t)
             .or_else(|| self.ooo.as_ref().and_then(|o| o.value_at(t)));
         match held {
             None => Ok(true),
@@ -351,17 +481,22 @@ impl SeriesState {
 
     /// Value bits of the in-order float sample at `t`, if any (one chunk decoded).
     /// A histogram there gives [`HISTOGRAM_LAST_BITS`], so a float at its timestamp is
-    /// a duplicate.
-    fn in_order_value_at(&self, t: i64) -> Option<u64> {
+    /// a duplicate. A chunk that cannot be read from disk is logged and taken as holding
+    /// no sample at `t`: the out-of-order sample is then kept, and on a read of both
+    /// the in-order sample wins the tie, so nothing acknowledged is lost.
+    fn in_order_value_at(&self, files: Files<'_>, t: i64) -> Option<u64> {
         let i = self.closed.partition_point(|c| c.max_t < t);
+        let mut read = Vec::new();
         let (encoding, data) = match self.closed.get(i) {
-            Some(c) if c.min_t <= t => (c.encoding, self.closed_bytes(i)),
+            Some(c) if c.min_t <= t => {
+                if let Err(e) = self.read_closed(files, i..i + 1, &mut read) {
+                    tracing::warn!(error = %e, "cannot read a head chunk for an out-of-order duplicate check");
+                    return None;
+                }
+                (c.encoding, &read[0].data[..])
+            }
             Some(_) => return None,
-            None if self.head_min_t <= t => match (&self.head, self.open_hist()) {
-                (Some(h), _) => (Encoding::Xor, h.bytes()),
-                (None, Some(h)) => (h.encoding(), h.bytes()),
-                (None, None) => return None,
-            },
+            None if self.head_min_t <= t => self.open_chunk()?,
             None => return None,
         };
         let at_t = |ts: &mut dyn Iterator<Item = i64>| ts.take_while(|x| *x <= t).any(|x| x == t);
@@ -382,8 +517,13 @@ impl SeriesState {
 
     /// Store `t` in the out-of-order buffer whatever the series' newest sample (for a
     /// sample below the head's floor), after the duplicate rule.
-    pub fn insert_ooo(&mut self, t: i64, v: f64) -> Result<Appended, AppendError> {
-        if !self.check_ooo(t, v.to_bits())? {
+    pub fn insert_ooo(
+        &mut self,
+        files: Files<'_>,
+        t: i64,
+        v: f64,
+    ) -> Result<Appended, AppendError> {
+        if !self.check_ooo(files, t, v.to_bits())? {
             return Ok(Appended::Duplicate);
         }
         self.ooo.get_or_insert_with(Box::default).insert(t, v);
@@ -394,13 +534,19 @@ impl SeriesState {
 
     /// The samples in `[mint, maxt]`, in-order and out-of-order merged: sorted, one per
     /// timestamp (an in-order sample wins a tie), re-cut into chunks.
-    fn merged_chunks(&self, mint: i64, maxt: i64, chunk_range: i64) -> Vec<EncodedChunk> {
+    fn merged_chunks(
+        &self,
+        files: Files<'_>,
+        mint: i64,
+        maxt: i64,
+        chunk_range: i64,
+    ) -> Result<Vec<EncodedChunk>> {
         use crate::dedup::Sample;
         let mut in_order: Vec<(i64, Sample)> = Vec::new();
-        for (lo, hi, encoding, data) in self.chunks() {
-            if hi < mint || lo > maxt {
-                continue;
-            }
+        let mut chunks = Vec::new();
+        self.chunks_in(files, mint, maxt, &mut chunks)?;
+        for c in &chunks {
+            let (lo, hi, encoding, data) = (c.min_time, c.max_time, c.encoding, &c.data[..]);
             let keep = |t: &i64| *t >= mint && *t <= maxt;
             match encoding {
                 Encoding::Xor => in_order.extend(
@@ -431,12 +577,18 @@ impl SeriesState {
             .map(|(t, v)| (t, Sample::Float(v)))
             .collect();
         let merged = crate::dedup::merge_by_time(vec![in_order, ooo]);
-        super::cut_chunks(&merged, chunk_range)
+        Ok(super::cut_chunks(&merged, chunk_range))
     }
 
     /// Prometheus's per-series checks and chunk cutting. `chunk_range` > 0.
     #[inline]
-    pub fn append(&mut self, t: i64, v: f64, chunk_range: i64) -> Result<Appended, AppendError> {
+    pub fn append(
+        &mut self,
+        files: Files<'_>,
+        t: i64,
+        v: f64,
+        chunk_range: i64,
+    ) -> Result<Appended, AppendError> {
         let vb = v.to_bits();
         if !super::check_sample(self.last(), t, vb)? {
             if self.last_kind != LastKind::Float {
@@ -449,7 +601,7 @@ impl SeriesState {
         }
         if self.hist.is_some() {
             // a float after histograms: the histogram chunk is complete
-            self.close_hist();
+            self.close_hist(files);
         }
         if let Some(h) = &self.head {
             let n = h.num_samples();
@@ -462,7 +614,7 @@ impl SeriesState {
                 cut = t >= self.next_at || n >= SAMPLES_PER_CHUNK;
             }
             if cut {
-                self.close_head();
+                self.close_head(files);
             }
         }
         let new_chunk = self.head.is_none();
@@ -512,6 +664,7 @@ impl SeriesState {
     /// appender) on a counter reset or a layout change; new buckets re-code the chunk.
     pub(super) fn append_histogram(
         &mut self,
+        files: Files<'_>,
         t: i64,
         h: HistRef<'_>,
         chunk_range: i64,
@@ -519,7 +672,7 @@ impl SeriesState {
         if !self.check_histogram(t, h)? {
             return Ok(Appended::Duplicate);
         }
-        self.close_head();
+        self.close_head(files);
         // taken out while chunks are closed into `self`, put back below
         let mut st = self.hist.take().unwrap_or_else(|| {
             Box::new(HistState {
@@ -540,7 +693,7 @@ impl SeriesState {
         if !same_kind {
             // another encoding (or none) open: it is complete
             if let Some(c) = st.open.take() {
-                self.push_closed(self.head_min_t, self.last_t, c.encoding(), c.bytes());
+                self.push_closed(files, self.head_min_t, self.last_t, c.encoding(), c.bytes());
             }
             created = true;
         } else if let Some(c) = &st.open {
@@ -602,10 +755,16 @@ impl SeriesState {
         };
         let old = cut_to.map(|n| st.open.replace(n).expect("open"));
         if let Some(p) = prev {
-            self.push_closed(prev_min_t, self.last_t, p.encoding(), p.bytes());
+            self.push_closed(files, prev_min_t, self.last_t, p.encoding(), p.bytes());
         }
         if let Some(old) = old {
-            self.push_closed(self.head_min_t, self.last_t, old.encoding(), old.bytes());
+            self.push_closed(
+                files,
+                self.head_min_t,
+                self.last_t,
+                old.encoding(),
+                old.bytes(),
+            );
             self.head_min_t = t;
             // Prometheus keeps histogramChunkHasComputedEndTime here (only its append
             // preprocessor resets it)
@@ -624,16 +783,22 @@ impl SeriesState {
         Ok(Appended::Stored { new_chunk: created })
     }
 
-    fn close_hist(&mut self) {
+    fn close_hist(&mut self, files: Files<'_>) {
         let Some(c) = self.hist.as_mut().and_then(|st| st.open.take()) else {
             return;
         };
-        self.push_closed(self.head_min_t, self.last_t, c.encoding(), c.bytes());
+        self.push_closed(files, self.head_min_t, self.last_t, c.encoding(), c.bytes());
     }
 
-    fn close_head(&mut self) {
+    fn close_head(&mut self, files: Files<'_>) {
         let Some(h) = self.head.take() else { return };
-        self.push_closed(self.head_min_t, self.last_t, Encoding::Xor, h.bytes());
+        self.push_closed(
+            files,
+            self.head_min_t,
+            self.last_t,
+            Encoding::Xor,
+            h.bytes(),
+        );
     }
 
     /// Drop every chunk that ends before `mint`; returns how many were dropped.
@@ -641,15 +806,22 @@ impl SeriesState {
         let keep_from = self.closed.partition_point(|c| c.max_t < mint);
         let mut removed = keep_from;
         if keep_from > 0 {
-            // copied, not sliced: a slice would keep the dropped chunks' bytes alive
-            let cut = self.closed[keep_from - 1].end;
-            self.closed_data = Bytes::copy_from_slice(&self.closed_data[cut as usize..]);
+            // the dropped chunks kept in memory are the first ones in `closed_data`
+            let cut = self.closed[..keep_from]
+                .iter()
+                .rev()
+                .find(|c| c.in_memory())
+                .map_or(0, |c| c.pos + c.len);
+            if cut > 0 {
+                // copied, not sliced: a slice would keep the dropped chunks' bytes alive
+                self.closed_data = Bytes::copy_from_slice(&self.closed_data[cut as usize..]);
+            }
             let v: Vec<ClosedChunk> = std::mem::take(&mut self.closed)
                 .into_vec()
                 .into_iter()
                 .skip(keep_from)
                 .map(|c| ClosedChunk {
-                    end: c.end - cut,
+                    pos: if c.in_memory() { c.pos - cut } else { c.pos },
                     ..c
                 })
                 .collect();
@@ -674,86 +846,60 @@ impl SeriesState {
         removed
     }
 
-    /// Every chunk, oldest first: (min_t, max_t, encoding, bytes).
-    pub fn chunks(&self) -> impl Iterator<Item = (i64, i64, Encoding, &[u8])> {
-        let open = match (&self.head, self.open_hist()) {
-            (Some(h), _) => Some((self.head_min_t, self.last_t, Encoding::Xor, h.bytes())),
-            (None, Some(h)) => Some((self.head_min_t, self.last_t, h.encoding(), h.bytes())),
-            (None, None) => None,
-        };
-        self.closed
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.min_t, c.max_t, c.encoding, self.closed_bytes(i)))
-            .chain(open)
-    }
-
-    /// Whether any chunk has samples in `[mint, maxt]` (nothing copied).
+    /// Whether any chunk has samples in `[mint, maxt]` (nothing read).
     pub fn has_chunks_overlapping(&self, mint: i64, maxt: i64) -> bool {
         self.ooo_overlaps(mint, maxt)
-            || self.chunks().any(|(lo, hi, _, _)| hi >= mint && lo <= maxt)
+            || self
+                .closed
+                .iter()
+                .any(|c| c.max_t >= mint && c.min_t <= maxt)
+            || (self.open_chunk().is_some() && self.last_t >= mint && self.head_min_t <= maxt)
     }
 
-    /// The chunks overlapping `[mint, maxt]` (both inclusive): closed ones shared, the
-    /// open one copied. With out-of-order samples in the range, the samples in it are
-    /// merged and re-cut into new chunks, so readers always get sorted,
-    /// non-overlapping chunks.
+    /// The chunks overlapping `[mint, maxt]` (both inclusive): closed ones shared (or
+    /// read from disk), the open one copied. With out-of-order samples in the range,
+    /// the samples in it are merged and re-cut into new chunks, so readers always get
+    /// sorted, non-overlapping chunks.
     pub fn chunks_overlapping(
         &self,
+        files: Files<'_>,
         mint: i64,
         maxt: i64,
         chunk_range: i64,
         out: &mut Vec<HeadChunk>,
-    ) {
+    ) -> Result<()> {
         if self.ooo_overlaps(mint, maxt) {
             out.extend(
-                self.merged_chunks(mint, maxt, chunk_range)
+                self.merged_chunks(files, mint, maxt, chunk_range)?
                     .into_iter()
                     .map(HeadChunk::from),
             );
-            return;
+            return Ok(());
         }
-        let from = self.closed.partition_point(|c| c.max_t < mint);
-        for (i, c) in self.closed.iter().enumerate().skip(from) {
-            if c.min_t > maxt {
-                return;
-            }
-            out.push(HeadChunk {
-                min_time: c.min_t,
-                max_time: c.max_t,
-                encoding: c.encoding,
-                data: self.closed_data.slice(self.closed_range(i)),
-            });
-        }
-        let open = match (&self.head, self.open_hist()) {
-            (Some(h), _) => Some((Encoding::Xor, h.bytes())),
-            (None, Some(h)) => Some((h.encoding(), h.bytes())),
-            (None, None) => None,
-        };
-        if let Some((encoding, data)) = open {
-            if self.last_t >= mint && self.head_min_t <= maxt {
-                out.push(HeadChunk {
-                    min_time: self.head_min_t,
-                    max_time: self.last_t,
-                    encoding,
-                    data: Bytes::copy_from_slice(data),
-                });
-            }
-        }
+        self.chunks_in(files, mint, maxt, out)
     }
 
     /// Chunks holding exactly the samples in `[mint, maxt)`: chunks inside the range are
     /// copied as they are, chunks straddling a bound are re-encoded; out-of-order
     /// samples in the range are merged in (the whole range re-cut).
-    pub fn chunks_for_block(&self, mint: i64, maxt: i64, chunk_range: i64) -> Vec<EncodedChunk> {
-        if maxt > mint && self.ooo_overlaps(mint, maxt - 1) {
-            return self.merged_chunks(mint, maxt - 1, chunk_range);
+    pub fn chunks_for_block(
+        &self,
+        files: Files<'_>,
+        mint: i64,
+        maxt: i64,
+        chunk_range: i64,
+    ) -> Result<Vec<EncodedChunk>> {
+        if maxt <= mint {
+            return Ok(Vec::new());
+        }
+        if self.ooo_overlaps(mint, maxt - 1) {
+            return self.merged_chunks(files, mint, maxt - 1, chunk_range);
         }
         let mut out = Vec::new();
-        for (lo, hi, encoding, data) in self.chunks() {
-            if hi < mint || lo >= maxt {
-                continue;
-            }
+        let mut chunks = Vec::new();
+        self.chunks_in(files, mint, maxt - 1, &mut chunks)?;
+        for c in &chunks {
+            let (lo, hi, encoding, data) = (c.min_time, c.max_time, c.encoding, &c.data[..]);
             if lo >= mint && hi < maxt {
                 out.push(EncodedChunk {
                     min_time: lo,
@@ -790,18 +936,22 @@ impl SeriesState {
                 });
             }
         }
-        out
+        Ok(out)
     }
 
     /// Appends the float samples with timestamp `>= since` to `out`, out-of-order ones
     /// merged in: sorted, one per timestamp.
-    pub fn samples_since(&self, since: i64, out: &mut Vec<(i64, f64)>) {
+    pub fn samples_since(
+        &self,
+        files: Files<'_>,
+        since: i64,
+        out: &mut Vec<(i64, f64)>,
+    ) -> Result<()> {
         let start = out.len();
-        for (_, hi, enc, data) in self.chunks() {
-            if hi < since || enc != Encoding::Xor {
-                continue;
-            }
-            out.extend(XorIter::new(data).filter(|(t, _)| *t >= since));
+        let mut chunks = Vec::new();
+        self.chunks_in(files, since, i64::MAX, &mut chunks)?;
+        for c in chunks.iter().filter(|c| c.encoding == Encoding::Xor) {
+            out.extend(XorIter::new(&c.data).filter(|(t, _)| *t >= since));
         }
         if let Some(o) = &self.ooo {
             o.samples_in(since, i64::MAX, out);
@@ -811,6 +961,7 @@ impl SeriesState {
             merged.dedup_by_key(|s| s.0);
             out.extend(merged);
         }
+        Ok(())
     }
 
     /// Appends the out-of-order samples with timestamp `< before` to `out`, sorted.
@@ -821,15 +972,20 @@ impl SeriesState {
     }
 
     /// Appends the histogram samples with timestamp `>= since` to `out`, as written.
-    pub fn histograms_since(&self, since: i64, out: &mut Vec<(i64, HistogramSample)>) {
+    pub fn histograms_since(
+        &self,
+        files: Files<'_>,
+        since: i64,
+        out: &mut Vec<(i64, HistogramSample)>,
+    ) -> Result<()> {
         if self.hist.is_none() {
-            return;
+            return Ok(());
         }
-        for (_, hi, enc, data) in self.chunks() {
-            if hi < since {
-                continue;
-            }
-            match enc {
+        let mut chunks = Vec::new();
+        self.chunks_in(files, since, i64::MAX, &mut chunks)?;
+        for c in &chunks {
+            let data = &c.data[..];
+            match c.encoding {
                 Encoding::Histogram => out.extend(
                     HistogramIter::new(data)
                         .filter(|(t, _)| *t >= since)
@@ -843,12 +999,24 @@ impl SeriesState {
                 _ => {}
             }
         }
+        Ok(())
     }
 
-    /// Encoded bytes of every chunk (the open one's used part), out-of-order ones included.
+    /// Encoded bytes of every chunk in memory (the open one's used part), out-of-order
+    /// ones included.
     pub fn chunk_bytes(&self) -> usize {
-        self.chunks().map(|(_, _, _, d)| d.len()).sum::<usize>()
+        self.closed_data.len()
+            + self.open_chunk().map_or(0, |(_, d)| d.len())
             + self.ooo.as_ref().map_or(0, |o| o.data_bytes())
+    }
+
+    /// Encoded bytes of the closed chunks in the chunk files.
+    pub fn disk_chunk_bytes(&self) -> usize {
+        self.closed
+            .iter()
+            .filter(|c| !c.in_memory())
+            .map(|c| c.len as usize)
+            .sum()
     }
 
     /// Other heap bytes owned: closed-chunk headers and the open chunk's spare room.

@@ -9,8 +9,35 @@ use crate::matcher::MatchOp;
 
 const H: i64 = 60 * 60 * 1000;
 
-fn head() -> Head {
-    Head::new(HeadOptions::default())
+fn head() -> TestHead {
+    disk_head(HeadOptions::default())
+}
+
+/// A head that writes its closed chunks to files in a temporary directory (the
+/// ingester's head), deleted with it. Small segments, so tests cross segment
+/// boundaries and truncation deletes segments.
+pub(super) struct TestHead {
+    head: Head,
+    /// Deleted when the head goes.
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestHead {
+    type Target = Head;
+    fn deref(&self) -> &Head {
+        &self.head
+    }
+}
+
+pub(super) fn disk_head(opts: HeadOptions) -> TestHead {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::open(HeadOptions {
+        chunks_dir: Some(dir.path().join("chunks_head")),
+        chunk_segment_bytes: 4096,
+        ..opts
+    })
+    .unwrap();
+    TestHead { head, _dir: dir }
 }
 
 fn ls(pairs: &[(&str, &str)]) -> Labels {
@@ -44,7 +71,7 @@ fn append_select_round_trip_across_cuts() {
     for (t, v) in &want {
         h.append(r, *t, *v).unwrap();
     }
-    let got = h.select(&[], i64::MIN, i64::MAX);
+    let got = h.select(&[], i64::MIN, i64::MAX).unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].series_ref, r);
     assert_eq!(got[0].samples(), want);
@@ -64,11 +91,11 @@ fn append_select_round_trip_across_cuts() {
     }
     assert_eq!(h.stats(10).chunk_count, 17);
     // a sub-range selects only the overlapping chunks
-    let got = h.select(&[], 3 * H, 3 * H + 60_000);
+    let got = h.select(&[], 3 * H, 3 * H + 60_000).unwrap();
     assert_eq!(got[0].chunks.len(), 1);
     assert_eq!(in_range(&got[0], 3 * H, 3 * H + 60_000).len(), 5);
-    assert!(h.select(&[], 10 * H, 11 * H).is_empty());
-    assert!(h.select(&[], 5, 4).is_empty());
+    assert!(h.select(&[], 10 * H, 11 * H).unwrap().is_empty());
+    assert!(h.select(&[], 5, 4).unwrap().is_empty());
     assert_eq!((h.min_time(), h.max_time()), (0, 1999 * 15_000));
 }
 
@@ -121,7 +148,7 @@ fn append_errors() {
         h.append(r2, 3 * H + 5, 1.0),
         Err(AppendError::TooOld { .. })
     ));
-    let got = h.select(&[], 0, i64::MAX);
+    let got = h.select(&[], 0, i64::MAX).unwrap();
     assert_eq!(got.len(), 0, "every series had only older samples");
 }
 
@@ -168,7 +195,7 @@ proptest! {
         ms in proptest::collection::vec(matcher_strategy(), 0..4),
         gc_first in 0usize..4,
     ) {
-        let h = Head::new(HeadOptions { chunk_range_ms: 1000, stripes: 4, ..HeadOptions::default() });
+        let h = disk_head(HeadOptions { chunk_range_ms: 1000, stripes: 4, ..HeadOptions::default() });
         let mut uniq = series.clone();
         uniq.sort();
         uniq.dedup();
@@ -189,7 +216,7 @@ proptest! {
             .collect();
         let shown = ms.iter().map(|m| m.to_string()).collect::<Vec<_>>();
         prop_assert_eq!(&h.series_labels(&ms), &want, "matchers {:?}", shown);
-        let sel: Vec<Labels> = h.select(&ms, 0, i64::MAX).into_iter().map(|d| d.labels).collect();
+        let sel: Vec<Labels> = h.select(&ms, 0, i64::MAX).unwrap().into_iter().map(|d| d.labels).collect();
         prop_assert_eq!(&sel, &want);
         prop_assert_eq!(h.num_series(), live.len());
         // label names / values under the same matchers
@@ -261,7 +288,7 @@ fn matcher_examples() {
 
 #[test]
 fn concurrent_appends() {
-    let h = Head::new(HeadOptions {
+    let h = disk_head(HeadOptions {
         chunk_range_ms: 2 * H,
         stripes: 16,
         ..HeadOptions::default()
@@ -305,7 +332,9 @@ fn concurrent_appends() {
     });
     assert!(shared_refs.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(h.num_series(), THREADS * SERIES + 1);
-    let got = h.select(&[m(MatchOp::RegexMatch, "__name__", "m.*")], 0, i64::MAX);
+    let got = h
+        .select(&[m(MatchOp::RegexMatch, "__name__", "m.*")], 0, i64::MAX)
+        .unwrap();
     assert_eq!(got.len(), THREADS * SERIES);
     for d in &got {
         let th: usize = d.labels.get("thread").unwrap().parse().unwrap();
@@ -315,7 +344,9 @@ fn concurrent_appends() {
             .collect();
         assert_eq!(d.samples(), want, "{}", d.labels);
     }
-    let shared = h.select(&[Matcher::equal("__name__", "shared")], 0, i64::MAX);
+    let shared = h
+        .select(&[Matcher::equal("__name__", "shared")], 0, i64::MAX)
+        .unwrap();
     let want: Vec<(i64, f64)> = (0..SAMPLES).map(|t| (t * 10_000, t as f64)).collect();
     assert_eq!(shared[0].samples(), want);
     let refs: Vec<u64> = h.series_snapshot().iter().map(|(r, _)| r.0).collect();
@@ -420,6 +451,7 @@ fn write_block_matches_select() {
         let from_block = b.series_samples(&[], mint, maxt - 1).unwrap();
         let from_head: Vec<(Labels, Vec<(i64, f64)>)> = h
             .select(&[], mint, maxt - 1)
+            .unwrap()
             .iter()
             .map(|d| (d.labels.clone(), in_range(d, mint, maxt - 1)))
             .filter(|(_, s)| !s.is_empty())
@@ -440,7 +472,7 @@ fn write_block_matches_select() {
 
 #[test]
 fn truncate_collects_series_and_postings() {
-    let h = Head::new(HeadOptions {
+    let h = disk_head(HeadOptions {
         chunk_range_ms: 10_000,
         stripes: 2,
         ..HeadOptions::default()
@@ -475,10 +507,13 @@ fn truncate_collects_series_and_postings() {
     assert!(!h.label_names(&[]).is_empty());
     assert!(h
         .select(&[Matcher::equal("job", "gone")], 0, i64::MAX)
+        .unwrap()
         .is_empty());
     assert_eq!(h.append(ro, 6000, 1.0), Err(AppendError::UnknownSeries(ro)));
     // `both` keeps only chunks ending at or after 4000
-    let d = h.select(&[Matcher::equal("__name__", "both")], 0, i64::MAX);
+    let d = h
+        .select(&[Matcher::equal("__name__", "both")], 0, i64::MAX)
+        .unwrap();
     let s = d[0].samples();
     assert!(s[0].0 > 4000 - 240 && s[0].0 <= 4000, "{}", s[0].0);
     assert_eq!(h.min_time(), s[0].0);
@@ -553,7 +588,8 @@ fn replay_with_refs() {
     let mut since = BTreeMap::new();
     h.for_each_sample_since(150, |r, s| {
         since.insert(r.0, s.to_vec());
-    });
+    })
+    .unwrap();
     assert_eq!(
         since,
         BTreeMap::from([(5, vec![(300, 3.0)]), (10, vec![(200, 2.0)])])
@@ -568,8 +604,12 @@ fn replay_with_refs() {
         for (t, v) in s {
             assert!(h2.append_replay(r, *t, *v).unwrap());
         }
-    });
-    assert_eq!(h2.select(&[], 0, i64::MAX), h.select(&[], 0, i64::MAX));
+    })
+    .unwrap();
+    assert_eq!(
+        h2.select(&[], 0, i64::MAX).unwrap(),
+        h.select(&[], 0, i64::MAX).unwrap()
+    );
 }
 
 #[test]
@@ -595,7 +635,7 @@ fn memory_accounting_is_plausible() {
 
 #[test]
 fn window_is_anchored_at_the_clock_and_kept_by_a_flush_truncation() {
-    let h = Head::new(HeadOptions::default()); // 2 h chunks: a 1 h window
+    let h = disk_head(HeadOptions::default()); // 2 h chunks: a 1 h window
     let (a, _) = h.get_or_create(&ls(&[("__name__", "a")]));
     let now = 10 * H;
     // a sample far ahead of the clock moves max_time, not the clock-anchored window
@@ -603,14 +643,14 @@ fn window_is_anchored_at_the_clock_and_kept_by_a_flush_truncation() {
     assert_eq!(h.min_valid_time(), now + 4 * H);
     assert_eq!(h.min_valid_time_at(now), now - H);
 
-    let h = Head::new(HeadOptions::default());
+    let h = disk_head(HeadOptions::default());
     let (a, _) = h.get_or_create(&ls(&[("__name__", "a")]));
     h.append(a, now, 1.0).unwrap();
     h.append(b_or(&h), now - 5_000, 1.0).unwrap();
     // a flush cuts at the newest sample but keeps the window open
     h.truncate_keeping_window(now + 1, now - H);
     assert_eq!(h.min_valid_block(), now - H);
-    assert_eq!(h.select(&[], i64::MIN, i64::MAX).len(), 0);
+    assert_eq!(h.select(&[], i64::MIN, i64::MAX).unwrap().len(), 0);
     let b = h
         .get(&ls(&[("__name__", "b")]))
         .expect("kept: newest sample in the window");
@@ -643,14 +683,15 @@ fn check_sample_is_prometheus_rule() {
 
 #[test]
 fn closed_chunks_are_shared_with_readers_and_outlive_truncation() {
-    let h = head();
+    // chunks kept in memory (a head without a directory) are shared
+    let h = Head::new(HeadOptions::default());
     let (r, _) = h.get_or_create(&ls(&[("__name__", "up")]));
     let want: Vec<(i64, f64)> = (0..480).map(|i| (i * 15_000, i as f64)).collect();
     for (t, v) in &want {
         h.append(r, *t, *v).unwrap();
     }
-    let a = h.series_chunks(r, 0, i64::MAX);
-    let b = h.series_chunks(r, 0, i64::MAX);
+    let a = h.series_chunks(r, 0, i64::MAX).unwrap();
+    let b = h.series_chunks(r, 0, i64::MAX).unwrap();
     assert_eq!(a.len(), 4, "three closed chunks and the open one");
     let (closed, open) = a.split_at(3);
     for (x, y) in closed.iter().zip(&b) {
@@ -666,7 +707,7 @@ fn closed_chunks_are_shared_with_readers_and_outlive_truncation() {
         "the open chunk is"
     );
     // a middle range takes just the chunks it overlaps, still shared
-    let mid = h.series_chunks(r, 130 * 15_000, 130 * 15_000);
+    let mid = h.series_chunks(r, 130 * 15_000, 130 * 15_000).unwrap();
     assert_eq!(mid.len(), 1);
     assert_eq!(mid[0].data.as_ptr(), a[1].data.as_ptr());
     // truncation and new samples leave what a reader holds intact
@@ -679,6 +720,7 @@ fn closed_chunks_are_shared_with_readers_and_outlive_truncation() {
     assert_eq!(held, want);
     let now: Vec<(i64, f64)> = h
         .series_chunks(r, 0, i64::MAX)
+        .unwrap()
         .iter()
         .flat_map(|c| XorIter::new(&c.data))
         .collect();

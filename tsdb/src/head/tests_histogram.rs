@@ -13,7 +13,7 @@ fn ls(pairs: &[(&str, &str)]) -> Labels {
 }
 
 /// A counter histogram growing with `i`: two positive buckets and one negative.
-fn hist(i: u64) -> Histogram {
+pub(super) fn hist(i: u64) -> Histogram {
     Histogram {
         schema: 1,
         zero_threshold: 0.001,
@@ -40,7 +40,7 @@ fn encodings(d: &HeadSeriesData) -> Vec<Encoding> {
 
 #[test]
 fn floats_and_histograms_share_a_series_in_separate_chunks() {
-    let h = Head::new(HeadOptions::default());
+    let h = super::tests::disk_head(HeadOptions::default());
     let (r, _) = h.get_or_create(&ls(&[("__name__", "x")]));
     h.append(r, 1_000, 1.0).unwrap();
     h.append(r, 2_000, 2.0).unwrap();
@@ -49,7 +49,7 @@ fn floats_and_histograms_share_a_series_in_separate_chunks() {
     h.append_float_histogram(r, 5_000, &hist(3).to_float())
         .unwrap();
     h.append(r, 6_000, 6.0).unwrap();
-    let got = h.select(&[], i64::MIN, i64::MAX);
+    let got = h.select(&[], i64::MIN, i64::MAX).unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(
         encodings(&got[0]),
@@ -88,14 +88,14 @@ fn floats_and_histograms_share_a_series_in_separate_chunks() {
     }
     assert_eq!(h.stats(10).chunk_count, 4);
     // series_chunks carries the encodings too
-    let cs = h.series_chunks(r, 3_500, 4_500);
+    let cs = h.series_chunks(r, 3_500, 4_500).unwrap();
     assert_eq!(cs.len(), 1);
     assert_eq!(cs[0].encoding, Encoding::Histogram);
 }
 
 #[test]
 fn histogram_order_and_duplicate_rules() {
-    let h = Head::new(HeadOptions::default());
+    let h = super::tests::disk_head(HeadOptions::default());
     let (r, _) = h.get_or_create(&ls(&[("__name__", "x")]));
     h.append_histogram(r, 10_000, &hist(1)).unwrap();
     // exact duplicate: accepted, nothing stored
@@ -162,13 +162,13 @@ fn histogram_order_and_duplicate_rules() {
         h.append_float_histogram_replay(r, 10 * H + 1, &hist(4).to_float()),
         Ok(true)
     );
-    let got = h.select(&[], i64::MIN, i64::MAX);
+    let got = h.select(&[], i64::MIN, i64::MAX).unwrap();
     assert_eq!(got[0].histograms().len(), 3);
 }
 
 #[test]
 fn counter_reset_cuts_with_reset_header_and_new_buckets_recode() {
-    let h = Head::new(HeadOptions::default());
+    let h = super::tests::disk_head(HeadOptions::default());
     let (r, _) = h.get_or_create(&ls(&[("__name__", "x")]));
     for i in 1..=5 {
         h.append_histogram(r, i * 1_000, &hist(i as u64 * 10))
@@ -188,7 +188,7 @@ fn counter_reset_cuts_with_reset_header_and_new_buckets_recode() {
     let mut other = hist(3);
     other.schema = 0;
     h.append_histogram(r, 8_000, &other).unwrap();
-    let got = h.select(&[], i64::MIN, i64::MAX);
+    let got = h.select(&[], i64::MIN, i64::MAX).unwrap();
     let cs = &got[0].chunks;
     assert_eq!(cs.len(), 3);
     let headers: Vec<_> = cs.iter().map(|c| CounterResetHeader::of(&c.data)).collect();
@@ -214,7 +214,7 @@ fn counter_reset_cuts_with_reset_header_and_new_buckets_recode() {
 
 #[test]
 fn histogram_chunks_are_cut_by_size_and_chunk_range() {
-    let h = Head::new(HeadOptions::default());
+    let h = super::tests::disk_head(HeadOptions::default());
     let (r, _) = h.get_or_create(&ls(&[("__name__", "big")]));
     // 100 buckets whose counts change irregularly: large samples
     let big = |i: u64| {
@@ -247,7 +247,7 @@ fn histogram_chunks_are_cut_by_size_and_chunk_range() {
         h.append_histogram(r, i as i64 * 15_000, &big(i * 100))
             .unwrap();
     }
-    let got = h.select(&[], i64::MIN, i64::MAX);
+    let got = h.select(&[], i64::MIN, i64::MAX).unwrap();
     let cs = &got[0].chunks;
     let mut total = 0;
     for c in cs {
@@ -279,7 +279,7 @@ fn histogram_chunks_are_cut_by_size_and_chunk_range() {
 #[test]
 fn write_block_carries_histogram_chunks() {
     let dir = tempfile::tempdir().unwrap();
-    let h = Head::new(HeadOptions::default());
+    let h = super::tests::disk_head(HeadOptions::default());
     let (a, _) = h.get_or_create(&ls(&[("__name__", "h"), ("k", "a")]));
     let (b, _) = h.get_or_create(&ls(&[("__name__", "fh"), ("k", "b")]));
     let (c, _) = h.get_or_create(&ls(&[("__name__", "f"), ("k", "c")]));
@@ -322,7 +322,7 @@ fn write_block_carries_histogram_chunks() {
 
 #[test]
 fn histograms_since_for_checkpoints_and_truncation() {
-    let h = Head::new(HeadOptions::default());
+    let h = super::tests::disk_head(HeadOptions::default());
     let (r, _) = h.get_or_create(&ls(&[("__name__", "x")]));
     for i in 0..10i64 {
         h.append_histogram(r, i * 1_000, &hist(i as u64)).unwrap();
@@ -332,19 +332,21 @@ fn histograms_since_for_checkpoints_and_truncation() {
     h.for_each_histogram_since(5_000, |sr, s| {
         assert_eq!(sr, r);
         got.extend(s.iter().cloned());
-    });
+    })
+    .unwrap();
     assert_eq!(got.len(), 5);
     match &got[0] {
         (5_000, HistogramSample::Histogram(x)) => assert!(x.equals(&hist(5))),
         other => panic!("{other:?}"),
     }
     let mut floats = Vec::new();
-    h.for_each_sample_since(0, |_, s| floats.extend_from_slice(s));
+    h.for_each_sample_since(0, |_, s| floats.extend_from_slice(s))
+        .unwrap();
     assert_eq!(floats, vec![(20_000, 1.0)]);
     assert!(h.memory_usage().chunk_bytes > 0);
     // truncation drops the histogram chunk, keeps the float one
     h.truncate(15_000);
-    let got = h.select(&[], i64::MIN, i64::MAX);
+    let got = h.select(&[], i64::MIN, i64::MAX).unwrap();
     assert_eq!(encodings(&got[0]), vec![Encoding::Xor]);
 }
 
@@ -387,7 +389,7 @@ mod prop {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn mixed_series_read_back_as_appended(ops in ops()) {
-            let h = Head::new(HeadOptions { chunk_range_ms: 3_600_000, stripes: 4, ..HeadOptions::default() });
+            let h = super::tests::disk_head(HeadOptions { chunk_range_ms: 3_600_000, stripes: 4, ..HeadOptions::default() });
             let (r, _) = h.get_or_create(&ls(&[("__name__", "x")]));
             let mut t = 1_000i64;
             let mut want: Vec<(i64, Sample)> = Vec::new();
@@ -412,7 +414,7 @@ mod prop {
                     Err(e) => prop_assert!(dt == 0, "{e} at {t}"),
                 }
             }
-            let got = h.select(&[], i64::MIN, i64::MAX);
+            let got = h.select(&[], i64::MIN, i64::MAX).unwrap();
             let chunks = &got[0].chunks;
             for w in chunks.windows(2) {
                 prop_assert!(w[0].max_time < w[1].min_time);

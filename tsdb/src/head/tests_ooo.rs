@@ -12,8 +12,8 @@ use crate::wal::{FsyncPolicy, Record, RecordOwned, Wal, WalCompression, WalOptio
 const MIN: i64 = 60 * 1000;
 const H: i64 = 60 * MIN;
 
-fn head(window: i64) -> Head {
-    Head::new(HeadOptions {
+fn head(window: i64) -> super::tests::TestHead {
+    super::tests::disk_head(HeadOptions {
         out_of_order_time_window_ms: window,
         ..HeadOptions::default()
     })
@@ -65,11 +65,11 @@ fn shuffled_samples_inside_the_window_read_back_sorted() {
     for (t, v) in shuffled(want.clone(), 7) {
         h.append(r, t, v).unwrap();
     }
-    let got = h.select(&[], i64::MIN, i64::MAX);
+    let got = h.select(&[], i64::MIN, i64::MAX).unwrap();
     assert_eq!(got[0].samples(), want);
     assert_clean(&got[0].chunks);
     // a narrower range merges only what it covers
-    let part = h.select(&[], newest - 20 * MIN, newest - 10 * MIN);
+    let part = h.select(&[], newest - 20 * MIN, newest - 10 * MIN).unwrap();
     assert_eq!(
         part[0].samples(),
         want.iter()
@@ -78,7 +78,7 @@ fn shuffled_samples_inside_the_window_read_back_sorted() {
             .collect::<Vec<_>>()
     );
     assert_eq!(
-        h.series_chunks(r, i64::MIN, i64::MAX),
+        h.series_chunks(r, i64::MIN, i64::MAX).unwrap(),
         got[0].chunks,
         "the streaming read path merges the same way"
     );
@@ -120,7 +120,7 @@ fn duplicates_outside_window_and_no_window() {
     );
     h.append(r, 10 * MIN, 3.0).unwrap();
     assert_eq!(
-        h.select(&[], 0, i64::MAX)[0].samples(),
+        h.select(&[], 0, i64::MAX).unwrap()[0].samples(),
         vec![
             (0, 0.0),
             (5 * MIN, (5 * MIN) as f64),
@@ -154,7 +154,7 @@ fn duplicates_outside_window_and_no_window() {
     h.set_out_of_order_window(10 * MIN);
     h.append(r, 15 * MIN, 1.0).unwrap();
     assert_eq!(
-        h.select(&[], 0, i64::MAX)[0].samples(),
+        h.select(&[], 0, i64::MAX).unwrap()[0].samples(),
         vec![(15 * MIN, 1.0), (20 * MIN, 1.0)]
     );
 }
@@ -179,7 +179,7 @@ fn a_float_at_a_histogram_timestamp_is_a_duplicate() {
     ));
     // between the histograms: stored out of order, read back between them
     h.append(r, MIN + 1, 5.0).unwrap();
-    let got = &h.select(&[], 0, i64::MAX)[0];
+    let got = &h.select(&[], 0, i64::MAX).unwrap()[0];
     assert_eq!(got.samples(), vec![(MIN + 1, 5.0), (3 * MIN, 1.0)]);
     assert_eq!(
         got.histograms().iter().map(|s| s.0).collect::<Vec<_>>(),
@@ -211,7 +211,8 @@ fn buffers_seal_into_chunks_and_a_block_holds_the_merge() {
     let mut want: Vec<(i64, f64)> = inorder.iter().chain(&late).copied().collect();
     want.sort_by_key(|s| s.0);
     // the in-order chunks and the out-of-order data are counted
-    assert!(h.memory_usage().chunk_bytes > 240 * 16 / 2);
+    let mem = h.memory_usage();
+    assert!(mem.chunk_bytes + mem.disk_chunk_bytes > 240 * 16 / 2);
     let meta = h.write_block(dir.path(), 0, 2 * H, None).unwrap().unwrap();
     assert_eq!(meta.stats.num_samples, 720);
     let b = Block::open(&dir.path().join(meta.ulid.to_string())).unwrap();
@@ -242,7 +243,7 @@ fn buffers_seal_into_chunks_and_a_block_holds_the_merge() {
     }
     // once the block is safe, truncation drops the out-of-order data with the rest
     h.truncate(2 * H);
-    assert!(h.select(&[], i64::MIN, i64::MAX).is_empty());
+    assert!(h.select(&[], i64::MIN, i64::MAX).unwrap().is_empty());
     assert_eq!(h.memory_usage().chunk_bytes, 0);
     // older than the cut block but inside the window (2 h behind the newest sample):
     // kept out of order, for a block of its own overlapping the cut one (the series,
@@ -263,7 +264,7 @@ fn buffers_seal_into_chunks_and_a_block_holds_the_merge() {
     );
     assert_eq!(h.min_time(), 2 * H - 1);
     assert_eq!(
-        h.select(&[], 0, i64::MAX)[0].samples(),
+        h.select(&[], 0, i64::MAX).unwrap()[0].samples(),
         vec![(2 * H - 1, 7.0)]
     );
     let mut below = Vec::new();
@@ -272,7 +273,7 @@ fn buffers_seal_into_chunks_and_a_block_holds_the_merge() {
     let meta = h.write_block(dir.path(), 0, 2 * H, None).unwrap().unwrap();
     assert_eq!(meta.stats.num_samples, 1);
     h.truncate_keeping_window(2 * H, 2 * H);
-    assert!(h.select(&[], i64::MIN, i64::MAX).is_empty());
+    assert!(h.select(&[], i64::MIN, i64::MAX).unwrap().is_empty());
 }
 
 #[test]
@@ -287,9 +288,12 @@ fn truncation_keeps_newer_out_of_order_samples() {
         // fills and seals a buffer across the cut
         h.append(r, 2 * H + 100 + i * 1000, i as f64).unwrap();
     }
-    let before = h.select(&[], 2 * H + 30_000, i64::MAX)[0].samples();
+    let before = h.select(&[], 2 * H + 30_000, i64::MAX).unwrap()[0].samples();
     h.truncate_keeping_window(2 * H + 30_000, 2 * H + 30_000);
-    assert_eq!(h.select(&[], i64::MIN, i64::MAX)[0].samples(), before);
+    assert_eq!(
+        h.select(&[], i64::MIN, i64::MAX).unwrap()[0].samples(),
+        before
+    );
     assert_eq!(h.min_time(), before[0].0);
 }
 
@@ -304,7 +308,7 @@ fn log(wal: &mut Wal, refs: &[(u64, Labels)], samples: &[(u64, i64, f64)]) {
 }
 
 /// A new head (no window: replay takes what the WAL has) from the WAL in `dir`.
-fn replayed(dir: &std::path::Path) -> Head {
+fn replayed(dir: &std::path::Path) -> super::tests::TestHead {
     let h = head(0);
     replay_into(&h, dir);
     h
@@ -361,7 +365,7 @@ fn replay_from_segments_and_checkpoint_keeps_every_out_of_order_sample() {
         logged.push((r.0, *t, *v));
     }
     log(&mut wal, &labels, &logged);
-    let want = |h: &Head| h.select(&[], i64::MIN, i64::MAX)[0].samples();
+    let want = |h: &Head| h.select(&[], i64::MIN, i64::MAX).unwrap()[0].samples();
     assert_eq!(want(&replayed(tmp.path())), want(&h));
 
     // a checkpoint of what the head holds (sorted, merged), then the second half
@@ -369,7 +373,8 @@ fn replay_from_segments_and_checkpoint_keeps_every_out_of_order_sample() {
     h.for_each_sample_since(h.min_valid_block(), |r, s| {
         assert!(s.windows(2).all(|w| w[0].0 < w[1].0));
         ck.extend(s.iter().map(|(t, v)| (r.0, *t, *v)));
-    });
+    })
+    .unwrap();
     assert_eq!(ck.len(), 150);
     let entries: Vec<(u64, &Labels)> = labels.iter().map(|(r, l)| (*r, l)).collect();
     wal.checkpoint([
@@ -387,7 +392,7 @@ fn replay_from_segments_and_checkpoint_keeps_every_out_of_order_sample() {
     let back = replayed(tmp.path());
     assert_eq!(want(&back), all);
     assert_eq!(want(&h), all);
-    assert_clean(&back.select(&[], i64::MIN, i64::MAX)[0].chunks);
+    assert_clean(&back.select(&[], i64::MIN, i64::MAX).unwrap()[0].chunks);
 }
 
 #[test]
@@ -425,7 +430,7 @@ fn below_floor_records_replay_whatever_the_floor() {
     );
     // the plain sample below the floor is one a block has; the others are kept
     assert_eq!(
-        h.select(&[], i64::MIN, i64::MAX)[0].samples(),
+        h.select(&[], i64::MIN, i64::MAX).unwrap()[0].samples(),
         vec![(5_000, 2.0), (10_000, 1.0), (3 * H, 4.0)]
     );
     // replayed twice (a checkpoint overlapping segments): skipped
@@ -473,13 +478,13 @@ proptest! {
             }
         }
         let want: Vec<(i64, f64)> = model.iter().map(|(t, b)| (*t, f64::from_bits(*b))).collect();
-        let got = h.select(&[], i64::MIN, i64::MAX);
+        let got = h.select(&[], i64::MIN, i64::MAX).unwrap();
         prop_assert_eq!(got[0].samples(), want.clone());
         assert_clean(&got[0].chunks);
         let mut since = Vec::new();
-        h.for_each_sample_since(i64::MIN, |_, s| since.extend_from_slice(s));
+        h.for_each_sample_since(i64::MIN, |_, s| since.extend_from_slice(s)).unwrap();
         prop_assert_eq!(since, want.clone());
-        let d = h.series_chunks(r, 0, 200_000);
+        let d = h.series_chunks(r, 0, 200_000).unwrap();
         let part: Vec<_> = want.iter().copied().filter(|s| s.0 <= 200_000).collect();
         // whole chunks overlapping the range (merged ones cut to it)
         let got_part: Vec<_> = d

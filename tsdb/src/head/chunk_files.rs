@@ -1,0 +1,282 @@
+//! Completed head chunks on disk, out of the process's memory: Prometheus ≥ 2.19's
+//! `chunks_head/`. When a series closes a chunk, its bytes and a CRC32C are written
+//! with one `pwrite` at an offset reserved in the current segment file (fixed maximum
+//! size, 128 MiB by default, then the next segment); the series keeps only where they
+//! are. Reads are plain `pread`s, not a memory map: mapped pages count in the process's
+//! RSS, and keeping that low is the point. The kernel's page cache holds recent chunks,
+//! so a query over the head reads memory, not the disk, as long as the machine has it.
+//!
+//! A segment is deleted once the head has truncated past every chunk in it (each
+//! segment remembers the newest sample time written to it). The files are a cache of
+//! the head, never the only copy of a sample: the WAL holds everything since the last
+//! checkpoint, so [`ChunkFiles::open`] deletes whatever a previous process left and WAL
+//! replay writes the chunks anew. Hence the private format: per chunk its bytes then a
+//! big-endian CRC32C of them, no header.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::error::{Error, Result};
+
+/// Default maximum size of a segment file (Prometheus's `MaxHeadChunkFileSize`).
+pub const DEFAULT_SEGMENT_BYTES: u32 = 128 * 1024 * 1024;
+
+/// Bytes after each chunk's data: its CRC32C.
+const CRC_LEN: usize = 4;
+
+/// Where a written chunk is: segment number and byte offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ChunkLoc {
+    pub seg: u32,
+    pub off: u32,
+}
+
+struct Segment {
+    file: File,
+    path: PathBuf,
+    /// Newest sample time of any chunk written to it.
+    max_t: AtomicI64,
+    /// Bytes reserved in it.
+    bytes: AtomicU64,
+}
+
+/// The segment being written and its next free offset.
+struct Current {
+    seg: Option<Arc<Segment>>,
+    seq: u32,
+    next: u32,
+}
+
+/// A head's chunk files: see the module doc.
+pub(super) struct ChunkFiles {
+    dir: PathBuf,
+    segment_bytes: u32,
+    current: Mutex<Current>,
+    /// Every live segment by number (the current one included).
+    segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
+    /// Bytes written to the live segments.
+    disk_bytes: AtomicU64,
+    /// Chunks that could not be written (kept in memory instead).
+    write_failures: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ChunkFiles {
+    /// Use `dir` for chunk files: whatever is in it is deleted first (the WAL replay
+    /// that follows writes the chunks again). Segments hold at most `segment_bytes`.
+    pub fn open(dir: &Path, segment_bytes: u32) -> Result<ChunkFiles> {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(dir, e)),
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        Ok(ChunkFiles {
+            dir: dir.to_path_buf(),
+            segment_bytes: segment_bytes.max(1024),
+            current: Mutex::new(Current {
+                seg: None,
+                seq: 0,
+                next: 0,
+            }),
+            segments: RwLock::default(),
+            disk_bytes: AtomicU64::new(0),
+            write_failures: AtomicU64::new(0),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes of chunk data (and their checksums) in the live segments.
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Number of the segment new chunks go to (0 before the first); every later one
+    /// is higher.
+    pub fn current_seq(&self) -> u32 {
+        lock(&self.current).seq
+    }
+
+    /// Write one chunk whose newest sample is at `max_t`; returns where it is. The
+    /// offset is reserved under a short lock; the write itself runs outside it, so
+    /// series closing chunks at the same time write in parallel.
+    pub fn write(&self, data: &[u8], max_t: i64) -> Result<ChunkLoc> {
+        let len = data.len() + CRC_LEN;
+        let (seg, loc) = {
+            let mut cur = lock(&self.current);
+            let fits = |cur: &Current| {
+                cur.seg.is_some()
+                    && u64::from(cur.next) + len as u64 <= u64::from(self.segment_bytes)
+            };
+            if !fits(&cur) {
+                if len as u64 > u64::from(self.segment_bytes) {
+                    return Err(Error::Invalid(format!(
+                        "a head chunk of {} bytes is larger than a chunk segment",
+                        data.len()
+                    )));
+                }
+                // numbered from 1, as Prometheus's
+                let seq = cur.seq + 1;
+                let path = self.dir.join(format!("{seq:06}"));
+                let file = File::options()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| Error::io(&path, e))?;
+                let seg = Arc::new(Segment {
+                    file,
+                    path,
+                    max_t: AtomicI64::new(i64::MIN),
+                    bytes: AtomicU64::new(0),
+                });
+                self.segments
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(seq, seg.clone());
+                *cur = Current {
+                    seg: Some(seg),
+                    seq,
+                    next: 0,
+                };
+            }
+            let seg = cur.seg.clone().expect("a segment is open");
+            seg.max_t.fetch_max(max_t, Ordering::Relaxed);
+            seg.bytes.fetch_add(len as u64, Ordering::Relaxed);
+            let loc = ChunkLoc {
+                seg: cur.seq,
+                off: cur.next,
+            };
+            cur.next += len as u32;
+            (seg, loc)
+        };
+        // one write of data + CRC; a chunk is ~1 KiB, so the copy stays on the stack
+        let crc = crc32c::crc32c(data).to_be_bytes();
+        let mut stack = [0u8; 4096];
+        let mut heap = Vec::new();
+        let buf = if len <= stack.len() {
+            &mut stack[..len]
+        } else {
+            heap.resize(len, 0);
+            &mut heap[..]
+        };
+        buf[..data.len()].copy_from_slice(data);
+        buf[data.len()..].copy_from_slice(&crc);
+        self.disk_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        seg.file
+            .write_all_at(buf, u64::from(loc.off))
+            .map_err(|e| Error::io(&seg.path, e))?;
+        Ok(loc)
+    }
+
+    /// Append the bytes of the chunks at `locs` (each where it is and its data length)
+    /// to `out`, in that order, checking each one's CRC. Chunks that follow each other
+    /// on disk are read together.
+    pub fn read_into<I>(&self, locs: I, out: &mut Vec<u8>) -> Result<()>
+    where
+        I: Iterator<Item = (ChunkLoc, u32)> + Clone,
+    {
+        let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        let mut it = locs.peekable();
+        loop {
+            let run = it.clone();
+            let Some((first, len)) = it.next() else {
+                return Ok(());
+            };
+            // a run of chunks back to back in one segment: one read
+            let mut end = u64::from(first.off) + u64::from(len) + CRC_LEN as u64;
+            let mut count = 1;
+            while let Some((loc, len)) =
+                it.next_if(|(l, _)| l.seg == first.seg && u64::from(l.off) == end)
+            {
+                let _ = loc;
+                end += u64::from(len) + CRC_LEN as u64;
+                count += 1;
+            }
+            let seg = segments.get(&first.seg).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "head chunk segment {} in {} was deleted while still referenced",
+                    first.seg,
+                    self.dir.display()
+                ))
+            })?;
+            let start = out.len();
+            out.resize(start + (end - u64::from(first.off)) as usize, 0);
+            seg.file
+                .read_exact_at(&mut out[start..], u64::from(first.off))
+                .map_err(|e| Error::io(&seg.path, e))?;
+            // check each chunk's CRC and close the gaps the CRCs leave
+            let (mut r, mut w) = (start, start);
+            for (loc, len) in run.take(count) {
+                let len = len as usize;
+                let mut want = [0u8; CRC_LEN];
+                want.copy_from_slice(&out[r + len..r + len + CRC_LEN]);
+                if crc32c::crc32c(&out[r..r + len]).to_be_bytes() != want {
+                    return Err(Error::corrupt(
+                        &seg.path,
+                        u64::from(loc.off),
+                        "head chunk checksum mismatch",
+                    ));
+                }
+                out.copy_within(r..r + len, w);
+                r += len + CRC_LEN;
+                w += len;
+            }
+            out.truncate(w);
+        }
+    }
+
+    /// Bytes [`read_into`](Self::read_into) needs for a chunk of `len` data bytes.
+    pub fn read_len(len: u32) -> usize {
+        len as usize + CRC_LEN
+    }
+
+    /// Delete the segments numbered below `below_seq` whose chunks all end before
+    /// `mint`. `below_seq` is [`current_seq`](Self::current_seq) taken before the head
+    /// dropped its chunks older than `mint`: every chunk in such a segment was in a
+    /// series then, so it is gone now. Returns how many were deleted.
+    pub fn truncate(&self, mint: i64, below_seq: u32) -> usize {
+        let gone: Vec<Arc<Segment>> = {
+            let mut segments = self.segments.write().unwrap_or_else(|e| e.into_inner());
+            let seqs: Vec<u32> = segments
+                .range(..below_seq)
+                .filter(|(_, s)| s.max_t.load(Ordering::Relaxed) < mint)
+                .map(|(k, _)| *k)
+                .collect();
+            seqs.iter().filter_map(|k| segments.remove(k)).collect()
+        };
+        for s in &gone {
+            self.disk_bytes
+                .fetch_sub(s.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+            if let Err(e) = std::fs::remove_file(&s.path) {
+                tracing::warn!(path = %s.path.display(), error = %e, "cannot delete a head chunk segment");
+            }
+        }
+        gone.len()
+    }
+
+    /// Count a chunk [`write`](Self::write) refused (the series keeps it in memory);
+    /// logged the first time and then at every power of two, not per chunk.
+    pub fn note_write_failure(&self, e: &Error) {
+        let n = self.write_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, failures = n,
+                "cannot write a completed head chunk to disk: kept in memory");
+        }
+    }
+
+    /// Chunks [`write`](Self::write) refused so far.
+    pub fn write_failures(&self) -> u64 {
+        self.write_failures.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,311 @@
+//! Closed chunks in the chunk files (`chunks_head/`): what a head with a directory
+//! answers equals what an in-memory head answers, segments go once truncation is past
+//! them, read errors surface as errors, and a failed write keeps the chunk in memory.
+
+use super::tests::{disk_head, TestHead};
+use super::tests_histogram::hist;
+use super::*;
+use crate::block::Block;
+
+const H: i64 = 60 * 60 * 1000;
+
+fn ls(i: usize) -> Labels {
+    Labels::from_pairs([("__name__", "m".to_string()), ("i", i.to_string())])
+}
+
+/// The same mix in both heads: floats over 5 h in 40 series, a series switching to
+/// histograms, and out-of-order floats.
+fn fill(h: &Head) {
+    h.set_out_of_order_window(H);
+    let refs: Vec<HeadSeriesRef> = (0..40).map(|i| h.get_or_create(&ls(i)).0).collect();
+    for k in 0..1_200i64 {
+        for (i, r) in refs.iter().enumerate() {
+            let t = k * 15_000 + i as i64;
+            if i == 7 && k >= 600 {
+                h.append_histogram(*r, t, &hist(k as u64)).unwrap();
+            } else {
+                h.append(*r, t, (k * i as i64) as f64 * 0.5).unwrap();
+            }
+        }
+    }
+    // out of order, inside the window
+    for k in 0..50i64 {
+        h.append(refs[3], 1_150 * 15_000 + k * 1_000 + 500, -1.0)
+            .unwrap();
+    }
+}
+
+fn all_samples(h: &Head, since: i64) -> Vec<(HeadSeriesRef, Vec<(i64, f64)>)> {
+    let mut out = Vec::new();
+    h.for_each_sample_since(since, |r, s| out.push((r, s.to_vec())))
+        .unwrap();
+    out.sort_by_key(|x| x.0);
+    out
+}
+
+/// Each series of the block cut from `[mint, maxt)`: labels and chunks as stored.
+type BlockSeries = Vec<(Labels, Vec<(i64, i64, Encoding, Vec<u8>)>)>;
+
+fn block_series(h: &Head, mint: i64, maxt: i64) -> BlockSeries {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = h
+        .write_block(dir.path(), mint, maxt, None)
+        .unwrap()
+        .unwrap();
+    let b = Block::open(&dir.path().join(meta.ulid.to_string())).unwrap();
+    b.select(&[], mint, maxt - 1)
+        .unwrap()
+        .map(|s| {
+            let s = s.unwrap();
+            let chunks = s
+                .chunks
+                .iter()
+                .map(|c| {
+                    let (enc, data) = b.chunks().chunk(c.chunk_ref).unwrap();
+                    (c.min_time, c.max_time, enc, data.to_vec())
+                })
+                .collect();
+            (s.labels, chunks)
+        })
+        .collect()
+}
+
+fn segment_files(h: &TestHead) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(h.chunks_dir().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_head_with_chunk_files_answers_as_one_in_memory() {
+    let mem = Head::new(HeadOptions::default());
+    let disk = disk_head(HeadOptions::default());
+    fill(&mem);
+    fill(&disk);
+    let (m, d) = (mem.memory_usage(), disk.memory_usage());
+    assert_eq!(m.disk_chunk_bytes, 0);
+    assert!(
+        d.disk_chunk_bytes > 40 * 1_000,
+        "closed chunks are on disk: {d:?}"
+    );
+    assert!(
+        d.chunk_bytes * 5 < m.chunk_bytes,
+        "and not in memory: {d:?} vs {m:?}"
+    );
+    assert_eq!(d.chunk_bytes + d.disk_chunk_bytes, m.chunk_bytes);
+    assert!(segment_files(&disk).len() > 10, "4 KiB segments");
+    assert_eq!(disk.chunk_write_failures(), 0);
+    for (mint, maxt) in [
+        (i64::MIN, i64::MAX),
+        (H, 2 * H),
+        (4 * H + 1, 4 * H + 100_000),
+        (2 * H + 30 * 60_000, 5 * H),
+    ] {
+        let a = mem.select(&[], mint, maxt).unwrap();
+        let b = disk.select(&[], mint, maxt).unwrap();
+        assert_eq!(a, b, "select [{mint}, {maxt}]");
+        for s in &a {
+            assert_eq!(
+                mem.series_chunks(s.series_ref, mint, maxt).unwrap(),
+                disk.series_chunks(s.series_ref, mint, maxt).unwrap()
+            );
+        }
+    }
+    assert_eq!(all_samples(&mem, 0), all_samples(&disk, 0));
+    assert_eq!(all_samples(&mem, 3 * H), all_samples(&disk, 3 * H));
+    let hists = |h: &Head| {
+        let mut out = Vec::new();
+        h.for_each_histogram_since(0, |r, s| out.push((r, s.to_vec())))
+            .unwrap();
+        out
+    };
+    assert_eq!(hists(&mem), hists(&disk));
+    assert!(!hists(&disk).is_empty());
+    assert_eq!(block_series(&mem, 0, 2 * H), block_series(&disk, 0, 2 * H));
+    // a block range that straddles chunks and holds the out-of-order samples
+    let mid = (4 * H + 30 * 60_000, 5 * H);
+    assert_eq!(
+        block_series(&mem, mid.0, mid.1),
+        block_series(&disk, mid.0, mid.1)
+    );
+    // the out-of-order duplicate check reads the in-order chunk from disk
+    let r = disk.get(&ls(5)).unwrap();
+    let held = (15_000 * 100 + 5, (100 * 5) as f64 * 0.5);
+    assert_eq!(
+        disk.check_out_of_order(r, held.0, held.1.to_bits()),
+        Ok(false)
+    );
+    assert!(disk
+        .check_out_of_order(r, held.0, 1.25f64.to_bits())
+        .is_err());
+    assert_eq!(
+        mem.check_out_of_order(r, held.0, 1.25f64.to_bits()),
+        disk.check_out_of_order(r, held.0, 1.25f64.to_bits())
+    );
+}
+
+#[test]
+fn truncation_deletes_segments_past_their_chunks() {
+    let h = disk_head(HeadOptions::default());
+    let refs: Vec<HeadSeriesRef> = (0..20).map(|i| h.get_or_create(&ls(i)).0).collect();
+    for k in 0..(6 * 240) {
+        for r in &refs {
+            h.append(*r, k * 15_000, k as f64).unwrap();
+        }
+    }
+    let before = segment_files(&h);
+    assert!(before.len() >= 8, "{before:?}");
+    assert_eq!(before[0], "000001");
+    let bytes_before = h.chunk_files_bytes();
+    h.truncate(4 * H);
+    let after = segment_files(&h);
+    assert!(
+        after.len() * 2 < before.len(),
+        "{} of {} segments left",
+        after.len(),
+        before.len()
+    );
+    assert!(h.chunk_files_bytes() < bytes_before / 2);
+    // the newest segments stay; what is left still reads
+    assert_eq!(after.last(), before.last());
+    let got = h.select(&[], 0, i64::MAX).unwrap();
+    assert_eq!(got.len(), 20);
+    for s in &got {
+        let want: Vec<(i64, f64)> = (4 * 240..6 * 240).map(|k| (k * 15_000, k as f64)).collect();
+        assert_eq!(s.samples(), want);
+    }
+    // past everything: every segment but the one being written goes
+    for k in (6 * 240)..(9 * 240) {
+        for r in &refs {
+            h.append(*r, k * 15_000, k as f64).unwrap();
+        }
+    }
+    h.truncate(i64::MAX);
+    h.truncate(i64::MAX);
+    assert!(segment_files(&h).len() <= 1, "{:?}", segment_files(&h));
+}
+
+/// A head whose first closed chunk's bytes on disk can be damaged.
+fn head_with_closed_chunks() -> (TestHead, HeadSeriesRef) {
+    let h = disk_head(HeadOptions::default());
+    let r = h.get_or_create(&ls(0)).0;
+    for k in 0..480 {
+        h.append(r, k * 15_000, k as f64).unwrap();
+    }
+    (h, r)
+}
+
+#[test]
+fn a_damaged_or_missing_chunk_file_is_an_error_not_a_panic() {
+    let (h, r) = head_with_closed_chunks();
+    let seg = h.chunks_dir().unwrap().join("000001");
+    // a flipped byte: the CRC finds it
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let e = h.select(&[], 0, i64::MAX).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("000001"), "{e}");
+    assert!(h.series_chunks(r, 0, i64::MAX).is_err());
+    assert!(h.for_each_sample_since(0, |_, _| {}).is_err());
+    let dir = tempfile::tempdir().unwrap();
+    assert!(h.write_block(dir.path(), 0, 2 * H, None).is_err());
+    // the open chunk alone still reads
+    let open = h.series_chunks(r, 479 * 15_000, i64::MAX).unwrap();
+    assert_eq!(open.len(), 1);
+
+    // cut short (a full disk, a file truncated underneath): an I/O error
+    let (h, r) = head_with_closed_chunks();
+    let seg = h.chunks_dir().unwrap().join("000001");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let e = h.series_chunks(r, 0, i64::MAX).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e}");
+}
+
+#[test]
+fn a_chunk_that_cannot_be_written_stays_in_memory() {
+    let h = disk_head(HeadOptions::default());
+    // no directory: the first segment cannot be created
+    std::fs::remove_dir_all(h.chunks_dir().unwrap()).unwrap();
+    let r = h.get_or_create(&ls(0)).0;
+    let want: Vec<(i64, f64)> = (0..480).map(|k| (k * 15_000, k as f64)).collect();
+    for (t, v) in &want {
+        h.append(r, *t, *v).unwrap();
+    }
+    assert_eq!(h.chunk_write_failures(), 3);
+    assert_eq!(h.memory_usage().disk_chunk_bytes, 0);
+    assert_eq!(h.select(&[], 0, i64::MAX).unwrap()[0].samples(), want);
+    // once the directory is back, later chunks go to disk; both kinds read together
+    std::fs::create_dir_all(h.chunks_dir().unwrap()).unwrap();
+    let more: Vec<(i64, f64)> = (480..720).map(|k| (k * 15_000, k as f64)).collect();
+    for (t, v) in &more {
+        h.append(r, *t, *v).unwrap();
+    }
+    assert!(h.memory_usage().disk_chunk_bytes > 0);
+    let all: Vec<(i64, f64)> = want.iter().chain(&more).copied().collect();
+    assert_eq!(h.select(&[], 0, i64::MAX).unwrap()[0].samples(), all);
+    // truncating the in-memory chunks keeps the disk ones right
+    h.truncate(H);
+    assert_eq!(
+        h.select(&[], 0, i64::MAX).unwrap()[0].samples(),
+        all[240..].to_vec()
+    );
+}
+
+#[test]
+fn open_clears_what_a_previous_process_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunks = dir.path().join("chunks_head");
+    std::fs::create_dir_all(&chunks).unwrap();
+    std::fs::write(chunks.join("000001"), b"old").unwrap();
+    std::fs::write(chunks.join("000007"), b"old").unwrap();
+    let h = Head::open(HeadOptions {
+        chunks_dir: Some(chunks.clone()),
+        ..HeadOptions::default()
+    })
+    .unwrap();
+    assert_eq!(std::fs::read_dir(&chunks).unwrap().count(), 0);
+    let r = h.get_or_create(&ls(0)).0;
+    for k in 0..240 {
+        h.append(r, k * 15_000, k as f64).unwrap();
+    }
+    assert_eq!(std::fs::read_dir(&chunks).unwrap().count(), 1);
+    assert_eq!(h.select(&[], 0, i64::MAX).unwrap()[0].samples().len(), 240);
+}
+
+#[test]
+fn concurrent_appends_and_reads_across_segments() {
+    let h = std::sync::Arc::new(disk_head(HeadOptions::default()));
+    let refs: Vec<HeadSeriesRef> = (0..64).map(|i| h.get_or_create(&ls(i)).0).collect();
+    std::thread::scope(|s| {
+        for part in refs.chunks(16) {
+            let h = &h;
+            s.spawn(move || {
+                for k in 0..600 {
+                    for r in part {
+                        // no time window: the threads run at their own pace
+                        h.append_validated(*r, k * 15_000, (k as u64 * r.0) as f64)
+                            .unwrap();
+                    }
+                    if k % 100 == 0 {
+                        h.select(&[], 0, i64::MAX).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    for s in h.select(&[], 0, i64::MAX).unwrap() {
+        let want: Vec<(i64, f64)> = (0..600)
+            .map(|k| (k * 15_000, (k as u64 * s.series_ref.0) as f64))
+            .collect();
+        assert_eq!(s.samples(), want);
+    }
+}
