@@ -25,7 +25,7 @@ use strata_tsdb::wal::{Record, RefFloatHistogram, RefHistogram};
 use crate::exemplars::ExemplarsWritten;
 use crate::histograms::HistSample;
 use crate::rw_extras::Extras;
-use crate::validate::{validate_labels, SeriesError};
+use crate::validate::{validate_known_labels, validate_labels, SeriesError};
 use crate::Ingester;
 
 /// The tenant of a request: `X-Scope-OrgID` (Mimir), else `THANOS-TENANT`, else
@@ -768,7 +768,7 @@ pub fn ingest_ref_until(
     // Histograms to log and append, and each series' newest one in this request
     // (allocated only for requests with histograms).
     let mut hists_buf = HistBuf::default();
-    let mut hist_last: std::collections::HashMap<u64, i64> = std::collections::HashMap::new();
+    let mut hist_last: crate::tenant::RefMap<i64> = Default::default();
 
     // Look existing series up in batches (see `Head::get_many_by_pairs`), small enough
     // that what the lookups bring into the cache is still there for the checks.
@@ -788,7 +788,14 @@ pub fn ingest_ref_until(
             head.get_many_by_pairs(&batch, &mut existing);
         }
         let existing = existing[i % LOOKUP_BATCH];
-        let metric = match validate_labels(pairs.iter().copied(), limits) {
+        // A series the head holds passed every rule when it was created: only the
+        // limits are checked again (the full check was a tenth of the push's CPU). The
+        // metric name is only needed to create a series.
+        let checked = match existing {
+            Some(_) => validate_known_labels(pairs, limits).map(|()| None),
+            None => validate_labels(pairs.iter().copied(), limits).map(Some),
+        };
+        let metric = match checked {
             Ok(m) => m,
             Err(e) => {
                 let n = samples.len() + req.histograms(i);
@@ -974,6 +981,10 @@ pub fn ingest_ref_until(
             // Don't create a series none of whose samples can be stored.
             None if stored + hstored == 0 => continue,
             None => {
+                // (found, then gone: cannot happen under the write lock; see above)
+                let metric = metric.unwrap_or_else(|| {
+                    pairs.iter().find(|p| p.0 == "__name__").map_or("", |p| p.1)
+                });
                 let labels =
                     new_labels.unwrap_or_else(|| Labels::from_pairs(pairs.iter().copied()));
                 let limit_err = if limits.max_series_per_user > 0

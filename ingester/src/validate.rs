@@ -264,6 +264,10 @@ pub fn validate_labels<'a>(
     let mut metric = None;
     let mut count = 0usize;
     let mut names: smallvec_names::Names<'a> = smallvec_names::Names::default();
+    // Names in strictly increasing order (as Prometheus sends them) cannot repeat: the
+    // set is only consulted once a name is out of order.
+    let mut prev: Option<&str> = None;
+    let mut sorted = true;
     for (name, value) in labels {
         count += 1;
         if name == "__name__" {
@@ -274,25 +278,49 @@ pub fn validate_labels<'a>(
         } else if !valid_label_name(name) {
             return Err(SeriesError::InvalidLabelName(name.to_string()));
         }
-        if name.len() > limits.max_label_name_length {
-            return Err(SeriesError::LabelNameTooLong(name.to_string()));
+        check_lengths(name, value, limits)?;
+        if sorted && prev.is_some_and(|p| p >= name) {
+            sorted = false;
         }
-        if value.len() > limits.max_label_value_length {
-            return Err(SeriesError::LabelValueTooLong {
-                name: name.to_string(),
-                len: value.len(),
-            });
-        }
-        if names.contains(name) {
+        if !sorted && names.contains(name) {
             return Err(SeriesError::DuplicateLabelName(name.to_string()));
         }
         names.push(name);
+        prev = Some(name);
     }
     let metric = metric.ok_or(SeriesError::MissingMetricName)?;
     if count > limits.max_label_names_per_series {
         return Err(SeriesError::TooManyLabels(count));
     }
     Ok(metric)
+}
+
+/// The length limits on one label.
+fn check_lengths(name: &str, value: &str, limits: &Limits) -> Result<(), SeriesError> {
+    if name.len() > limits.max_label_name_length {
+        return Err(SeriesError::LabelNameTooLong(name.to_string()));
+    }
+    if value.len() > limits.max_label_value_length {
+        return Err(SeriesError::LabelValueTooLong {
+            name: name.to_string(),
+            len: value.len(),
+        });
+    }
+    Ok(())
+}
+
+/// [`validate_labels`] for a label set the head already holds (found from these exact
+/// pairs): the character and duplicate rules held when the series was created and
+/// cannot change, so only the limits (which a runtime configuration can lower) are
+/// checked, in the same order, giving the error `validate_labels` would give.
+pub fn validate_known_labels(labels: &[(&str, &str)], limits: &Limits) -> Result<(), SeriesError> {
+    for (name, value) in labels {
+        check_lengths(name, value, limits)?;
+    }
+    if labels.len() > limits.max_label_names_per_series {
+        return Err(SeriesError::TooManyLabels(labels.len()));
+    }
+    Ok(())
 }
 
 /// A tiny set of label names for duplicate detection without allocating for the usual
@@ -359,6 +387,36 @@ mod tests {
             validate_labels(many.iter().copied(), &Limits::default()),
             Err(SeriesError::TooManyLabels(41))
         );
+    }
+
+    #[test]
+    fn known_labels_check_the_limits_only() {
+        let limits = Limits {
+            max_label_names_per_series: 2,
+            max_label_value_length: 3,
+            ..Limits::default()
+        };
+        let ok = [("__name__", "up"), ("job", "abc")];
+        assert_eq!(validate_known_labels(&ok, &limits), Ok(()));
+        assert_eq!(
+            validate_known_labels(&[("__name__", "up"), ("job", "abcd")], &limits),
+            Err(SeriesError::LabelValueTooLong {
+                name: "job".into(),
+                len: 4
+            })
+        );
+        let three = [("__name__", "up"), ("a", "1"), ("b", "2")];
+        // the same error as the full check, which a lowered limit gives an old series
+        assert_eq!(
+            validate_known_labels(&three, &limits),
+            validate_labels(three.iter().copied(), &limits).map(|_| ())
+        );
+        // unsorted names are still checked for duplicates by the full check
+        assert!(matches!(
+            v(&[("__name__", "up"), ("b", "1"), ("a", "2"), ("b", "3")]),
+            Err(SeriesError::DuplicateLabelName(n)) if n == "b"
+        ));
+        assert_eq!(v(&[("b", "1"), ("__name__", "up"), ("a", "2")]), Ok("up"));
     }
 
     #[test]

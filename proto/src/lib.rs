@@ -1274,8 +1274,37 @@ mod wire {
         Ok(())
     }
 
+    /// A `Label` message. Prometheus writes every label as `0a <len> name 12 <len> value`
+    /// with both lengths under 128 and (nearly always) ASCII text: that layout is read
+    /// without the generic field loop, and one ASCII check of the whole message stands
+    /// in for two UTF-8 validations (a tenth of the push path's decode was UTF-8 calls
+    /// on 5–20 byte strings). Anything else takes the generic loop.
     #[inline]
-    fn label(mut buf: &[u8]) -> Option<(&str, &str)> {
+    fn label(buf: &[u8]) -> Option<(&str, &str)> {
+        if let [0x0a, n, rest @ ..] = buf {
+            let n = usize::from(*n);
+            if n < 0x80 && rest.len() >= n + 2 {
+                let (name, rest) = rest.split_at(n);
+                if let [0x12, m, value @ ..] = rest {
+                    if usize::from(*m) == value.len() && value.len() < 0x80 && buf.is_ascii() {
+                        return Some((ascii_str(name), ascii_str(value)));
+                    }
+                }
+            }
+        }
+        label_any(buf)
+    }
+
+    /// `b` as text; the caller checked it is ASCII.
+    #[inline(always)]
+    fn ascii_str(b: &[u8]) -> &str {
+        debug_assert!(b.is_ascii());
+        // SAFETY: ASCII is valid UTF-8 (every caller checked `is_ascii` first).
+        unsafe { std::str::from_utf8_unchecked(b) }
+    }
+
+    /// [`label`] in any field order, with unknown fields and non-ASCII text.
+    fn label_any(mut buf: &[u8]) -> Option<(&str, &str)> {
         let (mut name, mut value) = ("", "");
         while !buf.is_empty() {
             let (tag, wt) = key(&mut buf)?;
@@ -1800,6 +1829,57 @@ mod tests {
         assert!(matches!(
             decompress_snappy_into(&encode_write_request(&big), 10, &mut buf),
             Err(DecodeError::TooLarge { .. })
+        ));
+    }
+
+    /// Labels outside the common `0a n name 12 m value` ASCII layout (text over 127
+    /// bytes, non-ASCII text, fields in the other order or repeated, an unknown field)
+    /// decode as prost decodes them; invalid UTF-8 in that layout is still refused.
+    #[test]
+    fn labels_off_the_fast_path_decode_alike() {
+        let long = "v".repeat(300);
+        let req = WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels: vec![
+                    label("__name__", "m"),
+                    label("a", &long),
+                    label("b", "zürich"),
+                    label(&"n".repeat(130), "x"),
+                    label("é", "1"),
+                ],
+                samples: vec![Sample {
+                    value: 1.0,
+                    timestamp: 1,
+                }],
+                ..Default::default()
+            }],
+            metadata: vec![],
+        };
+        let wire = req.encode_to_vec();
+        assert_eq!(
+            decode_write_request_ref(&wire).unwrap(),
+            WriteRequestRef::from_owned(&req)
+        );
+        // value before name; a repeated name (the last wins, as in prost); a trailing
+        // unknown varint field (tag 3)
+        #[rustfmt::skip]
+        let odd: &[&[u8]] = &[
+            &[0x12, 0x01, b'v', 0x0a, 0x01, b'n'],
+            &[0x0a, 0x01, b'x', 0x0a, 0x01, b'n', 0x12, 0x01, b'v'],
+            &[0x0a, 0x01, b'n', 0x12, 0x01, b'v', 0x18, 0x01],
+        ];
+        for l in odd {
+            let mut wire = vec![0x0a, l.len() as u8 + 2, 0x0a, l.len() as u8];
+            wire.extend_from_slice(l);
+            let got = decode_write_request_ref(&wire).unwrap();
+            assert_eq!(got.iter().next().unwrap().0, &[("n", "v")], "{l:?}");
+            let prost = WriteRequest::decode(wire.as_slice()).unwrap();
+            assert_eq!(got, WriteRequestRef::from_owned(&prost));
+        }
+        let bad = [0x0a, 0x07, 0x0a, 0x05, 0x0a, 0x01, 0xff, 0x12, 0x00];
+        assert!(matches!(
+            decode_write_request_ref(&bad),
+            Err(DecodeError::Protobuf(_))
         ));
     }
 
