@@ -25,6 +25,25 @@ pub fn extrapolated_rate(
     is_counter: bool,
     is_rate: bool,
 ) -> Option<f64> {
+    extrapolated_rate_with(samples, range_end, range_ms, is_counter, true, is_rate)
+}
+
+/// Whether some sample is below the one before it (a counter reset, for `rate`).
+pub fn has_resets(samples: &[(i64, f64)]) -> bool {
+    samples.windows(2).any(|w| w[1].1 < w[0].1)
+}
+
+/// [`extrapolated_rate`]; `may_reset` false says the caller found no reset in the
+/// series the window is a slice of ([`has_resets`], once per series), so each window's
+/// scan for resets, which would add nothing, is skipped: the same result.
+pub fn extrapolated_rate_with(
+    samples: &[(i64, f64)],
+    range_end: i64,
+    range_ms: i64,
+    is_counter: bool,
+    may_reset: bool,
+    is_rate: bool,
+) -> Option<f64> {
     if samples.len() < 2 {
         return None;
     }
@@ -33,7 +52,7 @@ pub fn extrapolated_rate(
     let (first_t, first_v) = samples[0];
     let last_t = samples[n1].0;
     let mut result = samples[n1].1 - first_v;
-    if is_counter {
+    if is_counter && may_reset {
         let mut prev = first_v;
         for &(_, v) in &samples[1..] {
             if v < prev {
@@ -580,6 +599,32 @@ mod tests {
         // The data stops before the range's last window: not stretched to the end.
         let inc = downsampled_rate(Some(pts[0]), &pts[1..2], 4 * H, 3 * H, H, false).unwrap();
         assert_eq!(inc, 60.0);
+    }
+
+    /// Skipping the reset scan of a series without resets changes nothing; one reset
+    /// anywhere in the series keeps every window's scan.
+    #[test]
+    fn rate_without_resets_skips_the_scan_alike() {
+        let s: Vec<(i64, f64)> = (0..40)
+            .map(|i| (i * 15_000 + 7, (i * i) as f64 * 0.1 + 3.0))
+            .collect();
+        assert!(!has_resets(&s));
+        for end in (60_000..600_000).step_by(30_000) {
+            let w: Vec<(i64, f64)> = s
+                .iter()
+                .copied()
+                .filter(|p| p.0 > end - 300_000 && p.0 <= end)
+                .collect();
+            for rate in [false, true] {
+                let a = extrapolated_rate(&w, end, 300_000, true, rate);
+                let b = extrapolated_rate_with(&w, end, 300_000, true, false, rate);
+                assert_eq!(a.map(f64::to_bits), b.map(f64::to_bits));
+            }
+        }
+        let mut r = s.clone();
+        r[20].1 = 0.0;
+        assert!(has_resets(&r));
+        assert!(!has_resets(&[(1, f64::NAN), (2, 1.0), (3, f64::NAN)]));
     }
 
     #[test]

@@ -396,6 +396,9 @@ impl Evaluator<'_> {
                     }
                 }
             }
+            // A reset found nowhere in the series is in no window: each window's scan
+            // for one is skipped (most counters never reset within a query).
+            let may_reset = matches!(name, "rate" | "increase") && f::has_resets(s_pts);
             // `i` is the step: it indexes the refs, the parameters and the step times
             #[allow(clippy::needless_range_loop)]
             for i in 0..n {
@@ -439,8 +442,12 @@ impl Evaluator<'_> {
                     "rate" | "increase" if res > 0 => {
                         f::downsampled_rate(before(), w, rd.refs[i], rd.range, res, name == "rate")
                     }
-                    "rate" => f::extrapolated_rate(w, rd.refs[i], rd.range, true, true),
-                    "increase" => f::extrapolated_rate(w, rd.refs[i], rd.range, true, false),
+                    "rate" => {
+                        f::extrapolated_rate_with(w, rd.refs[i], rd.range, true, may_reset, true)
+                    }
+                    "increase" => {
+                        f::extrapolated_rate_with(w, rd.refs[i], rd.range, true, may_reset, false)
+                    }
                     "delta" => f::extrapolated_rate(w, rd.refs[i], rd.range, false, false),
                     "irate" => f::instant_value(w, true),
                     "idelta" => f::instant_value(w, false),

@@ -44,6 +44,86 @@ pub(super) fn new_cache(bytes: u64) -> ChunksCache {
     ChunksCache::with_options(opts, SubrangeWeight, Default::default(), Default::default())
 }
 
+/// Consecutive pieces of a segment, as a range read returned them: the cache's
+/// subranges (or one piece without a cache). A chunk inside one piece is a slice of it,
+/// never a copy; only the few chunks straddling two subranges are copied out.
+#[derive(Debug, Clone)]
+pub(super) struct Pieces {
+    /// Segment offset of the first piece's first byte.
+    start: u64,
+    pieces: Vec<Bytes>,
+}
+
+impl Pieces {
+    fn one(start: u64, b: Bytes) -> Self {
+        Pieces {
+            start,
+            pieces: vec![b],
+        }
+    }
+
+    /// Segment offset just past the last byte held.
+    pub(super) fn end(&self) -> u64 {
+        self.start + self.pieces.iter().map(|p| p.len() as u64).sum::<u64>()
+    }
+
+    /// The piece holding offset `off` and where it starts, if held.
+    fn piece_at(&self, off: u64) -> Option<(u64, &Bytes)> {
+        let mut at = self.start;
+        if off < at {
+            return None;
+        }
+        for p in &self.pieces {
+            let end = at + p.len() as u64;
+            if off < end {
+                return Some((at, p));
+            }
+            at = end;
+        }
+        None
+    }
+
+    /// The bytes from `off` to the end of its piece, uncopied (empty if not held).
+    pub(super) fn tail(&self, off: u64) -> Bytes {
+        match self.piece_at(off) {
+            Some((at, p)) => p.slice((off - at) as usize..),
+            None => Bytes::new(),
+        }
+    }
+
+    /// Bytes `range` (clipped to what is held): a slice of one piece, or a copy when
+    /// the range crosses pieces.
+    pub(super) fn range(&self, range: Range<u64>) -> Bytes {
+        let end = range.end.min(self.end());
+        if range.start >= end {
+            return Bytes::new();
+        }
+        let Some((at, p)) = self.piece_at(range.start) else {
+            return Bytes::new();
+        };
+        if end <= at + p.len() as u64 {
+            return p.slice((range.start - at) as usize..(end - at) as usize);
+        }
+        let len = (end - range.start) as usize;
+        let mut out = BytesMut::with_capacity(len);
+        let mut skip = (range.start - self.start) as usize;
+        for p in &self.pieces {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            }
+            let want = len - out.len();
+            let take = &p[skip..p.len().min(skip + want)];
+            skip = 0;
+            out.extend_from_slice(take);
+            if out.len() == len {
+                break;
+            }
+        }
+        out.freeze()
+    }
+}
+
 impl BucketReader {
     /// Bytes `range` of the chunk segment `path` of `size` bytes: through the chunks
     /// cache when there is one. Only bytes read from the bucket are counted into
@@ -55,18 +135,33 @@ impl BucketReader {
         size: u64,
         count: &Counter,
     ) -> Result<Bytes, StoreError> {
+        let r = range.clone();
+        Ok(self.chunk_pieces(path, range, size, count).await?.range(r))
+    }
+
+    /// [`BucketReader::chunk_range`] as the pieces it was read in: the cache's whole
+    /// subranges covering `range` (so they may hold bytes before and after it), or the
+    /// range itself without a cache. Nothing is copied.
+    pub(super) async fn chunk_pieces(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        size: u64,
+        count: &Counter,
+    ) -> Result<Pieces, StoreError> {
         let Some(cache) = self
             .chunks_cache
             .as_ref()
             .filter(|_| range.end > range.start)
         else {
+            let start = range.start;
             let b = self
                 .bucket
                 .get_range(path, range)
                 .await
                 .map_err(StoreError::from)?;
             count.object_read(b.len());
-            return Ok(b);
+            return Ok(Pieces::one(start, b));
         };
         let first = range.start / SUBRANGE;
         let last = (range.end - 1) / SUBRANGE;
@@ -112,23 +207,10 @@ impl BucketReader {
                 let _ = g.insert(piece);
             }
         }
-        let start = (range.start - first * SUBRANGE) as usize;
-        let len = (range.end - range.start) as usize;
-        if let [Some(one)] = pieces.as_slice() {
-            return Ok(one.slice(start..(start + len).min(one.len())));
-        }
-        let mut out = BytesMut::with_capacity(len);
-        let mut skip = start;
-        for p in pieces.into_iter().flatten() {
-            let p = p.get(skip.min(p.len())..).unwrap_or_default();
-            skip = 0;
-            let want = len - out.len();
-            out.extend_from_slice(&p[..p.len().min(want)]);
-            if out.len() == len {
-                break;
-            }
-        }
-        Ok(out.freeze())
+        Ok(Pieces {
+            start: first * SUBRANGE,
+            pieces: pieces.into_iter().flatten().collect(),
+        })
     }
 }
 

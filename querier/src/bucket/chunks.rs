@@ -12,6 +12,7 @@ use strata_tsdb::chunks::{parse_chunk, segment_file_name, unpack_ref, ParsedChun
 
 use crate::stats::Counter;
 
+use super::chunk_cache::Pieces;
 use super::BucketReader;
 
 /// Bytes read past the last chunk of a batch: Thanos's estimate of a chunk's maximum
@@ -66,19 +67,17 @@ impl BucketReader {
             .map(|(seg, start, end, refs)| async move {
                 let path = format!("{dir}/chunks/{}", segment_file_name(seg));
                 let size = segments[seg as usize];
-                let buf = self.chunk_range(&path, start..end, size, count).await?;
+                let pieces = self.chunk_pieces(&path, start..end, size, count).await?;
+                // the batch's bytes as read: a chunk's bytes past `end` are not its
+                let held = end.min(pieces.end());
                 let mut got = Vec::with_capacity(refs.len());
                 for r in refs {
                     let off = u64::from(unpack_ref(r).1);
-                    let rel = (off - start) as usize;
-                    let at = buf.get(rel..).unwrap_or_default();
-                    let chunk = match parse_chunk(at, Path::new(&path), off)
+                    let chunk = match parse_in(&pieces, off, held, &path)
                         .map_err(|e| corrupt_chunk(dir, &e))?
                     {
-                        ParsedChunk::Chunk(enc, range) => {
-                            (enc, buf.slice(rel + range.start..rel + range.end))
-                        }
-                        ParsedChunk::Needs(total) => {
+                        Ok(chunk) => chunk,
+                        Err(total) => {
                             self.fetch_long_chunk(dir, &path, off, size, total, count)
                                 .await?
                         }
@@ -126,6 +125,36 @@ impl BucketReader {
             &strata_tsdb::Error::corrupt(path, off, "chunk length keeps growing"),
         ))
     }
+}
+
+/// The chunk at `off` from the batch's `pieces` (bytes up to `held`): a slice of the
+/// piece holding it, copied only when it crosses into the next piece; `Err` with the
+/// bytes it needs when they run past `held`.
+fn parse_in(
+    pieces: &Pieces,
+    off: u64,
+    held: u64,
+    path: &str,
+) -> strata_tsdb::Result<Result<RawChunk, u64>> {
+    let mut at = pieces.tail(off);
+    if off + at.len() as u64 > held {
+        at.truncate((held.saturating_sub(off)) as usize);
+    }
+    // Twice at most: a length cut off at the piece's end, then the whole chunk.
+    for _ in 0..3 {
+        match parse_chunk(&at, Path::new(path), off)? {
+            ParsedChunk::Chunk(enc, r) => return Ok(Ok((enc, at.slice(r)))),
+            ParsedChunk::Needs(total) if off.saturating_add(total) <= held => {
+                at = pieces.range(off..off + total);
+            }
+            ParsedChunk::Needs(total) => return Ok(Err(total)),
+        }
+    }
+    Err(strata_tsdb::Error::corrupt(
+        path,
+        off,
+        "chunk length keeps growing",
+    ))
 }
 
 /// Longest chunk a range read fetches. Prometheus's chunks hold at most a few KiB (120
@@ -201,17 +230,35 @@ mod tests {
                     .map_err(|e| e.to_string())
             })
             .collect();
-        let reader = BucketReader::new(
-            Bucket::filesystem(tmp).unwrap(),
-            1 << 20,
-            std::time::Duration::ZERO,
-        );
-        let got = rt().block_on(reader.fetch_chunks(
-            dir,
-            &[seg.len() as u64],
-            refs.to_vec(),
-            &Counter::unaccounted(),
-        ));
+        // without the chunks cache, and with it (chunks sliced out of its subranges,
+        // or copied where they straddle two)
+        for cache in [0, 1 << 20] {
+            let reader = BucketReader::new(
+                Bucket::filesystem(tmp).unwrap(),
+                1 << 20,
+                std::time::Duration::ZERO,
+            )
+            .with_chunks_cache(cache);
+            let got = rt().block_on(reader.fetch_chunks(
+                dir,
+                &[seg.len() as u64],
+                refs.to_vec(),
+                &Counter::unaccounted(),
+            ));
+            agree(dir, &path, &want, refs, got).map_err(|e| format!("cache {cache}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    type Fetched = Result<HashMap<u64, RawChunk>, StoreError>;
+
+    fn agree(
+        dir: &str,
+        path: &str,
+        want: &Result<Vec<(Encoding, Vec<u8>)>, String>,
+        refs: &[u64],
+        got: Fetched,
+    ) -> Result<(), String> {
         match (want, got) {
             (Ok(want), Ok(got)) => {
                 for (r, w) in refs.iter().zip(want) {
@@ -260,6 +307,25 @@ mod tests {
     #[test]
     fn intact_chunks_read_the_same_both_ways() {
         let (tmp, dir, seg, refs) = segment_in_bucket(&test_chunks());
+        both_paths_agree(tmp.path(), &dir, &seg, &refs).unwrap();
+    }
+
+    /// Chunks across several of the cache's 16000-byte subranges, some straddling two
+    /// (copied out) and the rest sliced from one, read as the whole segment says.
+    #[test]
+    fn chunks_straddling_cached_subranges_read_the_same() {
+        use strata_tsdb::chunkenc::XorChunk;
+        let chunks: Vec<(Encoding, Vec<u8>)> = (0..400i64)
+            .map(|i| {
+                let mut c = XorChunk::new();
+                for j in 0..(i % 120 + 1) {
+                    c.append(j * 15_000 + i, (i * j) as f64 * 0.37);
+                }
+                (Encoding::Xor, c.into_bytes())
+            })
+            .collect();
+        let (tmp, dir, seg, refs) = segment_in_bucket(&chunks);
+        assert!(seg.len() as u64 > 3 * super::super::chunk_cache::SUBRANGE);
         both_paths_agree(tmp.path(), &dir, &seg, &refs).unwrap();
     }
 
