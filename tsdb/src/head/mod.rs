@@ -34,7 +34,7 @@
 //! let (r, created) = head.get_or_create(&Labels::from_pairs([("__name__", "up"), ("job", "node")]));
 //! assert!(created);
 //! head.append(r, 1_000, 1.0).unwrap();
-//! let got = head.select(&[Matcher::equal("job", "node")], 0, 2_000);
+//! let got = head.select(&[Matcher::equal("job", "node")], 0, 2_000).unwrap();
 //! assert_eq!(got.len(), 1);
 //! assert_eq!(got[0].samples(), vec![(1_000, 1.0)]);
 //! ```
