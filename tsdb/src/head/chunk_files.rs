@@ -25,6 +25,10 @@ use crate::error::{Error, Result};
 /// Default maximum size of a segment file (Prometheus's `MaxHeadChunkFileSize`).
 pub const DEFAULT_SEGMENT_BYTES: u32 = 128 * 1024 * 1024;
 
+/// Highest segment number: a series keeps it in 24 bits (at 128 MiB a segment, 2 PiB
+/// written in one process's life); past it chunks stay in memory.
+pub(super) const MAX_SEGMENT_SEQ: u32 = 0xff_fffe;
+
 /// Bytes after each chunk's data: its CRC32C.
 const CRC_LEN: usize = 4;
 
@@ -127,6 +131,12 @@ impl ChunkFiles {
                 }
                 // numbered from 1, as Prometheus's
                 let seq = cur.seq + 1;
+                if seq > MAX_SEGMENT_SEQ {
+                    return Err(Error::Invalid(format!(
+                        "{}: no head chunk segment numbers left",
+                        self.dir.display()
+                    )));
+                }
                 let path = self.dir.join(format!("{seq:06}"));
                 let file = File::options()
                     .read(true)

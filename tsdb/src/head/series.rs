@@ -27,7 +27,7 @@ use crate::histogram::{
 };
 use crate::labels::Label;
 
-use super::chunk_files::{ChunkFiles, ChunkLoc};
+use super::chunk_files::{ChunkFiles, ChunkLoc, MAX_SEGMENT_SEQ};
 use super::ooo::OooState;
 use super::{AppendError, HistogramSample};
 use crate::error::{Error, Result};
@@ -35,30 +35,49 @@ use crate::error::{Error, Result};
 /// Where a series' closed chunks go: the head's chunk files, or (`None`) memory.
 pub(super) type Files<'a> = Option<&'a ChunkFiles>;
 
-/// [`ClosedChunk::seg`] of a chunk whose bytes are in the series' `closed_data`.
-const IN_MEMORY: u32 = u32::MAX;
+/// The segment number of a chunk whose bytes are in the series' `closed_data`.
+const IN_MEMORY: u32 = MAX_SEGMENT_SEQ + 1;
+
+/// Longest span of a chunk (`max_t - min_t`, ms) a [`ClosedChunk`] holds: series cut
+/// chunks at multiples of a chunk range no longer than this (≈ 49 days).
+const MAX_CHUNK_SPAN: i64 = u32::MAX as i64;
 
 /// A chunk that is no longer appended to: its time range and where its bytes (exactly
 /// as they go into a block's `chunks/` segment) are: `len` bytes at `pos` in the
-/// series' `closed_data`, or at `pos` in chunk file segment `seg`.
+/// series' `closed_data`, or at `pos` in chunk file segment `seg`. 24 bytes: a 2-hour
+/// series holds 3–4 of them.
 pub(super) struct ClosedChunk {
     pub min_t: i64,
-    pub max_t: i64,
+    /// `max_t - min_t`.
+    span: u32,
     pos: u32,
     len: u32,
-    seg: u32,
-    pub encoding: Encoding,
+    /// Segment number (low 24 bits; [`IN_MEMORY`]) and encoding (high 8 bits).
+    seg_enc: u32,
 }
 
 impl ClosedChunk {
+    pub fn max_t(&self) -> i64 {
+        self.min_t + i64::from(self.span)
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        // written from an `Encoding` below
+        Encoding::from_u8((self.seg_enc >> 24) as u8).unwrap_or(Encoding::None)
+    }
+
+    fn seg(&self) -> u32 {
+        self.seg_enc & 0xff_ffff
+    }
+
     fn in_memory(&self) -> bool {
-        self.seg == IN_MEMORY
+        self.seg() == IN_MEMORY
     }
 
     fn loc(&self) -> (ChunkLoc, u32) {
         (
             ChunkLoc {
-                seg: self.seg,
+                seg: self.seg(),
                 off: self.pos,
             },
             self.len,
@@ -216,8 +235,9 @@ pub(super) struct SeriesState {
     /// The bytes of the closed chunks kept in memory, in their order. Rebuilt (exact
     /// size) when such a chunk closes or is truncated, which happens every ~120
     /// samples: cheaper than an allocation per chunk kept, and never changed in place,
-    /// so readers share it.
-    closed_data: Bytes,
+    /// so readers share it. Boxed, and `None` while empty: with chunk files a series
+    /// pays 8 bytes for it, not the 32 of a `Bytes`.
+    closed_data: Option<Box<Bytes>>,
     /// The open chunk; `None` before the first sample and after truncation emptied it.
     head: Option<XorChunk>,
     /// First timestamp of the open chunk.
@@ -255,7 +275,7 @@ impl SeriesState {
     fn new() -> Self {
         SeriesState {
             closed: Box::new([]),
-            closed_data: Bytes::new(),
+            closed_data: None,
             head: None,
             head_min_t: 0,
             next_at: 0,
@@ -277,10 +297,19 @@ impl SeriesState {
         (self.last_t != NO_SAMPLES).then_some((self.last_t, self.last_v))
     }
 
+    /// The bytes of the closed chunks kept in memory.
+    fn mem_data(&self) -> &[u8] {
+        self.closed_data.as_deref().map_or(&[], |b| &b[..])
+    }
+
     /// Closed chunk `c`'s bytes, which are in memory.
     fn mem_bytes(&self, c: &ClosedChunk) -> Bytes {
-        self.closed_data
-            .slice(c.pos as usize..c.pos as usize + c.len as usize)
+        let range = c.pos as usize..c.pos as usize + c.len as usize;
+        match &self.closed_data {
+            Some(b) => b.slice(range),
+            // cannot happen: a chunk in memory has its bytes there
+            None => Bytes::new(),
+        }
     }
 
     /// Append a completed chunk to the closed ones: written to the chunk files when
@@ -304,15 +333,16 @@ impl SeriesState {
         let (pos, seg) = match on_disk {
             Some(loc) => (loc.off, loc.seg),
             None => {
-                let mut buf = Vec::with_capacity(self.closed_data.len() + data.len());
-                buf.extend_from_slice(&self.closed_data);
+                let old = self.mem_data();
+                let mut buf = Vec::with_capacity(old.len() + data.len());
+                buf.extend_from_slice(old);
                 buf.extend_from_slice(data);
-                let pos = u32::try_from(self.closed_data.len())
+                let pos = u32::try_from(old.len())
                     .ok()
                     .filter(|p| p.checked_add(len).is_some())
                     .expect("a series' closed chunks stay under 4 GiB");
                 // len == capacity: the `Bytes` takes the buffer without another allocation
-                self.closed_data = Bytes::from(buf);
+                self.closed_data = Some(Box::new(Bytes::from(buf)));
                 (pos, IN_MEMORY)
             }
         };
@@ -320,11 +350,11 @@ impl SeriesState {
         v.extend(std::mem::take(&mut self.closed).into_vec());
         v.push(ClosedChunk {
             min_t,
-            max_t,
+            span: u32::try_from(max_t - min_t)
+                .expect("chunks are cut within a chunk range of at most MAX_CHUNK_SPAN"),
             pos,
             len,
-            seg,
-            encoding,
+            seg_enc: seg | (encoding as u32) << 24,
         });
         self.closed = v.into_boxed_slice();
     }
@@ -365,8 +395,8 @@ impl SeriesState {
             };
             out.push(HeadChunk {
                 min_time: c.min_t,
-                max_time: c.max_t,
-                encoding: c.encoding,
+                max_time: c.max_t(),
+                encoding: c.encoding(),
                 data,
             });
         }
@@ -391,7 +421,7 @@ impl SeriesState {
         maxt: i64,
         out: &mut Vec<HeadChunk>,
     ) -> Result<()> {
-        let from = self.closed.partition_point(|c| c.max_t < mint);
+        let from = self.closed.partition_point(|c| c.max_t() < mint);
         let to = from + self.closed[from..].partition_point(|c| c.min_t <= maxt);
         if from < to {
             self.read_closed(files, from..to, out)?;
@@ -485,7 +515,7 @@ impl SeriesState {
     /// no sample at `t`: the out-of-order sample is then kept, and on a read of both
     /// the in-order sample wins the tie, so nothing acknowledged is lost.
     fn in_order_value_at(&self, files: Files<'_>, t: i64) -> Option<u64> {
-        let i = self.closed.partition_point(|c| c.max_t < t);
+        let i = self.closed.partition_point(|c| c.max_t() < t);
         let mut read = Vec::new();
         let (encoding, data) = match self.closed.get(i) {
             Some(c) if c.min_t <= t => {
@@ -493,7 +523,7 @@ impl SeriesState {
                     tracing::warn!(error = %e, "cannot read a head chunk for an out-of-order duplicate check");
                     return None;
                 }
-                (c.encoding, &read[0].data[..])
+                (c.encoding(), &read[0].data[..])
             }
             Some(_) => return None,
             None if self.head_min_t <= t => self.open_chunk()?,
@@ -589,6 +619,8 @@ impl SeriesState {
         v: f64,
         chunk_range: i64,
     ) -> Result<Appended, AppendError> {
+        // a chunk then spans less than a `ClosedChunk` holds
+        let chunk_range = chunk_range.min(MAX_CHUNK_SPAN);
         let vb = v.to_bits();
         if !super::check_sample(self.last(), t, vb)? {
             if self.last_kind != LastKind::Float {
@@ -669,6 +701,7 @@ impl SeriesState {
         h: HistRef<'_>,
         chunk_range: i64,
     ) -> Result<Appended, AppendError> {
+        let chunk_range = chunk_range.min(MAX_CHUNK_SPAN);
         if !self.check_histogram(t, h)? {
             return Ok(Appended::Duplicate);
         }
@@ -803,7 +836,7 @@ impl SeriesState {
 
     /// Drop every chunk that ends before `mint`; returns how many were dropped.
     pub fn truncate_before(&mut self, mint: i64) -> usize {
-        let keep_from = self.closed.partition_point(|c| c.max_t < mint);
+        let keep_from = self.closed.partition_point(|c| c.max_t() < mint);
         let mut removed = keep_from;
         if keep_from > 0 {
             // the dropped chunks kept in memory are the first ones in `closed_data`
@@ -814,7 +847,9 @@ impl SeriesState {
                 .map_or(0, |c| c.pos + c.len);
             if cut > 0 {
                 // copied, not sliced: a slice would keep the dropped chunks' bytes alive
-                self.closed_data = Bytes::copy_from_slice(&self.closed_data[cut as usize..]);
+                let rest = &self.mem_data()[cut as usize..];
+                self.closed_data =
+                    (!rest.is_empty()).then(|| Box::new(Bytes::copy_from_slice(rest)));
             }
             let v: Vec<ClosedChunk> = std::mem::take(&mut self.closed)
                 .into_vec()
@@ -852,7 +887,7 @@ impl SeriesState {
             || self
                 .closed
                 .iter()
-                .any(|c| c.max_t >= mint && c.min_t <= maxt)
+                .any(|c| c.max_t() >= mint && c.min_t <= maxt)
             || (self.open_chunk().is_some() && self.last_t >= mint && self.head_min_t <= maxt)
     }
 
@@ -1005,7 +1040,7 @@ impl SeriesState {
     /// Encoded bytes of every chunk in memory (the open one's used part), out-of-order
     /// ones included.
     pub fn chunk_bytes(&self) -> usize {
-        self.closed_data.len()
+        self.mem_data().len()
             + self.open_chunk().map_or(0, |(_, d)| d.len())
             + self.ooo.as_ref().map_or(0, |o| o.data_bytes())
     }
@@ -1022,6 +1057,10 @@ impl SeriesState {
     /// Other heap bytes owned: closed-chunk headers and the open chunk's spare room.
     pub fn overhead_bytes(&self) -> usize {
         self.closed.len() * std::mem::size_of::<ClosedChunk>()
+            + self
+                .closed_data
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<Bytes>())
             + self.ooo.as_ref().map_or(0, |o| o.overhead_bytes())
             + self.head.as_ref().map_or(0, |h| {
                 let len = h.bytes().len();

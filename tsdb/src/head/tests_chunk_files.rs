@@ -309,3 +309,30 @@ fn concurrent_appends_and_reads_across_segments() {
         assert_eq!(s.samples(), want);
     }
 }
+
+#[test]
+fn a_closed_chunk_is_24_bytes_and_long_spans_are_cut_to_fit() {
+    assert_eq!(std::mem::size_of::<series::ClosedChunk>(), 24);
+    // a chunk range longer than a `ClosedChunk` spans (a merge of sparse 90-day data):
+    // chunks are cut to fit, every sample kept, times exact
+    use crate::dedup::Sample;
+    const DAY: i64 = 24 * H;
+    let samples: Vec<(i64, Sample)> = (0..=90)
+        .step_by(10)
+        .map(|d| (d * DAY + 1, Sample::Float(d as f64)))
+        .collect();
+    let chunks = cut_chunks(&samples, i64::MAX);
+    assert!(chunks.len() > 1);
+    let mut got = Vec::new();
+    for c in &chunks {
+        let s: Vec<(i64, f64)> = crate::chunkenc::XorIter::new(&c.data).collect();
+        assert_eq!((c.min_time, c.max_time), (s[0].0, s[s.len() - 1].0));
+        assert!(c.max_time - c.min_time <= u32::MAX as i64);
+        got.extend(s);
+    }
+    let want: Vec<(i64, f64)> = (0..=90)
+        .step_by(10)
+        .map(|d| (d * DAY + 1, d as f64))
+        .collect();
+    assert_eq!(got, want);
+}
