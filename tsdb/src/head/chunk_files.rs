@@ -2,23 +2,36 @@
 //! `chunks_head/`. When a series closes a chunk, its bytes and a CRC32C are written
 //! with one `pwrite` at an offset reserved in the current segment file (fixed maximum
 //! size, 128 MiB by default, then the next segment); the series keeps only where they
-//! are. Reads are plain `pread`s, not a memory map: mapped pages count in the process's
-//! RSS, and keeping that low is the point. The kernel's page cache holds recent chunks,
-//! so a query over the head reads memory, not the disk, as long as the machine has it.
+//! are.
+//!
+//! Reads go through a read-only shared memory map of each segment, made when the
+//! segment is created and as long as the segment's maximum size (as Prometheus maps its
+//! head chunk files): a chunk is a slice of the map, no syscall, no copy, no allocation.
+//! The map covers bytes not written yet, but a chunk is only read once its `pwrite`
+//! returned, so every page read lies inside the file (a page past a file's end would be
+//! `SIGBUS`; only a file cut short from outside the process can cause that, as for
+//! Prometheus and this crate's mapped block files). A segment whose map cannot be made
+//! is read with `pread` instead. Touched pages of the map count in the process's RSS
+//! as file pages (`RssFile`), page cache the kernel can drop, not anonymous memory.
+//! Each read checks the chunk's CRC: pages may have been evicted and read back from a
+//! disk since the write, and the check costs ≈ 1% of a read.
 //!
 //! A segment is deleted once the head has truncated past every chunk in it (each
-//! segment remembers the newest sample time written to it). The files are a cache of
-//! the head, never the only copy of a sample: the WAL holds everything since the last
-//! checkpoint, so [`ChunkFiles::open`] deletes whatever a previous process left and WAL
-//! replay writes the chunks anew. Hence the private format: per chunk its bytes then a
-//! big-endian CRC32C of them, no header.
+//! segment remembers the newest sample time written to it); readers still holding its
+//! chunks keep its map (and the deleted file's pages) until they drop them. The files
+//! are a cache of the head, never the only copy of a sample: the WAL holds everything
+//! since the last checkpoint, so [`ChunkFiles::open`] deletes whatever a previous
+//! process left and WAL replay writes the chunks anew. Hence the private format: per
+//! chunk its bytes then a big-endian CRC32C of them, no header.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use bytes::Bytes;
 
 use crate::error::{Error, Result};
 
@@ -42,6 +55,9 @@ pub(super) struct ChunkLoc {
 struct Segment {
     file: File,
     path: PathBuf,
+    /// The whole segment's read-only map (see the module doc); `None` when it could not
+    /// be made: reads `pread` then.
+    map: Option<Bytes>,
     /// Newest sample time of any chunk written to it.
     max_t: AtomicI64,
     /// Bytes reserved in it.
@@ -66,6 +82,8 @@ pub(super) struct ChunkFiles {
     disk_bytes: AtomicU64,
     /// Chunks that could not be written (kept in memory instead).
     write_failures: AtomicU64,
+    /// Map new segments (tests turn it off to cover the `pread` path).
+    map_segments: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -93,6 +111,17 @@ impl ChunkFiles {
             segments: RwLock::default(),
             disk_bytes: AtomicU64::new(0),
             write_failures: AtomicU64::new(0),
+            map_segments: true,
+        })
+    }
+
+    /// As [`open`](Self::open), but segments are read with `pread`, never mapped (the
+    /// path taken when a map cannot be made).
+    #[cfg(test)]
+    pub fn open_unmapped(dir: &Path, segment_bytes: u32) -> Result<ChunkFiles> {
+        Ok(ChunkFiles {
+            map_segments: false,
+            ..Self::open(dir, segment_bytes)?
         })
     }
 
@@ -144,9 +173,15 @@ impl ChunkFiles {
                     .create_new(true)
                     .open(&path)
                     .map_err(|e| Error::io(&path, e))?;
+                let map = if self.map_segments {
+                    self.map(&file, &path)
+                } else {
+                    None
+                };
                 let seg = Arc::new(Segment {
                     file,
                     path,
+                    map,
                     max_t: AtomicI64::new(i64::MIN),
                     bytes: AtomicU64::new(0),
                 });
@@ -189,66 +224,34 @@ impl ChunkFiles {
         Ok(loc)
     }
 
-    /// Append the bytes of the chunks at `locs` (each where it is and its data length)
-    /// to `out`, in that order, checking each one's CRC. Chunks that follow each other
-    /// on disk are read together.
-    pub fn read_into<I>(&self, locs: I, out: &mut Vec<u8>) -> Result<()>
-    where
-        I: Iterator<Item = (ChunkLoc, u32)> + Clone,
-    {
-        let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
-        let mut it = locs.peekable();
-        loop {
-            let run = it.clone();
-            let Some((first, len)) = it.next() else {
-                return Ok(());
-            };
-            // a run of chunks back to back in one segment: one read
-            let mut end = u64::from(first.off) + u64::from(len) + CRC_LEN as u64;
-            let mut count = 1;
-            while let Some((loc, len)) =
-                it.next_if(|(l, _)| l.seg == first.seg && u64::from(l.off) == end)
-            {
-                let _ = loc;
-                end += u64::from(len) + CRC_LEN as u64;
-                count += 1;
+    /// A read-only map of a new segment's whole size, or `None` (logged) when it
+    /// cannot be made.
+    fn map(&self, file: &File, path: &Path) -> Option<Bytes> {
+        // SAFETY: the map is read-only and this process only ever appends to the file
+        // (`pwrite` at reserved offsets, never truncating it); a chunk is read only
+        // after its write returned, so the pages read lie inside the file. Only a file
+        // cut short from outside would fault, as with Prometheus's maps of these files.
+        let m = unsafe {
+            memmap2::MmapOptions::new()
+                .len(self.segment_bytes as usize)
+                .map(file)
+        };
+        match m {
+            Ok(m) => Some(Bytes::from_owner(m)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e,
+                    "cannot map a head chunk segment: reading it with pread");
+                None
             }
-            let seg = segments.get(&first.seg).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "head chunk segment {} in {} was deleted while still referenced",
-                    first.seg,
-                    self.dir.display()
-                ))
-            })?;
-            let start = out.len();
-            out.resize(start + (end - u64::from(first.off)) as usize, 0);
-            seg.file
-                .read_exact_at(&mut out[start..], u64::from(first.off))
-                .map_err(|e| Error::io(&seg.path, e))?;
-            // check each chunk's CRC and close the gaps the CRCs leave
-            let (mut r, mut w) = (start, start);
-            for (loc, len) in run.take(count) {
-                let len = len as usize;
-                let mut want = [0u8; CRC_LEN];
-                want.copy_from_slice(&out[r + len..r + len + CRC_LEN]);
-                if crc32c::crc32c(&out[r..r + len]).to_be_bytes() != want {
-                    return Err(Error::corrupt(
-                        &seg.path,
-                        u64::from(loc.off),
-                        "head chunk checksum mismatch",
-                    ));
-                }
-                out.copy_within(r..r + len, w);
-                r += len + CRC_LEN;
-                w += len;
-            }
-            out.truncate(w);
         }
     }
 
-    /// Bytes [`read_into`](Self::read_into) needs for a chunk of `len` data bytes.
-    pub fn read_len(len: u32) -> usize {
-        len as usize + CRC_LEN
+    /// A reader of chunks: holds the segment list for a series' reads.
+    pub fn reader(&self) -> Reader<'_> {
+        Reader {
+            files: self,
+            segments: self.segments.read().unwrap_or_else(|e| e.into_inner()),
+        }
     }
 
     /// Delete the segments numbered below `below_seq` whose chunks all end before
@@ -288,5 +291,56 @@ impl ChunkFiles {
     /// Chunks [`write`](Self::write) refused so far.
     pub fn write_failures(&self) -> u64 {
         self.write_failures.load(Ordering::Relaxed)
+    }
+}
+
+/// Reads chunks from a head's chunk files ([`ChunkFiles::reader`]).
+pub(super) struct Reader<'a> {
+    files: &'a ChunkFiles,
+    segments: RwLockReadGuard<'a, BTreeMap<u32, Arc<Segment>>>,
+}
+
+impl Reader<'_> {
+    /// The `len` data bytes of the chunk at `loc`, checked against their CRC: a slice
+    /// of the segment's map (shared, no copy), or read with `pread` into a buffer of
+    /// their own when the segment has no map.
+    pub fn read(&self, loc: ChunkLoc, len: u32) -> Result<Bytes> {
+        let seg = self.segments.get(&loc.seg).ok_or_else(|| {
+            Error::Invalid(format!(
+                "head chunk segment {} in {} was deleted while still referenced",
+                loc.seg,
+                self.files.dir.display()
+            ))
+        })?;
+        let (off, len) = (loc.off as usize, len as usize);
+        let data = match &seg.map {
+            Some(map) => {
+                if off + len + CRC_LEN > map.len() {
+                    return Err(Error::corrupt(
+                        &seg.path,
+                        u64::from(loc.off),
+                        "head chunk past the end of its segment",
+                    ));
+                }
+                map.slice(off..off + len + CRC_LEN)
+            }
+            None => {
+                let mut buf = vec![0u8; len + CRC_LEN];
+                seg.file
+                    .read_exact_at(&mut buf, u64::from(loc.off))
+                    .map_err(|e| Error::io(&seg.path, e))?;
+                Bytes::from(buf)
+            }
+        };
+        let mut want = [0u8; CRC_LEN];
+        want.copy_from_slice(&data[len..]);
+        if crc32c::crc32c(&data[..len]).to_be_bytes() != want {
+            return Err(Error::corrupt(
+                &seg.path,
+                u64::from(loc.off),
+                "head chunk checksum mismatch",
+            ));
+        }
+        Ok(data.slice(..len))
     }
 }

@@ -4,8 +4,8 @@
 //! histogram or float histogram); a sample of another kind than the open chunk's cuts it.
 //!
 //! A head with a directory writes each chunk as it closes to its chunk files
-//! ([`ChunkFiles`], `chunks_head/`) and keeps only where it is; a read takes the
-//! series' chunks from disk into one buffer per series. Without a directory (or when a
+//! ([`ChunkFiles`], `chunks_head/`) and keeps only where it is; a read takes each
+//! chunk as a slice of its segment's memory map (no copy, no allocation). Without a directory (or when a
 //! write fails) the closed chunks' bytes sit back to back in one immutable [`Bytes`] per
 //! series, so a query takes them as reference-counted slices (no copy, no allocation
 //! per chunk) while the series keeps one allocation for all of them.
@@ -359,8 +359,9 @@ impl SeriesState {
         self.closed = v.into_boxed_slice();
     }
 
-    /// Closed chunks `range` as [`HeadChunk`]s into `out`: those in memory shared,
-    /// those on disk read into one buffer (one allocation for the series).
+    /// Closed chunks `range` as [`HeadChunk`]s into `out`: those in memory shared with
+    /// the series, those on disk slices of their segment's map (read with `pread` when
+    /// it has none).
     fn read_closed(
         &self,
         files: Files<'_>,
@@ -368,30 +369,24 @@ impl SeriesState {
         out: &mut Vec<HeadChunk>,
     ) -> Result<()> {
         let cs = &self.closed[range];
-        let disk_len: usize = cs
-            .iter()
-            .filter(|c| !c.in_memory())
-            .map(|c| ChunkFiles::read_len(c.len))
-            .sum();
-        let mut disk = Bytes::new();
-        if disk_len > 0 {
-            let files = files.ok_or_else(|| {
-                Error::Invalid("a head chunk is on disk but the head has no chunk files".into())
-            })?;
-            let mut buf = Vec::with_capacity(disk_len);
-            files.read_into(
-                cs.iter().filter(|c| !c.in_memory()).map(|c| c.loc()),
-                &mut buf,
-            )?;
-            disk = Bytes::from(buf);
-        }
-        let mut at = 0;
+        let reader = match files {
+            Some(f) if cs.iter().any(|c| !c.in_memory()) => Some(f.reader()),
+            _ => None,
+        };
+        out.reserve(cs.len());
         for c in cs {
             let data = if c.in_memory() {
                 self.mem_bytes(c)
             } else {
-                at += c.len as usize;
-                disk.slice(at - c.len as usize..at)
+                let (loc, len) = c.loc();
+                reader
+                    .as_ref()
+                    .ok_or_else(|| {
+                        Error::Invalid(
+                            "a head chunk is on disk but the head has no chunk files".into(),
+                        )
+                    })?
+                    .read(loc, len)?
             };
             out.push(HeadChunk {
                 min_time: c.min_t,

@@ -2,6 +2,7 @@
 //! answers equals what an in-memory head answers, segments go once truncation is past
 //! them, read errors surface as errors, and a failed write keeps the chunk in memory.
 
+use super::chunk_files::{ChunkFiles, ChunkLoc};
 use super::tests::{disk_head, TestHead};
 use super::tests_histogram::hist;
 use super::*;
@@ -147,15 +148,20 @@ fn a_head_with_chunk_files_answers_as_one_in_memory() {
     );
 }
 
+/// Appends `k` at `k * 15 s` to each series for every `k` in `ks`.
+fn append_counts(h: &Head, refs: &[HeadSeriesRef], ks: std::ops::Range<i64>) {
+    for k in ks {
+        for r in refs {
+            h.append(*r, k * 15_000, k as f64).unwrap();
+        }
+    }
+}
+
 #[test]
 fn truncation_deletes_segments_past_their_chunks() {
     let h = disk_head(HeadOptions::default());
     let refs: Vec<HeadSeriesRef> = (0..20).map(|i| h.get_or_create(&ls(i)).0).collect();
-    for k in 0..(6 * 240) {
-        for r in &refs {
-            h.append(*r, k * 15_000, k as f64).unwrap();
-        }
-    }
+    append_counts(&h, &refs, 0..(6 * 240));
     let before = segment_files(&h);
     assert!(before.len() >= 8, "{before:?}");
     assert_eq!(before[0], "000001");
@@ -178,11 +184,7 @@ fn truncation_deletes_segments_past_their_chunks() {
         assert_eq!(s.samples(), want);
     }
     // past everything: every segment but the one being written goes
-    for k in (6 * 240)..(9 * 240) {
-        for r in &refs {
-            h.append(*r, k * 15_000, k as f64).unwrap();
-        }
-    }
+    append_counts(&h, &refs, (6 * 240)..(9 * 240));
     h.truncate(i64::MAX);
     h.truncate(i64::MAX);
     assert!(segment_files(&h).len() <= 1, "{:?}", segment_files(&h));
@@ -217,7 +219,9 @@ fn a_damaged_or_missing_chunk_file_is_an_error_not_a_panic() {
     let open = h.series_chunks(r, 479 * 15_000, i64::MAX).unwrap();
     assert_eq!(open.len(), 1);
 
-    // cut short (a full disk, a file truncated underneath): an I/O error
+    // cut short underneath (inside the mapped page that holds the chunks, which then
+    // reads zeros past the end; a cut of whole pages would fault, as for Prometheus):
+    // the CRC finds it
     let (h, r) = head_with_closed_chunks();
     let seg = h.chunks_dir().unwrap().join("000001");
     std::fs::OpenOptions::new()
@@ -227,7 +231,112 @@ fn a_damaged_or_missing_chunk_file_is_an_error_not_a_panic() {
         .set_len(100)
         .unwrap();
     let e = h.series_chunks(r, 0, i64::MAX).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+}
+
+/// Chunk files of 4 KiB segments, mapped or read with `pread`, and 30 chunks of
+/// 200–500 bytes written to them (several segments) with their locations.
+fn written_chunks(mapped: bool) -> (tempfile::TempDir, ChunkFiles, Vec<(ChunkLoc, Vec<u8>)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chunks_head");
+    let files = if mapped {
+        ChunkFiles::open(&path, 4096).unwrap()
+    } else {
+        ChunkFiles::open_unmapped(&path, 4096).unwrap()
+    };
+    let chunks: Vec<(ChunkLoc, Vec<u8>)> = (0..30u32)
+        .map(|i| {
+            let data: Vec<u8> = (0..200 + i * 10).map(|b| (b * 7 + i) as u8).collect();
+            (files.write(&data, i64::from(i)).unwrap(), data)
+        })
+        .collect();
+    (dir, files, chunks)
+}
+
+#[test]
+fn chunks_read_back_exactly_mapped_or_not() {
+    for mapped in [true, false] {
+        let (_dir, files, chunks) = written_chunks(mapped);
+        let segs: std::collections::BTreeSet<u32> = chunks.iter().map(|c| c.0.seg).collect();
+        assert!(segs.len() >= 3, "{segs:?}");
+        let r = files.reader();
+        for (loc, data) in &chunks {
+            assert_eq!(&r.read(*loc, data.len() as u32).unwrap()[..], &data[..]);
+        }
+    }
+}
+
+#[test]
+fn reads_span_finished_segments_and_the_one_being_written() {
+    // a series' chunks in a finished segment and in the current one, which grows while
+    // it is read: each read sees exactly what was written
+    let h = disk_head(HeadOptions::default());
+    let refs: Vec<HeadSeriesRef> = (0..4).map(|i| h.get_or_create(&ls(i)).0).collect();
+    let mut want: Vec<Vec<(i64, f64)>> = vec![Vec::new(); refs.len()];
+    for k in 0..1_000i64 {
+        for (i, r) in refs.iter().enumerate() {
+            // values that do not compress: chunks of ~1 KiB
+            let (t, v) = (k * 15_000, ((k * 7_919 + i as i64) % 1_000) as f64 / 7.0);
+            h.append(*r, t, v).unwrap();
+            want[i].push((t, v));
+        }
+        if k % 97 == 0 {
+            for (i, s) in h.select(&[], 0, i64::MAX).unwrap().iter().enumerate() {
+                assert_eq!(s.samples(), want[i]);
+            }
+        }
+    }
+    assert!(segment_files(&h).len() > 3, "{:?}", segment_files(&h));
+    for (i, s) in h.select(&[], 0, i64::MAX).unwrap().iter().enumerate() {
+        assert_eq!(s.samples(), want[i]);
+    }
+}
+
+#[test]
+fn chunks_held_by_a_reader_survive_their_segment_deleted() {
+    let h = disk_head(HeadOptions::default());
+    let refs: Vec<HeadSeriesRef> = (0..20).map(|i| h.get_or_create(&ls(i)).0).collect();
+    append_counts(&h, &refs, 0..(3 * 240));
+    let held = h.select(&[], 0, i64::MAX).unwrap();
+    let before = segment_files(&h);
+    // every closed chunk's segment goes
+    append_counts(&h, &refs, (3 * 240)..(6 * 240));
+    h.truncate(5 * H);
+    let after = segment_files(&h);
+    assert!(
+        before.iter().all(|s| !after.contains(s)),
+        "{before:?} all deleted: {after:?}"
+    );
+    let want: Vec<(i64, f64)> = (0..3 * 240).map(|k| (k * 15_000, k as f64)).collect();
+    assert_eq!(held.len(), 20);
+    for s in &held {
+        assert_eq!(s.samples(), want);
+    }
+}
+
+/// The segment file holding the chunk at `loc`, open for writing.
+fn segment_for_writing(dir: &tempfile::TempDir, loc: ChunkLoc) -> std::fs::File {
+    let path = dir
+        .path()
+        .join("chunks_head")
+        .join(format!("{:06}", loc.seg));
+    std::fs::OpenOptions::new().write(true).open(path).unwrap()
+}
+
+#[test]
+fn a_cut_short_segment_read_with_pread_is_an_io_error() {
+    let (dir, files, chunks) = written_chunks(false);
+    let (loc, data) = &chunks[0];
+    segment_for_writing(&dir, *loc).set_len(100).unwrap();
+    let e = files.reader().read(*loc, data.len() as u32).unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
+    // a flipped byte in a mapped segment: the CRC finds it
+    let (dir, files, chunks) = written_chunks(true);
+    let (loc, data) = &chunks[1];
+    let f = segment_for_writing(&dir, *loc);
+    std::os::unix::fs::FileExt::write_all_at(&f, &[data[5] ^ 1], u64::from(loc.off) + 5).unwrap();
+    let e = files.reader().read(*loc, data.len() as u32).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
 }
 
 #[test]
