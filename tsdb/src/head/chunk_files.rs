@@ -301,10 +301,11 @@ pub(super) struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    /// The `len` data bytes of the chunk at `loc`, checked against their CRC: a slice
-    /// of the segment's map (shared, no copy), or read with `pread` into a buffer of
-    /// their own when the segment has no map.
-    pub fn read(&self, loc: ChunkLoc, len: u32) -> Result<Bytes> {
+    /// The `len` data bytes of the chunk at `loc`, checked against their CRC: with
+    /// `mapped` a slice of the segment's map (shared, no copy), else (or when the
+    /// segment has no map) read with `pread` into a buffer of their own, which leaves
+    /// the map's pages out of the process's RSS.
+    pub fn read(&self, loc: ChunkLoc, len: u32, mapped: bool) -> Result<Bytes> {
         let seg = self.segments.get(&loc.seg).ok_or_else(|| {
             Error::Invalid(format!(
                 "head chunk segment {} in {} was deleted while still referenced",
@@ -313,7 +314,7 @@ impl Reader<'_> {
             ))
         })?;
         let (off, len) = (loc.off as usize, len as usize);
-        let data = match &seg.map {
+        let data = match seg.map.as_ref().filter(|_| mapped) {
             Some(map) => {
                 if off + len + CRC_LEN > map.len() {
                     return Err(Error::corrupt(

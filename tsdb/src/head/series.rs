@@ -35,6 +35,18 @@ use crate::error::{Error, Result};
 /// Where a series' closed chunks go: the head's chunk files, or (`None`) memory.
 pub(super) type Files<'a> = Option<&'a ChunkFiles>;
 
+/// How a read takes closed chunks from the chunk files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Via {
+    /// Slices of the segments' maps: queries (no syscall or copy; the pages touched
+    /// stay in RSS as file pages while the segment lives).
+    Map,
+    /// Copies read with `pread`: passes over the whole head (block cuts, WAL
+    /// checkpoints) and the ingest-time duplicate check, which would otherwise map
+    /// every page of the files into the process's RSS.
+    Copy,
+}
+
 /// The segment number of a chunk whose bytes are in the series' `closed_data`.
 const IN_MEMORY: u32 = MAX_SEGMENT_SEQ + 1;
 
@@ -360,11 +372,11 @@ impl SeriesState {
     }
 
     /// Closed chunks `range` as [`HeadChunk`]s into `out`: those in memory shared with
-    /// the series, those on disk slices of their segment's map (read with `pread` when
-    /// it has none).
+    /// the series, those on disk slices of their segment's map or copies ([`Via`]).
     fn read_closed(
         &self,
         files: Files<'_>,
+        via: Via,
         range: std::ops::Range<usize>,
         out: &mut Vec<HeadChunk>,
     ) -> Result<()> {
@@ -386,7 +398,7 @@ impl SeriesState {
                             "a head chunk is on disk but the head has no chunk files".into(),
                         )
                     })?
-                    .read(loc, len)?
+                    .read(loc, len, via == Via::Map)?
             };
             out.push(HeadChunk {
                 min_time: c.min_t,
@@ -412,6 +424,7 @@ impl SeriesState {
     fn chunks_in(
         &self,
         files: Files<'_>,
+        via: Via,
         mint: i64,
         maxt: i64,
         out: &mut Vec<HeadChunk>,
@@ -419,7 +432,7 @@ impl SeriesState {
         let from = self.closed.partition_point(|c| c.max_t() < mint);
         let to = from + self.closed[from..].partition_point(|c| c.min_t <= maxt);
         if from < to {
-            self.read_closed(files, from..to, out)?;
+            self.read_closed(files, via, from..to, out)?;
         }
         if let Some((encoding, data)) = self.open_chunk() {
             if self.last_t >= mint && self.head_min_t <= maxt {
@@ -514,7 +527,7 @@ impl SeriesState {
         let mut read = Vec::new();
         let (encoding, data) = match self.closed.get(i) {
             Some(c) if c.min_t <= t => {
-                if let Err(e) = self.read_closed(files, i..i + 1, &mut read) {
+                if let Err(e) = self.read_closed(files, Via::Copy, i..i + 1, &mut read) {
                     tracing::warn!(error = %e, "cannot read a head chunk for an out-of-order duplicate check");
                     return None;
                 }
@@ -562,6 +575,7 @@ impl SeriesState {
     fn merged_chunks(
         &self,
         files: Files<'_>,
+        via: Via,
         mint: i64,
         maxt: i64,
         chunk_range: i64,
@@ -569,7 +583,7 @@ impl SeriesState {
         use crate::dedup::Sample;
         let mut in_order: Vec<(i64, Sample)> = Vec::new();
         let mut chunks = Vec::new();
-        self.chunks_in(files, mint, maxt, &mut chunks)?;
+        self.chunks_in(files, via, mint, maxt, &mut chunks)?;
         for c in &chunks {
             let (lo, hi, encoding, data) = (c.min_time, c.max_time, c.encoding, &c.data[..]);
             let keep = |t: &i64| *t >= mint && *t <= maxt;
@@ -900,13 +914,13 @@ impl SeriesState {
     ) -> Result<()> {
         if self.ooo_overlaps(mint, maxt) {
             out.extend(
-                self.merged_chunks(files, mint, maxt, chunk_range)?
+                self.merged_chunks(files, Via::Map, mint, maxt, chunk_range)?
                     .into_iter()
                     .map(HeadChunk::from),
             );
             return Ok(());
         }
-        self.chunks_in(files, mint, maxt, out)
+        self.chunks_in(files, Via::Map, mint, maxt, out)
     }
 
     /// Chunks holding exactly the samples in `[mint, maxt)`: chunks inside the range are
@@ -923,11 +937,11 @@ impl SeriesState {
             return Ok(Vec::new());
         }
         if self.ooo_overlaps(mint, maxt - 1) {
-            return self.merged_chunks(files, mint, maxt - 1, chunk_range);
+            return self.merged_chunks(files, Via::Copy, mint, maxt - 1, chunk_range);
         }
         let mut out = Vec::new();
         let mut chunks = Vec::new();
-        self.chunks_in(files, mint, maxt - 1, &mut chunks)?;
+        self.chunks_in(files, Via::Copy, mint, maxt - 1, &mut chunks)?;
         for c in &chunks {
             let (lo, hi, encoding, data) = (c.min_time, c.max_time, c.encoding, &c.data[..]);
             if lo >= mint && hi < maxt {
@@ -979,7 +993,7 @@ impl SeriesState {
     ) -> Result<()> {
         let start = out.len();
         let mut chunks = Vec::new();
-        self.chunks_in(files, since, i64::MAX, &mut chunks)?;
+        self.chunks_in(files, Via::Copy, since, i64::MAX, &mut chunks)?;
         for c in chunks.iter().filter(|c| c.encoding == Encoding::Xor) {
             out.extend(XorIter::new(&c.data).filter(|(t, _)| *t >= since));
         }
@@ -1012,7 +1026,7 @@ impl SeriesState {
             return Ok(());
         }
         let mut chunks = Vec::new();
-        self.chunks_in(files, since, i64::MAX, &mut chunks)?;
+        self.chunks_in(files, Via::Copy, since, i64::MAX, &mut chunks)?;
         for c in &chunks {
             let data = &c.data[..];
             match c.encoding {

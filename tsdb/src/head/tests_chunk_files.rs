@@ -261,7 +261,10 @@ fn chunks_read_back_exactly_mapped_or_not() {
         assert!(segs.len() >= 3, "{segs:?}");
         let r = files.reader();
         for (loc, data) in &chunks {
-            assert_eq!(&r.read(*loc, data.len() as u32).unwrap()[..], &data[..]);
+            assert_eq!(
+                &r.read(*loc, data.len() as u32, true).unwrap()[..],
+                &data[..]
+            );
         }
     }
 }
@@ -328,14 +331,20 @@ fn a_cut_short_segment_read_with_pread_is_an_io_error() {
     let (dir, files, chunks) = written_chunks(false);
     let (loc, data) = &chunks[0];
     segment_for_writing(&dir, *loc).set_len(100).unwrap();
-    let e = files.reader().read(*loc, data.len() as u32).unwrap_err();
+    let e = files
+        .reader()
+        .read(*loc, data.len() as u32, true)
+        .unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
     // a flipped byte in a mapped segment: the CRC finds it
     let (dir, files, chunks) = written_chunks(true);
     let (loc, data) = &chunks[1];
     let f = segment_for_writing(&dir, *loc);
     std::os::unix::fs::FileExt::write_all_at(&f, &[data[5] ^ 1], u64::from(loc.off) + 5).unwrap();
-    let e = files.reader().read(*loc, data.len() as u32).unwrap_err();
+    let e = files
+        .reader()
+        .read(*loc, data.len() as u32, true)
+        .unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
 }
 
