@@ -86,6 +86,8 @@ pub(super) struct ChunkFiles {
     write_failures: AtomicU64,
     /// Map new segments (tests turn it off to cover the `pread` path).
     map_segments: bool,
+    /// Segments that could not be mapped (read with `pread`).
+    map_failures: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -114,6 +116,7 @@ impl ChunkFiles {
             disk_bytes: AtomicU64::new(0),
             write_failures: AtomicU64::new(0),
             map_segments: true,
+            map_failures: AtomicU64::new(0),
         })
     }
 
@@ -226,8 +229,8 @@ impl ChunkFiles {
         Ok(loc)
     }
 
-    /// A read-only map of a new segment's whole size, or `None` (logged) when it
-    /// cannot be made.
+    /// A read-only map of a new segment's whole size, or `None` when it cannot be made
+    /// (logged the first time and then at every power of two, not per segment).
     fn map(&self, file: &File, path: &Path) -> Option<Bytes> {
         // SAFETY: the map is read-only and this process only ever appends to the file
         // (`pwrite` at reserved offsets, never truncating it); a chunk is read only
@@ -241,8 +244,11 @@ impl ChunkFiles {
         match m {
             Ok(m) => Some(Bytes::from_owner(m)),
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e,
-                    "cannot map a head chunk segment: reading it with pread");
+                let n = self.map_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(path = %path.display(), error = %e, failures = n,
+                        "cannot map a head chunk segment: reading it with pread");
+                }
                 None
             }
         }
