@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use strata_proto::prometheus::WriteRequest;
 use strata_proto::WriteRequestRef;
-use strata_tsdb::head::{check_sample, AppendError, HeadSeriesRef};
+use strata_tsdb::head::{check_sample, AppendError, HeadSeriesRef, SeriesWithLast};
 use strata_tsdb::histogram::is_custom_buckets;
 use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::{MatchOp, Matcher};
@@ -771,8 +771,9 @@ pub fn ingest_ref_until(
     let mut hist_last: crate::tenant::RefMap<i64> = Default::default();
 
     // Look existing series up in batches (see `Head::get_many_by_pairs`), small enough
-    // that what the lookups bring into the cache is still there for the checks.
-    let mut existing: Vec<Option<HeadSeriesRef>> = Vec::new();
+    // that what the lookups bring into the cache is still there for the checks. Each
+    // comes with its newest sample, so validating needs no second lookup.
+    let mut existing: Vec<Option<SeriesWithLast>> = Vec::new();
     let mut batch: Vec<&[(&str, &str)]> = Vec::with_capacity(LOOKUP_BATCH);
     for (i, (pairs, samples)) in req.iter().enumerate() {
         if i % LOOKUP_BATCH == 0 {
@@ -785,9 +786,12 @@ pub fn ingest_ref_until(
             // the request's series.
             let end = (i + LOOKUP_BATCH).min(req.len());
             batch.extend((i..end).map(|j| req.series(j).0));
-            head.get_many_by_pairs(&batch, &mut existing);
+            head.get_many_by_pairs_with_last(&batch, &mut existing);
         }
-        let existing = existing[i % LOOKUP_BATCH];
+        let (existing, existing_last) = match existing[i % LOOKUP_BATCH] {
+            Some((r, l)) => (Some(r), Some(l)),
+            None => (None, None),
+        };
         // A series the head holds passed every rule when it was created: only the
         // limits are checked again (the full check was a tenth of the push's CPU). The
         // metric name is only needed to create a series.
@@ -823,9 +827,14 @@ pub fn ingest_ref_until(
                 Some(l) => last = Some(*l),
                 // under the write lock a series found cannot vanish; if it did, treat
                 // it as new rather than log samples for a ref replay would not know
-                None => match head.last_sample(r) {
-                    Ok(l) => last = l,
-                    Err(_) => series = None,
+                // read by the batch lookup: under the write lock nothing reached the
+                // head since
+                None => match existing_last {
+                    Some(l) => last = l,
+                    None => match head.last_sample(r) {
+                        Ok(l) => last = l,
+                        Err(_) => series = None,
+                    },
                 },
             }
         }
@@ -1096,12 +1105,11 @@ pub fn ingest_ref_until(
         }
         series_buf.clear();
         // The head takes exactly what the WAL now has.
-        for &(r, t, v) in &samples_buf {
-            if let Err(e) = head.append_validated(HeadSeriesRef(r), t, v) {
-                // cannot happen while the write lock is held since validation
-                tracing::error!(tenant = tenant_id, series = r, t, error = %e, "logged sample refused by the head");
-            }
-        }
+        // grouped by series shard, one shard lock per group
+        head.append_validated_many(&samples_buf, &mut w.append_order, |r, t, e| {
+            // cannot happen while the write lock is held since validation
+            tracing::error!(tenant = tenant_id, series = r, t, error = %e, "logged sample refused by the head");
+        });
         for &(r, t, v) in &below_floor {
             if let Err(e) = head.append_below_floor(HeadSeriesRef(r), t, v, false) {
                 tracing::error!(tenant = tenant_id, series = r, t, error = %e, "logged sample refused by the head");

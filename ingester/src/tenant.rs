@@ -80,6 +80,9 @@ pub struct WriteState {
     /// Reused: the newest accepted (timestamp, value bits) per series within the request
     /// being validated, for series that appear more than once in it.
     pub req_last: RefMap<(i64, u64)>,
+    /// Reused: the order the head appends `samples_buf` in (see
+    /// `Head::append_validated_many`).
+    pub append_order: Vec<u32>,
     pub limiter: TokenBucket,
     /// The cardinality guard's windows (see [`crate::cardinality`]).
     pub guard: crate::cardinality::Guard,
@@ -250,6 +253,7 @@ impl TenantDb {
                 series_buf: Vec::new(),
                 samples_buf: Vec::new(),
                 req_last: RefMap::default(),
+                append_order: Vec::new(),
                 guard: Default::default(),
                 limiter,
             }),

@@ -452,6 +452,13 @@ fn ml<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
 
 type SeriesShard = U64Map<Box<MemSeries>>;
 
+/// A series found by [`Head::get_many_by_pairs_with_last`] and the timestamp and value
+/// bits of its newest sample (`None` before the first).
+pub type SeriesWithLast = (HeadSeriesRef, Option<(i64, u64)>);
+
+/// (shard, index, hash or ref) rows of [`Head::get_many_by_pairs`].
+type LookupRows = Vec<(u32, u32, u64)>;
+
 /// A tenant's in-memory recent data. Every method takes `&self`; share it in an `Arc`.
 pub struct Head {
     chunk_range: i64,
@@ -610,35 +617,66 @@ impl Head {
     ) {
         out.clear();
         out.resize(series.len(), None);
+        self.lookup_many(series, |i, r, _| out[i] = Some(r));
+    }
+
+    /// [`get_many_by_pairs`](Self::get_many_by_pairs) that also gives each series found
+    /// its newest sample (as [`last_sample`](Self::last_sample)), read while the lookup
+    /// holds the series: the push path then needs no second lookup to validate.
+    pub fn get_many_by_pairs_with_last(
+        &self,
+        series: &[&[(&str, &str)]],
+        out: &mut Vec<Option<SeriesWithLast>>,
+    ) {
+        out.clear();
+        out.resize(series.len(), None);
+        self.lookup_many(series, |i, r, s| out[i] = Some((r, s.lock().last())));
+    }
+
+    /// Call `found(i, ref, series)` for each `series[i]` in the head (in [`Labels`] form,
+    /// hash not colliding), in shard order.
+    fn lookup_many(
+        &self,
+        series: &[&[(&str, &str)]],
+        mut found: impl FnMut(usize, HeadSeriesRef, &MemSeries),
+    ) {
+        // Two (shard, index, hash-or-ref) buffers reused across calls on this thread.
+        thread_local! {
+            static SCRATCH: std::cell::Cell<(LookupRows, LookupRows)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+        }
+        let (mut items, mut hits) = SCRATCH.take();
+        items.clear();
+        hits.clear();
         // (hash shard, index, hash)
-        let mut items: Vec<(u32, u32, u64)> = series
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| pairs_normalised(p))
-            .map(|(i, p)| {
-                let h = hash_pairs(p);
-                (((h >> 32) & self.mask) as u32, i as u32, h)
-            })
-            .collect();
+        items.extend(
+            series
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| pairs_normalised(p))
+                .map(|(i, p)| {
+                    let h = hash_pairs(p);
+                    (((h >> 32) & self.mask) as u32, i as u32, h)
+                }),
+        );
         items.sort_unstable_by_key(|x| x.0);
         // (series shard, index, ref)
-        let mut found: Vec<(u32, u32, u64)> = Vec::with_capacity(items.len());
         for group in items.chunk_by(|a, b| a.0 == b.0) {
             let g = rl(&self.hashes[group[0].0 as usize]);
             for &(_, i, h) in group {
                 if let Some(&r) = g.refs.get(&h) {
                     // colliding hashes (rare) are left to `get`
                     if g.collisions.is_empty() || !g.collisions.contains_key(&h) {
-                        found.push(((r & self.mask) as u32, i, r));
+                        hits.push(((r & self.mask) as u32, i, r));
                     }
                 }
             }
         }
-        found.sort_unstable_by_key(|x| x.0);
+        hits.sort_unstable_by_key(|x| x.0);
         // Per shard, in passes that each start the memory loads of every series before
         // the next pass needs them: series, then its label slice, then label values.
-        for group in found.chunk_by(|a, b| a.0 == b.0) {
+        for group in hits.chunk_by(|a, b| a.0 == b.0) {
             let g = rl(&self.series[group[0].0 as usize]);
+            // borrows of this shard's guard: not kept across groups
             let cands: Vec<Option<&MemSeries>> = group
                 .iter()
                 .map(|(_, _, r)| g.get(r).map(|b| &**b))
@@ -655,11 +693,12 @@ impl Head {
                 }
             }
             for (&(_, i, r), s) in group.iter().zip(&cands) {
-                if s.is_some_and(|s| labels_eq_pairs(&s.labels, series[i as usize])) {
-                    out[i as usize] = Some(HeadSeriesRef(r));
+                if let Some(s) = s.filter(|s| labels_eq_pairs(&s.labels, series[i as usize])) {
+                    found(i as usize, HeadSeriesRef(r), s);
                 }
             }
         }
+        SCRATCH.set((items, hits));
     }
 
     /// The series with these labels, created if new (`true` when created). The label
@@ -884,6 +923,71 @@ impl Head {
         v: f64,
     ) -> Result<(), AppendError> {
         self.append_unchecked(series_ref, t, v, true).map(|_| ())
+    }
+
+    /// [`append_validated`](Self::append_validated) for many logged `(ref, t, v)`
+    /// samples, taking each series shard's lock once: the samples are visited grouped
+    /// by shard (a counting sort into `order`, a scratch buffer), so one series'
+    /// samples keep their order. `on_err(ref, t, error)` for each refused sample.
+    pub fn append_validated_many(
+        &self,
+        samples: &[(u64, i64, f64)],
+        order: &mut Vec<u32>,
+        mut on_err: impl FnMut(u64, i64, AppendError),
+    ) {
+        let shards = self.series.len();
+        // per shard, where its samples start in `order`
+        let mut start = vec![0u32; shards + 1];
+        for &(r, _, _) in samples {
+            start[(r & self.mask) as usize + 1] += 1;
+        }
+        for k in 1..=shards {
+            start[k] += start[k - 1];
+        }
+        order.clear();
+        order.resize(samples.len(), 0);
+        let mut next = start.clone();
+        for (i, &(r, _, _)) in samples.iter().enumerate() {
+            let k = (r & self.mask) as usize;
+            order[next[k] as usize] = i as u32;
+            next[k] += 1;
+        }
+        let (mut new_chunks, mut max_t, mut min_t) = (0u64, i64::MIN, i64::MAX);
+        for k in 0..shards {
+            let idx = &order[start[k] as usize..start[k + 1] as usize];
+            if idx.is_empty() {
+                continue;
+            }
+            let g = rl(&self.series[k]);
+            for &i in idx {
+                let (r, t, v) = samples[i as usize];
+                let a = match g.get(&r) {
+                    Some(s) => {
+                        s.lock()
+                            .append_with(self.files.as_ref(), t, v, self.chunk_range, true)
+                    }
+                    None => Err(AppendError::UnknownSeries(HeadSeriesRef(r))),
+                };
+                match a {
+                    Ok(Appended::Stored { new_chunk }) => {
+                        new_chunks += u64::from(new_chunk);
+                        max_t = max_t.max(t);
+                        min_t = min_t.min(t);
+                    }
+                    Ok(_) => {}
+                    Err(e) => on_err(r, t, e),
+                }
+            }
+        }
+        if new_chunks > 0 {
+            self.num_chunks.fetch_add(new_chunks, Ordering::Relaxed);
+        }
+        if max_t > self.max_time.load(Ordering::Relaxed) {
+            self.max_time.fetch_max(max_t, Ordering::Relaxed);
+        }
+        if min_t < self.min_time.load(Ordering::Relaxed) {
+            self.min_time.fetch_min(min_t, Ordering::Relaxed);
+        }
     }
 
     /// Append one sample, with Prometheus's checks (see [`AppendError`]). A sample equal

@@ -727,3 +727,78 @@ fn closed_chunks_are_shared_with_readers_and_outlive_truncation() {
     let expect: Vec<(i64, f64)> = (240..600).map(|i| (i * 15_000, i as f64)).collect();
     assert_eq!(now, expect);
 }
+
+#[test]
+fn batch_lookup_and_append_match_one_at_a_time() {
+    // two heads fed the same samples: one by `append_validated`, one in batches
+    let (one, many) = (head(), head());
+    let names: Vec<String> = (0..300).map(|i| format!("s{i}")).collect();
+    let refs: Vec<_> = names
+        .iter()
+        .map(|n| {
+            let l = ls(&[("__name__", "m"), ("i", n)]);
+            let r = one.get_or_create(&l).0;
+            assert_eq!(many.get_or_create(&l).0, r);
+            r
+        })
+        .collect();
+    // each series skips every 7th round, series apart: interleaved, not in ref order
+    let mut samples = Vec::new();
+    for round in 0..300i64 {
+        for (k, r) in refs.iter().enumerate() {
+            if !(round as usize + k).is_multiple_of(7) {
+                samples.push((r.0, round * 15_000 + k as i64, (round * k as i64) as f64));
+            }
+        }
+    }
+    // out of order (to the buffer), a duplicate (ignored), an unknown series (refused)
+    samples.push((refs[3].0, 1, 9.0));
+    samples.push(*samples.last().unwrap());
+    samples.push((u64::MAX, 5, 1.0));
+    for &(r, t, v) in &samples {
+        let res = one.append_validated(HeadSeriesRef(r), t, v);
+        assert_eq!(res.is_err(), r == u64::MAX, "{r} {t}");
+    }
+    let mut refused = Vec::new();
+    let mut order = Vec::new();
+    for part in samples.chunks(1_000) {
+        many.append_validated_many(part, &mut order, |r, t, e| refused.push((r, t, e)));
+    }
+    assert_eq!(
+        refused,
+        [(
+            u64::MAX,
+            5,
+            AppendError::UnknownSeries(HeadSeriesRef(u64::MAX))
+        )]
+    );
+    let (a, b) = (
+        one.select(&[], i64::MIN, i64::MAX).unwrap(),
+        many.select(&[], i64::MIN, i64::MAX).unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!((a.series_ref, a.samples()), (b.series_ref, b.samples()));
+    }
+    assert_eq!(
+        (many.min_time(), many.max_time(), many.stats(1).chunk_count),
+        (one.min_time(), one.max_time(), one.stats(1).chunk_count)
+    );
+
+    // the batch lookup gives each series its newest sample, as `last_sample`
+    let pairs: Vec<Vec<(&str, &str)>> = names
+        .iter()
+        .map(|n| vec![("__name__", "m"), ("i", n.as_str())])
+        .chain([vec![("__name__", "absent")]])
+        .collect();
+    let batch: Vec<&[(&str, &str)]> = pairs.iter().map(|p| p.as_slice()).collect();
+    let mut out = Vec::new();
+    many.get_many_by_pairs_with_last(&batch, &mut out);
+    let want: Vec<_> = refs
+        .iter()
+        .map(|r| Some((*r, many.last_sample(*r).unwrap())))
+        .chain([None])
+        .collect();
+    assert_eq!(out, want);
+    assert!(out[..300].iter().all(|o| o.unwrap().1.is_some()));
+}
