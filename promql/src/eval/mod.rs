@@ -402,7 +402,16 @@ impl Windows {
 /// for a prefix of `pts`, and for every index below `from`).
 #[inline]
 fn gallop<T>(pts: &[(i64, T)], from: usize, before: impl Fn(i64) -> bool) -> usize {
+    // A step mostly moves past a point or two (a 30 s step over 15 s scrapes): look at
+    // the first few one by one before galloping.
+    let near = pts.len().min(from + 4);
     let mut lo = from;
+    while lo < near {
+        if !before(pts[lo].0) {
+            return lo;
+        }
+        lo += 1;
+    }
     let mut step = 1;
     while lo + step <= pts.len() && before(pts[lo + step - 1].0) {
         lo += step;

@@ -51,6 +51,9 @@ pub(super) fn new_cache(bytes: u64) -> ChunksCache {
 pub(super) struct Pieces {
     /// Segment offset of the first piece's first byte.
     start: u64,
+    /// Bytes in every piece but the last (a piece is found by a division, not a walk:
+    /// a batch of a large selector spans thousands of subranges).
+    step: u64,
     pieces: Vec<Bytes>,
 }
 
@@ -58,29 +61,25 @@ impl Pieces {
     fn one(start: u64, b: Bytes) -> Self {
         Pieces {
             start,
+            step: (b.len() as u64).max(1),
             pieces: vec![b],
         }
     }
 
     /// Segment offset just past the last byte held.
     pub(super) fn end(&self) -> u64 {
-        self.start + self.pieces.iter().map(|p| p.len() as u64).sum::<u64>()
+        match self.pieces.split_last() {
+            Some((last, rest)) => self.start + rest.len() as u64 * self.step + last.len() as u64,
+            None => self.start,
+        }
     }
 
     /// The piece holding offset `off` and where it starts, if held.
     fn piece_at(&self, off: u64) -> Option<(u64, &Bytes)> {
-        let mut at = self.start;
-        if off < at {
-            return None;
-        }
-        for p in &self.pieces {
-            let end = at + p.len() as u64;
-            if off < end {
-                return Some((at, p));
-            }
-            at = end;
-        }
-        None
+        let i = off.checked_sub(self.start)? / self.step;
+        let p = self.pieces.get(usize::try_from(i).ok()?)?;
+        let at = self.start + i * self.step;
+        (off < at + p.len() as u64).then_some((at, p))
     }
 
     /// The bytes from `off` to the end of its piece, uncopied (empty if not held).
@@ -106,12 +105,9 @@ impl Pieces {
         }
         let len = (end - range.start) as usize;
         let mut out = BytesMut::with_capacity(len);
-        let mut skip = (range.start - self.start) as usize;
-        for p in &self.pieces {
-            if skip >= p.len() {
-                skip -= p.len();
-                continue;
-            }
+        let first = ((at - self.start) / self.step) as usize;
+        let mut skip = (range.start - at) as usize;
+        for p in &self.pieces[first..] {
             let want = len - out.len();
             let take = &p[skip..p.len().min(skip + want)];
             skip = 0;
@@ -209,6 +205,7 @@ impl BucketReader {
         }
         Ok(Pieces {
             start: first * SUBRANGE,
+            step: SUBRANGE,
             pieces: pieces.into_iter().flatten().collect(),
         })
     }
@@ -222,6 +219,48 @@ mod tests {
 
     use super::*;
     use crate::stats::{QueryCost, QueryLimits};
+
+    #[test]
+    fn pieces_find_every_offset_and_range_across_piece_boundaries() {
+        // Three full pieces of `step` bytes and a short last one, as a read of a
+        // segment's tail returns them.
+        let data: Vec<u8> = (0..34u8).collect();
+        let start = 1_000;
+        let p = Pieces {
+            start,
+            step: 10,
+            pieces: data.chunks(10).map(Bytes::copy_from_slice).collect(),
+        };
+        assert_eq!(p.end(), start + 34);
+        for off in start - 2..start + 36 {
+            let want = (start..start + 34)
+                .contains(&off)
+                .then(|| start + (off - start) / 10 * 10);
+            assert_eq!(p.piece_at(off).map(|(at, _)| at), want, "piece_at({off})");
+            let tail = p.tail(off);
+            match want {
+                Some(at) => {
+                    let i = (off - start) as usize;
+                    let piece_end = ((at - start) as usize + 10).min(34);
+                    assert_eq!(&tail[..], &data[i..piece_end], "tail({off})");
+                }
+                None => assert!(tail.is_empty(), "tail({off})"),
+            }
+        }
+        for a in 0..=36u64 {
+            for b in a..=38u64 {
+                let got = p.range(start + a..start + b);
+                let (ca, cb) = (a.min(34) as usize, b.min(34) as usize);
+                assert_eq!(&got[..], &data[ca..cb], "range({a}..{b})");
+            }
+        }
+        // Nothing held before the first piece.
+        assert!(p.range(start - 5..start + 3).is_empty());
+        let one = Pieces::one(7, Bytes::from_static(b"abcdef"));
+        assert_eq!(&one.range(8..11)[..], b"bcd");
+        assert_eq!(one.end(), 13);
+        assert!(one.piece_at(13).is_none());
+    }
 
     #[test]
     fn ranges_read_through_the_cache_are_the_bytes_and_cost_nothing_twice() {
