@@ -3,9 +3,9 @@
 //! engine as a [`promql::Storage`](strata_promql::Storage).
 //!
 //! Store API calls are async while `Storage::select` is sync: the engine runs on a
-//! blocking thread (`spawn_blocking`) and `select` drives the fan-out there with
-//! [`Handle::block_on`], so the runtime's worker threads only do I/O and a query never
-//! waits for a worker it occupies.
+//! thread of its own (a query thread, or `spawn_blocking`) and `select` drives the
+//! fan-out there with [`Handle::block_on`], so the runtime's worker threads only do
+//! I/O and a query never waits for a worker it occupies.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

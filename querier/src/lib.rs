@@ -35,6 +35,7 @@ pub mod bucket;
 pub mod dedup;
 pub mod fanout;
 pub mod metrics;
+mod query_threads;
 mod read;
 pub mod ring;
 pub mod series;
@@ -179,6 +180,8 @@ pub struct Querier {
     /// producer of a streamed answer, which holds its slot until the last frame.
     pub(crate) read_limiter: Option<Arc<tokio::sync::Semaphore>>,
     pub(crate) metrics: metrics::QuerierMetrics,
+    /// The threads queries are evaluated on, with the stack `max_depth` needs.
+    pub(crate) query_threads: query_threads::QueryThreads,
 }
 
 impl Querier {
@@ -232,8 +235,14 @@ impl Querier {
             }),
             metrics: metrics.clone(),
         });
+        let stack_size = EngineOptions {
+            max_depth: config.max_depth,
+            ..EngineOptions::default()
+        }
+        .stack_size();
         Ok(Arc::new(Querier {
             limiter: tokio::sync::Semaphore::new(config.max_concurrent),
+            query_threads: query_threads::QueryThreads::new(stack_size),
             read_limiter: (config.remote_read_concurrent_limit > 0).then(|| {
                 Arc::new(tokio::sync::Semaphore::new(
                     config.remote_read_concurrent_limit,

@@ -200,10 +200,11 @@ impl Querier {
         Ok(Duration::from_nanos(ns.max(0) as u64).min(self.config.timeout))
     }
 
-    /// Evaluate on a thread of its own once a `--query.max-concurrent` slot is free.
-    /// The thread has the stack the depth limit needs (`--query.max-depth`); it holds
-    /// the slot until the work stops, and the work stops soon after this request ends,
-    /// however it ends (answered, timed out, or dropped when the client went away).
+    /// Evaluate on a query thread ([`crate::query_threads`]: kept between queries)
+    /// once a `--query.max-concurrent` slot is free. The thread has the stack the depth
+    /// limit needs (`--query.max-depth`); it holds the slot until the work stops, and
+    /// the work stops soon after this request ends, however it ends (answered, timed
+    /// out, or dropped when the client went away).
     async fn evaluate(
         self: &Arc<Self>,
         opts: FetchOptions,
@@ -308,10 +309,8 @@ impl Querier {
         let st = storage.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let flag = cancel.flag();
-        std::thread::Builder::new()
-            .name("strata-query".into())
-            .stack_size(eopts.stack_size())
-            .spawn(move || {
+        self.query_threads
+            .run(move || {
                 let _slot = slot;
                 let engine = Engine::new(eopts).with_cancel(flag);
                 let r = match range {
