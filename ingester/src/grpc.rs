@@ -13,7 +13,7 @@ use strata_proto::store::{
     SeriesResponse, StoreType,
 };
 use strata_store::{labels_to_proto, matchers_from_proto};
-use strata_tsdb::block::open_blocks;
+use strata_tsdb::block::{open_blocks, open_blocks_where};
 use strata_tsdb::chunkenc::Encoding;
 use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::Matcher;
@@ -156,10 +156,12 @@ fn plan(
             series: Vec::new(),
         });
     };
-    let mut blocks = open_blocks(&t.blocks_dir())?;
-    blocks.retain(|b| {
-        !(b.meta().max_time <= mint || b.meta().min_time > maxt || skip_block(b.meta()))
-    });
+    // Only the blocks the query reads are opened: after a flush `strata all` reads
+    // them all from the bucket, and opening each block's index per query was most of a
+    // small query's cost.
+    let blocks = open_blocks_where(&t.blocks_dir(), |m| {
+        !(m.max_time <= mint || m.min_time > maxt || skip_block(m))
+    })?;
     if blocks.is_empty() {
         // Only the head: its series come sorted and unique, no merge map needed.
         let series = t

@@ -485,6 +485,12 @@ impl Iterator for Select<'_> {
 /// (`*.tmp*`) and names that are not ULIDs; sorted by minTime, then ULID. A ULID
 /// directory without a readable `meta.json` is an error naming it.
 pub fn open_blocks(dir: &Path) -> Result<Vec<Block>> {
+    open_blocks_where(dir, |_| true)
+}
+
+/// [`open_blocks`] for the blocks whose `meta.json` `keep` accepts: the others are not
+/// opened (a query that needs one block of many reads one index, not all of them).
+pub fn open_blocks_where(dir: &Path, keep: impl Fn(&BlockMeta) -> bool) -> Result<Vec<Block>> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let e = e.map_err(|e| Error::io(dir, e))?;
@@ -499,7 +505,9 @@ pub fn open_blocks(dir: &Path) -> Result<Vec<Block>> {
         if !path.is_dir() {
             continue;
         }
-        out.push(Block::open(&path)?);
+        if keep(&BlockMeta::read(&path)?) {
+            out.push(Block::open(&path)?);
+        }
     }
     out.sort_by_key(|b| (b.meta.min_time, b.meta.ulid));
     Ok(out)
