@@ -314,11 +314,13 @@ fn serve(
             })
         };
         let bg = tokio::spawn(ing.clone().run(shutdown.clone()));
+        let trim = tokio::spawn(trim_heap(ing.clone(), shutdown.clone()));
         let served = http.serve(app, shutdown.clone()).await;
         shutdown.trigger();
         let _ = joiner.await;
         let leaving = leaver.await.unwrap_or(false);
         let _ = bg.await;
+        let _ = trim.await;
         if let Some(t) = compactor_task {
             let _ = t.await;
         }
@@ -353,6 +355,42 @@ fn serve(
         served?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// How often the ingester hands the allocator's free memory back to the kernel.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// glibc keeps what the push path frees (grown postings lists and hash tables, open
+/// chunks' outgrown buffers, request buffers, blocking threads' buffers when they exit)
+/// in its arenas: after 100k series × 480 samples, ≈ 60 MB free beside ≈ 110 MB live,
+/// half of it in whole pages. So every [`TRIM_EVERY`] in which anything was pushed (and
+/// once after the WAL replay) `malloc_trim` returns the free pages (BENCHMARKS.md,
+/// "Session 8: where `strata all`'s memory goes").
+async fn trim_heap(ing: Arc<Ingester>, shutdown: Shutdown) {
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep(TRIM_EVERY) => {}
+        }
+        let pushed = ing.metrics.received_series.get();
+        if last == Some(pushed) {
+            continue;
+        }
+        last = Some(pushed);
+        let took = tokio::task::spawn_blocking(|| {
+            let start = std::time::Instant::now();
+            strata_querier::fanout::release_free_memory();
+            start.elapsed()
+        })
+        .await;
+        if let Ok(took) = took {
+            tracing::debug!(
+                took_ms = took.as_secs_f64() * 1e3,
+                "free heap memory returned to the kernel"
+            );
+        }
+    }
 }
 
 /// Whether this node got as far as the ring (else there is nothing to leave).
