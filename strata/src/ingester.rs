@@ -362,8 +362,8 @@ const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// glibc keeps what the push path frees (grown postings lists and hash tables, open
 /// chunks' outgrown buffers, request buffers, blocking threads' buffers when they exit)
-/// in its arenas: after 100k series × 480 samples, ≈ 60 MB free beside ≈ 110 MB live,
-/// half of it in whole pages. So every [`TRIM_EVERY`] in which anything was pushed (and
+/// in its arenas: after 100k series × 480 samples, ≈ 70 MB free beside ≈ 85 MB live,
+/// 40 MB of it in whole pages. So every [`TRIM_EVERY`] in which anything was pushed (and
 /// once after the WAL replay) `malloc_trim` returns the free pages (BENCHMARKS.md,
 /// "Session 8: where `strata all`'s memory goes").
 async fn trim_heap(ing: Arc<Ingester>, shutdown: Shutdown) {
