@@ -286,7 +286,11 @@ impl std::fmt::Debug for Block {
 impl Block {
     /// Open the block in `dir`.
     pub fn open(dir: &Path) -> Result<Block> {
-        let meta = BlockMeta::read(dir)?;
+        Self::open_with_meta(dir, BlockMeta::read(dir)?)
+    }
+
+    /// [`open`](Self::open) with `meta` already read from `dir`.
+    fn open_with_meta(dir: &Path, meta: BlockMeta) -> Result<Block> {
         let index = IndexReader::open(&dir.join(INDEX_FILENAME))?;
         let chunks = ChunkReader::open(&dir.join(CHUNKS_DIRNAME))?;
         let tombstones = Tombstones::read(dir)?;
@@ -505,8 +509,9 @@ pub fn open_blocks_where(dir: &Path, keep: impl Fn(&BlockMeta) -> bool) -> Resul
         if !path.is_dir() {
             continue;
         }
-        if keep(&BlockMeta::read(&path)?) {
-            out.push(Block::open(&path)?);
+        let meta = BlockMeta::read(&path)?;
+        if keep(&meta) {
+            out.push(Block::open_with_meta(&path, meta)?);
         }
     }
     out.sort_by_key(|b| (b.meta.min_time, b.meta.ulid));
