@@ -2,7 +2,8 @@
 """Remote-write ingest CPU per sample (issue #12): each target in turn (round after
 round, so a busy shared machine weighs on all alike) gets a fresh data directory and
 the same `strata tools loadgen` load; the server's utime+stime over the load (loadgen's
-`--measure-pid`) gives samples per CPU-second.
+`--measure-pid`) gives samples per CPU-second, and VmRSS 5 s after the last request
+(as `bench/run.py`'s steady RSS) gives bytes per active series.
 
 Targets are strata binaries (run as `strata all` with bench/run.py's flags) or `vm`
 (victoria-metrics on PATH). The first binary's loadgen drives every target.
@@ -50,6 +51,7 @@ def main():
     a = ap.parse_args()
     loadgen = next(t for t in a.targets if t != "vm")
     got = {t: [] for t in a.targets}
+    mem = {t: [] for t in a.targets}
     for r in range(a.rounds):
         for t in a.targets:
             d = tempfile.mkdtemp(prefix="ingest-cpu-")
@@ -59,6 +61,9 @@ def main():
                     [loadgen, "tools", "loadgen", "--url", url, "--series", str(a.series), "--shards", "4",
                      "--scrapes", str(a.scrapes), "--measure-pid", str(p.pid), "--json"],
                     capture_output=True, text=True, check=True)
+                time.sleep(5)  # steady state, as bench/run.py: background work settles
+                with open(f"/proc/{p.pid}/status") as f:
+                    rss_kb = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
             finally:
                 p.kill()
                 p.wait()
@@ -67,10 +72,13 @@ def main():
             if res["samples_failed"]:
                 raise SystemExit(f"{t}: {res['samples_failed']} samples failed")
             got[t].append(res["server_samples_per_cpu_second"])
+            mem[t].append(rss_kb * 1024 / a.series)
             print(f"round {r + 1}: {t}: {res['server_samples_per_cpu_second']:,.0f} samples per CPU-second "
-                  f"({res['server_cpu_seconds']:.2f} CPU s)", flush=True)
+                  f"({res['server_cpu_seconds']:.2f} CPU s), steady RSS {mem[t][-1]:,.0f} B/series", flush=True)
     for t, v in got.items():
-        print(f"{t}: median {statistics.median(v):,.0f} (runs: {', '.join(f'{x:,.0f}' for x in v)})")
+        print(f"{t}: median {statistics.median(v):,.0f} samples per CPU-second "
+              f"(runs: {', '.join(f'{x:,.0f}' for x in v)}); steady RSS median "
+              f"{statistics.median(mem[t]):,.0f} B/series (runs: {', '.join(f'{x:,.0f}' for x in mem[t])})")
 
 
 if __name__ == "__main__":
