@@ -258,6 +258,13 @@ impl Querier {
         &self.config
     }
 
+    /// Run `job` on one of the kept query threads (the engine's stack, off the
+    /// runtime's workers), as HTTP queries are: for in-process callers such as the
+    /// ruler. A panic in `job` drops what it owns (e.g. its answer's sender).
+    pub fn run_on_query_thread(&self, job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+        self.query_threads.run(job)
+    }
+
     /// The ring discovery, when `ring_peers` were given.
     pub fn ring(&self) -> Option<&Arc<ring::RingEndpoints>> {
         self.sources.ring.as_ref()

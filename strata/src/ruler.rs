@@ -255,8 +255,9 @@ struct InProcess {
 }
 
 impl InProcess {
-    /// Run `f` on a thread with the engine's stack, off the runtime's workers (the
-    /// fan-out blocks on the runtime).
+    /// Run `f` on one of the querier's query threads (the engine's stack, off the
+    /// runtime's workers, which the fan-out blocks on), kept between queries rather
+    /// than started for each rule.
     async fn on_query_thread<T: Send + 'static>(
         &self,
         f: impl FnOnce(&strata_querier::Querier, tokio::runtime::Handle) -> T + Send + 'static,
@@ -264,10 +265,8 @@ impl InProcess {
         let q = self.querier.clone();
         let handle = tokio::runtime::Handle::current();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("strata-rule".into())
-            .stack_size(q.engine_options().stack_size())
-            .spawn(move || {
+        self.querier
+            .run_on_query_thread(move || {
                 let _ = tx.send(f(&q, handle));
             })
             .map_err(|e| Error::Query(format!("cannot start a query thread: {e}")))?;
