@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 
@@ -258,7 +258,7 @@ impl<W: Write> IndexWriter<W> {
                     )));
                 }
             }
-            let sym: Symbol = Arc::from(s);
+            let sym = Symbol::new(s);
             iw.sym_ids.insert(sym.clone(), n);
             iw.sym_strs.push(sym);
             n = n
@@ -796,7 +796,7 @@ impl IndexReader {
         if let Some(s) = cell.and_then(OnceLock::get) {
             return Ok(s.clone());
         }
-        let s: Symbol = Arc::from(self.symbol(i)?);
+        let s = Symbol::new(self.symbol(i)?);
         let cell = cell.expect("symbol() checked the index");
         let _ = cell.set(s);
         Ok(cell.get().expect("just set").clone())
@@ -1189,7 +1189,7 @@ pub(crate) mod tests {
         // Symbol strings are shared between series of the same index.
         let (a, _) = r.series(all[0]).unwrap();
         let (b, _) = r.series(all[3]).unwrap();
-        assert!(Arc::ptr_eq(&a.as_slice()[0].name, &b.as_slice()[0].name));
+        assert!(Symbol::ptr_eq(&a.as_slice()[0].name, &b.as_slice()[0].name));
     }
 
     #[test]

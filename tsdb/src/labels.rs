@@ -1,18 +1,251 @@
 //! Label sets and the string interner behind them.
 //!
 //! A series is identified by its sorted label set (`__name__` included). Names and
-//! values are `Arc<str>` handed out by an [`Interner`], so a million series that share
+//! values are [`Symbol`]s handed out by an [`Interner`], so a million series that share
 //! `job="node"` hold one copy of each string.
 
+use std::alloc::{self, Layout};
+use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::sync::atomic::{self, AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// The label that carries the metric name.
 pub const METRIC_NAME: &str = "__name__";
 
-/// An interned string.
-pub type Symbol = Arc<str>;
+/// An interned, immutable, reference-counted string behind one thin pointer.
+///
+/// `Arc<str>` is a 16-byte fat pointer, so a label pair took 32 bytes and the label
+/// sets were the head's biggest allocation site (≈ 213 B per series). A `Symbol` is 8
+/// bytes (a `Label` 16): the count and length live in the allocation's header, before
+/// the bytes. Behaves as `Arc<str>` did: clones share, `Deref`s to `str`, hashes as
+/// `str` (so `HashSet<Symbol>::get(&str)` works) and compares by contents.
+pub struct Symbol {
+    ptr: NonNull<SymbolHeader>,
+}
+
+/// The allocation's header; the string's bytes follow it. `u32` count and length keep
+/// it at 8 bytes (a short unique value such as an instance name then fits glibc's
+/// smallest chunk): label strings are far below 4 GiB, and a count past `i32::MAX`
+/// aborts as `Arc` does past `isize::MAX`.
+#[repr(C)]
+struct SymbolHeader {
+    count: AtomicU32,
+    len: u32,
+}
+
+/// Bytes a symbol's allocation holds besides its string (for memory estimates).
+pub const SYMBOL_HEADER_BYTES: usize = std::mem::size_of::<SymbolHeader>();
+
+const MAX_REFCOUNT: u32 = i32::MAX as u32;
+
+const _: () = assert!(std::mem::size_of::<Symbol>() == 8);
+const _: () = assert!(std::mem::size_of::<Option<Symbol>>() == 8);
+const _: () = assert!(std::mem::size_of::<Label>() == 16);
+
+// SAFETY: the bytes are never written after construction and the count is atomic, as
+// in `Arc<str>`, which is `Send + Sync`.
+unsafe impl Send for Symbol {}
+// SAFETY: as above.
+unsafe impl Sync for Symbol {}
+
+impl Symbol {
+    fn layout(len: usize) -> Layout {
+        Layout::from_size_align(
+            SYMBOL_HEADER_BYTES + len,
+            std::mem::align_of::<SymbolHeader>(),
+        )
+        .expect("symbol layout")
+    }
+
+    /// A new allocation holding a copy of `s` (not interned: see [`Interner`]).
+    pub fn new(s: &str) -> Symbol {
+        let len = u32::try_from(s.len()).expect("label string of 4 GiB or more");
+        let layout = Self::layout(s.len());
+        // SAFETY: the layout's size is at least the header's, so not zero.
+        let raw = unsafe { alloc::alloc(layout) };
+        let Some(ptr) = NonNull::new(raw.cast::<SymbolHeader>()) else {
+            alloc::handle_alloc_error(layout)
+        };
+        // SAFETY: `raw` is a fresh allocation of header + `s.len()` bytes, aligned for
+        // the header; the bytes go right after it and do not overlap `s`.
+        unsafe {
+            ptr.as_ptr().write(SymbolHeader {
+                count: AtomicU32::new(1),
+                len,
+            });
+            std::ptr::copy_nonoverlapping(s.as_ptr(), raw.add(SYMBOL_HEADER_BYTES), s.len());
+        }
+        Symbol { ptr }
+    }
+
+    fn header(&self) -> &SymbolHeader {
+        // SAFETY: the allocation lives while `self` holds a count.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    pub fn as_str(&self) -> &str {
+        let len = self.header().len as usize;
+        // SAFETY: `len` bytes of valid UTF-8 (copied from a `str`) follow the header and
+        // are never written again; the pointer keeps the whole allocation's provenance.
+        unsafe {
+            let bytes = self.ptr.as_ptr().cast::<u8>().add(SYMBOL_HEADER_BYTES);
+            std::str::from_utf8_unchecked(std::slice::from_raw_parts(bytes, len))
+        }
+    }
+
+    /// Whether both are the same allocation (as `Arc::ptr_eq`).
+    pub fn ptr_eq(a: &Symbol, b: &Symbol) -> bool {
+        a.ptr == b.ptr
+    }
+
+    /// How many `Symbol`s share this allocation (as `Arc::strong_count`).
+    pub fn strong_count(this: &Symbol) -> usize {
+        this.header().count.load(Ordering::Acquire) as usize
+    }
+}
+
+impl Clone for Symbol {
+    fn clone(&self) -> Symbol {
+        // Relaxed as `Arc::clone`: a new reference is made from an existing one, so the
+        // allocation cannot go away meanwhile.
+        let old = self.header().count.fetch_add(1, Ordering::Relaxed);
+        if old > MAX_REFCOUNT {
+            std::process::abort();
+        }
+        Symbol { ptr: self.ptr }
+    }
+}
+
+impl Drop for Symbol {
+    fn drop(&mut self) {
+        // Release/Acquire as `Arc::drop`: every use by other owners happens before the
+        // last owner frees the allocation.
+        if self.header().count.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        atomic::fence(Ordering::Acquire);
+        let layout = Self::layout(self.header().len as usize);
+        // SAFETY: the count was 1, so this is the last owner; allocated with `layout`.
+        unsafe { alloc::dealloc(self.ptr.as_ptr().cast::<u8>(), layout) }
+    }
+}
+
+impl Deref for Symbol {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Symbol {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<str> for Symbol {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// As `str`'s, which `Borrow<str>` lookups require.
+impl Hash for Symbol {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialEq for Symbol {
+    fn eq(&self, o: &Symbol) -> bool {
+        Symbol::ptr_eq(self, o) || self.as_str() == o.as_str()
+    }
+}
+
+impl Eq for Symbol {}
+
+impl PartialOrd for Symbol {
+    fn partial_cmp(&self, o: &Symbol) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Symbol {
+    fn cmp(&self, o: &Symbol) -> std::cmp::Ordering {
+        self.as_str().cmp(o.as_str())
+    }
+}
+
+impl PartialEq<str> for Symbol {
+    fn eq(&self, o: &str) -> bool {
+        self.as_str() == o
+    }
+}
+
+impl PartialEq<&str> for Symbol {
+    fn eq(&self, o: &&str) -> bool {
+        self.as_str() == *o
+    }
+}
+
+impl Default for Symbol {
+    fn default() -> Symbol {
+        Symbol::new("")
+    }
+}
+
+impl fmt::Display for Symbol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Debug for Symbol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl From<&str> for Symbol {
+    fn from(s: &str) -> Symbol {
+        Symbol::new(s)
+    }
+}
+
+impl From<&String> for Symbol {
+    fn from(s: &String) -> Symbol {
+        Symbol::new(s)
+    }
+}
+
+impl From<String> for Symbol {
+    fn from(s: String) -> Symbol {
+        Symbol::new(&s)
+    }
+}
+
+impl From<Box<str>> for Symbol {
+    fn from(s: Box<str>) -> Symbol {
+        Symbol::new(&s)
+    }
+}
+
+impl From<Arc<str>> for Symbol {
+    fn from(s: Arc<str>) -> Symbol {
+        Symbol::new(&s)
+    }
+}
+
+impl From<std::borrow::Cow<'_, str>> for Symbol {
+    fn from(s: std::borrow::Cow<'_, str>) -> Symbol {
+        Symbol::new(&s)
+    }
+}
 
 /// Hands out one shared copy of each distinct string.
 #[derive(Debug, Default)]
@@ -30,7 +263,7 @@ impl Interner {
         if let Some(sym) = self.set.get(s) {
             return sym.clone();
         }
-        let sym: Symbol = Arc::from(s);
+        let sym = Symbol::new(s);
         self.set.insert(sym.clone());
         sym
     }
@@ -45,7 +278,7 @@ impl Interner {
 
     /// Drop strings no label set holds any more.
     pub fn gc(&mut self) {
-        self.set.retain(|s| Arc::strong_count(s) > 1);
+        self.set.retain(|s| Symbol::strong_count(s) > 1);
     }
 }
 
@@ -62,7 +295,7 @@ pub struct Label {
 impl Ord for Label {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         fn sym(a: &Symbol, b: &Symbol) -> std::cmp::Ordering {
-            if Arc::ptr_eq(a, b) {
+            if Symbol::ptr_eq(a, b) {
                 std::cmp::Ordering::Equal
             } else {
                 a.cmp(b)
@@ -347,11 +580,106 @@ mod tests {
         let mut i = Interner::new();
         let a = i.intern("job");
         let b = i.intern("job");
-        assert!(Arc::ptr_eq(&a, &b));
+        assert!(Symbol::ptr_eq(&a, &b));
         assert_eq!(i.len(), 1);
         drop((a, b));
         i.gc();
         assert!(i.is_empty());
+    }
+
+    #[test]
+    fn symbol_clones_share_and_drops_count_down() {
+        let a = Symbol::from("job");
+        assert_eq!(Symbol::strong_count(&a), 1);
+        let clones: Vec<Symbol> = (0..1000).map(|_| a.clone()).collect();
+        assert_eq!(Symbol::strong_count(&a), 1001);
+        assert!(clones
+            .iter()
+            .all(|c| Symbol::ptr_eq(c, &a) && &**c == "job"));
+        // Drop the clones on several threads at once: the count must come back to
+        // exactly one (a lost decrement leaks, an extra one frees early).
+        let mut per_thread: Vec<Vec<Symbol>> = (0..4).map(|_| Vec::new()).collect();
+        for (i, c) in clones.into_iter().enumerate() {
+            per_thread[i % 4].push(c);
+        }
+        std::thread::scope(|s| {
+            for v in per_thread {
+                let a = &a;
+                s.spawn(move || {
+                    // clone and drop more while the others drop theirs
+                    for c in &v {
+                        drop(c.clone());
+                        assert_eq!(&**a, "job");
+                    }
+                    drop(v);
+                });
+            }
+        });
+        assert_eq!(Symbol::strong_count(&a), 1);
+        assert_eq!(a.as_str(), "job");
+    }
+
+    #[test]
+    fn symbol_empty_and_non_ascii() {
+        let e = Symbol::default();
+        assert_eq!(&*e, "");
+        assert!(e.is_empty());
+        assert_eq!(e, Symbol::from(String::new()));
+        let s = Symbol::from("é→😀\u{0}x");
+        assert_eq!(&*s, "é→😀\u{0}x");
+        assert_eq!(s.len(), "é→😀\u{0}x".len());
+        assert_eq!(s.chars().count(), 5);
+        assert_eq!(format!("{s}"), "é→😀\u{0}x");
+        assert_eq!(format!("{s:?}"), format!("{:?}", "é→😀\u{0}x"));
+        let long = "x".repeat(100_000);
+        assert_eq!(&*Symbol::from(long.clone()), long);
+    }
+
+    #[test]
+    fn symbol_hashes_and_compares_as_str() {
+        use std::collections::hash_map::DefaultHasher;
+        fn h<T: Hash + ?Sized>(t: &T) -> u64 {
+            let mut s = DefaultHasher::new();
+            t.hash(&mut s);
+            s.finish()
+        }
+        for s in ["", "a", "__name__", "é😀"] {
+            assert_eq!(h(&Symbol::from(s)), h(s));
+        }
+        let mut set: HashSet<Symbol> = HashSet::new();
+        set.insert(Symbol::from("instance"));
+        assert!(set.contains("instance") && !set.contains("instanc"));
+        // different allocations, same contents
+        let (a, b) = (Symbol::from("b"), Symbol::from("b"));
+        assert!(!Symbol::ptr_eq(&a, &b));
+        assert_eq!(a, b);
+        let (sa, sba) = (Symbol::from("a"), Symbol::from("ba"));
+        assert!(sa < a && a < sba);
+        let (upper, underscore) = (Symbol::from("Z"), Symbol::from("_"));
+        assert!(upper < underscore, "bytewise, as Go");
+        assert_eq!(a, "b");
+    }
+
+    #[test]
+    fn interner_gc_frees_unheld_strings() {
+        let mut i = Interner::new();
+        let held = i.intern("held");
+        drop(i.intern("dropped"));
+        assert_eq!(Symbol::strong_count(&held), 2);
+        i.gc();
+        assert_eq!(i.len(), 1);
+        assert_eq!(
+            Symbol::strong_count(&held),
+            2,
+            "a held string stays interned"
+        );
+        assert!(Symbol::ptr_eq(&i.intern("held"), &held));
+        drop(i);
+        assert_eq!(
+            Symbol::strong_count(&held),
+            1,
+            "the interner's copy is released"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use crate::labels::{Label, Symbol, METRIC_NAME};
+use crate::labels::{Label, Symbol, METRIC_NAME, SYMBOL_HEADER_BYTES};
 use crate::matcher::{MatchOp, Matcher};
 use crate::postings::{intersect_many, merge, without};
 
@@ -226,11 +226,11 @@ impl MemPostings {
         let outer_entry = size_of::<Symbol>() + size_of::<HashMap<Symbol, Vec<u64>>>() + 1;
         let mut total = self.all.capacity() * 8 + self.m.capacity() * outer_entry;
         for (name, values) in &self.m {
-            total += 16 + name.len();
+            total += SYMBOL_HEADER_BYTES + name.len();
             total += values.capacity() * entry;
             for (value, list) in values {
-                // the interned string (Arc header + bytes) and the list
-                total += 16 + value.len() + list.capacity() * 8;
+                // the interned string (header + bytes) and the list
+                total += SYMBOL_HEADER_BYTES + value.len() + list.capacity() * 8;
             }
         }
         total

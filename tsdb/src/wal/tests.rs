@@ -256,7 +256,7 @@ fn decoded_labels_are_interned() {
     };
     let a = &s[0].1.as_slice()[0].name;
     let b = &s[1].1.as_slice()[0].name;
-    assert!(std::sync::Arc::ptr_eq(a, b));
+    assert!(crate::labels::Symbol::ptr_eq(a, b));
     // 4 names + 3 values shared by all series + 3 instance values
     assert_eq!(interner.len(), 4 + 3 + 3);
 }
