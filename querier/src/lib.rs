@@ -102,7 +102,7 @@ pub struct QuerierConfig {
     /// [`--store.chunks-cache.max-size-bytes`].
     pub chunks_cache_bytes: u64,
     /// How long a tenant's listing of bucket blocks is reused before listing again
-    /// (zero: on every request).
+    /// (zero: on every request) [`--sync-block-duration`].
     pub block_listing_ttl: Duration,
     /// Endpoints served by this same process (the ingester in `strata all`), by
     /// address: their series are read in process, not through gRPC.

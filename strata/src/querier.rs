@@ -152,6 +152,11 @@ pub struct QuerierArgs {
         default_value_t = 268_435_456
     )]
     pub chunks_cache_max_bytes: u64,
+    /// How long a listing of the bucket's blocks is used before the next query lists
+    /// the bucket again (new, compacted and deleted blocks show after at most this);
+    /// 0 = list on every query that reads the bucket.
+    #[arg(long = "sync-block-duration", value_name = "DURATION", default_value = "10s", value_parser = parse_duration_ms)]
+    pub sync_block_duration_ms: i64,
     /// Maximum number of samples a remote-read answer of the SAMPLES type may hold, over
     /// all of its queries; 0 = no limit. Streamed answers are not limited: they hold
     /// one query at a time.
@@ -270,6 +275,7 @@ impl QuerierArgs {
             remote_read_concurrent_limit: self.remote_read_concurrent_limit,
             remote_read_max_bytes_in_frame: self.remote_read_max_bytes_in_frame as usize,
             chunks_cache_bytes: self.chunks_cache_max_bytes,
+            block_listing_ttl: ms(self.sync_block_duration_ms),
             ..QuerierConfig::default()
         })
     }
