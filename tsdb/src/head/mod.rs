@@ -348,21 +348,32 @@ impl HashShard {
     }
 }
 
-fn hash_labels(labels: &[Label]) -> u64 {
+fn hash_labels(seed: u64, labels: &[Label]) -> u64 {
     hash_label_bytes(
+        seed,
         labels
             .iter()
             .map(|l| (l.name.as_bytes(), l.value.as_bytes())),
     )
 }
 
-/// A label set's hash: process-local (never persisted), so it is a cheap
-/// multiply-fold over 8-byte words rather than SipHash (a tenth of the push's CPU).
-/// Collisions are kept apart by [`HashShard`]; each string's length is mixed in so
-/// `a="bc"` and `ab="c"` differ.
+/// A random seed for one head's label-set hashes, so label sets that collide cannot be
+/// built in advance (HashDoS: each collision costs every lookup of that hash a label
+/// comparison more). `RandomState` draws its keys from the OS once per thread and
+/// changes them for every instance.
+fn random_hash_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0x243f_6a88_85a3_08d3u64)
+}
+
+/// A label set's hash: never persisted (only the head's in-memory hash shards hold it,
+/// so it is seeded per head, see [`random_hash_seed`]), so it is a cheap multiply-fold
+/// over 8-byte words rather than SipHash (a tenth of the push's CPU). Collisions are
+/// kept apart by [`HashShard`]; each string's length is mixed in so `a="bc"` and
+/// `ab="c"` differ.
 #[inline]
-fn hash_label_bytes<'a>(labels: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
-    let mut h = 0x243f_6a88_85a3_08d3u64;
+fn hash_label_bytes<'a>(seed: u64, labels: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
+    let mut h = seed;
     for (n, v) in labels {
         h = hash_str(h, n);
         h = hash_str(h, v);
@@ -434,8 +445,11 @@ fn labels_eq_pairs(labels: &[Label], pairs: &[(&str, &str)]) -> bool {
 }
 
 /// [`hash_labels`] of the label set these normalised pairs make.
-fn hash_pairs(pairs: &[(&str, &str)]) -> u64 {
-    hash_label_bytes(pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+fn hash_pairs(seed: u64, pairs: &[(&str, &str)]) -> u64 {
+    hash_label_bytes(
+        seed,
+        pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+    )
 }
 
 fn rl<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -478,6 +492,8 @@ pub struct Head {
     ooo_window: AtomicI64,
     /// Where closed chunks go when the head has a directory.
     files: Option<ChunkFiles>,
+    /// The label-set hash's seed ([`random_hash_seed`]).
+    hash_seed: u64,
 }
 
 impl fmt::Debug for Head {
@@ -552,6 +568,7 @@ impl Head {
             min_valid_block: AtomicI64::new(i64::MIN),
             ooo_window: AtomicI64::new(opts.out_of_order_time_window_ms.max(0)),
             files,
+            hash_seed: random_hash_seed(),
         }
     }
 
@@ -580,7 +597,7 @@ impl Head {
     /// The ref of the series with exactly these labels, without creating it (lets the
     /// ingester apply series limits before a series exists).
     pub fn get(&self, labels: &Labels) -> Option<HeadSeriesRef> {
-        let h = hash_labels(labels.as_slice());
+        let h = hash_labels(self.hash_seed, labels.as_slice());
         self.find(&rl(self.hash_shard(h)), h, labels.as_slice())
             .map(HeadSeriesRef)
     }
@@ -593,7 +610,7 @@ impl Head {
         if !pairs_normalised(pairs) {
             return None;
         }
-        let h = hash_pairs(pairs);
+        let h = hash_pairs(self.hash_seed, pairs);
         let shard = rl(self.hash_shard(h));
         let found = shard
             .candidates(h)
@@ -654,7 +671,7 @@ impl Head {
                 .enumerate()
                 .filter(|(_, p)| pairs_normalised(p))
                 .map(|(i, p)| {
-                    let h = hash_pairs(p);
+                    let h = hash_pairs(self.hash_seed, p);
                     (((h >> 32) & self.mask) as u32, i as u32, h)
                 }),
         );
@@ -705,7 +722,7 @@ impl Head {
     /// set should be valid (non-empty; the distributor checks): a series without labels
     /// is kept but never written to a block.
     pub fn get_or_create(&self, labels: &Labels) -> (HeadSeriesRef, bool) {
-        let h = hash_labels(labels.as_slice());
+        let h = hash_labels(self.hash_seed, labels.as_slice());
         let shard = self.hash_shard(h);
         if let Some(r) = self.find(&rl(shard), h, labels.as_slice()) {
             return (HeadSeriesRef(r), false);
@@ -728,7 +745,7 @@ impl Head {
         series_ref: HeadSeriesRef,
         labels: &Labels,
     ) -> Result<(HeadSeriesRef, bool)> {
-        let h = hash_labels(labels.as_slice());
+        let h = hash_labels(self.hash_seed, labels.as_slice());
         let mut g = wl(self.hash_shard(h));
         if let Some(r) = self.find(&g, h, labels.as_slice()) {
             return Ok((HeadSeriesRef(r), false));
@@ -1517,7 +1534,7 @@ impl Head {
                 } else if st.last_t() == NO_SAMPLES && !st.gc_marked {
                     st.gc_marked = true;
                 } else if st.last_t() < floor {
-                    candidates.push((*r, hash_labels(&s.labels)));
+                    candidates.push((*r, hash_labels(self.hash_seed, &s.labels)));
                 }
                 // else: emptied by a flush but still inside the window: kept, so its
                 // newest timestamp keeps refusing out-of-order and repeated samples
@@ -1684,8 +1701,8 @@ mod get_by_pairs_tests {
             None
         );
         assert_eq!(
-            hash_pairs(&[("__name__", "up"), ("job", "b")]),
-            hash_labels(other.as_slice())
+            hash_pairs(head.hash_seed, &[("__name__", "up"), ("job", "b")]),
+            hash_labels(head.hash_seed, other.as_slice())
         );
         let batch: [&[(&str, &str)]; 5] = [
             &[("__name__", "up"), ("job", "b")],
@@ -1729,22 +1746,47 @@ mod get_by_pairs_tests {
     fn label_hash_is_the_same_from_pairs_and_tells_boundaries_apart() {
         // every tail length of `hash_str` (0..=17 bytes), from pairs and from labels
         let long = "abcdefghijklmnopq";
-        let mut seen = std::collections::HashSet::new();
-        for n in 1..=long.len() {
-            for v in 0..=long.len() {
-                let pairs = [(&long[..n], &long[..v])];
-                let h = hash_pairs(&pairs);
-                if v > 0 {
-                    assert_eq!(h, hash_labels(Labels::from_pairs(pairs).as_slice()));
+        for seed in [0, random_hash_seed()] {
+            let mut seen = std::collections::HashSet::new();
+            for n in 1..=long.len() {
+                for v in 0..=long.len() {
+                    let pairs = [(&long[..n], &long[..v])];
+                    let h = hash_pairs(seed, &pairs);
+                    if v > 0 {
+                        assert_eq!(h, hash_labels(seed, Labels::from_pairs(pairs).as_slice()));
+                    }
+                    assert!(seen.insert(h), "{pairs:?}");
                 }
-                assert!(seen.insert(h), "{pairs:?}");
             }
+            // where one string ends and the next starts is part of the hash
+            assert_ne!(
+                hash_pairs(seed, &[("a", "bc")]),
+                hash_pairs(seed, &[("ab", "c")])
+            );
+            assert_ne!(
+                hash_pairs(seed, &[("a", "b"), ("c", "d")]),
+                hash_pairs(seed, &[("a", "bc"), ("", "d")])
+            );
         }
-        // where one string ends and the next starts is part of the hash
-        assert_ne!(hash_pairs(&[("a", "bc")]), hash_pairs(&[("ab", "c")]));
-        assert_ne!(
-            hash_pairs(&[("a", "b"), ("c", "d")]),
-            hash_pairs(&[("a", "bc"), ("", "d")])
-        );
+    }
+
+    #[test]
+    fn label_hash_seed_differs_between_heads() {
+        // A fixed seed would let label sets that collide be built in advance (HashDoS).
+        let heads: Vec<Head> = (0..4).map(|_| Head::new(HeadOptions::default())).collect();
+        let seeds: std::collections::HashSet<u64> = heads.iter().map(|h| h.hash_seed).collect();
+        assert_eq!(seeds.len(), heads.len());
+        let pairs = [("__name__", "up"), ("job", "a")];
+        let hashes: std::collections::HashSet<u64> = heads
+            .iter()
+            .map(|h| hash_pairs(h.hash_seed, &pairs))
+            .collect();
+        assert_eq!(hashes.len(), heads.len());
+        // each head still finds its series from pairs and from labels
+        for h in &heads {
+            let (r, _) = h.get_or_create(&Labels::from_pairs(pairs));
+            assert_eq!(h.get_by_pairs(&pairs), Some(r));
+            assert_eq!(h.get(&Labels::from_pairs(pairs)), Some(r));
+        }
     }
 }
