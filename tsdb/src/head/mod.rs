@@ -430,18 +430,79 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
+/// Start loading every cache line of `*p`.
+#[inline(always)]
+fn prefetch_all<T>(p: &T) {
+    let b = (p as *const T).cast::<u8>();
+    let mut off = 0;
+    while off < std::mem::size_of::<T>() {
+        prefetch(b.wrapping_add(off));
+        off += 64;
+    }
+    // the last line, when `*p` does not start on one
+    prefetch(b.wrapping_add(std::mem::size_of::<T>().saturating_sub(1)));
+}
+
+/// An empty `Vec<U>` in `v`'s allocation (same size and alignment: collecting a
+/// `vec::IntoIter` in place keeps its buffer), so a scratch buffer of borrows can be
+/// kept between calls as plain words.
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    const {
+        assert!(std::mem::size_of::<T>() == std::mem::size_of::<U>());
+        assert!(std::mem::align_of::<T>() == std::mem::align_of::<U>());
+    }
+    v.clear();
+    v.into_iter().map(|_| unreachable!("cleared")).collect()
+}
+
 /// Whether pairs are sorted by name with unique names and no empty values, i.e. what
 /// `Labels::from_pairs` would keep unchanged.
 fn pairs_normalised(pairs: &[(&str, &str)]) -> bool {
-    pairs.iter().all(|(_, v)| !v.is_empty()) && pairs.windows(2).all(|w| w[0].0 < w[1].0)
+    pairs.iter().all(|(_, v)| !v.is_empty()) && pairs.windows(2).all(|w| str_lt(w[0].0, w[1].0))
+}
+
+/// `a < b`, inline: label names mostly differ in their first byte, where a `memcmp`
+/// call costs more than the comparison.
+#[inline(always)]
+fn str_lt(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    match a.iter().zip(b).find(|(x, y)| x != y) {
+        Some((x, y)) => x < y,
+        None => a.len() < b.len(),
+    }
+}
+
+/// `a == b` for the short strings of labels, inline by 8-byte words (overlapping at
+/// the end) instead of a `memcmp` call per string.
+#[inline(always)]
+fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let rd8 = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().unwrap());
+    let rd4 = |s: &[u8], i: usize| u32::from_le_bytes(s[i..i + 4].try_into().unwrap());
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            if rd8(a, i) != rd8(b, i) {
+                return false;
+            }
+            i += 8;
+        }
+        rd8(a, n - 8) == rd8(b, n - 8)
+    } else if n >= 4 {
+        rd4(a, 0) == rd4(b, 0) && rd4(a, n - 4) == rd4(b, n - 4)
+    } else {
+        a.iter().zip(b).all(|(x, y)| x == y)
+    }
 }
 
 fn labels_eq_pairs(labels: &[Label], pairs: &[(&str, &str)]) -> bool {
     labels.len() == pairs.len()
-        && labels
-            .iter()
-            .zip(pairs)
-            .all(|(l, (n, v))| *l.value == **v && *l.name == **n)
+        && labels.iter().zip(pairs).all(|(l, (n, v))| {
+            bytes_eq(l.value.as_bytes(), v.as_bytes()) && bytes_eq(l.name.as_bytes(), n.as_bytes())
+        })
 }
 
 /// [`hash_labels`] of the label set these normalised pairs make.
@@ -657,11 +718,13 @@ impl Head {
         series: &[&[(&str, &str)]],
         mut found: impl FnMut(usize, HeadSeriesRef, &MemSeries),
     ) {
-        // Two (shard, index, hash-or-ref) buffers reused across calls on this thread.
+        // Two (shard, index, hash-or-ref) buffers and the candidates' buffer, reused
+        // across calls on this thread.
         thread_local! {
-            static SCRATCH: std::cell::Cell<(LookupRows, LookupRows)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+            static SCRATCH: std::cell::Cell<(LookupRows, LookupRows, Vec<usize>)> =
+                const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new())) };
         }
-        let (mut items, mut hits) = SCRATCH.take();
+        let (mut items, mut hits, cands) = SCRATCH.take();
         items.clear();
         hits.clear();
         // (hash shard, index, hash)
@@ -689,33 +752,37 @@ impl Head {
             }
         }
         hits.sort_unstable_by_key(|x| x.0);
-        // Per shard, in passes that each start the memory loads of every series before
-        // the next pass needs them: series, then its label slice, then label values.
-        for group in hits.chunk_by(|a, b| a.0 == b.0) {
-            let g = rl(&self.series[group[0].0 as usize]);
-            // borrows of this shard's guard: not kept across groups
-            let cands: Vec<Option<&MemSeries>> = group
-                .iter()
-                .map(|(_, _, r)| g.get(r).map(|b| &**b))
-                .collect();
-            for s in cands.iter().flatten() {
-                prefetch(*s);
-            }
-            for s in cands.iter().flatten() {
-                prefetch(s.labels.as_ptr());
-            }
-            for s in cands.iter().flatten() {
-                for l in s.labels.iter() {
-                    prefetch(l.value.as_ptr());
-                }
-            }
-            for (&(_, i, r), s) in group.iter().zip(&cands) {
-                if let Some(s) = s.filter(|s| labels_eq_pairs(&s.labels, series[i as usize])) {
-                    found(i as usize, HeadSeriesRef(r), s);
-                }
+        // The batch's series shards read-locked together (in increasing order; nothing
+        // else holds two), so that each pass below starts the memory loads of the whole
+        // batch before the next pass needs them: series, then its label slice, then
+        // label values. Per shard the passes covered ~8 series and mostly waited.
+        let guards: Vec<RwLockReadGuard<'_, SeriesShard>> = hits
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|group| rl(&self.series[group[0].0 as usize]))
+            .collect();
+        let mut cands: Vec<Option<&MemSeries>> = recycle(cands);
+        for (group, g) in hits.chunk_by(|a, b| a.0 == b.0).zip(&guards) {
+            cands.extend(group.iter().map(|(_, _, r)| g.get(r).map(|b| &**b)));
+        }
+        for s in cands.iter().flatten() {
+            prefetch_all(*s);
+        }
+        for s in cands.iter().flatten() {
+            prefetch(s.labels.as_ptr());
+        }
+        for s in cands.iter().flatten() {
+            for l in s.labels.iter() {
+                prefetch(l.value.as_ptr());
             }
         }
-        SCRATCH.set((items, hits));
+        for (&(_, i, r), s) in hits.iter().zip(&cands) {
+            if let Some(s) = s.filter(|s| labels_eq_pairs(&s.labels, series[i as usize])) {
+                found(i as usize, HeadSeriesRef(r), s);
+            }
+        }
+        let cands = recycle(cands);
+        drop(guards);
+        SCRATCH.set((items, hits, cands));
     }
 
     /// The series with these labels, created if new (`true` when created). The label
@@ -969,33 +1036,50 @@ impl Head {
             order[next[k] as usize] = i as u32;
             next[k] += 1;
         }
+        // The request's series shards read-locked together (in increasing order, as
+        // the lookup does) and every sample's series resolved first, then all of them
+        // prefetched: their cache misses overlap instead of coming one per append. (A
+        // pass that also prefetched each open chunk's end, where the sample is written,
+        // under one more series lock per sample, measured no better.)
+        thread_local! {
+            static SERIES: std::cell::Cell<Vec<usize>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+        let guards: Vec<(usize, RwLockReadGuard<'_, SeriesShard>)> = (0..shards)
+            .filter(|&k| start[k] < start[k + 1])
+            .map(|k| (k, rl(&self.series[k])))
+            .collect();
+        let mut found: Vec<Option<&MemSeries>> = recycle(SERIES.take());
+        for (k, g) in &guards {
+            let idx = &order[start[*k] as usize..start[*k + 1] as usize];
+            found.extend(
+                idx.iter()
+                    .map(|&i| g.get(&samples[i as usize].0).map(|b| &**b)),
+            );
+        }
+        for s in found.iter().flatten() {
+            prefetch_all(*s);
+        }
         let (mut new_chunks, mut max_t, mut min_t) = (0u64, i64::MIN, i64::MAX);
-        for k in 0..shards {
-            let idx = &order[start[k] as usize..start[k + 1] as usize];
-            if idx.is_empty() {
-                continue;
-            }
-            let g = rl(&self.series[k]);
-            for &i in idx {
-                let (r, t, v) = samples[i as usize];
-                let a = match g.get(&r) {
-                    Some(s) => {
-                        s.lock()
-                            .append_with(self.files.as_ref(), t, v, self.chunk_range, true)
-                    }
-                    None => Err(AppendError::UnknownSeries(HeadSeriesRef(r))),
-                };
-                match a {
-                    Ok(Appended::Stored { new_chunk }) => {
-                        new_chunks += u64::from(new_chunk);
-                        max_t = max_t.max(t);
-                        min_t = min_t.min(t);
-                    }
-                    Ok(_) => {}
-                    Err(e) => on_err(r, t, e),
+        for (&i, s) in order.iter().zip(&found) {
+            let (r, t, v) = samples[i as usize];
+            let a = match s {
+                Some(s) => s
+                    .lock()
+                    .append_with(self.files.as_ref(), t, v, self.chunk_range, true),
+                None => Err(AppendError::UnknownSeries(HeadSeriesRef(r))),
+            };
+            match a {
+                Ok(Appended::Stored { new_chunk }) => {
+                    new_chunks += u64::from(new_chunk);
+                    max_t = max_t.max(t);
+                    min_t = min_t.min(t);
                 }
+                Ok(_) => {}
+                Err(e) => on_err(r, t, e),
             }
         }
+        SERIES.set(recycle(found));
+        drop(guards);
         if new_chunks > 0 {
             self.num_chunks.fetch_add(new_chunks, Ordering::Relaxed);
         }
