@@ -23,7 +23,9 @@
 //!
 //! Lock order: hash shard → ref shard → series. The postings and the interner are
 //! taken under at most a hash shard, never while a ref shard is held; readers take
-//! the postings, release them, then visit ref shards.
+//! the postings, release them, then visit ref shards. Only the push's batch lookup and
+//! append hold several ref shards at once (read locks, in increasing order, nothing
+//! else held), so they cannot close a cycle.
 //!
 //! ```
 //! use strata_tsdb::head::{Head, HeadOptions};
