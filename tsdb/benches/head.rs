@@ -131,6 +131,48 @@ fn status_bytes(field: &str) -> usize {
         .map_or(0, |kb| kb * 1024)
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod glibc {
+    /// glibc's `struct mallinfo2`.
+    #[repr(C)]
+    pub struct MallInfo2 {
+        pub arena: usize,
+        pub ordblks: usize,
+        pub smblks: usize,
+        pub hblks: usize,
+        pub hblkhd: usize,
+        pub usmblks: usize,
+        pub fsmblks: usize,
+        pub uordblks: usize,
+        pub fordblks: usize,
+        pub keepcost: usize,
+    }
+    extern "C" {
+        pub fn mallinfo2() -> MallInfo2;
+        pub fn malloc_trim(pad: usize) -> i32;
+    }
+}
+
+/// glibc's bytes in use and free in its arenas, over the whole process.
+fn malloc_in_use_and_free() -> Option<(usize, usize)> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's counters.
+        let m = unsafe { glibc::mallinfo2() };
+        Some((m.uordblks + m.hblkhd, m.fordblks))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        glibc::malloc_trim(0);
+    }
+}
+
 fn memory_report() {
     let n: usize = std::env::var("STRATA_HEAD_BENCH_SERIES")
         .ok()
@@ -185,6 +227,20 @@ fn memory_report() {
         n as f64 / created.as_secs_f64(),
         (n as f64 * samples as f64) / appended.as_secs_f64() / 1e6,
     );
+    if let Some((used, free)) = malloc_in_use_and_free() {
+        // what glibc kept of what the appends freed, and what a trim (as the ingester's
+        // every 10 s) cannot return: holes in pages still partly in use
+        trim_heap();
+        println!(
+            "head heap: malloc in use {:.0} B/series, free kept {:.0} B/series; \
+             RSS delta after malloc_trim(0) {:.0} B/series",
+            per(used),
+            per(free),
+            per(rss_bytes()
+                .saturating_sub(before)
+                .saturating_sub(refs_bytes)),
+        );
+    }
     // a pass over every sample, as a WAL checkpoint makes: chunks copied with `pread`,
     // so the chunk files' pages stay out of RSS
     let file_before = status_bytes("RssFile:");

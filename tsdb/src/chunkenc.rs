@@ -99,9 +99,11 @@ pub struct XorChunk {
     /// append at least `SLACK` bytes exist past the current bit, so bits are written
     /// with fixed-size 8- or 16-byte read-modify-writes.
     buf: Vec<u8>,
-    len: usize,
+    /// `u32`s, not `usize`s (a chunk holds at most `u16::MAX` samples of ≤ 19 bytes):
+    /// 8 bytes less in every series' state.
+    len: u32,
     /// Bits written so far, the 16 header bits included.
-    bits: usize,
+    bits: u32,
     num: u16,
     t: i64,
     v: u64,
@@ -132,8 +134,13 @@ impl fmt::Debug for XorChunk {
 
 impl XorChunk {
     pub fn new() -> Self {
+        Self::new_in(vec![0; 128])
+    }
+
+    /// An empty chunk writing into `buf` (zeroed, at least `SLACK` bytes).
+    fn new_in(buf: Vec<u8>) -> Self {
         XorChunk {
-            buf: vec![0; 128],
+            buf,
             len: 2,
             bits: 16,
             num: 0,
@@ -145,6 +152,16 @@ impl XorChunk {
         }
     }
 
+    /// Empty the chunk for the next one, keeping its buffer: a series' next chunk
+    /// needs about as many bytes, so it starts at the size this one grew to instead of
+    /// growing again from 128 bytes (each growth leaves a freed buffer the allocator may
+    /// never hand back: BENCHMARKS.md, "Session 9").
+    pub fn clear(&mut self) {
+        // the bytes past `len` are zero already
+        self.buf[..self.len as usize].fill(0);
+        *self = Self::new_in(std::mem::take(&mut self.buf));
+    }
+
     #[inline]
     pub fn num_samples(&self) -> usize {
         self.num as usize
@@ -153,7 +170,7 @@ impl XorChunk {
     /// The chunk data exactly as Prometheus's `XORChunk.Bytes()` would return it.
     #[inline]
     pub fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        &self.buf[..self.len as usize]
     }
 
     /// Heap bytes the chunk holds (its buffer's capacity), for memory accounting.
@@ -162,7 +179,7 @@ impl XorChunk {
     }
 
     pub fn into_bytes(mut self) -> Vec<u8> {
-        self.buf.truncate(self.len);
+        self.buf.truncate(self.len as usize);
         self.buf
     }
 
@@ -182,7 +199,7 @@ impl XorChunk {
             "XOR chunk is full ({} samples)",
             u16::MAX
         );
-        if self.buf.len() < (self.bits >> 3) + SLACK {
+        if self.buf.len() < (self.bits as usize >> 3) + SLACK {
             self.grow();
         }
         let vb = v.to_bits();
@@ -241,7 +258,7 @@ impl XorChunk {
         // lives for its 120 samples in every active series, and doubling left 100-250
         // spare bytes per series. `reserve_exact`, as `resize` alone would double.
         let len = self.buf.len();
-        let want = ((self.bits >> 3) + SLACK).max(len + (len / 4).max(64));
+        let want = ((self.bits as usize >> 3) + SLACK).max(len + (len / 4).max(64));
         self.buf.reserve_exact(want - len);
         self.buf.resize(want, 0);
     }
@@ -288,8 +305,8 @@ impl XorChunk {
     fn put(&mut self, v: u64, n: u32) {
         debug_assert!((1..=57).contains(&n));
         debug_assert!(v >> n == 0);
-        let i = self.bits >> 3;
-        let off = (self.bits & 7) as u32;
+        let i = self.bits as usize >> 3;
+        let off = self.bits & 7;
         let Some(window) = self.buf.get_mut(i..i + 8) else {
             unreachable!("append keeps SLACK bytes");
         };
@@ -297,7 +314,7 @@ impl XorChunk {
         w.copy_from_slice(window);
         let cur = u64::from_be_bytes(w);
         window.copy_from_slice(&(cur | (v << (64 - n - off))).to_be_bytes());
-        self.bits += n as usize;
+        self.bits += n;
     }
 
     /// Appends `v`, which has at most `n` (1..=121) significant bits, as `n` bits.
@@ -309,8 +326,8 @@ impl XorChunk {
             self.put(v as u64, n);
             return;
         }
-        let i = self.bits >> 3;
-        let off = (self.bits & 7) as u32;
+        let i = self.bits as usize >> 3;
+        let off = self.bits & 7;
         let Some(window) = self.buf.get_mut(i..i + 16) else {
             unreachable!("append keeps SLACK bytes");
         };
@@ -318,7 +335,7 @@ impl XorChunk {
         w.copy_from_slice(window);
         let cur = u128::from_be_bytes(w);
         window.copy_from_slice(&(cur | (v << (128 - n - off))).to_be_bytes());
-        self.bits += n as usize;
+        self.bits += n;
     }
 }
 
@@ -1149,6 +1166,39 @@ mod tests {
         // header, varint 0, 8 zero bytes of value, plus Go's trailing empty byte
         assert_eq!(c.bytes(), &[0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]);
         assert_eq!(XorIter::new(c.bytes()).collect::<Vec<_>>(), vec![(0, 0.0)]);
+    }
+
+    #[test]
+    fn cleared_chunk_encodes_as_a_new_one() {
+        // a first chunk of random values grows its buffer; the next one, written into
+        // it after `clear`, must come out byte for byte as from a fresh chunk
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut samples = |n: i64, base: i64| -> Vec<(i64, f64)> {
+            (0..n)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (base + i * 15_000 + (x % 3) as i64, f64::from_bits(x >> 2))
+                })
+                .collect()
+        };
+        let first = samples(120, 0);
+        let mut c = XorChunk::new();
+        for &(t, v) in &first {
+            c.append(t, v);
+        }
+        assert_eq!(c.bytes(), encode(&first).bytes());
+        for (n, base) in [(120, 1 << 30), (3, 1 << 31), (200, 1 << 32)] {
+            let next = samples(n, base);
+            c.clear();
+            assert_eq!(c.num_samples(), 0);
+            assert_eq!(c.bytes(), &[0, 0][..]);
+            for &(t, v) in &next {
+                c.append(t, v);
+            }
+            assert_eq!(c.bytes(), encode(&next).bytes(), "{n} samples after clear");
+        }
     }
 
     #[test]

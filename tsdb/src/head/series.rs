@@ -644,6 +644,7 @@ impl SeriesState {
             // a float after histograms: the histogram chunk is complete
             self.close_hist(files);
         }
+        let mut new_chunk = true;
         if let Some(h) = &self.head {
             let n = h.num_samples();
             let mut cut = h.bytes().len() > MAX_BYTES_BEFORE_APPEND;
@@ -655,10 +656,21 @@ impl SeriesState {
                 cut = t >= self.next_at || n >= SAMPLES_PER_CHUNK;
             }
             if cut {
-                self.close_head(files);
+                // the next chunk writes into this one's buffer (see `XorChunk::clear`)
+                let mut h = self.head.take().expect("open chunk");
+                self.push_closed(
+                    files,
+                    self.head_min_t,
+                    self.last_t,
+                    Encoding::Xor,
+                    h.bytes(),
+                );
+                h.clear();
+                self.head = Some(h);
+            } else {
+                new_chunk = false;
             }
         }
-        let new_chunk = self.head.is_none();
         if new_chunk {
             self.head_min_t = t;
             self.next_at = range_for_timestamp(t, chunk_range);
@@ -1071,10 +1083,10 @@ impl SeriesState {
                 .as_ref()
                 .map_or(0, |_| std::mem::size_of::<Bytes>())
             + self.ooo.as_ref().map_or(0, |o| o.overhead_bytes())
-            + self.head.as_ref().map_or(0, |h| {
-                let len = h.bytes().len();
-                xor_buf_capacity(len) - len
-            })
+            + self
+                .head
+                .as_ref()
+                .map_or(0, |h| h.capacity() - h.bytes().len())
             + self.hist.as_ref().map_or(0, |st| {
                 std::mem::size_of::<HistState>()
                     + st.open
@@ -1098,14 +1110,4 @@ fn rechunk_histograms(encoding: Encoding, data: &[u8], mint: i64, maxt: i64) -> 
             data,
         })
         .collect()
-}
-
-/// The buffer an open [`XorChunk`] of `len` bytes holds: it starts at 128 bytes and
-/// doubles while fewer than 40 spare bytes remain.
-fn xor_buf_capacity(len: usize) -> usize {
-    let mut cap = 128;
-    while cap < len + 40 {
-        cap *= 2;
-    }
-    cap
 }
