@@ -1100,8 +1100,23 @@ impl Drop for FanoutStorage {
     }
 }
 
-/// Return the allocator's free memory to the operating system (glibc only).
+/// How the process's allocator returns its free memory, when the binary chose one
+/// other than glibc's malloc (set once, at start).
+static RELEASE_FREE_MEMORY: OnceLock<fn()> = OnceLock::new();
+
+/// Install the global allocator's way to return free memory (the binary calls this
+/// before serving when it is not glibc's malloc); later calls are ignored.
+pub fn set_free_memory_releaser(release: fn()) {
+    let _ = RELEASE_FREE_MEMORY.set(release);
+}
+
+/// Return the allocator's free memory to the operating system (glibc's `malloc_trim`
+/// unless [`set_free_memory_releaser`] installed another allocator's).
 pub fn release_free_memory() {
+    if let Some(release) = RELEASE_FREE_MEMORY.get() {
+        release();
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {

@@ -1,5 +1,6 @@
 //! The `strata` binary: flags, subcommands and wiring. The only `anyhow` edge.
 
+mod alloc;
 mod compactor;
 mod frontend;
 mod ingester;
@@ -64,6 +65,7 @@ fn limit_malloc_arenas() {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    alloc::install_releaser();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     strata_kit::status::set_flags(effective_flags(&Cli::command(), &matches));
