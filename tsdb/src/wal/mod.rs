@@ -359,7 +359,14 @@ impl Wal {
     /// directory that replays completely.
     pub fn checkpoint<'a>(&mut self, records: impl IntoIterator<Item = Record<'a>>) -> Result<u64> {
         self.check_poisoned()?;
-        let n = self.cut_segment()?;
+        let mut n = self.cut_segment()?;
+        if self.dir.join(format!("checkpoint.{n:08}")).exists() {
+            // Nothing was written since the last checkpoint (the current segment is
+            // empty), e.g. a flush right after a periodic head cut: cut anyway, so this
+            // checkpoint gets a fresh number and replaces that one the usual way.
+            self.cut()?;
+            n = self.seg_index;
+        }
         let name = format!("checkpoint.{n:08}");
         let final_dir = self.dir.join(&name);
         let tmp_dir = self.dir.join(format!("{name}.tmp"));

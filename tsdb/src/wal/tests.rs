@@ -692,6 +692,34 @@ fn checkpoint_replaces_covered_segments() {
     assert_eq!(stats.checkpoint, Some(n2));
 }
 
+/// A flush right after a periodic head cut checkpoints twice with nothing written in
+/// between: the second gets the next number and replaces the first (it used to fail
+/// with "checkpoint.N already exists").
+#[test]
+fn checkpoint_twice_with_nothing_written_between() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut wal = Wal::open(dir, opts(2048, FsyncPolicy::Always)).unwrap();
+    for r in &workload(20) {
+        log_owned(&mut wal, r);
+    }
+    let first = vec![series_rec(1, 3), samples_rec(7, 20)];
+    let n = checkpoint_owned(&mut wal, &first);
+    let second = vec![series_rec(1, 2)];
+    let n2 = checkpoint_owned(&mut wal, &second);
+    assert_eq!(n2, n + 1);
+    let l = list_dir(dir).unwrap();
+    assert_eq!(
+        l.checkpoints.iter().map(|c| c.0).collect::<Vec<_>>(),
+        vec![n2]
+    );
+    assert_eq!(l.segments.iter().map(|s| s.0).collect::<Vec<_>>(), vec![n2]);
+    drop(wal);
+    let (got, stats) = replay_all(dir).unwrap();
+    assert_eq!(norms(&got), norms(&second));
+    assert_eq!(stats.checkpoint, Some(n2));
+}
+
 #[test]
 fn large_checkpoint_spans_several_files() {
     let tmp = tempfile::tempdir().unwrap();
