@@ -105,6 +105,10 @@ pub struct XorChunk {
     /// Bits written so far, the 16 header bits included.
     bits: u32,
     num: u16,
+    /// Leading bytes no longer held in `buf` ([`drop_front`](Self::drop_front)): the
+    /// head writes them to its chunk files while the chunk is still open. `buf[0]` is
+    /// the chunk's byte `spilled`.
+    spilled: u32,
     t: i64,
     v: u64,
     t_delta: u64,
@@ -144,6 +148,7 @@ impl XorChunk {
             len: 2,
             bits: 16,
             num: 0,
+            spilled: 0,
             t: 0,
             v: 0,
             t_delta: 0,
@@ -157,8 +162,9 @@ impl XorChunk {
     /// growing again from 128 bytes (each growth leaves a freed buffer the allocator may
     /// never hand back: BENCHMARKS.md, "Session 9").
     pub fn clear(&mut self) {
-        // the bytes past `len` are zero already
-        self.buf[..self.len as usize].fill(0);
+        // the bytes past the held ones are zero already
+        let held = self.held_len();
+        self.buf[..held].fill(0);
         *self = Self::new_in(std::mem::take(&mut self.buf));
     }
 
@@ -167,10 +173,73 @@ impl XorChunk {
         self.num as usize
     }
 
-    /// The chunk data exactly as Prometheus's `XORChunk.Bytes()` would return it.
+    /// The chunk data exactly as Prometheus's `XORChunk.Bytes()` would return it, once
+    /// [`drop_front`](Self::drop_front) dropped nothing; after that, the bytes still
+    /// held (see [`held`](Self::held)).
     #[inline]
     pub fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len as usize]
+        debug_assert_eq!(
+            self.spilled, 0,
+            "bytes() of a chunk whose front was dropped"
+        );
+        self.held()
+    }
+
+    /// The bytes still held: the chunk's bytes from [`spilled`](Self::spilled) on.
+    #[inline]
+    pub fn held(&self) -> &[u8] {
+        &self.buf[..self.held_len()]
+    }
+
+    #[inline]
+    fn held_len(&self) -> usize {
+        (self.len - self.spilled) as usize
+    }
+
+    /// The chunk's length in bytes, dropped ones included.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the chunk holds no sample.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.num == 0
+    }
+
+    /// Leading bytes dropped by [`drop_front`](Self::drop_front).
+    #[inline]
+    pub fn spilled(&self) -> usize {
+        self.spilled as usize
+    }
+
+    /// Held bytes that no later append changes: those before the byte the next bit goes
+    /// to. (The first two, the sample count, are rewritten by every append while held;
+    /// whoever drops them writes the count again when the chunk closes.)
+    #[inline]
+    pub fn settled(&self) -> usize {
+        (self.bits as usize >> 3) - self.spilled as usize
+    }
+
+    /// The sample count as the chunk's first two bytes hold it.
+    pub fn header(&self) -> [u8; 2] {
+        self.num.to_be_bytes()
+    }
+
+    /// Stop holding the first `n` held bytes (at most [`settled`](Self::settled)): the
+    /// caller keeps them elsewhere. Appends go on as before; [`held`](Self::held) then
+    /// starts at chunk byte [`spilled`](Self::spilled).
+    pub fn drop_front(&mut self, n: usize) {
+        assert!(
+            n <= self.settled(),
+            "dropping bytes an append still changes"
+        );
+        let held = self.held_len();
+        self.buf.copy_within(n..held, 0);
+        // keep everything past the held bytes zero
+        self.buf[held - n..held].fill(0);
+        self.spilled += n as u32;
     }
 
     /// Heap bytes the chunk holds (its buffer's capacity), for memory accounting.
@@ -179,7 +248,11 @@ impl XorChunk {
     }
 
     pub fn into_bytes(mut self) -> Vec<u8> {
-        self.buf.truncate(self.len as usize);
+        debug_assert_eq!(
+            self.spilled, 0,
+            "into_bytes() of a chunk whose front was dropped"
+        );
+        self.buf.truncate(self.held_len());
         self.buf
     }
 
@@ -199,7 +272,7 @@ impl XorChunk {
             "XOR chunk is full ({} samples)",
             u16::MAX
         );
-        if self.buf.len() < (self.bits as usize >> 3) + SLACK {
+        if self.buf.len() < self.settled() + SLACK {
             self.grow();
         }
         let vb = v.to_bits();
@@ -248,7 +321,9 @@ impl XorChunk {
         self.v = vb;
         self.t_delta = t_delta;
         self.num += 1;
-        self.buf[..2].copy_from_slice(&self.num.to_be_bytes());
+        if self.spilled == 0 {
+            self.buf[..2].copy_from_slice(&self.num.to_be_bytes());
+        }
     }
 
     #[cold]
@@ -258,7 +333,7 @@ impl XorChunk {
         // lives for its 120 samples in every active series, and doubling left 100-250
         // spare bytes per series. `reserve_exact`, as `resize` alone would double.
         let len = self.buf.len();
-        let want = ((self.bits as usize >> 3) + SLACK).max(len + (len / 4).max(64));
+        let want = (self.settled() + SLACK).max(len + (len / 4).max(64));
         self.buf.reserve_exact(want - len);
         self.buf.resize(want, 0);
     }
@@ -305,7 +380,7 @@ impl XorChunk {
     fn put(&mut self, v: u64, n: u32) {
         debug_assert!((1..=57).contains(&n));
         debug_assert!(v >> n == 0);
-        let i = self.bits as usize >> 3;
+        let i = self.settled();
         let off = self.bits & 7;
         let Some(window) = self.buf.get_mut(i..i + 8) else {
             unreachable!("append keeps SLACK bytes");
@@ -326,7 +401,7 @@ impl XorChunk {
             self.put(v as u64, n);
             return;
         }
-        let i = self.bits as usize >> 3;
+        let i = self.settled();
         let off = self.bits & 7;
         let Some(window) = self.buf.get_mut(i..i + 16) else {
             unreachable!("append keeps SLACK bytes");
@@ -1198,6 +1273,44 @@ mod tests {
                 c.append(t, v);
             }
             assert_eq!(c.bytes(), encode(&next).bytes(), "{n} samples after clear");
+        }
+    }
+
+    #[test]
+    fn dropped_front_bytes_and_held_ones_make_the_chunk() {
+        // the head's open chunk: settled bytes dropped (written elsewhere) now and then,
+        // the sample count written again at the end; also across `clear`
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut c = XorChunk::new();
+        for (round, drop_at) in [(0, 7usize), (1, 1), (2, 40), (3, 200)] {
+            let mut samples = Vec::new();
+            let mut out = Vec::new();
+            for i in 0..(100 + round * 50) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // integer counters and random floats: narrow and wide XOR windows
+                let v = if i % 3 == 0 {
+                    f64::from_bits(x >> 2)
+                } else {
+                    (x % 1000) as f64
+                };
+                let s = (round * 1_000_000 + i * 15_000 + (x % 5) as i64, v);
+                samples.push(s);
+                c.append(s.0, s.1);
+                if c.settled() >= drop_at {
+                    let n = c.settled();
+                    out.extend_from_slice(&c.held()[..n]);
+                    c.drop_front(n);
+                    assert_eq!(c.spilled(), out.len());
+                }
+            }
+            out.extend_from_slice(c.held());
+            assert_eq!(out.len(), c.len());
+            out[..2].copy_from_slice(&c.header());
+            assert_eq!(out, encode(&samples).bytes(), "round {round}");
+            c.clear();
+            assert_eq!((c.spilled(), c.held()), (0, &[0u8, 0][..]));
         }
     }
 

@@ -45,7 +45,14 @@ pub const DEFAULT_SEGMENT_BYTES: u32 = 128 * 1024 * 1024;
 pub(super) const MAX_SEGMENT_SEQ: u32 = 0xff_fffe;
 
 /// Bytes after each chunk's data: its CRC32C.
-const CRC_LEN: usize = 4;
+pub(super) const CRC_LEN: usize = 4;
+
+/// The CRC32C (as written after a chunk) of a chunk whose two-byte sample count is
+/// `header` and whose other `rest_len` bytes have the CRC32C `rest_crc` (computed as
+/// they were written out, before the count was final).
+pub(super) fn crc_of_parts(header: [u8; 2], rest_crc: u32, rest_len: usize) -> [u8; CRC_LEN] {
+    crc32c::crc32c_combine(crc32c::crc32c(&header), rest_crc, rest_len).to_be_bytes()
+}
 
 /// Where a written chunk is: segment number and byte offset in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,66 +157,7 @@ impl ChunkFiles {
     /// series closing chunks at the same time write in parallel.
     pub fn write(&self, data: &[u8], max_t: i64) -> Result<ChunkLoc> {
         let len = data.len() + CRC_LEN;
-        let (seg, loc) = {
-            let mut cur = lock(&self.current);
-            let fits = |cur: &Current| {
-                cur.seg.is_some()
-                    && u64::from(cur.next) + len as u64 <= u64::from(self.segment_bytes)
-            };
-            if !fits(&cur) {
-                if len as u64 > u64::from(self.segment_bytes) {
-                    return Err(Error::Invalid(format!(
-                        "a head chunk of {} bytes is larger than a chunk segment",
-                        data.len()
-                    )));
-                }
-                // numbered from 1, as Prometheus's
-                let seq = cur.seq + 1;
-                if seq > MAX_SEGMENT_SEQ {
-                    return Err(Error::Invalid(format!(
-                        "{}: no head chunk segment numbers left",
-                        self.dir.display()
-                    )));
-                }
-                let path = self.dir.join(format!("{seq:06}"));
-                let file = File::options()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .map_err(|e| Error::io(&path, e))?;
-                let map = if self.map_segments {
-                    self.map(&file, &path)
-                } else {
-                    None
-                };
-                let seg = Arc::new(Segment {
-                    file,
-                    path,
-                    map,
-                    max_t: AtomicI64::new(i64::MIN),
-                    bytes: AtomicU64::new(0),
-                });
-                self.segments
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(seq, seg.clone());
-                *cur = Current {
-                    seg: Some(seg),
-                    seq,
-                    next: 0,
-                };
-            }
-            let seg = cur.seg.clone().expect("a segment is open");
-            seg.max_t.fetch_max(max_t, Ordering::Relaxed);
-            seg.bytes.fetch_add(len as u64, Ordering::Relaxed);
-            let loc = ChunkLoc {
-                seg: cur.seq,
-                off: cur.next,
-            };
-            cur.next += len as u32;
-            (seg, loc)
-        };
+        let (seg, loc) = self.reserve_in(len, max_t)?;
         // one write of data + CRC; a chunk is ~1 KiB, so the copy stays on the stack
         let crc = crc32c::crc32c(data).to_be_bytes();
         let mut stack = [0u8; 4096];
@@ -222,11 +170,122 @@ impl ChunkFiles {
         };
         buf[..data.len()].copy_from_slice(data);
         buf[data.len()..].copy_from_slice(&crc);
-        self.disk_bytes.fetch_add(len as u64, Ordering::Relaxed);
         seg.file
             .write_all_at(buf, u64::from(loc.off))
             .map_err(|e| Error::io(&seg.path, e))?;
         Ok(loc)
+    }
+
+    /// Reserve `len` bytes (a chunk's data and its CRC) for a chunk still being
+    /// written, all of whose samples are at or before `max_t`: the head's open chunk,
+    /// whose settled bytes go out with [`write_at`](Self::write_at) as it grows. The
+    /// segment is kept until truncation passes `max_t`.
+    pub fn reserve(&self, len: usize, max_t: i64) -> Result<ChunkLoc> {
+        self.reserve_in(len, max_t).map(|(_, loc)| loc)
+    }
+
+    /// Write `data` at `at` bytes into the reservation at `loc` (no CRC: the caller
+    /// writes the chunk's CRC after its last byte, see [`crc_of_parts`]).
+    pub fn write_at(&self, loc: ChunkLoc, at: usize, data: &[u8]) -> Result<()> {
+        let seg = self.segment(loc.seg)?;
+        seg.file
+            .write_all_at(data, u64::from(loc.off) + at as u64)
+            .map_err(|e| Error::io(&seg.path, e))
+    }
+
+    /// The first `len` bytes of a reservation as written so far (no CRC to check):
+    /// a slice of the segment's map with `mapped`, else a `pread` copy.
+    pub fn read_part(&self, loc: ChunkLoc, len: usize, mapped: bool) -> Result<Bytes> {
+        let seg = self.segment(loc.seg)?;
+        let off = loc.off as usize;
+        match seg.map.as_ref().filter(|_| mapped) {
+            Some(map) if off + len <= map.len() => Ok(map.slice(off..off + len)),
+            Some(_) => Err(Error::corrupt(
+                &seg.path,
+                u64::from(loc.off),
+                "open head chunk past the end of its segment",
+            )),
+            None => {
+                let mut buf = vec![0u8; len];
+                seg.file
+                    .read_exact_at(&mut buf, u64::from(loc.off))
+                    .map_err(|e| Error::io(&seg.path, e))?;
+                Ok(Bytes::from(buf))
+            }
+        }
+    }
+
+    fn segment(&self, seq: u32) -> Result<Arc<Segment>> {
+        let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        segments.get(&seq).cloned().ok_or_else(|| {
+            Error::Invalid(format!(
+                "head chunk segment {seq} in {} was deleted while still referenced",
+                self.dir.display()
+            ))
+        })
+    }
+
+    /// `len` bytes reserved in the current segment (the next one when they do not fit),
+    /// counted as written.
+    fn reserve_in(&self, len: usize, max_t: i64) -> Result<(Arc<Segment>, ChunkLoc)> {
+        let mut cur = lock(&self.current);
+        let fits = |cur: &Current| {
+            cur.seg.is_some() && u64::from(cur.next) + len as u64 <= u64::from(self.segment_bytes)
+        };
+        if !fits(&cur) {
+            if len as u64 > u64::from(self.segment_bytes) {
+                return Err(Error::Invalid(format!(
+                    "a head chunk of {} bytes is larger than a chunk segment",
+                    len - CRC_LEN
+                )));
+            }
+            // numbered from 1, as Prometheus's
+            let seq = cur.seq + 1;
+            if seq > MAX_SEGMENT_SEQ {
+                return Err(Error::Invalid(format!(
+                    "{}: no head chunk segment numbers left",
+                    self.dir.display()
+                )));
+            }
+            let path = self.dir.join(format!("{seq:06}"));
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            let map = if self.map_segments {
+                self.map(&file, &path)
+            } else {
+                None
+            };
+            let seg = Arc::new(Segment {
+                file,
+                path,
+                map,
+                max_t: AtomicI64::new(i64::MIN),
+                bytes: AtomicU64::new(0),
+            });
+            self.segments
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(seq, seg.clone());
+            *cur = Current {
+                seg: Some(seg),
+                seq,
+                next: 0,
+            };
+        }
+        let seg = cur.seg.clone().expect("a segment is open");
+        seg.max_t.fetch_max(max_t, Ordering::Relaxed);
+        seg.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.disk_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        let loc = ChunkLoc {
+            seg: cur.seq,
+            off: cur.next,
+        };
+        cur.next += len as u32;
+        Ok((seg, loc))
     }
 
     /// A read-only map of a new segment's whole size, or `None` when it cannot be made

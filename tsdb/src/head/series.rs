@@ -27,7 +27,7 @@ use crate::histogram::{
 };
 use crate::labels::Label;
 
-use super::chunk_files::{ChunkFiles, ChunkLoc, MAX_SEGMENT_SEQ};
+use super::chunk_files::{crc_of_parts, ChunkFiles, ChunkLoc, CRC_LEN, MAX_SEGMENT_SEQ};
 use super::ooo::OooState;
 use super::{AppendError, HistogramSample};
 use crate::error::{Error, Result};
@@ -222,6 +222,39 @@ pub(super) const NO_SAMPLES: i64 = i64::MIN;
 /// [`crate::chunkenc::ChunkCutter`] does): room for one maximal sample is left.
 const MAX_BYTES_BEFORE_APPEND: usize = MAX_BYTES_PER_XOR_CHUNK - 19;
 
+/// Settled bytes of the open XOR chunk that go to the chunk files once it holds this
+/// many (see [`Spill`]): the open chunk's buffer then stays under ≈ 190 bytes (128 +
+/// one sample + the encoder's slack) instead of growing to the whole chunk's size.
+const SPILL_AT: usize = 128;
+
+/// Bytes a reservation for an open chunk never exceeds: the largest XOR chunk.
+const MAX_RESERVATION: usize = MAX_BYTES_PER_XOR_CHUNK + 32 + CRC_LEN;
+
+/// Where the open XOR chunk's front bytes are written while it is still open: a
+/// reservation of `cap` bytes at `loc` in the chunk files, made at the first spill and
+/// sized from the chunk's bytes per sample so far (moved to a larger one in the rare
+/// case the chunk outgrows it). The closed chunk is then complete in place: its tail,
+/// its CRC and its sample count (which every append rewrote) are written when it
+/// closes. `loc.seg == 0` (segments are numbered from 1): no reservation.
+#[derive(Clone, Copy)]
+struct Spill {
+    loc: ChunkLoc,
+    /// CRC32C of the written bytes after the first two (the sample count).
+    crc: u32,
+    cap: u16,
+    /// A write failed: the rest of this chunk stays in memory.
+    stopped: bool,
+}
+
+impl Spill {
+    const NONE: Spill = Spill {
+        loc: ChunkLoc { seg: 0, off: 0 },
+        crc: 0,
+        cap: 0,
+        stopped: false,
+    };
+}
+
 pub(super) struct MemSeries {
     pub labels: Box<[Label]>,
     pub state: Mutex<SeriesState>,
@@ -251,7 +284,9 @@ pub(super) struct SeriesState {
     /// pays 8 bytes for it, not the 32 of a `Bytes`.
     closed_data: Option<Box<Bytes>>,
     /// The open chunk; `None` before the first sample and after truncation emptied it.
+    /// With chunk files its settled front bytes are written out as it grows ([`Spill`]).
     head: Option<XorChunk>,
+    spill: Spill,
     /// First timestamp of the open chunk.
     head_min_t: i64,
     /// The open chunk is cut before a sample at or after this time.
@@ -289,6 +324,7 @@ impl SeriesState {
             closed: Box::new([]),
             closed_data: None,
             head: None,
+            spill: Spill::NONE,
             head_min_t: 0,
             next_at: 0,
             last_t: NO_SAMPLES,
@@ -344,20 +380,36 @@ impl SeriesState {
         }
         let (pos, seg) = match on_disk {
             Some(loc) => (loc.off, loc.seg),
-            None => {
-                let old = self.mem_data();
-                let mut buf = Vec::with_capacity(old.len() + data.len());
-                buf.extend_from_slice(old);
-                buf.extend_from_slice(data);
-                let pos = u32::try_from(old.len())
-                    .ok()
-                    .filter(|p| p.checked_add(len).is_some())
-                    .expect("a series' closed chunks stay under 4 GiB");
-                // len == capacity: the `Bytes` takes the buffer without another allocation
-                self.closed_data = Some(Box::new(Bytes::from(buf)));
-                (pos, IN_MEMORY)
-            }
+            None => (self.keep_in_memory(data), IN_MEMORY),
         };
+        self.push_record(min_t, max_t, encoding, pos, len, seg);
+    }
+
+    /// Add `data` to the closed chunks' bytes in memory; returns its position there.
+    fn keep_in_memory(&mut self, data: &[u8]) -> u32 {
+        let old = self.mem_data();
+        let mut buf = Vec::with_capacity(old.len() + data.len());
+        buf.extend_from_slice(old);
+        buf.extend_from_slice(data);
+        let pos = u32::try_from(old.len())
+            .ok()
+            .filter(|p| u32::try_from(data.len()).is_ok_and(|l| p.checked_add(l).is_some()))
+            .expect("a series' closed chunks stay under 4 GiB");
+        // len == capacity: the `Bytes` takes the buffer without another allocation
+        self.closed_data = Some(Box::new(Bytes::from(buf)));
+        pos
+    }
+
+    /// Append a closed chunk's record (its bytes are at `pos` in segment `seg`).
+    fn push_record(
+        &mut self,
+        min_t: i64,
+        max_t: i64,
+        encoding: Encoding,
+        pos: u32,
+        len: u32,
+        seg: u32,
+    ) {
         let mut v = Vec::with_capacity(self.closed.len() + 1);
         v.extend(std::mem::take(&mut self.closed).into_vec());
         v.push(ClosedChunk {
@@ -410,13 +462,160 @@ impl SeriesState {
         Ok(())
     }
 
-    /// The open chunk, if any: (encoding, bytes).
-    fn open_chunk(&self) -> Option<(Encoding, &[u8])> {
+    /// Whether a chunk is open.
+    fn has_open(&self) -> bool {
+        self.head.is_some() || self.open_hist().is_some()
+    }
+
+    /// A copy of the open chunk, if any: (encoding, bytes). The front bytes an open
+    /// XOR chunk wrote to the chunk files are read back ([`Via`]) and its sample count
+    /// set, so the copy is the whole chunk as it stands.
+    fn open_copy(&self, files: Files<'_>, via: Via) -> Result<Option<(Encoding, Bytes)>> {
         match (&self.head, self.open_hist()) {
-            (Some(h), _) => Some((Encoding::Xor, h.bytes())),
-            (None, Some(h)) => Some((h.encoding(), h.bytes())),
-            (None, None) => None,
+            (Some(h), _) => self
+                .xor_copy(files, via, h)
+                .map(|d| Some((Encoding::Xor, d))),
+            (None, Some(h)) => Ok(Some((h.encoding(), Bytes::copy_from_slice(h.bytes())))),
+            (None, None) => Ok(None),
         }
+    }
+
+    /// A copy of the whole open XOR chunk `h` (this series' open chunk, taken out or not).
+    fn xor_copy(&self, files: Files<'_>, via: Via, h: &XorChunk) -> Result<Bytes> {
+        if h.spilled() == 0 {
+            return Ok(Bytes::copy_from_slice(h.held()));
+        }
+        let f = files.ok_or_else(|| {
+            Error::Invalid("an open head chunk is on disk but the head has no chunk files".into())
+        })?;
+        let front = f.read_part(self.spill.loc, h.spilled(), via == Via::Map)?;
+        let mut data = Vec::with_capacity(h.len());
+        data.extend_from_slice(&front);
+        data.extend_from_slice(h.held());
+        data[..2].copy_from_slice(&h.header());
+        Ok(Bytes::from(data))
+    }
+
+    /// Write the open XOR chunk's settled bytes to the chunk files once there are
+    /// [`SPILL_AT`] of them ([`Spill`]); a failed write keeps the rest of the chunk in
+    /// memory.
+    #[inline]
+    fn maybe_spill(&mut self, files: Files<'_>) {
+        let (Some(f), Some(h)) = (files, &self.head) else {
+            return;
+        };
+        if h.settled() < SPILL_AT || self.spill.stopped {
+            return;
+        }
+        let written = h.spilled();
+        if let Err(e) = self.spill_front(f) {
+            // counted once per chunk: with nothing written yet, by the close's write
+            if written > 0 {
+                f.note_write_failure(&e);
+            }
+            self.spill.stopped = true;
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn spill_front(&mut self, f: &ChunkFiles) -> Result<()> {
+        let h = self.head.as_ref().expect("an open chunk");
+        let (at, n) = (h.spilled(), h.settled());
+        if self.spill.loc.seg == 0 {
+            // room for the whole chunk at the rate so far (120 samples, a quarter more),
+            // as most chunks end at 120 samples
+            let per = h.len() as f64 / h.num_samples().max(1) as f64;
+            let est = (per * SAMPLES_PER_CHUNK as f64 * 1.25) as usize + 64;
+            let cap = est.clamp(at + n + 64, MAX_RESERVATION - CRC_LEN) + CRC_LEN;
+            self.spill = Spill {
+                loc: f.reserve(cap, self.spill_max_t())?,
+                cap: cap as u16,
+                ..Spill::NONE
+            };
+        } else if at + n + CRC_LEN > usize::from(self.spill.cap) {
+            self.move_spill(f, at, MAX_RESERVATION)?;
+        }
+        let h = self.head.as_mut().expect("an open chunk");
+        let bytes = &h.held()[..n];
+        f.write_at(self.spill.loc, at, bytes)?;
+        // the CRC covers the chunk after its sample count, which is written at the end
+        let counted = if at == 0 { &bytes[2.min(n)..] } else { bytes };
+        self.spill.crc = crc32c::crc32c_append(self.spill.crc, counted);
+        h.drop_front(n);
+        Ok(())
+    }
+
+    /// Every sample of the open chunk is before `next_at` (it is cut at that time): a
+    /// bound for the segment's newest sample time, which decides when truncation may
+    /// delete it.
+    fn spill_max_t(&self) -> i64 {
+        self.next_at.saturating_sub(1).max(self.last_t)
+    }
+
+    /// Move the open chunk's `at` written front bytes to a new reservation of `cap`
+    /// bytes.
+    fn move_spill(&mut self, f: &ChunkFiles, at: usize, cap: usize) -> Result<()> {
+        let front = f.read_part(self.spill.loc, at, false)?;
+        let loc = f.reserve(cap, self.spill_max_t())?;
+        f.write_at(loc, 0, &front)?;
+        self.spill.loc = loc;
+        self.spill.cap = cap as u16;
+        Ok(())
+    }
+
+    /// Close the open XOR chunk `h` (taken out of `self.head`) into the closed ones.
+    fn close_xor(&mut self, files: Files<'_>, h: &XorChunk) {
+        let (min_t, max_t) = (self.head_min_t, self.last_t);
+        let spill = std::mem::replace(&mut self.spill, Spill::NONE);
+        if h.spilled() == 0 {
+            self.push_closed(files, min_t, max_t, Encoding::Xor, h.held());
+            return;
+        }
+        let f = files.expect("a chunk with bytes on disk has chunk files");
+        self.spill = spill;
+        // after a failed write (counted then), the rest is not tried
+        let written = !spill.stopped
+            && self
+                .finish_spilled(f, h)
+                .inspect_err(|e| f.note_write_failure(e))
+                .is_ok();
+        if written {
+            let loc = self.spill.loc;
+            let len = u32::try_from(h.len()).expect("a chunk stays under 4 GiB");
+            self.push_record(min_t, max_t, Encoding::Xor, loc.off, len, loc.seg);
+        } else {
+            // the whole chunk in memory instead, its front read back
+            match self.xor_copy(files, Via::Copy, h) {
+                Ok(data) => {
+                    let len = data.len() as u32;
+                    let pos = self.keep_in_memory(&data);
+                    self.push_record(min_t, max_t, Encoding::Xor, pos, len, IN_MEMORY);
+                }
+                Err(e) => tracing::error!(error = %e, min_t, max_t,
+                    "cannot read back a head chunk's front bytes: its samples are only in the WAL"),
+            }
+        }
+        self.spill = Spill::NONE;
+    }
+
+    /// Write the rest of a spilled chunk, its CRC and its sample count in place.
+    fn finish_spilled(&mut self, f: &ChunkFiles, h: &XorChunk) -> Result<()> {
+        if h.len() + CRC_LEN > usize::from(self.spill.cap) {
+            self.move_spill(f, h.spilled(), h.len() + CRC_LEN)?;
+        }
+        let tail = h.held();
+        let crc = crc_of_parts(
+            h.header(),
+            crc32c::crc32c_append(self.spill.crc, tail),
+            h.len() - 2,
+        );
+        let mut buf = [0u8; MAX_RESERVATION];
+        let n = tail.len() + CRC_LEN;
+        buf[..tail.len()].copy_from_slice(tail);
+        buf[tail.len()..n].copy_from_slice(&crc);
+        f.write_at(self.spill.loc, h.spilled(), &buf[..n])?;
+        f.write_at(self.spill.loc, 0, &h.header())
     }
 
     /// The in-order chunks overlapping `[mint, maxt]` (both inclusive), oldest first:
@@ -434,13 +633,13 @@ impl SeriesState {
         if from < to {
             self.read_closed(files, via, from..to, out)?;
         }
-        if let Some((encoding, data)) = self.open_chunk() {
-            if self.last_t >= mint && self.head_min_t <= maxt {
+        if self.has_open() && self.last_t >= mint && self.head_min_t <= maxt {
+            if let Some((encoding, data)) = self.open_copy(files, via)? {
                 out.push(HeadChunk {
                     min_time: self.head_min_t,
                     max_time: self.last_t,
                     encoding,
-                    data: Bytes::copy_from_slice(data),
+                    data,
                 });
             }
         }
@@ -463,7 +662,7 @@ impl SeriesState {
     pub fn min_t(&self) -> Option<i64> {
         let in_order = match self.closed.first() {
             Some(c) => Some(c.min_t),
-            None if self.head.is_some() || self.open_hist().is_some() => Some(self.head_min_t),
+            None if self.has_open() => Some(self.head_min_t),
             None => None,
         };
         match (in_order, self.ooo_span()) {
@@ -525,18 +724,28 @@ impl SeriesState {
     fn in_order_value_at(&self, files: Files<'_>, t: i64) -> Option<u64> {
         let i = self.closed.partition_point(|c| c.max_t() < t);
         let mut read = Vec::new();
+        let warn = |e: Error| {
+            tracing::warn!(error = %e, "cannot read a head chunk for an out-of-order duplicate check");
+        };
         let (encoding, data) = match self.closed.get(i) {
             Some(c) if c.min_t <= t => {
                 if let Err(e) = self.read_closed(files, Via::Copy, i..i + 1, &mut read) {
-                    tracing::warn!(error = %e, "cannot read a head chunk for an out-of-order duplicate check");
+                    warn(e);
                     return None;
                 }
-                (c.encoding(), &read[0].data[..])
+                (c.encoding(), read[0].data.clone())
             }
             Some(_) => return None,
-            None if self.head_min_t <= t => self.open_chunk()?,
+            None if self.head_min_t <= t => match self.open_copy(files, Via::Copy) {
+                Ok(open) => open?,
+                Err(e) => {
+                    warn(e);
+                    return None;
+                }
+            },
             None => return None,
         };
+        let data = &data[..];
         let at_t = |ts: &mut dyn Iterator<Item = i64>| ts.take_while(|x| *x <= t).any(|x| x == t);
         match encoding {
             Encoding::Xor => XorIter::new(data)
@@ -647,7 +856,7 @@ impl SeriesState {
         let mut new_chunk = true;
         if let Some(h) = &self.head {
             let n = h.num_samples();
-            let mut cut = h.bytes().len() > MAX_BYTES_BEFORE_APPEND;
+            let mut cut = h.len() > MAX_BYTES_BEFORE_APPEND;
             if !cut {
                 if n == SAMPLES_PER_CHUNK / 4 {
                     self.next_at =
@@ -658,13 +867,7 @@ impl SeriesState {
             if cut {
                 // the next chunk writes into this one's buffer (see `XorChunk::clear`)
                 let mut h = self.head.take().expect("open chunk");
-                self.push_closed(
-                    files,
-                    self.head_min_t,
-                    self.last_t,
-                    Encoding::Xor,
-                    h.bytes(),
-                );
+                self.close_xor(files, &h);
                 h.clear();
                 self.head = Some(h);
             } else {
@@ -676,6 +879,7 @@ impl SeriesState {
             self.next_at = range_for_timestamp(t, chunk_range);
         }
         self.head.get_or_insert_with(XorChunk::new).append(t, v);
+        self.maybe_spill(files);
         self.last_t = t;
         self.last_v = vb;
         self.last_kind = LastKind::Float;
@@ -846,13 +1050,7 @@ impl SeriesState {
 
     fn close_head(&mut self, files: Files<'_>) {
         let Some(h) = self.head.take() else { return };
-        self.push_closed(
-            files,
-            self.head_min_t,
-            self.last_t,
-            Encoding::Xor,
-            h.bytes(),
-        );
+        self.close_xor(files, &h);
     }
 
     /// Drop every chunk that ends before `mint`; returns how many were dropped.
@@ -885,6 +1083,8 @@ impl SeriesState {
         }
         if self.head.is_some() && self.last_t < mint {
             self.head = None;
+            // its reservation is left behind: the segment goes once truncation passes it
+            self.spill = Spill::NONE;
             removed += 1;
         }
         if let Some(st) = self.hist.as_mut() {
@@ -909,7 +1109,7 @@ impl SeriesState {
                 .closed
                 .iter()
                 .any(|c| c.max_t() >= mint && c.min_t <= maxt)
-            || (self.open_chunk().is_some() && self.last_t >= mint && self.head_min_t <= maxt)
+            || (self.has_open() && self.last_t >= mint && self.head_min_t <= maxt)
     }
 
     /// The chunks overlapping `[mint, maxt]` (both inclusive): closed ones shared (or
@@ -1062,17 +1262,20 @@ impl SeriesState {
     /// ones included.
     pub fn chunk_bytes(&self) -> usize {
         self.mem_data().len()
-            + self.open_chunk().map_or(0, |(_, d)| d.len())
+            + self.head.as_ref().map_or(0, |h| h.held().len())
+            + self.open_hist().map_or(0, |h| h.bytes().len())
             + self.ooo.as_ref().map_or(0, |o| o.data_bytes())
     }
 
-    /// Encoded bytes of the closed chunks in the chunk files.
+    /// Encoded bytes in the chunk files: the closed chunks there and the open chunk's
+    /// written front.
     pub fn disk_chunk_bytes(&self) -> usize {
         self.closed
             .iter()
             .filter(|c| !c.in_memory())
             .map(|c| c.len as usize)
-            .sum()
+            .sum::<usize>()
+            + self.head.as_ref().map_or(0, XorChunk::spilled)
     }
 
     /// Other heap bytes owned: closed-chunk headers and the open chunk's spare room.
@@ -1086,7 +1289,7 @@ impl SeriesState {
             + self
                 .head
                 .as_ref()
-                .map_or(0, |h| h.capacity() - h.bytes().len())
+                .map_or(0, |h| h.capacity() - h.held().len())
             + self.hist.as_ref().map_or(0, |st| {
                 std::mem::size_of::<HistState>()
                     + st.open

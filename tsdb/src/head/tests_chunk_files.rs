@@ -454,3 +454,106 @@ fn a_closed_chunk_is_24_bytes_and_long_spans_are_cut_to_fit() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// xorshift values: integer-valued counters (a few bits per sample) for the first
+/// `narrow` samples, then random floats (≈ 9 bytes per sample).
+fn mixed_values(n: i64, narrow: i64) -> Vec<(i64, f64)> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut c = 0.0;
+    (0..n)
+        .map(|k| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c += (x % 10) as f64;
+            let v = if k % 120 < narrow {
+                c
+            } else {
+                f64::from_bits(x >> 2)
+            };
+            (k * 15_000, v)
+        })
+        .collect()
+}
+
+#[test]
+fn the_open_chunk_is_written_out_as_it_grows() {
+    // narrow values first, so the first spill reserves little and the wide values that
+    // follow outgrow it (the reservation moves); every read in between must see the
+    // chunk whole, as an in-memory head does
+    let mem = Head::new(HeadOptions::default());
+    let disk = disk_head(HeadOptions::default());
+    for h in [&mem, &*disk] {
+        h.set_out_of_order_window(H);
+    }
+    let (rm, rd) = (mem.get_or_create(&ls(0)).0, disk.get_or_create(&ls(0)).0);
+    let want = mixed_values(400, 70);
+    let mut held_max = 0;
+    for (i, (t, v)) in want.iter().enumerate() {
+        mem.append(rm, *t, *v).unwrap();
+        disk.append(rd, *t, *v).unwrap();
+        let d = disk.memory_usage();
+        held_max = held_max.max(d.chunk_bytes);
+        if i % 7 == 0 || i % 120 == 119 {
+            let a = mem.select(&[], 0, i64::MAX).unwrap();
+            let b = disk.select(&[], 0, i64::MAX).unwrap();
+            assert_eq!(a, b, "after {} samples", i + 1);
+            assert_eq!(b[0].samples(), want[..=i].to_vec());
+            assert_eq!(
+                d.chunk_bytes + d.disk_chunk_bytes,
+                mem.memory_usage().chunk_bytes
+            );
+        }
+    }
+    // the open chunk never holds much more than SPILL_AT bytes (+ one sample) in
+    // memory, where a whole chunk of wide values is ≈ 1 KiB
+    assert!(held_max <= 128 + 19 + 2, "held {held_max} bytes");
+    assert!(mem.memory_usage().chunk_bytes > 1_500);
+    assert_eq!(disk.chunk_write_failures(), 0);
+    // the out-of-order duplicate check reads a spilled open chunk: same answers
+    let (t, v) = want[390];
+    for h in [&mem, &*disk] {
+        let r = h.get_or_create(&ls(0)).0;
+        h.append(r, t, v).unwrap();
+        assert!(
+            h.append(r, t, v + 1.0).is_err(),
+            "another value at a held timestamp"
+        );
+    }
+    // blocks and the WAL checkpoint's view are the same too
+    assert_eq!(block_series(&mem, 0, 2 * H), block_series(&disk, 0, 2 * H));
+    assert_eq!(all_samples(&mem, 0), all_samples(&disk, 0));
+}
+
+#[test]
+fn a_failed_write_of_an_open_chunk_keeps_every_sample() {
+    // the chunk files' directory goes away while a chunk is open with its front on
+    // disk: the next segment cannot be created, so moving the reservation fails and the
+    // chunk stays in memory (its front read back) when it closes
+    let disk = disk_head(HeadOptions::default());
+    let r = disk.get_or_create(&ls(0)).0;
+    let want = mixed_values(360, 70);
+    for (t, v) in &want[..80] {
+        disk.append(r, *t, *v).unwrap();
+    }
+    assert!(disk.memory_usage().disk_chunk_bytes > 0, "front written");
+    // other series' open chunks take up the 4 KiB segments: this chunk's later
+    // reservations need new ones
+    for i in 1..10 {
+        let filler = disk.get_or_create(&ls(i)).0;
+        for (t, v) in mixed_values(80, 0) {
+            disk.append(filler, t, v).unwrap();
+        }
+    }
+    std::fs::remove_dir_all(disk.chunks_dir().unwrap()).unwrap();
+    for (t, v) in &want[80..] {
+        disk.append(r, *t, *v).unwrap();
+    }
+    assert!(disk.chunk_write_failures() > 0);
+    let got = disk.select(
+        &[Matcher::new(crate::matcher::MatchOp::Equal, "i", "0").unwrap()],
+        0,
+        i64::MAX,
+    );
+    assert_eq!(got.unwrap()[0].samples(), want);
+}
