@@ -107,14 +107,15 @@ pub struct XorChunk {
     num: u16,
     /// Leading bytes no longer held in `buf` ([`drop_front`](Self::drop_front)): the
     /// head writes them to its chunk files while the chunk is still open. `buf[0]` is
-    /// the chunk's byte `spilled`.
-    spilled: u32,
+    /// the chunk's byte `spilled`. A `u16`: only the head's open chunks drop bytes,
+    /// and they stay under [`MAX_BYTES_PER_XOR_CHUNK`].
+    spilled: u16,
     t: i64,
     v: u64,
     t_delta: u64,
     /// Leading zeros of the current XOR window; `0xff` until the first window is set.
-    leading: u32,
-    trailing: u32,
+    leading: u8,
+    trailing: u8,
 }
 
 /// Room a single append may need past the byte of the current bit position: a sample
@@ -193,7 +194,7 @@ impl XorChunk {
 
     #[inline]
     fn held_len(&self) -> usize {
-        (self.len - self.spilled) as usize
+        (self.len - u32::from(self.spilled)) as usize
     }
 
     /// The chunk's length in bytes, dropped ones included.
@@ -219,7 +220,7 @@ impl XorChunk {
     /// whoever drops them writes the count again when the chunk closes.)
     #[inline]
     pub fn settled(&self) -> usize {
-        (self.bits as usize >> 3) - self.spilled as usize
+        (self.bits as usize >> 3) - usize::from(self.spilled)
     }
 
     /// The sample count as the chunk's first two bytes hold it.
@@ -239,7 +240,8 @@ impl XorChunk {
         self.buf.copy_within(n..held, 0);
         // keep everything past the held bytes zero
         self.buf[held - n..held].fill(0);
-        self.spilled += n as u32;
+        self.spilled = u16::try_from(usize::from(self.spilled) + n)
+            .expect("an open head chunk stays far under 64 KiB");
     }
 
     /// Heap bytes the chunk holds (its buffer's capacity), for memory accounting.
@@ -348,15 +350,17 @@ impl XorChunk {
         }
         let leading = x.leading_zeros().min(31);
         let trailing = x.trailing_zeros();
+        let (cur_leading, cur_trailing) = (u32::from(self.leading), u32::from(self.trailing));
         // `self.leading` is 0xff before the first window, failing the comparison.
-        if leading >= self.leading && trailing >= self.trailing {
+        if leading >= cur_leading && trailing >= cur_trailing {
             // '10' + the bits inside the current window.
-            let n = 64 - self.leading - self.trailing;
-            let sig = (x >> self.trailing) as u128;
+            let n = 64 - cur_leading - cur_trailing;
+            let sig = (x >> cur_trailing) as u128;
             ((0b10 << n) | sig, n + 2, n)
         } else {
-            self.leading = leading;
-            self.trailing = trailing;
+            // both at most 64
+            self.leading = leading as u8;
+            self.trailing = trailing as u8;
             let n = 64 - leading - trailing;
             // '11' + 5 bits leading + 6 bits significant-bit count (64 wraps to 0).
             let ctrl = (0b11 << 11) | ((leading as u128) << 6) | (n as u128 & 63);

@@ -235,24 +235,44 @@ const MAX_RESERVATION: usize = MAX_BYTES_PER_XOR_CHUNK + 32 + CRC_LEN;
 /// sized from the chunk's bytes per sample so far (moved to a larger one in the rare
 /// case the chunk outgrows it). The closed chunk is then complete in place: its tail,
 /// its CRC and its sample count (which every append rewrote) are written when it
-/// closes. `loc.seg == 0` (segments are numbered from 1): no reservation.
+/// closes. `seg == 0` (segments are numbered from 1): no reservation. Packed (14
+/// bytes, 2-aligned) so that the series state fits a smaller allocation.
 #[derive(Clone, Copy)]
+#[repr(C, packed(2))]
 struct Spill {
-    loc: ChunkLoc,
+    seg: u32,
+    off: u32,
     /// CRC32C of the written bytes after the first two (the sample count).
     crc: u32,
-    cap: u16,
-    /// A write failed: the rest of this chunk stays in memory.
-    stopped: bool,
+    /// The reservation's size, and [`STOPPED`] once a write failed: the rest of this
+    /// chunk stays in memory.
+    cap_stopped: u16,
 }
+
+const STOPPED: u16 = 0x8000;
 
 impl Spill {
     const NONE: Spill = Spill {
-        loc: ChunkLoc { seg: 0, off: 0 },
+        seg: 0,
+        off: 0,
         crc: 0,
-        cap: 0,
-        stopped: false,
+        cap_stopped: 0,
     };
+
+    fn loc(self) -> ChunkLoc {
+        ChunkLoc {
+            seg: self.seg,
+            off: self.off,
+        }
+    }
+
+    fn cap(self) -> usize {
+        usize::from(self.cap_stopped & !STOPPED)
+    }
+
+    fn stopped(self) -> bool {
+        self.cap_stopped & STOPPED != 0
+    }
 }
 
 pub(super) struct MemSeries {
@@ -488,7 +508,7 @@ impl SeriesState {
         let f = files.ok_or_else(|| {
             Error::Invalid("an open head chunk is on disk but the head has no chunk files".into())
         })?;
-        let front = f.read_part(self.spill.loc, h.spilled(), via == Via::Map)?;
+        let front = f.read_part(self.spill.loc(), h.spilled(), via == Via::Map)?;
         let mut data = Vec::with_capacity(h.len());
         data.extend_from_slice(&front);
         data.extend_from_slice(h.held());
@@ -504,7 +524,7 @@ impl SeriesState {
         let (Some(f), Some(h)) = (files, &self.head) else {
             return;
         };
-        if h.settled() < SPILL_AT || self.spill.stopped {
+        if h.settled() < SPILL_AT || self.spill.stopped() {
             return;
         }
         let written = h.spilled();
@@ -513,7 +533,7 @@ impl SeriesState {
             if written > 0 {
                 f.note_write_failure(&e);
             }
-            self.spill.stopped = true;
+            self.spill.cap_stopped |= STOPPED;
         }
     }
 
@@ -522,23 +542,25 @@ impl SeriesState {
     fn spill_front(&mut self, f: &ChunkFiles) -> Result<()> {
         let h = self.head.as_ref().expect("an open chunk");
         let (at, n) = (h.spilled(), h.settled());
-        if self.spill.loc.seg == 0 {
+        if self.spill.seg == 0 {
             // room for the whole chunk at the rate so far (120 samples, a quarter more),
             // as most chunks end at 120 samples
             let per = h.len() as f64 / h.num_samples().max(1) as f64;
             let est = (per * SAMPLES_PER_CHUNK as f64 * 1.25) as usize + 64;
             let cap = est.clamp(at + n + 64, MAX_RESERVATION - CRC_LEN) + CRC_LEN;
+            let loc = f.reserve(cap, self.spill_max_t())?;
             self.spill = Spill {
-                loc: f.reserve(cap, self.spill_max_t())?,
-                cap: cap as u16,
-                ..Spill::NONE
+                seg: loc.seg,
+                off: loc.off,
+                crc: 0,
+                cap_stopped: cap as u16,
             };
-        } else if at + n + CRC_LEN > usize::from(self.spill.cap) {
+        } else if at + n + CRC_LEN > self.spill.cap() {
             self.move_spill(f, at, MAX_RESERVATION)?;
         }
         let h = self.head.as_mut().expect("an open chunk");
         let bytes = &h.held()[..n];
-        f.write_at(self.spill.loc, at, bytes)?;
+        f.write_at(self.spill.loc(), at, bytes)?;
         // the CRC covers the chunk after its sample count, which is written at the end
         let counted = if at == 0 { &bytes[2.min(n)..] } else { bytes };
         self.spill.crc = crc32c::crc32c_append(self.spill.crc, counted);
@@ -556,11 +578,12 @@ impl SeriesState {
     /// Move the open chunk's `at` written front bytes to a new reservation of `cap`
     /// bytes.
     fn move_spill(&mut self, f: &ChunkFiles, at: usize, cap: usize) -> Result<()> {
-        let front = f.read_part(self.spill.loc, at, false)?;
+        let front = f.read_part(self.spill.loc(), at, false)?;
         let loc = f.reserve(cap, self.spill_max_t())?;
         f.write_at(loc, 0, &front)?;
-        self.spill.loc = loc;
-        self.spill.cap = cap as u16;
+        self.spill.seg = loc.seg;
+        self.spill.off = loc.off;
+        self.spill.cap_stopped = cap as u16;
         Ok(())
     }
 
@@ -575,13 +598,13 @@ impl SeriesState {
         let f = files.expect("a chunk with bytes on disk has chunk files");
         self.spill = spill;
         // after a failed write (counted then), the rest is not tried
-        let written = !spill.stopped
+        let written = !spill.stopped()
             && self
                 .finish_spilled(f, h)
                 .inspect_err(|e| f.note_write_failure(e))
                 .is_ok();
         if written {
-            let loc = self.spill.loc;
+            let loc = self.spill.loc();
             let len = u32::try_from(h.len()).expect("a chunk stays under 4 GiB");
             self.push_record(min_t, max_t, Encoding::Xor, loc.off, len, loc.seg);
         } else {
@@ -601,7 +624,7 @@ impl SeriesState {
 
     /// Write the rest of a spilled chunk, its CRC and its sample count in place.
     fn finish_spilled(&mut self, f: &ChunkFiles, h: &XorChunk) -> Result<()> {
-        if h.len() + CRC_LEN > usize::from(self.spill.cap) {
+        if h.len() + CRC_LEN > self.spill.cap() {
             self.move_spill(f, h.spilled(), h.len() + CRC_LEN)?;
         }
         let tail = h.held();
@@ -614,8 +637,8 @@ impl SeriesState {
         let n = tail.len() + CRC_LEN;
         buf[..tail.len()].copy_from_slice(tail);
         buf[tail.len()..n].copy_from_slice(&crc);
-        f.write_at(self.spill.loc, h.spilled(), &buf[..n])?;
-        f.write_at(self.spill.loc, 0, &h.header())
+        f.write_at(self.spill.loc(), h.spilled(), &buf[..n])?;
+        f.write_at(self.spill.loc(), 0, &h.header())
     }
 
     /// The in-order chunks overlapping `[mint, maxt]` (both inclusive), oldest first:
