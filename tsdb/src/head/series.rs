@@ -223,9 +223,12 @@ pub(super) const NO_SAMPLES: i64 = i64::MIN;
 const MAX_BYTES_BEFORE_APPEND: usize = MAX_BYTES_PER_XOR_CHUNK - 19;
 
 /// Settled bytes of the open XOR chunk that go to the chunk files once it holds this
-/// many (see [`Spill`]): the open chunk's buffer then stays under ≈ 190 bytes (128 +
-/// one sample + the encoder's slack) instead of growing to the whole chunk's size.
-const SPILL_AT: usize = 128;
+/// many (see [`Spill`]): the open chunk then never outgrows the 128 bytes a new
+/// [`XorChunk`] starts with, instead of growing to the whole chunk's size (an append
+/// grows the buffer when its settled bytes plus the encoder's 40 bytes of slack exceed
+/// it; before an append there are at most 87: 87 + 40 < 128). A counter's chunk
+/// (≈ 330 bytes) so takes three or four writes and the close's two.
+const SPILL_AT: usize = 88;
 
 /// Bytes a reservation for an open chunk never exceeds: the largest XOR chunk.
 const MAX_RESERVATION: usize = MAX_BYTES_PER_XOR_CHUNK + 32 + CRC_LEN;
