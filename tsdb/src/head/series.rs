@@ -278,6 +278,26 @@ impl Spill {
     }
 }
 
+/// The parts of a series' state few series have, boxed together ([`SeriesState::rare`]).
+#[derive(Default)]
+struct Rare {
+    /// The bytes of the closed chunks kept in memory (a head without chunk files, or
+    /// a failed write), in their order. Rebuilt (exact size) when such a chunk closes
+    /// or is truncated, which happens every ~120 samples: cheaper than an allocation
+    /// per chunk kept, and never changed in place, so readers share it.
+    closed_data: Option<Bytes>,
+    /// Histogram state, from the first histogram sample on.
+    hist: Option<Box<HistState>>,
+    /// Out-of-order float samples, from the first one on.
+    ooo: Option<Box<OooState>>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.closed_data.is_none() && self.hist.is_none() && self.ooo.is_none()
+    }
+}
+
 pub(super) struct MemSeries {
     pub labels: Box<[Label]>,
     pub state: Mutex<SeriesState>,
@@ -300,12 +320,9 @@ impl MemSeries {
 pub(super) struct SeriesState {
     /// Oldest first, never overlapping, all before the open chunk.
     closed: Box<[ClosedChunk]>,
-    /// The bytes of the closed chunks kept in memory, in their order. Rebuilt (exact
-    /// size) when such a chunk closes or is truncated, which happens every ~120
-    /// samples: cheaper than an allocation per chunk kept, and never changed in place,
-    /// so readers share it. Boxed, and `None` while empty: with chunk files a series
-    /// pays 8 bytes for it, not the 32 of a `Bytes`.
-    closed_data: Option<Box<Bytes>>,
+    /// What few series have (closed chunks kept in memory, histograms, out-of-order
+    /// samples): one pointer for all three, `None` while none is there.
+    rare: Option<Box<Rare>>,
     /// The open chunk; `None` before the first sample and after truncation emptied it.
     /// With chunk files its settled front bytes are written out as it grows ([`Spill`]).
     head: Option<XorChunk>,
@@ -318,10 +335,6 @@ pub(super) struct SeriesState {
     last_t: i64,
     last_v: u64,
     last_kind: LastKind,
-    /// Histogram state, from the first histogram sample on.
-    hist: Option<Box<HistState>>,
-    /// Out-of-order float samples, from the first one on.
-    ooo: Option<Box<OooState>>,
     /// Set by a truncation that found a series which never had a sample; the next one
     /// collects it (one grace period between `get_or_create` and the first append).
     pub gc_marked: bool,
@@ -345,7 +358,7 @@ impl SeriesState {
     fn new() -> Self {
         SeriesState {
             closed: Box::new([]),
-            closed_data: None,
+            rare: None,
             head: None,
             spill: Spill::NONE,
             head_min_t: 0,
@@ -353,8 +366,6 @@ impl SeriesState {
             last_t: NO_SAMPLES,
             last_v: 0,
             last_kind: LastKind::Float,
-            hist: None,
-            ooo: None,
             gc_marked: false,
         }
     }
@@ -368,15 +379,39 @@ impl SeriesState {
         (self.last_t != NO_SAMPLES).then_some((self.last_t, self.last_v))
     }
 
+    fn closed_data(&self) -> Option<&Bytes> {
+        self.rare.as_ref().and_then(|r| r.closed_data.as_ref())
+    }
+
+    fn hist(&self) -> Option<&HistState> {
+        self.rare.as_ref().and_then(|r| r.hist.as_deref())
+    }
+
+    fn ooo(&self) -> Option<&OooState> {
+        self.rare.as_ref().and_then(|r| r.ooo.as_deref())
+    }
+
+    /// The rare parts, made when first needed.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Drop the rare parts' box once nothing is in it.
+    fn tidy_rare(&mut self) {
+        if self.rare.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rare = None;
+        }
+    }
+
     /// The bytes of the closed chunks kept in memory.
     fn mem_data(&self) -> &[u8] {
-        self.closed_data.as_deref().map_or(&[], |b| &b[..])
+        self.closed_data().map_or(&[], |b| &b[..])
     }
 
     /// Closed chunk `c`'s bytes, which are in memory.
     fn mem_bytes(&self, c: &ClosedChunk) -> Bytes {
         let range = c.pos as usize..c.pos as usize + c.len as usize;
-        match &self.closed_data {
+        match self.closed_data() {
             Some(b) => b.slice(range),
             // cannot happen: a chunk in memory has its bytes there
             None => Bytes::new(),
@@ -419,7 +454,7 @@ impl SeriesState {
             .filter(|p| u32::try_from(data.len()).is_ok_and(|l| p.checked_add(l).is_some()))
             .expect("a series' closed chunks stay under 4 GiB");
         // len == capacity: the `Bytes` takes the buffer without another allocation
-        self.closed_data = Some(Box::new(Bytes::from(buf)));
+        self.rare_mut().closed_data = Some(Bytes::from(buf));
         pos
     }
 
@@ -673,7 +708,7 @@ impl SeriesState {
     }
 
     fn open_hist(&self) -> Option<&HistChunk> {
-        self.hist.as_ref().and_then(|h| h.open.as_ref())
+        self.hist().and_then(|h| h.open.as_ref())
     }
 
     /// Whether no chunk is left.
@@ -698,7 +733,7 @@ impl SeriesState {
     }
 
     fn ooo_span(&self) -> Option<(i64, i64)> {
-        self.ooo.as_ref().and_then(|o| o.span())
+        self.ooo().and_then(|o| o.span())
     }
 
     /// Whether out-of-order samples overlap `[mint, maxt]`.
@@ -731,7 +766,7 @@ impl SeriesState {
     pub fn check_ooo(&self, files: Files<'_>, t: i64, v_bits: u64) -> Result<bool, AppendError> {
         let held = self
             .in_order_value_at(files, t)
-            .or_else(|| self.ooo.as_ref().and_then(|o| o.value_at(t)));
+            .or_else(|| self.ooo().and_then(|o| o.value_at(t)));
         match held {
             None => Ok(true),
             Some(b) if b == v_bits => Ok(false),
@@ -799,7 +834,10 @@ impl SeriesState {
         if !self.check_ooo(files, t, v.to_bits())? {
             return Ok(Appended::Duplicate);
         }
-        self.ooo.get_or_insert_with(Box::default).insert(t, v);
+        self.rare_mut()
+            .ooo
+            .get_or_insert_with(Box::default)
+            .insert(t, v);
         self.gc_marked = false;
         // not counted as a head chunk (Prometheus counts OOO chunks apart)
         Ok(Appended::Stored { new_chunk: false })
@@ -843,7 +881,7 @@ impl SeriesState {
             }
         }
         let mut ooo = Vec::new();
-        if let Some(o) = &self.ooo {
+        if let Some(o) = self.ooo() {
             o.samples_in(mint, maxt, &mut ooo);
         }
         let ooo = ooo
@@ -875,7 +913,7 @@ impl SeriesState {
             }
             return Ok(Appended::Duplicate);
         }
-        if self.hist.is_some() {
+        if self.hist().is_some() {
             // a float after histograms: the histogram chunk is complete
             self.close_hist(files);
         }
@@ -924,7 +962,7 @@ impl SeriesState {
         if t < last_t {
             return Err(AppendError::OutOfOrder { t, last_t });
         }
-        let equal = match (h, &self.hist) {
+        let equal = match (h, self.hist()) {
             (HistRef::Int(h), Some(s)) if self.last_kind == LastKind::Histogram => {
                 h.equals(&s.last_int)
             }
@@ -958,14 +996,18 @@ impl SeriesState {
         }
         self.close_head(files);
         // taken out while chunks are closed into `self`, put back below
-        let mut st = self.hist.take().unwrap_or_else(|| {
-            Box::new(HistState {
-                open: None,
-                end_computed: false,
-                last_int: Histogram::default(),
-                last_float: FloatHistogram::default(),
-            })
-        });
+        let mut st = self
+            .rare
+            .as_mut()
+            .and_then(|r| r.hist.take())
+            .unwrap_or_else(|| {
+                Box::new(HistState {
+                    open: None,
+                    end_computed: false,
+                    last_int: Histogram::default(),
+                    last_float: FloatHistogram::default(),
+                })
+            });
         let same_kind = matches!(
             (&st.open, h),
             (Some(HistChunk::Int(_)), HistRef::Int(_))
@@ -1059,7 +1101,7 @@ impl SeriesState {
             HistRef::Int(h) => st.last_int.clone_from(h),
             HistRef::Float(h) => st.last_float.clone_from(h),
         }
-        self.hist = Some(st);
+        self.rare_mut().hist = Some(st);
         self.last_kind = h.kind();
         self.last_t = t;
         self.last_v = HISTOGRAM_LAST_BITS;
@@ -1068,7 +1110,12 @@ impl SeriesState {
     }
 
     fn close_hist(&mut self, files: Files<'_>) {
-        let Some(c) = self.hist.as_mut().and_then(|st| st.open.take()) else {
+        let Some(c) = self
+            .rare
+            .as_mut()
+            .and_then(|r| r.hist.as_mut())
+            .and_then(|st| st.open.take())
+        else {
             return;
         };
         self.push_closed(files, self.head_min_t, self.last_t, c.encoding(), c.bytes());
@@ -1093,8 +1140,8 @@ impl SeriesState {
             if cut > 0 {
                 // copied, not sliced: a slice would keep the dropped chunks' bytes alive
                 let rest = &self.mem_data()[cut as usize..];
-                self.closed_data =
-                    (!rest.is_empty()).then(|| Box::new(Bytes::copy_from_slice(rest)));
+                let rest = (!rest.is_empty()).then(|| Bytes::copy_from_slice(rest));
+                self.rare_mut().closed_data = rest;
             }
             let v: Vec<ClosedChunk> = std::mem::take(&mut self.closed)
                 .into_vec()
@@ -1113,18 +1160,22 @@ impl SeriesState {
             self.spill = Spill::NONE;
             removed += 1;
         }
-        if let Some(st) = self.hist.as_mut() {
-            if st.open.is_some() && self.last_t < mint {
-                st.open = None;
-                removed += 1;
+        let last_t = self.last_t;
+        if let Some(r) = self.rare.as_mut() {
+            if let Some(st) = r.hist.as_mut() {
+                if st.open.is_some() && last_t < mint {
+                    st.open = None;
+                    removed += 1;
+                }
+            }
+            if let Some(o) = r.ooo.as_mut() {
+                o.truncate_before(mint);
+                if o.is_empty() {
+                    r.ooo = None;
+                }
             }
         }
-        if let Some(o) = self.ooo.as_mut() {
-            o.truncate_before(mint);
-            if o.is_empty() {
-                self.ooo = None;
-            }
-        }
+        self.tidy_rare();
         removed
     }
 
@@ -1235,7 +1286,7 @@ impl SeriesState {
         for c in chunks.iter().filter(|c| c.encoding == Encoding::Xor) {
             out.extend(XorIter::new(&c.data).filter(|(t, _)| *t >= since));
         }
-        if let Some(o) = &self.ooo {
+        if let Some(o) = self.ooo() {
             o.samples_in(since, i64::MAX, out);
             // stable: an in-order sample stays first at a tie and wins it
             out[start..].sort_by_key(|s| s.0);
@@ -1248,7 +1299,7 @@ impl SeriesState {
 
     /// Appends the out-of-order samples with timestamp `< before` to `out`, sorted.
     pub fn ooo_samples_before(&self, before: i64, out: &mut Vec<(i64, f64)>) {
-        if let Some(o) = &self.ooo {
+        if let Some(o) = self.ooo() {
             o.samples_in(i64::MIN, before.saturating_sub(1), out);
         }
     }
@@ -1260,7 +1311,7 @@ impl SeriesState {
         since: i64,
         out: &mut Vec<(i64, HistogramSample)>,
     ) -> Result<()> {
-        if self.hist.is_none() {
+        if self.hist().is_none() {
             return Ok(());
         }
         let mut chunks = Vec::new();
@@ -1290,7 +1341,7 @@ impl SeriesState {
         self.mem_data().len()
             + self.head.as_ref().map_or(0, |h| h.held().len())
             + self.open_hist().map_or(0, |h| h.bytes().len())
-            + self.ooo.as_ref().map_or(0, |o| o.data_bytes())
+            + self.ooo().map_or(0, |o| o.data_bytes())
     }
 
     /// Encoded bytes in the chunk files: the closed chunks there and the open chunk's
@@ -1308,15 +1359,15 @@ impl SeriesState {
     pub fn overhead_bytes(&self) -> usize {
         self.closed.len() * std::mem::size_of::<ClosedChunk>()
             + self
-                .closed_data
+                .rare
                 .as_ref()
-                .map_or(0, |_| std::mem::size_of::<Bytes>())
-            + self.ooo.as_ref().map_or(0, |o| o.overhead_bytes())
+                .map_or(0, |_| std::mem::size_of::<Rare>())
+            + self.ooo().map_or(0, |o| o.overhead_bytes())
             + self
                 .head
                 .as_ref()
                 .map_or(0, |h| h.capacity() - h.held().len())
-            + self.hist.as_ref().map_or(0, |st| {
+            + self.hist().map_or(0, |st| {
                 std::mem::size_of::<HistState>()
                     + st.open
                         .as_ref()
