@@ -1358,7 +1358,7 @@ impl Head {
 
     /// Active series with this metric name, O(1): for per-metric series limits.
     pub fn series_count_for_metric(&self, name: &str) -> usize {
-        rl(&self.postings).get(METRIC_NAME, name).len()
+        rl(&self.postings).count(METRIC_NAME, name)
     }
 
     fn refs_for(&self, matchers: &[Matcher]) -> Vec<u64> {
