@@ -1,6 +1,7 @@
 //! Postings list set operations, in input elements per second (the sum of the input
-//! lists' lengths); and `postings_for_matchers` over a block index of 100k series
-//! (loadgen's layout: 100 metric names) for the regex matchers of issue 12's bench.
+//! lists' lengths; some also on `u32` lists, as the head holds them); and
+//! `postings_for_matchers` over a block index of 100k series (loadgen's layout: 100
+//! metric names) for the regex matchers of issue 12's bench.
 //!
 //! `cargo bench -p strata-tsdb --bench postings -- --warm-up-time 1 --measurement-time 3`
 
@@ -70,6 +71,26 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements((big.len() + mid.len()) as u64));
     g.bench_function(BenchmarkId::from_parameter("without/1M - 100k"), |bch| {
         bch.iter(|| black_box(without(black_box(&big), black_box(&mid))))
+    });
+
+    // The head's lists hold u32 refs while every ref fits: the same shapes in u32.
+    let narrow = |l: &Vec<u64>| l.iter().map(|&r| r as u32).collect::<Vec<u32>>();
+    let (big32, big2_32, mid32, small32) =
+        (narrow(&big), narrow(&big2), narrow(&mid), narrow(&small));
+    for (name, a, b) in [
+        ("intersect/1M x 1M u32", &big32, &big2_32),
+        ("intersect/1M x 10k u32", &big32, &small32),
+    ] {
+        g.throughput(Throughput::Elements((a.len() + b.len()) as u64));
+        g.bench_function(BenchmarkId::from_parameter(name), |bch| {
+            bch.iter(|| black_box(intersect(black_box(a), black_box(b))))
+        });
+    }
+    let several = [&big32, &big2_32, &mid32];
+    let total: usize = several.iter().map(|l| l.len()).sum();
+    g.throughput(Throughput::Elements(total as u64));
+    g.bench_function(BenchmarkId::from_parameter("merge/1M,1M,100k u32"), |bch| {
+        bch.iter(|| black_box(merge(black_box(&several))))
     });
     g.finish();
 }

@@ -135,12 +135,8 @@ impl MemPostings {
     /// selects series lacking its label; no matchers select everything).
     pub fn for_matchers(&self, matchers: &[Matcher]) -> Vec<u64> {
         match &self.idx {
-            Index::Small(l) => l
-                .for_matchers(matchers)
-                .into_iter()
-                .map(u64::from)
-                .collect(),
-            Index::Large(l) => l.for_matchers(matchers),
+            Index::Small(l) => l.for_matchers(matchers).iter().map(|&r| r.into()).collect(),
+            Index::Large(l) => l.for_matchers(matchers).into_owned(),
         }
     }
 
@@ -256,7 +252,8 @@ impl<T: Ref> Lists<T> {
         union(lists)
     }
 
-    fn for_matchers(&self, matchers: &[Matcher]) -> Vec<T> {
+    /// Borrowed when one list is the answer, so it is copied (and widened) once.
+    fn for_matchers(&self, matchers: &[Matcher]) -> Cow<'_, [T]> {
         let mut its: Vec<Cow<'_, [T]>> = Vec::new();
         let mut nots: Vec<Cow<'_, [T]>> = Vec::new();
         for m in matchers {
@@ -277,26 +274,26 @@ impl<T: Ref> Lists<T> {
                 }
             } else {
                 if m.op == MatchOp::RegexNoMatch && m.value == ".*" {
-                    return Vec::new();
+                    return Cow::Borrowed(&[]);
                 }
                 let p = match m.set_matches() {
                     Some(vals) => self.union_of_values(&m.name, &vals),
                     None => self.union_matching(&m.name, |v| m.matches(v)),
                 };
                 if p.is_empty() {
-                    return Vec::new();
+                    return Cow::Borrowed(&[]);
                 }
                 its.push(p);
             }
         }
-        let mut base = match its.len() {
-            0 => self.all.clone(),
-            1 => its.pop().expect("one list").into_owned(),
-            _ => intersect_many(&its),
+        let base = match its.len() {
+            0 => Cow::Borrowed(&self.all[..]),
+            1 => its.pop().expect("one list"),
+            _ => Cow::Owned(intersect_many(&its)),
         };
         if !nots.is_empty() && !base.is_empty() {
             let n = union(nots.iter().map(|c| &**c).collect());
-            base = without(&base, &n);
+            return Cow::Owned(without(&base, &n));
         }
         base
     }
