@@ -21,8 +21,9 @@
 //! * The postings index (label name → value → sorted refs, plus all refs) sits behind
 //!   its own `RwLock`.
 //!
-//! Lock order: hash shard → ref shard → series. The postings and the interner are
-//! taken under at most a hash shard, never while a ref shard is held; readers take
+//! Lock order: hash shard → ref shard → series. The postings are taken under at most
+//! a hash shard, never while a ref shard is held; the symbol table is a leaf (nothing
+//! is locked while it is held, not even a series); readers take
 //! the postings, release them, then visit ref shards. Only the push's batch lookup and
 //! append hold several ref shards at once (read locks, in increasing order, nothing
 //! else held), so they cannot close a cycle.
@@ -47,6 +48,7 @@ mod chunk_files;
 mod ooo;
 mod postings;
 mod series;
+mod symbols;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -61,7 +63,7 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ulid::Ulid;
 
@@ -69,7 +71,7 @@ use crate::block::{BlockWriter, MetaExtra};
 use crate::chunkenc::{EncodedChunk, Encoding, XorIter};
 use crate::error::{Error, Result};
 use crate::histogram::{decode_chunk_float, FloatHistogram, Histogram};
-use crate::labels::{Interner, Label, Labels, METRIC_NAME};
+use crate::labels::{Label, Labels, METRIC_NAME};
 use crate::matcher::Matcher;
 use crate::meta::BlockMeta;
 
@@ -79,6 +81,7 @@ pub use ooo::OOO_CAPACITY;
 use postings::MemPostings;
 use series::{Appended, HistRef, MemSeries, NO_SAMPLES};
 pub use series::{HeadChunk, HISTOGRAM_LAST_BITS};
+use symbols::{LabelIds, SymbolTable};
 
 /// Prometheus's default block / chunk range: 2 h.
 pub const DEFAULT_CHUNK_RANGE_MS: i64 = 2 * 60 * 60 * 1000;
@@ -500,10 +503,12 @@ fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-fn labels_eq_pairs(labels: &[Label], pairs: &[(&str, &str)]) -> bool {
+fn labels_eq_pairs(t: &SymbolTable, labels: &LabelIds, pairs: &[(&str, &str)]) -> bool {
+    let labels = labels.pairs();
     labels.len() == pairs.len()
-        && labels.iter().zip(pairs).all(|(l, (n, v))| {
-            bytes_eq(l.value.as_bytes(), v.as_bytes()) && bytes_eq(l.name.as_bytes(), n.as_bytes())
+        && labels.iter().zip(pairs).all(|(&[ln, lv], (n, v))| {
+            bytes_eq(t.get(lv).as_bytes(), v.as_bytes())
+                && bytes_eq(t.get(ln).as_bytes(), n.as_bytes())
         })
 }
 
@@ -523,10 +528,6 @@ fn wl<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
 }
 
-fn ml<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
-    l.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 type SeriesShard = U64Map<Box<MemSeries>>;
 
 /// A series found by [`Head::get_many_by_pairs_with_last`] and the timestamp and value
@@ -543,7 +544,8 @@ pub struct Head {
     series: Box<[RwLock<SeriesShard>]>,
     hashes: Box<[RwLock<HashShard>]>,
     postings: RwLock<MemPostings>,
-    interner: Mutex<Interner>,
+    /// The series' label strings ([`symbols`]); a leaf lock.
+    symbols: RwLock<SymbolTable>,
     next_ref: AtomicU64,
     num_series: AtomicU64,
     num_chunks: AtomicU64,
@@ -622,7 +624,7 @@ impl Head {
             series: (0..n).map(|_| RwLock::default()).collect(),
             hashes: (0..n).map(|_| RwLock::default()).collect(),
             postings: RwLock::default(),
-            interner: Mutex::new(Interner::new()),
+            symbols: RwLock::new(SymbolTable::new()),
             next_ref: AtomicU64::new(1),
             num_series: AtomicU64::new(0),
             num_chunks: AtomicU64::new(0),
@@ -653,7 +655,7 @@ impl Head {
         shard.candidates(h).find(|r| {
             rl(self.series_shard(*r))
                 .get(r)
-                .is_some_and(|s| *s.labels == *labels)
+                .is_some_and(|s| rl(&self.symbols).eq_labels(&s.labels, labels))
         })
     }
 
@@ -680,7 +682,7 @@ impl Head {
             .find(|r| {
                 rl(self.series_shard(*r))
                     .get(r)
-                    .is_some_and(|s| labels_eq_pairs(&s.labels, pairs))
+                    .is_some_and(|s| labels_eq_pairs(&rl(&self.symbols), &s.labels, pairs))
             })
             .map(HeadSeriesRef);
         found
@@ -772,13 +774,27 @@ impl Head {
         for s in cands.iter().flatten() {
             prefetch(s.labels.as_ptr());
         }
+        // taken after the series shards: the table's lock is a leaf
+        let t = rl(&self.symbols);
         for s in cands.iter().flatten() {
-            for l in s.labels.iter() {
-                prefetch(l.value.as_ptr());
+            for &[_, v] in s.labels.pairs() {
+                prefetch(t.get(v));
             }
         }
+        for s in cands.iter().flatten() {
+            for &[_, v] in s.labels.pairs() {
+                prefetch(t.get(v).as_ptr());
+            }
+        }
+        for (&(_, i, _), s) in hits.iter().zip(cands.iter_mut()) {
+            if s.is_some_and(|s| !labels_eq_pairs(&t, &s.labels, series[i as usize])) {
+                *s = None;
+            }
+        }
+        // `found` may lock the series: not while holding the table
+        drop(t);
         for (&(_, i, r), s) in hits.iter().zip(&cands) {
-            if let Some(s) = s.filter(|s| labels_eq_pairs(&s.labels, series[i as usize])) {
+            if let Some(s) = s {
                 found(i as usize, HeadSeriesRef(r), s);
             }
         }
@@ -820,7 +836,7 @@ impl Head {
             return Ok((HeadSeriesRef(r), false));
         }
         if let Some(s) = rl(self.series_shard(series_ref.0)).get(&series_ref.0) {
-            let other = Labels::from_sorted_unchecked(s.labels.to_vec());
+            let other = rl(&self.symbols).labels(&s.labels);
             return Err(Error::Invalid(format!(
                 "series ref {series_ref} is already {other}, cannot assign it to {labels}"
             )));
@@ -833,18 +849,15 @@ impl Head {
 
     /// Insert a new series; the caller holds its hash shard.
     fn insert(&self, hashes: &mut HashShard, h: u64, r: u64, labels: &Labels) {
-        let interned: Box<[Label]> = {
-            let mut i = ml(&self.interner);
-            labels
-                .iter()
-                .map(|l| Label {
-                    name: i.intern(&l.name),
-                    value: i.intern(&l.value),
-                })
-                .collect()
+        let (ids, interned) = {
+            let mut t = wl(&self.symbols);
+            let ids = t.acquire_labels(labels);
+            let interned = t.label_vec(&ids);
+            (ids, interned)
         };
         wl(&self.postings).add(r, &interned);
-        wl(self.series_shard(r)).insert(r, Box::new(MemSeries::new(interned)));
+        drop(interned);
+        wl(self.series_shard(r)).insert(r, Box::new(MemSeries::new(ids)));
         hashes.insert(h, r);
         self.num_series.fetch_add(1, Ordering::Relaxed);
     }
@@ -1417,7 +1430,7 @@ impl Head {
             if !chunks.is_empty() {
                 out.push(HeadSeriesData {
                     series_ref: HeadSeriesRef(r),
-                    labels: Labels::from_sorted_unchecked(s.labels.to_vec()),
+                    labels: rl(&self.symbols).labels(&s.labels),
                     chunks,
                 });
             }
@@ -1445,10 +1458,7 @@ impl Head {
         let mut out = Vec::new();
         self.visit(&refs, |r, s| {
             if s.lock().has_chunks_overlapping(mint, maxt) {
-                out.push((
-                    HeadSeriesRef(r),
-                    Labels::from_sorted_unchecked(s.labels.to_vec()),
-                ));
+                out.push((HeadSeriesRef(r), rl(&self.symbols).labels(&s.labels)));
             }
         });
         out.sort_unstable_by(|a, b| a.1.cmp(&b.1));
@@ -1477,9 +1487,7 @@ impl Head {
     pub fn series_labels(&self, matchers: &[Matcher]) -> Vec<Labels> {
         let refs = self.refs_for(matchers);
         let mut out = Vec::with_capacity(refs.len());
-        self.visit(&refs, |_, s| {
-            out.push(Labels::from_sorted_unchecked(s.labels.to_vec()))
-        });
+        self.visit(&refs, |_, s| out.push(rl(&self.symbols).labels(&s.labels)));
         out.sort_unstable();
         out
     }
@@ -1492,9 +1500,11 @@ impl Head {
         let refs = self.refs_for(matchers);
         let mut names = std::collections::BTreeSet::new();
         self.visit(&refs, |_, s| {
-            for l in s.labels.iter() {
-                if !names.contains(&*l.name) {
-                    names.insert(l.name.to_string());
+            let t = rl(&self.symbols);
+            for &[n, _] in s.labels.pairs() {
+                let n = t.get(n).as_str();
+                if !names.contains(n) {
+                    names.insert(n.to_string());
                 }
             }
         });
@@ -1510,8 +1520,10 @@ impl Head {
         let refs = self.refs_for(matchers);
         let mut values = std::collections::BTreeSet::new();
         self.visit(&refs, |_, s| {
-            if let Ok(i) = s.labels.binary_search_by(|l| (*l.name).cmp(name)) {
-                let v = &*s.labels[i].value;
+            let t = rl(&self.symbols);
+            let p = s.labels.pairs();
+            if let Ok(i) = p.binary_search_by(|&[n, _]| t.get(n).as_str().cmp(name)) {
+                let v = t.get(p[i][1]).as_str();
                 if !values.contains(v) {
                     values.insert(v.to_owned());
                 }
@@ -1568,7 +1580,7 @@ impl Head {
                         self.chunk_range,
                     )?;
                     if !chunks.is_empty() {
-                        batch.push((Labels::from_sorted_unchecked(s.labels.to_vec()), chunks));
+                        batch.push((rl(&self.symbols).labels(&s.labels), chunks));
                     }
                 }
             }
@@ -1620,7 +1632,10 @@ impl Head {
                 } else if st.last_t() == NO_SAMPLES && !st.gc_marked {
                     st.gc_marked = true;
                 } else if st.last_t() < floor {
-                    candidates.push((*r, hash_labels(self.hash_seed, &s.labels)));
+                    // the table's lock is a leaf: not taken under the series' lock
+                    drop(st);
+                    let l = rl(&self.symbols).label_vec(&s.labels);
+                    candidates.push((*r, hash_labels(self.hash_seed, &l)));
                 }
                 // else: emptied by a flush but still inside the window: kept, so its
                 // newest timestamp keeps refusing out-of-order and repeated samples
@@ -1654,13 +1669,24 @@ impl Head {
         if removed.is_empty() {
             return 0;
         }
-        wl(&self.postings).remove(removed.iter().map(|(r, s)| (*r, &*s.labels)));
+        let labels: Vec<Vec<Label>> = {
+            let t = rl(&self.symbols);
+            removed
+                .iter()
+                .map(|(_, s)| t.label_vec(&s.labels))
+                .collect()
+        };
+        wl(&self.postings).remove(removed.iter().zip(&labels).map(|((r, _), l)| (*r, &l[..])));
+        drop(labels);
+        {
+            let mut t = wl(&self.symbols);
+            for (_, s) in &removed {
+                t.release_labels(&s.labels);
+            }
+        }
         self.num_series
             .fetch_sub(removed.len() as u64, Ordering::Relaxed);
-        let n = removed.len();
-        drop(removed);
-        ml(&self.interner).gc();
-        n
+        removed.len()
     }
 
     /// Every series' ref and labels, by ref: what a WAL checkpoint writes.
@@ -1668,10 +1694,7 @@ impl Head {
         let mut out = Vec::with_capacity(self.num_series());
         for shard in self.series.iter() {
             for (r, s) in rl(shard).iter() {
-                out.push((
-                    HeadSeriesRef(*r),
-                    Labels::from_sorted_unchecked(s.labels.to_vec()),
-                ));
+                out.push((HeadSeriesRef(*r), rl(&self.symbols).labels(&s.labels)));
             }
         }
         out.sort_unstable_by_key(|(r, _)| *r);
@@ -1726,7 +1749,7 @@ impl Head {
                 m.chunk_bytes += st.chunk_bytes();
                 m.disk_chunk_bytes += st.disk_chunk_bytes();
                 m.series_bytes += size_of::<MemSeries>()
-                    + s.labels.len() * size_of::<Label>()
+                    + size_of::<u32>() * (1 + 2 * s.labels.len())
                     + st.overhead_bytes();
             }
         }
@@ -1740,9 +1763,8 @@ impl Head {
                 .sum::<usize>();
         }
         m.index_bytes = rl(&self.postings).memory_bytes();
-        // the interner's table (its strings are counted with the postings keys)
-        m.index_bytes +=
-            ml(&self.interner).len() * (size_of::<crate::labels::Symbol>() + 1) * 8 / 7;
+        // the symbol table without its strings (counted with the postings keys)
+        m.index_bytes += rl(&self.symbols).memory_bytes();
         m
     }
 }

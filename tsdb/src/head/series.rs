@@ -25,7 +25,6 @@ use crate::histogram::{
     FloatHistogram, FloatHistogramChunk, FloatHistogramIter, Histogram, HistogramChunk,
     HistogramIter,
 };
-use crate::labels::Label;
 
 use super::chunk_files::{crc_of_parts, ChunkFiles, ChunkLoc, CRC_LEN, MAX_SEGMENT_SEQ};
 use super::ooo::OooState;
@@ -299,12 +298,13 @@ impl Rare {
 }
 
 pub(super) struct MemSeries {
-    pub labels: Box<[Label]>,
+    /// Ids into the head's [`SymbolTable`](super::symbols::SymbolTable).
+    pub labels: super::symbols::LabelIds,
     pub state: Mutex<SeriesState>,
 }
 
 impl MemSeries {
-    pub fn new(labels: Box<[Label]>) -> Self {
+    pub fn new(labels: super::symbols::LabelIds) -> Self {
         MemSeries {
             labels,
             state: Mutex::new(SeriesState::new()),
