@@ -2,7 +2,9 @@
 //! `chunks_head/`. When a series closes a chunk, its bytes and a CRC32C are written
 //! with one `pwrite` at an offset reserved in the current segment file (fixed maximum
 //! size, 128 MiB by default, then the next segment); the series keeps only where they
-//! are.
+//! are. An open XOR chunk gets a reservation early ([`ChunkFiles::reserve`]) and its
+//! settled bytes go out as it grows ([`ChunkFiles::write_at`]); its close finishes it
+//! in place, so it is read like any other chunk.
 //!
 //! Queries read through a read-only shared memory map of each segment, made when the
 //! segment is created and as long as the segment's maximum size (as Prometheus maps its

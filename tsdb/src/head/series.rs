@@ -4,7 +4,8 @@
 //! histogram or float histogram); a sample of another kind than the open chunk's cuts it.
 //!
 //! A head with a directory writes each chunk as it closes to its chunk files
-//! ([`ChunkFiles`], `chunks_head/`) and keeps only where it is; a read takes each
+//! ([`ChunkFiles`], `chunks_head/`) and keeps only where it is (the open XOR chunk's
+//! settled bytes go there as it grows, see [`Spill`]); a read takes each
 //! chunk as a slice of its segment's memory map (no copy, no allocation). Without a directory (or when a
 //! write fails) the closed chunks' bytes sit back to back in one immutable [`Bytes`] per
 //! series, so a query takes them as reference-counted slices (no copy, no allocation
