@@ -629,15 +629,15 @@ impl SeriesState {
     /// Close the open XOR chunk `h` (taken out of `self.head`) into the closed ones.
     fn close_xor(&mut self, files: Files<'_>, h: &XorChunk) {
         let (min_t, max_t) = (self.head_min_t, self.last_t);
-        let spill = std::mem::replace(&mut self.spill, Spill::NONE);
         if h.spilled() == 0 {
+            // a reservation made but never written to is left behind, as at truncation
+            self.spill = Spill::NONE;
             self.push_closed(files, min_t, max_t, Encoding::Xor, h.held());
             return;
         }
         let f = files.expect("a chunk with bytes on disk has chunk files");
-        self.spill = spill;
         // after a failed write (counted then), the rest is not tried
-        let written = !spill.stopped()
+        let written = !self.spill.stopped()
             && self
                 .finish_spilled(f, h)
                 .inspect_err(|e| f.note_write_failure(e))
