@@ -75,6 +75,29 @@ struct Segment {
     bytes: AtomicU64,
 }
 
+impl Segment {
+    /// `len` bytes at `off`: a slice of the map with `mapped` (when there is one), else
+    /// a `pread` copy, which leaves the map's pages out of the process's RSS.
+    fn read(&self, off: u32, len: usize, mapped: bool) -> Result<Bytes> {
+        let start = off as usize;
+        match self.map.as_ref().filter(|_| mapped) {
+            Some(map) if start + len <= map.len() => Ok(map.slice(start..start + len)),
+            Some(_) => Err(Error::corrupt(
+                &self.path,
+                u64::from(off),
+                "head chunk past the end of its segment",
+            )),
+            None => {
+                let mut buf = vec![0u8; len];
+                self.file
+                    .read_exact_at(&mut buf, u64::from(off))
+                    .map_err(|e| Error::io(&self.path, e))?;
+                Ok(Bytes::from(buf))
+            }
+        }
+    }
+}
+
 /// The segment being written and its next free offset.
 struct Current {
     seg: Option<Arc<Segment>>,
@@ -198,33 +221,19 @@ impl ChunkFiles {
     /// The first `len` bytes of a reservation as written so far (no CRC to check):
     /// a slice of the segment's map with `mapped`, else a `pread` copy.
     pub fn read_part(&self, loc: ChunkLoc, len: usize, mapped: bool) -> Result<Bytes> {
-        let seg = self.segment(loc.seg)?;
-        let off = loc.off as usize;
-        match seg.map.as_ref().filter(|_| mapped) {
-            Some(map) if off + len <= map.len() => Ok(map.slice(off..off + len)),
-            Some(_) => Err(Error::corrupt(
-                &seg.path,
-                u64::from(loc.off),
-                "open head chunk past the end of its segment",
-            )),
-            None => {
-                let mut buf = vec![0u8; len];
-                seg.file
-                    .read_exact_at(&mut buf, u64::from(loc.off))
-                    .map_err(|e| Error::io(&seg.path, e))?;
-                Ok(Bytes::from(buf))
-            }
-        }
+        self.segment(loc.seg)?.read(loc.off, len, mapped)
     }
 
     fn segment(&self, seq: u32) -> Result<Arc<Segment>> {
         let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
-        segments.get(&seq).cloned().ok_or_else(|| {
-            Error::Invalid(format!(
-                "head chunk segment {seq} in {} was deleted while still referenced",
-                self.dir.display()
-            ))
-        })
+        segments.get(&seq).cloned().ok_or_else(|| self.deleted(seq))
+    }
+
+    fn deleted(&self, seq: u32) -> Error {
+        Error::Invalid(format!(
+            "head chunk segment {seq} in {} was deleted while still referenced",
+            self.dir.display()
+        ))
     }
 
     /// `len` bytes reserved in the current segment (the next one when they do not fit),
@@ -375,33 +384,12 @@ impl Reader<'_> {
     /// segment has no map) read with `pread` into a buffer of their own, which leaves
     /// the map's pages out of the process's RSS.
     pub fn read(&self, loc: ChunkLoc, len: u32, mapped: bool) -> Result<Bytes> {
-        let seg = self.segments.get(&loc.seg).ok_or_else(|| {
-            Error::Invalid(format!(
-                "head chunk segment {} in {} was deleted while still referenced",
-                loc.seg,
-                self.files.dir.display()
-            ))
-        })?;
-        let (off, len) = (loc.off as usize, len as usize);
-        let data = match seg.map.as_ref().filter(|_| mapped) {
-            Some(map) => {
-                if off + len + CRC_LEN > map.len() {
-                    return Err(Error::corrupt(
-                        &seg.path,
-                        u64::from(loc.off),
-                        "head chunk past the end of its segment",
-                    ));
-                }
-                map.slice(off..off + len + CRC_LEN)
-            }
-            None => {
-                let mut buf = vec![0u8; len + CRC_LEN];
-                seg.file
-                    .read_exact_at(&mut buf, u64::from(loc.off))
-                    .map_err(|e| Error::io(&seg.path, e))?;
-                Bytes::from(buf)
-            }
-        };
+        let seg = self
+            .segments
+            .get(&loc.seg)
+            .ok_or_else(|| self.files.deleted(loc.seg))?;
+        let len = len as usize;
+        let data = seg.read(loc.off, len + CRC_LEN, mapped)?;
         let mut want = [0u8; CRC_LEN];
         want.copy_from_slice(&data[len..]);
         if crc32c::crc32c(&data[..len]).to_be_bytes() != want {
