@@ -439,24 +439,21 @@ impl SeriesState {
         }
         let (pos, seg) = match on_disk {
             Some(loc) => (loc.off, loc.seg),
-            None => (self.keep_in_memory(data), IN_MEMORY),
+            None => {
+                let old = self.mem_data();
+                let mut buf = Vec::with_capacity(old.len() + data.len());
+                buf.extend_from_slice(old);
+                buf.extend_from_slice(data);
+                let pos = u32::try_from(old.len())
+                    .ok()
+                    .filter(|p| p.checked_add(len).is_some())
+                    .expect("a series' closed chunks stay under 4 GiB");
+                // len == capacity: the `Bytes` takes the buffer without another allocation
+                self.rare_mut().closed_data = Some(Bytes::from(buf));
+                (pos, IN_MEMORY)
+            }
         };
         self.push_record(min_t, max_t, encoding, pos, len, seg);
-    }
-
-    /// Add `data` to the closed chunks' bytes in memory; returns its position there.
-    fn keep_in_memory(&mut self, data: &[u8]) -> u32 {
-        let old = self.mem_data();
-        let mut buf = Vec::with_capacity(old.len() + data.len());
-        buf.extend_from_slice(old);
-        buf.extend_from_slice(data);
-        let pos = u32::try_from(old.len())
-            .ok()
-            .filter(|p| u32::try_from(data.len()).is_ok_and(|l| p.checked_add(l).is_some()))
-            .expect("a series' closed chunks stay under 4 GiB");
-        // len == capacity: the `Bytes` takes the buffer without another allocation
-        self.rare_mut().closed_data = Some(Bytes::from(buf));
-        pos
     }
 
     /// Append a closed chunk's record (its bytes are at `pos` in segment `seg`).
@@ -649,11 +646,8 @@ impl SeriesState {
         } else {
             // the whole chunk in memory instead, its front read back
             match self.xor_copy(files, Via::Copy, h) {
-                Ok(data) => {
-                    let len = data.len() as u32;
-                    let pos = self.keep_in_memory(&data);
-                    self.push_record(min_t, max_t, Encoding::Xor, pos, len, IN_MEMORY);
-                }
+                // push_closed's memory path (no files: no second write is tried)
+                Ok(data) => self.push_closed(None, min_t, max_t, Encoding::Xor, &data),
                 Err(e) => tracing::error!(error = %e, min_t, max_t,
                     "cannot read back a head chunk's front bytes: its samples are only in the WAL"),
             }
