@@ -4,7 +4,10 @@
 //! size, 128 MiB by default, then the next segment); the series keeps only where they
 //! are. An open XOR chunk gets a reservation early ([`ChunkFiles::reserve`]) and its
 //! settled bytes go out as it grows ([`ChunkFiles::write_at`]); its close finishes it
-//! in place, so it is read like any other chunk.
+//! in place, so it is read like any other chunk. Each chunk's record starts with
+//! [`PREFIX_LEN`] bytes the series gives (the record of its chunk before this one), so
+//! a series keeps only its newest closed chunk's record in memory and reads the older
+//! ones from disk as it walks back.
 //!
 //! Queries read through a read-only shared memory map of each segment, made when the
 //! segment is created and as long as the segment's maximum size (as Prometheus maps its
@@ -26,7 +29,8 @@
 //! are a cache of the head, never the only copy of a sample: the WAL holds everything
 //! since the last checkpoint, so [`ChunkFiles::open`] deletes whatever a previous
 //! process left and WAL replay writes the chunks anew. Hence the private format: per
-//! chunk its bytes then a big-endian CRC32C of them, no header.
+//! chunk the series' [`PREFIX_LEN`]-byte prefix, its bytes, then a big-endian CRC32C of
+//! prefix and bytes; no file header.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -46,14 +50,19 @@ pub const DEFAULT_SEGMENT_BYTES: u32 = 128 * 1024 * 1024;
 /// written in one process's life); past it chunks stay in memory.
 pub(super) const MAX_SEGMENT_SEQ: u32 = 0xff_fffe;
 
-/// Bytes after each chunk's data: its CRC32C.
+/// Bytes after each chunk's data: the CRC32C of its prefix and data.
 pub(super) const CRC_LEN: usize = 4;
 
-/// The CRC32C (as written after a chunk) of a chunk whose two-byte sample count is
-/// `header` and whose other `rest_len` bytes have the CRC32C `rest_crc` (computed as
-/// they were written out, before the count was final).
-pub(super) fn crc_of_parts(header: [u8; 2], rest_crc: u32, rest_len: usize) -> [u8; CRC_LEN] {
-    crc32c::crc32c_combine(crc32c::crc32c(&header), rest_crc, rest_len).to_be_bytes()
+/// Bytes before each chunk's data: whatever the series keeps there (the record of its
+/// chunk before this one), covered by the CRC.
+pub(super) const PREFIX_LEN: usize = 24;
+
+/// The CRC32C (as written after a chunk) of a record whose first bytes are `front`
+/// (the prefix and the chunk's two-byte sample count) and whose other `rest_len` bytes
+/// have the CRC32C `rest_crc` (computed as they were written out, before the count was
+/// final).
+pub(super) fn crc_of_parts(front: &[u8], rest_crc: u32, rest_len: usize) -> [u8; CRC_LEN] {
+    crc32c::crc32c_combine(crc32c::crc32c(front), rest_crc, rest_len).to_be_bytes()
 }
 
 /// Where a written chunk is: segment number and byte offset in it.
@@ -177,14 +186,16 @@ impl ChunkFiles {
         lock(&self.current).seq
     }
 
-    /// Write one chunk whose newest sample is at `max_t`; returns where it is. The
-    /// offset is reserved under a short lock; the write itself runs outside it, so
-    /// series closing chunks at the same time write in parallel.
-    pub fn write(&self, data: &[u8], max_t: i64) -> Result<ChunkLoc> {
-        let len = data.len() + CRC_LEN;
+    /// Write one chunk record (`prefix`, then `data`) whose newest sample is at
+    /// `max_t`; returns where the record is. The offset is reserved under a short lock;
+    /// the write itself runs outside it, so series closing chunks at the same time
+    /// write in parallel.
+    pub fn write(&self, prefix: &[u8; PREFIX_LEN], data: &[u8], max_t: i64) -> Result<ChunkLoc> {
+        let body = PREFIX_LEN + data.len();
+        let len = body + CRC_LEN;
         let (seg, loc) = self.reserve_in(len, max_t)?;
-        // one write of data + CRC; a chunk is ~1 KiB, so the copy stays on the stack
-        let crc = crc32c::crc32c(data).to_be_bytes();
+        // one write of prefix + data + CRC; a chunk is ~1 KiB, so the copy stays on the
+        // stack
         let mut stack = [0u8; 4096];
         let mut heap = Vec::new();
         let buf = if len <= stack.len() {
@@ -193,15 +204,17 @@ impl ChunkFiles {
             heap.resize(len, 0);
             &mut heap[..]
         };
-        buf[..data.len()].copy_from_slice(data);
-        buf[data.len()..].copy_from_slice(&crc);
+        buf[..PREFIX_LEN].copy_from_slice(prefix);
+        buf[PREFIX_LEN..body].copy_from_slice(data);
+        let crc = crc32c::crc32c(&buf[..body]).to_be_bytes();
+        buf[body..].copy_from_slice(&crc);
         seg.file
             .write_all_at(buf, u64::from(loc.off))
             .map_err(|e| Error::io(&seg.path, e))?;
         Ok(loc)
     }
 
-    /// Reserve `len` bytes (a chunk's data and its CRC) for a chunk still being
+    /// Reserve `len` bytes (a chunk's prefix, data and CRC) for a chunk still being
     /// written, all of whose samples are at or before `max_t`: the head's open chunk,
     /// whose settled bytes go out with [`write_at`](Self::write_at) as it grows. The
     /// segment is kept until truncation passes `max_t`.
@@ -209,8 +222,9 @@ impl ChunkFiles {
         self.reserve_in(len, max_t).map(|(_, loc)| loc)
     }
 
-    /// Write `data` at `at` bytes into the reservation at `loc` (no CRC: the caller
-    /// writes the chunk's CRC after its last byte, see [`crc_of_parts`]).
+    /// Write `data` at `at` bytes into the reservation at `loc` (its prefix first; no
+    /// CRC: the caller writes the record's CRC after its last byte, see
+    /// [`crc_of_parts`]).
     pub fn write_at(&self, loc: ChunkLoc, at: usize, data: &[u8]) -> Result<()> {
         let seg = self.segment(loc.seg)?;
         seg.file
@@ -247,7 +261,7 @@ impl ChunkFiles {
             if len as u64 > u64::from(self.segment_bytes) {
                 return Err(Error::Invalid(format!(
                     "a head chunk of {} bytes is larger than a chunk segment",
-                    len - CRC_LEN
+                    len - CRC_LEN - PREFIX_LEN
                 )));
             }
             // numbered from 1, as Prometheus's
@@ -379,26 +393,56 @@ pub(super) struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    /// The `len` data bytes of the chunk at `loc`, checked against their CRC: with
-    /// `mapped` a slice of the segment's map (shared, no copy), else (or when the
-    /// segment has no map) read with `pread` into a buffer of their own, which leaves
-    /// the map's pages out of the process's RSS.
-    pub fn read(&self, loc: ChunkLoc, len: u32, mapped: bool) -> Result<Bytes> {
-        let seg = self
-            .segments
-            .get(&loc.seg)
-            .ok_or_else(|| self.files.deleted(loc.seg))?;
-        let len = len as usize;
-        let data = seg.read(loc.off, len + CRC_LEN, mapped)?;
+    fn segment(&self, seq: u32) -> Result<&Segment> {
+        self.segments
+            .get(&seq)
+            .map(|s| &**s)
+            .ok_or_else(|| self.files.deleted(seq))
+    }
+
+    /// The record at `loc` whose data is `len` bytes, checked against its CRC: the data
+    /// and the prefix. With `mapped` the data is a slice of the segment's map (shared,
+    /// no copy), else (or when the segment has no map) read with `pread` into a buffer
+    /// of its own, which leaves the map's pages out of the process's RSS.
+    pub fn read(&self, loc: ChunkLoc, len: u32, mapped: bool) -> Result<(Bytes, [u8; PREFIX_LEN])> {
+        let seg = self.segment(loc.seg)?;
+        let body = PREFIX_LEN + len as usize;
+        let rec = seg.read(loc.off, body + CRC_LEN, mapped)?;
         let mut want = [0u8; CRC_LEN];
-        want.copy_from_slice(&data[len..]);
-        if crc32c::crc32c(&data[..len]).to_be_bytes() != want {
+        want.copy_from_slice(&rec[body..]);
+        if crc32c::crc32c(&rec[..body]).to_be_bytes() != want {
             return Err(Error::corrupt(
                 &seg.path,
                 u64::from(loc.off),
                 "head chunk checksum mismatch",
             ));
         }
-        Ok(data.slice(..len))
+        let mut prefix = [0u8; PREFIX_LEN];
+        prefix.copy_from_slice(&rec[..PREFIX_LEN]);
+        Ok((rec.slice(PREFIX_LEN..body), prefix))
+    }
+
+    /// The prefix of the record at `loc` alone (not checked: the CRC covers the whole
+    /// record; the caller checks what it reads is plausible).
+    pub fn read_prefix(&self, loc: ChunkLoc, mapped: bool) -> Result<[u8; PREFIX_LEN]> {
+        let seg = self.segment(loc.seg)?;
+        let mut prefix = [0u8; PREFIX_LEN];
+        if mapped && seg.map.is_some() {
+            prefix.copy_from_slice(&seg.read(loc.off, PREFIX_LEN, true)?);
+        } else {
+            // into the stack: truncation reads a prefix per closed chunk
+            seg.file
+                .read_exact_at(&mut prefix, u64::from(loc.off))
+                .map_err(|e| Error::io(&seg.path, e))?;
+        }
+        Ok(prefix)
+    }
+
+    /// The error for a record at `loc` whose prefix does not fit the series.
+    pub fn corrupt(&self, loc: ChunkLoc, what: &str) -> Error {
+        match self.segments.get(&loc.seg) {
+            Some(seg) => Error::corrupt(&seg.path, u64::from(loc.off), what),
+            None => self.files.deleted(loc.seg),
+        }
     }
 }

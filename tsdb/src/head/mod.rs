@@ -1457,7 +1457,9 @@ impl Head {
         let refs = self.refs_for(matchers);
         let mut out = Vec::new();
         self.visit(&refs, |r, s| {
-            if s.lock().has_chunks_overlapping(mint, maxt) {
+            if s.lock()
+                .has_chunks_overlapping(self.files.as_ref(), mint, maxt)
+            {
                 out.push((HeadSeriesRef(r), rl(&self.symbols).labels(&s.labels)));
             }
         });
@@ -1626,8 +1628,9 @@ impl Head {
             let g = rl(shard);
             for (r, s) in g.iter() {
                 let mut st = s.lock();
-                dropped += st.truncate_before(mint_keep);
-                if let Some(t) = st.min_t() {
+                let (n, min_t) = st.truncate_before(self.files.as_ref(), mint_keep);
+                dropped += n;
+                if let Some(t) = min_t {
                     new_min = new_min.min(t);
                 } else if st.last_t() == NO_SAMPLES && !st.gc_marked {
                     st.gc_marked = true;
@@ -1746,11 +1749,12 @@ impl Head {
             m.series_bytes += g.capacity() * (size_of::<(u64, Box<MemSeries>)>() + 1);
             for s in g.values() {
                 let st = s.lock();
-                m.chunk_bytes += st.chunk_bytes();
-                m.disk_chunk_bytes += st.disk_chunk_bytes();
+                let (mem, disk) = st.chunk_bytes(self.files.as_ref());
+                m.chunk_bytes += mem;
+                m.disk_chunk_bytes += disk;
                 m.series_bytes += size_of::<MemSeries>()
                     + size_of::<u32>() * (1 + 2 * s.labels.len())
-                    + st.overhead_bytes();
+                    + st.overhead_bytes(self.files.as_ref());
             }
         }
         for shard in self.hashes.iter() {

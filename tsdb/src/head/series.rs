@@ -10,6 +10,11 @@
 //! write fails) the closed chunks' bytes sit back to back in one immutable [`Bytes`] per
 //! series, so a query takes them as reference-counted slices (no copy, no allocation
 //! per chunk) while the series keeps one allocation for all of them.
+//!
+//! A series holds only its newest closed chunk's record ([`ClosedChunk`]): each closed
+//! chunk, on disk or in memory, is stored after the record of the chunk before it
+//! ([`PREFIX_LEN`] bytes), so reads walk back from the newest ([`Walk`]). A 2-hour
+//! series so keeps 24 bytes for its 3–4 closed chunks instead of a list of them.
 
 use std::sync::Mutex;
 
@@ -27,7 +32,9 @@ use crate::histogram::{
     HistogramIter,
 };
 
-use super::chunk_files::{crc_of_parts, ChunkFiles, ChunkLoc, CRC_LEN, MAX_SEGMENT_SEQ};
+use super::chunk_files::{
+    crc_of_parts, ChunkFiles, ChunkLoc, Reader, CRC_LEN, MAX_SEGMENT_SEQ, PREFIX_LEN,
+};
 use super::ooo::OooState;
 use super::{AppendError, HistogramSample};
 use crate::error::{Error, Result};
@@ -54,10 +61,13 @@ const IN_MEMORY: u32 = MAX_SEGMENT_SEQ + 1;
 /// chunks at multiples of a chunk range no longer than this (≈ 49 days).
 const MAX_CHUNK_SPAN: i64 = u32::MAX as i64;
 
-/// A chunk that is no longer appended to: its time range and where its bytes (exactly
-/// as they go into a block's `chunks/` segment) are: `len` bytes at `pos` in the
-/// series' `closed_data`, or at `pos` in chunk file segment `seg`. 24 bytes: a 2-hour
-/// series holds 3–4 of them.
+/// A chunk that is no longer appended to: its time range and where its record is: at
+/// `pos` in chunk file segment `seg`, or at logical offset `pos` of the series'
+/// in-memory records (`Rare::closed_data`). A record is the [`ClosedChunk`] before it
+/// in the series ([`to_bytes`](Self::to_bytes), [`PREFIX_LEN`] bytes), then the chunk's
+/// `len` bytes exactly as they go into a block's `chunks/` segment (on disk then a
+/// CRC). 24 bytes, and a series holds only its newest one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ClosedChunk {
     pub min_t: i64,
     /// `max_t - min_t`.
@@ -69,6 +79,39 @@ pub(super) struct ClosedChunk {
 }
 
 impl ClosedChunk {
+    /// No chunk (the prefix of a series' first chunk).
+    const NONE: ClosedChunk = ClosedChunk {
+        min_t: 0,
+        span: 0,
+        pos: 0,
+        len: 0,
+        seg_enc: 0,
+    };
+
+    /// As stored in front of the next chunk's bytes.
+    fn to_bytes(self) -> [u8; PREFIX_LEN] {
+        let mut b = [0u8; PREFIX_LEN];
+        b[..8].copy_from_slice(&self.min_t.to_le_bytes());
+        for (i, x) in [self.span, self.pos, self.len, self.seg_enc]
+            .into_iter()
+            .enumerate()
+        {
+            b[8 + 4 * i..12 + 4 * i].copy_from_slice(&x.to_le_bytes());
+        }
+        b
+    }
+
+    fn from_bytes(b: &[u8; PREFIX_LEN]) -> Self {
+        let u = |i: usize| u32::from_le_bytes(b[8 + 4 * i..12 + 4 * i].try_into().unwrap());
+        ClosedChunk {
+            min_t: i64::from_le_bytes(b[..8].try_into().unwrap()),
+            span: u(0),
+            pos: u(1),
+            len: u(2),
+            seg_enc: u(3),
+        }
+    }
+
     pub fn max_t(&self) -> i64 {
         self.min_t + i64::from(self.span)
     }
@@ -86,14 +129,67 @@ impl ClosedChunk {
         self.seg() == IN_MEMORY
     }
 
-    fn loc(&self) -> (ChunkLoc, u32) {
-        (
-            ChunkLoc {
-                seg: self.seg(),
-                off: self.pos,
-            },
-            self.len,
-        )
+    fn loc(&self) -> ChunkLoc {
+        ChunkLoc {
+            seg: self.seg(),
+            off: self.pos,
+        }
+    }
+}
+
+/// Steps through a series' closed chunks from the newest back, reading each one's
+/// record for the one before it ([`SeriesState::walk`]).
+struct Walk<'a> {
+    st: &'a SeriesState,
+    reader: Option<Reader<'a>>,
+    via: Via,
+    cur: ClosedChunk,
+    left: u32,
+}
+
+impl Walk<'_> {
+    /// The chunk the walk is at; `None` past the oldest.
+    fn current(&self) -> Option<ClosedChunk> {
+        (self.left > 0).then_some(self.cur)
+    }
+
+    /// Move to the chunk before the current one; with `data` the current one's bytes
+    /// are read (CRC-checked on disk) and returned. Only `Some` current chunk steps.
+    fn step(&mut self, data: bool) -> Result<Option<Bytes>> {
+        let c = self.cur;
+        self.left -= 1;
+        if !data && self.left == 0 {
+            return Ok(None);
+        }
+        let (bytes, prefix) = if c.in_memory() {
+            let rec = self.st.mem_record(&c)?;
+            let prefix: [u8; PREFIX_LEN] = rec[..PREFIX_LEN].try_into().expect("a prefix");
+            (data.then(|| rec.slice(PREFIX_LEN..)), prefix)
+        } else {
+            let r = self.reader.as_ref().ok_or_else(|| {
+                Error::Invalid("a head chunk is on disk but the head has no chunk files".into())
+            })?;
+            let mapped = self.via == Via::Map;
+            if data {
+                let (b, p) = r.read(c.loc(), c.len, mapped)?;
+                (Some(b), p)
+            } else {
+                (None, r.read_prefix(c.loc(), mapped)?)
+            }
+        };
+        if self.left > 0 {
+            let prev = ClosedChunk::from_bytes(&prefix);
+            // chunks are in time order and never empty: anything else is damage
+            if prev.len == 0 || prev.max_t() >= c.min_t || prev.encoding() == Encoding::None {
+                let what = "head chunk record names no plausible chunk before it";
+                return Err(match &self.reader {
+                    Some(r) if !c.in_memory() => r.corrupt(c.loc(), what),
+                    _ => Error::Invalid(what.into()),
+                });
+            }
+            self.cur = prev;
+        }
+        Ok(bytes)
     }
 }
 
@@ -231,7 +327,7 @@ const MAX_BYTES_BEFORE_APPEND: usize = MAX_BYTES_PER_XOR_CHUNK - 19;
 const SPILL_AT: usize = 88;
 
 /// Bytes a reservation for an open chunk never exceeds: the largest XOR chunk.
-const MAX_RESERVATION: usize = MAX_BYTES_PER_XOR_CHUNK + 32 + CRC_LEN;
+const MAX_RESERVATION: usize = PREFIX_LEN + MAX_BYTES_PER_XOR_CHUNK + 32 + CRC_LEN;
 
 /// Where the open XOR chunk's front bytes are written while it is still open: a
 /// reservation of `cap` bytes at `loc` in the chunk files, made at the first spill and
@@ -239,13 +335,14 @@ const MAX_RESERVATION: usize = MAX_BYTES_PER_XOR_CHUNK + 32 + CRC_LEN;
 /// case the chunk outgrows it). The closed chunk is then complete in place: its tail,
 /// its CRC and its sample count (which every append rewrote) are written when it
 /// closes. `seg == 0` (segments are numbered from 1): no reservation. Packed (14
-/// bytes, 2-aligned) so that the series state fits a smaller allocation.
+/// bytes, 2-aligned) so that the series state fits a smaller allocation. `loc` is the
+/// record's start: the chunk's bytes follow its [`PREFIX_LEN`]-byte prefix.
 #[derive(Clone, Copy)]
 #[repr(C, packed(2))]
 struct Spill {
     seg: u32,
     off: u32,
-    /// CRC32C of the written bytes after the first two (the sample count).
+    /// CRC32C of the written chunk bytes after the first two (the sample count).
     crc: u32,
     /// The reservation's size, and [`STOPPED`] once a write failed: the rest of this
     /// chunk stays in memory.
@@ -281,11 +378,15 @@ impl Spill {
 /// The parts of a series' state few series have, boxed together ([`SeriesState::rare`]).
 #[derive(Default)]
 struct Rare {
-    /// The bytes of the closed chunks kept in memory (a head without chunk files, or
-    /// a failed write), in their order. Rebuilt (exact size) when such a chunk closes
-    /// or is truncated, which happens every ~120 samples: cheaper than an allocation
-    /// per chunk kept, and never changed in place, so readers share it.
+    /// The records (prefix and bytes) of the closed chunks kept in memory (a head
+    /// without chunk files, or a failed write), in their order. Rebuilt (exact size)
+    /// when such a chunk closes or is truncated, which happens every ~120 samples:
+    /// cheaper than an allocation per chunk kept, and never changed in place, so
+    /// readers share it.
     closed_data: Option<Bytes>,
+    /// The logical offset of `closed_data`'s first byte: records keep their offsets
+    /// when truncation drops the ones before them (a record on disk may name one).
+    mem_base: u32,
     /// Histogram state, from the first histogram sample on.
     hist: Option<Box<HistState>>,
     /// Out-of-order float samples, from the first one on.
@@ -319,8 +420,13 @@ impl MemSeries {
 
 /// The mutable part of a series.
 pub(super) struct SeriesState {
-    /// Oldest first, never overlapping, all before the open chunk.
-    closed: Box<[ClosedChunk]>,
+    /// The newest closed chunk. Closed chunks never overlap and are all before the
+    /// open chunk; the older ones are read from the records ([`Walk`]). Left as it is
+    /// when truncation drops every closed chunk: the open chunk's written prefix (and
+    /// its CRC) holds it.
+    newest: ClosedChunk,
+    /// Closed chunks: `newest` and the ones before it.
+    n_closed: u32,
     /// What few series have (closed chunks kept in memory, histograms, out-of-order
     /// samples): one pointer for all three, `None` while none is there.
     rare: Option<Box<Rare>>,
@@ -358,7 +464,8 @@ impl SeriesState {
 
     fn new() -> Self {
         SeriesState {
-            closed: Box::new([]),
+            newest: ClosedChunk::NONE,
+            n_closed: 0,
             rare: None,
             head: None,
             spill: Spill::NONE,
@@ -404,18 +511,35 @@ impl SeriesState {
         }
     }
 
-    /// The bytes of the closed chunks kept in memory.
+    /// The records of the closed chunks kept in memory.
     fn mem_data(&self) -> &[u8] {
         self.closed_data().map_or(&[], |b| &b[..])
     }
 
-    /// Closed chunk `c`'s bytes, which are in memory.
-    fn mem_bytes(&self, c: &ClosedChunk) -> Bytes {
-        let range = c.pos as usize..c.pos as usize + c.len as usize;
+    fn mem_base(&self) -> u32 {
+        self.rare.as_ref().map_or(0, |r| r.mem_base)
+    }
+
+    /// Closed chunk `c`'s record (prefix and bytes), which is in memory.
+    fn mem_record(&self, c: &ClosedChunk) -> Result<Bytes> {
+        let start = c.pos.wrapping_sub(self.mem_base()) as usize;
+        let range = start..start + PREFIX_LEN + c.len as usize;
         match self.closed_data() {
-            Some(b) => b.slice(range),
-            // cannot happen: a chunk in memory has its bytes there
-            None => Bytes::new(),
+            Some(b) if c.pos >= self.mem_base() && range.end <= b.len() => Ok(b.slice(range)),
+            _ => Err(Error::Invalid(
+                "a head chunk kept in memory is not among the series' records".into(),
+            )),
+        }
+    }
+
+    /// A walk over the closed chunks from the newest back.
+    fn walk<'a>(&'a self, files: Files<'a>, via: Via) -> Walk<'a> {
+        Walk {
+            st: self,
+            reader: files.filter(|_| self.n_closed > 0).map(ChunkFiles::reader),
+            via,
+            cur: self.newest,
+            left: self.n_closed,
         }
     }
 
@@ -430,9 +554,10 @@ impl SeriesState {
         data: &[u8],
     ) {
         let len = u32::try_from(data.len()).expect("a chunk stays under 4 GiB");
+        let prefix = self.newest.to_bytes();
         let mut on_disk = None;
         if let Some(f) = files {
-            match f.write(data, max_t) {
+            match f.write(&prefix, data, max_t) {
                 Ok(loc) => on_disk = Some(loc),
                 Err(e) => f.note_write_failure(&e),
             }
@@ -441,12 +566,14 @@ impl SeriesState {
             Some(loc) => (loc.off, loc.seg),
             None => {
                 let old = self.mem_data();
-                let mut buf = Vec::with_capacity(old.len() + data.len());
+                let mut buf = Vec::with_capacity(old.len() + PREFIX_LEN + data.len());
                 buf.extend_from_slice(old);
+                buf.extend_from_slice(&prefix);
                 buf.extend_from_slice(data);
                 let pos = u32::try_from(old.len())
                     .ok()
-                    .filter(|p| p.checked_add(len).is_some())
+                    .and_then(|p| p.checked_add(self.mem_base()))
+                    .filter(|p| p.checked_add(PREFIX_LEN as u32 + len).is_some())
                     .expect("a series' closed chunks stay under 4 GiB");
                 // len == capacity: the `Bytes` takes the buffer without another allocation
                 self.rare_mut().closed_data = Some(Bytes::from(buf));
@@ -456,7 +583,8 @@ impl SeriesState {
         self.push_record(min_t, max_t, encoding, pos, len, seg);
     }
 
-    /// Append a closed chunk's record (its bytes are at `pos` in segment `seg`).
+    /// Make the chunk whose record is at `pos` in segment `seg` the newest closed one
+    /// (its prefix holds the one that was).
     fn push_record(
         &mut self,
         min_t: i64,
@@ -466,56 +594,15 @@ impl SeriesState {
         len: u32,
         seg: u32,
     ) {
-        let mut v = Vec::with_capacity(self.closed.len() + 1);
-        v.extend(std::mem::take(&mut self.closed).into_vec());
-        v.push(ClosedChunk {
+        self.newest = ClosedChunk {
             min_t,
             span: u32::try_from(max_t - min_t)
                 .expect("chunks are cut within a chunk range of at most MAX_CHUNK_SPAN"),
             pos,
             len,
             seg_enc: seg | (encoding as u32) << 24,
-        });
-        self.closed = v.into_boxed_slice();
-    }
-
-    /// Closed chunks `range` as [`HeadChunk`]s into `out`: those in memory shared with
-    /// the series, those on disk slices of their segment's map or copies ([`Via`]).
-    fn read_closed(
-        &self,
-        files: Files<'_>,
-        via: Via,
-        range: std::ops::Range<usize>,
-        out: &mut Vec<HeadChunk>,
-    ) -> Result<()> {
-        let cs = &self.closed[range];
-        let reader = match files {
-            Some(f) if cs.iter().any(|c| !c.in_memory()) => Some(f.reader()),
-            _ => None,
         };
-        out.reserve(cs.len());
-        for c in cs {
-            let data = if c.in_memory() {
-                self.mem_bytes(c)
-            } else {
-                let (loc, len) = c.loc();
-                reader
-                    .as_ref()
-                    .ok_or_else(|| {
-                        Error::Invalid(
-                            "a head chunk is on disk but the head has no chunk files".into(),
-                        )
-                    })?
-                    .read(loc, len, via == Via::Map)?
-            };
-            out.push(HeadChunk {
-                min_time: c.min_t,
-                max_time: c.max_t(),
-                encoding: c.encoding(),
-                data,
-            });
-        }
-        Ok(())
+        self.n_closed += 1;
     }
 
     /// Whether a chunk is open.
@@ -544,9 +631,9 @@ impl SeriesState {
         let f = files.ok_or_else(|| {
             Error::Invalid("an open head chunk is on disk but the head has no chunk files".into())
         })?;
-        let front = f.read_part(self.spill.loc(), h.spilled(), via == Via::Map)?;
+        let front = f.read_part(self.spill.loc(), PREFIX_LEN + h.spilled(), via == Via::Map)?;
         let mut data = Vec::with_capacity(h.len());
-        data.extend_from_slice(&front);
+        data.extend_from_slice(&front[PREFIX_LEN..]);
         data.extend_from_slice(h.held());
         data[..2].copy_from_slice(&h.header());
         Ok(Bytes::from(data))
@@ -583,7 +670,9 @@ impl SeriesState {
             // as most chunks end at 120 samples
             let per = h.len() as f64 / h.num_samples().max(1) as f64;
             let est = (per * SAMPLES_PER_CHUNK as f64 * 1.25) as usize + 64;
-            let cap = est.clamp(at + n + 64, MAX_RESERVATION - CRC_LEN) + CRC_LEN;
+            let cap = PREFIX_LEN
+                + est.clamp(at + n + 64, MAX_RESERVATION - PREFIX_LEN - CRC_LEN)
+                + CRC_LEN;
             let loc = f.reserve(cap, self.spill_max_t())?;
             self.spill = Spill {
                 seg: loc.seg,
@@ -591,12 +680,22 @@ impl SeriesState {
                 crc: 0,
                 cap_stopped: cap as u16,
             };
-        } else if at + n + CRC_LEN > self.spill.cap() {
+        } else if PREFIX_LEN + at + n + CRC_LEN > self.spill.cap() {
             self.move_spill(f, at, MAX_RESERVATION)?;
         }
+        let prefix = self.newest.to_bytes();
         let h = self.head.as_mut().expect("an open chunk");
         let bytes = &h.held()[..n];
-        f.write_at(self.spill.loc(), at, bytes)?;
+        if at == 0 {
+            // the record's prefix (the newest closed chunk, which stays so until this
+            // chunk closes) with the first bytes
+            let mut buf = [0u8; PREFIX_LEN + SPILL_AT + 64];
+            buf[..PREFIX_LEN].copy_from_slice(&prefix);
+            buf[PREFIX_LEN..PREFIX_LEN + n].copy_from_slice(bytes);
+            f.write_at(self.spill.loc(), 0, &buf[..PREFIX_LEN + n])?;
+        } else {
+            f.write_at(self.spill.loc(), PREFIX_LEN + at, bytes)?;
+        }
         // the CRC covers the chunk after its sample count, which is written at the end
         let counted = if at == 0 { &bytes[2.min(n)..] } else { bytes };
         self.spill.crc = crc32c::crc32c_append(self.spill.crc, counted);
@@ -611,10 +710,10 @@ impl SeriesState {
         self.next_at.saturating_sub(1).max(self.last_t)
     }
 
-    /// Move the open chunk's `at` written front bytes to a new reservation of `cap`
-    /// bytes.
+    /// Move the open chunk's prefix and `at` written front bytes to a new reservation
+    /// of `cap` bytes.
     fn move_spill(&mut self, f: &ChunkFiles, at: usize, cap: usize) -> Result<()> {
-        let front = f.read_part(self.spill.loc(), at, false)?;
+        let front = f.read_part(self.spill.loc(), PREFIX_LEN + at, false)?;
         let loc = f.reserve(cap, self.spill_max_t())?;
         f.write_at(loc, 0, &front)?;
         self.spill.seg = loc.seg;
@@ -657,12 +756,16 @@ impl SeriesState {
 
     /// Write the rest of a spilled chunk, its CRC and its sample count in place.
     fn finish_spilled(&mut self, f: &ChunkFiles, h: &XorChunk) -> Result<()> {
-        if h.len() + CRC_LEN > self.spill.cap() {
-            self.move_spill(f, h.spilled(), h.len() + CRC_LEN)?;
+        if PREFIX_LEN + h.len() + CRC_LEN > self.spill.cap() {
+            self.move_spill(f, h.spilled(), PREFIX_LEN + h.len() + CRC_LEN)?;
         }
         let tail = h.held();
+        // the prefix as the first spill wrote it: `newest` has not changed since
+        let mut front = [0u8; PREFIX_LEN + 2];
+        front[..PREFIX_LEN].copy_from_slice(&self.newest.to_bytes());
+        front[PREFIX_LEN..].copy_from_slice(&h.header());
         let crc = crc_of_parts(
-            h.header(),
+            &front,
             crc32c::crc32c_append(self.spill.crc, tail),
             h.len() - 2,
         );
@@ -670,8 +773,8 @@ impl SeriesState {
         let n = tail.len() + CRC_LEN;
         buf[..tail.len()].copy_from_slice(tail);
         buf[tail.len()..n].copy_from_slice(&crc);
-        f.write_at(self.spill.loc(), h.spilled(), &buf[..n])?;
-        f.write_at(self.spill.loc(), 0, &h.header())
+        f.write_at(self.spill.loc(), PREFIX_LEN + h.spilled(), &buf[..n])?;
+        f.write_at(self.spill.loc(), PREFIX_LEN, &h.header())
     }
 
     /// The in-order chunks overlapping `[mint, maxt]` (both inclusive), oldest first:
@@ -684,11 +787,23 @@ impl SeriesState {
         maxt: i64,
         out: &mut Vec<HeadChunk>,
     ) -> Result<()> {
-        let from = self.closed.partition_point(|c| c.max_t() < mint);
-        let to = from + self.closed[from..].partition_point(|c| c.min_t <= maxt);
-        if from < to {
-            self.read_closed(files, via, from..to, out)?;
+        let start = out.len();
+        let mut w = self.walk(files, via);
+        while let Some(c) = w.current() {
+            if c.max_t() < mint {
+                break;
+            }
+            if let Some(data) = w.step(c.min_t <= maxt)? {
+                out.push(HeadChunk {
+                    min_time: c.min_t,
+                    max_time: c.max_t(),
+                    encoding: c.encoding(),
+                    data,
+                });
+            }
         }
+        // walked newest first
+        out[start..].reverse();
         if self.has_open() && self.last_t >= mint && self.head_min_t <= maxt {
             if let Some((encoding, data)) = self.open_copy(files, via)? {
                 out.push(HeadChunk {
@@ -709,15 +824,15 @@ impl SeriesState {
     /// Whether no chunk is left.
     pub fn is_empty(&self) -> bool {
         self.head.is_none()
-            && self.closed.is_empty()
+            && self.n_closed == 0
             && self.open_hist().is_none()
             && self.ooo_span().is_none()
     }
 
-    /// The oldest sample time held, if any.
-    pub fn min_t(&self) -> Option<i64> {
-        let in_order = match self.closed.first() {
-            Some(c) => Some(c.min_t),
+    /// The oldest sample time held, if any, given the oldest closed chunk's start.
+    fn min_t_with(&self, oldest_closed: Option<i64>) -> Option<i64> {
+        let in_order = match oldest_closed {
+            Some(t) => Some(t),
             None if self.has_open() => Some(self.head_min_t),
             None => None,
         };
@@ -778,20 +893,38 @@ impl SeriesState {
     /// no sample at `t`: the out-of-order sample is then kept, and on a read of both
     /// the in-order sample wins the tie, so nothing acknowledged is lost.
     fn in_order_value_at(&self, files: Files<'_>, t: i64) -> Option<u64> {
-        let i = self.closed.partition_point(|c| c.max_t() < t);
-        let mut read = Vec::new();
         let warn = |e: Error| {
             tracing::warn!(error = %e, "cannot read a head chunk for an out-of-order duplicate check");
         };
-        let (encoding, data) = match self.closed.get(i) {
-            Some(c) if c.min_t <= t => {
-                if let Err(e) = self.read_closed(files, Via::Copy, i..i + 1, &mut read) {
+        // the closed chunk holding `t`: the oldest one ending at or after it
+        let mut closed = None;
+        if self.n_closed > 0 && self.newest.max_t() >= t {
+            let mut w = self.walk(files, Via::Copy);
+            let found = loop {
+                match w.current() {
+                    Some(c) if c.max_t() >= t && c.min_t <= t => {
+                        break w.step(true).map(|d| d.map(|d| (c.encoding(), d)));
+                    }
+                    Some(c) if c.max_t() >= t => {
+                        if let Err(e) = w.step(false) {
+                            break Err(e);
+                        }
+                    }
+                    // in a gap between chunks, or before the oldest
+                    _ => break Ok(None),
+                }
+            };
+            match found {
+                Ok(Some(c)) => closed = Some(c),
+                Ok(None) => return None,
+                Err(e) => {
                     warn(e);
                     return None;
                 }
-                (c.encoding(), read[0].data.clone())
             }
-            Some(_) => return None,
+        }
+        let (encoding, data) = match closed {
+            Some(c) => c,
             None if self.head_min_t <= t => match self.open_copy(files, Via::Copy) {
                 Ok(open) => open?,
                 Err(e) => {
@@ -1121,33 +1254,48 @@ impl SeriesState {
         self.close_xor(files, &h);
     }
 
-    /// Drop every chunk that ends before `mint`; returns how many were dropped.
-    pub fn truncate_before(&mut self, mint: i64) -> usize {
-        let keep_from = self.closed.partition_point(|c| c.max_t() < mint);
-        let mut removed = keep_from;
-        if keep_from > 0 {
-            // the dropped chunks kept in memory are the first ones in `closed_data`
-            let cut = self.closed[..keep_from]
-                .iter()
-                .rev()
-                .find(|c| c.in_memory())
-                .map_or(0, |c| c.pos + c.len);
-            if cut > 0 {
-                // copied, not sliced: a slice would keep the dropped chunks' bytes alive
-                let rest = &self.mem_data()[cut as usize..];
-                let rest = (!rest.is_empty()).then(|| Bytes::copy_from_slice(rest));
-                self.rare_mut().closed_data = rest;
+    /// Drop every chunk that ends before `mint`; returns how many were dropped and the
+    /// oldest sample time left ([`min_t`](Self::min_t) after it). The closed chunks
+    /// kept are found by reading their records back from the newest (a `pread` of a
+    /// prefix per chunk kept); when one cannot be read, all are kept (logged) and the
+    /// oldest time left is taken as `mint`.
+    pub fn truncate_before(&mut self, files: Files<'_>, mint: i64) -> (usize, Option<i64>) {
+        let mut keep = 0u32;
+        let mut oldest_kept = None;
+        // the oldest in-memory chunk kept: its record and those after it stay
+        let mut mem_from = None;
+        let mut w = self.walk(files, Via::Copy);
+        while let Some(c) = w.current() {
+            if c.max_t() < mint {
+                break;
             }
-            let v: Vec<ClosedChunk> = std::mem::take(&mut self.closed)
-                .into_vec()
-                .into_iter()
-                .skip(keep_from)
-                .map(|c| ClosedChunk {
-                    pos: if c.in_memory() { c.pos - cut } else { c.pos },
-                    ..c
-                })
-                .collect();
-            self.closed = v.into_boxed_slice();
+            keep += 1;
+            oldest_kept = Some(c.min_t);
+            if c.in_memory() {
+                mem_from = Some(c.pos);
+            }
+            if let Err(e) = w.step(false) {
+                tracing::error!(error = %e, "cannot read a head chunk's record to truncate the series: its closed chunks are kept");
+                keep = self.n_closed;
+                oldest_kept = Some(mint);
+                mem_from = Some(self.mem_base());
+                break;
+            }
+        }
+        drop(w);
+        let mut removed = (self.n_closed - keep) as usize;
+        self.n_closed = keep;
+        if let Some(len) = self.closed_data().map(|b| b.len() as u32) {
+            let base = self.mem_base();
+            let new_base = mem_from.unwrap_or(base + len);
+            if new_base > base {
+                // copied, not sliced: a slice would keep the dropped chunks' bytes alive
+                let rest = &self.mem_data()[(new_base - base) as usize..];
+                let rest = (!rest.is_empty()).then(|| Bytes::copy_from_slice(rest));
+                let r = self.rare_mut();
+                r.closed_data = rest;
+                r.mem_base = new_base;
+            }
         }
         if self.head.is_some() && self.last_t < mint {
             self.head = None;
@@ -1171,17 +1319,28 @@ impl SeriesState {
             }
         }
         self.tidy_rare();
-        removed
+        (removed, self.min_t_with(oldest_kept))
     }
 
-    /// Whether any chunk has samples in `[mint, maxt]` (nothing read).
-    pub fn has_chunks_overlapping(&self, mint: i64, maxt: i64) -> bool {
-        self.ooo_overlaps(mint, maxt)
-            || self
-                .closed
-                .iter()
-                .any(|c| c.max_t() >= mint && c.min_t <= maxt)
+    /// Whether any chunk has samples in `[mint, maxt]`: the closed chunks' records are
+    /// read back from the newest only as far as `mint` (a read error says yes, so the
+    /// read of the chunks reports it).
+    pub fn has_chunks_overlapping(&self, files: Files<'_>, mint: i64, maxt: i64) -> bool {
+        if self.ooo_overlaps(mint, maxt)
             || (self.has_open() && self.last_t >= mint && self.head_min_t <= maxt)
+        {
+            return true;
+        }
+        let mut w = self.walk(files, Via::Map);
+        while let Some(c) = w.current() {
+            if c.max_t() < mint {
+                return false;
+            }
+            if c.min_t <= maxt || w.step(false).is_err() {
+                return true;
+            }
+        }
+        false
     }
 
     /// The chunks overlapping `[mint, maxt]` (both inclusive): closed ones shared (or
@@ -1330,29 +1489,44 @@ impl SeriesState {
         Ok(())
     }
 
+    /// Encoded bytes of the closed chunks (in memory, in the chunk files), walked back
+    /// through their records (a `pread` per chunk on disk: for gauges, not hot paths).
+    fn closed_bytes(&self, files: Files<'_>) -> (usize, usize) {
+        let (mut mem, mut disk) = (0, 0);
+        let mut w = self.walk(files, Via::Copy);
+        while let Some(c) = w.current() {
+            if c.in_memory() {
+                mem += c.len as usize;
+            } else {
+                disk += c.len as usize;
+            }
+            if w.step(false).is_err() {
+                break;
+            }
+        }
+        (mem, disk)
+    }
+
     /// Encoded bytes of every chunk in memory (the open one's used part), out-of-order
-    /// ones included.
-    pub fn chunk_bytes(&self) -> usize {
-        self.mem_data().len()
-            + self.head.as_ref().map_or(0, |h| h.held().len())
-            + self.open_hist().map_or(0, |h| h.bytes().len())
-            + self.ooo().map_or(0, |o| o.data_bytes())
+    /// ones included, and in the chunk files (the closed chunks there and the open
+    /// chunk's written front).
+    pub fn chunk_bytes(&self, files: Files<'_>) -> (usize, usize) {
+        let (mem, disk) = self.closed_bytes(files);
+        (
+            mem + self.head.as_ref().map_or(0, |h| h.held().len())
+                + self.open_hist().map_or(0, |h| h.bytes().len())
+                + self.ooo().map_or(0, |o| o.data_bytes()),
+            disk + self.head.as_ref().map_or(0, XorChunk::spilled),
+        )
     }
 
-    /// Encoded bytes in the chunk files: the closed chunks there and the open chunk's
-    /// written front.
-    pub fn disk_chunk_bytes(&self) -> usize {
-        self.closed
-            .iter()
-            .filter(|c| !c.in_memory())
-            .map(|c| c.len as usize)
-            .sum::<usize>()
-            + self.head.as_ref().map_or(0, XorChunk::spilled)
-    }
-
-    /// Other heap bytes owned: closed-chunk headers and the open chunk's spare room.
-    pub fn overhead_bytes(&self) -> usize {
-        self.closed.len() * std::mem::size_of::<ClosedChunk>()
+    /// Other heap bytes owned: the in-memory chunks' record prefixes and the open
+    /// chunk's spare room.
+    pub fn overhead_bytes(&self, files: Files<'_>) -> usize {
+        (self
+            .mem_data()
+            .len()
+            .saturating_sub(self.closed_bytes(files).0))
             + self
                 .rare
                 .as_ref()

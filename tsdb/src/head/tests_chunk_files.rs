@@ -2,7 +2,7 @@
 //! answers equals what an in-memory head answers, segments go once truncation is past
 //! them, read errors surface as errors, and a failed write keeps the chunk in memory.
 
-use super::chunk_files::{ChunkFiles, ChunkLoc};
+use super::chunk_files::{ChunkFiles, ChunkLoc, PREFIX_LEN};
 use super::tests::{disk_head, TestHead};
 use super::tests_histogram::hist;
 use super::*;
@@ -234,6 +234,11 @@ fn a_damaged_or_missing_chunk_file_is_an_error_not_a_panic() {
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
 }
 
+/// The prefix `written_chunks` gives chunk `i`.
+fn prefix(i: u32) -> [u8; PREFIX_LEN] {
+    std::array::from_fn(|b| (b as u32 * 3 + i) as u8)
+}
+
 /// Chunk files of 4 KiB segments, mapped or read with `pread`, and 30 chunks of
 /// 200–500 bytes written to them (several segments) with their locations.
 fn written_chunks(mapped: bool) -> (tempfile::TempDir, ChunkFiles, Vec<(ChunkLoc, Vec<u8>)>) {
@@ -247,7 +252,7 @@ fn written_chunks(mapped: bool) -> (tempfile::TempDir, ChunkFiles, Vec<(ChunkLoc
     let chunks: Vec<(ChunkLoc, Vec<u8>)> = (0..30u32)
         .map(|i| {
             let data: Vec<u8> = (0..200 + i * 10).map(|b| (b * 7 + i) as u8).collect();
-            (files.write(&data, i64::from(i)).unwrap(), data)
+            (files.write(&prefix(i), &data, i64::from(i)).unwrap(), data)
         })
         .collect();
     (dir, files, chunks)
@@ -260,11 +265,11 @@ fn chunks_read_back_exactly_mapped_or_not() {
         let segs: std::collections::BTreeSet<u32> = chunks.iter().map(|c| c.0.seg).collect();
         assert!(segs.len() >= 3, "{segs:?}");
         let r = files.reader();
-        for (loc, data) in &chunks {
-            assert_eq!(
-                &r.read(*loc, data.len() as u32, true).unwrap()[..],
-                &data[..]
-            );
+        for (i, (loc, data)) in chunks.iter().enumerate() {
+            let (got, p) = r.read(*loc, data.len() as u32, mapped).unwrap();
+            assert_eq!(&got[..], &data[..]);
+            assert_eq!(p, prefix(i as u32));
+            assert_eq!(r.read_prefix(*loc, mapped).unwrap(), prefix(i as u32));
         }
     }
 }
@@ -340,7 +345,8 @@ fn a_cut_short_segment_read_with_pread_is_an_io_error() {
     let (dir, files, chunks) = written_chunks(true);
     let (loc, data) = &chunks[1];
     let f = segment_for_writing(&dir, *loc);
-    std::os::unix::fs::FileExt::write_all_at(&f, &[data[5] ^ 1], u64::from(loc.off) + 5).unwrap();
+    let at = u64::from(loc.off) + PREFIX_LEN as u64 + 5;
+    std::os::unix::fs::FileExt::write_all_at(&f, &[data[5] ^ 1], at).unwrap();
     let e = files
         .reader()
         .read(*loc, data.len() as u32, true)
@@ -431,9 +437,10 @@ fn concurrent_appends_and_reads_across_segments() {
 #[test]
 fn a_closed_chunk_is_24_bytes_and_long_spans_are_cut_to_fit() {
     assert_eq!(std::mem::size_of::<series::ClosedChunk>(), 24);
-    // every active series holds one: with the label pointer and the mutex a 160-byte
-    // `MemSeries`, a 168-byte glibc chunk (208 before session 10)
-    assert!(std::mem::size_of::<series::SeriesState>() <= 136);
+    // every active series holds one: with the label pointer and the mutex a 168-byte
+    // `MemSeries`, a 176-byte glibc chunk (208 before session 10), and no list of
+    // closed chunks besides (only the newest one's record)
+    assert!(std::mem::size_of::<series::SeriesState>() <= 152);
     // a chunk range longer than a `ClosedChunk` spans (a merge of sparse 90-day data):
     // chunks are cut to fit, every sample kept, times exact
     use crate::dedup::Sample;
@@ -559,4 +566,112 @@ fn a_failed_write_of_an_open_chunk_keeps_every_sample() {
         i64::MAX,
     );
     assert_eq!(got.unwrap()[0].samples(), want);
+}
+
+/// Appends `k` at `k * 15 s` for every `k` in `ks` to each series, with values that do
+/// not compress (chunks of ~1 KiB), and records them in `want`.
+fn append_noisy(
+    h: &Head,
+    refs: &[HeadSeriesRef],
+    ks: std::ops::Range<i64>,
+    want: &mut [Vec<(i64, f64)>],
+) {
+    for k in ks {
+        for (i, r) in refs.iter().enumerate() {
+            let (t, v) = (k * 15_000, ((k * 7_919 + i as i64) % 1_000) as f64 / 7.0);
+            h.append(*r, t, v).unwrap();
+            want[i].push((t, v));
+        }
+    }
+}
+
+#[test]
+fn closed_chunks_are_walked_back_through_their_records() {
+    // a series keeps only its newest closed chunk's record; each chunk's record names
+    // the one before it. Chunks on disk, then in memory (writes failing), then on disk
+    // again, then after a 2-hour gap: every read, duplicate check and truncation
+    // matches what was appended.
+    let h = disk_head(HeadOptions::default());
+    h.set_out_of_order_window(H);
+    let refs: Vec<HeadSeriesRef> = (0..8).map(|i| h.get_or_create(&ls(i)).0).collect();
+    let mut want = vec![Vec::new(); refs.len()];
+    append_noisy(&h, &refs, 0..240, &mut want);
+    assert_eq!(h.chunk_write_failures(), 0);
+    // no directory: writes needing a new segment fail, those chunks stay in memory
+    std::fs::remove_dir_all(h.chunks_dir().unwrap()).unwrap();
+    append_noisy(&h, &refs, 240..480, &mut want);
+    assert!(h.chunk_write_failures() > 4, "{}", h.chunk_write_failures());
+    std::fs::create_dir_all(h.chunks_dir().unwrap()).unwrap();
+    append_noisy(&h, &refs, 480..720, &mut want);
+    append_noisy(&h, &refs, 1_200..1_440, &mut want);
+    let mem = h.memory_usage();
+    assert!(mem.disk_chunk_bytes > 8 * 4 * 900, "{mem:?}");
+    // beyond the open chunks' ≤ 128 bytes each, some closed chunks of ~1 KiB
+    assert!(
+        mem.chunk_bytes > 8 * 128 + 3 * 900,
+        "closed chunks in memory: {mem:?}"
+    );
+
+    let samples = |mint: i64, maxt: i64| -> Vec<Vec<(i64, f64)>> {
+        h.select(&[], mint, maxt)
+            .unwrap()
+            .iter()
+            .map(|s| in_range_of(&s.samples(), mint, maxt))
+            .collect()
+    };
+    let expect = |mint: i64, maxt: i64| -> Vec<Vec<(i64, f64)>> {
+        want.iter()
+            .map(|w| in_range_of(w, mint, maxt))
+            .filter(|w| !w.is_empty())
+            .collect()
+    };
+    let k = |k: i64| k * 15_000;
+    for (mint, maxt) in [
+        (i64::MIN, i64::MAX),
+        (k(100), k(500)),
+        (k(250), k(260)),
+        (k(700), k(1_300)),
+        (k(0), k(0)),
+    ] {
+        assert_eq!(samples(mint, maxt), expect(mint, maxt), "[{mint}, {maxt}]");
+    }
+    // inside the gap: no series has a chunk there
+    assert!(h.select_refs(&[], k(730), k(1_190)).is_empty());
+    assert!(h.select(&[], k(730), k(1_190)).unwrap().is_empty());
+
+    // the out-of-order duplicate check finds the sample in a chunk on disk, in memory
+    // and in the open one; in the gap there is none
+    let r = refs[3];
+    for kk in [50, 300, 600, 1_430] {
+        let (t, v) = want[3][want[3].iter().position(|s| s.0 == k(kk)).unwrap()];
+        assert_eq!(h.check_out_of_order(r, t, v.to_bits()), Ok(false), "k {kk}");
+        assert!(h.check_out_of_order(r, t, (v + 1.0).to_bits()).is_err());
+    }
+    assert_eq!(h.check_out_of_order(r, k(900), 1.0f64.to_bits()), Ok(true));
+
+    // truncation inside the in-memory chunks, then past them: what is left is a suffix
+    // holding every sample from the truncation time on
+    for cut in [k(300), k(650), k(1_300)] {
+        h.truncate(cut);
+        let got = samples(i64::MIN, i64::MAX);
+        for (g, w) in got.iter().zip(&want) {
+            assert!(w.ends_with(g), "a suffix");
+            assert!(g.len() < w.len());
+            assert_eq!(
+                g.iter().filter(|s| s.0 >= cut).count(),
+                w.iter().filter(|s| s.0 >= cut).count()
+            );
+        }
+        assert_eq!(got.len(), want.len());
+        let dir = tempfile::tempdir().unwrap();
+        let blocks = h.write_block(dir.path(), cut, k(1_440) + 1, None).unwrap();
+        assert!(blocks.is_some());
+    }
+}
+
+fn in_range_of(s: &[(i64, f64)], mint: i64, maxt: i64) -> Vec<(i64, f64)> {
+    s.iter()
+        .filter(|(t, _)| *t >= mint && *t <= maxt)
+        .copied()
+        .collect()
 }
