@@ -142,6 +142,15 @@ impl XorChunk {
         Self::new_in(vec![0; 128])
     }
 
+    /// An empty chunk whose buffer starts at `n` bytes (at least the encoder's
+    /// slack), for callers that keep it small (the head writes the settled front out).
+    pub fn with_buffer(n: usize) -> Self {
+        Self::new_in(vec![0; n.max(SLACK + 2)])
+    }
+
+    /// Bytes an append needs past the settled ones without growing the buffer.
+    pub const SLACK: usize = SLACK;
+
     /// An empty chunk writing into `buf` (zeroed, at least `SLACK` bytes).
     fn new_in(buf: Vec<u8>) -> Self {
         XorChunk {

@@ -319,12 +319,18 @@ pub(super) const NO_SAMPLES: i64 = i64::MIN;
 const MAX_BYTES_BEFORE_APPEND: usize = MAX_BYTES_PER_XOR_CHUNK - 19;
 
 /// Settled bytes of the open XOR chunk that go to the chunk files once it holds this
-/// many (see [`Spill`]): the open chunk then never outgrows the 128 bytes a new
-/// [`XorChunk`] starts with, instead of growing to the whole chunk's size (an append
-/// grows the buffer when its settled bytes plus the encoder's 40 bytes of slack exceed
-/// it; before an append there are at most 87: 87 + 40 < 128). A counter's chunk
-/// (≈ 330 bytes) so takes three or four writes and the close's two.
-const SPILL_AT: usize = 88;
+/// many (see [`Spill`]): the open chunk then never outgrows the [`OPEN_CHUNK_BYTES`] it
+/// starts with, instead of growing to the whole chunk's size (an append grows the
+/// buffer when its settled bytes plus the encoder's 40 bytes of slack exceed it; before
+/// an append there are at most 55: 55 + 40 < 96). A counter's chunk (≈ 330 bytes) so
+/// takes about six writes and the close's two; 88 (a 128-byte buffer) took four and
+/// 32 bytes more per series.
+const SPILL_AT: usize = 56;
+
+/// The buffer an open XOR chunk of the head starts with: a 112-byte glibc chunk.
+const OPEN_CHUNK_BYTES: usize = 96;
+
+const _: () = assert!(SPILL_AT - 1 + XorChunk::SLACK < OPEN_CHUNK_BYTES);
 
 /// Bytes a reservation for an open chunk never exceeds: the largest XOR chunk.
 const MAX_RESERVATION: usize = PREFIX_LEN + MAX_BYTES_PER_XOR_CHUNK + 32 + CRC_LEN;
@@ -1070,7 +1076,9 @@ impl SeriesState {
             self.head_min_t = t;
             self.next_at = range_for_timestamp(t, chunk_range);
         }
-        self.head.get_or_insert_with(XorChunk::new).append(t, v);
+        self.head
+            .get_or_insert_with(|| XorChunk::with_buffer(OPEN_CHUNK_BYTES))
+            .append(t, v);
         self.maybe_spill(files);
         self.last_t = t;
         self.last_v = vb;
