@@ -357,27 +357,58 @@ fn serve(
     })
 }
 
-/// How often the ingester hands the allocator's free memory back to the kernel.
+/// The longest the ingester lets freed memory sit in the allocator while pushes arrive.
 const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// glibc keeps what the push path frees (grown postings lists and hash tables, open
-/// chunks' outgrown buffers, request buffers, blocking threads' buffers when they exit)
-/// in its arenas: after 100k series × 480 samples, ≈ 70 MB free beside ≈ 85 MB live,
-/// 40 MB of it in whole pages. So every [`TRIM_EVERY`] in which anything was pushed (and
-/// once after the WAL replay) `malloc_trim` returns the free pages (BENCHMARKS.md,
-/// "Session 8: where `strata all`'s memory goes").
+/// How often the trim timer looks at the push counter: a second without a push is a
+/// quiet spell, and what the burst before it freed goes back then.
+const TRIM_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// When to hand free memory back ([`trim_heap`]): once something was pushed since the
+/// last trim, at the first tick without a push (the end of a burst: a backfill, a
+/// remote-write flush, a scrape interval's batch) or [`TRIM_EVERY`] after the last
+/// trim under a steady stream.
+#[derive(Default)]
+struct TrimClock {
+    /// The push counter at the last trim (`None` before the first).
+    trimmed_at: Option<u64>,
+    /// The push counter at the previous tick.
+    seen: u64,
+    /// Ticks since the last trim.
+    ticks: u32,
+}
+
+impl TrimClock {
+    fn tick(&mut self, pushed: u64) -> bool {
+        let quiet = pushed == self.seen;
+        self.seen = pushed;
+        self.ticks = self.ticks.saturating_add(1);
+        let due = self.trimmed_at != Some(pushed)
+            && (quiet || self.ticks as u128 * TRIM_TICK.as_millis() >= TRIM_EVERY.as_millis());
+        if due {
+            self.trimmed_at = Some(pushed);
+            self.ticks = 0;
+        }
+        due
+    }
+}
+
+/// glibc keeps what the push path frees (grown postings lists and hash tables, request
+/// buffers, blocking threads' buffers when they exit) in its arenas: after 100k series ×
+/// 480 samples, ≈ 70 MB free beside ≈ 85 MB live, 40 MB of it in whole pages (session
+/// 8). So `malloc_trim` returns the free pages when pushes pause and at least every
+/// [`TRIM_EVERY`] while they go on ([`TrimClock`]; once after the WAL replay too)
+/// (BENCHMARKS.md, "Session 8: where `strata all`'s memory goes", "Session 11").
 async fn trim_heap(ing: Arc<Ingester>, shutdown: Shutdown) {
-    let mut last = None;
+    let mut clock = TrimClock::default();
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
-            _ = tokio::time::sleep(TRIM_EVERY) => {}
+            _ = tokio::time::sleep(TRIM_TICK) => {}
         }
-        let pushed = ing.metrics.received_series.get();
-        if last == Some(pushed) {
+        if !clock.tick(ing.metrics.received_series.get() as u64) {
             continue;
         }
-        last = Some(pushed);
         let took = tokio::task::spawn_blocking(|| {
             let start = std::time::Instant::now();
             strata_querier::fanout::release_free_memory();
@@ -564,5 +595,34 @@ impl strata_querier::fanout::LocalStore for LocalIngester {
         req: &strata_proto::metadata::ExemplarsRequest,
     ) -> Result<strata_proto::metadata::ExemplarsResponse, String> {
         strata_ingester::exemplars::answer(&self.0, tenant, req).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod trim_tests {
+    use super::*;
+
+    #[test]
+    fn trims_when_pushes_pause_and_every_ten_seconds_under_a_stream() {
+        let mut c = TrimClock::default();
+        // start: nothing pushed yet (the WAL replay is done): one trim, then none
+        assert!(c.tick(0));
+        assert!(!c.tick(0));
+        // a burst over three ticks, then a quiet tick: trimmed once, at the pause
+        assert!(!c.tick(10));
+        assert!(!c.tick(20));
+        assert!(!c.tick(30));
+        assert!(c.tick(30));
+        assert!(!c.tick(30));
+        // a steady stream: every ten ticks
+        let got: Vec<bool> = (1..=25).map(|i| c.tick(30 + i)).collect();
+        let at: Vec<usize> = got
+            .iter()
+            .enumerate()
+            .filter(|x| *x.1)
+            .map(|x| x.0)
+            .collect();
+        // ten ticks after the last trim (one quiet tick came first)
+        assert_eq!(at, vec![8, 18]);
     }
 }
