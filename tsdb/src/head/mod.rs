@@ -504,12 +504,9 @@ fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn labels_eq_pairs(t: &SymbolTable, labels: &LabelIds, pairs: &[(&str, &str)]) -> bool {
-    let labels = labels.pairs();
-    labels.len() == pairs.len()
-        && labels.iter().zip(pairs).all(|(&[ln, lv], (n, v))| {
-            bytes_eq(t.get(lv).as_bytes(), v.as_bytes())
-                && bytes_eq(t.get(ln).as_bytes(), n.as_bytes())
-        })
+    labels.eq_by(pairs, |[ln, lv], (n, v)| {
+        bytes_eq(t.get(lv).as_bytes(), v.as_bytes()) && bytes_eq(t.get(ln).as_bytes(), n.as_bytes())
+    })
 }
 
 /// [`hash_labels`] of the label set these normalised pairs make.
@@ -776,15 +773,14 @@ impl Head {
         }
         // taken after the series shards: the table's lock is a leaf
         let t = rl(&self.symbols);
+        // `for_each`: one branch on the ids' width a series, not one a label
         for s in cands.iter().flatten() {
-            for &[_, v] in s.labels.pairs() {
-                prefetch(t.get(v));
-            }
+            s.labels.pairs().for_each(|[_, v]| prefetch(t.get(v)));
         }
         for s in cands.iter().flatten() {
-            for &[_, v] in s.labels.pairs() {
-                prefetch(t.get(v).as_ptr());
-            }
+            s.labels
+                .pairs()
+                .for_each(|[_, v]| prefetch(t.get(v).as_ptr()));
         }
         for (&(_, i, _), s) in hits.iter().zip(cands.iter_mut()) {
             if s.is_some_and(|s| !labels_eq_pairs(&t, &s.labels, series[i as usize])) {
@@ -1503,12 +1499,12 @@ impl Head {
         let mut names = std::collections::BTreeSet::new();
         self.visit(&refs, |_, s| {
             let t = rl(&self.symbols);
-            for &[n, _] in s.labels.pairs() {
+            s.labels.pairs().for_each(|[n, _]| {
                 let n = t.get(n).as_str();
                 if !names.contains(n) {
                     names.insert(n.to_string());
                 }
-            }
+            });
         });
         names.into_iter().collect()
     }
@@ -1523,9 +1519,8 @@ impl Head {
         let mut values = std::collections::BTreeSet::new();
         self.visit(&refs, |_, s| {
             let t = rl(&self.symbols);
-            let p = s.labels.pairs();
-            if let Ok(i) = p.binary_search_by(|&[n, _]| t.get(n).as_str().cmp(name)) {
-                let v = t.get(p[i][1]).as_str();
+            if let Some(v) = s.labels.value_by_name(|n| t.get(n).as_str().cmp(name)) {
+                let v = t.get(v).as_str();
                 if !values.contains(v) {
                     values.insert(v.to_owned());
                 }
@@ -1753,7 +1748,7 @@ impl Head {
                 m.chunk_bytes += mem;
                 m.disk_chunk_bytes += disk;
                 m.series_bytes += size_of::<MemSeries>()
-                    + size_of::<u32>() * (1 + 2 * s.labels.len())
+                    + s.labels.heap_bytes()
                     + st.overhead_bytes(self.files.as_ref());
             }
         }
