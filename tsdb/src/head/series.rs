@@ -1263,7 +1263,7 @@ impl SeriesState {
     }
 
     /// Drop every chunk that ends before `mint`; returns how many were dropped and the
-    /// oldest sample time left ([`min_t`](Self::min_t) after it). The closed chunks
+    /// oldest sample time left (in order or out of order). The closed chunks
     /// kept are found by reading their records back from the newest (a `pread` of a
     /// prefix per chunk kept); when one cannot be read, all are kept (logged) and the
     /// oldest time left is taken as `mint`.
