@@ -1744,12 +1744,10 @@ impl Head {
             m.series_bytes += g.capacity() * (size_of::<(u64, Box<MemSeries>)>() + 1);
             for s in g.values() {
                 let st = s.lock();
-                let (mem, disk) = st.chunk_bytes(self.files.as_ref());
+                let (mem, disk, overhead) = st.memory(self.files.as_ref());
                 m.chunk_bytes += mem;
                 m.disk_chunk_bytes += disk;
-                m.series_bytes += size_of::<MemSeries>()
-                    + s.labels.heap_bytes()
-                    + st.overhead_bytes(self.files.as_ref());
+                m.series_bytes += size_of::<MemSeries>() + s.labels.heap_bytes() + overhead;
             }
         }
         for shard in self.hashes.iter() {

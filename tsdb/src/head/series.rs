@@ -1515,26 +1515,25 @@ impl SeriesState {
         (mem, disk)
     }
 
-    /// Encoded bytes of every chunk in memory (the open one's used part), out-of-order
-    /// ones included, and in the chunk files (the closed chunks there and the open
-    /// chunk's written front).
-    pub fn chunk_bytes(&self, files: Files<'_>) -> (usize, usize) {
+    /// Memory accounting in one walk over the closed chunks: (encoded bytes of every
+    /// chunk in memory, the open one's used part and out-of-order ones included;
+    /// encoded bytes in the chunk files, the closed chunks there and the open chunk's
+    /// written front; other heap bytes owned, the in-memory chunks' record prefixes
+    /// and the open chunk's spare room among them).
+    pub fn memory(&self, files: Files<'_>) -> (usize, usize, usize) {
         let (mem, disk) = self.closed_bytes(files);
-        (
-            mem + self.head.as_ref().map_or(0, |h| h.held().len())
-                + self.open_hist().map_or(0, |h| h.bytes().len())
-                + self.ooo().map_or(0, |o| o.data_bytes()),
-            disk + self.head.as_ref().map_or(0, XorChunk::spilled),
-        )
+        let chunk = mem
+            + self.head.as_ref().map_or(0, |h| h.held().len())
+            + self.open_hist().map_or(0, |h| h.bytes().len())
+            + self.ooo().map_or(0, |o| o.data_bytes());
+        let disk = disk + self.head.as_ref().map_or(0, XorChunk::spilled);
+        (chunk, disk, self.overhead_bytes(mem))
     }
 
-    /// Other heap bytes owned: the in-memory chunks' record prefixes and the open
-    /// chunk's spare room.
-    pub fn overhead_bytes(&self, files: Files<'_>) -> usize {
-        (self
-            .mem_data()
-            .len()
-            .saturating_sub(self.closed_bytes(files).0))
+    /// Heap bytes owned besides chunk data, given the in-memory closed chunks' bytes
+    /// (their records' prefixes are the rest of `closed_data`).
+    fn overhead_bytes(&self, mem_closed: usize) -> usize {
+        self.mem_data().len().saturating_sub(mem_closed)
             + self
                 .rare
                 .as_ref()
