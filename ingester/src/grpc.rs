@@ -13,7 +13,6 @@ use strata_proto::store::{
     SeriesResponse, StoreType,
 };
 use strata_store::{labels_to_proto, matchers_from_proto};
-use strata_tsdb::block::{open_blocks, open_blocks_where};
 use strata_tsdb::chunkenc::Encoding;
 use strata_tsdb::labels::Labels;
 use strata_tsdb::matcher::Matcher;
@@ -84,7 +83,7 @@ struct Planned {
     tenant: Option<crate::tenant::Tenant>,
     mint: i64,
     maxt: i64,
-    blocks: Vec<strata_tsdb::block::Block>,
+    blocks: Vec<std::sync::Arc<strata_tsdb::block::Block>>,
     series: Vec<(Labels, Vec<ChunkSrc>)>,
 }
 
@@ -159,7 +158,7 @@ fn plan(
     // Only the blocks the query reads are opened: after a flush `strata all` reads
     // them all from the bucket, and opening each block's index per query was most of a
     // small query's cost.
-    let blocks = open_blocks_where(&t.blocks_dir(), |m| {
+    let blocks = t.block_cache.blocks_where(&t.blocks_dir(), |m| {
         !(m.max_time <= mint || m.min_time > maxt || skip_block(m))
     })?;
     if blocks.is_empty() {
@@ -408,7 +407,7 @@ impl Store for StoreService {
                     min = min.min(t.head.min_time());
                     max = max.max(t.head.max_time());
                 }
-                if let Ok(bs) = open_blocks(&t.blocks_dir()) {
+                if let Ok(bs) = t.block_cache.blocks_where(&t.blocks_dir(), |_| true) {
                     for b in bs {
                         min = min.min(b.meta().min_time);
                         max = max.max(b.meta().max_time);

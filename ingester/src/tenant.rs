@@ -105,6 +105,8 @@ pub struct TenantDb {
     pub metadata: crate::metadata::TenantMetadata,
     /// Exemplars (`--tsdb.max-exemplars`); locked after `write` when both are held.
     exemplars: Mutex<strata_tsdb::exemplars::ExemplarStore>,
+    /// Local blocks opened by queries, kept open until their directory goes.
+    pub block_cache: strata_tsdb::block::BlockCache,
 }
 
 /// The oldest timestamp the head accepts after a local block ending (exclusive) at
@@ -264,6 +266,7 @@ impl TenantDb {
             external_labels,
             metadata: crate::metadata::TenantMetadata::open(dir)?,
             exemplars: Mutex::new(exemplars),
+            block_cache: strata_tsdb::block::BlockCache::new(),
         };
         Ok((db, stats))
     }
@@ -525,9 +528,11 @@ impl TenantDb {
         let mut removed = 0;
         for b in open_blocks(&self.blocks_dir())? {
             let m = b.meta();
+            let m_ulid = m.ulid;
             if st.uploaded.contains(&m.ulid.to_string()) && m.max_time < reference - retention_ms {
                 let dir = b.dir().to_path_buf();
                 drop(b);
+                self.block_cache.forget(m_ulid);
                 std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
                 removed += 1;
             }
