@@ -90,7 +90,9 @@ fn is_text(resp: &Response) -> bool {
 /// The origins the API answers cross-origin requests from [`--web.cors.origin`].
 #[derive(Debug, Clone)]
 pub struct CorsOrigin {
-    re: Regex,
+    // Shared: axum clones the state per request, and cloning a `Regex` builds a new
+    // matcher cache pool each time.
+    re: std::sync::Arc<Regex>,
     any: bool,
 }
 
@@ -98,7 +100,7 @@ impl CorsOrigin {
     /// Anchored as Prometheus anchors it: the whole origin must match.
     pub fn new(pattern: &str) -> Result<Self, regex::Error> {
         Ok(CorsOrigin {
-            re: Regex::new(&format!("^(?:{pattern})$"))?,
+            re: std::sync::Arc::new(Regex::new(&format!("^(?:{pattern})$"))?),
             any: pattern == ".*",
         })
     }

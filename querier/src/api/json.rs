@@ -60,25 +60,48 @@ pub fn success_end(out: &mut String, warnings: &[String], infos: &[String]) {
 /// `\n`, `\r`, `\t`.
 pub fn write_str(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '<' | '>' | '&' | '\u{0}'..='\u{1f}' => {
-                let b = c as u8;
-                out.push_str("\\u00");
-                out.push(HEX[(b >> 4) as usize] as char);
-                out.push(HEX[(b & 0xf) as usize] as char);
+    // Runs of bytes needing no escape are copied whole: label names and values rarely
+    // hold any, and pushing char by char was most of a small answer's encoding.
+    let b = s.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let esc: Option<&str> = match c {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            b'<' | b'>' | b'&' | 0..=0x1f => None,
+            // U+2028 and U+2029 (E2 80 A8/A9), escaped as Go's encoder does
+            0xe2 if b.get(i + 1) == Some(&0x80) && matches!(b.get(i + 2), Some(0xa8 | 0xa9)) => {
+                out.push_str(&s[start..i]);
+                out.push_str(if b[i + 2] == 0xa8 { "\\u2028" } else { "\\u2029" });
+                i += 3;
+                start = i;
+                continue;
             }
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c => out.push(c),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.push_str(&s[start..i]);
+        match esc {
+            Some(e) => out.push_str(e),
+            None => {
+                out.push_str("\\u00");
+                out.push(HEX[(c >> 4) as usize] as char);
+                out.push(HEX[(c & 0xf) as usize] as char);
+            }
         }
+        i += 1;
+        start = i;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
@@ -474,5 +497,29 @@ mod histogram_tests {
             success_body_annotated("[]", &[], &["i".into()]),
             r#"{"status":"success","data":[],"infos":["i"]}"#
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_str;
+
+    #[test]
+    fn strings_are_escaped_as_go_encodes_them() {
+        let cases = [
+            ("", r#""""#),
+            ("plain value-1.2_x", r#""plain value-1.2_x""#),
+            ("a<b>&\"c\"\n", r#""a\u003cb\u003e\u0026\"c\"\n""#),
+            ("\\\r\t\u{0}\u{1f}", r#""\\\r\t\u0000\u001f""#),
+            ("x\u{2028}y\u{2029}", r#""x\u2028y\u2029""#),
+            // other characters starting with E2 80 pass through unescaped
+            ("\u{2026}\u{2030}é日本", "\"\u{2026}\u{2030}é日本\""),
+            ("<", r#""\u003c""#),
+        ];
+        for (input, want) in cases {
+            let mut out = String::from("prefix:");
+            write_str(&mut out, input);
+            assert_eq!(out, format!("prefix:{want}"), "{input:?}");
+        }
     }
 }
