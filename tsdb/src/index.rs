@@ -508,6 +508,58 @@ struct ValueEntry {
     postings: u64,
 }
 
+/// A postings list as the index stores it: big-endian `u32` series references.
+#[derive(Clone, Copy, Debug)]
+pub struct RawPostings<'a> {
+    refs: &'a [u8],
+    /// The list's offset in the index (to decode it checked, or name it in errors).
+    off: u64,
+}
+
+impl RawPostings<'_> {
+    pub fn len(&self) -> usize {
+        self.refs.len() / 4
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.refs.is_empty()
+    }
+
+    #[inline]
+    pub fn get(&self, i: usize) -> u64 {
+        let b = &self.refs[i * 4..i * 4 + 4];
+        u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// The first index `>= lo` whose reference is `>= x` (or `len()`): galloping, so a
+    /// walk through ascending `x` costs about `log` of each gap.
+    #[inline]
+    pub fn seek(&self, mut lo: usize, x: u64) -> usize {
+        let n = self.len();
+        if lo >= n || self.get(lo) >= x {
+            return lo;
+        }
+        let mut step = 1usize;
+        let mut hi = lo + 1;
+        while hi < n && self.get(hi) < x {
+            lo = hi;
+            step <<= 1;
+            hi = lo.saturating_add(step);
+        }
+        // self.get(lo) < x <= self.get(hi) (or hi >= n)
+        let (mut a, mut b) = (lo + 1, hi.min(n));
+        while a < b {
+            let mid = a + (b - a) / 2;
+            if self.get(mid) < x {
+                a = mid + 1;
+            } else {
+                b = mid;
+            }
+        }
+        a
+    }
+}
+
 /// Reads an index (format v2/v3) from memory.
 pub struct IndexReader {
     data: Bytes,
@@ -916,6 +968,38 @@ impl IndexReader {
         Ok(crate::postings::merge(&lists))
     }
 
+    /// The postings list of `name="value"` read in place (checksum verified, entries
+    /// not decoded); `None` when the index has no such pair. An equality matcher's list
+    /// can hold most of a block while the query keeps a few of its series: searching
+    /// it where it lies beats decoding it whole.
+    pub fn postings_raw(&self, name: &str, value: &str) -> Result<Option<RawPostings<'_>>> {
+        let vals = self.values_of(name);
+        let Ok(i) = vals.binary_search_by(|v| self.value_bytes(v).cmp(value.as_bytes())) else {
+            return Ok(None);
+        };
+        let off = vals[i].postings;
+        let (body, _) = self.section(off, "postings list")?;
+        let n = body
+            .get(..4)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize);
+        if n.is_none_or(|n| body.len() != 4 + 4 * n) {
+            return Err(Error::corrupt(
+                &self.name,
+                off,
+                format!("postings list section of {} bytes", body.len()),
+            ));
+        }
+        Ok(Some(RawPostings {
+            refs: &body[4..],
+            off,
+        }))
+    }
+
+    /// A [`RawPostings`] decoded and checked strictly increasing.
+    pub fn decode_postings(&self, raw: RawPostings<'_>) -> Result<Vec<u64>> {
+        self.read_postings(raw.off)
+    }
+
     fn read_postings(&self, off: u64) -> Result<Vec<u64>> {
         let (body, base) = self.section(off, "postings list")?;
         let mut d = Dec::new(body, base, &self.name);
@@ -1307,6 +1391,23 @@ pub(crate) mod tests {
             }
             if let Ok(r) = IndexReader::new(Bytes::from(b), "index") {
                 exercise(&r);
+            }
+        }
+
+        #[test]
+        fn raw_postings_seek_as_partition_point(
+            set in proptest::collection::btree_set(0u32..5000, 0..400),
+            probes in proptest::collection::vec(0u64..5100, 0..50),
+            lo in 0usize..420,
+        ) {
+            let v: Vec<u64> = set.iter().map(|&x| u64::from(x)).collect();
+            let bytes: Vec<u8> = set.iter().flat_map(|x| x.to_be_bytes()).collect();
+            let raw = RawPostings { refs: &bytes, off: 0 };
+            prop_assert_eq!(raw.len(), v.len());
+            for x in probes {
+                let lo = lo.min(v.len());
+                let want = lo + v[lo..].partition_point(|&r| r < x);
+                prop_assert_eq!(raw.seek(lo, x), want, "seek({}, {})", lo, x);
             }
         }
     }

@@ -8,7 +8,7 @@
 //! scanning it, so `{__name__="rare", job="huge"}` costs about `rare · log(huge)`.
 
 use crate::error::Result;
-use crate::index::IndexReader;
+use crate::index::{IndexReader, RawPostings};
 use crate::matcher::{MatchOp, Matcher};
 
 /// Above this length ratio the shorter list gallops through the longer one.
@@ -253,6 +253,8 @@ fn negated_set(m: &Matcher) -> Option<Vec<&str>> {
 /// series. With no matchers at all, every series is returned.
 pub fn postings_for_matchers(ir: &IndexReader, matchers: &[Matcher]) -> Result<Vec<u64>> {
     let mut its: Vec<Vec<u64>> = Vec::new();
+    // Lists of single values (`l="v"`), searched in place rather than decoded.
+    let mut raws: Vec<RawPostings<'_>> = Vec::new();
     let mut nots: Vec<Vec<u64>> = Vec::new();
     for m in matchers {
         if m.matches_empty() {
@@ -274,6 +276,13 @@ pub fn postings_for_matchers(ir: &IndexReader, matchers: &[Matcher]) -> Result<V
                 return Ok(Vec::new());
             }
             let p = match m.set_matches() {
+                Some(vals) if vals.len() == 1 => match ir.postings_raw(&m.name, vals[0])? {
+                    Some(r) if !r.is_empty() => {
+                        raws.push(r);
+                        continue;
+                    }
+                    _ => return Ok(Vec::new()),
+                },
                 Some(vals) => ir.postings_for_values(&m.name, &vals)?,
                 None => ir.postings_matching(&m.name, |v| m.matches(v))?,
             };
@@ -283,11 +292,26 @@ pub fn postings_for_matchers(ir: &IndexReader, matchers: &[Matcher]) -> Result<V
             its.push(p);
         }
     }
-    let mut base = if its.is_empty() {
-        ir.all_postings()?
-    } else {
+    raws.sort_by_key(|r| r.len());
+    let mut raws = raws.into_iter();
+    let mut base = if !its.is_empty() {
         intersect_many(&its)
+    } else if let Some(smallest) = raws.next() {
+        ir.decode_postings(smallest)?
+    } else {
+        ir.all_postings()?
     };
+    // Each remaining list is searched for the (fewer, ascending) survivors.
+    for r in raws {
+        if base.is_empty() {
+            break;
+        }
+        let mut at = 0;
+        base.retain(|&x| {
+            at = r.seek(at, x);
+            at < r.len() && r.get(at) == x
+        });
+    }
     if !nots.is_empty() && !base.is_empty() {
         let n = merge(&nots);
         base = without(&base, &n);

@@ -79,7 +79,11 @@ pub fn write_str(out: &mut String, s: &str) {
             // U+2028 and U+2029 (E2 80 A8/A9), escaped as Go's encoder does
             0xe2 if b.get(i + 1) == Some(&0x80) && matches!(b.get(i + 2), Some(0xa8 | 0xa9)) => {
                 out.push_str(&s[start..i]);
-                out.push_str(if b[i + 2] == 0xa8 { "\\u2028" } else { "\\u2029" });
+                out.push_str(if b[i + 2] == 0xa8 {
+                    "\\u2028"
+                } else {
+                    "\\u2029"
+                });
                 i += 3;
                 start = i;
                 continue;

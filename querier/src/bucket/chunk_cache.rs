@@ -32,6 +32,17 @@ impl quick_cache::Weighter<(String, u64), Bytes> for SubrangeWeight {
     }
 }
 
+/// A cache key looked up without building its `String`: hashes as `(String, u64)` does
+/// (a tuple hashes its fields in order, and `String` hashes as its `str`).
+#[derive(Hash)]
+struct KeyRef<'a>(&'a str, u64);
+
+impl quick_cache::Equivalent<(String, u64)> for KeyRef<'_> {
+    fn equivalent(&self, key: &(String, u64)) -> bool {
+        self.1 == key.1 && self.0 == key.0
+    }
+}
+
 pub(super) type ChunksCache = quick_cache::sync::Cache<(String, u64), Bytes, SubrangeWeight>;
 
 /// A cache of at most `bytes` (sharded: lookups come from every part of every query).
@@ -135,6 +146,26 @@ impl BucketReader {
         Ok(self.chunk_pieces(path, range, size, count).await?.range(r))
     }
 
+    /// [`chunk_pieces`](Self::chunk_pieces) answered from the cache alone, without
+    /// waiting: `None` unless every subrange of `range` is cached.
+    pub(super) fn cached_pieces(&self, path: &str, range: Range<u64>) -> Option<Pieces> {
+        let cache = self.chunks_cache.as_ref()?;
+        if range.end <= range.start {
+            return None;
+        }
+        let first = range.start / SUBRANGE;
+        let last = (range.end - 1) / SUBRANGE;
+        let mut pieces = Vec::with_capacity((last - first + 1) as usize);
+        for i in first..=last {
+            pieces.push(cache.get(&KeyRef(path, i))?);
+        }
+        Some(Pieces {
+            start: first * SUBRANGE,
+            step: SUBRANGE,
+            pieces,
+        })
+    }
+
     /// [`BucketReader::chunk_range`] as the pieces it was read in: the cache's whole
     /// subranges covering `range` (so they may hold bytes before and after it), or the
     /// range itself without a cache. Nothing is copied.
@@ -219,6 +250,21 @@ mod tests {
 
     use super::*;
     use crate::stats::{QueryCost, QueryLimits};
+
+    #[test]
+    fn borrowed_keys_find_owned_ones() {
+        let cache = new_cache(1 << 20);
+        cache.insert(
+            ("t/b/chunks/000001".to_string(), 3),
+            Bytes::from_static(b"x"),
+        );
+        assert_eq!(
+            cache.get(&KeyRef("t/b/chunks/000001", 3)),
+            Some(Bytes::from_static(b"x"))
+        );
+        assert_eq!(cache.get(&KeyRef("t/b/chunks/000001", 4)), None);
+        assert_eq!(cache.get(&KeyRef("t/b/chunks/000002", 3)), None);
+    }
 
     #[test]
     fn pieces_find_every_offset_and_range_across_piece_boundaries() {
