@@ -1135,9 +1135,15 @@ impl Storage for FanoutStorage {
         let mut out = Vec::new();
         let mut buf = Vec::new();
         for s in self.select_lazy(matchers, mint, maxt, hints)? {
-            s.samples.decode_into(&mut buf)?;
+            let named = |e: StorageError| match e {
+                StorageError::Unavailable(m) => {
+                    StorageError::Unavailable(format!("series {}: {m}", s.labels))
+                }
+                e => e,
+            };
+            s.samples.decode_into(&mut buf).map_err(named)?;
             let mut histograms = Vec::new();
-            s.histograms.decode_into(&mut histograms)?;
+            s.histograms.decode_into(&mut histograms).map_err(named)?;
             out.push(StorageSeries {
                 labels: s.labels,
                 samples: std::mem::take(&mut buf),
@@ -1210,10 +1216,7 @@ impl Storage for FanoutStorage {
                     [p] if matches!(p.as_slice(), [Part::Samples(_)]) => {
                         Samples::Decoded(series.decode().expect("decoded samples"))
                     }
-                    _ => Samples::Lazy(Box::new(EngineSeries {
-                        labels: labels.clone(),
-                        series,
-                    })),
+                    _ => Samples::Lazy(Box::new(EngineSeries { series })),
                 };
                 SelectedSeries {
                     labels,

@@ -391,14 +391,14 @@ fn merge_parts(parts: &[Part], out: &mut Vec<(i64, f64)>) -> Result<(), &'static
 
 /// A series the engine decodes when it consumes it.
 pub struct EngineSeries {
-    pub labels: Labels,
     pub series: LazySeries,
 }
 
 impl LazySamples for EngineSeries {
     fn decode_into(&self, out: &mut Vec<(i64, f64)>) -> Result<(), StorageError> {
         self.series.decode_to(out).map_err(|e| {
-            StorageError::Unavailable(format!("series {}: chunk data: {e}", self.labels))
+            // the engine names the series
+            StorageError::Unavailable(format!("chunk data: {e}"))
         })
     }
 

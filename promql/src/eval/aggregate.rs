@@ -12,30 +12,29 @@ use crate::functions as f;
 use crate::FloatHistogram;
 
 use super::{
-    cmp_nan_last, drop_name_labels, exec, for_each_step, unwrap_parens, valid_label_name, Ctx,
-    Evaluator, Out, RawSeries, Result, Series, Val,
+    cmp_nan_last, exec, for_each_step, unwrap_parens, valid_label_name, Ctx, Evaluator, Out,
+    RawSeries, Result, Series, Val,
 };
 
 /// The group of a series with `labels` under `by (names)` / `without (names)`, and
 /// whether the group's name is to be dropped later.
 fn group_key(labels: &Labels, drop_name: bool, by: bool, names: &[String]) -> (Labels, bool) {
-    let base = if drop_name && !(by && names.iter().any(|x| x == METRIC_NAME)) {
-        drop_name_labels(labels)
+    // The key is the series' own labels filtered (sorted already, symbols shared): no
+    // copy of the whole set first, and nothing interned again. `without` always drops
+    // the name; `by` keeps it only when listed, and then the series still owes its
+    // delayed removal.
+    let named = |l: &strata_tsdb::labels::Label| names.iter().any(|n| **n == *l.name);
+    let key: Vec<_> = if by {
+        labels.iter().filter(|l| named(l)).cloned().collect()
     } else {
-        labels.clone()
+        labels
+            .iter()
+            .filter(|l| &*l.name != METRIC_NAME && !named(l))
+            .cloned()
+            .collect()
     };
-    let key = if by {
-        Labels::from_pairs(
-            base.iter()
-                .filter(|l| names.iter().any(|n| **n == *l.name))
-                .map(|l| (&*l.name, &*l.value)),
-        )
-    } else {
-        let mut ex: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-        ex.push(METRIC_NAME);
-        base.without(&ex)
-    };
-    let drop = drop_name && key.get(METRIC_NAME).is_some();
+    let key = Labels::from_sorted_unchecked(key);
+    let drop = by && drop_name && key.get(METRIC_NAME).is_some();
     (key, drop)
 }
 

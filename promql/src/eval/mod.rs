@@ -248,6 +248,17 @@ fn derive_stats_hints(hs: &mut [HPoint]) {
 /// A selected series, its samples decoded only when a consumer loads it
 /// ([`RawSeries::load`]): consumers take one series at a time into a buffer they reuse,
 /// so a selector's decoded samples are never all held at once.
+/// A storage error reading one series' samples, naming the series (storage need not
+/// keep a copy of every series' labels only for its errors).
+fn name_series(e: crate::StorageError, labels: &Labels) -> crate::StorageError {
+    match e {
+        crate::StorageError::Unavailable(m) => {
+            crate::StorageError::Unavailable(format!("series {labels}: {m}"))
+        }
+        e => e,
+    }
+}
+
 pub(super) struct RawSeries {
     labels: Labels,
     drop_name: bool,
@@ -303,7 +314,8 @@ impl RawSeries {
                 Ok(buf)
             }
             crate::Samples::Lazy(l) => {
-                l.decode_into(buf)?;
+                l.decode_into(buf)
+                    .map_err(|e| name_series(e, &self.labels))?;
                 if !buf.iter().all(keep) {
                     buf.retain(keep);
                 }
@@ -347,7 +359,8 @@ impl RawSeries {
                 Ok(buf)
             }
             HistogramSamples::Lazy(l) => {
-                l.decode_histograms_into(buf)?;
+                l.decode_histograms_into(buf)
+                    .map_err(|e| name_series(e, &self.labels))?;
                 if !buf.iter().all(keep) {
                     buf.retain(keep);
                 }
