@@ -40,6 +40,28 @@ pub trait LazySamples: Send + Sync {
     /// Samples outside the selected range may be included (the engine trims).
     fn decode_into(&self, out: &mut Vec<(i64, f64)>) -> Result<(), StorageError>;
 
+    /// Replaces `out`'s contents with the series' newest sample with a timestamp in
+    /// `[lo, hi]` (nothing when there is none): all an instant vector selector
+    /// evaluated at one time reads. The default decodes everything.
+    fn decode_last_into(
+        &self,
+        out: &mut Vec<(i64, f64)>,
+        lo: i64,
+        hi: i64,
+    ) -> Result<(), StorageError> {
+        self.decode_into(out)?;
+        let end = out.partition_point(|p| p.0 <= hi);
+        let keep = end.checked_sub(1).filter(|&i| out[i].0 >= lo);
+        match keep {
+            Some(i) => {
+                out.swap(0, i);
+                out.truncate(1);
+            }
+            None => out.clear(),
+        }
+        Ok(())
+    }
+
     /// Replaces `out`'s contents with the series' native histogram samples, sorted by
     /// time and unique (and never at a timestamp [`LazySamples::decode_into`] answers).
     /// Samples outside the selected range may be included. The default: none.

@@ -59,5 +59,8 @@ fn decode_errors_name_the_series() {
     // a limit is the query's, not the series': passed on as it is
     let st = St(|| StorageError::Limit("too many chunk bytes".into()));
     let err = e.instant(&st, "up", 300_000).unwrap_err().to_string();
-    assert!(err.contains("too many chunk bytes") && !err.contains("series {"), "{err}");
+    assert!(
+        err.contains("too many chunk bytes") && !err.contains("series {"),
+        "{err}"
+    );
 }

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use strata_promql::{LazySamples, StorageError};
 use strata_tsdb::chunkenc::Encoding;
-use strata_tsdb::chunkenc::{append_xor_in_range, count_xor_in_range};
+use strata_tsdb::chunkenc::{append_xor_in_range, count_xor_in_range, last_xor_in_range};
 use strata_tsdb::dedup::merge_pair;
 use strata_tsdb::histogram::{decode_chunk_float_in_range, FloatHistogram};
 use strata_tsdb::labels::Labels;
@@ -36,6 +36,9 @@ pub enum Part {
         chunks: Vec<Bytes>,
         mint: i64,
         maxt: i64,
+        /// The chunks' first and last timestamps when they do not overlap (each chunk
+        /// ends before the next begins); `None` when they might.
+        span: Option<(i64, i64)>,
         /// Samples in the chunks (counted from their headers when they arrived): the
         /// samples in range, plus those of a chunk straddling the range's edges.
         len: usize,
@@ -106,6 +109,36 @@ impl Part {
         Ok(())
     }
 
+    /// The newest sample with a timestamp in `[lo, hi]`. Chunks that do not overlap are
+    /// decoded newest first, stopping at the first holding one; otherwise everything is
+    /// decoded and merged as [`Part::append_to`] and a sort would.
+    pub fn last_in(&self, lo: i64, hi: i64) -> Result<Option<(i64, f64)>, &'static str> {
+        match self {
+            Part::Samples(v) => Ok(last_of(v, lo, hi)),
+            Part::Chunks {
+                chunks,
+                mint,
+                maxt,
+                span: Some(_),
+                ..
+            } => {
+                let (lo, hi) = (lo.max(*mint), hi.min(*maxt));
+                for c in chunks.iter().rev() {
+                    if let Some(s) = last_xor_in_range(c, lo, hi)? {
+                        return Ok(Some(s));
+                    }
+                }
+                Ok(None)
+            }
+            Part::Chunks { span: None, .. } => {
+                let mut v = Vec::with_capacity(self.len());
+                merge_parts(std::slice::from_ref(self), &mut v)?;
+                Ok(last_of(&v, lo, hi))
+            }
+            Part::Mixed { floats, .. } => floats.last_in(lo, hi),
+        }
+    }
+
     /// This part followed by `next` (a later block's part of the same series): chunks
     /// stay encoded; samples are concatenated and, where they overlap, sorted (stable:
     /// this part's sample wins a timestamp) and deduplicated.
@@ -123,21 +156,28 @@ impl Part {
                     mut chunks,
                     mint,
                     maxt,
+                    span,
                     len,
                 },
                 Part::Chunks {
                     chunks: more,
                     mint: m2,
                     maxt: x2,
+                    span: s2,
                     len: l2,
                 },
             ) => {
                 // Each chunk's samples lie in its block, inside both ranges' union.
                 chunks.extend(more);
+                let span = match (span, s2) {
+                    (Some(a), Some(b)) if a.1 < b.0 => Some((a.0, b.1)),
+                    _ => None,
+                };
                 Ok(Part::Chunks {
                     chunks,
                     mint: mint.min(m2),
                     maxt: maxt.max(x2),
+                    span,
                     len: len + l2,
                 })
             }
@@ -177,6 +217,7 @@ pub struct ChunksBuilder<'a> {
     len: usize,
     /// The chunks overlap or are out of order: decoded, they need sorting.
     unordered: bool,
+    first_min: i64,
     last_max: i64,
     /// Native histogram samples in range, decoded as their chunks arrived.
     hists: Vec<(i64, FloatHistogram)>,
@@ -191,6 +232,7 @@ impl<'a> ChunksBuilder<'a> {
             chunks: Vec::new(),
             len: 0,
             unordered: false,
+            first_min: i64::MAX,
             last_max: i64::MIN,
             hists: Vec::new(),
         }
@@ -232,6 +274,7 @@ impl<'a> ChunksBuilder<'a> {
             return Ok(());
         }
         self.unordered |= cmin <= self.last_max;
+        self.first_min = self.first_min.min(cmin);
         self.last_max = self.last_max.max(cmax);
         self.len += n;
         self.chunks.push(data);
@@ -254,6 +297,7 @@ impl<'a> ChunksBuilder<'a> {
             chunks: self.chunks,
             mint: self.mint,
             maxt: self.maxt,
+            span: (!self.unordered).then_some((self.first_min, self.last_max)),
             len: self.len,
         };
         if !self.unordered {
@@ -282,6 +326,27 @@ impl LazySeries {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The newest merged sample with a timestamp in `[lo, hi]`. One replica: each
+    /// source's newest in range, the latest winning and the earlier source on a tie (as
+    /// the merge keeps the first copy of a timestamp). Replicas are deduplicated over
+    /// the whole range first: which one a sample comes from depends on their history.
+    pub fn last_in(&self, lo: i64, hi: i64) -> Result<Option<(i64, f64)>, &'static str> {
+        let [parts] = self.replicas.as_slice() else {
+            let mut v = Vec::new();
+            self.decode_to(&mut v)?;
+            return Ok(last_of(&v, lo, hi));
+        };
+        let mut best: Option<(i64, f64)> = None;
+        for p in parts {
+            if let Some(s) = p.last_in(lo, hi)? {
+                if best.is_none_or(|b| s.0 > b.0) {
+                    best = Some(s);
+                }
+            }
+        }
+        Ok(best)
     }
 
     /// The merged samples into `out` (replacing its contents).
@@ -389,6 +454,12 @@ fn merge_parts(parts: &[Part], out: &mut Vec<(i64, f64)>) -> Result<(), &'static
     Ok(())
 }
 
+/// The last of sorted samples `v` with a timestamp in `[lo, hi]`.
+fn last_of(v: &[(i64, f64)], lo: i64, hi: i64) -> Option<(i64, f64)> {
+    let end = v.partition_point(|p| p.0 <= hi);
+    end.checked_sub(1).map(|i| v[i]).filter(|p| p.0 >= lo)
+}
+
 /// A series the engine decodes when it consumes it.
 pub struct EngineSeries {
     pub series: LazySeries,
@@ -400,6 +471,21 @@ impl LazySamples for EngineSeries {
             // the engine names the series
             StorageError::Unavailable(format!("chunk data: {e}"))
         })
+    }
+
+    fn decode_last_into(
+        &self,
+        out: &mut Vec<(i64, f64)>,
+        lo: i64,
+        hi: i64,
+    ) -> Result<(), StorageError> {
+        out.clear();
+        let last = self
+            .series
+            .last_in(lo, hi)
+            .map_err(|e| StorageError::Unavailable(format!("chunk data: {e}")))?;
+        out.extend(last);
+        Ok(())
     }
 
     fn decode_histograms_into(
@@ -532,6 +618,79 @@ mod tests {
         let (d, r) = chunk(&a);
         none.push(d, r).unwrap();
         assert!(none.finish().unwrap().is_none());
+    }
+
+    /// The newest sample in a window, read newest chunk first, is the last in range of
+    /// the fully decoded and merged series: ordered chunks, later blocks' parts
+    /// appended (overlapping or not), several sources tying on timestamps, decoded
+    /// parts, and replicas (deduplicated first).
+    #[test]
+    fn last_in_window_is_the_last_of_the_decoded_series() {
+        let count = Counter::unaccounted();
+        let built = |v: &[(i64, f64)], per: usize, (mint, maxt): (i64, i64)| {
+            let mut p = ChunksBuilder::new(&count, mint, maxt);
+            for c in v.chunks(per) {
+                let (d, r) = chunk(c);
+                p.push(d, r).unwrap();
+            }
+            p.finish().unwrap()
+        };
+        let pts = |from: i64, to: i64, step: i64, sign: f64| -> Vec<(i64, f64)> {
+            (from..to).map(|i| (i * step, sign * i as f64)).collect()
+        };
+        let range = (95, 2_005);
+        let a = built(&pts(0, 120, 10, 1.0), 25, range).unwrap();
+        // a later block: no overlap, and one overlapping the end of `a`
+        let later = built(&pts(120, 180, 10, 1.0), 25, range).unwrap();
+        let overlap = built(&pts(100, 200, 10, -1.0), 30, range).unwrap();
+        assert!(matches!(a, Part::Chunks { span: Some(_), .. }));
+        let joined = a.clone().extend(later.clone()).unwrap();
+        assert!(matches!(
+            joined,
+            Part::Chunks {
+                span: Some((0, 1790)),
+                ..
+            }
+        ));
+        let tangled = a.clone().extend(overlap.clone()).unwrap();
+        assert!(matches!(tangled, Part::Chunks { span: None, .. }));
+        let decoded = Part::Samples(pts(50, 150, 10, 2.0));
+        let shapes: Vec<Vec<Vec<Part>>> = vec![
+            vec![vec![a.clone()]],
+            vec![vec![joined.clone()]],
+            vec![vec![tangled.clone()]],
+            vec![vec![a.clone(), overlap.clone()]],
+            vec![vec![overlap.clone(), a.clone(), decoded.clone()]],
+            vec![vec![decoded.clone(), joined.clone()]],
+            vec![vec![a.clone()], vec![overlap.clone()]],
+        ];
+        for (i, replicas) in shapes.into_iter().enumerate() {
+            let s = LazySeries {
+                replicas,
+                counter: false,
+            };
+            let mut all = Vec::new();
+            s.decode_to(&mut all).unwrap();
+            for lo in (-20..2_100).step_by(37) {
+                for width in [0, 1, 9, 10, 55, 300, 5_000] {
+                    let hi = lo + width;
+                    assert_eq!(
+                        s.last_in(lo, hi).unwrap(),
+                        last_of(&all, lo, hi),
+                        "shape {i}, [{lo}, {hi}]"
+                    );
+                }
+            }
+        }
+        // a damaged chunk is an error, not a missing sample
+        let (d, r) = chunk(&pts(0, 50, 10, 1.0));
+        let mut p = ChunksBuilder::new(&count, i64::MIN, i64::MAX);
+        p.push(d.slice(..d.len() / 2), r).unwrap();
+        let broken = LazySeries {
+            replicas: vec![vec![p.finish().unwrap().unwrap()]],
+            counter: false,
+        };
+        assert!(broken.last_in(0, 1_000).is_err());
     }
 
     /// HA dedup of parts decoded at consumption gives what dedup of decoded series

@@ -212,8 +212,14 @@ impl Counter {
 
     /// A chunk of `bytes` arrived.
     pub fn chunk(&self, bytes: usize) -> Result<(), StoreError> {
+        self.chunks(1, bytes)
+    }
+
+    /// `n` chunks of `bytes` together arrived (one update of the shared counters for a
+    /// batch: every source's reader threads add to the same ones).
+    pub fn chunks(&self, n: usize, bytes: usize) -> Result<(), StoreError> {
         let b = bytes as u64;
-        self.src.chunks.fetch_add(1, Relaxed);
+        self.src.chunks.fetch_add(n as u64, Relaxed);
         self.src.chunk_bytes.fetch_add(b, Relaxed);
         let total = self.query.chunk_bytes.fetch_add(b, Relaxed) + b;
         let max = self.query.limits.max_chunk_bytes;

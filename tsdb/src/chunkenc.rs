@@ -605,6 +605,27 @@ pub fn append_xor_in_range(
     it.err.map_or(Ok(()), Err)
 }
 
+/// The last sample of XOR chunk `data` with a timestamp in `[mint, maxt]`, if any,
+/// decoding no further than `maxt` and keeping nothing else (an instant selector
+/// reads one sample per series).
+pub fn last_xor_in_range(
+    data: &[u8],
+    mint: i64,
+    maxt: i64,
+) -> std::result::Result<Option<(i64, f64)>, &'static str> {
+    let mut it = XorIter::new(data);
+    let mut last = None;
+    for (t, v) in it.by_ref() {
+        if t > maxt {
+            break;
+        }
+        if t >= mint {
+            last = Some((t, v));
+        }
+    }
+    it.err.map_or(Ok(last), Err)
+}
+
 /// How many samples of XOR chunk `data`, whose samples lie in `[chunk_mint,
 /// chunk_maxt]`, have timestamps in `[mint, maxt]`: the header's count when the chunk
 /// lies inside, else counted by decoding (no allocation). Lets a reader count what a
@@ -1057,8 +1078,15 @@ mod tests {
                 Ok(v.len()),
                 "[{mint}, {maxt}]"
             );
+            assert_eq!(
+                last_xor_in_range(&data, mint, maxt),
+                Ok(v.last().copied()),
+                "last in [{mint}, {maxt}]"
+            );
         }
         assert!(count_xor_in_range(&data[..1], (0, 990), 0, 990).is_err());
+        assert!(last_xor_in_range(&data[..1], 0, 990).is_err());
+        assert!(last_xor_in_range(&data[..data.len() / 2], 0, 990).is_err());
     }
 
     /// A deliberately naive model of Go's `bstream` + `xorAppender`, one bit at a time,

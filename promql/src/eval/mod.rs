@@ -295,6 +295,31 @@ impl RawSeries {
         }
     }
 
+    /// The series' newest sample in `[lo, hi]` (within its bounds), if any: what one
+    /// instant-selector step reads, without decoding the rest from storage.
+    fn load_last<'s>(
+        &'s self,
+        buf: &'s mut Vec<(i64, f64)>,
+        lo: i64,
+        hi: i64,
+    ) -> Result<&'s [(i64, f64)]> {
+        let (lo, hi) = (lo.max(self.lo), hi.min(self.hi));
+        match &self.samples {
+            crate::Samples::Decoded(v) => {
+                let end = v.partition_point(|p| p.0 <= hi);
+                Ok(match end.checked_sub(1) {
+                    Some(i) if v[i].0 >= lo => &v[i..end],
+                    _ => &[],
+                })
+            }
+            crate::Samples::Lazy(l) => {
+                l.decode_last_into(buf, lo, hi)
+                    .map_err(|e| name_series(e, &self.labels))?;
+                Ok(buf)
+            }
+        }
+    }
+
     /// The series' samples within its bounds: a slice of samples storage returned
     /// decoded, or of `buf`, which it decodes (or filters) into.
     fn load<'s>(&'s self, buf: &'s mut Vec<(i64, f64)>) -> Result<&'s [(i64, f64)]> {

@@ -116,6 +116,12 @@ impl Evaluator<'_> {
         let mut total = 0;
         let mut buf = Vec::new();
         let mut hbuf = Vec::new();
+        // Every step at one time (an instant query, or `@`): each series' value is its
+        // newest sample in the lookback window, so only that one is decoded.
+        let single = refs
+            .first()
+            .copied()
+            .filter(|&r0| refs.iter().all(|&r| r == r0));
         for s in raw {
             self.check_time()?;
             let mut pts = Vec::new();
@@ -131,6 +137,9 @@ impl Evaluator<'_> {
                     &mut pts,
                     &mut hists,
                 );
+            } else if let Some(r) = single.filter(|_| !s.drop_stale) {
+                let lo = r.saturating_sub(self.lookback).saturating_add(1);
+                self.steps_of(s.load_last(&mut buf, lo, r)?, refs, ctx, ts_mode, &mut pts);
             } else {
                 self.steps_of(s.load(&mut buf)?, refs, ctx, ts_mode, &mut pts);
             }

@@ -95,10 +95,8 @@ impl BucketReader {
                     }
                 }
             }
-            for (r, chunk) in got {
-                count.chunk(chunk.1.len())?;
-                out.insert(r, chunk);
-            }
+            count.chunks(got.len(), got.iter().map(|(_, c)| c.1.len()).sum())?;
+            out.extend(got);
         }
         let results: Vec<Result<Vec<(u64, RawChunk)>, StoreError>> = futures::stream::iter(missed)
             .map(|(seg, start, end, refs)| async move {
