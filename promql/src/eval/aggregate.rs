@@ -186,7 +186,8 @@ impl Evaluator<'_> {
             self.check_time()?;
             pts.clear();
             // One series decoded at a time into `buf`, dropped once in the cells.
-            self.steps_of(s.load(&mut buf)?, refs, ctx, false, &mut pts);
+            let pts_in = self.load_for_steps(&s, &mut buf, refs)?;
+            self.steps_of(pts_in, refs, ctx, false, &mut pts);
             if pts.is_empty() {
                 continue;
             }

@@ -116,12 +116,6 @@ impl Evaluator<'_> {
         let mut total = 0;
         let mut buf = Vec::new();
         let mut hbuf = Vec::new();
-        // Every step at one time (an instant query, or `@`): each series' value is its
-        // newest sample in the lookback window, so only that one is decoded.
-        let single = refs
-            .first()
-            .copied()
-            .filter(|&r0| refs.iter().all(|&r| r == r0));
         for s in raw {
             self.check_time()?;
             let mut pts = Vec::new();
@@ -137,11 +131,9 @@ impl Evaluator<'_> {
                     &mut pts,
                     &mut hists,
                 );
-            } else if let Some(r) = single.filter(|_| !s.drop_stale) {
-                let lo = r.saturating_sub(self.lookback).saturating_add(1);
-                self.steps_of(s.load_last(&mut buf, lo, r)?, refs, ctx, ts_mode, &mut pts);
             } else {
-                self.steps_of(s.load(&mut buf)?, refs, ctx, ts_mode, &mut pts);
+                let pts_in = self.load_for_steps(&s, &mut buf, refs)?;
+                self.steps_of(pts_in, refs, ctx, ts_mode, &mut pts);
             }
             if !pts.is_empty() || !hists.is_empty() {
                 let n = pts.len() + hists.len();
@@ -157,6 +149,24 @@ impl Evaluator<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// The float samples of `s` that [`Self::steps_of`] needs for steps at `refs`. When
+    /// every step is at one time (an instant query, or `@`) a series' value is its
+    /// newest sample in the lookback window, so storage decodes only that one.
+    pub(super) fn load_for_steps<'s>(
+        &self,
+        s: &'s RawSeries,
+        buf: &'s mut Vec<(i64, f64)>,
+        refs: &[i64],
+    ) -> Result<&'s [(i64, f64)]> {
+        match refs.split_first() {
+            Some((&r, rest)) if !s.drop_stale && rest.iter().all(|&x| x == r) => {
+                let lo = r.saturating_sub(self.lookback).saturating_add(1);
+                s.load_last(buf, lo, r)
+            }
+            _ => s.load(buf),
+        }
     }
 
     /// The raw series an instant-vector selector reads over the context, and its
