@@ -201,6 +201,19 @@ pub enum StorageError {
     Limit(String),
 }
 
+impl StorageError {
+    /// The error of reading one series' samples, naming the series (storage need not
+    /// keep a copy of every series' labels only for its errors); limits pass unchanged.
+    pub fn of_series(self, labels: &Labels) -> StorageError {
+        match self {
+            StorageError::Unavailable(m) => {
+                StorageError::Unavailable(format!("series {labels}: {m}"))
+            }
+            e => e,
+        }
+    }
+}
+
 /// Where the engine reads series from.
 pub trait Storage: Send + Sync {
     /// Every series matching all `matchers` with samples in `[mint, maxt]` (inclusive),

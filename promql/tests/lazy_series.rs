@@ -21,7 +21,11 @@ impl LazySamples for Broken {
     }
 }
 
-struct St(fn() -> StorageError);
+/// Series `up{job=…}`, one per job, each read through the `LazySamples` `make` gives.
+struct St {
+    jobs: &'static [&'static str],
+    make: Box<dyn Fn() -> Box<dyn LazySamples> + Send + Sync>,
+}
 
 impl Storage for St {
     fn select(
@@ -41,19 +45,27 @@ impl Storage for St {
         _: i64,
         _: &SelectHints,
     ) -> Result<Vec<SelectedSeries>, StorageError> {
-        Ok(vec![SelectedSeries {
-            labels: Labels::from_pairs([("__name__", "up"), ("job", "a")]),
-            samples: Samples::Lazy(Box::new(Broken(self.0))),
-            histograms: HistogramSamples::default(),
-            resolution: 0,
-        }])
+        Ok(self
+            .jobs
+            .iter()
+            .map(|job| SelectedSeries {
+                labels: Labels::from_pairs([("__name__", "up"), ("job", job)]),
+                samples: Samples::Lazy((self.make)()),
+                histograms: HistogramSamples::default(),
+                resolution: 0,
+            })
+            .collect())
     }
 }
 
 #[test]
 fn decode_errors_name_the_series() {
     let e = Engine::new(EngineOptions::default());
-    let st = St(|| StorageError::Unavailable("chunk data: bad varint".into()));
+    let broken = |e: fn() -> StorageError| St {
+        jobs: &["a"],
+        make: Box::new(move || Box::new(Broken(e))),
+    };
+    let st = broken(|| StorageError::Unavailable("chunk data: bad varint".into()));
     for q in ["up", "sum(up)", "rate(up[5m])"] {
         let err = e.instant(&st, q, 300_000).unwrap_err().to_string();
         assert!(
@@ -62,7 +74,7 @@ fn decode_errors_name_the_series() {
         );
     }
     // a limit is the query's, not the series': passed on as it is
-    let st = St(|| StorageError::Limit("too many chunk bytes".into()));
+    let st = broken(|| StorageError::Limit("too many chunk bytes".into()));
     let err = e.instant(&st, "up", 300_000).unwrap_err().to_string();
     assert!(
         err.contains("too many chunk bytes") && !err.contains("series {"),
@@ -101,52 +113,23 @@ impl LazySamples for Counting {
     }
 }
 
-struct CountingSt {
-    full: Arc<AtomicUsize>,
-    last: Arc<AtomicUsize>,
-}
-
-impl Storage for CountingSt {
-    fn select(
-        &self,
-        _: &[Matcher],
-        _: i64,
-        _: i64,
-        _: &SelectHints,
-    ) -> Result<Vec<StorageSeries>, StorageError> {
-        unreachable!("the engine calls select_lazy")
-    }
-
-    fn select_lazy(
-        &self,
-        _: &[Matcher],
-        _: i64,
-        _: i64,
-        _: &SelectHints,
-    ) -> Result<Vec<SelectedSeries>, StorageError> {
-        Ok(["a", "b"]
-            .iter()
-            .map(|job| SelectedSeries {
-                labels: Labels::from_pairs([("__name__", "up"), ("job", job)]),
-                samples: Samples::Lazy(Box::new(Counting {
-                    full: self.full.clone(),
-                    last: self.last.clone(),
-                })),
-                histograms: HistogramSamples::default(),
-                resolution: 0,
-            })
-            .collect())
-    }
-}
-
 #[test]
 fn instant_selectors_read_only_the_newest_sample() {
     let e = Engine::new(EngineOptions::default());
-    let st = CountingSt {
-        full: Default::default(),
-        last: Default::default(),
+    let (full, last) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let st = St {
+        jobs: &["a", "b"],
+        make: {
+            let (full, last) = (full.clone(), last.clone());
+            Box::new(move || {
+                Box::new(Counting {
+                    full: full.clone(),
+                    last: last.clone(),
+                })
+            })
+        },
     };
-    let reads = || (st.full.swap(0, Relaxed), st.last.swap(0, Relaxed));
+    let reads = || (full.swap(0, Relaxed), last.swap(0, Relaxed));
     let value = |v: Value| match v {
         Value::Vector(v) => v.iter().map(|s| s.v).collect::<Vec<_>>(),
         v => panic!("vector expected, got {v:?}"),

@@ -1135,12 +1135,7 @@ impl Storage for FanoutStorage {
         let mut out = Vec::new();
         let mut buf = Vec::new();
         for s in self.select_lazy(matchers, mint, maxt, hints)? {
-            let named = |e: StorageError| match e {
-                StorageError::Unavailable(m) => {
-                    StorageError::Unavailable(format!("series {}: {m}", s.labels))
-                }
-                e => e,
-            };
+            let named = |e: StorageError| e.of_series(&s.labels);
             s.samples.decode_into(&mut buf).map_err(named)?;
             let mut histograms = Vec::new();
             s.histograms.decode_into(&mut histograms).map_err(named)?;

@@ -460,6 +460,11 @@ fn last_of(v: &[(i64, f64)], lo: i64, hi: i64) -> Option<(i64, f64)> {
     end.checked_sub(1).map(|i| v[i]).filter(|p| p.0 >= lo)
 }
 
+/// A decoding error as the engine gets it (the engine names the series).
+fn chunk_data(e: &'static str) -> StorageError {
+    StorageError::Unavailable(format!("chunk data: {e}"))
+}
+
 /// A series the engine decodes when it consumes it.
 pub struct EngineSeries {
     pub series: LazySeries,
@@ -467,10 +472,7 @@ pub struct EngineSeries {
 
 impl LazySamples for EngineSeries {
     fn decode_into(&self, out: &mut Vec<(i64, f64)>) -> Result<(), StorageError> {
-        self.series.decode_to(out).map_err(|e| {
-            // the engine names the series
-            StorageError::Unavailable(format!("chunk data: {e}"))
-        })
+        self.series.decode_to(out).map_err(chunk_data)
     }
 
     fn decode_last_into(
@@ -480,11 +482,7 @@ impl LazySamples for EngineSeries {
         hi: i64,
     ) -> Result<(), StorageError> {
         out.clear();
-        let last = self
-            .series
-            .last_in(lo, hi)
-            .map_err(|e| StorageError::Unavailable(format!("chunk data: {e}")))?;
-        out.extend(last);
+        out.extend(self.series.last_in(lo, hi).map_err(chunk_data)?);
         Ok(())
     }
 

@@ -248,17 +248,6 @@ fn derive_stats_hints(hs: &mut [HPoint]) {
 /// A selected series, its samples decoded only when a consumer loads it
 /// ([`RawSeries::load`]): consumers take one series at a time into a buffer they reuse,
 /// so a selector's decoded samples are never all held at once.
-/// A storage error reading one series' samples, naming the series (storage need not
-/// keep a copy of every series' labels only for its errors).
-fn name_series(e: crate::StorageError, labels: &Labels) -> crate::StorageError {
-    match e {
-        crate::StorageError::Unavailable(m) => {
-            crate::StorageError::Unavailable(format!("series {labels}: {m}"))
-        }
-        e => e,
-    }
-}
-
 pub(super) struct RawSeries {
     labels: Labels,
     drop_name: bool,
@@ -314,7 +303,7 @@ impl RawSeries {
             }
             crate::Samples::Lazy(l) => {
                 l.decode_last_into(buf, lo, hi)
-                    .map_err(|e| name_series(e, &self.labels))?;
+                    .map_err(|e| e.of_series(&self.labels))?;
                 Ok(buf)
             }
         }
@@ -339,8 +328,7 @@ impl RawSeries {
                 Ok(buf)
             }
             crate::Samples::Lazy(l) => {
-                l.decode_into(buf)
-                    .map_err(|e| name_series(e, &self.labels))?;
+                l.decode_into(buf).map_err(|e| e.of_series(&self.labels))?;
                 if !buf.iter().all(keep) {
                     buf.retain(keep);
                 }
@@ -385,7 +373,7 @@ impl RawSeries {
             }
             HistogramSamples::Lazy(l) => {
                 l.decode_histograms_into(buf)
-                    .map_err(|e| name_series(e, &self.labels))?;
+                    .map_err(|e| e.of_series(&self.labels))?;
                 if !buf.iter().all(keep) {
                     buf.retain(keep);
                 }
