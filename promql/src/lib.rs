@@ -50,9 +50,7 @@ pub trait LazySamples: Send + Sync {
         hi: i64,
     ) -> Result<(), StorageError> {
         self.decode_into(out)?;
-        let end = out.partition_point(|p| p.0 <= hi);
-        let keep = end.checked_sub(1).filter(|&i| out[i].0 >= lo);
-        match keep {
+        match newest_in(out, lo, hi) {
             Some(i) => {
                 out.swap(0, i);
                 out.truncate(1);
@@ -199,6 +197,12 @@ pub enum StorageError {
     /// Too much data for the query's limits.
     #[error("{0}")]
     Limit(String),
+}
+
+/// The index of the newest of time-sorted samples `v` with a timestamp in `[lo, hi]`.
+pub fn newest_in<T>(v: &[(i64, T)], lo: i64, hi: i64) -> Option<usize> {
+    let end = v.partition_point(|p| p.0 <= hi);
+    end.checked_sub(1).filter(|&i| v[i].0 >= lo)
 }
 
 impl StorageError {

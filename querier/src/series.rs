@@ -456,8 +456,7 @@ fn merge_parts(parts: &[Part], out: &mut Vec<(i64, f64)>) -> Result<(), &'static
 
 /// The last of sorted samples `v` with a timestamp in `[lo, hi]`.
 fn last_of(v: &[(i64, f64)], lo: i64, hi: i64) -> Option<(i64, f64)> {
-    let end = v.partition_point(|p| p.0 <= hi);
-    end.checked_sub(1).map(|i| v[i]).filter(|p| p.0 >= lo)
+    strata_promql::newest_in(v, lo, hi).map(|i| v[i])
 }
 
 /// A decoding error as the engine gets it (the engine names the series).

@@ -295,11 +295,7 @@ impl RawSeries {
         let (lo, hi) = (lo.max(self.lo), hi.min(self.hi));
         match &self.samples {
             crate::Samples::Decoded(v) => {
-                let end = v.partition_point(|p| p.0 <= hi);
-                Ok(match end.checked_sub(1) {
-                    Some(i) if v[i].0 >= lo => &v[i..end],
-                    _ => &[],
-                })
+                Ok(crate::newest_in(v, lo, hi).map_or(&[], |i| &v[i..=i]))
             }
             crate::Samples::Lazy(l) => {
                 l.decode_last_into(buf, lo, hi)
